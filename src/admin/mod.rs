@@ -1,0 +1,1 @@
+//! The local admin HTTP endpoint: health, metrics, the queue API and `/dns`.

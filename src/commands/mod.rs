@@ -1,0 +1,106 @@
+//! The command line: one module per subcommand. `main.rs` only parses and dispatches here.
+//!
+//! Exit codes: 0 success, 1 a failed check or operation, 2 bad usage or bad configuration.
+
+pub mod app;
+pub mod check;
+pub mod dkim;
+pub mod dns;
+pub mod queue;
+pub mod report;
+pub mod serve;
+pub mod sts;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
+
+/// herald — an outbound SMTP relay that signs, queues and delivers your apps' mail.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, short, global = true, default_value = DEFAULT_CONFIG_PATH, env = "HERALD_CONFIG")]
+    pub config: PathBuf,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// herald's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the relay: listeners, queue, delivery.
+    Serve(serve::ServeArgs),
+    /// App credentials: hash a password, add an app.
+    #[command(subcommand)]
+    App(app::AppCommand),
+    /// DKIM keys: generate, list.
+    #[command(subcommand)]
+    Dkim(dkim::DkimCommand),
+    /// Print every DNS record to publish.
+    Dns(dns::DnsArgs),
+    /// Audit a domain's live DNS (SPF, DKIM, DMARC, MTA-STS, TLS-RPT).
+    Check(check::CheckArgs),
+    /// Inspect and act on the queue.
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
+    /// MTA-STS policies seen.
+    #[command(subcommand)]
+    Sts(sts::StsCommand),
+    /// TLS-RPT reports.
+    #[command(subcommand)]
+    Report(report::ReportCommand),
+}
+
+/// A usage error: exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Runs the parsed command line and maps errors to exit codes.
+pub async fn run(cli: Cli) -> ExitCode {
+    let config = cli.config.clone();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(&config, args).await,
+        Command::App(cmd) => app::run(&config, cmd).await,
+        Command::Dkim(cmd) => dkim::run(&config, cmd).await,
+        Command::Dns(args) => dns::run(&config, args).await,
+        Command::Check(args) => check::run(&config, args).await,
+        Command::Queue(cmd) => queue::run(&config, cmd).await,
+        Command::Sts(cmd) => sts::run(&config, cmd).await,
+        Command::Report(cmd) => report::run(&config, cmd).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("herald: {e:#}");
+            if e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<UsageError>().is_some()
+            {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+/// Loads the configuration; a [`ConfigError`] inside the error makes the exit status 2.
+pub fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+/// Starts logging to stderr at `level` (overridden by `RUST_LOG`).
+pub fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

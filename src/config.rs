@@ -1,0 +1,678 @@
+//! Typed configuration: one TOML file read with the `config` crate, any key overridable by
+//! `HERALD__SECTION__KEY`. Validation names the file, the key and the problem so that an
+//! operator can fix a bad file without reading code; callers exit 2 on [`ConfigError`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// Default location of the configuration file, relative to the working directory.
+pub const DEFAULT_CONFIG_PATH: &str = "config/herald.toml";
+
+/// A configuration problem: which file, which key, what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {problem}")]
+pub struct ConfigError {
+    /// The file that was read (or the environment, for overrides).
+    pub file: String,
+    /// The dotted key at fault, e.g. `apps.demo.senders`.
+    pub key: String,
+    /// What is wrong, in words an operator can act on.
+    pub problem: String,
+}
+
+/// The whole configuration of one herald instance.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Identity, data directory, shutdown.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Inbound SMTP listeners and their limits.
+    #[serde(default)]
+    pub smtp: SmtpConfig,
+    /// Certificates for the listeners and trust roots for outbound TLS.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Where accepted mail is kept until delivered.
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    /// The applications allowed to submit, keyed by their user name.
+    #[serde(default)]
+    pub apps: BTreeMap<String, AppConfig>,
+    /// DKIM signing keys.
+    #[serde(default)]
+    pub dkim: DkimConfig,
+    /// Which name servers herald asks.
+    #[serde(default)]
+    pub dns: DnsConfig,
+    /// Outbound delivery: ports, retries, smart host, TLS requirements.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+    /// MTA-STS policy fetching and caching.
+    #[serde(default)]
+    pub mta_sts: MtaStsConfig,
+    /// TLS-RPT reports herald sends, and the address it receives them at.
+    #[serde(default)]
+    pub report: ReportConfig,
+    /// The SPF include herald publishes and the DNS advice it prints.
+    #[serde(default)]
+    pub spf: SpfConfig,
+    /// The optional authoritative DNS listener for the include and selectors.
+    #[serde(default)]
+    pub dns_server: DnsServerConfig,
+    /// The local admin HTTP endpoint (health, metrics, queue API, /dns).
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// Identity and process-wide settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Herald's public host name: EHLO, `Received:`, `Message-ID:`, DSN Reporting-MTA.
+    pub hostname: String,
+    /// Directory for everything herald writes (spool, keys, caches) unless set separately.
+    pub data_dir: PathBuf,
+    /// How long sessions in flight may take to finish after SIGTERM/SIGINT.
+    #[serde(with = "humantime_serde")]
+    pub grace_period: Duration,
+    /// `tracing` filter, e.g. `info` or `herald=debug`.
+    pub log_level: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            hostname: "localhost".into(),
+            data_dir: PathBuf::from("data"),
+            grace_period: Duration::from_secs(30),
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// Inbound SMTP listeners and their limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpConfig {
+    /// Submission with STARTTLS (AUTH only after TLS); empty disables.
+    pub submission: Option<SocketAddr>,
+    /// Submission over implicit TLS; empty disables.
+    pub submissions: Option<SocketAddr>,
+    /// Listener without AUTH for allow-listed networks (printers, legacy apps); empty disables.
+    pub plain: Option<SocketAddr>,
+    /// Networks allowed on the plain listener.
+    pub plain_networks: Vec<IpNet>,
+    /// Senders allowed from the plain listener (exact addresses and `@domain`).
+    pub plain_senders: Vec<String>,
+    /// Largest message accepted, in bytes (announced in SIZE).
+    pub max_message_size: usize,
+    /// Most recipients per message.
+    pub max_recipients: usize,
+    /// Longest command or text line, in bytes including CRLF.
+    pub max_line_length: usize,
+    /// Most simultaneous connections in total.
+    pub max_connections: usize,
+    /// Most simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Protocol errors tolerated in one session before `421` and close.
+    pub max_errors: usize,
+    /// Time allowed for a command (RFC 5321 §4.5.3.2: 5 minutes).
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// Time allowed between data blocks (RFC 5321 §4.5.3.2: 3 minutes).
+    #[serde(with = "humantime_serde")]
+    pub data_timeout: Duration,
+    /// Failed AUTH attempts from one IP before it is refused for `auth_block`.
+    pub auth_max_failures: u32,
+    /// Window over which failed AUTH attempts are counted.
+    #[serde(with = "humantime_serde")]
+    pub auth_failure_window: Duration,
+    /// How long an IP is refused after too many failed AUTH attempts.
+    #[serde(with = "humantime_serde")]
+    pub auth_block: Duration,
+    /// Delay added per failed AUTH attempt (grows with each failure).
+    #[serde(with = "humantime_serde")]
+    pub auth_failure_delay: Duration,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            submission: None,
+            submissions: None,
+            plain: None,
+            plain_networks: Vec::new(),
+            plain_senders: Vec::new(),
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 100,
+            max_line_length: 4096,
+            max_connections: 1000,
+            max_connections_per_ip: 50,
+            max_errors: 10,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+            auth_max_failures: 5,
+            auth_failure_window: Duration::from_secs(600),
+            auth_block: Duration::from_secs(900),
+            auth_failure_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Certificates for the listeners, trust roots for outbound TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain for the submission listeners.
+    pub cert: PathBuf,
+    /// PEM private key for the submission listeners.
+    pub key: PathBuf,
+    /// Generate a self-signed pair at start-up when `cert`/`key` are missing.
+    pub allow_dev_certs: bool,
+    /// Extra CA certificates (PEM files) trusted for outbound SMTP and MTA-STS HTTPS.
+    pub extra_roots: Vec<PathBuf>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert: PathBuf::from("certs/herald.crt"),
+            key: PathBuf::from("certs/herald.key"),
+            allow_dev_certs: false,
+            extra_roots: Vec::new(),
+        }
+    }
+}
+
+/// The spool: where accepted mail waits until delivered.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Spool directory; defaults to `<data_dir>/spool`.
+    pub dir: Option<PathBuf>,
+}
+
+/// One application allowed to submit mail; its user name is the key in `[apps]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// argon2id PHC string (`herald app hash-password`).
+    pub password_hash: String,
+    /// Sender addresses this app may use: exact addresses and `@domain` entries.
+    pub senders: Vec<String>,
+    /// Largest message this app may send, in bytes; defaults to `smtp.max_message_size`.
+    #[serde(default)]
+    pub max_message_size: Option<usize>,
+    /// Messages per minute; 0 means unlimited.
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit: u32,
+}
+
+fn default_rate_limit() -> u32 {
+    60
+}
+
+/// DKIM signing keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DkimConfig {
+    /// Directory where `herald dkim generate` writes private keys.
+    pub keys_dir: Option<PathBuf>,
+    /// Generate keys listed here whose files are missing (development only).
+    pub allow_dev_keys: bool,
+    /// Every configured key, active or not.
+    pub keys: Vec<DkimKeyConfig>,
+}
+
+impl Default for DkimConfig {
+    fn default() -> Self {
+        Self {
+            keys_dir: None,
+            allow_dev_keys: false,
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// A DKIM key: domain, selector, algorithm, file, and whether it signs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimKeyConfig {
+    /// The `d=` domain this key signs for.
+    pub domain: String,
+    /// The `s=` selector; the public key lives at `<selector>._domainkey.<domain>`.
+    pub selector: String,
+    /// `rsa` or `ed25519`.
+    pub algorithm: DkimAlgorithm,
+    /// PEM private key file (PKCS#8 or PKCS#1 for RSA).
+    pub file: PathBuf,
+    /// Whether this key signs; inactive keys are still published while retiring.
+    #[serde(default = "default_true")]
+    pub active: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// DKIM signature algorithm.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum DkimAlgorithm {
+    /// rsa-sha256, 2048 bits or more.
+    Rsa,
+    /// ed25519-sha256 (RFC 8463).
+    Ed25519,
+}
+
+impl DkimAlgorithm {
+    /// The name used in config and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DkimAlgorithm::Rsa => "rsa",
+            DkimAlgorithm::Ed25519 => "ed25519",
+        }
+    }
+}
+
+/// Name servers herald asks (MX, TXT, MTA-STS, SPF checks).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// `ip:port` of recursive resolvers; empty means the system resolver.
+    pub servers: Vec<SocketAddr>,
+}
+
+/// Outbound delivery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// TCP port of recipient MX hosts (25 on the Internet; tests use others).
+    pub port: u16,
+    /// Smart host `host:port`; when set, everything goes through it instead of MX routing.
+    pub relay_host: Option<String>,
+    /// User name for AUTH at the smart host.
+    pub relay_username: Option<String>,
+    /// Password for AUTH at the smart host.
+    pub relay_password: Option<String>,
+    /// Require verified TLS for every destination.
+    pub require_tls: bool,
+    /// Require verified TLS for these recipient domains.
+    pub require_tls_domains: Vec<String>,
+    /// Waits between attempts; the last one repeats until `max_age`.
+    #[serde(deserialize_with = "duration_list")]
+    pub retry_schedule: Vec<Duration>,
+    /// After this long, a message still undelivered is bounced.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Send a delay notice once a message has waited this long (off when absent).
+    #[serde(with = "humantime_serde")]
+    pub delay_notice: Option<Duration>,
+    /// Most simultaneous outbound connections in total.
+    pub max_connections: usize,
+    /// Most simultaneous outbound connections to one host.
+    pub max_connections_per_host: usize,
+    /// Time allowed to connect and receive the greeting (RFC 5321: 5 minutes).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed for each command reply (RFC 5321: 5 minutes).
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// Time allowed for the reply to the end of data (RFC 5321: 10 minutes).
+    #[serde(with = "humantime_serde")]
+    pub data_timeout: Duration,
+    /// Domain whose DKIM key signs bounces; defaults to the host name's domain.
+    pub dsn_domain: Option<String>,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        let m = |n: u64| Duration::from_secs(n * 60);
+        Self {
+            port: 25,
+            relay_host: None,
+            relay_username: None,
+            relay_password: None,
+            require_tls: false,
+            require_tls_domains: Vec::new(),
+            retry_schedule: vec![m(1), m(5), m(15), m(30), m(60), m(120), m(240)],
+            max_age: Duration::from_secs(5 * 24 * 3600),
+            delay_notice: None,
+            max_connections: 100,
+            max_connections_per_host: 5,
+            connect_timeout: m(5),
+            command_timeout: m(5),
+            data_timeout: m(10),
+            dsn_domain: None,
+        }
+    }
+}
+
+/// MTA-STS policy fetching and caching.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MtaStsConfig {
+    /// Apply MTA-STS policies at all.
+    pub enabled: bool,
+    /// HTTPS port of `mta-sts.<domain>` (443 on the Internet; tests use others).
+    pub port: u16,
+    /// Time allowed to fetch a policy.
+    #[serde(with = "humantime_serde")]
+    pub fetch_timeout: Duration,
+    /// Policy cache directory; defaults to `<data_dir>/mta-sts`.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for MtaStsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            port: 443,
+            fetch_timeout: Duration::from_secs(30),
+            cache_dir: None,
+        }
+    }
+}
+
+/// TLS-RPT: reports herald sends about its deliveries, and its own report address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportConfig {
+    /// Send TLS-RPT reports at all.
+    pub enabled: bool,
+    /// How often pending reports are sent (RFC 8460: daily).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Organization name in the reports.
+    pub organization: String,
+    /// Contact address in the reports and the `From:` of report mail.
+    pub contact: String,
+    /// Where herald's operator wants TLS-RPT reports about herald's own domains
+    /// (published as `_smtp._tls` by `herald dns`), e.g. `mailto:tlsrpt@example.com`.
+    pub own_rua: Option<String>,
+    /// Directory for pending counts; defaults to `<data_dir>/reports`.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(24 * 3600),
+            organization: "herald".into(),
+            contact: String::new(),
+            own_rua: None,
+            dir: None,
+        }
+    }
+}
+
+/// The SPF include herald publishes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpfConfig {
+    /// The include name, e.g. `_spf.relay.example.net`.
+    pub include: String,
+    /// Herald's public egress addresses (IPv4/IPv6, CIDR allowed).
+    pub addresses: Vec<IpNet>,
+    /// Final mechanism of the include record: `-all` or `~all`.
+    pub qualifier: String,
+    /// Address for the suggested DMARC record's `rua=`.
+    pub dmarc_rua: Option<String>,
+}
+
+impl Default for SpfConfig {
+    fn default() -> Self {
+        Self {
+            include: String::new(),
+            addresses: Vec::new(),
+            qualifier: "-all".into(),
+            dmarc_rua: None,
+        }
+    }
+}
+
+/// The optional authoritative DNS listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsServerConfig {
+    /// UDP and TCP address to answer on; empty disables.
+    pub listen: Option<SocketAddr>,
+    /// Queries per second allowed from one source address.
+    pub rate_limit: u32,
+}
+
+impl Default for DnsServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            rate_limit: 20,
+        }
+    }
+}
+
+/// The local admin HTTP endpoint.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin endpoint (keep it on loopback); empty disables.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Reads `path` (TOML) and `HERALD__SECTION__KEY` overrides, then validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        if !path.exists() {
+            return Err(ConfigError {
+                file,
+                key: "(file)".into(),
+                problem: "file not found; pass --config PATH or run from the directory holding config/herald.toml".into(),
+            });
+        }
+        let raw = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("HERALD")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .list_separator(",")
+                    .with_list_parse_key("dns.servers")
+                    .with_list_parse_key("delivery.retry_schedule")
+                    .with_list_parse_key("delivery.require_tls_domains")
+                    .with_list_parse_key("tls.extra_roots")
+                    .with_list_parse_key("smtp.plain_networks")
+                    .with_list_parse_key("spf.addresses"),
+            )
+            .build()
+            .map_err(|e| from_config_error(&file, e))?;
+        let cfg: Config = raw
+            .try_deserialize()
+            .map_err(|e| from_config_error(&file, e))?;
+        cfg.validate(&file)?;
+        Ok(cfg)
+    }
+
+    /// Checks what serde cannot: values that parse but make no sense.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, problem: String| ConfigError {
+            file: file.to_string(),
+            key: key.to_string(),
+            problem,
+        };
+        if self.server.hostname.trim().is_empty() {
+            return Err(err("server.hostname", "must not be empty".into()));
+        }
+        if self.smtp.max_message_size < 1024 {
+            return Err(err(
+                "smtp.max_message_size",
+                "must be at least 1024 bytes".into(),
+            ));
+        }
+        if self.smtp.max_recipients == 0 {
+            return Err(err("smtp.max_recipients", "must be at least 1".into()));
+        }
+        if self.smtp.max_line_length < 1000 {
+            return Err(err(
+                "smtp.max_line_length",
+                "must be at least 1000 (RFC 5321 §4.5.3.1.6)".into(),
+            ));
+        }
+        if self.smtp.max_connections == 0 || self.smtp.max_connections_per_ip == 0 {
+            return Err(err(
+                "smtp.max_connections",
+                "connection limits must be at least 1".into(),
+            ));
+        }
+        if self.smtp.plain.is_some() && self.smtp.plain_networks.is_empty() {
+            return Err(err(
+                "smtp.plain_networks",
+                "the plain listener is enabled but no network is allowed on it".into(),
+            ));
+        }
+        for (name, app) in &self.apps {
+            let key = |k: &str| format!("apps.{name}.{k}");
+            if !app.password_hash.starts_with("$argon2id$") {
+                return Err(err(
+                    &key("password_hash"),
+                    "must be an argon2id hash; create one with `herald app hash-password`".into(),
+                ));
+            }
+            if app.senders.is_empty() {
+                return Err(err(
+                    &key("senders"),
+                    "must list at least one address or @domain".into(),
+                ));
+            }
+            for s in &app.senders {
+                validate_sender_pattern(s).map_err(|p| err(&key("senders"), p))?;
+            }
+        }
+        for s in &self.smtp.plain_senders {
+            validate_sender_pattern(s).map_err(|p| err("smtp.plain_senders", p))?;
+        }
+        for (i, k) in self.dkim.keys.iter().enumerate() {
+            let key = |f: &str| format!("dkim.keys[{i}].{f}");
+            if k.domain.is_empty() || !k.domain.contains('.') {
+                return Err(err(&key("domain"), format!("{:?} is not a domain", k.domain)));
+            }
+            if k.selector.is_empty()
+                || !k
+                    .selector
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            {
+                return Err(err(
+                    &key("selector"),
+                    format!("{:?} is not a valid selector", k.selector),
+                ));
+            }
+        }
+        if self.delivery.retry_schedule.is_empty() {
+            return Err(err(
+                "delivery.retry_schedule",
+                "must list at least one wait".into(),
+            ));
+        }
+        if !matches!(self.spf.qualifier.as_str(), "-all" | "~all") {
+            return Err(err(
+                "spf.qualifier",
+                format!("{:?} must be \"-all\" or \"~all\"", self.spf.qualifier),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The spool directory.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.spool
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("spool"))
+    }
+
+    /// The DKIM keys directory.
+    pub fn keys_dir(&self) -> PathBuf {
+        self.dkim
+            .keys_dir
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("keys"))
+    }
+
+    /// The MTA-STS policy cache directory.
+    pub fn mta_sts_cache_dir(&self) -> PathBuf {
+        self.mta_sts
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("mta-sts"))
+    }
+
+    /// The TLS-RPT pending-report directory.
+    pub fn report_dir(&self) -> PathBuf {
+        self.report
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("reports"))
+    }
+}
+
+/// Reads a list of human durations (`["1m", "5m"]`) or one comma-separated string (from the
+/// environment).
+fn duration_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        List(Vec<String>),
+        One(String),
+    }
+    let items = match Raw::deserialize(d)? {
+        Raw::List(v) => v,
+        Raw::One(s) => s.split(',').map(|p| p.trim().to_string()).collect(),
+    };
+    items
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            humantime::parse_duration(s)
+                .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration: {e}")))
+        })
+        .collect()
+}
+
+fn validate_sender_pattern(s: &str) -> Result<(), String> {
+    let ok = match s.strip_prefix('@') {
+        Some(domain) => !domain.is_empty() && !domain.contains('@'),
+        None => s.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty()),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is neither an address (user@example.com) nor a domain entry (@example.com)"
+        ))
+    }
+}
+
+fn from_config_error(file: &str, e: config::ConfigError) -> ConfigError {
+    let text = e.to_string();
+    // The config crate phrases most errors as "... for key `a.b`" or "... in <file>";
+    // pull the key out so the operator sees it first.
+    let key = text
+        .split('`')
+        .nth(1)
+        .filter(|k| !k.contains(' '))
+        .map(str::to_string)
+        .unwrap_or_else(|| "(file)".into());
+    ConfigError {
+        file: file.to_string(),
+        key,
+        problem: text,
+    }
+}

@@ -1,0 +1,2 @@
+//! DNS: the records an operator must publish, the optional authoritative listener for the SPF
+//! include, and `herald check DOMAIN`.

@@ -1,0 +1,1 @@
+//! Inbound: the submission listeners, the SMTP session, authentication and sender policy.

@@ -1,0 +1,19 @@
+//! herald: an outbound SMTP relay. Apps submit over authenticated SMTP; herald checks their
+//! senders, DKIM-signs with aligned keys, spools durably, and delivers to each recipient's MX
+//! with MTA-STS enforcement and TLS-RPT reporting.
+//!
+//! Modules follow the mail's path: [`inbound`] → [`signing`] → [`queue`] → [`outbound`]
+//! (with [`mta_sts`] and [`report`]); [`dns`] and [`admin`] serve the operator.
+
+pub mod admin;
+pub mod commands;
+pub mod config;
+pub mod dns;
+pub mod inbound;
+pub mod mta_sts;
+pub mod outbound;
+pub mod queue;
+pub mod reply;
+pub mod report;
+pub mod resolver;
+pub mod signing;

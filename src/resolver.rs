@@ -1,0 +1,31 @@
+//! One place that turns `[dns] servers` into a resolver, so that delivery, MTA-STS discovery,
+//! `herald check` and the tests all ask the same name servers.
+
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use mail_auth::MessageAuthenticator;
+
+use crate::config::DnsConfig;
+
+/// Builds mail-auth's resolver on the configured servers, or the system's when none are set.
+pub fn authenticator(dns: &DnsConfig) -> anyhow::Result<MessageAuthenticator> {
+    if dns.servers.is_empty() {
+        return MessageAuthenticator::new_system_conf()
+            .map_err(|e| anyhow::anyhow!("cannot read the system resolver configuration: {e}"));
+    }
+    let servers = dns
+        .servers
+        .iter()
+        .map(|addr| {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = addr.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = addr.port();
+            NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+        })
+        .collect();
+    let mut opts = ResolverOpts::default();
+    opts.attempts = 2;
+    opts.timeout = std::time::Duration::from_secs(3);
+    MessageAuthenticator::new(ResolverConfig::from_name_servers(servers), opts)
+        .map_err(|e| anyhow::anyhow!("cannot build a resolver for {:?}: {e}", dns.servers))
+}

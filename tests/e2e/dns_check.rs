@@ -1,0 +1,1 @@
+//! End-to-end tests: `herald dns`, `herald check` and the authoritative listener.

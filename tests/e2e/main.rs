@@ -1,0 +1,11 @@
+//! End-to-end tests: herald driven the way the world drives it, over real sockets on loopback.
+//! One test binary (one link) with a module per area of the mail's path.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod delivery;
+mod dns_check;
+mod mta_sts;
+mod signing;
+mod submission;

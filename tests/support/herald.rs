@@ -1,0 +1,176 @@
+//! Runs herald as a child process, the way an operator does: a config file in a temp dir,
+//! `herald serve`, and a wait for its "ready" log line (never a sleep).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+/// The herald binary cargo built for these tests.
+pub fn herald_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_herald"))
+}
+
+/// A base configuration for one test: loopback listeners on fresh addresses, dev certs and
+/// keys generated into the test's own directory, the demo app. Tests edit the table.
+pub fn base_config(dir: &Path) -> toml::Table {
+    let submission = super::free_addr();
+    let submissions = super::free_port_on(match submission.ip() {
+        std::net::IpAddr::V4(ip) => ip,
+        _ => unreachable!(),
+    });
+    let text = format!(
+        r#"
+[server]
+hostname = "herald.example.test"
+data_dir = "{data}"
+grace_period = "5s"
+log_level = "info,herald=debug"
+
+[smtp]
+submission = "{submission}"
+submissions = "{submissions}"
+
+[tls]
+cert = "{data}/certs/herald.crt"
+key = "{data}/certs/herald.key"
+allow_dev_certs = true
+
+[apps.demo]
+password_hash = "{hash}"
+senders = ["@example.test"]
+rate_limit = 0
+
+[dkim]
+allow_dev_keys = true
+
+[[dkim.keys]]
+domain = "example.test"
+selector = "dev"
+algorithm = "ed25519"
+file = "{data}/keys/example.test.dev.ed25519.pem"
+active = true
+
+[delivery]
+retry_schedule = ["1s", "2s"]
+"#,
+        data = dir.display(),
+        hash = DEMO_HASH,
+    );
+    toml::from_str(&text).expect("base config parses")
+}
+
+/// The demo app's password (its hash is [`DEMO_HASH`]).
+pub const DEMO_PASSWORD: &str = "herald-demo-password";
+/// argon2id hash of [`DEMO_PASSWORD`].
+pub const DEMO_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$zA5vYMcCkDhLQVFEzC4Qqw$vxgT1HYpAVKwOLDPh8nIyq2pdL3OYKSnQWp6v9egT/I";
+
+/// A running herald child process.
+pub struct Herald {
+    /// The child; killed on drop.
+    pub child: Child,
+    /// Path of the config file it was started with.
+    pub config_path: PathBuf,
+    /// The config it was started with.
+    pub config: toml::Table,
+    /// Every line it has written to stderr so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Herald {
+    /// Writes `config` to `dir/herald.toml`, starts `herald serve` and waits until it is ready.
+    pub fn start(dir: &Path, config: toml::Table) -> Herald {
+        let config_path = dir.join("herald.toml");
+        std::fs::write(&config_path, toml::to_string(&config).expect("config serializes"))
+            .expect("write config");
+        let mut h = Herald::spawn(&config_path, config, &["serve"]);
+        h.wait_for_log("herald ready", Duration::from_secs(60));
+        h
+    }
+
+    /// Starts herald with arbitrary arguments (not waiting for anything).
+    pub fn spawn(config_path: &Path, config: toml::Table, args: &[&str]) -> Herald {
+        let mut child = Command::new(herald_bin())
+            .arg("--config")
+            .arg(config_path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn herald");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, lines) = mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[herald] {line}");
+                log2.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        Herald {
+            child,
+            config_path: config_path.to_path_buf(),
+            config,
+            log,
+            lines,
+        }
+    }
+
+    /// Waits for a stderr line containing `needle`; panics with the log after `timeout`
+    /// or if herald exits first.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "herald did not log {needle:?} in {timeout:?}; log:\n{}",
+                    self.log.lock().unwrap().join("\n")
+                ),
+            }
+        }
+    }
+
+    /// An address from the `[smtp]` section, e.g. `submission`.
+    pub fn smtp_addr(&self, listener: &str) -> SocketAddr {
+        self.config["smtp"][listener]
+            .as_str()
+            .expect("listener configured")
+            .parse()
+            .expect("socket address")
+    }
+
+    /// Kills herald with SIGKILL (no clean-up), as a crash would.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe {
+            libc_kill(self.child.id() as i32, 15);
+        }
+        self.child.wait().expect("wait herald")
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

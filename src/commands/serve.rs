@@ -1,9 +1,17 @@
 //! `herald serve`: runs the listeners, the queue and delivery until SIGTERM/SIGINT.
+//!
+//! Start-up order: configuration, signing keys, spool recovery, delivery, admin, DNS listener,
+//! then the SMTP listeners; "herald ready" is logged once everything accepts work (tests and
+//! health checks wait for it).
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Args;
+
+use crate::queue::spool::Spool;
+use crate::signing::Signer;
 
 /// Arguments of `herald serve`.
 #[derive(Debug, Args)]
@@ -11,7 +19,21 @@ pub struct ServeArgs {}
 
 /// Runs herald until a shutdown signal.
 pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let cfg = super::load_config(config)?;
+    let cfg = Arc::new(super::load_config(config)?);
     super::init_logging(&cfg.server.log_level);
-    anyhow::bail!("serve: not implemented yet")
+    let signer = Arc::new(Signer::load(&cfg)?);
+    let (spool, _arrivals) = Spool::open_dir(&cfg.spool_dir())?;
+    let _ = (&signer, &spool);
+
+    // [delivery] start the queue manager here with `spool` and `arrivals`.
+
+    // [admin] start the admin HTTP endpoint here.
+
+    // [dns_server] start the authoritative DNS listener here.
+
+    // [inbound] start the SMTP listeners here.
+
+    tracing::info!("herald ready");
+    // [inbound] wait for SIGTERM/SIGINT, stop accepting, drain sessions within the grace period.
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,2 +1,134 @@
 //! MTA-STS (RFC 8461): TXT discovery, policy fetch over HTTPS, parsing, on-disk cache and MX
-//! matching. Outbound asks this module which policy applies to a recipient domain.
+//! matching. Outbound asks [`StsResolver::directive_for`] what a recipient domain demands.
+//!
+//! Interface used by outbound (keep it stable): [`TlsDirective`], [`Policy::matches_mx`],
+//! [`StsResolver::new`], [`StsResolver::directive_for`].
+//!
+//! STUB: no policy discovery yet — only `[delivery] require_tls`. The MTA-STS work fills it in.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+
+/// Policy mode (RFC 8461 §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Deliver only over verified TLS to a matching MX.
+    Enforce,
+    /// Deliver as usual, report failures.
+    Testing,
+    /// No policy.
+    None,
+}
+
+/// A parsed MTA-STS policy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Policy {
+    /// The `id=` of the TXT record this policy was fetched for.
+    pub id: String,
+    /// Mode.
+    pub mode: Mode,
+    /// `mx:` patterns (`*.` wildcard matches exactly one leftmost label).
+    pub mx: Vec<String>,
+    /// `max_age` in seconds.
+    pub max_age: u64,
+}
+
+impl Policy {
+    /// Whether an MX host name matches one of the policy's patterns.
+    pub fn matches_mx(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.mx.iter().any(|pattern| {
+            let pattern = pattern.trim_end_matches('.').to_ascii_lowercase();
+            match pattern.strip_prefix("*.") {
+                Some(parent) => host
+                    .split_once('.')
+                    .is_some_and(|(label, rest)| !label.is_empty() && rest == parent),
+                None => host == pattern,
+            }
+        })
+    }
+}
+
+/// What outbound must do for one recipient domain.
+#[derive(Debug, Clone)]
+pub enum TlsDirective {
+    /// No policy: STARTTLS when offered, any certificate (recorded as unverified).
+    Opportunistic,
+    /// `[delivery] require_tls`: STARTTLS with a verified certificate matching the MX name.
+    Required,
+    /// An MTA-STS policy: in `enforce` mode only matching MX hosts, verified TLS, no fall-back;
+    /// in `testing` mode deliver as opportunistic but report failures.
+    Sts {
+        /// The policy domain (the recipient domain).
+        domain: String,
+        /// The policy.
+        policy: Arc<Policy>,
+    },
+    /// A policy is announced in DNS but could not be fetched or parsed, and no cached policy
+    /// applies: deliver opportunistically and report this failure type to TLS-RPT.
+    StsFailed {
+        /// The policy domain.
+        domain: String,
+        /// `sts-policy-fetch-error`, `sts-policy-invalid` or `sts-webpki-invalid`.
+        result_type: mail_auth::report::tlsrpt::ResultType,
+        /// What went wrong, for logs and the report.
+        detail: String,
+    },
+}
+
+impl TlsDirective {
+    /// The name logged on each delivery line.
+    pub fn label(&self) -> &'static str {
+        match self {
+            TlsDirective::Opportunistic | TlsDirective::StsFailed { .. } => "opportunistic",
+            TlsDirective::Required => "required",
+            TlsDirective::Sts { policy, .. } => match policy.mode {
+                Mode::Enforce => "mta-sts enforce",
+                Mode::Testing => "mta-sts testing",
+                Mode::None => "opportunistic",
+            },
+        }
+    }
+
+    /// Whether a TLS failure must stop delivery (temporary failure, never plain text).
+    pub fn requires_verified_tls(&self) -> bool {
+        match self {
+            TlsDirective::Required => true,
+            TlsDirective::Sts { policy, .. } => policy.mode == Mode::Enforce,
+            _ => false,
+        }
+    }
+}
+
+/// Decides the TLS directive for recipient domains (MTA-STS, then `require_tls`).
+pub struct StsResolver {
+    require_tls: bool,
+    require_tls_domains: Vec<String>,
+}
+
+impl StsResolver {
+    /// Builds the resolver from configuration (policy cache, HTTPS client, DNS).
+    pub fn new(cfg: &Config) -> anyhow::Result<StsResolver> {
+        Ok(StsResolver {
+            require_tls: cfg.delivery.require_tls,
+            require_tls_domains: cfg
+                .delivery
+                .require_tls_domains
+                .iter()
+                .map(|d| d.to_ascii_lowercase())
+                .collect(),
+        })
+    }
+
+    /// The directive for a recipient domain.
+    pub async fn directive_for(&self, domain: &str) -> TlsDirective {
+        let domain = domain.to_ascii_lowercase();
+        if self.require_tls || self.require_tls_domains.contains(&domain) {
+            TlsDirective::Required
+        } else {
+            TlsDirective::Opportunistic
+        }
+    }
+}

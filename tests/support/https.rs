@@ -72,11 +72,25 @@ impl Response {
 /// One recorded POST: (path, headers with lower-case names, body).
 pub type Post = (String, Vec<(String, String)>, Vec<u8>);
 
+/// One request as the server saw it (for asserting which host a client asked for).
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// Path without the query string.
+    pub path: String,
+    /// The `Host` header.
+    pub host: Option<String>,
+    /// The SNI name of the TLS ClientHello.
+    pub sni: Option<String>,
+}
+
 #[derive(Default)]
 struct State {
     routes: HashMap<String, Response>,
     hits: HashMap<String, usize>,
     posts: Vec<Post>,
+    requests: Vec<Request>,
 }
 
 struct Shared {
@@ -132,7 +146,8 @@ impl HttpsServer {
                         let shared = shared2.clone();
                         tokio::spawn(async move {
                             if let Ok(tls) = acceptor.accept(stream).await {
-                                serve(tls, &shared).await;
+                                let sni = tls.get_ref().1.server_name().map(str::to_string);
+                                serve(tls, sni, &shared).await;
                             }
                         });
                     }
@@ -176,6 +191,11 @@ impl HttpsServer {
     pub fn hits(&self, path: &str) -> usize {
         let state = self.shared.state.lock().expect("state");
         state.hits.get(path).copied().unwrap_or(0)
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<Request> {
+        self.shared.state.lock().expect("state").requests.clone()
     }
 
     /// Every POST received so far: (path, headers with lower-case names, body as sent).
@@ -222,7 +242,7 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
 }
 
 /// Reads one request, answers it, closes.
-async fn serve<S>(stream: S, shared: &Shared)
+async fn serve<S>(stream: S, sni: Option<String>, shared: &Shared)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -262,6 +282,12 @@ where
     let response = {
         let mut state = shared.state.lock().expect("state");
         *state.hits.entry(path.clone()).or_default() += 1;
+        state.requests.push(Request {
+            method: method.clone(),
+            path: path.clone(),
+            host: header(&headers, "host").map(str::to_string),
+            sni,
+        });
         if method.eq_ignore_ascii_case("POST") {
             state.posts.push((path.clone(), headers, body));
         }

@@ -37,3 +37,13 @@ fn ca_issues_pem_that_rustls_loads() {
         .with_single_cert(certs, key)
         .expect("issued chain and key match");
 }
+
+#[test]
+fn set_creates_tables_and_replaces_values() {
+    let mut cfg = toml::Table::new();
+    crate::support::set(&mut cfg, "delivery.port", 2525);
+    crate::support::set(&mut cfg, "dns.servers", vec!["127.1.2.3:53".to_string()]);
+    crate::support::set(&mut cfg, "delivery.port", 2526);
+    assert_eq!(cfg["delivery"]["port"].as_integer(), Some(2526));
+    assert_eq!(cfg["dns"]["servers"][0].as_str(), Some("127.1.2.3:53"));
+}

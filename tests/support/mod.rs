@@ -86,6 +86,22 @@ pub fn same_port_listeners(n: usize) -> (u16, Vec<TcpListener>) {
     panic!("could not find a common free port on {n} loopback IPs");
 }
 
+/// Sets a dotted key in a herald config table, creating tables on the way:
+/// `set(&mut cfg, "delivery.port", port as i64)`, `set(&mut cfg, "dns.servers", vec![addr])`.
+pub fn set(cfg: &mut toml::Table, dotted: &str, value: impl Into<toml::Value>) {
+    let mut parts: Vec<&str> = dotted.split('.').collect();
+    let last = parts.pop().expect("non-empty key");
+    let mut table = cfg;
+    for part in parts {
+        table = table
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .unwrap_or_else(|| panic!("{part} in {dotted} is not a table"));
+    }
+    table.insert(last.to_string(), value.into());
+}
+
 fn try_port_on(ip: Ipv4Addr) -> Option<SocketAddr> {
     let l = TcpListener::bind((ip, random_port())).ok()?;
     l.local_addr().ok()

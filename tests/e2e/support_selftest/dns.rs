@@ -202,3 +202,22 @@ fn dns_answers_dig() {
         .collect();
     assert_eq!(joined, big, "TCP retry gives the whole record");
 }
+
+#[tokio::test]
+async fn dns_aaaa_and_remove_type() {
+    let dns = zone();
+    let r = resolver(dns.addr, false);
+    let aaaa = r.ipv6_lookup("mx1.example.test.").await.expect("AAAA");
+    assert!(matches!(&aaaa.answers()[0].data, RData::AAAA(a) if a.0.is_loopback()));
+    dns.remove_type(
+        "mx1.example.test",
+        hickory_resolver::proto::rr::RecordType::AAAA,
+    );
+    let r = resolver(dns.addr, false);
+    let gone = r
+        .ipv6_lookup("mx1.example.test.")
+        .await
+        .expect_err("no AAAA");
+    assert_eq!(no_records(gone).0, ResponseCode::NoError, "A still there");
+    r.ipv4_lookup("mx1.example.test.").await.expect("A kept");
+}

@@ -3,8 +3,9 @@
 //! at run time, so a test can publish, replace or withdraw a record between two steps.
 //!
 //! Semantics: names are case-insensitive, with or without a trailing dot. A name with no records
-//! at all answers NXDOMAIN; a name with records but none of the asked type answers NOERROR with
-//! an empty answer and a synthetic SOA in the authority section (negative caching per RFC 2308).
+//! at all (and none below it) answers NXDOMAIN; a name with records but none of the asked type,
+//! or with records only below it, answers NOERROR with an empty answer; both carry a synthetic
+//! SOA in the authority section (RFC 2308). Answers have TTL 0 unless [`DnsServer::set_ttl`].
 //! UDP answers larger than the client's EDNS payload size (512 without EDNS) are truncated (TC)
 //! so the client retries over TCP, as on the Internet.
 
@@ -20,13 +21,26 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::thread::{ServerThread, stopped};
 
-/// TTL of every answer (short: tests change records).
-const TTL: u32 = 1;
+/// Default TTL of every answer: 0, "do not cache", because tests change records and expect the
+/// next look-up to see the change. [`DnsServer::set_ttl`] changes it.
+const DEFAULT_TTL: u32 = 0;
 
 #[derive(Default)]
 struct Zone {
     /// Lower-case name without trailing dot → its records.
     records: HashMap<String, Vec<RData>>,
+    /// TTL of answers and of negative answers (SOA minimum).
+    ttl: u32,
+}
+
+impl Zone {
+    /// Whether `key` is an empty non-terminal: no records of its own, but names below it
+    /// (e.g. `_domainkey.example.test` when selectors are published). Such names answer
+    /// NOERROR/empty, not NXDOMAIN (RFC 8020 would make NXDOMAIN mean "nothing below").
+    fn has_descendants(&self, key: &str) -> bool {
+        let suffix = format!(".{key}");
+        self.records.keys().any(|k| k.ends_with(&suffix))
+    }
 }
 
 struct Shared {
@@ -69,7 +83,10 @@ impl DnsServer {
         tcp.set_nonblocking(true).expect("nonblocking");
         udp.set_nonblocking(true).expect("nonblocking");
         let shared = Arc::new(Shared {
-            zone: Mutex::new(Zone::default()),
+            zone: Mutex::new(Zone {
+                ttl: DEFAULT_TTL,
+                ..Zone::default()
+            }),
             queries: AtomicUsize::new(0),
         });
         let shared2 = shared.clone();
@@ -155,6 +172,11 @@ impl DnsServer {
         }
     }
 
+    /// Sets the TTL of answers from now on (default 0: never cached).
+    pub fn set_ttl(&self, ttl: u32) {
+        self.shared.zone.lock().expect("zone lock").ttl = ttl;
+    }
+
     /// How many queries (UDP and TCP) the server has answered.
     pub fn queries(&self) -> usize {
         self.shared.queries.load(Ordering::SeqCst)
@@ -167,7 +189,7 @@ impl DnsServer {
 }
 
 /// Builds the answer to one query packet; `None` for packets that are not parseable queries.
-fn answer(shared: &Shared, packet: &[u8], max_len: Option<usize>) -> Option<Vec<u8>> {
+fn answer(shared: &Shared, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
     let request = Message::from_vec(packet).ok()?;
     if request.metadata.message_type != MessageType::Query {
         return None;
@@ -193,10 +215,14 @@ fn answer(shared: &Shared, packet: &[u8], max_len: Option<usize>) -> Option<Vec<
     let qname = query.name().clone();
     let k = key(&qname.to_ascii());
     let zone = shared.zone.lock().expect("zone lock");
+    let ttl = zone.ttl;
     match zone.records.get(&k) {
+        None if zone.has_descendants(&k) => {
+            response.add_authority(soa_for(&qname, ttl));
+        }
         None => {
             response.metadata.response_code = ResponseCode::NXDomain;
-            response.add_authority(soa_for(&qname));
+            response.add_authority(soa_for(&qname, ttl));
         }
         Some(records) => {
             let matching: Vec<Record> = records
@@ -204,24 +230,24 @@ fn answer(shared: &Shared, packet: &[u8], max_len: Option<usize>) -> Option<Vec<
                 .filter(|r| {
                     query.query_type() == RecordType::ANY || r.record_type() == query.query_type()
                 })
-                .map(|r| Record::from_rdata(qname.clone(), TTL, r.clone()))
+                .map(|r| Record::from_rdata(qname.clone(), ttl, r.clone()))
                 .collect();
             if matching.is_empty() {
-                response.add_authority(soa_for(&qname));
+                response.add_authority(soa_for(&qname, ttl));
             }
             response.add_answers(matching);
         }
     }
     drop(zone);
     let bytes = response.to_vec().ok()?;
-    match max_len {
-        Some(_) if bytes.len() > payload => response.truncate().to_vec().ok(),
-        _ => Some(bytes),
+    if udp && bytes.len() > payload {
+        return response.truncate().to_vec().ok();
     }
+    Some(bytes)
 }
 
 /// A synthetic SOA for the negative answers (zone apex = the parent of the asked name).
-fn soa_for(qname: &Name) -> Record {
+fn soa_for(qname: &Name, ttl: u32) -> Record {
     let apex = if qname.num_labels() > 1 {
         qname.base_name()
     } else {
@@ -234,9 +260,9 @@ fn soa_for(qname: &Name) -> Record {
         3600,
         600,
         86400,
-        TTL,
+        ttl,
     );
-    Record::from_rdata(apex, TTL, RData::SOA(soa))
+    Record::from_rdata(apex, ttl, RData::SOA(soa))
 }
 
 async fn serve_udp(socket: tokio::net::UdpSocket, shared: Arc<Shared>) {
@@ -245,7 +271,7 @@ async fn serve_udp(socket: tokio::net::UdpSocket, shared: Arc<Shared>) {
         let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
             continue;
         };
-        if let Some(reply) = answer(&shared, &buf[..n], Some(512)) {
+        if let Some(reply) = answer(&shared, &buf[..n], true) {
             let _ = socket.send_to(&reply, peer).await;
         }
     }
@@ -268,7 +294,7 @@ async fn serve_tcp(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                 if stream.read_exact(&mut packet).await.is_err() {
                     return;
                 }
-                let Some(reply) = answer(&shared, &packet, None) else {
+                let Some(reply) = answer(&shared, &packet, false) else {
                     return;
                 };
                 let mut framed = (reply.len() as u16).to_be_bytes().to_vec();

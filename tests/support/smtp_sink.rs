@@ -83,6 +83,7 @@ impl ReceivedMessage {
 struct Log {
     accepted: Vec<ReceivedMessage>,
     rejected: Vec<ReceivedMessage>,
+    tls_errors: Vec<String>,
 }
 
 struct Shared {
@@ -182,6 +183,31 @@ impl SmtpSink {
             log = self.shared.changed.wait_timeout(log, left).expect("log").0;
         }
         log.accepted.clone()
+    }
+
+    /// Failed STARTTLS handshakes, as the server saw them (e.g. the client's alert
+    /// `received fatal alert: UnknownCA` when it refused our certificate).
+    pub fn tls_errors(&self) -> Vec<String> {
+        self.shared.log.lock().expect("log").tls_errors.clone()
+    }
+
+    /// Waits until at least `n` STARTTLS handshakes failed; panics on timeout.
+    pub fn wait_for_tls_errors(&self, n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut log = self.shared.log.lock().expect("log");
+        while log.tls_errors.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "sink {} saw {} of {n} failed TLS handshakes in {timeout:?}: {:?}",
+                    self.addr,
+                    log.tls_errors.len(),
+                    log.tls_errors
+                );
+            }
+            log = self.shared.changed.wait_timeout(log, left).expect("log").0;
+        }
+        log.tls_errors.clone()
     }
 
     /// How many TCP connections the sink has accepted.

@@ -132,19 +132,38 @@ async fn dns_answers_hickory_over_udp_and_tcp() {
 #[tokio::test]
 async fn dns_records_change_at_run_time() {
     let dns = zone();
+    // One resolver with its cache on: TTL 0 answers must not be served from cache.
+    let mut conn = ConnectionConfig::udp();
+    conn.port = dns.addr.port();
+    let r = Resolver::builder_with_config(
+        ResolverConfig::from_name_servers(vec![NameServerConfig::new(
+            dns.addr.ip(),
+            true,
+            vec![conn],
+        )]),
+        TokioRuntimeProvider::default(),
+    )
+    .build()
+    .expect("caching resolver");
+    let id = |lookup: hickory_resolver::lookup::Lookup| match &lookup.answers()[0].data {
+        RData::TXT(t) => String::from_utf8_lossy(&t.txt_data[0]).into_owned(),
+        other => panic!("not TXT: {other:?}"),
+    };
+    let name = "_mta-sts.example.test.";
+    assert_eq!(id(r.txt_lookup(name).await.expect("TXT")), "v=STSv1; id=1");
     dns.set_txt("_mta-sts.example.test", "v=STSv1; id=2");
-    let txt = resolver(dns.addr, false)
-        .txt_lookup("_mta-sts.example.test.")
-        .await
-        .expect("TXT");
-    assert_eq!(txt.answers().len(), 1);
-    assert!(matches!(&txt.answers()[0].data, RData::TXT(t) if &*t.txt_data[0] == b"v=STSv1; id=2"));
+    let txt = r.txt_lookup(name).await.expect("TXT");
+    assert_eq!(txt.answers().len(), 1, "set_txt replaces");
+    assert_eq!(id(txt), "v=STSv1; id=2");
     dns.remove("_mta-sts.example.test.");
-    let gone = resolver(dns.addr, false)
-        .txt_lookup("_mta-sts.example.test.")
-        .await
-        .expect_err("removed");
+    let gone = r.txt_lookup(name).await.expect_err("removed");
     assert_eq!(no_records(gone).0, ResponseCode::NXDomain);
+    // An empty non-terminal (names exist below it) is NOERROR, not NXDOMAIN.
+    let ent = r
+        .txt_lookup("_domainkey.example.test.")
+        .await
+        .expect_err("ENT");
+    assert_eq!(no_records(ent).0, ResponseCode::NoError);
 }
 
 fn dig(dns: &DnsServer, args: &[&str]) -> Option<String> {

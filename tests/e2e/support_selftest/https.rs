@@ -106,6 +106,8 @@ async fn https_expired_certificate_is_refused() {
         "{err:?}"
     );
     assert_eq!(server.hits("/"), 0);
+    let errors = server.wait_for_tls_errors(1, WAIT);
+    assert!(errors[0].contains("alert"), "{errors:?}");
 }
 
 /// A chunked POST spoken by hand over TLS, and the request log (Host and SNI).

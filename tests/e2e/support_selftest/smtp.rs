@@ -232,6 +232,12 @@ async fn sink_bad_certificates_fail_verification() {
             "{what}: verification must fail, got {:?}",
             result.err()
         );
+        let errors = sink.wait_for_tls_errors(1, WAIT);
+        assert!(
+            errors[0].contains("alert"),
+            "{what}: the client's alert: {errors:?}"
+        );
+        assert!(sink.messages().is_empty());
     }
 }
 

@@ -60,8 +60,14 @@ pub(super) async fn session(stream: tokio::net::TcpStream, shared: Arc<Shared>, 
                 return;
             };
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            let Ok(tls) = acceptor.accept(stream).await else {
-                return;
+            let tls = match acceptor.accept(stream).await {
+                Ok(tls) => tls,
+                Err(e) => {
+                    let mut log = shared.log.lock().expect("log");
+                    log.tls_errors.push(e.to_string());
+                    shared.changed.notify_all();
+                    return;
+                }
             };
             let (_, conn) = tls.get_ref();
             s.tls = conn.protocol_version().map(|v| format!("{v:?}"));

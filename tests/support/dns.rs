@@ -15,8 +15,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+pub use hickory_proto::rr::RecordType;
 use hickory_proto::rr::rdata::{A, AAAA, MX, SOA, TXT};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::thread::{ServerThread, stopped};
@@ -46,6 +47,8 @@ impl Zone {
 struct Shared {
     zone: Mutex<Zone>,
     queries: AtomicUsize,
+    /// (lower-case name without trailing dot, type) of every question, in order.
+    asked: Mutex<Vec<(String, RecordType)>>,
 }
 
 /// A running authoritative test DNS server; stops when dropped.
@@ -88,6 +91,7 @@ impl DnsServer {
                 ..Zone::default()
             }),
             queries: AtomicUsize::new(0),
+            asked: Mutex::new(Vec::new()),
         });
         let shared2 = shared.clone();
         let thread = ServerThread::spawn("test-dns", move |stop| {
@@ -182,6 +186,20 @@ impl DnsServer {
         self.shared.queries.load(Ordering::SeqCst)
     }
 
+    /// Every question asked so far, in order: (lower-case name without trailing dot, type).
+    /// For assertions like "herald looked up `_mta-sts.<domain>` TXT".
+    pub fn asked(&self) -> Vec<(String, RecordType)> {
+        self.shared.asked.lock().expect("asked").clone()
+    }
+
+    /// Whether `name` was asked for with type `rtype` (`"MX"`, `"TXT"`, `"A"`, ...).
+    pub fn was_asked(&self, name: &str, rtype: &str) -> bool {
+        let k = key(name);
+        self.asked()
+            .iter()
+            .any(|(n, t)| *n == k && t.to_string().eq_ignore_ascii_case(rtype))
+    }
+
     /// `[dns] servers` value for herald's config.
     pub fn config_value(&self) -> toml::Value {
         toml::Value::Array(vec![toml::Value::String(self.addr.to_string())])
@@ -214,6 +232,11 @@ fn answer(shared: &Shared, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
     let query = &request.queries[0];
     let qname = query.name().clone();
     let k = key(&qname.to_ascii());
+    shared
+        .asked
+        .lock()
+        .expect("asked")
+        .push((k.clone(), query.query_type()));
     let zone = shared.zone.lock().expect("zone lock");
     let ttl = zone.ttl;
     match zone.records.get(&k) {

@@ -43,6 +43,9 @@ pub struct SinkOptions {
     pub require_tls: bool,
     /// Reply to STARTTLS instead of starting TLS (e.g. `454 4.7.0 TLS not available`).
     pub starttls_reply: Option<String>,
+    /// EHLO keywords not to offer (e.g. `"SMTPUTF8"`, `"8BITMIME"`, `"PIPELINING"`); MAIL
+    /// parameters that need a hidden extension are then refused with `555 5.5.4`.
+    pub hide_extensions: Vec<String>,
     /// Host name in the greeting and EHLO reply (default `sink.test`).
     pub hostname: Option<String>,
 }

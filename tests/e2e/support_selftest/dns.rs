@@ -127,6 +127,8 @@ async fn dns_answers_hickory_over_udp_and_tcp() {
         );
     }
     assert!(dns.queries() >= 12, "queries counted: {}", dns.queries());
+    assert!(dns.was_asked("Example.TEST.", "mx"));
+    assert!(!dns.was_asked("example.test", "TXT"));
 }
 
 #[tokio::test]

@@ -394,3 +394,30 @@ fn sink_wait_for_messages_panics_with_what_it_has() {
     let sink = SmtpSink::start_any(SinkOptions::default());
     sink.wait_for_messages(1, std::time::Duration::from_millis(50));
 }
+
+#[tokio::test]
+async fn sink_hidden_extensions_refuse_their_parameters() {
+    let sink = SmtpSink::start_any(SinkOptions {
+        hide_extensions: vec!["smtputf8".into()],
+        ..SinkOptions::default()
+    });
+    let mut c = SmtpClient::connect(sink.addr(), WAIT)
+        .await
+        .expect("connect");
+    c.read().await.expect("greeting");
+    let ehlo = c.ehlo("client.test").await.expect("EHLO");
+    assert!(!ehlo.has_capability(smtp_proto::EXT_SMTP_UTF8));
+    assert!(ehlo.has_capability(smtp_proto::EXT_8BIT_MIME));
+    let mut utf8 = Parameters::default();
+    utf8.add("SMTPUTF8");
+    let err = c
+        .mail_from("josé@example.test", &utf8)
+        .await
+        .expect_err("555");
+    assert!(err.to_string().contains("555"), "{err}");
+    let mut eight = Parameters::default();
+    eight.add(("BODY", "8BITMIME"));
+    c.mail_from("a@example.test", &eight)
+        .await
+        .expect("8BITMIME still offered");
+}

@@ -242,3 +242,44 @@ async fn dns_aaaa_and_remove_type() {
     assert_eq!(no_records(gone).0, ResponseCode::NoError, "A still there");
     r.ipv4_lookup("mx1.example.test.").await.expect("A kept");
 }
+
+/// Herald's own resolver (mail-auth on `[dns] servers`) reads the test zone: the path every
+/// herald look-up takes in the end-to-end tests.
+#[tokio::test]
+async fn herald_resolver_reads_the_test_zone() {
+    use mail_auth::common::cache::NoCache;
+    use mail_auth::mta_sts::MtaSts;
+    use mail_auth::{MX, RecordSet, Txt};
+    let dns = zone();
+    let mut cfg = herald::config::DnsConfig::default();
+    cfg.servers = vec![dns.addr];
+    let auth = herald::resolver::authenticator(&cfg).expect("authenticator");
+
+    let raw = auth
+        .txt_raw_lookup("dkim._domainkey.example.test.")
+        .await
+        .expect("TXT");
+    assert_eq!(raw, LONG_TXT.as_bytes(), "255-byte strings are joined back");
+    let mx = auth
+        .mx_lookup("example.test.", None::<&NoCache<Box<str>, RecordSet<MX>>>)
+        .await
+        .expect("MX");
+    let mut mx: Vec<(u16, String)> = mx
+        .rrset
+        .iter()
+        .flat_map(|m| m.exchanges.iter().map(|e| (m.preference, e.to_string())))
+        .collect();
+    mx.sort();
+    // mail-auth keeps the trailing dot of exchange names.
+    assert_eq!(mx[0], (10, "mx1.example.test.".to_string()));
+    assert_eq!(mx.len(), 2);
+    let sts = auth
+        .txt_lookup::<MtaSts>("_mta-sts.example.test.", None::<&NoCache<Box<str>, Txt>>)
+        .await
+        .expect("_mta-sts TXT parses");
+    assert_eq!(sts.id, "1");
+    assert!(
+        auth.txt_raw_lookup("nowhere.example.test.").await.is_err(),
+        "NXDOMAIN is an error for mail-auth"
+    );
+}

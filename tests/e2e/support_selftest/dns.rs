@@ -251,8 +251,8 @@ async fn herald_resolver_reads_the_test_zone() {
     use mail_auth::mta_sts::MtaSts;
     use mail_auth::{MX, RecordSet, Txt};
     let dns = zone();
-    let mut cfg = herald::config::DnsConfig::default();
-    cfg.servers = vec![dns.addr];
+    let cfg: herald::config::DnsConfig =
+        toml::from_str(&format!("servers = [\"{}\"]", dns.addr)).expect("[dns] section");
     let auth = herald::resolver::authenticator(&cfg).expect("authenticator");
 
     let raw = auth

@@ -47,3 +47,19 @@ fn set_creates_tables_and_replaces_values() {
     assert_eq!(cfg["delivery"]["port"].as_integer(), Some(2526));
     assert_eq!(cfg["dns"]["servers"][0].as_str(), Some("127.1.2.3:53"));
 }
+
+#[test]
+fn point_at_sets_dns_and_extra_roots() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = crate::support::herald::base_config(dir.path());
+    let dns = crate::support::dns::DnsServer::start();
+    let ca = TestCa::new();
+    crate::support::herald::point_at(&mut cfg, dir.path(), &dns, &ca);
+    assert_eq!(
+        cfg["dns"]["servers"][0].as_str(),
+        Some(dns.addr.to_string().as_str())
+    );
+    let root = cfg["tls"]["extra_roots"][0].as_str().expect("root path");
+    assert_eq!(std::fs::read_to_string(root).expect("root"), ca.root_pem());
+    assert!(cfg["tls"]["allow_dev_certs"].as_bool().expect("kept"));
+}

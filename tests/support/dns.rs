@@ -59,13 +59,22 @@ pub struct DnsServer {
     _thread: ServerThread,
 }
 
-/// Canonical key for a name: lower case, no trailing dot.
+/// Canonical key for a name: lower case, no trailing dot; Unicode names (IDN) in their
+/// ASCII (punycode) form, as they travel in DNS packets.
 fn key(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
+    let ascii = if name.is_ascii() {
+        name.to_string()
+    } else {
+        Name::from_utf8(name)
+            .map(|n| n.to_ascii())
+            .unwrap_or_else(|_| name.to_string())
+    };
+    ascii.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// A fully qualified name from text (ASCII or Unicode).
 fn name(text: &str) -> Name {
-    let mut n = Name::from_ascii(text).expect("valid DNS name");
+    let mut n = Name::from_utf8(text).expect("valid DNS name");
     n.set_fqdn(true);
     n
 }

@@ -283,3 +283,13 @@ async fn herald_resolver_reads_the_test_zone() {
         "NXDOMAIN is an error for mail-auth"
     );
 }
+
+#[tokio::test]
+async fn dns_idn_names_answer_in_punycode() {
+    let dns = DnsServer::start();
+    dns.add_mx("bücher.test", 10, "mx.bücher.test");
+    let r = resolver(dns.addr, false);
+    let mx = r.mx_lookup("xn--bcher-kva.test.").await.expect("MX");
+    assert!(matches!(&mx.answers()[0].data,
+        RData::MX(m) if m.exchange.to_ascii() == "mx.xn--bcher-kva.test."));
+}

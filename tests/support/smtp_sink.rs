@@ -29,6 +29,9 @@ pub struct SinkOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Consumed one per RCPT TO (across connections); then `250 2.1.5 OK`.
     pub rcpt_replies: Vec<String>,
+    /// Fixed replies by recipient address (case-insensitive), on every attempt, taking
+    /// precedence over `rcpt_replies`: e.g. `("gone@dest.test", "550 5.1.1 no such user")`.
+    pub rcpt_reply_for: Vec<(String, String)>,
     /// Consumed one per end-of-data; then `250 2.0.0 queued`.
     pub data_replies: Vec<String>,
     /// Consumed one per MAIL FROM; then `250 2.1.0 OK`.
@@ -186,6 +189,24 @@ impl SmtpSink {
             log = self.shared.changed.wait_timeout(log, left).expect("log").0;
         }
         log.accepted.clone()
+    }
+
+    /// Appends a scripted RCPT reply (after those not yet consumed).
+    pub fn script_rcpt(&self, reply: &str) {
+        let mut queue = self.shared.rcpt_replies.lock().expect("script");
+        queue.push_back(reply.to_string());
+    }
+
+    /// Appends a scripted end-of-data reply (after those not yet consumed).
+    pub fn script_data(&self, reply: &str) {
+        let mut queue = self.shared.data_replies.lock().expect("script");
+        queue.push_back(reply.to_string());
+    }
+
+    /// Appends a scripted MAIL reply (after those not yet consumed).
+    pub fn script_mail(&self, reply: &str) {
+        let mut queue = self.shared.mail_replies.lock().expect("script");
+        queue.push_back(reply.to_string());
     }
 
     /// Failed STARTTLS handshakes, as the server saw them (e.g. the client's alert

@@ -421,3 +421,31 @@ async fn sink_hidden_extensions_refuse_their_parameters() {
         .await
         .expect("8BITMIME still offered");
 }
+
+#[tokio::test]
+async fn sink_fixed_rcpt_replies_and_runtime_scripts() {
+    let sink = SmtpSink::start_any(SinkOptions {
+        rcpt_reply_for: vec![("Gone@Dest.test".into(), "550 5.1.1 no such user".into())],
+        ..SinkOptions::default()
+    });
+    sink.script_mail("452 4.3.1 out of memory");
+    sink.script_data("554 5.7.1 spam");
+    let none = Parameters::default();
+    let mut c = SmtpClient::connect(sink.addr(), WAIT)
+        .await
+        .expect("connect");
+    c.read().await.expect("greeting");
+    c.ehlo("client.test").await.expect("EHLO");
+    let err = c.mail_from("a@example.test", &none).await.expect_err("452");
+    assert!(err.to_string().contains("452"), "{err}");
+    c.mail_from("a@example.test", &none).await.expect("MAIL");
+    for _ in 0..2 {
+        let err = c.rcpt_to("gone@dest.test", &none).await.expect_err("550");
+        assert!(err.to_string().contains("550"), "{err}");
+    }
+    c.rcpt_to("ok@dest.test", &none).await.expect("RCPT");
+    let err = c.data(body("spam").as_bytes()).await.expect_err("554");
+    assert!(err.to_string().contains("554"), "{err}");
+    assert_eq!(sink.rejected()[0].rcpts, vec!["ok@dest.test"]);
+    assert!(sink.messages().is_empty());
+}

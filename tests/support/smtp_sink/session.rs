@@ -410,7 +410,15 @@ impl Session {
         let Some((path, _)) = strip_keyword(arg, "TO:").and_then(path_and_params) else {
             return "501 5.5.4 syntax: RCPT TO:<address>".into();
         };
-        let reply = next_scripted(&self.shared.rcpt_replies, "250 2.1.5 OK");
+        let fixed = self
+            .shared
+            .opts
+            .rcpt_reply_for
+            .iter()
+            .find(|(address, _)| address.eq_ignore_ascii_case(&path))
+            .map(|(_, reply)| reply.clone());
+        let reply =
+            fixed.unwrap_or_else(|| next_scripted(&self.shared.rcpt_replies, "250 2.1.5 OK"));
         if reply.starts_with('2') {
             self.rcpts.push(path);
         }

@@ -10,7 +10,7 @@
 //! so the client retries over TCP, as on the Internet.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -144,6 +144,20 @@ impl DnsServer {
     /// Adds an AAAA record.
     pub fn add_aaaa(&self, name: &str, ip: Ipv6Addr) {
         self.add(name, RData::AAAA(AAAA(ip)));
+    }
+
+    /// Adds an A or AAAA record, whichever `ip` is (e.g. a sink's `addr().ip()`).
+    pub fn add_ip(&self, name: &str, ip: IpAddr) {
+        match ip {
+            IpAddr::V4(v4) => self.add_a(name, v4),
+            IpAddr::V6(v6) => self.add_aaaa(name, v6),
+        }
+    }
+
+    /// Publishes an MX host in one step: `domain MX preference exchange` and `exchange A ip`.
+    pub fn add_mx_host(&self, domain: &str, preference: u16, exchange: &str, ip: IpAddr) {
+        self.add_mx(domain, preference, exchange);
+        self.add_ip(exchange, ip);
     }
 
     /// Adds a TXT record; `text` is split into 255-byte character-strings (as DKIM keys must

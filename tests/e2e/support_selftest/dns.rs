@@ -287,9 +287,19 @@ async fn herald_resolver_reads_the_test_zone() {
 #[tokio::test]
 async fn dns_idn_names_answer_in_punycode() {
     let dns = DnsServer::start();
-    dns.add_mx("bücher.test", 10, "mx.bücher.test");
+    dns.add_mx_host(
+        "bücher.test",
+        10,
+        "mx.bücher.test",
+        "127.0.0.9".parse().expect("ip"),
+    );
     let r = resolver(dns.addr, false);
     let mx = r.mx_lookup("xn--bcher-kva.test.").await.expect("MX");
     assert!(matches!(&mx.answers()[0].data,
         RData::MX(m) if m.exchange.to_ascii() == "mx.xn--bcher-kva.test."));
+    let a = r.ipv4_lookup("mx.xn--bcher-kva.test.").await.expect("A");
+    assert_eq!(
+        a.answers()[0].data,
+        RData::A(Ipv4Addr::new(127, 0, 0, 9).into())
+    );
 }

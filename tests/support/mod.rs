@@ -4,6 +4,25 @@
 //! with scripted replies; `https` serves MTA-STS policies and takes TLS-RPT POSTs. Each server
 //! runs on its own thread with its own tokio runtime (usable from `#[test]` and
 //! `#[tokio::test]` alike) and stops when dropped.
+//!
+//! A delivery test typically reads:
+//!
+//! ```text
+//! let dir = tempfile::tempdir()?;
+//! let (ca, dns) = (TestCa::new(), DnsServer::start());
+//! let (port, mut ls) = support::same_port_listeners(2);        // two MX hosts, one port
+//! let mx1 = SmtpSink::start(ls.remove(0), SinkOptions {
+//!     tls: Some(ca.server_config(&["mx1.dest.test"], Validity::Current)),
+//!     data_replies: vec!["451 4.3.0 try again".into()],         // first attempt deferred
+//!     ..Default::default() });
+//! dns.add_mx_host("dest.test", 10, "mx1.dest.test", mx1.addr().ip());
+//! let mut cfg = herald::base_config(dir.path());
+//! herald::point_at(&mut cfg, dir.path(), &dns, &ca);            // [dns] servers, extra_roots
+//! support::set(&mut cfg, "delivery.port", port as i64);
+//! let h = Herald::start(dir.path(), cfg);
+//! // ... submit over SMTP, then:
+//! let got = mx1.wait_for_messages(1, Duration::from_secs(30));
+//! ```
 #![allow(dead_code)]
 
 pub mod ca;

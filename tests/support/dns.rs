@@ -32,6 +32,8 @@ struct Zone {
     records: HashMap<String, Vec<RData>>,
     /// TTL of answers and of negative answers (SOA minimum).
     ttl: u32,
+    /// Names answered with SERVFAIL whatever their records.
+    failing: std::collections::HashSet<String>,
 }
 
 impl Zone {
@@ -199,6 +201,19 @@ impl DnsServer {
         }
     }
 
+    /// Makes every question about `name` answer SERVFAIL (a temporary DNS failure), until
+    /// [`DnsServer::unfail`]. Records at the name are kept.
+    pub fn fail(&self, name: &str) {
+        let mut zone = self.shared.zone.lock().expect("zone lock");
+        zone.failing.insert(key(name));
+    }
+
+    /// Ends [`DnsServer::fail`] for `name`.
+    pub fn unfail(&self, name: &str) {
+        let mut zone = self.shared.zone.lock().expect("zone lock");
+        zone.failing.remove(&key(name));
+    }
+
     /// Sets the TTL of answers from now on (default 0: never cached).
     pub fn set_ttl(&self, ttl: u32) {
         self.shared.zone.lock().expect("zone lock").ttl = ttl;
@@ -263,6 +278,9 @@ fn answer(shared: &Shared, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
     let zone = shared.zone.lock().expect("zone lock");
     let ttl = zone.ttl;
     match zone.records.get(&k) {
+        _ if zone.failing.contains(&k) => {
+            response.metadata.response_code = ResponseCode::ServFail;
+        }
         None if zone.has_descendants(&k) => {
             response.add_authority(soa_for(&qname, ttl));
         }

@@ -160,6 +160,16 @@ async fn dns_records_change_at_run_time() {
     dns.remove("_mta-sts.example.test.");
     let gone = r.txt_lookup(name).await.expect_err("removed");
     assert_eq!(no_records(gone).0, ResponseCode::NXDomain);
+    // A temporary failure, then the record again.
+    dns.add_txt("_mta-sts.example.test", "v=STSv1; id=3");
+    dns.fail("_MTA-STS.example.test");
+    let err = r.txt_lookup(name).await.expect_err("SERVFAIL");
+    assert!(
+        !matches!(err, NetError::Dns(DnsError::NoRecordsFound(_))),
+        "SERVFAIL is not a negative answer: {err:?}"
+    );
+    dns.unfail("_mta-sts.example.test");
+    assert_eq!(id(r.txt_lookup(name).await.expect("TXT")), "v=STSv1; id=3");
     // An empty non-terminal (names exist below it) is NOERROR, not NXDOMAIN.
     let ent = r
         .txt_lookup("_domainkey.example.test.")

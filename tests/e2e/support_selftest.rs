@@ -39,6 +39,19 @@ fn ca_issues_pem_that_rustls_loads() {
 }
 
 #[test]
+fn ca_writes_issued_key_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    ca.write_issued(&["herald.example.test"], Validity::Current, &cert, &key);
+    let mode = std::fs::metadata(&key).expect("key").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let pem = std::fs::read_to_string(&cert).expect("cert");
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"));
+}
+
+#[test]
 fn set_creates_tables_and_replaces_values() {
     let mut cfg = toml::Table::new();
     crate::support::set(&mut cfg, "delivery.port", 2525);

@@ -290,10 +290,10 @@ async fn garbage_and_overlong_lines_get_500_then_too_many_errors_421() {
 async fn pipelined_commands_are_answered_in_order() {
     let rig = rig(|_| {});
     let mut c = rig.login().await;
-    c.send(format!(
+    c.send(
         "MAIL FROM:<app@example.test>\r\nRCPT TO:<a@example.org>\r\nRCPT TO:<bad\r\n\
-         RCPT TO:<b@example.org>\r\nNOOP\r\nDATA\r\n"
-    ))
+         RCPT TO:<b@example.org>\r\nNOOP\r\nDATA\r\n",
+    )
     .await;
     let codes = [250, 250, 501, 250, 250, 354];
     for want in codes {

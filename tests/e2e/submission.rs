@@ -481,3 +481,16 @@ async fn plain_listener_takes_allowed_networks_without_auth_and_refuses_others()
     assert!(all[0].0["app"].is_null());
     assert_eq!(all[0].0["client_ip"], allowed.to_string());
 }
+
+#[tokio::test]
+async fn commands_pipelined_after_starttls_are_discarded() {
+    let rig = rig(|_| {});
+    let mut c = Client::plain(rig.addr("submission")).await;
+    assert_eq!(c.reply().await.code, 220);
+    c.expect("EHLO app.test", 250).await;
+    // A man in the middle appends a command in the clear; it must not run inside TLS.
+    c.send("STARTTLS\r\nFROB injected\r\n").await;
+    c.starttls_after_sent(rig.tls.clone()).await;
+    let r = c.cmd("EHLO app.test").await;
+    assert_eq!(r.code, 250, "the injected command was answered: {r:?}");
+}

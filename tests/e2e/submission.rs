@@ -494,3 +494,19 @@ async fn commands_pipelined_after_starttls_are_discarded() {
     let r = c.cmd("EHLO app.test").await;
     assert_eq!(r.code, 250, "the injected command was answered: {r:?}");
 }
+
+#[tokio::test]
+async fn a_client_stalling_inside_data_is_timed_out_and_nothing_is_kept() {
+    let rig = rig(|cfg| set(cfg, "smtp", "data_timeout", "1s"));
+    let mut c = rig.login().await;
+    c.expect("MAIL FROM:<app@example.test>", 250).await;
+    c.expect("RCPT TO:<r@example.org>", 250).await;
+    c.expect("DATA", 354).await;
+    c.send("From: app@example.test\r\n\r\nand then nothing")
+        .await;
+    let r = c.reply().await;
+    assert_eq!(r.code, 421, "{r:?}");
+    assert!(r.text.starts_with("4.4.2"));
+    assert!(c.closed().await);
+    assert!(spooled(rig.dir.path()).is_empty());
+}

@@ -4,6 +4,7 @@
 //! herald's idle and peak RSS from /proc.
 //!
 //! `cargo bench --bench submission` — tune with BENCH_CLIENTS (50) and BENCH_MESSAGES (20000).
+//! Messages are From: example.test, signed with an Ed25519 key generated at start.
 
 #[allow(dead_code)]
 #[path = "../tests/support/ca.rs"]
@@ -142,7 +143,9 @@ fn main() {
         "[server]\nhostname = \"{HOST}\"\ndata_dir = \"{d}\"\nlog_level = \"info\"\n\
          [smtp]\nsubmission = \"{addr}\"\nmax_connections_per_ip = 1000\n\
          [tls]\ncert = \"{d}/herald.crt\"\nkey = \"{d}/herald.key\"\n\
-         [apps.demo]\npassword_hash = \"{HASH}\"\nsenders = [\"@example.test\"]\nrate_limit = 0\n",
+         [apps.demo]\npassword_hash = \"{HASH}\"\nsenders = [\"@example.test\"]\nrate_limit = 0\n\
+         [dkim]\nallow_dev_keys = true\n[[dkim.keys]]\ndomain = \"example.test\"\n\
+         selector = \"bench\"\nalgorithm = \"ed25519\"\nfile = \"{d}/keys/bench.ed25519.pem\"\n",
         d = dir.path().display()
     );
     let config_path = dir.path().join("herald.toml");

@@ -219,7 +219,7 @@ fn default_rate_limit() -> u32 {
 }
 
 /// DKIM signing keys.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct DkimConfig {
     /// Directory where `herald dkim generate` writes private keys.
@@ -228,16 +228,6 @@ pub struct DkimConfig {
     pub allow_dev_keys: bool,
     /// Every configured key, active or not.
     pub keys: Vec<DkimKeyConfig>,
-}
-
-impl Default for DkimConfig {
-    fn default() -> Self {
-        Self {
-            keys_dir: None,
-            allow_dev_keys: false,
-            keys: Vec::new(),
-        }
-    }
 }
 
 /// A DKIM key: domain, selector, algorithm, file, and whether it signs.
@@ -561,7 +551,10 @@ impl Config {
         for (i, k) in self.dkim.keys.iter().enumerate() {
             let key = |f: &str| format!("dkim.keys[{i}].{f}");
             if k.domain.is_empty() || !k.domain.contains('.') {
-                return Err(err(&key("domain"), format!("{:?} is not a domain", k.domain)));
+                return Err(err(
+                    &key("domain"),
+                    format!("{:?} is not a domain", k.domain),
+                ));
             }
             if k.selector.is_empty()
                 || !k
@@ -649,7 +642,9 @@ fn duration_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>
 fn validate_sender_pattern(s: &str) -> Result<(), String> {
     let ok = match s.strip_prefix('@') {
         Some(domain) => !domain.is_empty() && !domain.contains('@'),
-        None => s.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty()),
+        None => s
+            .split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty()),
     };
     if ok {
         Ok(())

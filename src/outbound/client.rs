@@ -331,7 +331,9 @@ impl Session {
         recipients: &[String],
         message: &[u8],
     ) -> Result<Transaction, String> {
-        let result = self.transaction(mail_from, mail_params, recipients, message).await;
+        let result = self
+            .transaction(mail_from, mail_params, recipients, message)
+            .await;
         match &result {
             Ok(t) if t.answers.iter().any(|a| a.code == 421) => self.broken = true,
             Ok(_) => self.transactions += 1,

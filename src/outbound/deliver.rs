@@ -161,7 +161,11 @@ impl Outbound {
                 let mut hosts = match resolve::mx_hosts(&self.resolver, &job.domain).await {
                     Ok(h) => h,
                     Err(ResolveError::Permanent(why)) => {
-                        let status = if why.contains("null MX") { "5.1.10" } else { "5.1.2" };
+                        let status = if why.contains("null MX") {
+                            "5.1.10"
+                        } else {
+                            "5.1.2"
+                        };
                         tracing::info!(queue_id = %job.queue_id, domain = %job.domain,
                             reply = %why, "delivery attempt: no route");
                         return all(
@@ -272,9 +276,11 @@ impl Outbound {
             tries += 1;
             let started = Instant::now();
             let (mut conn, reused) = match self.pool.acquire(&key).await {
-                Acquired::Reused(conn) => (conn, true),
+                Acquired::Reused(conn) => (*conn, true),
                 Acquired::Fresh(slot) => {
-                    let opened = self.open(job, host, addr, mode, directive, credentials).await;
+                    let opened = self
+                        .open(job, host, addr, mode, directive, credentials)
+                        .await;
                     match opened {
                         Ok(session) => (Conn::new(session, key.clone(), slot), false),
                         Err(e) => {
@@ -282,7 +288,15 @@ impl Outbound {
                                 OpenError::Refused(a) => a.clone(),
                                 other => Answer::local(451, format!("4.4.2 {other}")),
                             };
-                            log_attempt(job, host, addr, None, directive, &[answer.clone()], started);
+                            log_attempt(
+                                job,
+                                host,
+                                addr,
+                                None,
+                                directive,
+                                std::slice::from_ref(&answer),
+                                started,
+                            );
                             // A refusal at greeting or EHLO, a connection failure or a TLS
                             // failure all mean: the next host.
                             return Attempt::NextHost(if answer.is_permanent() {
@@ -296,12 +310,25 @@ impl Outbound {
             };
             let result = conn
                 .session
-                .send(&job.mail_from, &job.mail_params, &job.recipients, &job.message)
+                .send(
+                    &job.mail_from,
+                    &job.mail_params,
+                    &job.recipients,
+                    &job.message,
+                )
                 .await;
             let tls = conn.session.tls.clone();
             match result {
                 Ok(tx) => {
-                    log_attempt(job, host, addr, tls.as_ref(), directive, &tx.answers, started);
+                    log_attempt(
+                        job,
+                        host,
+                        addr,
+                        tls.as_ref(),
+                        directive,
+                        &tx.answers,
+                        started,
+                    );
                     self.pool.release(conn);
                     if tx.answers.iter().all(|a| a.code == 421) {
                         return Attempt::NextHost(tx.answers[0].clone());
@@ -309,8 +336,17 @@ impl Outbound {
                     return Attempt::Done(tx.answers);
                 }
                 Err(e) => {
-                    let answer = Answer::local(451, format!("4.4.2 connection to {host} lost: {e}"));
-                    log_attempt(job, host, addr, tls.as_ref(), directive, &[answer.clone()], started);
+                    let answer =
+                        Answer::local(451, format!("4.4.2 connection to {host} lost: {e}"));
+                    log_attempt(
+                        job,
+                        host,
+                        addr,
+                        tls.as_ref(),
+                        directive,
+                        std::slice::from_ref(&answer),
+                        started,
+                    );
                     conn.close();
                     // An idle session the server had already closed: open a fresh one.
                     if reused && tries < 3 {
@@ -351,7 +387,6 @@ impl Outbound {
                     Some(t) => TlsOutcome::Failure {
                         result_type: t
                             .problem_type
-                            .clone()
                             .unwrap_or(mail_auth::report::tlsrpt::ResultType::ValidationFailure),
                         mx_host: host.to_string(),
                         ip: Some(addr.ip()),
@@ -374,7 +409,7 @@ impl Outbound {
                     self.reporter.record(
                         directive,
                         TlsOutcome::Failure {
-                            result_type: result_type.clone(),
+                            result_type: *result_type,
                             mx_host: host.to_string(),
                             ip: Some(addr.ip()),
                             detail: detail.clone(),

@@ -37,17 +37,23 @@ pub fn dsn_domain(cfg: &Config) -> String {
     if let Some(d) = &cfg.delivery.dsn_domain {
         return d.to_ascii_lowercase();
     }
-    let host = cfg.server.hostname.trim_end_matches('.').to_ascii_lowercase();
-    psl::domain_str(&host)
-        .map(str::to_string)
-        .unwrap_or(host)
+    let host = cfg
+        .server
+        .hostname
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    psl::domain_str(&host).map(str::to_string).unwrap_or(host)
 }
 
 /// The enhanced status code an answer carries, or one derived from its basic code.
 pub fn status_of(answer: &Answer) -> String {
     let first = answer.text.split_whitespace().next().unwrap_or("");
     let parts: Vec<&str> = first.split('.').collect();
-    if parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+    if parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
         return first.to_string();
     }
     match answer.code {

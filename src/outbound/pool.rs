@@ -98,7 +98,7 @@ impl Conn {
 /// A reused idle session, or the right to open a new one.
 pub enum Acquired {
     /// An idle session to the same host, address and TLS strictness.
-    Reused(Conn),
+    Reused(Box<Conn>),
     /// A reserved slot: open a session and pair it with [`Conn::new`].
     Fresh(Slot),
 }
@@ -158,7 +158,7 @@ impl Pool {
                 if let Some(list) = st.idle.get_mut(key) {
                     while let Some((conn, at)) = list.pop() {
                         if at.elapsed() < self.inner.idle_for && !conn.session.broken {
-                            return Acquired::Reused(conn);
+                            return Acquired::Reused(Box::new(conn));
                         }
                         evicted.push(conn);
                     }

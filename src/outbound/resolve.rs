@@ -33,10 +33,7 @@ pub async fn mx_hosts(
     resolver: &MessageAuthenticator,
     domain: &str,
 ) -> Result<Vec<String>, ResolveError> {
-    if let Some(literal) = domain
-        .strip_prefix('[')
-        .and_then(|d| d.strip_suffix(']'))
-    {
+    if let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
         let ip = literal.strip_prefix("IPv6:").unwrap_or(literal);
         return match ip.parse::<IpAddr>() {
             Ok(_) => Ok(vec![ip.to_string()]),

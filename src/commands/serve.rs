@@ -47,5 +47,11 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     tracing::info!("herald ready");
     // [inbound] wait for SIGTERM/SIGINT, stop accepting, drain sessions within the grace period.
+    // (delivery placeholder until inbound lands: keep running until a signal.)
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -194,7 +194,7 @@ impl Outbound {
                             job.domain
                         );
                         tracing::warn!(queue_id = %job.queue_id, domain = %job.domain,
-                            policy = directive.label(), reply = %why, "delivery attempt: no MX allowed");
+                            policy = %directive.label(), reply = %why, "delivery attempt: no MX allowed");
                         return all(Verdict::Temporary, Answer::local(451, why), None);
                     }
                 }
@@ -454,8 +454,8 @@ fn log_attempt(
         domain = %job.domain,
         mx = %host,
         addr = %addr,
-        tls = tls.map(|t| t.version.as_str()).unwrap_or("none"),
-        policy = directive.label(),
+        tls = %tls.map(|t| t.version.as_str()).unwrap_or("none"),
+        policy = %directive.label(),
         cert_verified = tls.is_some_and(|t| t.verified),
         recipients = job.recipients.len(),
         reply = %replies.join(" | "),

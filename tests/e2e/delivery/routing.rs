@@ -1,7 +1,7 @@
 //! Routing: plain MX, several domains, preference and fall-back, implicit MX, null MX and
 //! NXDOMAIN, opportunistic TLS.
 
-use mail_parser::MessageParser;
+use mail_parser::{MessageParser, MimeHeaders};
 
 use super::common::{World, WAIT, logged, set, start, wait_finished};
 use crate::support::ca::{self, TestCa, Validity};

@@ -450,7 +450,9 @@ async fn finish_round(
             tracing::error!(queue_id = %id, error = %e, "cannot remove the finished message");
         }
         inner.table().entries.remove(id);
-        tracing::info!("queue {id} finished: every recipient delivered or failed; removed from the spool");
+        tracing::info!(
+            "queue {id} finished: every recipient delivered or failed; removed from the spool"
+        );
         return;
     }
     let state = msg.state.clone();

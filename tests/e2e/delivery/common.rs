@@ -115,7 +115,12 @@ pub fn store_in(spool_dir: &Path, from: &str, rcpts: &[&str], subject: &str) -> 
 }
 
 /// Stores one message per subject; returns their queue ids in order.
-pub fn store_many(spool_dir: &Path, from: &str, rcpts: &[&str], subjects: &[String]) -> Vec<String> {
+pub fn store_many(
+    spool_dir: &Path,
+    from: &str,
+    rcpts: &[&str],
+    subjects: &[String],
+) -> Vec<String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -22,7 +22,11 @@ fn kill_9_with_200_messages_waiting_then_restart_delivers_all() {
     );
     let cfg = w.config();
     let mut h = start(&w, cfg.clone());
-    assert!(logged(&h, "queue started").iter().any(|l| l.contains("waiting=200")));
+    assert!(
+        logged(&h, "queue started")
+            .iter()
+            .any(|l| l.contains("waiting=200"))
+    );
     // Let herald work on them (attempts, deferrals, state writes), then crash it mid-way.
     wait_lines(&mut h, "delivery attempt", 250);
     h.kill9();
@@ -30,7 +34,10 @@ fn kill_9_with_200_messages_waiting_then_restart_delivers_all() {
 
     let mut h = start(&w, cfg);
     let started = logged(&h, "queue started");
-    assert!(started.iter().any(|l| l.contains("waiting=200")), "{started:#?}");
+    assert!(
+        started.iter().any(|l| l.contains("waiting=200")),
+        "{started:#?}"
+    );
     // Receivers up on the same address.
     let listener = TcpListener::bind((ip, w.port)).expect("rebind the receiver's address");
     let sink = SmtpSink::start(listener, SinkOptions::default());
@@ -62,5 +69,8 @@ fn kill_9_with_200_messages_waiting_then_restart_delivers_all() {
         .expect("spool dir")
         .filter_map(Result::ok)
         .collect();
-    assert!(left.is_empty(), "finished messages leave the spool: {left:?}");
+    assert!(
+        left.is_empty(),
+        "finished messages leave the spool: {left:?}"
+    );
 }

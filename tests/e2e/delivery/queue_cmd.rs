@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
 
-use super::common::{World, WAIT, logged, set, start, wait_lines};
+use super::common::{WAIT, World, logged, set, start, wait_lines};
 use crate::support::free_addr;
 use crate::support::herald::herald_bin;
 use crate::support::smtp_sink::{SinkOptions, SmtpSink};
@@ -34,7 +34,11 @@ fn ok(config: &Path, args: &[&str]) -> String {
 
 fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect(addr).expect("connect admin");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").expect("send");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
     let mut text = String::new();
     s.read_to_string(&mut text).expect("read");
     text
@@ -54,9 +58,15 @@ fn queue_commands_work_offline_on_the_spool() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("offline"), "says it works offline: {err}");
     assert!(out.contains(&a) && out.contains(&b), "{out}");
-    assert!(out.contains("bob@example.org  pending  attempts 0"), "{out}");
+    assert!(
+        out.contains("bob@example.org  pending  attempts 0"),
+        "{out}"
+    );
     assert!(out.contains("from <app@example.test>"), "{out}");
-    assert!(out.contains("2 message(s), 2 recipient(s) waiting"), "{out}");
+    assert!(
+        out.contains("2 message(s), 2 recipient(s) waiting"),
+        "{out}"
+    );
 
     assert!(ok(&config, &["hold", &a]).contains("held"));
     assert!(ok(&config, &["show", &a]).contains("held:      yes"));
@@ -69,7 +79,10 @@ fn queue_commands_work_offline_on_the_spool() {
     assert!(out.contains("deleted") && out.contains("bounce"), "{out}");
     let out = ok(&config, &["list"]);
     assert!(!out.contains(&b), "{out}");
-    assert!(out.contains("from <>") && out.contains("app@example.test  pending"), "the bounce waits: {out}");
+    assert!(
+        out.contains("from <>") && out.contains("app@example.test  pending"),
+        "the bounce waits: {out}"
+    );
 
     let (code, _, err) = queue(&config, &["show", "00000000000000000000"]);
     assert_eq!(code, 1);
@@ -103,7 +116,10 @@ fn queue_commands_work_against_a_running_herald() {
 
     let (code, out, err) = queue(&config, &["list"]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("running herald"), "says it uses the running herald: {err}");
+    assert!(
+        err.contains("running herald"),
+        "says it uses the running herald: {err}"
+    );
     assert!(out.contains(&a) && out.contains(&b), "{out}");
     assert!(out.contains("bob@example.org  pending"), "{out}");
 
@@ -128,15 +144,24 @@ fn queue_commands_work_against_a_running_herald() {
     assert!(out.contains("deleted") && out.contains("bounce"), "{out}");
     let bounce = sender.wait_for_messages(1, WAIT);
     assert!(
-        bounce[0].text().contains("deleted from the queue by the operator"),
+        bounce[0]
+            .text()
+            .contains("deleted from the queue by the operator"),
         "{}",
         bounce[0].text()
     );
     assert!(!ok(&config, &["list"]).contains(&a));
-    assert_eq!(sink.messages().len(), 1, "the deleted message was never sent");
+    assert_eq!(
+        sink.messages().len(),
+        1,
+        "the deleted message was never sent"
+    );
 
     let metrics = http_get(admin, "/metrics");
-    assert!(metrics.contains("herald_recipients_delivered_total"), "{metrics}");
+    assert!(
+        metrics.contains("herald_recipients_delivered_total"),
+        "{metrics}"
+    );
     assert!(http_get(admin, "/health").contains("ok"));
     assert!(logged(&h, "deleted by the operator").len() == 1);
 }

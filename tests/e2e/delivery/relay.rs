@@ -1,6 +1,6 @@
 //! The smart host: everything through `[delivery] relay_host`, with AUTH and required TLS.
 
-use super::common::{World, WAIT, logged, set, start, wait_finished};
+use super::common::{WAIT, World, logged, set, start, wait_finished};
 use crate::support::ca::{self, TestCa, Validity};
 use crate::support::smtp_sink::SinkOptions;
 
@@ -52,9 +52,16 @@ fn smart_host_with_auth_and_tls_carries_every_domain_in_one_transaction() {
     assert!(got[0].tls.is_some(), "TLS before AUTH");
     assert_eq!(got[0].sni.as_deref(), Some("relay.example.net"));
     let line = logged(&h, "delivery attempt").remove(0);
-    assert!(line.contains("policy=required") && line.contains("cert_verified=true"), "{line}");
     assert!(
-        !h.log.lock().expect("log").iter().any(|l| l.contains("relay-secret")),
+        line.contains("policy=required") && line.contains("cert_verified=true"),
+        "{line}"
+    );
+    assert!(
+        !h.log
+            .lock()
+            .expect("log")
+            .iter()
+            .any(|l| l.contains("relay-secret")),
         "the relay password is never logged"
     );
 }
@@ -79,6 +86,9 @@ fn smart_host_with_an_untrusted_certificate_is_never_used_in_clear() {
     super::common::wait_lines(&mut h, "delivery attempt", 2);
     assert!(relay.messages().is_empty());
     let attempts = logged(&h, "delivery attempt");
-    assert!(attempts.iter().all(|l| l.contains("TLS failed")), "{attempts:#?}");
+    assert!(
+        attempts.iter().all(|l| l.contains("TLS failed")),
+        "{attempts:#?}"
+    );
     assert!(w.dir.path().join(format!("spool/msg/{id}.msg")).exists());
 }

@@ -4,7 +4,7 @@
 use mail_auth::{AuthenticatedMessage, DkimResult};
 use mail_parser::{MessageParser, MimeHeaders};
 
-use super::common::{World, WAIT, logged, set, start, store_many, wait_finished};
+use super::common::{WAIT, World, logged, set, start, store_many, wait_finished};
 use crate::support::smtp_sink::SinkOptions;
 
 #[test]
@@ -46,8 +46,8 @@ fn part_text(msg: &mail_parser::Message<'_>, ctype: &str, subtype: &str) -> Stri
     String::from_utf8_lossy(part.contents()).into_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn permanent_failure_sends_one_signed_rfc3464_bounce() {
+#[test]
+fn permanent_failure_sends_one_signed_rfc3464_bounce() {
     let mut w = World::new(2);
     w.dns.add_mx("example.org", 10, "mx.example.org");
     w.dns.add_mx("example.test", 10, "mx.example.test");
@@ -77,15 +77,26 @@ async fn permanent_failure_sends_one_signed_rfc3464_bounce() {
     assert_eq!(dsn.mail_from, "");
     assert_eq!(dsn.rcpts, vec!["app@example.test"]);
 
-    let parsed = MessageParser::default().parse(&dsn.data).expect("DSN parses");
+    let parsed = MessageParser::default()
+        .parse(&dsn.data)
+        .expect("DSN parses");
     let ct = parsed.content_type().expect("content type");
     assert_eq!((ct.ctype(), ct.subtype()), ("multipart", Some("report")));
     assert_eq!(ct.attribute("report-type"), Some("delivery-status"));
     assert_eq!(
-        parsed.from().and_then(|f| f.first()).and_then(|a| a.address()),
+        parsed
+            .from()
+            .and_then(|f| f.first())
+            .and_then(|a| a.address()),
         Some("MAILER-DAEMON@example.test")
     );
-    assert_eq!(parsed.to().and_then(|f| f.first()).and_then(|a| a.address()), Some("app@example.test"));
+    assert_eq!(
+        parsed
+            .to()
+            .and_then(|f| f.first())
+            .and_then(|a| a.address()),
+        Some("app@example.test")
+    );
     let human = part_text(&parsed, "text", "plain");
     assert!(human.contains("<nobody@example.org>: 550 5.1.1"), "{human}");
     let status = part_text(&parsed, "message", "delivery-status");
@@ -99,10 +110,16 @@ async fn permanent_failure_sends_one_signed_rfc3464_bounce() {
     ] {
         assert!(status.contains(field), "{field:?} missing from {status}");
     }
-    assert!(!status.contains("bob@example.org"), "only the failed recipient is reported");
+    assert!(
+        !status.contains("bob@example.org"),
+        "only the failed recipient is reported"
+    );
     let headers = part_text(&parsed, "text", "rfc822-headers");
     assert!(headers.contains("Subject: will-bounce"), "{headers}");
-    assert!(headers.contains("Message-ID: <will-bounce@example.test>"), "{headers}");
+    assert!(
+        headers.contains("Message-ID: <will-bounce@example.test>"),
+        "{headers}"
+    );
 
     // Signed with herald's own domain key (example.test, the host name's domain).
     let herald_cfg = herald::config::Config::load(&h.config_path).expect("config");
@@ -115,7 +132,11 @@ async fn permanent_failure_sends_one_signed_rfc3464_bounce() {
     })
     .expect("resolver");
     let msg = AuthenticatedMessage::parse(&dsn.data).expect("mail-auth parses the DSN");
-    let results = auth.verify_dkim(&msg).await;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let results = rt.block_on(auth.verify_dkim(&msg));
     assert!(!results.is_empty(), "the DSN carries a DKIM signature");
     assert!(
         results.iter().all(|r| *r.result() == DkimResult::Pass),
@@ -166,6 +187,10 @@ fn several_messages_travel_over_one_connection() {
         wait_finished(&mut h, id);
     }
     assert_eq!(got.len(), 5);
-    assert_eq!(sink.connections(), 1, "one connection for all five messages");
+    assert_eq!(
+        sink.connections(),
+        1,
+        "one connection for all five messages"
+    );
     assert!(got.iter().all(|m| m.connection == 1));
 }

@@ -3,7 +3,7 @@
 
 use mail_parser::{MessageParser, MimeHeaders};
 
-use super::common::{World, WAIT, logged, set, start, wait_finished};
+use super::common::{WAIT, World, logged, set, start, wait_finished};
 use crate::support::ca::{self, TestCa, Validity};
 use crate::support::smtp_sink::SinkOptions;
 
@@ -91,7 +91,11 @@ fn mx_preference_order_and_fallback_to_the_next_host() {
     assert_eq!(worse.connections(), 0, "a less preferred host is not tried");
     let attempts = logged(&h, "delivery attempt");
     assert_eq!(attempts.len(), 3, "{attempts:#?}");
-    assert!(attempts[0].contains("mx=mx0.example.org"), "{}", attempts[0]);
+    assert!(
+        attempts[0].contains("mx=mx0.example.org"),
+        "{}",
+        attempts[0]
+    );
     assert!(attempts[1].contains("mx=mx1.example.org") && attempts[1].contains("421"));
     assert!(attempts[2].contains("mx=mx2.example.org") && attempts[2].contains("250"));
 }
@@ -125,7 +129,9 @@ fn null_mx_and_nxdomain_bounce_at_once() {
     let dsn = &got[0];
     assert_eq!(dsn.mail_from, "", "bounces come from <>");
     assert_eq!(dsn.rcpts, vec!["app@example.test"]);
-    let parsed = MessageParser::default().parse(&dsn.data).expect("DSN parses");
+    let parsed = MessageParser::default()
+        .parse(&dsn.data)
+        .expect("DSN parses");
     let status = parsed
         .parts
         .iter()
@@ -135,10 +141,25 @@ fn null_mx_and_nxdomain_bounce_at_once() {
         })
         .expect("a message/delivery-status part");
     let text = String::from_utf8_lossy(status.contents()).into_owned();
-    assert!(text.contains("Final-Recipient: rfc822; a@nomail.example\r\nAction: failed\r\nStatus: 5.1.10"), "{text}");
-    assert!(text.contains("Final-Recipient: rfc822; b@nowhere.example\r\nAction: failed\r\nStatus: 5.1.2"), "{text}");
+    assert!(
+        text.contains(
+            "Final-Recipient: rfc822; a@nomail.example\r\nAction: failed\r\nStatus: 5.1.10"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "Final-Recipient: rfc822; b@nowhere.example\r\nAction: failed\r\nStatus: 5.1.2"
+        ),
+        "{text}"
+    );
     // At once: one routing decision each, no retry.
-    assert_eq!(logged(&h, "no route").len(), 2, "{:#?}", logged(&h, "no route"));
+    assert_eq!(
+        logged(&h, "no route").len(),
+        2,
+        "{:#?}",
+        logged(&h, "no route")
+    );
 }
 
 #[test]
@@ -148,7 +169,8 @@ fn starttls_is_used_whenever_offered_and_the_certificate_is_recorded() {
     let root = w.dir.path().join("test-root.pem");
     ca.write_root(&root);
     w.dns.add_mx("good.example", 10, "mx.good.example");
-    w.dns.add_mx("selfsigned.example", 10, "mx.selfsigned.example");
+    w.dns
+        .add_mx("selfsigned.example", 10, "mx.selfsigned.example");
     let good = w.sink(
         "mx.good.example",
         SinkOptions {
@@ -164,7 +186,11 @@ fn starttls_is_used_whenever_offered_and_the_certificate_is_recorded() {
         },
     );
     let a = w.store("app@example.test", &["a@good.example"], "tls-verified");
-    let b = w.store("app@example.test", &["b@selfsigned.example"], "tls-unverified");
+    let b = w.store(
+        "app@example.test",
+        &["b@selfsigned.example"],
+        "tls-unverified",
+    );
     let mut cfg = w.config();
     set(
         &mut cfg,
@@ -177,11 +203,20 @@ fn starttls_is_used_whenever_offered_and_the_certificate_is_recorded() {
     assert!(got[0].tls.is_some(), "delivered over TLS");
     assert_eq!(got[0].sni.as_deref(), Some("mx.good.example"));
     let got = selfsigned.wait_for_messages(1, WAIT);
-    assert!(got[0].tls.is_some(), "an invalid certificate still encrypts");
+    assert!(
+        got[0].tls.is_some(),
+        "an invalid certificate still encrypts"
+    );
     wait_finished(&mut h, &a);
     wait_finished(&mut h, &b);
     let line_a = logged(&h, &format!("queue_id={a}")).remove(0);
     let line_b = logged(&h, &format!("queue_id={b}")).remove(0);
-    assert!(line_a.contains("tls=TLSv1.") && line_a.contains("cert_verified=true"), "{line_a}");
-    assert!(line_b.contains("tls=TLSv1.") && line_b.contains("cert_verified=false"), "{line_b}");
+    assert!(
+        line_a.contains("tls=TLSv1.") && line_a.contains("cert_verified=true"),
+        "{line_a}"
+    );
+    assert!(
+        line_b.contains("tls=TLSv1.") && line_b.contains("cert_verified=false"),
+        "{line_b}"
+    );
 }

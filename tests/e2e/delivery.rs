@@ -8,3 +8,4 @@ mod queue_cmd;
 mod relay;
 mod retries;
 mod routing;
+mod submitted;

@@ -470,3 +470,17 @@ async fn finish_round(
     drop(table);
     inner.wake.notify_one();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_wait_repeats() {
+        let s = [Duration::from_secs(60), Duration::from_secs(300)];
+        assert_eq!(retry_wait(&s, 1), Duration::from_secs(60));
+        assert_eq!(retry_wait(&s, 2), Duration::from_secs(300));
+        assert_eq!(retry_wait(&s, 9), Duration::from_secs(300));
+        assert_eq!(retry_wait(&s, 0), Duration::from_secs(60));
+    }
+}

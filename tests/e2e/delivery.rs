@@ -6,6 +6,7 @@ mod common;
 mod durability;
 mod queue_cmd;
 mod relay;
+mod required_tls;
 mod retries;
 mod routing;
 mod submitted;

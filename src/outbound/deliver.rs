@@ -379,7 +379,8 @@ impl Outbound {
             credentials,
         )
         .await;
-        let reportable = matches!(directive, TlsDirective::Sts { .. } | TlsDirective::Required);
+        // TLS-RPT is about a recipient domain's published policy; `require_tls` is our own.
+        let reportable = matches!(directive, TlsDirective::Sts { .. });
         match &first {
             Ok(session) if reportable => {
                 let outcome = match &session.tls {

@@ -194,3 +194,33 @@ fn several_messages_travel_over_one_connection() {
     );
     assert!(got.iter().all(|m| m.connection == 1));
 }
+
+#[test]
+fn a_delay_notice_is_sent_once_when_configured() {
+    let mut w = World::new(2);
+    w.dns.add_mx("example.org", 10, "mx.example.org");
+    w.dns.add_mx("example.test", 10, "mx.example.test");
+    w.down_host("mx.example.org");
+    let sender = w.sink("mx.example.test", SinkOptions::default());
+    let id = w.store("app@example.test", &["bob@example.org"], "slow");
+    let mut cfg = w.config();
+    set(&mut cfg, "delivery", "delay_notice", "1s");
+    let mut h = start(&w, cfg);
+    let got = sender.wait_for_messages(1, WAIT);
+    let parsed = MessageParser::default()
+        .parse(&got[0].data)
+        .expect("parses");
+    let status = part_text(&parsed, "message", "delivery-status");
+    assert!(
+        status.contains("Final-Recipient: rfc822; bob@example.org\r\nAction: delayed"),
+        "{status}"
+    );
+    assert!(parsed.subject().is_some_and(|s| s.contains("Delayed")));
+    // Later attempts send no second notice.
+    super::common::wait_lines(&mut h, &format!("queue_id={id} domain=example.org"), 4);
+    assert_eq!(logged(&h, "delivery status notification queued").len(), 1);
+    assert!(
+        w.dir.path().join(format!("spool/msg/{id}.msg")).exists(),
+        "still queued"
+    );
+}

@@ -271,6 +271,7 @@ impl Outbound {
             addr,
             strict: mode == TlsMode::Strict,
         };
+        let _turn = self.pool.gate(host).await;
         let mut tries = 0;
         loop {
             tries += 1;

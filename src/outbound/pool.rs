@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::client::Session;
 
@@ -30,6 +30,9 @@ struct State {
 
 struct Inner {
     state: Mutex<State>,
+    /// One FIFO gate per host: at most `max_per_host` deliveries wait on the pool for a host,
+    /// so a release wakes one of them instead of every queued delivery.
+    gates: Mutex<HashMap<String, Arc<Semaphore>>>,
     notify: Notify,
     max_total: usize,
     max_per_host: usize,
@@ -114,6 +117,7 @@ impl Pool {
     pub fn new(max_total: usize, max_per_host: usize, idle_for: Duration) -> Pool {
         let inner = Arc::new(Inner {
             state: Mutex::new(State::default()),
+            gates: Mutex::new(HashMap::new()),
             notify: Notify::new(),
             max_total: max_total.max(1),
             max_per_host: max_per_host.max(1),
@@ -144,6 +148,19 @@ impl Pool {
             }
         });
         Pool { inner }
+    }
+
+    /// Waits for a turn at `host` (at most `max_per_host` at once, first come first served);
+    /// hold the permit for the whole attempt, then [`Pool::acquire`] rarely has to wait.
+    pub async fn gate(&self, host: &str) -> Option<OwnedSemaphorePermit> {
+        let gate = {
+            let mut gates = self.inner.gates.lock().unwrap_or_else(|p| p.into_inner());
+            gates
+                .entry(host.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.inner.max_per_host)))
+                .clone()
+        };
+        gate.acquire_owned().await.ok()
     }
 
     /// Waits for an idle session or a free slot for `key`, within both limits.

@@ -161,3 +161,33 @@ pub fn result_type(error: &rustls::Error) -> ResultType {
 pub fn install_default_provider() {
     let _ = CryptoProvider::install_default(rustls::crypto::aws_lc_rs::default_provider());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rustls_errors_map_to_tlsrpt_result_types() {
+        let cert = |e| rustls::Error::InvalidCertificate(e);
+        assert_eq!(
+            result_type(&cert(CertificateError::NotValidForName)),
+            ResultType::CertificateHostMismatch
+        );
+        assert_eq!(
+            result_type(&cert(CertificateError::Expired)),
+            ResultType::CertificateExpired
+        );
+        assert_eq!(
+            result_type(&cert(CertificateError::UnknownIssuer)),
+            ResultType::CertificateNotTrusted
+        );
+        assert_eq!(
+            result_type(&cert(CertificateError::Revoked)),
+            ResultType::ValidationFailure
+        );
+        assert_eq!(
+            result_type(&rustls::Error::HandshakeNotComplete),
+            ResultType::ValidationFailure
+        );
+    }
+}

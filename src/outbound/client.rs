@@ -2,18 +2,16 @@
 //! EHLO, STARTTLS with our connectors, optional AUTH, then any number of transactions.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use mail_auth::report::tlsrpt::ResultType;
 use mail_send::{Credentials, SmtpClient};
 use smtp_proto::{EXT_8BIT_MIME, EXT_AUTH, EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS};
 use smtp_proto::{EhloResponse, Response};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 
+pub use super::stream::Stream;
 use super::tls::{OutboundTls, result_type};
 
 /// A reply from a remote server, kept as a person reads it.
@@ -124,54 +122,6 @@ pub struct Timeouts {
     pub data: Duration,
 }
 
-/// The byte stream under a session: plain TCP, or TLS after STARTTLS.
-pub enum Stream {
-    /// Plain TCP.
-    Plain(TcpStream),
-    /// TLS over TCP.
-    Tls(Box<TlsStream<TcpStream>>),
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
 /// An open, greeted (and possibly encrypted and authenticated) SMTP session.
 pub struct Session {
     client: SmtpClient<Stream>,
@@ -226,7 +176,7 @@ impl Session {
             return Err(OpenError::Refused(Answer::from_response(&greeting)));
         }
         client.timeout = timeouts.command;
-        let ehlo = client.ehlo(helo).await.map_err(refused)?;
+        let ehlo = greet(&mut client, helo).await?;
         let offers_tls = ehlo.has_capability(EXT_START_TLS);
         let (client, ehlo, tls_info) = match (mode, offers_tls) {
             (TlsMode::Strict, false) => {
@@ -483,6 +433,28 @@ impl Session {
         self.client.timeout = Duration::from_secs(5).min(self.timeouts.command);
         let _ = self.client.cmd(b"QUIT\r\n").await;
         let _ = self.client.stream.shutdown().await;
+    }
+}
+
+/// EHLO, or HELO (no extensions) from a server that does not know EHLO (RFC 5321 §3.2).
+async fn greet(
+    client: &mut SmtpClient<TcpStream>,
+    helo: &str,
+) -> Result<EhloResponse<String>, OpenError> {
+    match client.ehlo(helo).await {
+        Ok(ehlo) => Ok(ehlo),
+        Err(mail_send::Error::UnexpectedReply(r)) if (500..=504).contains(&r.code) => {
+            let reply = client
+                .cmd(format!("HELO {helo}\r\n"))
+                .await
+                .map_err(refused)?;
+            if (200..300).contains(&reply.code) {
+                Ok(EhloResponse::new(helo.to_string()))
+            } else {
+                Err(OpenError::Refused(Answer::from_response(&reply)))
+            }
+        }
+        Err(e) => Err(refused(e)),
     }
 }
 

@@ -6,4 +6,5 @@ pub mod deliver;
 pub mod dsn;
 pub mod pool;
 pub mod resolve;
+pub mod stream;
 pub mod tls;

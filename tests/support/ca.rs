@@ -95,6 +95,23 @@ impl TestCa {
         (pem, key_pem)
     }
 
+    /// Issues a certificate for `names` and writes it (PEM chain) and its key (PEM, mode 0600)
+    /// to the given paths, e.g. for herald's own `[tls] cert` / `key`.
+    pub fn write_issued(&self, names: &[&str], validity: Validity, cert: &Path, key: &Path) {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let (chain, key_pem) = self.issue(names, validity);
+        std::fs::write(cert, chain).expect("write certificate");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(key)
+            .expect("create key file");
+        f.write_all(key_pem.as_bytes()).expect("write key");
+    }
+
     /// Like [`TestCa::issue`] but in DER, ready for rustls.
     pub fn issue_der(
         &self,

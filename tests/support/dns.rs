@@ -3,35 +3,54 @@
 //! at run time, so a test can publish, replace or withdraw a record between two steps.
 //!
 //! Semantics: names are case-insensitive, with or without a trailing dot. A name with no records
-//! at all answers NXDOMAIN; a name with records but none of the asked type answers NOERROR with
-//! an empty answer and a synthetic SOA in the authority section (negative caching per RFC 2308).
+//! at all (and none below it) answers NXDOMAIN; a name with records but none of the asked type,
+//! or with records only below it, answers NOERROR with an empty answer; both carry a synthetic
+//! SOA in the authority section (RFC 2308). Answers have TTL 0 unless [`DnsServer::set_ttl`].
 //! UDP answers larger than the client's EDNS payload size (512 without EDNS) are truncated (TC)
 //! so the client retries over TCP, as on the Internet.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+pub use hickory_proto::rr::RecordType;
 use hickory_proto::rr::rdata::{A, AAAA, MX, SOA, TXT};
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{Name, RData, Record};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::thread::{ServerThread, stopped};
 
-/// TTL of every answer (short: tests change records).
-const TTL: u32 = 1;
+/// Default TTL of every answer: 0, "do not cache", because tests change records and expect the
+/// next look-up to see the change. [`DnsServer::set_ttl`] changes it.
+const DEFAULT_TTL: u32 = 0;
 
 #[derive(Default)]
 struct Zone {
     /// Lower-case name without trailing dot → its records.
     records: HashMap<String, Vec<RData>>,
+    /// TTL of answers and of negative answers (SOA minimum).
+    ttl: u32,
+    /// Names answered with SERVFAIL whatever their records.
+    failing: std::collections::HashSet<String>,
+}
+
+impl Zone {
+    /// Whether `key` is an empty non-terminal: no records of its own, but names below it
+    /// (e.g. `_domainkey.example.test` when selectors are published). Such names answer
+    /// NOERROR/empty, not NXDOMAIN (RFC 8020 would make NXDOMAIN mean "nothing below").
+    fn has_descendants(&self, key: &str) -> bool {
+        let suffix = format!(".{key}");
+        self.records.keys().any(|k| k.ends_with(&suffix))
+    }
 }
 
 struct Shared {
     zone: Mutex<Zone>,
     queries: AtomicUsize,
+    /// (lower-case name without trailing dot, type) of every question, in order.
+    asked: Mutex<Vec<(String, RecordType)>>,
 }
 
 /// A running authoritative test DNS server; stops when dropped.
@@ -42,13 +61,22 @@ pub struct DnsServer {
     _thread: ServerThread,
 }
 
-/// Canonical key for a name: lower case, no trailing dot.
+/// Canonical key for a name: lower case, no trailing dot; Unicode names (IDN) in their
+/// ASCII (punycode) form, as they travel in DNS packets.
 fn key(name: &str) -> String {
-    name.trim_end_matches('.').to_ascii_lowercase()
+    let ascii = if name.is_ascii() {
+        name.to_string()
+    } else {
+        Name::from_utf8(name)
+            .map(|n| n.to_ascii())
+            .unwrap_or_else(|_| name.to_string())
+    };
+    ascii.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// A fully qualified name from text (ASCII or Unicode).
 fn name(text: &str) -> Name {
-    let mut n = Name::from_ascii(text).expect("valid DNS name");
+    let mut n = Name::from_utf8(text).expect("valid DNS name");
     n.set_fqdn(true);
     n
 }
@@ -69,8 +97,12 @@ impl DnsServer {
         tcp.set_nonblocking(true).expect("nonblocking");
         udp.set_nonblocking(true).expect("nonblocking");
         let shared = Arc::new(Shared {
-            zone: Mutex::new(Zone::default()),
+            zone: Mutex::new(Zone {
+                ttl: DEFAULT_TTL,
+                ..Zone::default()
+            }),
             queries: AtomicUsize::new(0),
+            asked: Mutex::new(Vec::new()),
         });
         let shared2 = shared.clone();
         let thread = ServerThread::spawn("test-dns", move |stop| {
@@ -116,6 +148,20 @@ impl DnsServer {
         self.add(name, RData::AAAA(AAAA(ip)));
     }
 
+    /// Adds an A or AAAA record, whichever `ip` is (e.g. a sink's `addr().ip()`).
+    pub fn add_ip(&self, name: &str, ip: IpAddr) {
+        match ip {
+            IpAddr::V4(v4) => self.add_a(name, v4),
+            IpAddr::V6(v6) => self.add_aaaa(name, v6),
+        }
+    }
+
+    /// Publishes an MX host in one step: `domain MX preference exchange` and `exchange A ip`.
+    pub fn add_mx_host(&self, domain: &str, preference: u16, exchange: &str, ip: IpAddr) {
+        self.add_mx(domain, preference, exchange);
+        self.add_ip(exchange, ip);
+    }
+
     /// Adds a TXT record; `text` is split into 255-byte character-strings (as DKIM keys must
     /// be), which resolvers join back.
     pub fn add_txt(&self, name: &str, text: &str) {
@@ -155,9 +201,41 @@ impl DnsServer {
         }
     }
 
+    /// Makes every question about `name` answer SERVFAIL (a temporary DNS failure), until
+    /// [`DnsServer::unfail`]. Records at the name are kept.
+    pub fn fail(&self, name: &str) {
+        let mut zone = self.shared.zone.lock().expect("zone lock");
+        zone.failing.insert(key(name));
+    }
+
+    /// Ends [`DnsServer::fail`] for `name`.
+    pub fn unfail(&self, name: &str) {
+        let mut zone = self.shared.zone.lock().expect("zone lock");
+        zone.failing.remove(&key(name));
+    }
+
+    /// Sets the TTL of answers from now on (default 0: never cached).
+    pub fn set_ttl(&self, ttl: u32) {
+        self.shared.zone.lock().expect("zone lock").ttl = ttl;
+    }
+
     /// How many queries (UDP and TCP) the server has answered.
     pub fn queries(&self) -> usize {
         self.shared.queries.load(Ordering::SeqCst)
+    }
+
+    /// Every question asked so far, in order: (lower-case name without trailing dot, type).
+    /// For assertions like "herald looked up `_mta-sts.<domain>` TXT".
+    pub fn asked(&self) -> Vec<(String, RecordType)> {
+        self.shared.asked.lock().expect("asked").clone()
+    }
+
+    /// Whether `name` was asked for with type `rtype` (`"MX"`, `"TXT"`, `"A"`, ...).
+    pub fn was_asked(&self, name: &str, rtype: &str) -> bool {
+        let k = key(name);
+        self.asked()
+            .iter()
+            .any(|(n, t)| *n == k && t.to_string().eq_ignore_ascii_case(rtype))
     }
 
     /// `[dns] servers` value for herald's config.
@@ -167,7 +245,7 @@ impl DnsServer {
 }
 
 /// Builds the answer to one query packet; `None` for packets that are not parseable queries.
-fn answer(shared: &Shared, packet: &[u8], max_len: Option<usize>) -> Option<Vec<u8>> {
+fn answer(shared: &Shared, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
     let request = Message::from_vec(packet).ok()?;
     if request.metadata.message_type != MessageType::Query {
         return None;
@@ -192,11 +270,23 @@ fn answer(shared: &Shared, packet: &[u8], max_len: Option<usize>) -> Option<Vec<
     let query = &request.queries[0];
     let qname = query.name().clone();
     let k = key(&qname.to_ascii());
+    shared
+        .asked
+        .lock()
+        .expect("asked")
+        .push((k.clone(), query.query_type()));
     let zone = shared.zone.lock().expect("zone lock");
+    let ttl = zone.ttl;
     match zone.records.get(&k) {
+        _ if zone.failing.contains(&k) => {
+            response.metadata.response_code = ResponseCode::ServFail;
+        }
+        None if zone.has_descendants(&k) => {
+            response.add_authority(soa_for(&qname, ttl));
+        }
         None => {
             response.metadata.response_code = ResponseCode::NXDomain;
-            response.add_authority(soa_for(&qname));
+            response.add_authority(soa_for(&qname, ttl));
         }
         Some(records) => {
             let matching: Vec<Record> = records
@@ -204,24 +294,24 @@ fn answer(shared: &Shared, packet: &[u8], max_len: Option<usize>) -> Option<Vec<
                 .filter(|r| {
                     query.query_type() == RecordType::ANY || r.record_type() == query.query_type()
                 })
-                .map(|r| Record::from_rdata(qname.clone(), TTL, r.clone()))
+                .map(|r| Record::from_rdata(qname.clone(), ttl, r.clone()))
                 .collect();
             if matching.is_empty() {
-                response.add_authority(soa_for(&qname));
+                response.add_authority(soa_for(&qname, ttl));
             }
             response.add_answers(matching);
         }
     }
     drop(zone);
     let bytes = response.to_vec().ok()?;
-    match max_len {
-        Some(_) if bytes.len() > payload => response.truncate().to_vec().ok(),
-        _ => Some(bytes),
+    if udp && bytes.len() > payload {
+        return response.truncate().to_vec().ok();
     }
+    Some(bytes)
 }
 
 /// A synthetic SOA for the negative answers (zone apex = the parent of the asked name).
-fn soa_for(qname: &Name) -> Record {
+fn soa_for(qname: &Name, ttl: u32) -> Record {
     let apex = if qname.num_labels() > 1 {
         qname.base_name()
     } else {
@@ -234,9 +324,9 @@ fn soa_for(qname: &Name) -> Record {
         3600,
         600,
         86400,
-        TTL,
+        ttl,
     );
-    Record::from_rdata(apex, TTL, RData::SOA(soa))
+    Record::from_rdata(apex, ttl, RData::SOA(soa))
 }
 
 async fn serve_udp(socket: tokio::net::UdpSocket, shared: Arc<Shared>) {
@@ -245,7 +335,7 @@ async fn serve_udp(socket: tokio::net::UdpSocket, shared: Arc<Shared>) {
         let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
             continue;
         };
-        if let Some(reply) = answer(&shared, &buf[..n], Some(512)) {
+        if let Some(reply) = answer(&shared, &buf[..n], true) {
             let _ = socket.send_to(&reply, peer).await;
         }
     }
@@ -268,7 +358,7 @@ async fn serve_tcp(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
                 if stream.read_exact(&mut packet).await.is_err() {
                     return;
                 }
-                let Some(reply) = answer(&shared, &packet, None) else {
+                let Some(reply) = answer(&shared, &packet, false) else {
                     return;
                 };
                 let mut framed = (reply.len() as u16).to_be_bytes().to_vec();

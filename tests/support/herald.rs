@@ -180,3 +180,20 @@ impl Drop for Herald {
         let _ = self.child.wait();
     }
 }
+
+/// Points a herald config at the fake internet: `[dns] servers` = the test DNS server, and
+/// `[tls] extra_roots` = the test CA's root (written to `dir/test-ca.pem`), so herald resolves
+/// test zones and trusts certificates the test CA issues. Ports (`[delivery] port`,
+/// `[mta_sts] port`) stay the test's choice, e.g. `support::set(&mut cfg, "delivery.port",
+/// port as i64)` with the port from `same_port_listeners`.
+pub fn point_at(
+    cfg: &mut toml::Table,
+    dir: &Path,
+    dns: &super::dns::DnsServer,
+    ca: &super::ca::TestCa,
+) {
+    let root = dir.join("test-ca.pem");
+    ca.write_root(&root);
+    super::set(cfg, "dns.servers", vec![dns.addr.to_string()]);
+    super::set(cfg, "tls.extra_roots", vec![root.display().to_string()]);
+}

@@ -91,6 +91,7 @@ struct State {
     hits: HashMap<String, usize>,
     posts: Vec<Post>,
     requests: Vec<Request>,
+    tls_errors: Vec<String>,
 }
 
 struct Shared {
@@ -145,9 +146,16 @@ impl HttpsServer {
                         let acceptor = acceptor.clone();
                         let shared = shared2.clone();
                         tokio::spawn(async move {
-                            if let Ok(tls) = acceptor.accept(stream).await {
-                                let sni = tls.get_ref().1.server_name().map(str::to_string);
-                                serve(tls, sni, &shared).await;
+                            match acceptor.accept(stream).await {
+                                Ok(tls) => {
+                                    let sni = tls.get_ref().1.server_name().map(str::to_string);
+                                    serve(tls, sni, &shared).await;
+                                }
+                                Err(e) => {
+                                    let mut state = shared.state.lock().expect("state");
+                                    state.tls_errors.push(e.to_string());
+                                    shared.changed.notify_all();
+                                }
                             }
                         });
                     }
@@ -191,6 +199,35 @@ impl HttpsServer {
     pub fn hits(&self, path: &str) -> usize {
         let state = self.shared.state.lock().expect("state");
         state.hits.get(path).copied().unwrap_or(0)
+    }
+
+    /// Failed TLS handshakes as the server saw them (e.g. `received fatal alert: UnknownCA`
+    /// when a client refused the certificate).
+    pub fn tls_errors(&self) -> Vec<String> {
+        self.shared.state.lock().expect("state").tls_errors.clone()
+    }
+
+    /// Waits until at least `n` TLS handshakes failed; panics on timeout.
+    pub fn wait_for_tls_errors(&self, n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.shared.state.lock().expect("state");
+        while state.tls_errors.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "https server {} saw {} of {n} failed TLS handshakes in {timeout:?}",
+                    self.addr,
+                    state.tls_errors.len()
+                );
+            }
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, left)
+                .expect("state")
+                .0;
+        }
+        state.tls_errors.clone()
     }
 
     /// Every request received so far, in order.

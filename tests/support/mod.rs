@@ -4,6 +4,25 @@
 //! with scripted replies; `https` serves MTA-STS policies and takes TLS-RPT POSTs. Each server
 //! runs on its own thread with its own tokio runtime (usable from `#[test]` and
 //! `#[tokio::test]` alike) and stops when dropped.
+//!
+//! A delivery test typically reads:
+//!
+//! ```text
+//! let dir = tempfile::tempdir()?;
+//! let (ca, dns) = (TestCa::new(), DnsServer::start());
+//! let (port, mut ls) = support::same_port_listeners(2);        // two MX hosts, one port
+//! let mx1 = SmtpSink::start(ls.remove(0), SinkOptions {
+//!     tls: Some(ca.server_config(&["mx1.dest.test"], Validity::Current)),
+//!     data_replies: vec!["451 4.3.0 try again".into()],         // first attempt deferred
+//!     ..Default::default() });
+//! dns.add_mx_host("dest.test", 10, "mx1.dest.test", mx1.addr().ip());
+//! let mut cfg = herald::base_config(dir.path());
+//! herald::point_at(&mut cfg, dir.path(), &dns, &ca);            // [dns] servers, extra_roots
+//! support::set(&mut cfg, "delivery.port", port as i64);
+//! let h = Herald::start(dir.path(), cfg);
+//! // ... submit over SMTP, then:
+//! let got = mx1.wait_for_messages(1, Duration::from_secs(30));
+//! ```
 #![allow(dead_code)]
 
 pub mod ca;
@@ -84,6 +103,22 @@ pub fn same_port_listeners(n: usize) -> (u16, Vec<TcpListener>) {
         return (port, listeners);
     }
     panic!("could not find a common free port on {n} loopback IPs");
+}
+
+/// Sets a dotted key in a herald config table, creating tables on the way:
+/// `set(&mut cfg, "delivery.port", port as i64)`, `set(&mut cfg, "dns.servers", vec![addr])`.
+pub fn set(cfg: &mut toml::Table, dotted: &str, value: impl Into<toml::Value>) {
+    let mut parts: Vec<&str> = dotted.split('.').collect();
+    let last = parts.pop().expect("non-empty key");
+    let mut table = cfg;
+    for part in parts {
+        table = table
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .unwrap_or_else(|| panic!("{part} in {dotted} is not a table"));
+    }
+    table.insert(last.to_string(), value.into());
 }
 
 fn try_port_on(ip: Ipv4Addr) -> Option<SocketAddr> {

@@ -29,6 +29,9 @@ pub struct SinkOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Consumed one per RCPT TO (across connections); then `250 2.1.5 OK`.
     pub rcpt_replies: Vec<String>,
+    /// Fixed replies by recipient address (case-insensitive), on every attempt, taking
+    /// precedence over `rcpt_replies`: e.g. `("gone@dest.test", "550 5.1.1 no such user")`.
+    pub rcpt_reply_for: Vec<(String, String)>,
     /// Consumed one per end-of-data; then `250 2.0.0 queued`.
     pub data_replies: Vec<String>,
     /// Consumed one per MAIL FROM; then `250 2.1.0 OK`.
@@ -43,6 +46,9 @@ pub struct SinkOptions {
     pub require_tls: bool,
     /// Reply to STARTTLS instead of starting TLS (e.g. `454 4.7.0 TLS not available`).
     pub starttls_reply: Option<String>,
+    /// EHLO keywords not to offer (e.g. `"SMTPUTF8"`, `"8BITMIME"`, `"PIPELINING"`); MAIL
+    /// parameters that need a hidden extension are then refused with `555 5.5.4`.
+    pub hide_extensions: Vec<String>,
     /// Host name in the greeting and EHLO reply (default `sink.test`).
     pub hostname: Option<String>,
 }
@@ -83,6 +89,7 @@ impl ReceivedMessage {
 struct Log {
     accepted: Vec<ReceivedMessage>,
     rejected: Vec<ReceivedMessage>,
+    tls_errors: Vec<String>,
 }
 
 struct Shared {
@@ -182,6 +189,49 @@ impl SmtpSink {
             log = self.shared.changed.wait_timeout(log, left).expect("log").0;
         }
         log.accepted.clone()
+    }
+
+    /// Appends a scripted RCPT reply (after those not yet consumed).
+    pub fn script_rcpt(&self, reply: &str) {
+        let mut queue = self.shared.rcpt_replies.lock().expect("script");
+        queue.push_back(reply.to_string());
+    }
+
+    /// Appends a scripted end-of-data reply (after those not yet consumed).
+    pub fn script_data(&self, reply: &str) {
+        let mut queue = self.shared.data_replies.lock().expect("script");
+        queue.push_back(reply.to_string());
+    }
+
+    /// Appends a scripted MAIL reply (after those not yet consumed).
+    pub fn script_mail(&self, reply: &str) {
+        let mut queue = self.shared.mail_replies.lock().expect("script");
+        queue.push_back(reply.to_string());
+    }
+
+    /// Failed STARTTLS handshakes, as the server saw them (e.g. the client's alert
+    /// `received fatal alert: UnknownCA` when it refused our certificate).
+    pub fn tls_errors(&self) -> Vec<String> {
+        self.shared.log.lock().expect("log").tls_errors.clone()
+    }
+
+    /// Waits until at least `n` STARTTLS handshakes failed; panics on timeout.
+    pub fn wait_for_tls_errors(&self, n: usize, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut log = self.shared.log.lock().expect("log");
+        while log.tls_errors.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "sink {} saw {} of {n} failed TLS handshakes in {timeout:?}: {:?}",
+                    self.addr,
+                    log.tls_errors.len(),
+                    log.tls_errors
+                );
+            }
+            log = self.shared.changed.wait_timeout(log, left).expect("log").0;
+        }
+        log.tls_errors.clone()
     }
 
     /// How many TCP connections the sink has accepted.

@@ -127,24 +127,55 @@ async fn dns_answers_hickory_over_udp_and_tcp() {
         );
     }
     assert!(dns.queries() >= 12, "queries counted: {}", dns.queries());
+    assert!(dns.was_asked("Example.TEST.", "mx"));
+    assert!(!dns.was_asked("example.test", "TXT"));
 }
 
 #[tokio::test]
 async fn dns_records_change_at_run_time() {
     let dns = zone();
+    // One resolver with its cache on: TTL 0 answers must not be served from cache.
+    let mut conn = ConnectionConfig::udp();
+    conn.port = dns.addr.port();
+    let r = Resolver::builder_with_config(
+        ResolverConfig::from_name_servers(vec![NameServerConfig::new(
+            dns.addr.ip(),
+            true,
+            vec![conn],
+        )]),
+        TokioRuntimeProvider::default(),
+    )
+    .build()
+    .expect("caching resolver");
+    let id = |lookup: hickory_resolver::lookup::Lookup| match &lookup.answers()[0].data {
+        RData::TXT(t) => String::from_utf8_lossy(&t.txt_data[0]).into_owned(),
+        other => panic!("not TXT: {other:?}"),
+    };
+    let name = "_mta-sts.example.test.";
+    assert_eq!(id(r.txt_lookup(name).await.expect("TXT")), "v=STSv1; id=1");
     dns.set_txt("_mta-sts.example.test", "v=STSv1; id=2");
-    let txt = resolver(dns.addr, false)
-        .txt_lookup("_mta-sts.example.test.")
-        .await
-        .expect("TXT");
-    assert_eq!(txt.answers().len(), 1);
-    assert!(matches!(&txt.answers()[0].data, RData::TXT(t) if &*t.txt_data[0] == b"v=STSv1; id=2"));
+    let txt = r.txt_lookup(name).await.expect("TXT");
+    assert_eq!(txt.answers().len(), 1, "set_txt replaces");
+    assert_eq!(id(txt), "v=STSv1; id=2");
     dns.remove("_mta-sts.example.test.");
-    let gone = resolver(dns.addr, false)
-        .txt_lookup("_mta-sts.example.test.")
-        .await
-        .expect_err("removed");
+    let gone = r.txt_lookup(name).await.expect_err("removed");
     assert_eq!(no_records(gone).0, ResponseCode::NXDomain);
+    // A temporary failure, then the record again.
+    dns.add_txt("_mta-sts.example.test", "v=STSv1; id=3");
+    dns.fail("_MTA-STS.example.test");
+    let err = r.txt_lookup(name).await.expect_err("SERVFAIL");
+    assert!(
+        !matches!(err, NetError::Dns(DnsError::NoRecordsFound(_))),
+        "SERVFAIL is not a negative answer: {err:?}"
+    );
+    dns.unfail("_mta-sts.example.test");
+    assert_eq!(id(r.txt_lookup(name).await.expect("TXT")), "v=STSv1; id=3");
+    // An empty non-terminal (names exist below it) is NOERROR, not NXDOMAIN.
+    let ent = r
+        .txt_lookup("_domainkey.example.test.")
+        .await
+        .expect_err("ENT");
+    assert_eq!(no_records(ent).0, ResponseCode::NoError);
 }
 
 fn dig(dns: &DnsServer, args: &[&str]) -> Option<String> {
@@ -201,4 +232,84 @@ fn dns_answers_dig() {
         .map(|s| s.trim_matches('"'))
         .collect();
     assert_eq!(joined, big, "TCP retry gives the whole record");
+}
+
+#[tokio::test]
+async fn dns_aaaa_and_remove_type() {
+    let dns = zone();
+    let r = resolver(dns.addr, false);
+    let aaaa = r.ipv6_lookup("mx1.example.test.").await.expect("AAAA");
+    assert!(matches!(&aaaa.answers()[0].data, RData::AAAA(a) if a.0.is_loopback()));
+    dns.remove_type(
+        "mx1.example.test",
+        hickory_resolver::proto::rr::RecordType::AAAA,
+    );
+    let r = resolver(dns.addr, false);
+    let gone = r
+        .ipv6_lookup("mx1.example.test.")
+        .await
+        .expect_err("no AAAA");
+    assert_eq!(no_records(gone).0, ResponseCode::NoError, "A still there");
+    r.ipv4_lookup("mx1.example.test.").await.expect("A kept");
+}
+
+/// Herald's own resolver (mail-auth on `[dns] servers`) reads the test zone: the path every
+/// herald look-up takes in the end-to-end tests.
+#[tokio::test]
+async fn herald_resolver_reads_the_test_zone() {
+    use mail_auth::common::cache::NoCache;
+    use mail_auth::mta_sts::MtaSts;
+    use mail_auth::{MX, RecordSet, Txt};
+    let dns = zone();
+    let cfg: herald::config::DnsConfig =
+        toml::from_str(&format!("servers = [\"{}\"]", dns.addr)).expect("[dns] section");
+    let auth = herald::resolver::authenticator(&cfg).expect("authenticator");
+
+    let raw = auth
+        .txt_raw_lookup("dkim._domainkey.example.test.")
+        .await
+        .expect("TXT");
+    assert_eq!(raw, LONG_TXT.as_bytes(), "255-byte strings are joined back");
+    let mx = auth
+        .mx_lookup("example.test.", None::<&NoCache<Box<str>, RecordSet<MX>>>)
+        .await
+        .expect("MX");
+    let mut mx: Vec<(u16, String)> = mx
+        .rrset
+        .iter()
+        .flat_map(|m| m.exchanges.iter().map(|e| (m.preference, e.to_string())))
+        .collect();
+    mx.sort();
+    // mail-auth keeps the trailing dot of exchange names.
+    assert_eq!(mx[0], (10, "mx1.example.test.".to_string()));
+    assert_eq!(mx.len(), 2);
+    let sts = auth
+        .txt_lookup::<MtaSts>("_mta-sts.example.test.", None::<&NoCache<Box<str>, Txt>>)
+        .await
+        .expect("_mta-sts TXT parses");
+    assert_eq!(sts.id, "1");
+    assert!(
+        auth.txt_raw_lookup("nowhere.example.test.").await.is_err(),
+        "NXDOMAIN is an error for mail-auth"
+    );
+}
+
+#[tokio::test]
+async fn dns_idn_names_answer_in_punycode() {
+    let dns = DnsServer::start();
+    dns.add_mx_host(
+        "bücher.test",
+        10,
+        "mx.bücher.test",
+        "127.0.0.9".parse().expect("ip"),
+    );
+    let r = resolver(dns.addr, false);
+    let mx = r.mx_lookup("xn--bcher-kva.test.").await.expect("MX");
+    assert!(matches!(&mx.answers()[0].data,
+        RData::MX(m) if m.exchange.to_ascii() == "mx.xn--bcher-kva.test."));
+    let a = r.ipv4_lookup("mx.xn--bcher-kva.test.").await.expect("A");
+    assert_eq!(
+        a.answers()[0].data,
+        RData::A(Ipv4Addr::new(127, 0, 0, 9).into())
+    );
 }

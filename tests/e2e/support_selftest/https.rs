@@ -106,4 +106,48 @@ async fn https_expired_certificate_is_refused() {
         "{err:?}"
     );
     assert_eq!(server.hits("/"), 0);
+    let errors = server.wait_for_tls_errors(1, WAIT);
+    assert!(errors[0].contains("alert"), "{errors:?}");
+}
+
+/// A chunked POST spoken by hand over TLS, and the request log (Host and SNI).
+#[tokio::test]
+async fn https_chunked_post_and_request_log() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = TestCa::new();
+    let host = "reports.example.test";
+    let server = HttpsServer::start(
+        crate::support::listener(),
+        ca.server_config(&[host], Validity::Current),
+        vec![("/v1/tlsrpt", Response::status(201))],
+    );
+    let tcp = tokio::net::TcpStream::connect(server.addr())
+        .await
+        .expect("connect");
+    let connector = tokio_rustls::TlsConnector::from(ca.client_config_trusting());
+    let name = rustls::pki_types::ServerName::try_from(host).expect("name");
+    let mut tls = connector.connect(name, tcp).await.expect("TLS");
+    tls.write_all(
+        format!(
+            "POST /v1/tlsrpt?x=1 HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\
+             Content-Type: application/tlsrpt+json\r\n\r\n\
+             5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("request");
+    let mut response = String::new();
+    tls.read_to_string(&mut response)
+        .await
+        .expect("response until close");
+    assert!(response.starts_with("HTTP/1.1 201 "), "{response}");
+    let posts = server.wait_for_posts(1, WAIT);
+    assert_eq!(posts[0].0, "/v1/tlsrpt");
+    assert_eq!(posts[0].2, b"hello, world");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].method, "POST");
+    assert_eq!(requests[0].host.as_deref(), Some(host));
+    assert_eq!(requests[0].sni.as_deref(), Some(host));
 }

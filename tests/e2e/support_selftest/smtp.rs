@@ -232,5 +232,220 @@ async fn sink_bad_certificates_fail_verification() {
             "{what}: verification must fail, got {:?}",
             result.err()
         );
+        let errors = sink.wait_for_tls_errors(1, WAIT);
+        assert!(
+            errors[0].contains("alert"),
+            "{what}: the client's alert: {errors:?}"
+        );
+        assert!(sink.messages().is_empty());
     }
+}
+
+/// mail-send's `data()` always appends CRLF.CRLF, so a message that already ends in CRLF
+/// arrives with one extra empty line. Pinned here so that delivery code knows (trailing empty
+/// lines do not change DKIM body hashes, but byte-exact comparisons must allow for it).
+#[tokio::test]
+async fn mail_send_data_appends_an_empty_line() {
+    let sink = SmtpSink::start_any(SinkOptions::default());
+    let mut c = SmtpClient::connect(sink.addr(), WAIT)
+        .await
+        .expect("connect");
+    c.read().await.expect("greeting");
+    c.ehlo("client.test").await.expect("EHLO");
+    let sent = b"Subject: q\r\n\r\nbody\r\n".to_vec();
+    c.send(Message::new("a@example.test", ["r@dest.test"], sent))
+        .await
+        .expect("send");
+    let m = &sink.wait_for_messages(1, WAIT)[0];
+    assert_eq!(m.data, b"Subject: q\r\n\r\nbody\r\n\r\n");
+}
+
+#[tokio::test]
+async fn sink_drop_closes_without_reply_then_accepts_on_reconnect() {
+    let sink = SmtpSink::start_any(SinkOptions {
+        data_replies: vec![crate::support::smtp_sink::DROP.into()],
+        ..SinkOptions::default()
+    });
+    for attempt in 1..=2 {
+        let mut c = SmtpClient::connect(sink.addr(), WAIT)
+            .await
+            .expect("connect");
+        c.read().await.expect("greeting");
+        c.ehlo("client.test").await.expect("EHLO");
+        let result = c
+            .send(Message::new(
+                "a@example.test",
+                ["r@dest.test"],
+                body("drop").into_bytes(),
+            ))
+            .await;
+        assert_eq!(
+            result.is_ok(),
+            attempt == 2,
+            "attempt {attempt}: {result:?}"
+        );
+    }
+    let m = &sink.wait_for_messages(1, WAIT)[0];
+    assert_eq!(m.connection, 2);
+    assert_eq!(sink.rejected()[0].reply, "DROP");
+    assert_eq!(sink.connections(), 2);
+}
+
+#[tokio::test]
+async fn sink_greetings_421_and_554() {
+    let busy = SmtpSink::start_any(SinkOptions {
+        greeting: Some("421 4.3.2 busy, come back later".into()),
+        ..SinkOptions::default()
+    });
+    let mut c = SmtpClient::connect(busy.addr(), WAIT)
+        .await
+        .expect("connect");
+    assert_eq!(c.read().await.expect("greeting").code(), 421);
+    assert!(c.read().await.is_err(), "connection closed after 421");
+
+    let refusing = SmtpSink::start_any(SinkOptions {
+        greeting: Some("554 5.3.2 no service for you".into()),
+        ..SinkOptions::default()
+    });
+    let mut c = SmtpClient::connect(refusing.addr(), WAIT)
+        .await
+        .expect("connect");
+    assert_eq!(c.read().await.expect("greeting").code(), 554);
+    assert_eq!(
+        c.cmd("EHLO client.test\r\n").await.expect("EHLO").code(),
+        503
+    );
+    c.quit().await.expect("QUIT answered");
+    assert!(refusing.messages().is_empty());
+}
+
+#[tokio::test]
+async fn sink_require_tls_refuses_plaintext_mail() {
+    let ca = TestCa::new();
+    let sink = SmtpSink::start_any(SinkOptions {
+        tls: Some(ca.server_config(&["mx.dest.test"], Validity::Current)),
+        require_tls: true,
+        ..SinkOptions::default()
+    });
+    let mut c = SmtpClient::connect(sink.addr(), WAIT)
+        .await
+        .expect("connect");
+    c.read().await.expect("greeting");
+    c.ehlo("client.test").await.expect("EHLO");
+    let err = c
+        .mail_from("a@example.test", &Parameters::default())
+        .await
+        .expect_err("530 before STARTTLS");
+    assert!(err.to_string().contains("530"), "{err}");
+    c.rset().await.expect("RSET");
+    let mut c = c
+        .start_tls(&connector(ca.client_config_trusting()), "mx.dest.test")
+        .await
+        .expect("STARTTLS");
+    c.ehlo("client.test").await.expect("EHLO");
+    c.send(Message::new(
+        "a@example.test",
+        ["r@dest.test"],
+        body("tls").into_bytes(),
+    ))
+    .await
+    .expect("accepted over TLS");
+    assert!(sink.wait_for_messages(1, WAIT)[0].tls.is_some());
+}
+
+/// AUTH LOGIN and AUTH PLAIN with an initial response, spoken by hand.
+#[test]
+fn sink_auth_login_and_plain_raw() {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let sink = SmtpSink::start_any(SinkOptions {
+        require_auth: Some(("relay".into(), "secret".into())),
+        ..SinkOptions::default()
+    });
+    let stream = std::net::TcpStream::connect(sink.addr()).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut w = stream.try_clone().expect("clone");
+    let mut r = BufReader::new(stream);
+    raw_replies(&mut r, 1);
+    let mut say = |line: String| {
+        w.write_all(format!("{line}\r\n").as_bytes())
+            .expect("write");
+        raw_replies(&mut r, 1).remove(0)
+    };
+    assert!(say("EHLO raw.test".into()).starts_with("250"));
+    assert!(say("MAIL FROM:<a@example.test>".into()).starts_with("530"));
+    assert!(say("AUTH LOGIN".into()).starts_with("334"));
+    assert!(say(b64("relay")).starts_with("334"));
+    assert!(say(b64("wrong")).starts_with("535"));
+    assert!(say(format!("AUTH PLAIN {}", b64("\0relay\0secret"))).starts_with("235"));
+    assert!(say("MAIL FROM:<a@example.test>".into()).starts_with("250"));
+    assert!(say("RCPT TO:<r@dest.test>".into()).starts_with("250"));
+    assert!(say("DATA".into()).starts_with("354"));
+    assert!(say("Subject: raw\r\n\r\nhi\r\n.".into()).starts_with("250"));
+    assert!(say("QUIT".into()).starts_with("221"));
+    let m = &sink.wait_for_messages(1, WAIT)[0];
+    assert_eq!(m.authenticated.as_deref(), Some("relay"));
+    assert_eq!(m.data, b"Subject: raw\r\n\r\nhi\r\n");
+}
+
+#[test]
+#[should_panic(expected = "got 0 of 1 messages")]
+fn sink_wait_for_messages_panics_with_what_it_has() {
+    let sink = SmtpSink::start_any(SinkOptions::default());
+    sink.wait_for_messages(1, std::time::Duration::from_millis(50));
+}
+
+#[tokio::test]
+async fn sink_hidden_extensions_refuse_their_parameters() {
+    let sink = SmtpSink::start_any(SinkOptions {
+        hide_extensions: vec!["smtputf8".into()],
+        ..SinkOptions::default()
+    });
+    let mut c = SmtpClient::connect(sink.addr(), WAIT)
+        .await
+        .expect("connect");
+    c.read().await.expect("greeting");
+    let ehlo = c.ehlo("client.test").await.expect("EHLO");
+    assert!(!ehlo.has_capability(smtp_proto::EXT_SMTP_UTF8));
+    assert!(ehlo.has_capability(smtp_proto::EXT_8BIT_MIME));
+    let mut utf8 = Parameters::default();
+    utf8.add("SMTPUTF8");
+    let err = c
+        .mail_from("josé@example.test", &utf8)
+        .await
+        .expect_err("555");
+    assert!(err.to_string().contains("555"), "{err}");
+    let mut eight = Parameters::default();
+    eight.add(("BODY", "8BITMIME"));
+    c.mail_from("a@example.test", &eight)
+        .await
+        .expect("8BITMIME still offered");
+}
+
+#[tokio::test]
+async fn sink_fixed_rcpt_replies_and_runtime_scripts() {
+    let sink = SmtpSink::start_any(SinkOptions {
+        rcpt_reply_for: vec![("Gone@Dest.test".into(), "550 5.1.1 no such user".into())],
+        ..SinkOptions::default()
+    });
+    sink.script_mail("452 4.3.1 out of memory");
+    sink.script_data("554 5.7.1 spam");
+    let none = Parameters::default();
+    let mut c = SmtpClient::connect(sink.addr(), WAIT)
+        .await
+        .expect("connect");
+    c.read().await.expect("greeting");
+    c.ehlo("client.test").await.expect("EHLO");
+    let err = c.mail_from("a@example.test", &none).await.expect_err("452");
+    assert!(err.to_string().contains("452"), "{err}");
+    c.mail_from("a@example.test", &none).await.expect("MAIL");
+    for _ in 0..2 {
+        let err = c.rcpt_to("gone@dest.test", &none).await.expect_err("550");
+        assert!(err.to_string().contains("550"), "{err}");
+    }
+    c.rcpt_to("ok@dest.test", &none).await.expect("RCPT");
+    let err = c.data(body("spam").as_bytes()).await.expect_err("554");
+    assert!(err.to_string().contains("554"), "{err}");
+    assert_eq!(sink.rejected()[0].rcpts, vec!["ok@dest.test"]);
+    assert!(sink.messages().is_empty());
 }

@@ -14,6 +14,8 @@ struct Session {
     shared: Arc<Shared>,
     connection: usize,
     helo: Option<String>,
+    /// EHLO (not HELO) was used: extensions are in effect.
+    esmtp: bool,
     tls: Option<String>,
     sni: Option<String>,
     authenticated: Option<String>,
@@ -32,6 +34,7 @@ pub(super) async fn session(stream: tokio::net::TcpStream, shared: Arc<Shared>, 
         shared: shared.clone(),
         connection,
         helo: None,
+        esmtp: false,
         tls: None,
         sni: None,
         authenticated: None,
@@ -60,8 +63,14 @@ pub(super) async fn session(stream: tokio::net::TcpStream, shared: Arc<Shared>, 
                 return;
             };
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            let Ok(tls) = acceptor.accept(stream).await else {
-                return;
+            let tls = match acceptor.accept(stream).await {
+                Ok(tls) => tls,
+                Err(e) => {
+                    let mut log = shared.log.lock().expect("log");
+                    log.tls_errors.push(e.to_string());
+                    shared.changed.notify_all();
+                    return;
+                }
             };
             let (_, conn) = tls.get_ref();
             s.tls = conn.protocol_version().map(|v| format!("{v:?}"));
@@ -180,6 +189,9 @@ impl Session {
                 "EHLO" => self.ehlo(&arg),
                 "HELO" => {
                     self.helo = Some(arg.clone());
+                    self.esmtp = false;
+                    self.mail = None;
+                    self.rcpts.clear();
                     format!("250 {}", host(&self.shared.opts))
                 }
                 "STARTTLS" => {
@@ -249,6 +261,7 @@ impl Session {
 
     fn ehlo(&mut self, arg: &str) -> String {
         self.helo = Some(arg.to_string());
+        self.esmtp = true;
         self.mail = None;
         self.rcpts.clear();
         let opts = &self.shared.opts;
@@ -266,6 +279,13 @@ impl Session {
         if opts.require_auth.is_some() && (opts.tls.is_none() || self.tls.is_some()) {
             lines.push("AUTH PLAIN LOGIN".into());
         }
+        let hidden = |line: &String| {
+            let keyword = line.split_whitespace().next().unwrap_or("");
+            opts.hide_extensions
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(keyword))
+        };
+        lines.retain(|l| !hidden(l));
         let last = lines.len() - 1;
         lines
             .iter()
@@ -357,6 +377,25 @@ impl Session {
         let Some(path) = path_and_params(rest) else {
             return "501 5.5.4 syntax: MAIL FROM:<address>".into();
         };
+        // Parameters of extensions not offered are refused, as real servers do (RFC 5321
+        // §4.5.3.1.10 / RFC 6531): this is how a relay learns it must not use SMTPUTF8.
+        for param in &path.1 {
+            let (keyword, value) = param.split_once('=').unwrap_or((param, ""));
+            let needs = match keyword.to_ascii_uppercase().as_str() {
+                "SMTPUTF8" => "SMTPUTF8",
+                "BODY" if value.eq_ignore_ascii_case("8BITMIME") => "8BITMIME",
+                "SIZE" => "SIZE",
+                _ => continue,
+            };
+            if !self.esmtp
+                || opts
+                    .hide_extensions
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(needs))
+            {
+                return format!("555 5.5.4 {keyword} parameter not supported");
+            }
+        }
         let reply = next_scripted(&self.shared.mail_replies, "250 2.1.0 OK");
         if reply.starts_with('2') {
             self.mail = Some(path);
@@ -371,7 +410,15 @@ impl Session {
         let Some((path, _)) = strip_keyword(arg, "TO:").and_then(path_and_params) else {
             return "501 5.5.4 syntax: RCPT TO:<address>".into();
         };
-        let reply = next_scripted(&self.shared.rcpt_replies, "250 2.1.5 OK");
+        let fixed = self
+            .shared
+            .opts
+            .rcpt_reply_for
+            .iter()
+            .find(|(address, _)| address.eq_ignore_ascii_case(&path))
+            .map(|(_, reply)| reply.clone());
+        let reply =
+            fixed.unwrap_or_else(|| next_scripted(&self.shared.rcpt_replies, "250 2.1.5 OK"));
         if reply.starts_with('2') {
             self.rcpts.push(path);
         }

@@ -220,3 +220,22 @@ fn starttls_is_used_whenever_offered_and_the_certificate_is_recorded() {
         "{line_b}"
     );
 }
+
+#[test]
+fn a_dns_failure_is_temporary() {
+    let mut w = World::new(1);
+    w.dns.add_mx("example.org", 10, "mx.example.org");
+    let sink = w.sink("mx.example.org", SinkOptions::default());
+    w.dns.fail("example.org");
+    let id = w.store("app@example.test", &["bob@example.org"], "servfail");
+    let mut h = start(&w, w.config());
+    super::common::wait_lines(&mut h, "DNS trouble", 2);
+    assert!(sink.messages().is_empty());
+    w.dns.unfail("example.org");
+    sink.wait_for_messages(1, WAIT);
+    wait_finished(&mut h, &id);
+    assert!(
+        logged(&h, "delivery status notification").is_empty(),
+        "no bounce"
+    );
+}

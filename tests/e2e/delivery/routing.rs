@@ -239,3 +239,21 @@ fn a_dns_failure_is_temporary() {
         "no bounce"
     );
 }
+
+#[test]
+fn an_ipv6_only_mx_is_reached() {
+    let w = World::new(1);
+    // The MX has only an AAAA record (::1), on the world's delivery port.
+    let listener = std::net::TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, w.port))
+        .expect("bind [::1] on the delivery port");
+    let sink = crate::support::smtp_sink::SmtpSink::start(listener, SinkOptions::default());
+    w.dns.add_mx("six.example", 10, "mx.six.example");
+    w.dns
+        .add_aaaa("mx.six.example", std::net::Ipv6Addr::LOCALHOST);
+    let id = w.store("app@example.test", &["v6@six.example"], "ipv6");
+    let mut h = start(&w, w.config());
+    sink.wait_for_messages(1, WAIT);
+    wait_finished(&mut h, &id);
+    let line = logged(&h, &format!("queue_id={id}")).remove(0);
+    assert!(line.contains("addr=[::1]:"), "{line}");
+}

@@ -42,6 +42,7 @@ pub(super) async fn run(
             handle(tcp, peer.ip(), kind, shared, slot).await;
         });
     }
+    drop(listener);
     tracing::info!(listener = kind.name(), "stopped accepting");
 }
 

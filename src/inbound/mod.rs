@@ -7,6 +7,7 @@ pub mod auth;
 mod conn;
 pub mod hygiene;
 mod listener;
+mod login;
 pub mod policy;
 mod session;
 mod submit;
@@ -172,6 +173,7 @@ impl Running {
         for l in self.listeners.drain(..) {
             let _ = l.await;
         }
+        tracing::info!("all listeners closed; waiting for sessions in flight");
         // Every session holds a sender; recv() yields None once all have ended.
         match tokio::time::timeout(grace, self.sessions.recv()).await {
             Ok(_) => true,

@@ -23,13 +23,25 @@ pub fn acceptor(cfg: &Config, config_file: &str) -> anyhow::Result<TlsAcceptor> 
     };
     let cert_missing = !tls.cert.exists();
     let key_missing = !tls.key.exists();
-    if cert_missing || key_missing {
+    if cert_missing != key_missing {
+        let (key, missing, present) = if cert_missing {
+            ("tls.cert", &tls.cert, &tls.key)
+        } else {
+            ("tls.key", &tls.key, &tls.cert)
+        };
+        return Err(err(
+            key,
+            format!(
+                "{} is missing but {} exists; install both files of the pair",
+                missing.display(),
+                present.display()
+            ),
+        )
+        .into());
+    }
+    if cert_missing {
         if !tls.allow_dev_certs {
-            let (key, path) = if cert_missing {
-                ("tls.cert", &tls.cert)
-            } else {
-                ("tls.key", &tls.key)
-            };
+            let (key, path) = ("tls.cert", &tls.cert);
             return Err(err(
                 key,
                 format!(
@@ -137,6 +149,18 @@ mod tests {
         let e = acceptor(&cfg, "t.toml").err().unwrap();
         let e = e.downcast_ref::<ConfigError>().unwrap();
         assert_eq!(e.key, "tls.cert");
+    }
+
+    #[test]
+    fn half_a_pair_is_a_config_error_even_with_dev_certs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg: Config = toml_cfg();
+        cfg.tls.cert = dir.path().join("herald.crt");
+        cfg.tls.key = dir.path().join("herald.key");
+        cfg.tls.allow_dev_certs = true;
+        fs::write(&cfg.tls.cert, "x").unwrap();
+        let e = acceptor(&cfg, "t.toml").err().unwrap();
+        assert_eq!(e.downcast_ref::<ConfigError>().unwrap().key, "tls.key");
     }
 
     fn toml_cfg() -> Config {

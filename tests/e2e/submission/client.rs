@@ -158,7 +158,14 @@ impl Client {
 
     /// STARTTLS and the handshake.
     pub async fn starttls(&mut self, tls: Arc<rustls::ClientConfig>) {
-        self.expect("STARTTLS", 220).await;
+        self.send("STARTTLS\r\n").await;
+        self.starttls_after_sent(tls).await;
+    }
+
+    /// The `220` to a STARTTLS already sent, then the handshake.
+    pub async fn starttls_after_sent(&mut self, tls: Arc<rustls::ClientConfig>) {
+        let r = self.reply().await;
+        assert_eq!(r.code, 220, "STARTTLS got {r:?}");
         let S::Plain(tcp) = std::mem::replace(&mut self.s, S::Gone) else {
             panic!("STARTTLS on a TLS connection");
         };

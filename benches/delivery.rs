@@ -229,6 +229,8 @@ fn main() {
     let mx = TcpListener::bind((Ipv4Addr::new(127, 0, 0, 1), 0)).expect("bind MX");
     let mx_addr = mx.local_addr().expect("MX addr");
     let dns = dns::DnsServer::start();
+    // Real MX records live minutes to hours; herald's resolver caches them as it would.
+    dns.set_ttl(300);
     dns.add_mx("example.org", 10, "mx.example.org");
     dns.add_a("mx.example.org", Ipv4Addr::new(127, 0, 0, 1));
 

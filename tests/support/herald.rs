@@ -53,6 +53,9 @@ algorithm = "ed25519"
 file = "{data}/keys/example.test.dev.ed25519.pem"
 active = true
 
+[dns]
+servers = ["127.0.0.1:9"]
+
 [delivery]
 retry_schedule = ["1s", "2s"]
 "#,

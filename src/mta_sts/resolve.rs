@@ -19,6 +19,9 @@ use crate::queue::unix_now;
 /// a burst of messages to a broken domain does not fetch once per message.
 const FAILURE_HOLD: Duration = Duration::from_secs(60);
 
+/// Recent fetch failures by (domain, TXT id).
+type Failures = Mutex<HashMap<(String, String), (Instant, FetchError)>>;
+
 /// Where the policy in force comes from.
 #[derive(Debug, Clone)]
 pub enum Source {
@@ -79,7 +82,7 @@ struct Engine {
     port: u16,
     cache: PolicyCache,
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    failures: Mutex<HashMap<(String, String), (Instant, FetchError)>>,
+    failures: Failures,
     refreshing: Mutex<HashSet<String>>,
 }
 
@@ -291,11 +294,7 @@ impl Engine {
 }
 
 /// Records a fetch failure; true when it was not already known (log it once per hold).
-fn recent_is_new(
-    failures: &Mutex<HashMap<(String, String), (Instant, FetchError)>>,
-    key: &(String, String),
-    e: &FetchError,
-) -> bool {
+fn recent_is_new(failures: &Failures, key: &(String, String), e: &FetchError) -> bool {
     let mut failures = lock(failures);
     let fresh = failures
         .get(key)

@@ -25,6 +25,25 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (spool, _arrivals) = Spool::open_dir(&cfg.spool_dir())?;
     let _ = (&signer, &spool);
 
+    // [report] MTA-STS resolver and TLS-RPT reporter, shared with delivery (pass `sts` and
+    // `tls_reporter` to outbound; the admin route POST /report/flush calls
+    // `crate::report::flush(&tls_reporter, &report_sender)`); reports sent every interval.
+    let sts = Arc::new(crate::mta_sts::StsResolver::new(&cfg)?);
+    let tls_reporter = Arc::new(crate::report::TlsReporter::open(&cfg)?);
+    let report_sender = Arc::new(crate::report::send::ReportSender::new(
+        &cfg,
+        spool.clone(),
+        signer.clone(),
+    )?);
+    if cfg.report.enabled {
+        crate::report::spawn_periodic(
+            tls_reporter.clone(),
+            report_sender.clone(),
+            cfg.report.interval,
+        );
+    }
+    let _ = (&sts, &tls_reporter);
+
     // [delivery] start the queue manager here with `spool` and `arrivals`.
 
     // [admin] start the admin HTTP endpoint here.

@@ -120,17 +120,21 @@ impl StsResolver {
     /// `[delivery] require_tls` / `require_tls_domains` make it `Required`; otherwise a
     /// `testing` policy or a failed fetch is returned for reporting; otherwise opportunistic.
     pub async fn directive_for(&self, domain: &str) -> TlsDirective {
-        let domain = normalize(domain);
-        let sts = self.resolve(&domain).await.directive();
-        let required = self.require_tls || self.require_tls_domains.contains(&domain);
-        let directive = match sts {
+        let resolution = self.resolve(domain).await;
+        let directive = self.directive_from(&resolution);
+        tracing::debug!(domain = %resolution.domain, policy = directive.label(), "tls directive");
+        directive
+    }
+
+    /// The directive a resolution leads to, with `[delivery] require_tls` applied.
+    pub fn directive_from(&self, resolution: &Resolution) -> TlsDirective {
+        let required = self.require_tls || self.require_tls_domains.contains(&resolution.domain);
+        match resolution.directive() {
             Some(d) if d.requires_verified_tls() => d,
             _ if required => TlsDirective::Required,
             Some(d) => d,
             None => TlsDirective::Opportunistic,
-        };
-        tracing::debug!(domain = %domain, policy = directive.label(), "tls directive");
-        directive
+        }
     }
 
     /// Resolves the MTA-STS policy of `domain` (DNS, cache, fetch), saying where it came from.

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::Duration;
 
 use mail_auth::report::tlsrpt::ResultType;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use self::build::{Reporter, day_of};
 use self::send::{ReportSender, SendOutcome};
@@ -24,6 +24,10 @@ use self::store::{Counts, DayCounts, OutboxItem, ReportDir};
 use crate::config::Config;
 use crate::mta_sts::{Mode, TlsDirective, policy};
 use crate::queue::unix_now;
+
+/// The admin endpoint route that runs [`flush`] in a serving herald (`POST`, answers the
+/// [`FlushSummary`] as JSON); `herald report flush` calls it first.
+pub const FLUSH_PATH: &str = "/report/flush";
 
 /// Reports that could not be delivered for this long are given up.
 const OUTBOX_MAX_AGE: u64 = 7 * 24 * 3600;
@@ -226,7 +230,7 @@ impl Shared {
 }
 
 /// What one flush did, for logs, `herald report flush` and the admin endpoint.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FlushSummary {
     /// Reports built from pending counts by this flush.
     pub built: usize,

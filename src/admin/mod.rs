@@ -1,1 +1,121 @@
 //! The local admin HTTP endpoint: health, metrics, the queue API and `/dns`.
+//!
+//! Routes (JSON unless noted):
+//! - `GET /health` → `ok` (text)
+//! - `GET /metrics` → counters, one `name value` per line (text)
+//! - `GET /queue` → every queued message; `GET /queue/{id}` → one
+//! - `POST /queue/{id}/retry`, `POST /queue/retry` (all), `POST /queue/{id}/hold`,
+//!   `POST /queue/{id}/release`, `DELETE /queue/{id}?bounce=true|false`
+
+use std::net::SocketAddr;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use crate::queue::manager::QueueManager;
+use crate::queue::view::ActionResult;
+
+/// The admin routes over a running queue (other areas may merge their own routes in).
+pub fn router(queue: QueueManager) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/queue", get(list))
+        .route("/queue/retry", post(retry_all))
+        .route("/queue/{id}", get(show))
+        .route("/queue/{id}", delete(remove))
+        .route("/queue/{id}/retry", post(retry))
+        .route("/queue/{id}/hold", post(hold))
+        .route("/queue/{id}/release", post(release))
+        .with_state(queue)
+}
+
+/// Binds `listen` and serves `router` in the background; binding errors stop start-up.
+pub async fn start(listen: SocketAddr, router: Router) -> anyhow::Result<()> {
+    if !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "the admin endpoint is not on loopback: anyone who can reach it can delete mail");
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("admin.listen: cannot listen on {listen}: {e}"))?;
+    tracing::info!(%listen, "admin endpoint listening");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "admin endpoint stopped");
+        }
+    });
+    Ok(())
+}
+
+async fn metrics(State(q): State<QueueManager>) -> String {
+    let c = q.counters();
+    format!(
+        "herald_messages_accepted_total {}\n\
+         herald_recipients_delivered_total {}\n\
+         herald_recipients_deferred_total {}\n\
+         herald_recipients_bounced_total {}\n\
+         herald_dsn_sent_total {}\n\
+         herald_queue_size {}\n",
+        c.accepted, c.delivered, c.deferred, c.bounced, c.dsn_sent, c.queue_size
+    )
+}
+
+async fn list(State(q): State<QueueManager>) -> Response {
+    Json(q.list()).into_response()
+}
+
+async fn show(State(q): State<QueueManager>, Path(id): Path<String>) -> Response {
+    match q.show(&id) {
+        Some(m) => Json(m).into_response(),
+        None => action(ActionResult {
+            ok: false,
+            message: format!("no message {id} in the queue"),
+        }),
+    }
+}
+
+fn action(r: ActionResult) -> Response {
+    let status = if r.ok {
+        StatusCode::OK
+    } else if r.message.starts_with("no message") {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::CONFLICT
+    };
+    (status, Json(r)).into_response()
+}
+
+async fn retry(State(q): State<QueueManager>, Path(id): Path<String>) -> Response {
+    action(q.retry(&id))
+}
+
+async fn retry_all(State(q): State<QueueManager>) -> Response {
+    action(q.retry_all())
+}
+
+async fn hold(State(q): State<QueueManager>, Path(id): Path<String>) -> Response {
+    action(q.set_held(&id, true).await)
+}
+
+async fn release(State(q): State<QueueManager>, Path(id): Path<String>) -> Response {
+    action(q.set_held(&id, false).await)
+}
+
+/// `?bounce=true` on delete.
+#[derive(Debug, Deserialize)]
+struct DeleteParams {
+    #[serde(default)]
+    bounce: bool,
+}
+
+async fn remove(
+    State(q): State<QueueManager>,
+    Path(id): Path<String>,
+    Query(p): Query<DeleteParams>,
+) -> Response {
+    action(q.delete(&id, p.bounce).await)
+}

@@ -1,9 +1,22 @@
 //! `herald queue`: see and act on waiting mail, against a running herald or the spool offline.
+//!
+//! When `[admin] listen` answers, every command goes through the running herald's queue API.
+//! When nothing answers and no herald holds the spool lock, the command works on the spool
+//! files directly; changes take effect when herald next starts. Which one was used is said on
+//! stderr.
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Subcommand;
+
+use crate::config::Config;
+use crate::queue::control::operator_failures;
+use crate::queue::lock::SpoolLock;
+use crate::queue::spool::Spool;
+use crate::queue::view::{ActionResult, MessageView};
+use crate::queue::{RecipientStatus, unix_now};
 
 /// `herald queue` subcommands.
 #[derive(Debug, Subcommand)]
@@ -44,6 +57,278 @@ pub enum QueueCommand {
 }
 
 /// Runs an `herald queue` subcommand.
-pub async fn run(_config: &Path, _cmd: QueueCommand) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("queue: not implemented yet")
+pub async fn run(config: &Path, cmd: QueueCommand) -> anyhow::Result<ExitCode> {
+    let cfg = super::load_config(config)?;
+    if let QueueCommand::Retry {
+        id: None,
+        all: false,
+    } = cmd
+    {
+        return Err(super::UsageError("retry needs a queue id or --all".into()).into());
+    }
+    if let Some(listen) = cfg.admin.listen {
+        crate::outbound::tls::install_default_provider();
+        let base = format!("http://{listen}");
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        match client.get(format!("{base}/health")).send().await {
+            Ok(_) => {
+                eprintln!("herald queue: using the running herald at {base}");
+                return online(&client, &base, cmd).await;
+            }
+            Err(e) if e.is_connect() => {}
+            Err(e) => anyhow::bail!("the admin endpoint at {base} did not answer properly: {e}"),
+        }
+    }
+    let dir = cfg.spool_dir();
+    let Some(_lock) = SpoolLock::try_acquire(&dir)? else {
+        anyhow::bail!(
+            "a herald is running on the spool {} but its admin endpoint does not answer; \
+             set [admin] listen and restart it, or stop it to work offline",
+            dir.display()
+        );
+    };
+    eprintln!(
+        "herald queue: no herald is running; working offline on the spool {}",
+        dir.display()
+    );
+    offline(&cfg, &dir, cmd).await
+}
+
+async fn online(
+    client: &reqwest::Client,
+    base: &str,
+    cmd: QueueCommand,
+) -> anyhow::Result<ExitCode> {
+    let req = match &cmd {
+        QueueCommand::List => {
+            let list = client.get(format!("{base}/queue")).send().await?;
+            let list: Vec<MessageView> = json(list).await?;
+            print_list(&list);
+            return Ok(ExitCode::SUCCESS);
+        }
+        QueueCommand::Show { id } => {
+            let resp = client.get(format!("{base}/queue/{id}")).send().await?;
+            if !resp.status().is_success() {
+                let r: ActionResult = json(resp).await?;
+                return Ok(report(&r));
+            }
+            let m: MessageView = json(resp).await?;
+            print_show(&m);
+            return Ok(ExitCode::SUCCESS);
+        }
+        QueueCommand::Retry { id: Some(id), .. } => client.post(format!("{base}/queue/{id}/retry")),
+        QueueCommand::Retry { id: None, .. } => client.post(format!("{base}/queue/retry")),
+        QueueCommand::Hold { id } => client.post(format!("{base}/queue/{id}/hold")),
+        QueueCommand::Release { id } => client.post(format!("{base}/queue/{id}/release")),
+        QueueCommand::Delete { id, bounce } => {
+            client.delete(format!("{base}/queue/{id}?bounce={bounce}"))
+        }
+    };
+    let r: ActionResult = json(req.send().await?).await?;
+    Ok(report(&r))
+}
+
+/// Reads a JSON body from the admin endpoint.
+async fn json<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> anyhow::Result<T> {
+    let status = resp.status();
+    let body = resp.bytes().await?;
+    serde_json::from_slice(&body).map_err(|e| {
+        anyhow::anyhow!(
+            "unexpected answer from the admin endpoint ({status}): {e}: {}",
+            String::from_utf8_lossy(&body)
+        )
+    })
+}
+
+fn report(r: &ActionResult) -> ExitCode {
+    if r.ok {
+        println!("{}", r.message);
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("herald queue: {}", r.message);
+        ExitCode::from(1)
+    }
+}
+
+async fn offline(cfg: &Config, dir: &Path, cmd: QueueCommand) -> anyhow::Result<ExitCode> {
+    let (spool, _arrivals) = Spool::open_dir(dir)?;
+    let messages = spool.recover()?;
+    let find = |id: &str| messages.iter().find(|m| m.id == id).cloned();
+    let missing = |id: &str| {
+        report(&ActionResult {
+            ok: false,
+            message: format!("no message {id} in the queue"),
+        })
+    };
+    let result = match cmd {
+        QueueCommand::List => {
+            let views: Vec<MessageView> =
+                messages.iter().map(|m| MessageView::of(m, false)).collect();
+            print_list(&views);
+            return Ok(ExitCode::SUCCESS);
+        }
+        QueueCommand::Show { id } => {
+            let Some(m) = find(&id) else {
+                return Ok(missing(&id));
+            };
+            print_show(&MessageView::of(&m, false));
+            return Ok(ExitCode::SUCCESS);
+        }
+        QueueCommand::Retry { id, .. } => {
+            let targets: Vec<_> = match &id {
+                Some(id) => match find(id) {
+                    Some(m) => vec![m],
+                    None => return Ok(missing(id)),
+                },
+                None => messages.iter().filter(|m| !m.state.held).cloned().collect(),
+            };
+            let now = unix_now();
+            for mut m in targets.iter().cloned() {
+                for r in &mut m.state.recipients {
+                    if r.status == RecipientStatus::Pending {
+                        r.next_attempt = now;
+                    }
+                }
+                spool.write_state(&m.id, &m.state)?;
+            }
+            format!(
+                "{} message(s) will be attempted as soon as herald starts",
+                targets.len()
+            )
+        }
+        QueueCommand::Hold { id } | QueueCommand::Release { id } if find(&id).is_none() => {
+            return Ok(missing(&id));
+        }
+        QueueCommand::Hold { id } => {
+            let mut m = find(&id).ok_or_else(|| anyhow::anyhow!("no message {id}"))?;
+            m.state.held = true;
+            spool.write_state(&id, &m.state)?;
+            format!("{id} held: no attempts until released")
+        }
+        QueueCommand::Release { id } => {
+            let mut m = find(&id).ok_or_else(|| anyhow::anyhow!("no message {id}"))?;
+            m.state.held = false;
+            spool.write_state(&id, &m.state)?;
+            format!("{id} released; it will be attempted when herald starts")
+        }
+        QueueCommand::Delete { id, bounce } => {
+            let Some(m) = find(&id) else {
+                return Ok(missing(&id));
+            };
+            let mut note = String::new();
+            if bounce {
+                let signer = crate::signing::Signer::load(cfg)?;
+                let data = spool.read_message(&id)?;
+                let failures = operator_failures(&m);
+                note = match crate::outbound::dsn::queue_notice(
+                    cfg,
+                    &spool,
+                    &signer,
+                    &m,
+                    &data,
+                    &failures,
+                    crate::outbound::dsn::Kind::Failed,
+                )
+                .await?
+                {
+                    Some(dsn) => format!(
+                        "; bounce {dsn} to <{}> queued (sent when herald starts)",
+                        m.envelope.mail_from
+                    ),
+                    None => "; no bounce (null sender)".into(),
+                };
+            }
+            spool.remove(&id)?;
+            format!("{id} deleted{note}")
+        }
+    };
+    Ok(report(&ActionResult {
+        ok: true,
+        message: result,
+    }))
+}
+
+fn age(since: u64) -> String {
+    let secs = unix_now().saturating_sub(since);
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
+}
+
+fn recipient_line(r: &crate::queue::RecipientState) -> String {
+    let status = match r.status {
+        RecipientStatus::Pending => "pending",
+        RecipientStatus::Delivered => "delivered",
+        RecipientStatus::Failed => "failed",
+    };
+    let mut line = format!("    {}  {status}  attempts {}", r.address, r.attempts);
+    if r.status == RecipientStatus::Pending {
+        let now = unix_now();
+        if r.next_attempt <= now {
+            line.push_str("  next: now");
+        } else {
+            line.push_str(&format!(
+                "  next in {}",
+                humantime::format_duration(Duration::from_secs(r.next_attempt - now))
+            ));
+        }
+    }
+    if let Some(reply) = &r.last_reply {
+        line.push_str(&format!("  last: {reply}"));
+    }
+    if let Some(host) = &r.last_host {
+        line.push_str(&format!(" ({host})"));
+    }
+    line
+}
+
+fn sender(m: &MessageView) -> String {
+    format!("<{}>", m.sender)
+}
+
+fn print_list(list: &[MessageView]) {
+    if list.is_empty() {
+        println!("queue is empty");
+        return;
+    }
+    let mut waiting = 0;
+    for m in list {
+        let flags = match (m.held, m.in_flight) {
+            (true, _) => "  [held]",
+            (false, true) => "  [sending]",
+            _ => "",
+        };
+        println!(
+            "{}  age {}  from {}  {} bytes{flags}",
+            m.id,
+            age(m.received_at),
+            sender(m),
+            m.size
+        );
+        for r in &m.recipients {
+            if r.status == RecipientStatus::Pending {
+                waiting += 1;
+            }
+            println!("{}", recipient_line(r));
+        }
+    }
+    println!("{} message(s), {waiting} recipient(s) waiting", list.len());
+}
+
+fn print_show(m: &MessageView) {
+    println!("id:        {}", m.id);
+    println!("sender:    {}", sender(m));
+    if let Some(app) = &m.app {
+        println!("app:       {app}");
+    }
+    let received = chrono::DateTime::from_timestamp(m.received_at as i64, 0)
+        .map(|d| d.to_rfc3339())
+        .unwrap_or_default();
+    println!("received:  {received} ({} ago)", age(m.received_at));
+    println!("size:      {} bytes", m.size);
+    println!("held:      {}", if m.held { "yes" } else { "no" });
+    println!("recipients:");
+    for r in &m.recipients {
+        println!("{}", recipient_line(r));
+    }
 }

@@ -22,7 +22,7 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = Arc::new(super::load_config(config)?);
     super::init_logging(&cfg.server.log_level);
     let signer = Arc::new(Signer::load(&cfg)?);
-    let (spool, _arrivals) = Spool::open_dir(&cfg.spool_dir())?;
+    let (spool, arrivals) = Spool::open_dir(&cfg.spool_dir())?;
     let _ = (&signer, &spool);
 
     // [report] MTA-STS resolver and TLS-RPT reporter, shared with delivery (pass `sts` and
@@ -45,8 +45,20 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _ = (&sts, &tls_reporter);
 
     // [delivery] start the queue manager here with `spool` and `arrivals`.
+    let queue = crate::queue::manager::QueueManager::start(
+        cfg.clone(),
+        spool.clone(),
+        arrivals,
+        signer.clone(),
+        Arc::new(crate::mta_sts::StsResolver::new(&cfg)?),
+        Arc::new(crate::report::TlsReporter::default()),
+    )
+    .await?;
 
     // [admin] start the admin HTTP endpoint here.
+    if let Some(listen) = cfg.admin.listen {
+        crate::admin::start(listen, crate::admin::router(queue.clone())).await?;
+    }
 
     // [dns_server] start the authoritative DNS listener here.
 

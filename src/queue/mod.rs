@@ -4,7 +4,11 @@
 //! returns only once both are on disk and fsynced. Delivery reads them back as
 //! [`SpooledMessage`]s and records each recipient's progress as a [`DeliveryState`].
 
+pub mod control;
+pub mod lock;
+pub mod manager;
 pub mod spool;
+pub mod view;
 
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};

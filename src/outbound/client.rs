@@ -1,0 +1,472 @@
+//! One SMTP client session with a remote host (mail-send's `SmtpClient` underneath): greeting,
+//! EHLO, STARTTLS with our connectors, optional AUTH, then any number of transactions.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use mail_auth::report::tlsrpt::ResultType;
+use mail_send::{Credentials, SmtpClient};
+use smtp_proto::{EXT_8BIT_MIME, EXT_AUTH, EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS};
+use smtp_proto::{EhloResponse, Response};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use super::tls::{OutboundTls, result_type};
+
+/// A reply from a remote server, kept as a person reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// Three-digit code.
+    pub code: u16,
+    /// Enhanced status code and text, as sent.
+    pub text: String,
+}
+
+impl Answer {
+    /// A reply herald makes up for a local condition (time-out, refusal, DNS).
+    pub fn local(code: u16, text: impl Into<String>) -> Answer {
+        Answer {
+            code,
+            text: text.into(),
+        }
+    }
+
+    fn from_response(r: &Response<String>) -> Answer {
+        let text = if r.esc[0] != 0 {
+            format!("{}.{}.{} {}", r.esc[0], r.esc[1], r.esc[2], r.message)
+        } else {
+            r.message.clone()
+        };
+        Answer {
+            code: r.code,
+            text: text.replace(['\r', '\n'], " "),
+        }
+    }
+
+    /// 2xx.
+    pub fn is_positive(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+
+    /// 5xx.
+    pub fn is_permanent(&self) -> bool {
+        (500..600).contains(&self.code)
+    }
+}
+
+impl std::fmt::Display for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.code, self.text)
+    }
+}
+
+/// How a session must treat TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// STARTTLS when offered, any certificate (verification recorded).
+    Opportunistic,
+    /// STARTTLS required, certificate verified against the host name.
+    Strict,
+    /// No STARTTLS (retry in clear after a failed opportunistic handshake).
+    Off,
+}
+
+/// What TLS a session ended up with.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    /// `TLSv1.3` or `TLSv1.2`.
+    pub version: String,
+    /// Whether the certificate verified and matched the host name.
+    pub verified: bool,
+    /// Why it did not verify.
+    pub problem: Option<String>,
+    /// The TLS-RPT classification of that problem.
+    pub problem_type: Option<ResultType>,
+}
+
+/// Why a session could not be set up.
+#[derive(Debug, Clone)]
+pub enum OpenError {
+    /// TCP connect failed or timed out.
+    Connect(String),
+    /// The server refused us (greeting, EHLO or AUTH not 2xx).
+    Refused(Answer),
+    /// TLS could not be set up as required.
+    Tls {
+        /// What went wrong.
+        detail: String,
+        /// The TLS-RPT result type.
+        result_type: ResultType,
+    },
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Connect(s) => write!(f, "connection failed: {s}"),
+            OpenError::Refused(a) => write!(f, "{a}"),
+            OpenError::Tls { detail, .. } => write!(f, "TLS failed: {detail}"),
+        }
+    }
+}
+
+/// Per-stage time limits (RFC 5321 §4.5.3.2).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Connect and greeting.
+    pub connect: Duration,
+    /// Each command.
+    pub command: Duration,
+    /// The reply to the end of data.
+    pub data: Duration,
+}
+
+/// The byte stream under a session: plain TCP, or TLS after STARTTLS.
+pub enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An open, greeted (and possibly encrypted and authenticated) SMTP session.
+pub struct Session {
+    client: SmtpClient<Stream>,
+    ehlo: EhloResponse<String>,
+    timeouts: Timeouts,
+    /// The host name the session was opened for (SNI, certificate name).
+    pub host: String,
+    /// The address connected to.
+    pub addr: SocketAddr,
+    /// TLS, when established.
+    pub tls: Option<TlsInfo>,
+    /// Transactions completed on this session.
+    pub transactions: u32,
+    /// Set when the connection can no longer be used (I/O error, 421).
+    pub broken: bool,
+}
+
+/// The outcome of one mail transaction: one final answer per recipient, in order.
+#[derive(Debug, Clone)]
+pub struct Transaction {
+    /// The final answer for each recipient (its RCPT reply when refused, else the DATA reply).
+    pub answers: Vec<Answer>,
+}
+
+fn mail_err(e: mail_send::Error) -> String {
+    match e {
+        mail_send::Error::UnexpectedReply(r) => Answer::from_response(&r).to_string(),
+        other => other.to_string(),
+    }
+}
+
+impl Session {
+    /// Connects to `addr`, reads the greeting, says EHLO as `helo`, starts TLS per `mode`,
+    /// and authenticates with `credentials` when given.
+    pub async fn open(
+        addr: SocketAddr,
+        host: &str,
+        helo: &str,
+        mode: TlsMode,
+        tls: &OutboundTls,
+        timeouts: Timeouts,
+        credentials: Option<&Credentials<String>>,
+    ) -> Result<Session, OpenError> {
+        let mut client = SmtpClient::connect(addr, timeouts.connect)
+            .await
+            .map_err(|e| OpenError::Connect(e.to_string()))?;
+        let greeting = tokio::time::timeout(timeouts.connect, client.read())
+            .await
+            .map_err(|_| OpenError::Connect("no greeting within the time limit".into()))?
+            .map_err(|e| OpenError::Connect(format!("reading the greeting: {e}")))?;
+        if greeting.code != 220 {
+            return Err(OpenError::Refused(Answer::from_response(&greeting)));
+        }
+        client.timeout = timeouts.command;
+        let ehlo = client.ehlo(helo).await.map_err(refused)?;
+        let offers_tls = ehlo.has_capability(EXT_START_TLS);
+        let (client, ehlo, tls_info) = match (mode, offers_tls) {
+            (TlsMode::Strict, false) => {
+                return Err(OpenError::Tls {
+                    detail: "the server does not offer STARTTLS".into(),
+                    result_type: ResultType::StartTlsNotSupported,
+                });
+            }
+            (TlsMode::Off, _) | (TlsMode::Opportunistic, false) => (
+                SmtpClient {
+                    stream: Stream::Plain(client.stream),
+                    timeout: client.timeout,
+                },
+                ehlo,
+                None,
+            ),
+            (TlsMode::Strict | TlsMode::Opportunistic, true) => {
+                let connector = if mode == TlsMode::Strict {
+                    &tls.strict
+                } else {
+                    &tls.opportunistic
+                };
+                let sni = host.trim_end_matches('.');
+                let tls_client = client.start_tls(connector, sni).await.map_err(|e| {
+                    let result_type = match &e {
+                        mail_send::Error::Tls(err) => result_type(err),
+                        mail_send::Error::UnexpectedReply(_) => ResultType::StartTlsNotSupported,
+                        _ => ResultType::ValidationFailure,
+                    };
+                    OpenError::Tls {
+                        detail: mail_err(e),
+                        result_type,
+                    }
+                })?;
+                let conn = tls_client.tls_connection();
+                let version = match conn.protocol_version() {
+                    Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
+                    Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
+                    Some(v) => format!("{v:?}"),
+                    None => "unknown".to_string(),
+                };
+                let check = match conn.peer_certificates() {
+                    Some(chain) => tls.verify(chain, sni),
+                    None => Err(rustls::Error::NoCertificatesPresented),
+                };
+                let info = TlsInfo {
+                    version,
+                    verified: check.is_ok(),
+                    problem: check.as_ref().err().map(|e| e.to_string()),
+                    problem_type: check.as_ref().err().map(result_type),
+                };
+                let mut client = SmtpClient {
+                    stream: Stream::Tls(Box::new(tls_client.stream)),
+                    timeout: timeouts.command,
+                };
+                let ehlo = client.ehlo(helo).await.map_err(refused)?;
+                (client, ehlo, Some(info))
+            }
+        };
+        let mut session = Session {
+            client,
+            ehlo,
+            timeouts,
+            host: host.to_string(),
+            addr,
+            tls: tls_info,
+            transactions: 0,
+            broken: false,
+        };
+        if let Some(credentials) = credentials {
+            if !session.ehlo.has_capability(EXT_AUTH) {
+                return Err(OpenError::Refused(Answer::local(
+                    530,
+                    "5.7.0 the relay host does not offer AUTH",
+                )));
+            }
+            let ehlo = session.ehlo.clone();
+            session
+                .client
+                .authenticate(credentials, &ehlo)
+                .await
+                .map_err(|e| match e {
+                    mail_send::Error::AuthenticationFailed(r)
+                    | mail_send::Error::UnexpectedReply(r) => {
+                        OpenError::Refused(Answer::from_response(&r))
+                    }
+                    other => OpenError::Refused(Answer::local(
+                        454,
+                        format!("4.7.0 authentication failed: {other}"),
+                    )),
+                })?;
+        }
+        Ok(session)
+    }
+
+    /// Runs one transaction: MAIL FROM, every RCPT TO (pipelined when offered), DATA.
+    /// An `Err` means the connection broke mid-way; nothing was delivered for sure.
+    pub async fn send(
+        &mut self,
+        mail_from: &str,
+        mail_params: &[String],
+        recipients: &[String],
+        message: &[u8],
+    ) -> Result<Transaction, String> {
+        let result = self
+            .transaction(mail_from, mail_params, recipients, message)
+            .await;
+        match &result {
+            Ok(t) if t.answers.iter().any(|a| a.code == 421) => self.broken = true,
+            Ok(_) => self.transactions += 1,
+            Err(_) => self.broken = true,
+        }
+        result
+    }
+
+    async fn transaction(
+        &mut self,
+        mail_from: &str,
+        mail_params: &[String],
+        recipients: &[String],
+        message: &[u8],
+    ) -> Result<Transaction, String> {
+        let mut mail = format!("MAIL FROM:<{mail_from}>");
+        if self.ehlo.has_capability(EXT_SIZE) {
+            mail.push_str(&format!(" SIZE={}", message.len()));
+        }
+        for p in mail_params {
+            let upper = p.to_ascii_uppercase();
+            if (upper.starts_with("BODY=") && self.ehlo.has_capability(EXT_8BIT_MIME))
+                || (upper == "SMTPUTF8" && self.ehlo.has_capability(EXT_SMTP_UTF8))
+            {
+                mail.push(' ');
+                mail.push_str(p);
+            }
+        }
+        mail.push_str("\r\n");
+        let rcpts: Vec<String> = recipients
+            .iter()
+            .map(|r| format!("RCPT TO:<{r}>\r\n"))
+            .collect();
+        let (mail_reply, rcpt_replies) = if self.ehlo.has_capability(EXT_PIPELINING) {
+            let mut cmds = vec![mail];
+            cmds.extend(rcpts);
+            let mut replies = self.client.cmds(cmds).await.map_err(mail_err)?;
+            let rest = replies.split_off(1);
+            let first = replies.pop().ok_or("no reply to MAIL FROM")?;
+            (first, rest)
+        } else {
+            let first = self.client.cmd(mail).await.map_err(mail_err)?;
+            let mut rest = Vec::new();
+            if (200..300).contains(&first.code) {
+                for r in rcpts {
+                    rest.push(self.client.cmd(r).await.map_err(mail_err)?);
+                }
+            }
+            (first, rest)
+        };
+        let mail_answer = Answer::from_response(&mail_reply);
+        if !mail_answer.is_positive() {
+            self.reset(mail_answer.code).await;
+            return Ok(Transaction {
+                answers: vec![mail_answer; recipients.len()],
+            });
+        }
+        let mut answers: Vec<Answer> = rcpt_replies.iter().map(Answer::from_response).collect();
+        if answers.len() != recipients.len() {
+            return Err("the server answered a different number of RCPT commands".into());
+        }
+        let accepted: Vec<usize> = (0..answers.len())
+            .filter(|&i| answers[i].is_positive())
+            .collect();
+        if accepted.is_empty() {
+            self.reset(0).await;
+            return Ok(Transaction { answers });
+        }
+        let go = self.client.cmd(b"DATA\r\n").await.map_err(mail_err)?;
+        let final_answer = if go.code == 354 {
+            self.client.timeout = self.timeouts.data;
+            let sent = self.write_data(message).await;
+            let reply = match sent {
+                Ok(()) => tokio::time::timeout(self.timeouts.data, self.client.read())
+                    .await
+                    .map_err(|_| "no reply to the end of data within the time limit".to_string())
+                    .and_then(|r| r.map_err(mail_err)),
+                Err(e) => Err(format!("sending the message: {e}")),
+            };
+            self.client.timeout = self.timeouts.command;
+            Answer::from_response(&reply?)
+        } else {
+            let a = Answer::from_response(&go);
+            self.reset(a.code).await;
+            a
+        };
+        for i in accepted {
+            answers[i] = final_answer.clone();
+        }
+        Ok(Transaction { answers })
+    }
+
+    /// Writes the message with dot-stuffing and the end-of-data marker.
+    async fn write_data(&mut self, message: &[u8]) -> std::io::Result<()> {
+        let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 8);
+        let mut line_start = true;
+        for &b in message {
+            if line_start && b == b'.' {
+                out.push(b'.');
+            }
+            out.push(b);
+            line_start = b == b'\n';
+        }
+        if !out.ends_with(b"\r\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+        let stream = &mut self.client.stream;
+        tokio::time::timeout(self.timeouts.data, async {
+            stream.write_all(&out).await?;
+            stream.flush().await
+        })
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "sending data timed out"))?
+    }
+
+    async fn reset(&mut self, code: u16) {
+        if code == 421 || self.client.cmd(b"RSET\r\n").await.is_err() {
+            self.broken = true;
+        }
+    }
+
+    /// Says QUIT and closes (errors ignored: the session is over either way).
+    pub async fn quit(mut self) {
+        self.client.timeout = Duration::from_secs(5).min(self.timeouts.command);
+        let _ = self.client.cmd(b"QUIT\r\n").await;
+        let _ = self.client.stream.shutdown().await;
+    }
+}
+
+fn refused(e: mail_send::Error) -> OpenError {
+    match e {
+        mail_send::Error::UnexpectedReply(r) => OpenError::Refused(Answer::from_response(&r)),
+        other => OpenError::Connect(other.to_string()),
+    }
+}

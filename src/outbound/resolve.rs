@@ -1,0 +1,127 @@
+//! Routing: which hosts receive mail for a domain (RFC 5321 §5.1, RFC 7505).
+//!
+//! MX hosts come in preference order, shuffled among equal preferences; a domain without MX
+//! records is its own (implicit) MX; a null MX or a domain that does not exist fails
+//! permanently at once; any other DNS trouble is temporary.
+
+use std::net::IpAddr;
+
+use mail_auth::common::cache::NoCache;
+use mail_auth::hickory_resolver::proto::op::ResponseCode;
+use mail_auth::{DnsError, MessageAuthenticator};
+use rand::seq::SliceRandom;
+
+/// Why a domain or host could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolveError {
+    /// The domain does not accept mail (null MX, NXDOMAIN, no address at all).
+    Permanent(String),
+    /// DNS trouble that may pass (time-out, SERVFAIL).
+    Temporary(String),
+}
+
+impl std::fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResolveError::Permanent(s) | ResolveError::Temporary(s) => f.write_str(s),
+        }
+    }
+}
+
+/// The hosts to try for `domain`, best first (host names, or an address literal).
+pub async fn mx_hosts(
+    resolver: &MessageAuthenticator,
+    domain: &str,
+) -> Result<Vec<String>, ResolveError> {
+    if let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
+        let ip = literal.strip_prefix("IPv6:").unwrap_or(literal);
+        return match ip.parse::<IpAddr>() {
+            Ok(_) => Ok(vec![ip.to_string()]),
+            Err(_) => Err(ResolveError::Permanent(format!(
+                "{domain} is not a valid address literal"
+            ))),
+        };
+    }
+    let none = None::<&NoCache<Box<str>, mail_auth::RecordSet<mail_auth::MX>>>;
+    match resolver.mx_lookup(domain, none).await {
+        Ok(set) => {
+            let mut hosts = Vec::new();
+            for mx in set.rrset.iter() {
+                let mut group: Vec<String> = mx
+                    .exchanges
+                    .iter()
+                    .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+                    .collect();
+                group.shuffle(&mut rand::thread_rng());
+                hosts.extend(group);
+            }
+            // RFC 7505: a single MX with an empty exchange ("." ) says "no mail here".
+            if hosts.iter().any(|h| h.is_empty()) {
+                return Err(ResolveError::Permanent(format!(
+                    "{domain} publishes a null MX (RFC 7505): it accepts no mail"
+                )));
+            }
+            if hosts.is_empty() {
+                return Ok(vec![domain.to_ascii_lowercase()]);
+            }
+            Ok(hosts)
+        }
+        Err(mail_auth::Error::Dns(DnsError::RecordNotFound(ResponseCode::NXDomain))) => Err(
+            ResolveError::Permanent(format!("{domain} does not exist (NXDOMAIN)")),
+        ),
+        Err(mail_auth::Error::Dns(DnsError::RecordNotFound(_))) => {
+            // No MX records: the domain itself is the implicit MX (RFC 5321 §5.1).
+            Ok(vec![domain.to_ascii_lowercase()])
+        }
+        Err(e) => Err(ResolveError::Temporary(format!(
+            "MX look-up for {domain} failed: {e}"
+        ))),
+    }
+}
+
+/// The IPv4 and IPv6 addresses of `host` (IPv4 first); an address literal is itself.
+pub async fn addresses(
+    resolver: &MessageAuthenticator,
+    host: &str,
+) -> Result<Vec<IpAddr>, ResolveError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    let none4 = None::<&NoCache<Box<str>, mail_auth::RecordSet<std::net::Ipv4Addr>>>;
+    let none6 = None::<&NoCache<Box<str>, mail_auth::RecordSet<std::net::Ipv6Addr>>>;
+    let (v4, v6) = tokio::join!(
+        resolver.ipv4_lookup(host, none4),
+        resolver.ipv6_lookup(host, none6)
+    );
+    let mut out: Vec<IpAddr> = Vec::new();
+    let mut nxdomain = false;
+    let mut trouble = None;
+    match v4 {
+        Ok(set) => out.extend(set.rrset.iter().copied().map(IpAddr::from)),
+        Err(mail_auth::Error::Dns(DnsError::RecordNotFound(code))) => {
+            nxdomain |= code == ResponseCode::NXDomain
+        }
+        Err(e) => trouble = Some(e.to_string()),
+    }
+    match v6 {
+        Ok(set) => out.extend(set.rrset.iter().copied().map(IpAddr::from)),
+        Err(mail_auth::Error::Dns(DnsError::RecordNotFound(code))) => {
+            nxdomain |= code == ResponseCode::NXDomain
+        }
+        Err(e) => trouble = Some(e.to_string()),
+    }
+    if !out.is_empty() {
+        return Ok(out);
+    }
+    match trouble {
+        Some(e) => Err(ResolveError::Temporary(format!(
+            "address look-up for {host} failed: {e}"
+        ))),
+        None if nxdomain => Err(ResolveError::Permanent(format!(
+            "{host} does not exist (NXDOMAIN)"
+        ))),
+        None => Err(ResolveError::Permanent(format!(
+            "{host} has no A or AAAA record"
+        ))),
+    }
+}

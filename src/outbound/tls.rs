@@ -1,0 +1,163 @@
+//! Outbound TLS: our own rustls connectors, so certificate checking stays in herald's hands.
+//!
+//! Two connectors share one trust store (webpki roots plus `[tls] extra_roots`):
+//! - *strict* runs the WebPKI verifier and fails the handshake on any problem (MTA-STS enforce,
+//!   `require_tls`, the smart host);
+//! - *opportunistic* encrypts whatever certificate is presented; after the handshake the same
+//!   WebPKI verifier is run on the presented chain so the result is recorded and logged.
+
+use std::sync::Arc;
+
+use mail_auth::report::tlsrpt::ResultType;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use tokio_rustls::TlsConnector;
+
+use crate::config::TlsConfig;
+
+/// The connectors and verifier used for every outbound TLS session.
+#[derive(Clone)]
+pub struct OutboundTls {
+    /// Fails the handshake unless the certificate verifies and matches the host name.
+    pub strict: TlsConnector,
+    /// Accepts any certificate; verification is recorded with [`OutboundTls::verify`].
+    pub opportunistic: TlsConnector,
+    verifier: Arc<WebPkiServerVerifier>,
+}
+
+impl OutboundTls {
+    /// Builds the connectors from the webpki roots and `[tls] extra_roots`.
+    pub fn new(cfg: &TlsConfig) -> anyhow::Result<OutboundTls> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for path in &cfg.extra_roots {
+            let pem = std::fs::read(path).map_err(|e| {
+                anyhow::anyhow!("tls.extra_roots: cannot read {}: {e}", path.display())
+            })?;
+            let mut found = 0;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert = cert.map_err(|e| {
+                    anyhow::anyhow!("tls.extra_roots: {}: bad PEM: {e}", path.display())
+                })?;
+                roots.add(cert).map_err(|e| {
+                    anyhow::anyhow!("tls.extra_roots: {}: unusable CA: {e}", path.display())
+                })?;
+                found += 1;
+            }
+            if found == 0 {
+                anyhow::bail!(
+                    "tls.extra_roots: {} holds no PEM certificate",
+                    path.display()
+                );
+            }
+        }
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| anyhow::anyhow!("cannot build the certificate verifier: {e}"))?;
+        let strict = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?
+            .with_webpki_verifier(verifier.clone())
+            .with_no_client_auth();
+        let opportunistic = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate {
+                inner: verifier.clone(),
+            }))
+            .with_no_client_auth();
+        Ok(OutboundTls {
+            strict: TlsConnector::from(Arc::new(strict)),
+            opportunistic: TlsConnector::from(Arc::new(opportunistic)),
+            verifier,
+        })
+    }
+
+    /// Runs the real WebPKI verification on a presented chain for `host`.
+    pub fn verify(&self, chain: &[CertificateDer<'_>], host: &str) -> Result<(), rustls::Error> {
+        let Some((end_entity, intermediates)) = chain.split_first() else {
+            return Err(rustls::Error::NoCertificatesPresented);
+        };
+        let name = ServerName::try_from(host.trim_end_matches('.').to_string())
+            .map_err(|_| rustls::Error::General(format!("{host:?} is not a valid TLS name")))?;
+        self.verifier
+            .verify_server_cert(end_entity, intermediates, &name, &[], UnixTime::now())
+            .map(|_| ())
+    }
+}
+
+/// The opportunistic verifier: the handshake signatures are still checked for real, but any
+/// certificate chain is accepted so that mail is at least encrypted.
+#[derive(Debug)]
+struct AcceptAnyCertificate {
+    inner: Arc<WebPkiServerVerifier>,
+}
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The TLS-RPT result type (RFC 8460 §4.3) for a TLS failure.
+pub fn result_type(error: &rustls::Error) -> ResultType {
+    match error {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                ResultType::CertificateHostMismatch
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                ResultType::CertificateExpired
+            }
+            CertificateError::UnknownIssuer | CertificateError::BadSignature => {
+                ResultType::CertificateNotTrusted
+            }
+            _ => ResultType::ValidationFailure,
+        },
+        rustls::Error::NoCertificatesPresented => ResultType::CertificateNotTrusted,
+        _ => ResultType::ValidationFailure,
+    }
+}
+
+/// Installs aws-lc-rs as the process-wide rustls provider (reqwest needs one); a no-op when
+/// one is already installed.
+pub fn install_default_provider() {
+    let _ = CryptoProvider::install_default(rustls::crypto::aws_lc_rs::default_provider());
+}

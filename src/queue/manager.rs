@@ -1,0 +1,470 @@
+//! The delivery queue: recovers the spool at start, schedules each message's next attempt,
+//! runs attempts through [`Outbound`], records every recipient's state durably after each
+//! attempt, queues bounces, and removes finished messages.
+//!
+//! Order of durable writes after an attempt: the bounce (if any) is spooled first, then the
+//! new state. A crash in between can repeat a bounce, never lose one.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+
+use super::lock::SpoolLock;
+use super::spool::{Arrivals, Spool};
+use super::view::Counters;
+use super::{QueueId, RecipientStatus, SpooledMessage, unix_now};
+use crate::config::Config;
+use crate::mta_sts::StsResolver;
+use crate::outbound::client::Answer;
+use crate::outbound::deliver::{Job, Outbound, RecipientResult, Verdict};
+use crate::outbound::dsn::{self, Failure, Kind};
+use crate::report::TlsReporter;
+use crate::signing::Signer;
+
+/// Handle on the running queue, shared with the admin endpoint.
+#[derive(Clone)]
+pub struct QueueManager {
+    pub(super) inner: Arc<Inner>,
+}
+
+pub(super) struct Entry {
+    pub(super) msg: SpooledMessage,
+    pub(super) due: Option<u64>,
+    pub(super) in_flight: bool,
+    pub(super) deleted: bool,
+    /// Serialises state writes for this message so they reach the disk in order.
+    pub(super) io: Arc<tokio::sync::Mutex<()>>,
+}
+
+#[derive(Default)]
+pub(super) struct Table {
+    pub(super) entries: HashMap<QueueId, Entry>,
+    schedule: BTreeSet<(u64, QueueId)>,
+}
+
+impl Table {
+    /// (Re)schedules `id` at `due_ms`, or takes it off the schedule with `None`.
+    pub(super) fn schedule(&mut self, id: &str, due_ms: Option<u64>) {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        if let Some(old) = entry.due.take() {
+            self.schedule.remove(&(old, id.to_string()));
+        }
+        if let Some(due) = due_ms {
+            entry.due = Some(due);
+            self.schedule.insert((due, id.to_string()));
+        }
+    }
+
+    fn insert(&mut self, msg: SpooledMessage) {
+        let id = msg.id.clone();
+        let due = next_due_ms(&msg);
+        self.entries.insert(
+            id.clone(),
+            Entry {
+                msg,
+                due: None,
+                in_flight: false,
+                deleted: false,
+                io: Arc::new(tokio::sync::Mutex::new(())),
+            },
+        );
+        self.schedule(&id, due);
+    }
+}
+
+#[derive(Default)]
+pub(super) struct AtomicCounters {
+    pub(super) accepted: AtomicU64,
+    pub(super) delivered: AtomicU64,
+    pub(super) deferred: AtomicU64,
+    pub(super) bounced: AtomicU64,
+    pub(super) dsn_sent: AtomicU64,
+}
+
+pub(super) struct Inner {
+    pub(super) cfg: Arc<Config>,
+    pub(super) spool: Spool,
+    pub(super) signer: Arc<Signer>,
+    outbound: Outbound,
+    table: Mutex<Table>,
+    pub(super) wake: Notify,
+    pub(super) counters: AtomicCounters,
+    rounds: Arc<Semaphore>,
+    _lock: SpoolLock,
+}
+
+impl Inner {
+    pub(super) fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Milliseconds since the epoch.
+pub(super) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// When a message is next due (ms), from its earliest pending recipient; `None` when held or
+/// nothing is pending.
+pub(super) fn next_due_ms(msg: &SpooledMessage) -> Option<u64> {
+    if msg.state.held {
+        return None;
+    }
+    msg.state
+        .recipients
+        .iter()
+        .filter(|r| r.status == RecipientStatus::Pending)
+        .map(|r| r.next_attempt.saturating_mul(1000))
+        .min()
+}
+
+/// The wait after the `attempts`-th failed attempt: the schedule's entry, the last repeating.
+pub fn retry_wait(schedule: &[Duration], attempts: u32) -> Duration {
+    let i = (attempts.max(1) as usize - 1).min(schedule.len().saturating_sub(1));
+    schedule.get(i).copied().unwrap_or(Duration::from_secs(60))
+}
+
+/// Writes blocking spool I/O off the async reactor.
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| std::io::Error::other(format!("spool task failed: {e}")))?
+}
+
+impl QueueManager {
+    /// Locks the spool, recovers every waiting message and starts delivering; messages stored
+    /// later arrive through `arrivals`.
+    pub async fn start(
+        cfg: Arc<Config>,
+        spool: Spool,
+        arrivals: Arrivals,
+        signer: Arc<Signer>,
+        sts: Arc<StsResolver>,
+        reporter: Arc<TlsReporter>,
+    ) -> anyhow::Result<QueueManager> {
+        let dir = cfg.spool_dir();
+        let lock = SpoolLock::try_acquire(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot lock the spool {}: {e}", dir.display()))?
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "another herald is already running on the spool {}",
+                    dir.display()
+                )
+            })?;
+        let outbound = Outbound::new(&cfg, sts, reporter)?;
+        let recovering = spool.clone();
+        let recovered = blocking(move || recovering.recover()).await?;
+        let concurrency = (cfg.delivery.max_connections * 2).max(4);
+        let inner = Arc::new(Inner {
+            cfg,
+            spool,
+            signer,
+            outbound,
+            table: Mutex::new(Table::default()),
+            wake: Notify::new(),
+            counters: AtomicCounters::default(),
+            rounds: Arc::new(Semaphore::new(concurrency)),
+            _lock: lock,
+        });
+        let (mut waiting, mut finished) = (0, Vec::new());
+        {
+            let mut table = inner.table();
+            for msg in recovered {
+                if msg.state.is_finished() {
+                    finished.push(msg.id.clone());
+                } else {
+                    waiting += 1;
+                    table.insert(msg);
+                }
+            }
+        }
+        for id in finished {
+            let spool = inner.spool.clone();
+            blocking(move || spool.remove(&id)).await?;
+        }
+        tracing::info!(
+            waiting,
+            spool = %dir.display(),
+            "queue started: waiting messages recovered"
+        );
+        tokio::spawn(receive(inner.clone(), arrivals));
+        tokio::spawn(schedule(inner.clone()));
+        Ok(QueueManager { inner })
+    }
+
+    /// The counters shown on `/metrics`.
+    pub fn counters(&self) -> Counters {
+        let c = &self.inner.counters;
+        Counters {
+            accepted: c.accepted.load(Ordering::Relaxed),
+            delivered: c.delivered.load(Ordering::Relaxed),
+            deferred: c.deferred.load(Ordering::Relaxed),
+            bounced: c.bounced.load(Ordering::Relaxed),
+            dsn_sent: c.dsn_sent.load(Ordering::Relaxed),
+            queue_size: self.inner.table().entries.len() as u64,
+        }
+    }
+}
+
+/// Takes newly stored messages into the schedule.
+async fn receive(inner: Arc<Inner>, mut arrivals: Arrivals) {
+    while let Some(msg) = arrivals.recv().await {
+        inner.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        inner.table().insert(msg);
+        inner.wake.notify_one();
+    }
+}
+
+/// Starts each message's attempt when it is due, within the concurrency limit.
+async fn schedule(inner: Arc<Inner>) {
+    loop {
+        let Ok(permit) = inner.rounds.clone().acquire_owned().await else {
+            return;
+        };
+        let now = now_ms();
+        let next = {
+            let mut table = inner.table();
+            match table.schedule.first().cloned() {
+                Some((due, id)) if due <= now => {
+                    table.schedule(&id, None);
+                    if let Some(e) = table.entries.get_mut(&id) {
+                        e.in_flight = true;
+                    }
+                    Ok(id)
+                }
+                other => Err(other.map(|(due, _)| due - now)),
+            }
+        };
+        match next {
+            Ok(id) => {
+                let inner = inner.clone();
+                tokio::spawn(async move {
+                    run_round(&inner, &id).await;
+                    drop(permit);
+                });
+            }
+            Err(wait) => {
+                drop(permit);
+                let wait = Duration::from_millis(wait.unwrap_or(3_600_000));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = inner.wake.notified() => {}
+                }
+            }
+        }
+    }
+}
+
+/// One attempt for every pending recipient of a message, grouped by domain.
+async fn run_round(inner: &Arc<Inner>, id: &str) {
+    let Some(msg) = inner.table().entries.get(id).map(|e| e.msg.clone()) else {
+        return;
+    };
+    let spool = inner.spool.clone();
+    let read_id = id.to_string();
+    let data = match blocking(move || spool.read_message(&read_id)).await {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            tracing::error!(queue_id = %id, error = %e, "cannot read the queued message; retrying in a minute");
+            let mut table = inner.table();
+            if let Some(entry) = table.entries.get_mut(id) {
+                entry.in_flight = false;
+            }
+            table.schedule(id, Some(now_ms() + 60_000));
+            return;
+        }
+    };
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, r) in msg.state.recipients.iter().enumerate() {
+        if r.status != RecipientStatus::Pending {
+            continue;
+        }
+        let domain = if inner.outbound.uses_relay() {
+            "relay".to_string()
+        } else {
+            r.address
+                .rsplit_once('@')
+                .map(|(_, d)| d.to_ascii_lowercase())
+                .unwrap_or_default()
+        };
+        groups.entry(domain).or_default().push(i);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (domain, idxs) in groups {
+        let job = Job {
+            queue_id: id.to_string(),
+            mail_from: msg.envelope.mail_from.clone(),
+            mail_params: msg.envelope.mail_from_params.clone(),
+            domain,
+            recipients: idxs
+                .iter()
+                .map(|&i| msg.state.recipients[i].address.clone())
+                .collect(),
+            message: data.clone(),
+        };
+        let inner = inner.clone();
+        tasks.spawn(async move {
+            let results = inner.outbound.deliver(&job).await;
+            idxs.into_iter().zip(results).collect::<Vec<_>>()
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(r) => results.extend(r),
+            Err(e) => tracing::error!(queue_id = %id, error = %e, "delivery task failed"),
+        }
+    }
+    finish_round(inner, id, &data, results).await;
+}
+
+/// Records the attempt's results: bounce first, then the new state (or removal).
+async fn finish_round(
+    inner: &Arc<Inner>,
+    id: &str,
+    data: &[u8],
+    results: Vec<(usize, RecipientResult)>,
+) {
+    let Some(io) = inner.table().entries.get(id).map(|e| e.io.clone()) else {
+        return;
+    };
+    let _serial = io.lock().await;
+    let now = unix_now();
+    let cfg = &inner.cfg;
+    let (msg, failures, delayed) = {
+        let mut table = inner.table();
+        let Some(entry) = table.entries.get_mut(id) else {
+            return;
+        };
+        if entry.deleted {
+            table.entries.remove(id);
+            return;
+        }
+        let received = entry.msg.envelope.received_at;
+        let expires = received.saturating_add(cfg.delivery.max_age.as_secs());
+        let mut failures = Vec::new();
+        for (i, r) in results {
+            let Some(rs) = entry.msg.state.recipients.get_mut(i) else {
+                continue;
+            };
+            if rs.status != RecipientStatus::Pending {
+                continue;
+            }
+            rs.attempts += 1;
+            rs.last_reply = Some(r.answer.to_string());
+            rs.last_host = r.host.clone();
+            let c = &inner.counters;
+            match r.verdict {
+                Verdict::Delivered => {
+                    rs.status = RecipientStatus::Delivered;
+                    c.delivered.fetch_add(1, Ordering::Relaxed);
+                }
+                Verdict::Permanent => {
+                    rs.status = RecipientStatus::Failed;
+                    c.bounced.fetch_add(1, Ordering::Relaxed);
+                    failures.push(Failure {
+                        recipient: rs.address.clone(),
+                        answer: r.answer,
+                        remote: r.host,
+                    });
+                }
+                Verdict::Temporary if now >= expires => {
+                    rs.status = RecipientStatus::Failed;
+                    c.bounced.fetch_add(1, Ordering::Relaxed);
+                    let answer = Answer::local(
+                        550,
+                        format!(
+                            "5.4.7 gave up after {} attempts over {}; last reply: {}",
+                            rs.attempts,
+                            humantime::format_duration(Duration::from_secs(now - received)),
+                            r.answer
+                        ),
+                    );
+                    rs.last_reply = Some(answer.to_string());
+                    failures.push(Failure {
+                        recipient: rs.address.clone(),
+                        answer,
+                        remote: r.host,
+                    });
+                }
+                Verdict::Temporary => {
+                    c.deferred.fetch_add(1, Ordering::Relaxed);
+                    let wait = retry_wait(&cfg.delivery.retry_schedule, rs.attempts).as_secs();
+                    rs.next_attempt = now.saturating_add(wait.max(1)).min(expires.max(now + 1));
+                }
+            }
+        }
+        let mut delayed = Vec::new();
+        if let Some(after) = cfg.delivery.delay_notice
+            && !entry.msg.state.delay_notified
+            && now.saturating_sub(received) >= after.as_secs()
+        {
+            delayed = entry
+                .msg
+                .state
+                .recipients
+                .iter()
+                .filter(|r| r.status == RecipientStatus::Pending)
+                .map(|r| Failure {
+                    recipient: r.address.clone(),
+                    answer: Answer::local(
+                        451,
+                        r.last_reply
+                            .clone()
+                            .unwrap_or_else(|| "4.4.7 not yet delivered".into()),
+                    ),
+                    remote: r.last_host.clone(),
+                })
+                .collect();
+            if !delayed.is_empty() {
+                entry.msg.state.delay_notified = true;
+            }
+        }
+        (entry.msg.clone(), failures, delayed)
+    };
+    for (list, kind) in [(&failures, Kind::Failed), (&delayed, Kind::Delayed)] {
+        match dsn::queue_notice(cfg, &inner.spool, &inner.signer, &msg, data, list, kind).await {
+            Ok(Some(_)) => {
+                inner.counters.dsn_sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(queue_id = %id, error = %e, "cannot queue the delivery status notification")
+            }
+        }
+    }
+    let spool = inner.spool.clone();
+    let owned_id = id.to_string();
+    if msg.state.is_finished() {
+        if let Err(e) = blocking(move || spool.remove(&owned_id)).await {
+            tracing::error!(queue_id = %id, error = %e, "cannot remove the finished message");
+        }
+        inner.table().entries.remove(id);
+        tracing::debug!(queue_id = %id, "message finished and removed from the spool");
+        return;
+    }
+    let state = msg.state.clone();
+    if let Err(e) = blocking(move || spool.write_state(&owned_id, &state)).await {
+        tracing::error!(queue_id = %id, error = %e, "cannot record the delivery state");
+    }
+    let mut table = inner.table();
+    let due = table.entries.get_mut(id).map(|entry| {
+        entry.in_flight = false;
+        next_due_ms(&entry.msg)
+    });
+    if let Some(due) = due {
+        table.schedule(id, due);
+    }
+    drop(table);
+    inner.wake.notify_one();
+}

@@ -1,0 +1,69 @@
+//! What `herald queue` and the admin API show about a queued message: one shape for the JSON
+//! API, the online and the offline command.
+
+use serde::{Deserialize, Serialize};
+
+use super::{RecipientState, SpooledMessage};
+
+/// A queued message as an operator sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MessageView {
+    /// Queue id.
+    pub id: String,
+    /// Envelope sender (empty for `<>`).
+    pub sender: String,
+    /// The submitting app, if any.
+    pub app: Option<String>,
+    /// Seconds since the epoch when accepted.
+    pub received_at: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Held by the operator.
+    pub held: bool,
+    /// An attempt is under way right now.
+    pub in_flight: bool,
+    /// Each recipient's state.
+    pub recipients: Vec<RecipientState>,
+}
+
+impl MessageView {
+    /// The view of a spooled message.
+    pub fn of(m: &SpooledMessage, in_flight: bool) -> MessageView {
+        MessageView {
+            id: m.id.clone(),
+            sender: m.envelope.mail_from.clone(),
+            app: m.envelope.app.clone(),
+            received_at: m.envelope.received_at,
+            size: m.size,
+            held: m.state.held,
+            in_flight,
+            recipients: m.state.recipients.clone(),
+        }
+    }
+}
+
+/// The answer to an action (retry, hold, release, delete).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ActionResult {
+    /// Whether it was done.
+    pub ok: bool,
+    /// What happened, in words.
+    pub message: String,
+}
+
+/// Counters exposed on `/metrics`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Counters {
+    /// Messages accepted into the queue since start.
+    pub accepted: u64,
+    /// Recipients delivered.
+    pub delivered: u64,
+    /// Recipient attempts deferred (temporary failure).
+    pub deferred: u64,
+    /// Recipients failed permanently.
+    pub bounced: u64,
+    /// Delivery status notifications queued.
+    pub dsn_sent: u64,
+    /// Messages in the queue now.
+    pub queue_size: u64,
+}

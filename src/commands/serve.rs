@@ -28,8 +28,8 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     // [report] MTA-STS resolver and TLS-RPT reporter, shared with delivery (pass `sts` and
     // `tls_reporter` to outbound; the admin route POST /report/flush calls
     // `crate::report::flush(&tls_reporter, &report_sender)`); reports sent every interval.
-    let sts = Arc::new(crate::mta_sts::StsResolver::new(&cfg)?);
     let tls_reporter = Arc::new(crate::report::TlsReporter::open(&cfg)?);
+    let sts = Arc::new(crate::mta_sts::StsResolver::new(&cfg)?.with_reporter(tls_reporter.clone()));
     let report_sender = Arc::new(crate::report::send::ReportSender::new(
         &cfg,
         spool.clone(),
@@ -42,7 +42,6 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
             cfg.report.interval,
         );
     }
-    let _ = (&sts, &tls_reporter);
 
     // [delivery] start the queue manager here with `spool` and `arrivals`.
     let queue = crate::queue::manager::QueueManager::start(
@@ -50,14 +49,18 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
         spool.clone(),
         arrivals,
         signer.clone(),
-        Arc::new(crate::mta_sts::StsResolver::new(&cfg)?),
-        Arc::new(crate::report::TlsReporter::default()),
+        sts.clone(),
+        tls_reporter.clone(),
     )
     .await?;
 
     // [admin] start the admin HTTP endpoint here.
     if let Some(listen) = cfg.admin.listen {
-        crate::admin::start(listen, crate::admin::router(queue.clone())).await?;
+        let router = crate::admin::router(queue.clone()).merge(crate::report::routes(
+            tls_reporter.clone(),
+            report_sender.clone(),
+        ));
+        crate::admin::start(listen, router).await?;
     }
 
     // [dns_server] start the authoritative DNS listener here.

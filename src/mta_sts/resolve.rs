@@ -14,6 +14,7 @@ use super::fetch::{self, FetchError};
 use super::{Mode, TlsDirective};
 use crate::config::Config;
 use crate::queue::unix_now;
+use crate::report::TlsReporter;
 
 /// How long a failed fetch of one (domain, id) is remembered before it is tried again, so that
 /// a burst of messages to a broken domain does not fetch once per message.
@@ -74,6 +75,7 @@ pub struct StsResolver {
     require_tls: bool,
     require_tls_domains: Vec<String>,
     sts: Option<Arc<Engine>>,
+    reporter: Option<Arc<TlsReporter>>,
 }
 
 struct Engine {
@@ -113,7 +115,15 @@ impl StsResolver {
                 .map(|d| normalize(d))
                 .collect(),
             sts,
+            reporter: None,
         })
+    }
+
+    /// Counts each delivery attempt made without an announced policy that could not be fetched
+    /// (`sts-policy-*` result types) in `reporter`.
+    pub fn with_reporter(mut self, reporter: Arc<TlsReporter>) -> StsResolver {
+        self.reporter = Some(reporter);
+        self
     }
 
     /// The directive for a recipient domain. An `enforce` policy wins; otherwise
@@ -121,6 +131,9 @@ impl StsResolver {
     /// `testing` policy or a failed fetch is returned for reporting; otherwise opportunistic.
     pub async fn directive_for(&self, domain: &str) -> TlsDirective {
         let resolution = self.resolve(domain).await;
+        if let (Some(reporter), Source::Failed(e)) = (&self.reporter, &resolution.source) {
+            reporter.record_policy_failure(&resolution.domain, e.result_type, &e.detail);
+        }
         let directive = self.directive_from(&resolution);
         tracing::debug!(domain = %resolution.domain, policy = directive.label(), "tls directive");
         directive

@@ -123,50 +123,53 @@ impl TlsReporter {
         })
     }
 
-    /// Records one outcome for the policy domain of `directive`. Opportunistic and `Required`
-    /// deliveries have no published policy and are not counted; a directive whose policy could
-    /// not be fetched counts as a failure of that type whatever the session did.
+    /// Records one outcome for the policy domain of `directive` (an MTA-STS policy in `enforce`
+    /// or `testing` mode). Opportunistic and `Required` deliveries have no published policy and
+    /// are not counted; `StsFailed` is counted by the resolver (see
+    /// [`TlsReporter::record_policy_failure`]).
     pub fn record(&self, directive: &TlsDirective, outcome: TlsOutcome) {
-        let (domain, policy, policy_failure) = match directive {
-            TlsDirective::Sts { domain, policy } if policy.mode != Mode::None => {
-                (domain, Some(policy), None)
-            }
-            TlsDirective::StsFailed {
-                domain,
-                result_type,
-                detail,
-            } => (domain, None, Some((*result_type, detail.clone()))),
-            _ => return,
+        let TlsDirective::Sts { domain, policy } = directive else {
+            return;
         };
+        if policy.mode == Mode::None {
+            return;
+        }
+        self.update(domain, |entry| {
+            entry.policy_string = policy::to_lines(policy);
+            entry.mx_patterns = policy.mx.clone();
+            match outcome {
+                TlsOutcome::Success => entry.success += 1,
+                TlsOutcome::Failure {
+                    result_type,
+                    mx_host,
+                    ip,
+                    detail,
+                } => {
+                    let host = (!mx_host.is_empty()).then_some(mx_host);
+                    entry.add_failure(result_type, host, ip, detail)
+                }
+            }
+        });
+    }
+
+    /// Records one delivery attempt to `domain` made without its announced policy, because the
+    /// policy could not be fetched or parsed (`sts-policy-fetch-error`, `sts-policy-invalid`,
+    /// `sts-webpki-invalid`). The [`crate::mta_sts::StsResolver`] calls this each time it hands
+    /// out a [`TlsDirective::StsFailed`], so [`TlsReporter::record`] ignores that directive.
+    pub fn record_policy_failure(&self, domain: &str, result_type: ResultType, detail: &str) {
+        self.update(domain, |entry| {
+            entry.add_failure(result_type, None, None, detail.to_string())
+        });
+    }
+
+    fn update(&self, domain: &str, change: impl FnOnce(&mut DayCounts)) {
         let day = day_of(unix_now() as i64);
         {
             let mut counts = self.shared.lock_counts();
             let entry = counts
-                .entry((domain.clone(), day.clone()))
+                .entry((domain.to_string(), day.clone()))
                 .or_insert_with(|| DayCounts::new(domain, &day));
-            if let Some(policy) = policy {
-                entry.policy_string = policy::to_lines(policy);
-                entry.mx_patterns = policy.mx.clone();
-            }
-            let host = |h: String| (!h.is_empty()).then_some(h);
-            match (policy_failure, outcome) {
-                (Some((result_type, detail)), TlsOutcome::Failure { mx_host, ip, .. }) => {
-                    entry.add_failure(result_type, host(mx_host), ip, detail)
-                }
-                (Some((result_type, detail)), TlsOutcome::Success) => {
-                    entry.add_failure(result_type, None, None, detail)
-                }
-                (None, TlsOutcome::Success) => entry.success += 1,
-                (
-                    None,
-                    TlsOutcome::Failure {
-                        result_type,
-                        mx_host,
-                        ip,
-                        detail,
-                    },
-                ) => entry.add_failure(result_type, host(mx_host), ip, detail),
-            }
+            change(entry);
         }
         if let Some(writer) = &self.writer {
             let _ = writer.send(());
@@ -304,6 +307,22 @@ pub async fn flush(reporter: &TlsReporter, sender: &ReportSender) -> anyhow::Res
     Ok(summary)
 }
 
+/// The admin route `POST /report/flush` ([`FLUSH_PATH`]): runs [`flush`] in the serving herald
+/// and answers its [`FlushSummary`]. Merge it into the admin router.
+pub fn routes(reporter: Arc<TlsReporter>, sender: Arc<ReportSender>) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    axum::Router::new().route(
+        FLUSH_PATH,
+        axum::routing::post(move || async move {
+            match flush(&reporter, &sender).await {
+                Ok(summary) => axum::Json(summary).into_response(),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}\n")).into_response(),
+            }
+        }),
+    )
+}
+
 /// Runs [`flush`] every `interval` until the runtime stops (`[report] interval`).
 pub fn spawn_periodic(
     reporter: Arc<TlsReporter>,
@@ -376,14 +395,13 @@ mod tests {
             &TlsDirective::Required,
             failure(ResultType::CertificateExpired),
         );
-        r.record(
-            &TlsDirective::StsFailed {
-                domain: "other.test".into(),
-                result_type: ResultType::StsPolicyFetchError,
-                detail: "down".into(),
-            },
-            TlsOutcome::Success,
-        );
+        let failed = TlsDirective::StsFailed {
+            domain: "other.test".into(),
+            result_type: ResultType::StsPolicyFetchError,
+            detail: "down".into(),
+        };
+        r.record(&failed, TlsOutcome::Success);
+        r.record_policy_failure("other.test", ResultType::StsPolicyFetchError, "down");
         let pending = r.pending();
         assert_eq!(pending.len(), 2);
         let bank = pending

@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use crate::config::Config;
+use crate::queue::lock::SpoolLock;
 use crate::queue::spool::Spool;
 use crate::report::send::ReportSender;
 use crate::report::{self, FlushSummary, TlsReporter};
@@ -73,6 +74,16 @@ async fn flush(cfg: &Config) -> anyhow::Result<ExitCode> {
     let summary = match ask_running_herald(cfg).await {
         Some(summary) => summary,
         None => {
+            let lock = SpoolLock::try_acquire(&cfg.spool_dir()).map_err(|e| {
+                anyhow::anyhow!("cannot open the spool {}: {e}", cfg.spool_dir().display())
+            })?;
+            if lock.is_none() {
+                eprintln!(
+                    "herald: a herald is serving this spool but its admin endpoint did not \
+                     answer; report mail is written to the spool and sent when that herald \
+                     next starts (set [admin] listen to flush through it)"
+                );
+            }
             let signer = Arc::new(Signer::load(cfg)?);
             let (spool, _arrivals) = Spool::open_dir(&cfg.spool_dir()).map_err(|e| {
                 anyhow::anyhow!("cannot open the spool {}: {e}", cfg.spool_dir().display())

@@ -174,27 +174,26 @@ pub fn policy_url(domain: &str, port: u16) -> String {
 fn classify(url: &str, e: &reqwest::Error) -> FetchError {
     let mut detail = e.to_string();
     let mut webpki = false;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = e.source();
-    while let Some(err) = source {
-        detail.push_str(": ");
-        detail.push_str(&err.to_string());
-        let tls = err.downcast_ref::<rustls::Error>().or_else(|| {
-            err.downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(tls) = tls {
-            if matches!(
+    let mut next: Option<&(dyn std::error::Error + 'static)> = e.source();
+    while let Some(err) = next {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            webpki |= matches!(
                 tls,
                 rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
-            ) {
-                webpki = true;
-            }
-            // io::Error hides its inner error from `source()`: continue from the inner one.
-            source = tls.source();
-            continue;
+            );
         }
-        source = err.source();
+        // io::Error hides the error it wraps from `source()`: step into it explicitly.
+        next = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => {
+                detail.push_str(": ");
+                detail.push_str(&err.to_string());
+                err.source()
+            }
+        };
     }
     let detail = format!("{url}: {detail}");
     if webpki {

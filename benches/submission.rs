@@ -87,7 +87,10 @@ async fn client(
     assert_eq!(read_reply(&mut s).await, 220);
     let tcp = s.into_inner();
     let name = ServerName::try_from(HOST).expect("name");
-    let tls = TlsConnector::from(tls).connect(name, tcp).await.expect("TLS");
+    let tls = TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .expect("TLS");
     let mut s = BufStream::new(tls);
     use base64::Engine;
     let token = base64::engine::general_purpose::STANDARD.encode(format!("\0demo\0{PASSWORD}"));
@@ -199,13 +202,23 @@ fn main() {
         .unwrap_or(0);
     println!("herald submission benchmark");
     println!("  clients            {clients} (STARTTLS + AUTH PLAIN, one connection each)");
-    println!("  messages           {} of 4096 bytes ({spooled} in the spool)", latencies.len());
-    println!("  elapsed            {:.2} s (including TLS and AUTH)", elapsed.as_secs_f64());
+    println!(
+        "  messages           {} of 4096 bytes ({spooled} in the spool)",
+        latencies.len()
+    );
+    println!(
+        "  elapsed            {:.2} s (including TLS and AUTH)",
+        elapsed.as_secs_f64()
+    );
     println!(
         "  throughput         {:.0} accepted messages/s",
         latencies.len() as f64 / elapsed.as_secs_f64()
     );
-    println!("  end of DATA -> 250 p50 {:.2} ms, p99 {:.2} ms", ms(pct(0.50)), ms(pct(0.99)));
+    println!(
+        "  end of DATA -> 250 p50 {:.2} ms, p99 {:.2} ms",
+        ms(pct(0.50)),
+        ms(pct(0.99))
+    );
     println!("  herald RSS         idle {} KB, peak {} KB", idle, peak);
 }
 

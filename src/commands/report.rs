@@ -104,6 +104,8 @@ async fn flush(cfg: &Config) -> anyhow::Result<ExitCode> {
 /// Asks the admin endpoint of a running herald to flush; `None` when none answers.
 async fn ask_running_herald(cfg: &Config) -> Option<FlushSummary> {
     let addr = cfg.admin.listen?;
+    // reqwest is built without a default TLS provider; it needs one even for plain HTTP.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(300))

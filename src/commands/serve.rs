@@ -82,6 +82,10 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
         "shutting down: no new connections; letting sessions finish"
     );
     inbound.shutdown(cfg.server.grace_period).await;
+    // [report] keep the TLS-RPT counts of the last sessions.
+    if let Err(e) = tls_reporter.persist() {
+        tracing::error!("tls-rpt: cannot save pending counts: {e}");
+    }
     tracing::info!("herald stopped");
     Ok(ExitCode::SUCCESS)
 }

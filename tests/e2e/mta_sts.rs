@@ -6,4 +6,5 @@
 mod enforce;
 mod policy;
 mod report;
+mod serve;
 mod world;

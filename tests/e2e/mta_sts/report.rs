@@ -14,7 +14,7 @@ use super::world::{DOMAIN, MxCert, Relay, WAIT, World};
 use crate::support::herald::herald_bin;
 use crate::support::https::{Response, header};
 
-fn gunzip_json(bytes: &[u8]) -> serde_json::Value {
+pub fn gunzip_json(bytes: &[u8]) -> serde_json::Value {
     let mut json = Vec::new();
     flate2::read::GzDecoder::new(bytes)
         .read_to_end(&mut json)
@@ -136,6 +136,10 @@ async fn flush_mails_and_posts_the_gzip_json_report() {
         .expect("report message parses");
     let text = got[0].text();
     assert!(text.contains("TLS-Report-Domain: bank.test"), "{text}");
+    let dkim = message
+        .header_raw("DKIM-Signature")
+        .expect("the report is DKIM-signed");
+    assert!(dkim.contains("d=example.test"), "{dkim}");
     assert!(
         text.contains("TLS-Report-Submitter: example.test"),
         "{text}"

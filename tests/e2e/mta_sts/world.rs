@@ -2,7 +2,7 @@
 //! HTTPS host for its policy and reports (test CA), a receiving MX with a chosen certificate, and
 //! herald's configuration pointing at all of it.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,6 +105,11 @@ impl World {
 
     /// Starts a receiving MX named `host` (an MX of bank.test) presenting `cert`; returns it.
     pub fn start_mx(&self, host: &str, cert: MxCert) -> SmtpSink {
+        self.start_mx_on(crate::support::listener(), host, cert)
+    }
+
+    /// Like [`World::start_mx`] on a given listener (MX hosts of one test share a port).
+    pub fn start_mx_on(&self, listener: TcpListener, host: &str, cert: MxCert) -> SmtpSink {
         let tls = match cert {
             MxCert::Valid => Some(self.ca.server_config(&[host], Validity::Current)),
             MxCert::WrongName => Some(self.ca.server_config(&["other.test"], Validity::Current)),
@@ -112,11 +117,14 @@ impl World {
             MxCert::SelfSigned => Some(crate::support::ca::self_signed_server_config(&[host])),
             MxCert::NoStarttls => None,
         };
-        let sink = SmtpSink::start_any(SinkOptions {
-            tls,
-            hostname: Some(host.to_string()),
-            ..SinkOptions::default()
-        });
+        let sink = SmtpSink::start(
+            listener,
+            SinkOptions {
+                tls,
+                hostname: Some(host.to_string()),
+                ..SinkOptions::default()
+            },
+        );
         let IpAddr::V4(ip) = sink.addr().ip() else {
             panic!("loopback v4 expected");
         };

@@ -208,7 +208,25 @@ impl Engine {
             .entry(domain.clone())
             .or_default()
             .clone();
-        let _turn = gate.lock().await;
+        let resolution = {
+            let _turn = gate.lock().await;
+            self.fetch_in_turn(domain, id, cached).await
+        };
+        // Forget the gate once nobody else holds or waits on it (clones happen under the lock).
+        let mut fetching = lock(&self.fetching);
+        if Arc::strong_count(&gate) <= 2 {
+            fetching.remove(&resolution.domain);
+        }
+        resolution
+    }
+
+    /// Fetches the policy for `id` unless another task just did, or just failed to.
+    async fn fetch_in_turn(
+        self: &Arc<Self>,
+        domain: String,
+        id: String,
+        cached: Option<CachedPolicy>,
+    ) -> Resolution {
         if let Some(entry) = self
             .cache
             .get(&domain)

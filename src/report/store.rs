@@ -89,6 +89,23 @@ impl DayCounts {
         }
     }
 
+    /// Adds the counts of `other` (same domain and day) to these.
+    pub fn merge(&mut self, other: DayCounts) {
+        self.success += other.success;
+        if self.policy_string.is_empty() {
+            self.policy_string = other.policy_string;
+            self.mx_patterns = other.mx_patterns;
+        }
+        for f in other.failures {
+            match self.failures.iter_mut().find(|mine| {
+                mine.result_type == f.result_type && mine.mx_host == f.mx_host && mine.ip == f.ip
+            }) {
+                Some(mine) => mine.count += f.count,
+                None => self.failures.push(f),
+            }
+        }
+    }
+
     /// Total failed sessions.
     pub fn failure_total(&self) -> u64 {
         self.failures.iter().map(|f| f.count).sum()
@@ -250,6 +267,10 @@ mod tests {
         assert_eq!(loaded, counts);
         assert_eq!(day.failure_total(), 2);
         assert_eq!(day.failures[0].detail, "b");
+        let mut merged = day.clone();
+        merged.merge(day);
+        assert_eq!((merged.success, merged.failure_total()), (6, 4));
+        assert_eq!(merged.failures.len(), 1);
     }
 
     #[test]

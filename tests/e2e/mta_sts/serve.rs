@@ -174,3 +174,34 @@ async fn serve_enforces_a_cached_policy_after_a_restart_and_flushes_through_admi
         "{report}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_sends_pending_reports_every_interval() {
+    let w = World::new();
+    w.publish_policy("1", World::enforce());
+    w.dns.set_txt(
+        &format!("_smtp._tls.{DOMAIN}"),
+        &format!(
+            "v=TLSRPTv1; rua=https://reports.{DOMAIN}:{}/tlsrpt",
+            w.https_port
+        ),
+    );
+    w.https.set_response("/tlsrpt", Response::status(200));
+    let (port, mut listeners) = same_port_listeners(1);
+    let mx = w.start_mx_on(listeners.remove(0), "mx1.bank.test", MxCert::Valid);
+    let mut cfg = config(&w, port);
+    let report: toml::Table = toml::from_str(
+        "organization = \"Herald Tests\"\ncontact = \"tlsrpt@example.test\"\ninterval = \"1s\"",
+    )
+    .expect("fragment parses");
+    cfg.insert("report".into(), report.into());
+    let herald = Herald::start(w.dir.path(), cfg);
+    submit(&herald, "periodic").await;
+    tokio::task::block_in_place(|| mx.wait_for_messages(1, WAIT));
+    // No flush command: the periodic task sends the report on its own.
+    let posts = tokio::task::block_in_place(|| w.https.wait_for_posts(1, WAIT));
+    let report = super::report::gunzip_json(&posts[0].2);
+    let summary = &report["policies"][0]["summary"];
+    assert_eq!(summary["total-successful-session-count"], 1, "{report}");
+    assert_eq!(summary["total-failure-session-count"], 0, "{report}");
+}

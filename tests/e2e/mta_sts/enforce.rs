@@ -6,6 +6,7 @@ use mail_auth::report::tlsrpt::ResultType;
 
 use super::world::{DOMAIN, MxCert, Relay, WAIT, World};
 use crate::support::https::Response;
+use crate::support::smtp_sink::same_port_listeners;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enforce_with_a_valid_certificate_delivers_over_tls() {
@@ -66,21 +67,17 @@ async fn enforce_refuses_a_server_without_starttls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enforce_never_tries_an_mx_outside_the_policy() {
     let w = World::new();
-    w.publish_policy(
-        "1",
-        Response::mta_sts_policy("enforce", &["mx1.bank.test"], 86400),
-    );
-    // The only MX is two labels deep under a wildcard-looking name: `*.bank.test` would not
-    // match it either, and the policy names mx1 only.
-    let mx = w.start_mx("a.mx.bank.test", MxCert::Valid);
-    let relay = Relay::start(w.config(mx.addr().port())).await;
+    w.publish_policy("1", World::enforce());
+    // `*.bank.test` matches exactly one label: neither `a.b.bank.test` nor `bank.test` itself,
+    // although both present valid certificates for their names.
+    let (_port, mut listeners) = same_port_listeners(2);
+    let deep = w.start_mx_on(listeners.remove(0), "a.b.bank.test", MxCert::Valid);
+    let apex = w.start_mx_on(listeners.remove(0), DOMAIN, MxCert::Valid);
+    let relay = Relay::start(w.config(deep.addr().port())).await;
     let id = relay.send("wrong mx").await;
     relay.assert_still_queued(&id).await;
-    assert_eq!(
-        mx.connections(),
-        0,
-        "herald connected to an MX outside the policy"
-    );
+    assert_eq!(deep.connections(), 0, "herald connected to a.b.bank.test");
+    assert_eq!(apex.connections(), 0, "herald connected to bank.test");
     let msg = relay.spool.load(&id).expect("queued");
     let reply = msg.state.recipients[0]
         .last_reply

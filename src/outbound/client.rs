@@ -367,10 +367,15 @@ impl Session {
             .iter()
             .map(|r| format!("RCPT TO:<{r}>\r\n"))
             .collect();
+        // With PIPELINING, DATA goes in the same batch (RFC 2920 §3.1): one round trip for
+        // the whole envelope; the server refuses DATA itself when no recipient was accepted.
+        let mut data_reply = None;
         let (mail_reply, rcpt_replies) = if self.ehlo.has_capability(EXT_PIPELINING) {
             let mut cmds = vec![mail];
             cmds.extend(rcpts);
+            cmds.push("DATA\r\n".to_string());
             let mut replies = self.client.cmds(cmds).await.map_err(mail_err)?;
+            data_reply = replies.pop();
             let rest = replies.split_off(1);
             let first = replies.pop().ok_or("no reply to MAIL FROM")?;
             (first, rest)
@@ -386,6 +391,10 @@ impl Session {
         };
         let mail_answer = Answer::from_response(&mail_reply);
         if !mail_answer.is_positive() {
+            if data_reply.as_ref().is_some_and(|r| r.code == 354) {
+                // A server that took DATA anyway: end it empty (no recipient was accepted).
+                self.end_empty_data().await;
+            }
             self.reset(mail_answer.code).await;
             return Ok(Transaction {
                 answers: vec![mail_answer; recipients.len()],
@@ -399,10 +408,16 @@ impl Session {
             .filter(|&i| answers[i].is_positive())
             .collect();
         if accepted.is_empty() {
+            if data_reply.as_ref().is_some_and(|r| r.code == 354) {
+                self.end_empty_data().await;
+            }
             self.reset(0).await;
             return Ok(Transaction { answers });
         }
-        let go = self.client.cmd(b"DATA\r\n").await.map_err(mail_err)?;
+        let go = match data_reply {
+            Some(r) => r,
+            None => self.client.cmd(b"DATA\r\n").await.map_err(mail_err)?,
+        };
         let final_answer = if go.code == 354 {
             self.client.timeout = self.timeouts.data;
             let sent = self.write_data(message).await;
@@ -448,6 +463,13 @@ impl Session {
         })
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "sending data timed out"))?
+    }
+
+    /// Ends a DATA the server should have refused, sending no message.
+    async fn end_empty_data(&mut self) {
+        if self.client.cmd(b".\r\n").await.is_err() {
+            self.broken = true;
+        }
     }
 
     async fn reset(&mut self, code: u16) {

@@ -194,7 +194,7 @@ impl Outbound {
                             job.domain
                         );
                         tracing::warn!(queue_id = %job.queue_id, domain = %job.domain,
-                            policy = directive.label(), reply = %why, "delivery attempt: no MX allowed");
+                            policy = %directive.label(), reply = %why, "delivery attempt: no MX allowed");
                         return all(Verdict::Temporary, Answer::local(451, why), None);
                     }
                 }
@@ -379,7 +379,8 @@ impl Outbound {
             credentials,
         )
         .await;
-        let reportable = matches!(directive, TlsDirective::Sts { .. } | TlsDirective::Required);
+        // TLS-RPT is about a recipient domain's published policy; `require_tls` is our own.
+        let reportable = matches!(directive, TlsDirective::Sts { .. });
         match &first {
             Ok(session) if reportable => {
                 let outcome = match &session.tls {
@@ -454,8 +455,8 @@ fn log_attempt(
         domain = %job.domain,
         mx = %host,
         addr = %addr,
-        tls = tls.map(|t| t.version.as_str()).unwrap_or("none"),
-        policy = directive.label(),
+        tls = %tls.map(|t| t.version.as_str()).unwrap_or("none"),
+        policy = %directive.label(),
         cert_verified = tls.is_some_and(|t| t.verified),
         recipients = job.recipients.len(),
         reply = %replies.join(" | "),

@@ -198,3 +198,28 @@ pub async fn queue_notice(
         kind = ?kind, recipients = failures.len(), "delivery status notification queued");
     Ok(Some(id))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_comes_from_the_reply_or_its_class() {
+        assert_eq!(
+            status_of(&Answer::local(550, "5.1.1 no such user")),
+            "5.1.1"
+        );
+        assert_eq!(status_of(&Answer::local(550, "no such user")), "5.0.0");
+        assert_eq!(status_of(&Answer::local(451, "try later")), "4.0.0");
+        assert_eq!(status_of(&Answer::local(550, "5.1 x")), "5.0.0");
+    }
+
+    #[test]
+    fn header_block_stops_at_the_empty_line() {
+        assert_eq!(
+            header_block(b"A: b\r\nC: d\r\n\r\nbody\r\n"),
+            b"A: b\r\nC: d\r\n"
+        );
+        assert_eq!(header_block(b"A: b\r\n"), b"A: b\r\n");
+    }
+}

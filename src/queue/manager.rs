@@ -450,7 +450,9 @@ async fn finish_round(
             tracing::error!(queue_id = %id, error = %e, "cannot remove the finished message");
         }
         inner.table().entries.remove(id);
-        tracing::debug!(queue_id = %id, "message finished and removed from the spool");
+        tracing::info!(
+            "queue {id} finished: every recipient delivered or failed; removed from the spool"
+        );
         return;
     }
     let state = msg.state.clone();
@@ -467,4 +469,18 @@ async fn finish_round(
     }
     drop(table);
     inner.wake.notify_one();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_wait_repeats() {
+        let s = [Duration::from_secs(60), Duration::from_secs(300)];
+        assert_eq!(retry_wait(&s, 1), Duration::from_secs(60));
+        assert_eq!(retry_wait(&s, 2), Duration::from_secs(300));
+        assert_eq!(retry_wait(&s, 9), Duration::from_secs(300));
+        assert_eq!(retry_wait(&s, 0), Duration::from_secs(60));
+    }
 }

@@ -630,3 +630,13 @@ fn app_commands_hash_passwords_and_print_config_blocks() {
         .expect("run herald");
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn shipped_configs_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for f in ["config/herald.toml", "config/production.example.toml"] {
+        if let Err(e) = herald::config::Config::load(&root.join(f)) {
+            panic!("{f}: {e}");
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! Delivery benchmark (not a test), end to end: N concurrent apps submit over STARTTLS + AUTH
+//! PLAIN, herald signs, spools and delivers to a loopback MX found through a loopback DNS
+//! server. Prints messages per second from the first submission to the last delivery, p50/p99
+//! from the `250` after DATA to the message's arrival at the MX, and herald's peak RSS.
+//!
+//! `cargo bench --bench delivery` — tune with BENCH_CLIENTS (50), BENCH_MESSAGES (5000),
+//! BENCH_SIZE (4096 bytes), BENCH_KEY (`ed25519` or `rsa`), BENCH_PER_HOST (connections to the
+//! MX, default herald's 5).
+
+#[allow(dead_code)]
+#[path = "../tests/support/ca.rs"]
+mod ca;
+#[allow(dead_code)]
+#[path = "../tests/support/dns.rs"]
+mod dns;
+#[allow(dead_code)]
+#[path = "../tests/support/thread.rs"]
+mod thread;
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufStream};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+const HOST: &str = "herald.example.test";
+const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$zA5vYMcCkDhLQVFEzC4Qqw$vxgT1HYpAVKwOLDPh8nIyq2pdL3OYKSnQWp6v9egT/I";
+const PASSWORD: &str = "herald-demo-password";
+
+/// Used by the included DNS server to pick its address.
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn message(i: usize, size: usize) -> String {
+    let mut m = format!(
+        "From: Bench <bench@example.test>\r\nTo: r@example.org\r\nSubject: bench {i}\r\n\
+         Message-ID: <{i}@bench.example.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\n"
+    );
+    let line = "The quick brown fox jumps over the lazy dog, again and again and again.\r\n";
+    while m.len() + line.len() <= size {
+        m.push_str(line);
+    }
+    m
+}
+
+async fn read_reply<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut BufStream<S>,
+) -> u16 {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if s.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return 0;
+        }
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+        }
+    }
+}
+
+/// The times each message was accepted (250 after DATA) and delivered, by index.
+struct Times {
+    accepted: Mutex<Vec<Option<Instant>>>,
+    delivered: Mutex<Vec<Option<Instant>>>,
+    delivered_count: AtomicUsize,
+    done: tokio::sync::Notify,
+    total: usize,
+}
+
+/// One app: STARTTLS, AUTH, then messages until none are left.
+async fn submitter(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    next: Arc<AtomicUsize>,
+    times: Arc<Times>,
+    size: usize,
+) {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    let mut s = BufStream::new(tcp);
+    assert_eq!(read_reply(&mut s).await, 220);
+    s.write_all(b"EHLO bench.test\r\nSTARTTLS\r\n")
+        .await
+        .expect("write");
+    s.flush().await.expect("flush");
+    assert_eq!(read_reply(&mut s).await, 250);
+    assert_eq!(read_reply(&mut s).await, 220);
+    let tls = TlsConnector::from(tls)
+        .connect(ServerName::try_from(HOST).expect("name"), s.into_inner())
+        .await
+        .expect("TLS");
+    let mut s = BufStream::new(tls);
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("\0demo\0{PASSWORD}"));
+    s.write_all(format!("EHLO bench.test\r\nAUTH PLAIN {token}\r\n").as_bytes())
+        .await
+        .expect("write");
+    s.flush().await.expect("flush");
+    assert_eq!(read_reply(&mut s).await, 250);
+    assert_eq!(read_reply(&mut s).await, 235, "AUTH");
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= times.total {
+            break;
+        }
+        s.write_all(b"MAIL FROM:<bench@example.test>\r\nRCPT TO:<r@example.org>\r\nDATA\r\n")
+            .await
+            .expect("write");
+        s.flush().await.expect("flush");
+        for want in [250, 250, 354] {
+            assert_eq!(read_reply(&mut s).await, want);
+        }
+        s.write_all(message(i, size).as_bytes())
+            .await
+            .expect("write");
+        s.write_all(b".\r\n").await.expect("write");
+        s.flush().await.expect("flush");
+        assert_eq!(read_reply(&mut s).await, 250, "message accepted");
+        times.accepted.lock().expect("lock")[i] = Some(Instant::now());
+    }
+    let _ = s.write_all(b"QUIT\r\n").await;
+    let _ = s.flush().await;
+}
+
+/// The receiving MX: PIPELINING, no TLS; records when each message arrives.
+async fn mx_session(stream: TcpStream, times: Arc<Times>) {
+    let mut r = tokio::io::BufReader::new(stream);
+    let mut out: Vec<u8> = b"220 mx.example.org ESMTP bench sink\r\n".to_vec();
+    let mut line = Vec::new();
+    loop {
+        // Pipelined commands are answered together, once nothing more is buffered.
+        if !out.is_empty() && r.buffer().is_empty() {
+            if r.get_mut().write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        line.clear();
+        if r.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let upper = line.to_ascii_uppercase();
+        if upper.starts_with(b"EHLO") {
+            out.extend_from_slice(
+                b"250-mx.example.org\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 0\r\n",
+            );
+        } else if upper.starts_with(b"DATA") {
+            out.extend_from_slice(b"354 go ahead\r\n");
+            if r.get_mut().write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+            let mut index = None;
+            loop {
+                line.clear();
+                if r.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                if line == b".\r\n" {
+                    break;
+                }
+                if index.is_none()
+                    && let Some(rest) = line.strip_prefix(b"Message-ID: <")
+                {
+                    index = std::str::from_utf8(rest)
+                        .ok()
+                        .and_then(|r| r.split('@').next())
+                        .and_then(|n| n.parse::<usize>().ok());
+                }
+            }
+            if let Some(i) = index.filter(|&i| i < times.total) {
+                let mut d = times.delivered.lock().expect("lock");
+                if d[i].is_none() {
+                    d[i] = Some(Instant::now());
+                    if times.delivered_count.fetch_add(1, Ordering::SeqCst) + 1 == times.total {
+                        times.done.notify_one();
+                    }
+                }
+            }
+            out.extend_from_slice(b"250 2.0.0 queued\r\n");
+        } else if upper.starts_with(b"QUIT") {
+            let _ = r.get_mut().write_all(b"221 bye\r\n").await;
+            return;
+        } else {
+            out.extend_from_slice(b"250 OK\r\n");
+        }
+    }
+}
+
+fn main() {
+    let clients = env_num("BENCH_CLIENTS", 50);
+    let total = env_num("BENCH_MESSAGES", 5_000);
+    let size = env_num("BENCH_SIZE", 4096);
+    let per_host = env_num("BENCH_PER_HOST", 5);
+    let key = std::env::var("BENCH_KEY").unwrap_or_else(|_| "ed25519".into());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path().display().to_string();
+    let ca = ca::TestCa::new();
+    let (cert, tls_key) = ca.issue(&[HOST], ca::Validity::Current);
+    std::fs::write(dir.path().join("herald.crt"), cert).expect("cert");
+    std::fs::write(dir.path().join("herald.key"), tls_key).expect("key");
+
+    let mx = TcpListener::bind((Ipv4Addr::new(127, 0, 0, 1), 0)).expect("bind MX");
+    let mx_addr = mx.local_addr().expect("MX addr");
+    let dns = dns::DnsServer::start();
+    dns.add_mx("example.org", 10, "mx.example.org");
+    dns.add_a("mx.example.org", Ipv4Addr::new(127, 0, 0, 1));
+
+    let times = Arc::new(Times {
+        accepted: Mutex::new(vec![None; total]),
+        delivered: Mutex::new(vec![None; total]),
+        delivered_count: AtomicUsize::new(0),
+        done: tokio::sync::Notify::new(),
+        total,
+    });
+    let sink_times = times.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("sink runtime");
+        rt.block_on(async move {
+            mx.set_nonblocking(true).expect("nonblocking");
+            let listener = tokio::net::TcpListener::from_std(mx).expect("listener");
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(mx_session(stream, sink_times.clone()));
+            }
+        });
+    });
+
+    let submission = free_addr();
+    let config = format!(
+        "[server]\nhostname = \"{HOST}\"\ndata_dir = \"{d}\"\nlog_level = \"warn\"\n\
+         [smtp]\nsubmission = \"{submission}\"\nmax_connections_per_ip = 1000\n\
+         [tls]\ncert = \"{d}/herald.crt\"\nkey = \"{d}/herald.key\"\n\
+         [apps.demo]\npassword_hash = \"{HASH}\"\nsenders = [\"@example.test\"]\nrate_limit = 0\n\
+         [dkim]\nallow_dev_keys = true\n\
+         [[dkim.keys]]\ndomain = \"example.test\"\nselector = \"bench\"\nalgorithm = \"{key}\"\n\
+         file = \"{d}/keys/bench.pem\"\n\
+         [dns]\nservers = [\"{dns}\"]\n\
+         [delivery]\nport = {port}\nmax_connections_per_host = {per_host}\n",
+        dns = dns.addr,
+        port = mx_addr.port(),
+    );
+    let config_path = dir.path().join("herald.toml");
+    std::fs::write(&config_path, config).expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("--config")
+        .arg(&config_path)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env("RUST_LOG", "warn,herald=info")
+        .spawn()
+        .expect("start herald");
+    let pid = child.id();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("herald ready") {
+                let _ = ready_tx.send(());
+            }
+            if line.contains("WARN") || line.contains("ERROR") {
+                eprintln!("[herald] {line}");
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("herald ready");
+    let idle = rss_kb(pid, "VmRSS:");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let tls = ca.client_config_trusting();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let finished = rt.block_on(async {
+        let done = times.done.notified();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        let tasks: Vec<_> = (0..clients)
+            .map(|_| {
+                tokio::spawn(submitter(
+                    submission,
+                    tls.clone(),
+                    next.clone(),
+                    times.clone(),
+                    size,
+                ))
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("submitter");
+        }
+        let submitted = started.elapsed();
+        if times.delivered_count.load(Ordering::SeqCst) < total {
+            tokio::time::timeout(Duration::from_secs(600), done)
+                .await
+                .expect("every message delivered within 10 minutes");
+        }
+        submitted
+    });
+    let elapsed = started.elapsed();
+    let peak = rss_kb(pid, "VmHWM:");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let accepted = times.accepted.lock().expect("lock");
+    let delivered = times.delivered.lock().expect("lock");
+    let mut latencies: Vec<Duration> = accepted
+        .iter()
+        .zip(delivered.iter())
+        .filter_map(|(a, d)| Some(d.as_ref()?.saturating_duration_since(*a.as_ref()?)))
+        .collect();
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    println!("herald delivery benchmark (end to end)");
+    println!(
+        "  clients            {clients} (STARTTLS + AUTH PLAIN), DKIM {key}, {per_host} connection(s) to the MX"
+    );
+    println!("  messages           {total} of {size} bytes");
+    println!(
+        "  submitted in       {:.2} s; last delivered after {:.2} s",
+        finished.as_secs_f64(),
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  throughput         {:.0} messages/s (first submission to last delivery)",
+        total as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "  250 -> delivered   p50 {:.2} ms, p99 {:.2} ms",
+        pct(0.50).as_secs_f64() * 1000.0,
+        pct(0.99).as_secs_f64() * 1000.0
+    );
+    println!("  herald RSS         idle {idle} KB, peak {peak} KB");
+}

@@ -13,6 +13,7 @@ use mail_auth::report::tlsrpt::{ResultType, TlsReport};
 use serde::{Deserialize, Serialize};
 
 use crate::mta_sts::cache::write_atomic;
+use crate::queue::unix_now;
 
 /// One policy domain's sessions on one UTC day.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,13 +154,24 @@ impl ReportDir {
 
     /// Reads the pending counts (empty when none were saved).
     pub fn load_counts(&self) -> io::Result<Counts> {
-        let list: Vec<DayCounts> = match fs::read(self.counts_path()) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: {e}", self.counts_path().display()),
-                )
-            })?,
+        let path = self.counts_path();
+        let list: Vec<DayCounts> = match fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(list) => list,
+                Err(e) => {
+                    // Never written this way (writes are atomic); keep it for inspection and
+                    // start counting afresh rather than refuse to start.
+                    let aside = path.with_extension(format!("json.unreadable-{}", unix_now()));
+                    fs::rename(&path, &aside)?;
+                    tracing::error!(
+                        "tls-rpt: {} is unreadable ({e}); moved to {} and starting with no \
+                         pending counts",
+                        path.display(),
+                        aside.display()
+                    );
+                    Vec::new()
+                }
+            },
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
@@ -271,6 +283,19 @@ mod tests {
         merged.merge(day);
         assert_eq!((merged.success, merged.failure_total()), (6, 4));
         assert_eq!(merged.failures.len(), 1);
+    }
+
+    #[test]
+    fn unreadable_counts_are_set_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("counts.json"), b"{garbage").expect("write");
+        let store = ReportDir::new(dir.path());
+        assert!(store.load_counts().expect("load").is_empty());
+        let aside = fs::read_dir(dir.path())
+            .expect("dir")
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().contains("unreadable"));
+        assert!(aside);
     }
 
     #[test]

@@ -151,3 +151,10 @@ async fn a_malformed_policy_is_invalid() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_not_served_as_text_plain_is_invalid() {
+    let mut html = World::enforce();
+    html.content_type = "text/html".into();
+    unusable_policy(html, ResultType::StsPolicyInvalid).await;
+}

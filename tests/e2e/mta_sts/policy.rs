@@ -29,6 +29,9 @@ async fn the_cache_survives_a_restart_and_an_outage_of_the_policy_host() {
     w.publish_policy("1", World::enforce());
     let first = resolver(&w).resolve(DOMAIN).await;
     assert!(matches!(first.source, Source::Fetched), "{first:?}");
+    let request = &w.https.requests()[0];
+    assert_eq!(request.sni.as_deref(), Some("mta-sts.bank.test"));
+    assert_eq!(request.path, POLICY_PATH);
 
     // Restart while the policy host is down and a new id is announced: the cached, unexpired
     // policy keeps being enforced.

@@ -220,3 +220,31 @@ fn sts_show_prints_the_policy_online_and_from_the_cache() {
     assert_eq!(code, Some(1), "{bad}");
     assert!(bad.contains("not fetchable (sts-webpki-invalid)"), "{bad}");
 }
+
+#[tokio::test]
+async fn a_policy_host_that_never_answers_is_a_fetch_error_after_the_timeout() {
+    let w = World::new();
+    // A listener nobody accepts on: the TCP handshake completes, TLS never does.
+    let silent = (0..1000)
+        .find_map(|_| std::net::TcpListener::bind((crate::support::free_ip(), w.https_port)).ok())
+        .expect("a loopback IP with the policy port free");
+    let std::net::IpAddr::V4(ip) = silent.local_addr().expect("addr").ip() else {
+        panic!("loopback v4 expected");
+    };
+    w.dns.set_txt("_mta-sts.slow.test", "v=STSv1; id=1");
+    w.dns.add_a("mta-sts.slow.test", ip);
+    let mut cfg = w.config(25);
+    cfg.mta_sts.fetch_timeout = std::time::Duration::from_secs(1);
+    let r = StsResolver::new(&cfg)
+        .expect("resolver")
+        .resolve("slow.test")
+        .await;
+    let Source::Failed(e) = r.source else {
+        panic!("expected a fetch failure: {r:?}");
+    };
+    assert_eq!(
+        e.result_type,
+        mail_auth::report::tlsrpt::ResultType::StsPolicyFetchError
+    );
+    assert!(e.detail.contains("timed out"), "{}", e.detail);
+}

@@ -56,6 +56,8 @@ pub enum TlsOutcome {
 pub struct TlsReporter {
     shared: Arc<Shared>,
     writer: Option<mpsc::Sender<()>>,
+    /// `[report] enabled`: when off, nothing is counted.
+    enabled: bool,
 }
 
 struct Shared {
@@ -81,6 +83,7 @@ impl Default for TlsReporter {
                 },
             }),
             writer: None,
+            enabled: true,
         }
     }
 }
@@ -121,6 +124,7 @@ impl TlsReporter {
         Ok(TlsReporter {
             shared,
             writer: Some(tx),
+            enabled: cfg.report.enabled,
         })
     }
 
@@ -164,6 +168,9 @@ impl TlsReporter {
     }
 
     fn update(&self, domain: &str, change: impl FnOnce(&mut DayCounts)) {
+        if !self.enabled {
+            return;
+        }
         let day = day_of(unix_now() as i64);
         {
             let mut counts = self.shared.lock_counts();

@@ -25,20 +25,42 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (spool, arrivals) = Spool::open_dir(&cfg.spool_dir())?;
     let _ = (&signer, &spool);
 
+    // [report] MTA-STS resolver and TLS-RPT reporter, shared with delivery (pass `sts` and
+    // `tls_reporter` to outbound; the admin route POST /report/flush calls
+    // `crate::report::flush(&tls_reporter, &report_sender)`); reports sent every interval.
+    let tls_reporter = Arc::new(crate::report::TlsReporter::open(&cfg)?);
+    let sts = Arc::new(crate::mta_sts::StsResolver::new(&cfg)?.with_reporter(tls_reporter.clone()));
+    let report_sender = Arc::new(crate::report::send::ReportSender::new(
+        &cfg,
+        spool.clone(),
+        signer.clone(),
+    )?);
+    if cfg.report.enabled {
+        crate::report::spawn_periodic(
+            tls_reporter.clone(),
+            report_sender.clone(),
+            cfg.report.interval,
+        );
+    }
+
     // [delivery] start the queue manager here with `spool` and `arrivals`.
     let queue = crate::queue::manager::QueueManager::start(
         cfg.clone(),
         spool.clone(),
         arrivals,
         signer.clone(),
-        Arc::new(crate::mta_sts::StsResolver::new(&cfg)?),
-        Arc::new(crate::report::TlsReporter::default()),
+        sts.clone(),
+        tls_reporter.clone(),
     )
     .await?;
 
     // [admin] start the admin HTTP endpoint here.
     if let Some(listen) = cfg.admin.listen {
-        crate::admin::start(listen, crate::admin::router(queue.clone())).await?;
+        let router = crate::admin::router(queue.clone()).merge(crate::report::routes(
+            tls_reporter.clone(),
+            report_sender.clone(),
+        ));
+        crate::admin::start(listen, router).await?;
     }
 
     // [dns_server] start the authoritative DNS listener here.
@@ -60,6 +82,10 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
         "shutting down: no new connections; letting sessions finish"
     );
     inbound.shutdown(cfg.server.grace_period).await;
+    // [report] keep the TLS-RPT counts of the last sessions.
+    if let Err(e) = tls_reporter.persist() {
+        tracing::error!("tls-rpt: cannot save pending counts: {e}");
+    }
     tracing::info!("herald stopped");
     Ok(ExitCode::SUCCESS)
 }

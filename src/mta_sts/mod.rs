@@ -4,11 +4,19 @@
 //! Interface used by outbound (keep it stable): [`TlsDirective`], [`Policy::matches_mx`],
 //! [`StsResolver::new`], [`StsResolver::directive_for`].
 //!
-//! STUB: no policy discovery yet — only `[delivery] require_tls`. The MTA-STS work fills it in.
+//! The path of one decision: [`discover`] the `_mta-sts` TXT id, compare it with the [`cache`],
+//! [`fetch`] and [`policy::parse`] the policy file when needed, then turn the policy (or the
+//! `[delivery] require_tls` settings) into a [`TlsDirective`].
+
+pub mod cache;
+pub mod discover;
+pub mod fetch;
+pub mod policy;
+mod resolve;
 
 use std::sync::Arc;
 
-use crate::config::Config;
+pub use resolve::{Resolution, Source, StsResolver};
 
 /// Policy mode (RFC 8461 §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -98,37 +106,6 @@ impl TlsDirective {
             TlsDirective::Required => true,
             TlsDirective::Sts { policy, .. } => policy.mode == Mode::Enforce,
             _ => false,
-        }
-    }
-}
-
-/// Decides the TLS directive for recipient domains (MTA-STS, then `require_tls`).
-pub struct StsResolver {
-    require_tls: bool,
-    require_tls_domains: Vec<String>,
-}
-
-impl StsResolver {
-    /// Builds the resolver from configuration (policy cache, HTTPS client, DNS).
-    pub fn new(cfg: &Config) -> anyhow::Result<StsResolver> {
-        Ok(StsResolver {
-            require_tls: cfg.delivery.require_tls,
-            require_tls_domains: cfg
-                .delivery
-                .require_tls_domains
-                .iter()
-                .map(|d| d.to_ascii_lowercase())
-                .collect(),
-        })
-    }
-
-    /// The directive for a recipient domain.
-    pub async fn directive_for(&self, domain: &str) -> TlsDirective {
-        let domain = domain.to_ascii_lowercase();
-        if self.require_tls || self.require_tls_domains.contains(&domain) {
-            TlsDirective::Required
-        } else {
-            TlsDirective::Opportunistic
         }
     }
 }

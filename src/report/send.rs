@@ -1,0 +1,208 @@
+//! Sending a built report to every `rua` of the domain's `_smtp._tls` record (RFC 8460 §3, §5):
+//! `mailto:` as a DKIM-signed `multipart/report; report-type=tlsrpt` message stored in herald's
+//! own spool (so the queue delivers and retries it), `https:` as a POST of
+//! `application/tlsrpt+gzip`.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mail_auth::MessageAuthenticator;
+use mail_auth::mta_sts::ReportUri;
+
+use super::build::gzip_json;
+use super::store::OutboxItem;
+use crate::config::Config;
+use crate::mta_sts::{discover, fetch};
+use crate::queue::spool::Spool;
+use crate::queue::{Envelope, unix_now};
+use crate::signing::Signer;
+
+/// How long an HTTPS report upload may take.
+const POST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What became of one report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Every `rua` received it (queued for `mailto:`, accepted for `https:`).
+    Sent(Vec<String>),
+    /// The domain publishes no usable `_smtp._tls` record: nobody to send to.
+    NoRecipient,
+    /// Some destinations failed; the report is kept and retried at the next flush.
+    Retry(String),
+}
+
+/// Everything needed to send reports: DNS, the HTTPS client, the spool and the DKIM signer.
+pub struct ReportSender {
+    auth: Arc<MessageAuthenticator>,
+    client: reqwest::Client,
+    spool: Spool,
+    signer: Arc<Signer>,
+    hostname: String,
+    /// `From:` and MAIL FROM of report messages.
+    pub from: String,
+    /// `TLS-Report-Submitter`: herald's domain.
+    pub submitter: String,
+}
+
+impl ReportSender {
+    /// Builds the sender; `spool` and `signer` are the ones `herald serve` uses (or, offline,
+    /// the spool directory opened directly).
+    pub fn new(cfg: &Config, spool: Spool, signer: Arc<Signer>) -> anyhow::Result<ReportSender> {
+        let auth = Arc::new(crate::resolver::authenticator(&cfg.dns)?);
+        let client = fetch::https_client(cfg, auth.clone(), POST_TIMEOUT)?;
+        let submitter = submitter_domain(&cfg.server.hostname);
+        let contact = cfg.report.contact.trim();
+        let contact = contact.strip_prefix("mailto:").unwrap_or(contact);
+        let from = if contact.contains('@') {
+            contact.to_string()
+        } else {
+            format!("noreply@{submitter}")
+        };
+        Ok(ReportSender {
+            auth,
+            client,
+            spool,
+            signer,
+            hostname: cfg.server.hostname.clone(),
+            from,
+            submitter,
+        })
+    }
+
+    /// Sends `item` to every `rua` not yet served, recording each success in `item.delivered`.
+    pub async fn send(&self, item: &mut OutboxItem) -> SendOutcome {
+        let record = match discover::tlsrpt(&self.auth, &item.domain).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return SendOutcome::NoRecipient,
+            Err(e) => return SendOutcome::Retry(e),
+        };
+        let bytes = match gzip_json(&item.report) {
+            Ok(bytes) => bytes,
+            Err(e) => return SendOutcome::Retry(format!("cannot compress the report: {e}")),
+        };
+        let mut errors = Vec::new();
+        let mut mailto = Vec::new();
+        for uri in &record.rua {
+            match uri {
+                ReportUri::Mail(addr) => {
+                    let addr = addr
+                        .split('?')
+                        .next()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string();
+                    let key = format!("mailto:{addr}");
+                    if addr.contains('@') && !item.delivered.contains(&key) {
+                        mailto.push(addr);
+                    }
+                }
+                ReportUri::Http(url) => {
+                    if item.delivered.contains(url) {
+                        continue;
+                    }
+                    match self.post(url, &bytes).await {
+                        Ok(()) => item.delivered.push(url.clone()),
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+        }
+        if !mailto.is_empty() {
+            match self.queue_mail(item, &mailto, &bytes).await {
+                Ok(()) => item
+                    .delivered
+                    .extend(mailto.iter().map(|a| format!("mailto:{a}"))),
+                Err(e) => errors.push(e),
+            }
+        }
+        if errors.is_empty() {
+            SendOutcome::Sent(item.delivered.clone())
+        } else {
+            SendOutcome::Retry(errors.join("; "))
+        }
+    }
+
+    async fn post(&self, url: &str, bytes: &[u8]) -> Result<(), String> {
+        let response = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/tlsrpt+gzip")
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .map_err(|e| format!("POST {url}: {e}"))?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("POST {url}: answered {}", response.status()))
+        }
+    }
+
+    async fn queue_mail(
+        &self,
+        item: &OutboxItem,
+        to: &[String],
+        bytes: &[u8],
+    ) -> Result<(), String> {
+        let mut message = Vec::with_capacity(bytes.len() * 2 + 2048);
+        item.report
+            .write_rfc5322_from_bytes(
+                &item.domain,
+                &self.submitter,
+                self.from.as_str(),
+                to.iter().map(String::as_str),
+                bytes,
+                &mut message,
+            )
+            .map_err(|e| format!("cannot write the report message: {e}"))?;
+        let signed = self.signer.sign(message).await.map_err(|reply| {
+            format!(
+                "cannot DKIM-sign the report from {} ({reply:?}); configure a DKIM key for \
+                 its domain or set [report] contact to an address at a signed domain",
+                self.from
+            )
+        })?;
+        let envelope = Envelope {
+            app: None,
+            mail_from: self.from.clone(),
+            mail_from_params: Vec::new(),
+            recipients: to.to_vec(),
+            received_at: unix_now(),
+            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            helo: self.hostname.clone(),
+            tls: None,
+        };
+        let id = self
+            .spool
+            .store(envelope, signed)
+            .await
+            .map_err(|e| format!("cannot spool the report message: {e}"))?;
+        tracing::info!(
+            queue_id = %id,
+            domain = %item.domain,
+            to = %to.join(", "),
+            report_id = %item.report.report_id,
+            "tls-rpt report queued"
+        );
+        Ok(())
+    }
+}
+
+/// The domain herald reports as: the registrable domain of its host name.
+pub fn submitter_domain(hostname: &str) -> String {
+    let host = hostname.trim_end_matches('.').to_ascii_lowercase();
+    psl::domain_str(&host).map(str::to_string).unwrap_or(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn submitter_is_the_registrable_domain() {
+        assert_eq!(submitter_domain("herald.example.test"), "example.test");
+        assert_eq!(submitter_domain("mx.relay.example.co.uk."), "example.co.uk");
+        assert_eq!(submitter_domain("localhost"), "localhost");
+    }
+}

@@ -1,0 +1,521 @@
+//! The DNS records an operator publishes for herald: the SPF include, and per signing domain
+//! the DKIM keys, the SPF record, a starting DMARC record and the TLS-RPT record.
+//!
+//! One builder ([`build`]) feeds three outputs so they never disagree: `herald dns` (zone-file
+//! text or JSON), the admin endpoint's `/dns` ([`render_json`]) and the authoritative listener
+//! ([`served_names`]).
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::signing::PublishedKey;
+
+/// TTL suggested for every record (one hour: short enough to fix mistakes quickly).
+pub const DEFAULT_TTL: u32 = 3600;
+
+/// Longest character-string in a TXT record (RFC 1035 §3.3).
+pub const TXT_STRING_MAX: usize = 255;
+
+/// What a record is for; lets tools and the listener pick records without parsing comments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Purpose {
+    /// Herald's own SPF include (`_spf.relay.example.net`).
+    SpfInclude,
+    /// A DKIM public key at `<selector>._domainkey.<domain>`.
+    Dkim,
+    /// The SPF record a signing domain carries.
+    Spf,
+    /// The starting DMARC record at `_dmarc.<domain>`.
+    Dmarc,
+    /// The TLS-RPT record at `_smtp._tls.<domain>`.
+    TlsRpt,
+}
+
+/// One TXT record to publish.
+#[derive(Debug, Clone, Serialize)]
+pub struct DnsRecord {
+    /// The zone the record most likely belongs in (the signing domain, or the include's
+    /// parent), used to group the output.
+    pub zone: String,
+    /// Fully qualified owner name, without the trailing dot.
+    pub name: String,
+    /// Always `TXT` today; kept explicit for JSON consumers.
+    #[serde(rename = "type")]
+    pub rtype: &'static str,
+    /// Suggested TTL in seconds.
+    pub ttl: u32,
+    /// The record's text as resolvers concatenate it.
+    pub value: String,
+    /// The value split into ≤255-byte character-strings, as it goes on the wire.
+    pub strings: Vec<String>,
+    /// What the record is for.
+    pub purpose: Purpose,
+    /// For DKIM records: whether herald signs with the key now (false: retiring).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+    /// Advice for the operator (printed as a comment in zone output).
+    pub note: String,
+}
+
+/// Every record to publish, with the warnings the operator must read.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordSet {
+    /// The include name (`[spf] include`), empty when not configured.
+    pub include: String,
+    /// Herald's egress addresses listed in the include.
+    pub addresses: Vec<IpNet>,
+    /// True when the addresses were read from the host's interfaces rather than configured.
+    pub addresses_guessed: bool,
+    /// The records, grouped by zone in output order.
+    pub records: Vec<DnsRecord>,
+    /// Problems the operator must look at before publishing.
+    pub warnings: Vec<String>,
+}
+
+/// Herald's egress addresses: `[spf] addresses`, or the host's global addresses when none are
+/// configured (second value true: they must be confirmed by the operator).
+pub fn egress_addresses(cfg: &Config) -> (Vec<IpNet>, bool) {
+    if !cfg.spf.addresses.is_empty() {
+        return (cfg.spf.addresses.clone(), false);
+    }
+    let found = host_global_addresses()
+        .into_iter()
+        .map(IpNet::from)
+        .collect();
+    (found, true)
+}
+
+/// The SPF mechanisms for a list of networks: `ip4:203.0.113.10 ip6:2001:db8::/64`.
+pub fn ip_mechanisms(addresses: &[IpNet]) -> Vec<String> {
+    addresses
+        .iter()
+        .map(|net| {
+            let kind = match net {
+                IpNet::V4(_) => "ip4",
+                IpNet::V6(_) => "ip6",
+            };
+            if net.prefix_len() == net.max_prefix_len() {
+                format!("{kind}:{}", net.addr())
+            } else {
+                format!("{kind}:{}", net.trunc())
+            }
+        })
+        .collect()
+}
+
+/// The include record's value: `v=spf1 ip4:… ip6:… -all`.
+pub fn include_value(cfg: &Config, addresses: &[IpNet]) -> String {
+    let mut parts = vec!["v=spf1".to_string()];
+    parts.extend(ip_mechanisms(addresses));
+    parts.push(cfg.spf.qualifier.clone());
+    parts.join(" ")
+}
+
+/// The SPF record a signing domain should carry.
+pub fn domain_spf_value(cfg: &Config, addresses: &[IpNet]) -> String {
+    if cfg.spf.include.is_empty() {
+        let mut parts = vec!["v=spf1".to_string()];
+        parts.extend(ip_mechanisms(addresses));
+        parts.push("~all".into());
+        parts.join(" ")
+    } else {
+        format!("v=spf1 include:{} ~all", normalize_name(&cfg.spf.include))
+    }
+}
+
+/// A `mailto:` URI from a configured address that may or may not carry the scheme.
+pub fn mailto(address: &str) -> String {
+    let a = address.trim();
+    if a.contains(':') {
+        a.to_string()
+    } else {
+        format!("mailto:{a}")
+    }
+}
+
+/// The starting DMARC record: `p=none` with reports to `[spf] dmarc_rua`.
+pub fn dmarc_value(cfg: &Config) -> String {
+    match cfg.spf.dmarc_rua.as_deref().filter(|s| !s.trim().is_empty()) {
+        Some(rua) => format!("v=DMARC1; p=none; rua={}", mailto(rua)),
+        None => "v=DMARC1; p=none".into(),
+    }
+}
+
+/// Splits a TXT value into character-strings of at most 255 bytes, never inside a UTF-8
+/// character.
+pub fn split_txt(value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for ch in value.chars() {
+        if current.len() + ch.len_utf8() > TXT_STRING_MAX {
+            out.push(std::mem::take(&mut current));
+        }
+        current.push(ch);
+    }
+    if !current.is_empty() || out.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// Lower-cases a DNS name and drops a trailing dot.
+pub fn normalize_name(name: &str) -> String {
+    name.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The zone a name most likely lives in: its parent (the include `_spf.relay.example.net`
+/// goes in `relay.example.net`).
+fn parent_zone(name: &str) -> String {
+    match name.split_once('.') {
+        Some((_, parent)) if parent.contains('.') => parent.to_string(),
+        _ => name.to_string(),
+    }
+}
+
+/// Every signing domain: configured keys and keys the signer reports, sorted.
+fn signing_domains(cfg: &Config, keys: &[PublishedKey]) -> BTreeSet<String> {
+    cfg.dkim
+        .keys
+        .iter()
+        .map(|k| normalize_name(&k.domain))
+        .chain(keys.iter().map(|k| normalize_name(&k.domain)))
+        .collect()
+}
+
+fn txt(zone: &str, name: String, value: String, purpose: Purpose, note: String) -> DnsRecord {
+    DnsRecord {
+        zone: zone.to_string(),
+        name,
+        rtype: "TXT",
+        ttl: DEFAULT_TTL,
+        strings: split_txt(&value),
+        value,
+        purpose,
+        active: None,
+        note,
+    }
+}
+
+/// Builds every record to publish; `only_domain` keeps the include and that domain's records.
+pub fn build(cfg: &Config, keys: &[PublishedKey], only_domain: Option<&str>) -> RecordSet {
+    let (addresses, guessed) = egress_addresses(cfg);
+    let include = normalize_name(&cfg.spf.include);
+    let mut warnings = Vec::new();
+    if guessed {
+        if addresses.is_empty() {
+            warnings.push(
+                "[spf] addresses is empty and this host has no global address: the SPF \
+                 records below authorize nothing; set [spf] addresses to herald's public \
+                 egress addresses"
+                    .into(),
+            );
+        } else {
+            warnings.push(format!(
+                "[spf] addresses is empty, so these addresses were read from this host's \
+                 interfaces: {}; confirm they are the addresses herald's mail leaves from \
+                 (NAT changes them) and set [spf] addresses",
+                ip_mechanisms(&addresses).join(" ")
+            ));
+        }
+    }
+    let mut records = Vec::new();
+    if include.is_empty() {
+        warnings.push(
+            "[spf] include is not set: each domain's SPF record lists herald's addresses \
+             directly; set it (e.g. _spf.relay.example.net) so every domain references one \
+             include that follows herald's addresses"
+                .into(),
+        );
+    } else {
+        records.push(txt(
+            &parent_zone(&include),
+            include.clone(),
+            include_value(cfg, &addresses),
+            Purpose::SpfInclude,
+            format!(
+                "herald's SPF include: the addresses herald sends from. Every domain \
+                 references it with include:{include}. To let herald serve it, delegate \
+                 {include} with an NS record to herald's [dns_server] listener instead."
+            ),
+        ));
+    }
+    if cfg.spf.dmarc_rua.as_deref().is_none_or(|s| s.trim().is_empty()) {
+        warnings.push(
+            "[spf] dmarc_rua is not set: the DMARC records carry no rua= and you will receive \
+             no aggregate reports to tell when p=quarantine is safe"
+                .into(),
+        );
+    }
+    let wanted = only_domain.map(normalize_name);
+    let domains = signing_domains(cfg, keys);
+    if let Some(w) = &wanted
+        && !domains.contains(w)
+    {
+        warnings.push(format!(
+            "{w} is not a signing domain: no [[dkim.keys]] entry has domain = \"{w}\""
+        ));
+    }
+    for domain in domains.iter().filter(|d| wanted.as_ref().is_none_or(|w| w == *d)) {
+        let mut domain_keys: Vec<&PublishedKey> = keys
+            .iter()
+            .filter(|k| normalize_name(&k.domain) == *domain)
+            .collect();
+        domain_keys.sort_by(|a, b| b.active.cmp(&a.active).then(a.selector.cmp(&b.selector)));
+        if domain_keys.is_empty() {
+            warnings.push(format!(
+                "{domain}: no DKIM key could be loaded; run `herald dkim generate --domain \
+                 {domain}` and check [[dkim.keys]]"
+            ));
+        }
+        for key in domain_keys {
+            let note = if key.active {
+                format!(
+                    "DKIM key {} ({} {} bits), active: herald signs {domain} mail with it",
+                    key.selector,
+                    key.algorithm.as_str(),
+                    key.bits
+                )
+            } else {
+                format!(
+                    "DKIM key {} ({} {} bits), retiring: herald no longer signs with it; keep \
+                     it published a few days so mail already sent still verifies, then remove \
+                     it",
+                    key.selector,
+                    key.algorithm.as_str(),
+                    key.bits
+                )
+            };
+            let mut rec = txt(
+                domain,
+                format!("{}._domainkey.{domain}", key.selector.to_ascii_lowercase()),
+                key.txt.clone(),
+                Purpose::Dkim,
+                note,
+            );
+            rec.active = Some(key.active);
+            records.push(rec);
+        }
+        records.push(txt(
+            domain,
+            domain.clone(),
+            domain_spf_value(cfg, &addresses),
+            Purpose::Spf,
+            format!(
+                "SPF for {domain}. If {domain} already has a TXT record starting with v=spf1, \
+                 add include:{} to it instead (before its all): two SPF records make every \
+                 SPF check fail",
+                if include.is_empty() { "…" } else { &include }
+            ),
+        ));
+        records.push(txt(
+            domain,
+            format!("_dmarc.{domain}"),
+            dmarc_value(cfg),
+            Purpose::Dmarc,
+            "starting DMARC policy: p=none only reports. Read the aggregate reports; once \
+             every legitimate source passes, move to p=quarantine, then to p=reject"
+                .into(),
+        ));
+        if let Some(rua) = cfg.report.own_rua.as_deref().filter(|s| !s.trim().is_empty()) {
+            records.push(txt(
+                domain,
+                format!("_smtp._tls.{domain}"),
+                format!("v=TLSRPTv1; rua={}", mailto(rua)),
+                Purpose::TlsRpt,
+                "TLS-RPT: where receiving servers send reports about TLS to your domain".into(),
+            ));
+        }
+    }
+    RecordSet {
+        include,
+        addresses,
+        addresses_guessed: guessed,
+        records,
+        warnings,
+    }
+}
+
+/// Quotes one character-string for a zone file.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for ch in s.chars() {
+        if ch == '"' || ch == '\\' {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out.push('"');
+    out
+}
+
+/// Zone-file text: one block per zone, each with `$ORIGIN` and absolute names, comments
+/// carrying the advice. Each block loads in `named-checkzone` once placed in its zone.
+pub fn render_zone(set: &RecordSet) -> String {
+    let mut out = String::from("; DNS records to publish for herald (generated by `herald dns`).\n");
+    out.push_str("; Each block below belongs in the zone named by its $ORIGIN line.\n");
+    for w in &set.warnings {
+        out.push_str(&format!("; WARNING: {w}\n"));
+    }
+    let mut zones: Vec<&str> = Vec::new();
+    for r in &set.records {
+        if !zones.contains(&r.zone.as_str()) {
+            zones.push(&r.zone);
+        }
+    }
+    for zone in zones {
+        out.push_str(&format!("\n$ORIGIN {zone}.\n"));
+        for r in set.records.iter().filter(|r| r.zone == zone) {
+            out.push_str(&format!("; {}\n", r.note));
+            let strings: Vec<String> = r.strings.iter().map(|s| quote(s)).collect();
+            if strings.len() == 1 {
+                out.push_str(&format!(
+                    "{}. {} IN {} {}\n",
+                    r.name, r.ttl, r.rtype, strings[0]
+                ));
+            } else {
+                out.push_str(&format!("{}. {} IN {} (\n", r.name, r.ttl, r.rtype));
+                for s in strings {
+                    out.push_str(&format!("    {s}\n"));
+                }
+                out.push_str("    )\n");
+            }
+        }
+    }
+    out
+}
+
+/// The same records as JSON, for `herald dns --format json` and the admin endpoint's `/dns`.
+pub fn render_json(cfg: &Config, keys: &[PublishedKey]) -> serde_json::Value {
+    set_to_json(&build(cfg, keys, None))
+}
+
+/// A built record set as JSON.
+pub fn set_to_json(set: &RecordSet) -> serde_json::Value {
+    serde_json::to_value(set).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
+}
+
+/// The names herald's authoritative listener answers and their TXT character-strings: the
+/// include, and every DKIM selector (answered when the operator delegates it).
+pub fn served_names(cfg: &Config, keys: &[PublishedKey]) -> Vec<(String, Vec<String>)> {
+    build(cfg, keys, None)
+        .records
+        .into_iter()
+        .filter(|r| matches!(r.purpose, Purpose::SpfInclude | Purpose::Dkim))
+        .map(|r| (r.name, r.strings))
+        .collect()
+}
+
+/// The host's global unicast addresses (no loopback, private, link-local, documentation or
+/// other special-purpose ranges), read with `getifaddrs`.
+pub fn host_global_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a linked list into `ifap`, freed below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
+        return out;
+    }
+    let mut cur = ifap;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a non-null node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr is non-null and points to a sockaddr whose family says its type.
+            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: AF_INET addresses are sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))));
+            } else if family == libc::AF_INET6 {
+                // SAFETY: AF_INET6 addresses are sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `ifap` came from a successful getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(ifap) };
+    out.retain(is_global);
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Whether an address is routable on the public Internet.
+pub fn is_global(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_unspecified()
+                || v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64/10 shared (CGNAT)
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0/24 protocol assignments
+                || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18/15 benchmarking
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            !(v6.is_unspecified()
+                || v6.is_loopback()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || v6.to_ipv4_mapped().is_some())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_at_255_bytes() {
+        let v = "a".repeat(600);
+        let parts = split_txt(&v);
+        assert_eq!(parts.iter().map(String::len).collect::<Vec<_>>(), [255, 255, 90]);
+        assert_eq!(parts.concat(), v);
+        assert_eq!(split_txt(""), vec![String::new()]);
+    }
+
+    #[test]
+    fn mechanisms_drop_host_prefix() {
+        let nets: Vec<IpNet> = vec![
+            "203.0.113.10/32".parse().unwrap(),
+            "198.51.100.7/24".parse().unwrap(),
+            "2001:db8::1/128".parse().unwrap(),
+        ];
+        assert_eq!(
+            ip_mechanisms(&nets),
+            ["ip4:203.0.113.10", "ip4:198.51.100.0/24", "ip6:2001:db8::1"]
+        );
+    }
+
+    #[test]
+    fn special_ranges_are_not_global() {
+        for ip in ["10.1.2.3", "127.0.0.1", "192.168.1.1", "100.64.0.1", "fe80::1", "fd00::1"] {
+            assert!(!is_global(&ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "2a00:1450::1"] {
+            assert!(is_global(&ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn quotes_escape() {
+        assert_eq!(quote(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
+}

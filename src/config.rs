@@ -562,7 +562,10 @@ impl Config {
         for (i, k) in self.dkim.keys.iter().enumerate() {
             let key = |f: &str| format!("dkim.keys[{i}].{f}");
             if k.domain.is_empty() || !k.domain.contains('.') {
-                return Err(err(&key("domain"), format!("{:?} is not a domain", k.domain)));
+                return Err(err(
+                    &key("domain"),
+                    format!("{:?} is not a domain", k.domain),
+                ));
             }
             if k.selector.is_empty()
                 || !k
@@ -665,7 +668,9 @@ fn ip_or_net_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, 
 fn validate_sender_pattern(s: &str) -> Result<(), String> {
     let ok = match s.strip_prefix('@') {
         Some(domain) => !domain.is_empty() && !domain.contains('@'),
-        None => s.split_once('@').is_some_and(|(l, d)| !l.is_empty() && !d.is_empty()),
+        None => s
+            .split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty()),
     };
     if ok {
         Ok(())

@@ -65,11 +65,23 @@ impl Authority {
         let mut map = HashMap::new();
         for (owner, strings) in names {
             let name = fqdn(owner).with_context(|| format!("DNS name {owner:?}"))?;
-            let txt = Record::from_rdata(name.clone(), DEFAULT_TTL, RData::TXT(TXT::new(strings.clone())));
+            let txt = Record::from_rdata(
+                name.clone(),
+                DEFAULT_TTL,
+                RData::TXT(TXT::new(strings.clone())),
+            );
             let soa = Record::from_rdata(
                 name.clone(),
                 DEFAULT_TTL,
-                RData::SOA(SOA::new(host.clone(), rname.clone(), serial, 3600, 600, 86400, 300)),
+                RData::SOA(SOA::new(
+                    host.clone(),
+                    rname.clone(),
+                    serial,
+                    3600,
+                    600,
+                    86400,
+                    300,
+                )),
             );
             let ns = Record::from_rdata(name.clone(), DEFAULT_TTL, RData::NS(NS(host.clone())));
             map.insert(LowerName::new(&name), OwnName { txt, soa, ns });
@@ -343,7 +355,10 @@ mod tests {
         let got = a.lookup(&own, RecordType::A).unwrap();
         assert_eq!((got.answers.len(), got.authorities.len()), (0, 1));
         let below = LowerName::new(&Name::from_ascii("x._spf.relay.example.net.").unwrap());
-        assert_eq!(a.lookup(&below, RecordType::TXT).unwrap().code, ResponseCode::NXDomain);
+        assert_eq!(
+            a.lookup(&below, RecordType::TXT).unwrap().code,
+            ResponseCode::NXDomain
+        );
         let foreign = LowerName::new(&Name::from_ascii("relay.example.net.").unwrap());
         assert!(a.lookup(&foreign, RecordType::TXT).is_none());
     }

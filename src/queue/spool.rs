@@ -230,7 +230,10 @@ impl SpoolBackend for FsBackend {
         {
             let kind = e.kind();
             for r in results.iter_mut().filter(|r| r.is_ok()) {
-                *r = Err(io::Error::new(kind, format!("syncing spool directory: {e}")));
+                *r = Err(io::Error::new(
+                    kind,
+                    format!("syncing spool directory: {e}"),
+                ));
             }
         }
         results
@@ -373,7 +376,12 @@ mod tests {
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].envelope, envelope());
         assert_eq!(all[0].size, 19);
-        assert!(fs::read_dir(dir.path().join("tmp")).unwrap().next().is_none());
+        assert!(
+            fs::read_dir(dir.path().join("tmp"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
         assert_eq!(
             spool.read_message(&id).unwrap(),
             b"Subject: x\r\n\r\nhi\r\n".to_vec()

@@ -84,8 +84,11 @@ impl Herald {
     /// Writes `config` to `dir/herald.toml`, starts `herald serve` and waits until it is ready.
     pub fn start(dir: &Path, config: toml::Table) -> Herald {
         let config_path = dir.join("herald.toml");
-        std::fs::write(&config_path, toml::to_string(&config).expect("config serializes"))
-            .expect("write config");
+        std::fs::write(
+            &config_path,
+            toml::to_string(&config).expect("config serializes"),
+        )
+        .expect("write config");
         let mut h = Herald::spawn(&config_path, config, &["serve"]);
         h.wait_for_log("herald ready", Duration::from_secs(60));
         h

@@ -219,7 +219,7 @@ fn default_rate_limit() -> u32 {
 }
 
 /// DKIM signing keys.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct DkimConfig {
     /// Directory where `herald dkim generate` writes private keys.
@@ -228,16 +228,6 @@ pub struct DkimConfig {
     pub allow_dev_keys: bool,
     /// Every configured key, active or not.
     pub keys: Vec<DkimKeyConfig>,
-}
-
-impl Default for DkimConfig {
-    fn default() -> Self {
-        Self {
-            keys_dir: None,
-            allow_dev_keys: false,
-            keys: Vec::new(),
-        }
-    }
 }
 
 /// A DKIM key: domain, selector, algorithm, file, and whether it signs.

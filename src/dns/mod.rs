@@ -2,4 +2,5 @@
 //! include, and `herald check DOMAIN`.
 
 pub mod authority;
+pub mod check;
 pub mod records;

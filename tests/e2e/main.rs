@@ -9,3 +9,4 @@ mod dns_check;
 mod mta_sts;
 mod signing;
 mod submission;
+mod support_selftest;

@@ -1,9 +1,14 @@
 //! `herald dkim`: generate and list DKIM keys.
 
+use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Subcommand;
+
+use super::UsageError;
+use crate::config::DkimAlgorithm;
+use crate::signing::{align, keys};
 
 /// `herald dkim` subcommands.
 #[derive(Debug, Subcommand)]
@@ -28,6 +33,195 @@ pub enum DkimCommand {
 }
 
 /// Runs an `herald dkim` subcommand.
-pub async fn run(_config: &Path, _cmd: DkimCommand) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("dkim: not implemented yet")
+pub async fn run(config: &Path, cmd: DkimCommand) -> anyhow::Result<ExitCode> {
+    let cfg = super::load_config(config)?;
+    match cmd {
+        DkimCommand::Generate {
+            domain,
+            selector,
+            algorithm,
+            bits,
+        } => generate(config, &cfg, &domain, selector, &algorithm, bits),
+        DkimCommand::List => Ok(list(&cfg)),
+    }
+}
+
+fn generate(
+    config_path: &Path,
+    cfg: &crate::config::Config,
+    domain: &str,
+    selector: Option<String>,
+    algorithm: &str,
+    bits: u32,
+) -> anyhow::Result<ExitCode> {
+    let domain = align::normalize_domain(domain)
+        .filter(|d| d.contains('.'))
+        .ok_or_else(|| UsageError(format!("--domain {domain:?} is not a domain name")))?;
+    let algorithms = match algorithm.to_ascii_lowercase().as_str() {
+        "rsa" => vec![DkimAlgorithm::Rsa],
+        "ed25519" => vec![DkimAlgorithm::Ed25519],
+        "both" => vec![DkimAlgorithm::Rsa, DkimAlgorithm::Ed25519],
+        other => {
+            return Err(
+                UsageError(format!("--algorithm {other:?}: use rsa, ed25519 or both")).into(),
+            );
+        }
+    };
+    if algorithms.contains(&DkimAlgorithm::Rsa) && !matches!(bits, 2048 | 3072 | 4096) {
+        return Err(UsageError(format!(
+            "--bits {bits}: RSA keys are 2048 (default), 3072 or 4096 bits; 1024 is refused as \
+             too weak"
+        ))
+        .into());
+    }
+    let base = selector
+        .unwrap_or_else(|| chrono::Utc::now().format("s%Y%m").to_string())
+        .to_ascii_lowercase();
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    };
+    if !valid(&base) {
+        return Err(UsageError(format!(
+            "--selector {base:?}: use letters, digits, '-' and '.' only"
+        ))
+        .into());
+    }
+    let mut plan = Vec::new();
+    for &alg in &algorithms {
+        // Two algorithms cannot share one DNS name, so `both` gets one selector each.
+        let selector = if algorithms.len() > 1 {
+            format!("{base}-{}", alg.as_str())
+        } else {
+            base.clone()
+        };
+        if cfg
+            .dkim
+            .keys
+            .iter()
+            .any(|k| k.domain.eq_ignore_ascii_case(&domain) && k.selector == selector)
+        {
+            return Err(UsageError(format!(
+                "{}: selector {selector:?} of {domain} is already configured; pick another \
+                 with --selector",
+                config_path.display()
+            ))
+            .into());
+        }
+        let file = cfg
+            .keys_dir()
+            .join(format!("{domain}.{selector}.{}.pem", alg.as_str()));
+        if file.exists() {
+            anyhow::bail!(
+                "{} already exists; refusing to overwrite a key (pick another --selector)",
+                file.display()
+            );
+        }
+        plan.push((alg, selector, file));
+    }
+
+    let mut config_block = String::new();
+    let mut records = String::new();
+    for (alg, selector, file) in plan {
+        let generated = keys::generate(alg, bits).map_err(anyhow::Error::msg)?;
+        keys::write_private_key(&file, &generated.pem)
+            .map_err(|e| anyhow::anyhow!("{}: cannot write the key: {e}", file.display()))?;
+        println!(
+            "Wrote {} ({} {} bits, mode 0600).",
+            file.display(),
+            keys::display_algorithm(alg),
+            generated.parsed.bits
+        );
+        let _ = write!(
+            config_block,
+            "\n[[dkim.keys]]\ndomain = \"{domain}\"\nselector = \"{selector}\"\nalgorithm = \
+             \"{}\"\nfile = \"{}\"\nactive = false   # set to true once the TXT record below \
+             resolves\n",
+            alg.as_str(),
+            file.display()
+                .to_string()
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+        );
+        let _ = writeln!(
+            records,
+            "{}",
+            keys::zone_txt_record(
+                &format!("{selector}._domainkey.{domain}"),
+                &generated.parsed.txt()
+            )
+        );
+    }
+    println!("\nAdd to {}:\n{config_block}", config_path.display());
+    println!("Publish in DNS (zone-file syntax):\n\n{records}");
+    println!(
+        "Then check with `dig +short TXT <selector>._domainkey.{domain}`, set active = true and \
+         restart herald. When rotating, keep the old selector published (active = false) for a \
+         week before removing it."
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(cfg: &crate::config::Config) -> ExitCode {
+    let mut rows = vec![[
+        "DOMAIN".to_string(),
+        "SELECTOR".into(),
+        "ALGORITHM".into(),
+        "BITS".into(),
+        "FILE".into(),
+        "ACTIVE".into(),
+        "STATUS".into(),
+    ]];
+    let mut bad = 0;
+    for k in &cfg.dkim.keys {
+        let (bits, status) = match keys::load_file(&k.file, k.algorithm) {
+            Ok(parsed) => (parsed.bits.to_string(), "ok".to_string()),
+            Err(problem) => {
+                let missing = !k.file.exists();
+                if missing && cfg.dkim.allow_dev_keys {
+                    (
+                        "-".into(),
+                        "missing: generated at start (allow_dev_keys)".into(),
+                    )
+                } else {
+                    bad += 1;
+                    ("-".into(), problem)
+                }
+            }
+        };
+        rows.push([
+            k.domain.clone(),
+            k.selector.clone(),
+            k.algorithm.as_str().into(),
+            bits,
+            k.file.display().to_string(),
+            if k.active { "yes" } else { "no" }.into(),
+            status,
+        ]);
+    }
+    if cfg.dkim.keys.is_empty() {
+        println!("No DKIM keys configured; create one with `herald dkim generate --domain D`.");
+        return ExitCode::SUCCESS;
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in &rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+    if bad > 0 {
+        eprintln!("herald: {bad} key(s) unusable; `herald serve` will refuse to start");
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -1,16 +1,28 @@
 //! DKIM signing with keys aligned to the `From:` domain, and key management.
 //!
 //! Interface used by the rest of herald (keep it stable):
-//! - [`Signer::load`] reads and checks every configured key at start-up; errors name the file.
+//! - [`Signer::load`] reads and checks every configured key at start-up; errors name the file
+//!   and carry a [`ConfigError`] (exit status 2).
 //! - [`Signer::sign`] refuses a message without exactly one `From:` address or with no aligned
 //!   key (an SMTP [`Reply`]), otherwise signs it off the async reactor and returns the bytes to
 //!   spool (signatures prepended).
 //! - [`Signer::published_keys`] lists every key's public half for `herald dns` and `herald check`.
 //!
-//! STUB: signs nothing yet; the DKIM work replaces the body of this module.
+//! Inside: [`keys`] (files: load, check, generate), [`align`] (which domain signs), `sign`
+//! (mail-auth signatures).
 
-use crate::config::{Config, DkimAlgorithm};
+pub mod align;
+pub mod keys;
+mod sign;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::config::{Config, ConfigError, DkimAlgorithm, DkimKeyConfig};
 use crate::reply::Reply;
+use sign::ActiveKey;
 
 /// A configured key's public half, as it must appear in DNS.
 #[derive(Debug, Clone)]
@@ -29,22 +41,194 @@ pub struct PublishedKey {
     pub active: bool,
 }
 
+impl PublishedKey {
+    /// The DNS name the record lives at: `<selector>._domainkey.<domain>`.
+    pub fn record_name(&self) -> String {
+        format!("{}._domainkey.{}", self.selector, self.domain)
+    }
+}
+
 /// Signs accepted messages with aligned keys.
-pub struct Signer {}
+pub struct Signer {
+    published: Vec<PublishedKey>,
+    /// Active keys by signing domain, RSA first (the signature older verifiers look at).
+    domains: Arc<BTreeMap<String, Vec<Arc<ActiveKey>>>>,
+    /// Bounds signing to one job per core, so slow RSA never occupies more than the machine
+    /// has while the async reactor keeps serving sessions.
+    slots: Arc<Semaphore>,
+}
 
 impl Signer {
     /// Loads every configured key, refusing bad files by name.
-    pub fn load(_cfg: &Config) -> anyhow::Result<Signer> {
-        Ok(Signer {})
+    pub fn load(cfg: &Config) -> anyhow::Result<Signer> {
+        let mut published = Vec::new();
+        let mut domains: BTreeMap<String, Vec<Arc<ActiveKey>>> = BTreeMap::new();
+        let mut seen = HashSet::new();
+        for (i, k) in cfg.dkim.keys.iter().enumerate() {
+            let field_err = |field: &str, problem: String| ConfigError {
+                file: k.file.display().to_string(),
+                key: format!("dkim.keys[{i}].{field}"),
+                problem,
+            };
+            let domain = align::normalize_domain(&k.domain)
+                .ok_or_else(|| field_err("domain", format!("{:?} is not a domain", k.domain)))?;
+            let selector = k.selector.to_ascii_lowercase();
+            if !seen.insert((domain.clone(), selector.clone())) {
+                return Err(field_err(
+                    "selector",
+                    format!(
+                        "selector {selector:?} of {domain} is configured twice; each key needs \
+                         its own selector"
+                    ),
+                )
+                .into());
+            }
+            let parsed = load_or_generate(k, &domain, cfg.dkim.allow_dev_keys)
+                .map_err(|problem| field_err("file", problem))?;
+            published.push(PublishedKey {
+                domain: domain.clone(),
+                selector: selector.clone(),
+                algorithm: parsed.algorithm,
+                bits: parsed.bits,
+                txt: parsed.txt(),
+                active: k.active,
+            });
+            if k.active {
+                domains
+                    .entry(domain.clone())
+                    .or_default()
+                    .push(Arc::new(ActiveKey {
+                        domain,
+                        selector,
+                        algorithm: parsed.algorithm,
+                        key: Arc::new(parsed.key),
+                    }));
+            }
+        }
+        for keys in domains.values_mut() {
+            keys.sort_by_key(|k| k.algorithm != DkimAlgorithm::Rsa);
+        }
+        if domains.is_empty() {
+            tracing::warn!(
+                "no active DKIM key is configured: every message will be refused with 550 5.7.1 \
+                 until one is added ([[dkim.keys]], see `herald dkim generate`)"
+            );
+        }
+        for (domain, keys) in &domains {
+            let list: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{} ({})", k.selector, k.algorithm.as_str()))
+                .collect();
+            tracing::info!(
+                "DKIM signs for {domain} and its subdomains with {}",
+                list.join(", ")
+            );
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(Signer {
+            published,
+            domains: Arc::new(domains),
+            slots: Arc::new(Semaphore::new(cores)),
+        })
     }
 
     /// Signs `message`, or refuses it with an SMTP reply.
     pub async fn sign(&self, message: Vec<u8>) -> Result<Vec<u8>, Reply> {
-        Ok(message)
+        let permit = self.slots.clone().acquire_owned().await.map_err(|_| {
+            Reply::new(
+                451,
+                "4.3.0",
+                "DKIM signing is shutting down; please try again later",
+            )
+        })?;
+        let domains = self.domains.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            sign_now(&domains, &message)
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!("DKIM signing task failed: {e}");
+            Reply::new(
+                451,
+                "4.3.0",
+                "DKIM signing failed on our side; please try again later",
+            )
+        })?
+    }
+
+    /// Signs on the calling thread (for benchmarks and callers already off the reactor).
+    pub fn sign_blocking(&self, message: &[u8]) -> Result<Vec<u8>, Reply> {
+        sign_now(&self.domains, message)
+    }
+
+    /// The domain whose active keys would sign mail from `from_domain`, if any.
+    pub fn aligned_domain(&self, from_domain: &str) -> Option<String> {
+        let from = align::normalize_domain(from_domain)?;
+        align::candidates(&from)
+            .into_iter()
+            .find(|d| self.domains.contains_key(*d))
+            .map(str::to_string)
     }
 
     /// Every configured key's public half.
     pub fn published_keys(&self) -> Vec<PublishedKey> {
-        Vec::new()
+        let mut keys = self.published.clone();
+        keys.sort_by(|a, b| (&a.domain, &a.selector).cmp(&(&b.domain, &b.selector)));
+        keys
     }
+}
+
+fn sign_now(
+    domains: &BTreeMap<String, Vec<Arc<ActiveKey>>>,
+    message: &[u8],
+) -> Result<Vec<u8>, Reply> {
+    let inspected = align::inspect(message)?;
+    let from = inspected.from_domain.as_str();
+    let keys = align::candidates(from)
+        .into_iter()
+        .find_map(|d| domains.get(d))
+        .ok_or_else(|| {
+            let org = align::organizational_domain(from);
+            Reply::new(
+                550,
+                "5.7.1",
+                format!(
+                    "no DKIM key aligned with From: domain {from}; herald signs only with an \
+                     active key for {from} or a parent domain up to {org} (see `herald dkim \
+                     generate --domain {org}`)"
+                ),
+            )
+        })?;
+    sign::sign_with(keys, &inspected.headers, message)
+}
+
+/// Reads a configured key file; with `allow_dev_keys`, a missing one is generated first.
+fn load_or_generate(
+    k: &DkimKeyConfig,
+    domain: &str,
+    allow_dev_keys: bool,
+) -> Result<keys::ParsedKey, String> {
+    let missing = matches!(
+        std::fs::symlink_metadata(&k.file),
+        Err(ref e) if e.kind() == std::io::ErrorKind::NotFound
+    );
+    if missing && allow_dev_keys {
+        let generated = keys::generate(k.algorithm, keys::MIN_RSA_BITS)?;
+        keys::write_private_key(&k.file, &generated.pem)
+            .map_err(|e| format!("cannot write a generated development key: {e}"))?;
+        let record = keys::zone_txt_record(
+            &format!("{}._domainkey.{domain}", k.selector.to_ascii_lowercase()),
+            &generated.parsed.txt(),
+        );
+        tracing::warn!(
+            "DEVELOPMENT DKIM KEY GENERATED at {} ({} for {domain}, selector {}) because \
+             dkim.allow_dev_keys = true. Never rely on this in production; receivers verify it \
+             only once you publish: {record}",
+            k.file.display(),
+            keys::display_algorithm(k.algorithm),
+            k.selector,
+        );
+    }
+    keys::load_file(&k.file, k.algorithm)
 }

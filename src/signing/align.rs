@@ -1,0 +1,216 @@
+//! Choosing the signing domain: DMARC relaxed alignment (RFC 7489 §3.1.1).
+//!
+//! A message is signed only with a `d=` that DMARC receivers will find aligned with its
+//! `From:` domain: the domain itself, or a parent of it down to its organizational domain
+//! (the registrable domain under the Public Suffix List). The nearest configured one wins.
+//!
+//! Refusals, and why these codes:
+//! - no aligned key: `550 5.7.1` (delivery not authorized): herald's policy forbids sending
+//!   mail it cannot sign aligned.
+//! - no `From:`, several `From:` headers, or a `From:` that does not hold exactly one address:
+//!   `550 5.6.0` (RFC 3463 "other or undefined media error"): the message content itself is
+//!   malformed for signing (RFC 5322 §3.6 allows one `From:`; RFC 7489 §6.6.1 lets receivers
+//!   reject mail whose author cannot be determined) and no more specific code exists.
+
+use mail_parser::{Address, HeaderName, HeaderValue, MessageParser};
+
+use crate::reply::Reply;
+
+/// The header fields herald signs when present, in the order listed in `h=`.
+pub const SIGNED_HEADERS: [&str; 15] = [
+    "From",
+    "To",
+    "Cc",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "Reply-To",
+    "In-Reply-To",
+    "References",
+    "MIME-Version",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "List-Id",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+];
+
+/// What signing needs to know about a message's header section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspected {
+    /// The `From:` address's domain, lower-case ASCII (IDNs as A-labels).
+    pub from_domain: String,
+    /// The `h=` list: each signed header present in the message, plus `From` once more so a
+    /// second `From:` cannot be added after signing.
+    pub headers: Vec<String>,
+}
+
+/// Reads the header section: exactly one `From:` header holding exactly one address, and the
+/// names of the signed headers that are present.
+pub fn inspect(message: &[u8]) -> Result<Inspected, Reply> {
+    let parsed = MessageParser::new()
+        .parse_headers(message)
+        .ok_or_else(|| media("the message has no header section"))?;
+    let headers = parsed.headers();
+    let froms: Vec<&HeaderValue> = headers
+        .iter()
+        .filter(|h| h.name == HeaderName::From)
+        .map(|h| &h.value)
+        .collect();
+    let value = match froms.as_slice() {
+        [] => {
+            return Err(media(
+                "the message has no From: header; RFC 5322 requires one, and herald signs with \
+                 the key of its domain",
+            ));
+        }
+        [one] => *one,
+        many => {
+            return Err(media(format!(
+                "the message has {} From: headers; RFC 5322 allows exactly one and receivers \
+                 reject such mail",
+                many.len()
+            )));
+        }
+    };
+    let addresses: Vec<&str> = match value {
+        HeaderValue::Address(Address::List(list)) => {
+            list.iter().filter_map(|a| a.address.as_deref()).collect()
+        }
+        HeaderValue::Address(Address::Group(groups)) => groups
+            .iter()
+            .flat_map(|g| g.addresses.iter())
+            .filter_map(|a| a.address.as_deref())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let address = match addresses.as_slice() {
+        [] => {
+            return Err(media(
+                "the From: header holds no address; put the single author address there",
+            ));
+        }
+        [one] => *one,
+        many => {
+            return Err(media(format!(
+                "the From: header lists {} addresses; herald signs only mail with a single \
+                 author (put the others in Reply-To or Cc)",
+                many.len()
+            )));
+        }
+    };
+    let domain = address
+        .rsplit_once('@')
+        .map(|(_, d)| d)
+        .and_then(normalize_domain)
+        .ok_or_else(|| {
+            media(format!(
+                "the From: address {address:?} has no valid domain; use user@example.com"
+            ))
+        })?;
+    let mut names: Vec<String> = SIGNED_HEADERS
+        .iter()
+        .filter(|n| {
+            headers
+                .iter()
+                .any(|h| h.name.as_str().eq_ignore_ascii_case(n))
+        })
+        .map(|n| n.to_string())
+        .collect();
+    names.push("From".into());
+    Ok(Inspected {
+        from_domain: domain,
+        headers: names,
+    })
+}
+
+fn media(text: impl Into<String>) -> Reply {
+    Reply::new(550, "5.6.0", text)
+}
+
+/// Lower-case ASCII form of a domain (trailing dot removed, IDNs converted to A-labels), or
+/// `None` when it is not a domain name.
+pub fn normalize_domain(domain: &str) -> Option<String> {
+    let d = domain.trim().trim_end_matches('.').to_lowercase();
+    if d.is_empty() || d.starts_with('[') || d.starts_with('.') || d.contains("..") {
+        return None;
+    }
+    if d.is_ascii() {
+        let ok = d
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+        return ok.then_some(d);
+    }
+    let name = hickory_proto::rr::Name::from_utf8(&d).ok()?;
+    let ascii = name.to_ascii();
+    Some(ascii.trim_end_matches('.').to_lowercase())
+}
+
+/// The domains a key may have to sign aligned with `from_domain`, nearest first: the domain
+/// itself, then each parent down to its organizational domain. A domain the Public Suffix List
+/// knows nothing about under a listed suffix still has one (the PSL's `*` default rule).
+pub fn candidates(from_domain: &str) -> Vec<&str> {
+    let org = psl::domain_str(from_domain).unwrap_or(from_domain);
+    let mut out = Vec::new();
+    let mut current = from_domain;
+    loop {
+        out.push(current);
+        if current == org || current.len() <= org.len() {
+            break;
+        }
+        match current.split_once('.') {
+            Some((_, parent)) if parent.len() >= org.len() => current = parent,
+            _ => break,
+        }
+    }
+    out
+}
+
+/// The organizational domain of `domain` (the domain itself when the PSL gives none).
+pub fn organizational_domain(domain: &str) -> &str {
+    psl::domain_str(domain).unwrap_or(domain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_stop_at_the_organizational_domain() {
+        assert_eq!(
+            candidates("a.eu.example.co.uk"),
+            ["a.eu.example.co.uk", "eu.example.co.uk", "example.co.uk"]
+        );
+        assert_eq!(candidates("example.com"), ["example.com"]);
+        assert_eq!(
+            candidates("mail.example.test"),
+            ["mail.example.test", "example.test"]
+        );
+        assert_eq!(candidates("co.uk"), ["co.uk"]);
+    }
+
+    #[test]
+    fn one_from_address_is_required() {
+        let ok = inspect(b"From: A <a@Mail.Example.COM>\r\nTo: b@x.org\r\nSubject: hi\r\n\r\nbody")
+            .expect("one From");
+        assert_eq!(ok.from_domain, "mail.example.com");
+        assert_eq!(ok.headers, ["From", "To", "Subject", "From"]);
+        let two = inspect(b"From: a@x.org\r\nFrom: b@x.org\r\n\r\n").err();
+        assert_eq!(two.map(|r| r.status), Some("5.6.0"));
+        let many = inspect(b"From: a@x.org, b@x.org\r\n\r\n").err();
+        assert_eq!(many.map(|r| r.status), Some("5.6.0"));
+        let none = inspect(b"To: a@x.org\r\n\r\n").err();
+        assert_eq!(none.map(|r| r.status), Some("5.6.0"));
+        let group = inspect(b"From: undisclosed:;\r\n\r\n").err();
+        assert_eq!(group.map(|r| r.status), Some("5.6.0"));
+    }
+
+    #[test]
+    fn idn_from_domains_become_a_labels() {
+        assert_eq!(
+            normalize_domain("Bücher.Example").as_deref(),
+            Some("xn--bcher-kva.example")
+        );
+        assert_eq!(normalize_domain("[192.0.2.1]"), None);
+    }
+}

@@ -1,9 +1,16 @@
 //! `herald app`: credentials for the apps that submit through herald.
 
+use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 
+use argon2::password_hash::{SaltString, rand_core::OsRng};
+use argon2::{Argon2, PasswordHasher};
 use clap::Subcommand;
+use rand::Rng;
+
+use super::UsageError;
+use crate::inbound::policy::valid_sender_pattern;
 
 /// `herald app` subcommands.
 #[derive(Debug, Subcommand)]
@@ -21,6 +28,96 @@ pub enum AppCommand {
 }
 
 /// Runs an `herald app` subcommand.
-pub async fn run(_config: &Path, _cmd: AppCommand) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("app: not implemented yet")
+pub async fn run(_config: &Path, cmd: AppCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AppCommand::HashPassword => {
+            let mut input = String::new();
+            std::io::stdin().read_to_string(&mut input)?;
+            let password = input.strip_suffix('\n').unwrap_or(&input);
+            let password = password.strip_suffix('\r').unwrap_or(password);
+            if password.is_empty() {
+                return Err(UsageError("no password on stdin".into()).into());
+            }
+            println!("{}", hash_password(password)?);
+        }
+        AppCommand::Add { name, senders } => {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(UsageError(format!(
+                    "{name:?}: an app name may hold only letters, digits, '-', '_' and '.'"
+                ))
+                .into());
+            }
+            if let Some(bad) = senders.iter().find(|s| !valid_sender_pattern(s)) {
+                return Err(UsageError(format!(
+                    "--sender {bad:?} is neither an address (user@example.com) nor a domain \
+                     entry (@example.com)"
+                ))
+                .into());
+            }
+            let password = new_password();
+            let hash = hash_password(&password)?;
+            let list = senders
+                .iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            println!("# App {name}: SMTP user name \"{name}\", password \"{password}\"");
+            println!(
+                "# (shown only now: put it in the app's SMTP settings; herald keeps the hash)"
+            );
+            println!("[apps.{name}]");
+            println!("password_hash = \"{hash}\"");
+            println!("senders = [{list}]");
+            println!("rate_limit = 60              # messages per minute; 0 = unlimited");
+            println!("# max_message_size = 10485760 # bytes; defaults to smtp.max_message_size");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An argon2id PHC string for `password` with a fresh random salt.
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))
+}
+
+/// A 24-character random password (letters and digits: ~142 bits).
+fn new_password() -> String {
+    rand::thread_rng()
+        .sample_iter(rand::distributions::Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argon2::{PasswordHash, PasswordVerifier};
+
+    #[test]
+    fn hashes_are_argon2id_and_verify() {
+        let h = hash_password("s3cret").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        let parsed = PasswordHash::new(&h).unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password(b"s3cret", &parsed)
+                .is_ok()
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"other", &parsed)
+                .is_err()
+        );
+        assert_eq!(new_password().len(), 24);
+        assert_ne!(new_password(), new_password());
+    }
 }

@@ -33,8 +33,22 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     let _dns_listener = crate::dns::authority::start(&cfg, &signer.published_keys()).await?;
 
     // [inbound] start the SMTP listeners here.
+    let inbound = crate::inbound::start(
+        cfg.clone(),
+        &config.display().to_string(),
+        signer.clone(),
+        spool.clone(),
+    )
+    .await?;
 
     tracing::info!("herald ready");
     // [inbound] wait for SIGTERM/SIGINT, stop accepting, drain sessions within the grace period.
+    crate::inbound::shutdown_signal().await;
+    tracing::info!(
+        grace = %humantime::format_duration(cfg.server.grace_period),
+        "shutting down: no new connections; letting sessions finish"
+    );
+    inbound.shutdown(cfg.server.grace_period).await;
+    tracing::info!("herald stopped");
     Ok(ExitCode::SUCCESS)
 }

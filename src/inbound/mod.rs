@@ -1,1 +1,206 @@
 //! Inbound: the submission listeners, the SMTP session, authentication and sender policy.
+//!
+//! [`start`] binds every configured listener and returns [`Running`]; `herald serve` calls
+//! [`Running::shutdown`] on SIGTERM/SIGINT to stop accepting and let sessions finish.
+
+pub mod auth;
+mod conn;
+pub mod hygiene;
+mod listener;
+pub mod policy;
+mod session;
+mod submit;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{AppConfig, Config};
+use crate::queue::spool::Spool;
+use crate::signing::Signer;
+
+/// Which door a client came through; it decides TLS and AUTH rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Port 587 style: plain until STARTTLS, AUTH only after TLS.
+    Submission,
+    /// Port 465 style: TLS from the first byte.
+    Submissions,
+    /// No AUTH, for allow-listed networks only.
+    Plain,
+}
+
+impl ListenerKind {
+    fn name(self) -> &'static str {
+        match self {
+            ListenerKind::Submission => "submission",
+            ListenerKind::Submissions => "submissions",
+            ListenerKind::Plain => "plain",
+        }
+    }
+}
+
+/// Everything sessions share.
+pub(crate) struct Shared {
+    cfg: Arc<Config>,
+    apps: Arc<HashMap<String, AppConfig>>,
+    signer: Arc<Signer>,
+    spool: Spool,
+    tls: Option<TlsAcceptor>,
+    throttle: auth::Throttle,
+    rates: policy::RateLimiter,
+    conns: Mutex<Connections>,
+    shutdown: watch::Receiver<bool>,
+}
+
+#[derive(Default)]
+struct Connections {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Holds one connection slot; released on drop.
+pub(crate) struct ConnSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Shared {
+    /// Takes a connection slot, or says which limit is reached.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnSlot, &'static str> {
+        let mut c = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if c.total >= self.cfg.smtp.max_connections {
+            return Err("smtp.max_connections");
+        }
+        let n = c.per_ip.entry(ip).or_insert(0);
+        if *n >= self.cfg.smtp.max_connections_per_ip {
+            return Err("smtp.max_connections_per_ip");
+        }
+        *n += 1;
+        c.total += 1;
+        Ok(ConnSlot {
+            shared: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut c = self.shared.conns.lock().unwrap_or_else(|p| p.into_inner());
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The running listeners and the sessions they started.
+pub struct Running {
+    shutdown: watch::Sender<bool>,
+    listeners: Vec<JoinHandle<()>>,
+    sessions: mpsc::Receiver<()>,
+}
+
+/// Binds every configured listener and starts accepting. Fails (config error, exit 2) when
+/// TLS material is missing, or with the OS error when an address cannot be bound.
+pub async fn start(
+    cfg: Arc<Config>,
+    config_file: &str,
+    signer: Arc<Signer>,
+    spool: Spool,
+) -> anyhow::Result<Running> {
+    let needs_tls = cfg.smtp.submission.is_some() || cfg.smtp.submissions.is_some();
+    let tls = if needs_tls || cfg.tls.cert.exists() {
+        Some(tls::acceptor(&cfg, config_file)?)
+    } else {
+        None
+    };
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        apps: Arc::new(cfg.apps.clone().into_iter().collect()),
+        throttle: auth::Throttle::new(&cfg.smtp),
+        rates: policy::RateLimiter::default(),
+        conns: Mutex::new(Connections::default()),
+        cfg: cfg.clone(),
+        signer,
+        spool,
+        tls,
+        shutdown: shutdown_rx,
+    });
+    let (session_tx, session_rx) = mpsc::channel::<()>(1);
+    let mut listeners = Vec::new();
+    for (kind, addr) in [
+        (ListenerKind::Submission, cfg.smtp.submission),
+        (ListenerKind::Submissions, cfg.smtp.submissions),
+        (ListenerKind::Plain, cfg.smtp.plain),
+    ] {
+        let Some(addr) = addr else { continue };
+        let socket = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (smtp.{}): {e}", kind.name()))?;
+        tracing::info!(listener = kind.name(), %addr, "listening");
+        listeners.push(tokio::spawn(listener::run(
+            socket,
+            kind,
+            shared.clone(),
+            session_tx.clone(),
+        )));
+    }
+    Ok(Running {
+        shutdown: shutdown_tx,
+        listeners,
+        sessions: session_rx,
+    })
+}
+
+impl Running {
+    /// Stops accepting, tells idle sessions to leave (`421`), and waits up to `grace` for
+    /// sessions in flight. Returns true when every session finished in time.
+    pub async fn shutdown(mut self, grace: Duration) -> bool {
+        let _ = self.shutdown.send(true);
+        for l in self.listeners.drain(..) {
+            let _ = l.await;
+        }
+        // Every session holds a sender; recv() yields None once all have ended.
+        match tokio::time::timeout(grace, self.sessions.recv()).await {
+            Ok(_) => true,
+            Err(_) => {
+                tracing::warn!(
+                    grace = %humantime::format_duration(grace),
+                    "sessions still running after the grace period; closing them"
+                );
+                false
+            }
+        }
+    }
+}
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

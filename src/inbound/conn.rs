@@ -1,0 +1,237 @@
+//! A client connection with its own read buffer: SMTP is line-oriented and pipelined, so the
+//! session reads whole lines (bounded in length) and exact BDAT chunks from one buffer, and
+//! queues replies that go out together before the next read (RFC 2920 batching, in order).
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// The transport under the session: plain TCP until STARTTLS, or TLS.
+pub enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP (implicit or after STARTTLS).
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// What [`Conn::read_line`] found.
+pub enum Line<'a> {
+    /// A complete line, terminator (LF, usually CRLF) included.
+    Full(&'a [u8]),
+    /// A line longer than allowed; it has been read and thrown away up to its LF.
+    /// `crlf` tells whether it ended with CRLF (false: a bare LF).
+    TooLong {
+        /// The line ended with CRLF.
+        crlf: bool,
+    },
+}
+
+/// A buffered client connection.
+pub struct Conn {
+    stream: Option<Stream>,
+    rbuf: Vec<u8>,
+    rpos: usize,
+    wbuf: Vec<u8>,
+}
+
+const READ_CHUNK: usize = 16 * 1024;
+
+impl Conn {
+    /// Wraps an accepted stream.
+    pub fn new(stream: Stream) -> Conn {
+        Conn {
+            stream: Some(stream),
+            rbuf: Vec::with_capacity(READ_CHUNK),
+            rpos: 0,
+            wbuf: Vec::with_capacity(512),
+        }
+    }
+
+    /// True when the client has sent bytes the session has not consumed yet.
+    pub fn has_buffered_input(&self) -> bool {
+        self.rpos < self.rbuf.len()
+    }
+
+    /// Queues bytes to send; they go out before the next read or on [`Conn::flush`].
+    pub fn queue(&mut self, bytes: &[u8]) {
+        self.wbuf.extend_from_slice(bytes);
+    }
+
+    /// Sends every queued byte.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.wbuf);
+        let res = match self.stream.as_mut() {
+            Some(Stream::Plain(s)) => write_all(s, &out).await,
+            Some(Stream::Tls(s)) => write_all(s.as_mut(), &out).await,
+            None => Err(io::Error::from(io::ErrorKind::NotConnected)),
+        };
+        self.wbuf = out;
+        self.wbuf.clear();
+        res
+    }
+
+    /// Flushes replies, then reads more input; `Ok(0)` at end of stream.
+    async fn fill(&mut self, timeout: Duration) -> io::Result<usize> {
+        self.flush().await?;
+        if self.rpos > 0 {
+            self.rbuf.drain(..self.rpos);
+            self.rpos = 0;
+        }
+        let start = self.rbuf.len();
+        self.rbuf.resize(start + READ_CHUNK, 0);
+        let read = async {
+            match self.stream.as_mut() {
+                Some(Stream::Plain(s)) => s.read(&mut self.rbuf[start..]).await,
+                Some(Stream::Tls(s)) => s.read(&mut self.rbuf[start..]).await,
+                None => Err(io::Error::from(io::ErrorKind::NotConnected)),
+            }
+        };
+        let res = tokio::time::timeout(timeout, read).await;
+        let n = match res {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
+                self.rbuf.truncate(start);
+                return Err(e);
+            }
+            Err(_) => {
+                self.rbuf.truncate(start);
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "client timed out"));
+            }
+        };
+        self.rbuf.truncate(start + n);
+        Ok(n)
+    }
+
+    /// Reads one line of at most `max` bytes (terminator included). Lines longer than that
+    /// are consumed and reported as [`Line::TooLong`] without being buffered whole.
+    pub async fn read_line(&mut self, max: usize, timeout: Duration) -> io::Result<Line<'_>> {
+        let mut too_long = false;
+        let mut last_discarded = 0u8;
+        loop {
+            let avail = &self.rbuf[self.rpos..];
+            if let Some(i) = memchr_lf(avail) {
+                let start = self.rpos;
+                self.rpos += i + 1;
+                if too_long || i + 1 > max {
+                    let before = if i > 0 { avail[i - 1] } else { last_discarded };
+                    return Ok(Line::TooLong {
+                        crlf: before == b'\r',
+                    });
+                }
+                return Ok(Line::Full(&self.rbuf[start..self.rpos]));
+            }
+            if avail.len() >= max {
+                // Throw the partial line away; keep reading until its end.
+                too_long = true;
+                last_discarded = avail.last().copied().unwrap_or(0);
+                self.rpos = self.rbuf.len();
+            }
+            if self.fill(timeout).await? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "client closed the connection",
+                ));
+            }
+        }
+    }
+
+    /// Reads exactly `n` bytes, handing them to `sink` piece by piece (never all buffered).
+    pub async fn read_chunk(
+        &mut self,
+        mut n: usize,
+        timeout: Duration,
+        mut sink: impl FnMut(&[u8]),
+    ) -> io::Result<()> {
+        while n > 0 {
+            if !self.has_buffered_input() && self.fill(timeout).await? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "client closed the connection inside a BDAT chunk",
+                ));
+            }
+            let avail = &self.rbuf[self.rpos..];
+            let take = avail.len().min(n);
+            sink(&avail[..take]);
+            self.rpos += take;
+            n -= take;
+        }
+        Ok(())
+    }
+
+    /// Performs the TLS handshake on a plain connection. Input the client pipelined after
+    /// STARTTLS is discarded: it was sent in the clear and must not be acted on (CVE-2011-0411).
+    pub async fn start_tls(&mut self, acceptor: &TlsAcceptor, timeout: Duration) -> io::Result<()> {
+        self.flush().await?;
+        self.rbuf.clear();
+        self.rpos = 0;
+        let Some(Stream::Plain(tcp)) = self.stream.take() else {
+            return Err(io::Error::other("TLS is already active"));
+        };
+        let tls = tokio::time::timeout(timeout, acceptor.accept(tcp))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+        self.stream = Some(Stream::Tls(Box::new(tls)));
+        Ok(())
+    }
+
+    /// True once TLS is active.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.stream, Some(Stream::Tls(_)))
+    }
+
+    /// TLS protocol version and cipher suite, e.g. `TLSv1.3 TLS13_AES_256_GCM_SHA384`.
+    pub fn tls_info(&self) -> Option<String> {
+        match &self.stream {
+            Some(Stream::Tls(s)) => {
+                let (_, conn) = s.get_ref();
+                let version = match conn.protocol_version() {
+                    Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
+                    Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
+                    Some(v) => format!("{v:?}"),
+                    None => "TLS".to_string(),
+                };
+                let cipher = conn
+                    .negotiated_cipher_suite()
+                    .map(|c| format!("{:?}", c.suite()))
+                    .unwrap_or_default();
+                Some(format!("{version} {cipher}").trim().to_string())
+            }
+            _ => None,
+        }
+    }
+
+    /// Flushes and closes the connection (TLS close_notify included).
+    pub async fn close(&mut self) {
+        let _ = self.flush().await;
+        match self.stream.as_mut() {
+            Some(Stream::Plain(s)) => {
+                let _ = s.shutdown().await;
+            }
+            Some(Stream::Tls(s)) => {
+                let _ = tokio::time::timeout(Duration::from_secs(2), s.shutdown()).await;
+            }
+            None => {}
+        }
+        self.stream = None;
+    }
+}
+
+async fn write_all<W: AsyncWriteExt + Unpin>(w: &mut W, bytes: &[u8]) -> io::Result<()> {
+    let res = tokio::time::timeout(Duration::from_secs(60), async {
+        w.write_all(bytes).await?;
+        w.flush().await
+    })
+    .await;
+    res.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client does not read replies"))?
+}
+
+fn memchr_lf(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
+}

@@ -1,0 +1,219 @@
+//! Message hygiene: what herald checks and adds before a message is signed and spooled.
+//!
+//! A bare CR or bare LF anywhere in the data is refused (`550 5.6.0`) rather than normalised:
+//! such a message was produced by a broken or hostile client, and relaying it — even
+//! "repaired" — is what lets a sender smuggle a second message past the next hop
+//! (SMTP smuggling, CVE-2023-51764). Refusing makes the client's bug visible at once.
+
+use std::net::IpAddr;
+
+/// Tracks line endings across arbitrary slices (BDAT chunks): every CR must be followed by
+/// LF and every LF preceded by CR; also measures line lengths.
+#[derive(Debug, Default)]
+pub struct LineCheck {
+    prev_cr: bool,
+    line_len: usize,
+    /// A bare CR or bare LF was seen.
+    pub bare: bool,
+    /// The longest line seen, terminator included.
+    pub longest: usize,
+}
+
+impl LineCheck {
+    /// Feeds the next bytes.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.line_len += 1;
+            match b {
+                b'\n' => {
+                    if !self.prev_cr {
+                        self.bare = true;
+                    }
+                    self.longest = self.longest.max(self.line_len);
+                    self.line_len = 0;
+                }
+                _ if self.prev_cr => self.bare = true,
+                _ => {}
+            }
+            self.prev_cr = b == b'\r';
+        }
+        self.longest = self.longest.max(self.line_len);
+    }
+
+    /// Ends the data: a trailing CR is bare too.
+    pub fn finish(&mut self) {
+        if self.prev_cr {
+            self.bare = true;
+        }
+    }
+}
+
+/// Length of the header block including the blank line that ends it (or the whole message
+/// when it has no body).
+pub fn header_end(msg: &[u8]) -> usize {
+    if msg.starts_with(b"\r\n") {
+        return 2;
+    }
+    msg.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .unwrap_or(msg.len())
+}
+
+/// True when the header block holds a field named `name` (case-insensitive).
+pub fn has_header(headers: &[u8], name: &str) -> bool {
+    headers.split(|&b| b == b'\n').any(|line| {
+        line.len() > name.len()
+            && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+            && line[name.len()..]
+                .iter()
+                .find(|b| **b != b' ' && **b != b'\t')
+                .is_some_and(|b| *b == b':')
+    })
+}
+
+/// How the message arrived, for the `Received:` header.
+pub struct Trace<'a> {
+    /// The client's EHLO/HELO name.
+    pub helo: &'a str,
+    /// True after EHLO (ESMTP), false after HELO.
+    pub esmtp: bool,
+    /// The client's address.
+    pub client_ip: IpAddr,
+    /// Herald's host name.
+    pub hostname: &'a str,
+    /// TLS version and cipher, when TLS was used.
+    pub tls: Option<&'a str>,
+    /// The authenticated app.
+    pub app: Option<&'a str>,
+}
+
+/// Builds the message herald will sign and spool: `Received:` first, then `Date:` and
+/// `Message-ID:` when the client left them out, then the client's message.
+pub fn prepare(msg: Vec<u8>, trace: &Trace<'_>, now: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
+    let headers = &msg[..header_end(&msg)];
+    let date = now.to_rfc2822();
+    let mut proto = String::from(if trace.esmtp { "ESMTP" } else { "SMTP" });
+    if trace.esmtp && trace.tls.is_some() {
+        proto.push('S');
+    }
+    if trace.esmtp && trace.app.is_some() {
+        proto.push('A');
+    }
+    let mut out = Vec::with_capacity(msg.len() + 400);
+    out.extend_from_slice(
+        format!(
+            "Received: from {} ([{}])\r\n\tby {} (herald) with {}",
+            clean(trace.helo),
+            trace.client_ip,
+            clean(trace.hostname),
+            proto
+        )
+        .as_bytes(),
+    );
+    if let Some(tls) = trace.tls {
+        let (version, cipher) = tls.split_once(' ').unwrap_or((tls, ""));
+        out.extend_from_slice(format!("\r\n\t(version={version} cipher={cipher})").as_bytes());
+    }
+    if let Some(app) = trace.app {
+        out.extend_from_slice(format!("\r\n\t(app={})", clean(app)).as_bytes());
+    }
+    out.extend_from_slice(format!(";\r\n\t{date}\r\n").as_bytes());
+    if !has_header(headers, "Date") {
+        out.extend_from_slice(format!("Date: {date}\r\n").as_bytes());
+    }
+    if !has_header(headers, "Message-ID") {
+        let id: u128 = rand::random();
+        out.extend_from_slice(
+            format!("Message-ID: <{id:032x}@{}>\r\n", clean(trace.hostname)).as_bytes(),
+        );
+    }
+    out.extend_from_slice(&msg);
+    out
+}
+
+/// Keeps a client-supplied token printable and free of header syntax.
+fn clean(s: &str) -> String {
+    let out: String = s
+        .chars()
+        .take(255)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-._:[]@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() {
+        "unknown".into()
+    } else {
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(chunks: &[&[u8]]) -> bool {
+        let mut c = LineCheck::default();
+        for ch in chunks {
+            c.feed(ch);
+        }
+        c.finish();
+        c.bare
+    }
+
+    #[test]
+    fn bare_line_endings_are_found_across_chunks() {
+        assert!(!check(&[b"a\r\nb\r\n"]));
+        assert!(!check(&[b"a\r", b"\nb\r\n"]));
+        assert!(check(&[b"a\nb\r\n"]));
+        assert!(check(&[b"a\r.\r\n"]));
+        assert!(check(&[b"a\r\n.\n"]));
+        assert!(check(&[b"a\r", b"x\r\n"]));
+        assert!(check(&[b"a\r\n", b"\n"]));
+        assert!(check(&[b"a\r"]));
+    }
+
+    #[test]
+    fn longest_line_is_measured() {
+        let mut c = LineCheck::default();
+        c.feed(b"abc\r\n");
+        c.feed(b"abcdefg");
+        c.feed(b"hi\r\n");
+        assert_eq!(c.longest, 11);
+    }
+
+    #[test]
+    fn headers_are_found_case_insensitively() {
+        let m = b"message-id : <x@y>\r\nSubject: Date: no\r\n\r\nDate: body\r\n";
+        let h = &m[..header_end(m)];
+        assert!(has_header(h, "Message-ID"));
+        assert!(!has_header(h, "Date"));
+    }
+
+    #[test]
+    fn prepare_adds_trace_and_missing_fields_only() {
+        let trace = Trace {
+            helo: "app (evil)\r\nBcc: x",
+            esmtp: true,
+            client_ip: "127.0.0.1".parse().unwrap(),
+            hostname: "herald.example.test",
+            tls: Some("TLSv1.3 TLS13_AES_128_GCM_SHA256"),
+            app: Some("demo"),
+        };
+        let now = chrono::DateTime::from_timestamp(0, 0).unwrap();
+        let out = prepare(
+            b"From: a@b.test\r\nDate: x\r\n\r\nhi\r\n".to_vec(),
+            &trace,
+            now,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("Received: from app__evil___Bcc:_x ([127.0.0.1])\r\n\tby herald.example.test (herald) with ESMTPSA\r\n\t(version=TLSv1.3 cipher=TLS13_AES_128_GCM_SHA256)\r\n\t(app=demo);\r\n\tThu, 1 Jan 1970 00:00:00 +0000\r\n"), "{text}");
+        assert!(text.contains("Message-ID: <"));
+        assert_eq!(text.matches("Date:").count(), 1);
+        assert!(text.ends_with("From: a@b.test\r\nDate: x\r\n\r\nhi\r\n"));
+    }
+}

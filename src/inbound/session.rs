@@ -1,0 +1,534 @@
+//! One SMTP session: the command loop (smtp-proto parses each line), EHLO, STARTTLS, AUTH,
+//! MAIL and RCPT with their policies. DATA and BDAT live in `submit`.
+
+use std::io;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use smtp_proto::{
+    AUTH_LOGIN, AUTH_PLAIN, MAIL_BODY_7BIT, MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME,
+    MAIL_REQUIRETLS, MAIL_RET_FULL, MAIL_RET_HDRS, MAIL_SMTPUTF8, MailFrom, Request,
+};
+
+use super::conn::{Conn, Line};
+use super::hygiene::LineCheck;
+use super::policy::sender_allowed;
+use super::{ListenerKind, Shared, auth};
+use crate::reply::Reply;
+
+/// A message being submitted.
+pub(super) struct Transaction {
+    pub(super) mail_from: String,
+    pub(super) params: Vec<String>,
+    pub(super) recipients: Vec<String>,
+    pub(super) max_size: usize,
+    pub(super) bdat: Option<Chunks>,
+}
+
+/// BDAT chunks received so far.
+#[derive(Default)]
+pub(super) struct Chunks {
+    pub(super) data: Vec<u8>,
+    pub(super) size: usize,
+    pub(super) check: LineCheck,
+}
+
+/// The state of one client connection.
+pub(super) struct Session {
+    pub(super) shared: Arc<Shared>,
+    pub(super) conn: Conn,
+    pub(super) kind: ListenerKind,
+    pub(super) ip: IpAddr,
+    pub(super) helo: Option<String>,
+    pub(super) esmtp: bool,
+    pub(super) app: Option<String>,
+    pub(super) tx: Option<Transaction>,
+    errors: usize,
+    pub(super) closing: bool,
+}
+
+enum Next {
+    Line(Vec<u8>),
+    TooLong,
+    Shutdown,
+    Failed(io::Error),
+}
+
+impl Session {
+    pub(super) fn new(shared: Arc<Shared>, conn: Conn, kind: ListenerKind, ip: IpAddr) -> Self {
+        Session {
+            shared,
+            conn,
+            kind,
+            ip,
+            helo: None,
+            esmtp: false,
+            app: None,
+            tx: None,
+            errors: 0,
+            closing: false,
+        }
+    }
+
+    /// Runs the session to its end.
+    pub(super) async fn run(mut self) {
+        let host = self.shared.cfg.server.hostname.clone();
+        self.conn
+            .queue(format!("220 {host} ESMTP herald ready\r\n").as_bytes());
+        tracing::debug!(client = %self.ip, listener = self.kind.name(), "connected");
+        while !self.closing {
+            match self.next_command().await {
+                Next::Line(line) => self.dispatch(&line).await,
+                Next::TooLong => self.error(Reply::new(
+                    500,
+                    "5.5.2",
+                    format!(
+                        "line too long: at most {} bytes",
+                        self.shared.cfg.smtp.max_line_length
+                    ),
+                )),
+                Next::Shutdown => {
+                    self.reply(Reply::new(
+                        421,
+                        "4.3.2",
+                        format!("{host} is shutting down; try again shortly"),
+                    ));
+                    break;
+                }
+                Next::Failed(e) => self.io_failed(e),
+            }
+        }
+        self.conn.close().await;
+    }
+
+    async fn next_command(&mut self) -> Next {
+        let max = self.shared.cfg.smtp.max_line_length;
+        let timeout = self.shared.cfg.smtp.command_timeout;
+        let mut shutdown = self.shared.shutdown.clone();
+        if *shutdown.borrow() && !self.conn.has_buffered_input() {
+            return Next::Shutdown;
+        }
+        let read = async {
+            match self.conn.read_line(max, timeout).await {
+                Ok(Line::Full(l)) => Next::Line(l.to_vec()),
+                Ok(Line::TooLong { .. }) => Next::TooLong,
+                Err(e) => Next::Failed(e),
+            }
+        };
+        tokio::select! {
+            n = read => n,
+            _ = async {
+                if shutdown.wait_for(|v| *v).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            } => Next::Shutdown,
+        }
+    }
+
+    /// Queues a reply, logging every refusal with its reason.
+    pub(super) fn reply(&mut self, r: Reply) {
+        if r.code >= 400 {
+            tracing::info!(client = %self.ip, app = self.app.as_deref().unwrap_or("-"),
+                reply = %r, "refused");
+        }
+        self.conn.queue(&r.to_wire());
+    }
+
+    /// Queues a protocol-error reply and counts it; too many end the session.
+    pub(super) fn error(&mut self, r: Reply) {
+        self.reply(r);
+        self.errors += 1;
+        if self.errors >= self.shared.cfg.smtp.max_errors {
+            let host = self.shared.cfg.server.hostname.clone();
+            self.reply(Reply::new(
+                421,
+                "4.7.0",
+                format!("{host} too many errors in this session; closing"),
+            ));
+            self.closing = true;
+        }
+    }
+
+    /// Ends the session after a read failure (a timeout gets a `421`).
+    pub(super) fn io_failed(&mut self, e: io::Error) {
+        self.closing = true;
+        self.tx = None;
+        if e.kind() == io::ErrorKind::TimedOut {
+            let host = self.shared.cfg.server.hostname.clone();
+            self.reply(Reply::new(
+                421,
+                "4.4.2",
+                format!("{host} timeout: the client sent nothing in time; closing"),
+            ));
+        } else {
+            tracing::debug!(client = %self.ip, error = %e, "connection ended");
+        }
+    }
+
+    async fn dispatch(&mut self, line: &[u8]) {
+        let req = match Request::parse(&mut line.iter()) {
+            Ok(r) => r.into_owned(),
+            Err(e) => return self.error(parse_error(e)),
+        };
+        match req {
+            Request::Ehlo { host } => self.hello(host, true),
+            Request::Helo { host } => self.hello(host, false),
+            Request::StartTls => self.starttls().await,
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(mechanism, initial_response).await,
+            Request::Mail { from } => self.mail(from),
+            Request::Rcpt { to } => self.rcpt(to.address),
+            Request::Data => self.data().await,
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => self.bdat(chunk_size, is_last).await,
+            Request::Rset => {
+                self.tx = None;
+                self.reply(Reply::new(250, "2.0.0", "reset"));
+            }
+            Request::Noop { .. } => self.reply(Reply::new(250, "2.0.0", "OK")),
+            Request::Vrfy { .. } => self.reply(Reply::new(
+                252,
+                "2.5.0",
+                "cannot verify addresses; send the message and herald will try",
+            )),
+            Request::Help { .. } => self.reply(Reply::new(
+                214,
+                "2.0.0",
+                "commands: EHLO HELO STARTTLS AUTH MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT",
+            )),
+            Request::Quit => {
+                self.reply(Reply::new(221, "2.0.0", "bye"));
+                self.closing = true;
+            }
+            other => self.error(Reply::new(
+                502,
+                "5.5.1",
+                format!("{} is not implemented here", other.name()),
+            )),
+        }
+    }
+
+    fn hello(&mut self, host: String, esmtp: bool) {
+        self.tx = None;
+        self.esmtp = esmtp;
+        let me = self.shared.cfg.server.hostname.clone();
+        if !esmtp {
+            self.conn
+                .queue(format!("250 {me} hello {host}\r\n").as_bytes());
+            self.helo = Some(host);
+            return;
+        }
+        let mut lines = vec![
+            format!("{me} hello {host}"),
+            "PIPELINING".into(),
+            format!("SIZE {}", self.max_size()),
+            "8BITMIME".into(),
+            "SMTPUTF8".into(),
+            "ENHANCEDSTATUSCODES".into(),
+            "CHUNKING".into(),
+        ];
+        if !self.conn.is_tls() && self.shared.tls.is_some() {
+            lines.push("STARTTLS".into());
+        }
+        if self.conn.is_tls() && self.kind != ListenerKind::Plain && self.app.is_none() {
+            lines.push("AUTH PLAIN LOGIN".into());
+        }
+        lines.push("HELP".into());
+        let last = lines.len() - 1;
+        for (i, l) in lines.iter().enumerate() {
+            let sep = if i == last { ' ' } else { '-' };
+            self.conn.queue(format!("250{sep}{l}\r\n").as_bytes());
+        }
+        self.helo = Some(host);
+    }
+
+    fn max_size(&self) -> usize {
+        self.app
+            .as_ref()
+            .and_then(|a| self.shared.apps.get(a))
+            .and_then(|a| a.max_message_size)
+            .unwrap_or(self.shared.cfg.smtp.max_message_size)
+    }
+
+    async fn starttls(&mut self) {
+        let Some(acceptor) = self.shared.tls.clone() else {
+            return self.error(Reply::new(502, "5.5.1", "STARTTLS is not available here"));
+        };
+        if self.conn.is_tls() {
+            return self.error(Reply::new(503, "5.5.1", "TLS is already active"));
+        }
+        self.reply(Reply::new(220, "2.0.0", "ready to start TLS"));
+        let timeout = self.shared.cfg.smtp.command_timeout;
+        if let Err(e) = self.conn.start_tls(&acceptor, timeout).await {
+            tracing::info!(client = %self.ip, error = %e, "STARTTLS handshake failed");
+            self.closing = true;
+            return;
+        }
+        self.helo = None;
+        self.tx = None;
+        self.app = None;
+    }
+
+    async fn auth(&mut self, mechanism: u64, initial: String) {
+        if self.kind == ListenerKind::Plain {
+            return self.error(Reply::new(
+                502,
+                "5.5.1",
+                "AUTH is not offered on this listener; use the submission port",
+            ));
+        }
+        if !self.conn.is_tls() {
+            return self.error(Reply::new(
+                538,
+                "5.7.11",
+                "encryption required for authentication: send STARTTLS first",
+            ));
+        }
+        if self.app.is_some() {
+            return self.error(Reply::new(503, "5.5.1", "already authenticated"));
+        }
+        if self.tx.is_some() {
+            return self.error(Reply::new(
+                503,
+                "5.5.1",
+                "AUTH is not allowed during a transaction",
+            ));
+        }
+        if let Err(left) = self.shared.throttle.check(self.ip) {
+            self.reply(Reply::new(
+                421,
+                "4.7.0",
+                format!(
+                    "too many failed AUTH attempts from {}; try again in {} s",
+                    self.ip,
+                    left.as_secs() + 1
+                ),
+            ));
+            self.closing = true;
+            return;
+        }
+        let initial = (!initial.is_empty()).then_some(initial);
+        let creds = match mechanism {
+            AUTH_PLAIN => match self.sasl(initial, "").await {
+                Ok(Some(b)) => auth::parse_plain(&b),
+                Ok(None) => return,
+                Err(e) => return self.io_failed(e),
+            },
+            AUTH_LOGIN => {
+                let user = match self.sasl(initial, "VXNlcm5hbWU6").await {
+                    Ok(Some(u)) => u,
+                    Ok(None) => return,
+                    Err(e) => return self.io_failed(e),
+                };
+                let pass = match self.sasl(None, "UGFzc3dvcmQ6").await {
+                    Ok(Some(p)) => p,
+                    Ok(None) => return,
+                    Err(e) => return self.io_failed(e),
+                };
+                match (String::from_utf8(user), String::from_utf8(pass)) {
+                    (Ok(u), Ok(p)) => Some((u, p)),
+                    _ => None,
+                }
+            }
+            _ => {
+                return self.error(Reply::new(
+                    504,
+                    "5.5.4",
+                    "unsupported mechanism: use PLAIN or LOGIN",
+                ));
+            }
+        };
+        let Some((user, password)) = creds else {
+            return self.error(Reply::new(501, "5.5.2", "malformed AUTH response"));
+        };
+        if auth::verify(self.shared.apps.clone(), user.clone(), password).await {
+            self.shared.throttle.success(self.ip);
+            tracing::info!(client = %self.ip, app = %user, "authenticated");
+            self.app = Some(user);
+            self.reply(Reply::new(235, "2.7.0", "authentication succeeded"));
+        } else {
+            let delay = self.shared.throttle.failure(self.ip);
+            tracing::info!(client = %self.ip, user = %user, "AUTH failed");
+            // Slow only this client down; the flush sends nothing until the delay has passed.
+            tokio::time::sleep(delay).await;
+            self.error(Reply::new(
+                535,
+                "5.7.8",
+                "authentication credentials invalid: check the app's user name and password",
+            ));
+        }
+    }
+
+    /// Gets one SASL response (the initial one, or after a `334` prompt), base64-decoded.
+    /// `Ok(None)` when the exchange was ended with a reply already queued.
+    async fn sasl(&mut self, initial: Option<String>, prompt: &str) -> io::Result<Option<Vec<u8>>> {
+        let text = match initial {
+            Some(t) => t,
+            None => {
+                self.conn.queue(format!("334 {prompt}\r\n").as_bytes());
+                let max = self.shared.cfg.smtp.max_line_length;
+                let timeout = self.shared.cfg.smtp.command_timeout;
+                match self.conn.read_line(max, timeout).await? {
+                    Line::Full(l) => String::from_utf8_lossy(l).trim().to_string(),
+                    Line::TooLong { .. } => String::new(),
+                }
+            }
+        };
+        if text == "*" {
+            self.error(Reply::new(501, "5.0.0", "authentication cancelled"));
+            return Ok(None);
+        }
+        if text == "=" {
+            return Ok(Some(Vec::new()));
+        }
+        match auth::decode_b64(&text) {
+            Some(b) if !text.is_empty() => Ok(Some(b)),
+            _ => {
+                self.error(Reply::new(
+                    501,
+                    "5.5.2",
+                    "cannot decode the base64 response",
+                ));
+                Ok(None)
+            }
+        }
+    }
+
+    fn mail(&mut self, from: MailFrom<String>) {
+        if self.helo.is_none() {
+            return self.error(Reply::new(503, "5.5.1", "send EHLO first"));
+        }
+        if self.tx.is_some() {
+            return self.error(Reply::new(503, "5.5.1", "nested MAIL: send RSET first"));
+        }
+        let (patterns, who) = match (&self.app, self.kind) {
+            (Some(app), _) => match self.shared.apps.get(app) {
+                Some(a) => (a.senders.clone(), format!("app {app}")),
+                None => return self.error(Reply::new(530, "5.7.0", "authentication required")),
+            },
+            (None, ListenerKind::Plain) => (
+                self.shared.cfg.smtp.plain_senders.clone(),
+                "the plain listener (smtp.plain_senders)".to_string(),
+            ),
+            (None, _) => {
+                let how = if self.conn.is_tls() {
+                    "AUTH"
+                } else {
+                    "STARTTLS, then AUTH"
+                };
+                return self.error(Reply::new(
+                    530,
+                    "5.7.0",
+                    format!("authentication required: {how} with your app's credentials"),
+                ));
+            }
+        };
+        let max = self.max_size();
+        if from.size > max {
+            return self.reply(Reply::new(
+                552,
+                "5.3.4",
+                format!(
+                    "message size {} exceeds the limit of {max} bytes",
+                    from.size
+                ),
+            ));
+        }
+        if !sender_allowed(&patterns, &from.address) {
+            return self.reply(Reply::new(
+                550,
+                "5.7.1",
+                format!("sender <{}> is not allowed for {who}", from.address),
+            ));
+        }
+        if let Some(app) = self.app.clone() {
+            let per_minute = self.shared.apps.get(&app).map_or(0, |a| a.rate_limit);
+            if let Err(wait) = self.shared.rates.take(&app, per_minute) {
+                return self.reply(Reply::new(
+                    450,
+                    "4.7.1",
+                    format!(
+                        "app {app} is over its rate limit of {per_minute} messages per minute; \
+                         retry in {} s",
+                        wait.as_secs() + 1
+                    ),
+                ));
+            }
+        }
+        self.tx = Some(Transaction {
+            params: mail_params(&from),
+            mail_from: from.address,
+            recipients: Vec::new(),
+            max_size: max,
+            bdat: None,
+        });
+        self.reply(Reply::new(250, "2.1.0", "sender OK"));
+    }
+
+    fn rcpt(&mut self, to: String) {
+        let max = self.shared.cfg.smtp.max_recipients;
+        let Some(tx) = self.tx.as_mut() else {
+            return self.error(Reply::new(503, "5.5.1", "send MAIL first"));
+        };
+        if to.is_empty() {
+            return self.error(Reply::new(501, "5.1.3", "empty recipient address"));
+        }
+        if !tx.recipients.iter().any(|r| r.eq_ignore_ascii_case(&to)) {
+            if tx.recipients.len() >= max {
+                return self.reply(Reply::new(
+                    452,
+                    "4.5.3",
+                    format!("too many recipients: at most {max} per message"),
+                ));
+            }
+            tx.recipients.push(to);
+        }
+        self.reply(Reply::new(250, "2.1.5", "recipient OK"));
+    }
+}
+
+/// The MAIL FROM parameters as they were given, for the envelope.
+fn mail_params(from: &MailFrom<String>) -> Vec<String> {
+    let mut p = Vec::new();
+    for (flag, text) in [
+        (MAIL_BODY_7BIT, "BODY=7BIT"),
+        (MAIL_BODY_8BITMIME, "BODY=8BITMIME"),
+        (MAIL_BODY_BINARYMIME, "BODY=BINARYMIME"),
+        (MAIL_SMTPUTF8, "SMTPUTF8"),
+        (MAIL_RET_FULL, "RET=FULL"),
+        (MAIL_RET_HDRS, "RET=HDRS"),
+        (MAIL_REQUIRETLS, "REQUIRETLS"),
+    ] {
+        if from.flags & flag != 0 {
+            p.push(text.to_string());
+        }
+    }
+    if from.size > 0 {
+        p.push(format!("SIZE={}", from.size));
+    }
+    if let Some(id) = &from.env_id {
+        p.push(format!("ENVID={id}"));
+    }
+    p
+}
+
+fn parse_error(e: smtp_proto::Error) -> Reply {
+    use smtp_proto::Error as E;
+    match e {
+        E::UnknownCommand => Reply::new(500, "5.5.1", "command not recognized"),
+        E::InvalidSenderAddress => Reply::new(501, "5.1.7", "bad sender address syntax"),
+        E::InvalidRecipientAddress => Reply::new(501, "5.1.3", "bad recipient address syntax"),
+        E::SyntaxError { syntax } => Reply::new(501, "5.5.2", format!("syntax: {syntax}")),
+        E::InvalidParameter { param } => {
+            Reply::new(501, "5.5.4", format!("invalid parameter {param}"))
+        }
+        E::UnsupportedParameter { param } => {
+            Reply::new(555, "5.5.4", format!("unsupported parameter {param}"))
+        }
+        _ => Reply::new(500, "5.5.2", "syntax error"),
+    }
+}

@@ -1,0 +1,248 @@
+//! The message itself: DATA and BDAT read while streaming (size, line length and line endings
+//! checked as the bytes arrive, never buffered past the limit), then sender policy on the
+//! `From:` header, hygiene headers, signing, and the durable spool before the `250`.
+
+use super::conn::Line;
+use super::hygiene::{self, Trace};
+use super::policy::{header_from_addresses, sender_allowed};
+use super::session::{Chunks, Session};
+use crate::queue::{Envelope, unix_now};
+use crate::reply::Reply;
+
+/// Why a message was refused while it streamed in.
+enum Fault {
+    TooBig,
+    Bare,
+    LongLine,
+}
+
+impl Session {
+    /// DATA: `354`, then lines up to CRLF.CRLF. Only a dot line after a CRLF ends the data,
+    /// so `\n.\r\n` and friends never end a message early (they make it refused instead).
+    pub(super) async fn data(&mut self) {
+        let Some(tx) = self.tx.as_ref() else {
+            return self.error(Reply::new(503, "5.5.1", "send MAIL and RCPT first"));
+        };
+        if tx.recipients.is_empty() {
+            return self.error(Reply::new(503, "5.5.1", "send RCPT first"));
+        }
+        if tx.bdat.is_some() {
+            return self.error(Reply::new(503, "5.5.1", "DATA cannot follow BDAT"));
+        }
+        let max = tx.max_size;
+        let max_line = self.shared.cfg.smtp.max_line_length;
+        let timeout = self.shared.cfg.smtp.data_timeout;
+        self.conn
+            .queue(b"354 Start mail input; end with <CRLF>.<CRLF>\r\n");
+        let mut buf = Vec::with_capacity(max.min(64 * 1024));
+        let mut fault = None;
+        let mut size = 0usize;
+        let mut prev_crlf = true;
+        loop {
+            let line = match self.conn.read_line(max_line, timeout).await {
+                Ok(Line::Full(l)) => l,
+                Ok(Line::TooLong { crlf }) => {
+                    fault.get_or_insert(Fault::LongLine);
+                    buf = Vec::new();
+                    prev_crlf = crlf;
+                    continue;
+                }
+                Err(e) => return self.io_failed(e),
+            };
+            if prev_crlf && line == b".\r\n" {
+                break;
+            }
+            let crlf = line.ends_with(b"\r\n");
+            let text = &line[..line.len() - if crlf { 2 } else { 1 }];
+            if !crlf || text.contains(&b'\r') {
+                fault.get_or_insert(Fault::Bare);
+            }
+            let content = match line.split_first() {
+                Some((b'.', rest)) if prev_crlf => rest,
+                _ => line,
+            };
+            size += content.len();
+            if size > max {
+                fault = Some(Fault::TooBig);
+            }
+            if fault.is_none() {
+                buf.extend_from_slice(content);
+            } else if !buf.is_empty() {
+                buf = Vec::new();
+            }
+            prev_crlf = crlf;
+        }
+        match fault {
+            Some(f) => self.refuse(f, max),
+            None => self.accept(buf).await,
+        }
+    }
+
+    /// BDAT: the chunk is always read (and thrown away when there is nothing to add it to);
+    /// the message is checked and accepted at `LAST`.
+    pub(super) async fn bdat(&mut self, chunk_size: usize, last: bool) {
+        let timeout = self.shared.cfg.smtp.data_timeout;
+        let max_line = self.shared.cfg.smtp.max_line_length;
+        let ready = self.tx.as_ref().is_some_and(|t| !t.recipients.is_empty());
+        let max = self.tx.as_ref().map_or(0, |t| t.max_size);
+        let mut chunks = self
+            .tx
+            .as_mut()
+            .and_then(|t| t.bdat.take())
+            .unwrap_or_default();
+        let read = self
+            .conn
+            .read_chunk(chunk_size, timeout, |bytes| {
+                if !ready {
+                    return;
+                }
+                chunks.check.feed(bytes);
+                chunks.size += bytes.len();
+                if chunks.size > max {
+                    chunks.data = Vec::new();
+                } else {
+                    chunks.data.extend_from_slice(bytes);
+                }
+            })
+            .await;
+        if let Err(e) = read {
+            return self.io_failed(e);
+        }
+        if !ready {
+            return self.error(Reply::new(503, "5.5.1", "send MAIL and RCPT before BDAT"));
+        }
+        if chunks.size > max {
+            return self.refuse(Fault::TooBig, max);
+        }
+        if chunks.check.longest > max_line {
+            return self.refuse(Fault::LongLine, max);
+        }
+        if !last {
+            let size = chunks.size;
+            if let Some(t) = self.tx.as_mut() {
+                t.bdat = Some(chunks);
+            }
+            return self.reply(Reply::new(
+                250,
+                "2.0.0",
+                format!("{chunk_size} octets received, {size} in total"),
+            ));
+        }
+        chunks.check.finish();
+        if chunks.check.bare {
+            return self.refuse(Fault::Bare, max);
+        }
+        let Chunks { data, .. } = chunks;
+        self.accept(data).await;
+    }
+
+    fn refuse(&mut self, fault: Fault, max: usize) {
+        self.tx = None;
+        let max_line = self.shared.cfg.smtp.max_line_length;
+        self.reply(match fault {
+            Fault::TooBig => Reply::new(
+                552,
+                "5.3.4",
+                format!("message too big: the limit is {max} bytes"),
+            ),
+            Fault::Bare => Reply::new(
+                550,
+                "5.6.0",
+                "message contains a bare CR or bare LF: every line must end with CRLF \
+                 (refused to prevent SMTP smuggling)",
+            ),
+            Fault::LongLine => Reply::new(
+                550,
+                "5.6.0",
+                format!("message has a line longer than {max_line} bytes; wrap or encode it"),
+            ),
+        });
+    }
+
+    /// Checks the header `From:`, adds trace headers, signs and spools; `250` only after fsync.
+    async fn accept(&mut self, data: Vec<u8>) {
+        let Some(tx) = self.tx.take() else { return };
+        let headers = &data[..hygiene::header_end(&data)];
+        let (patterns, who) = match &self.app {
+            Some(app) => (
+                self.shared
+                    .apps
+                    .get(app)
+                    .map(|a| a.senders.clone())
+                    .unwrap_or_default(),
+                format!("app {app}"),
+            ),
+            None => (
+                self.shared.cfg.smtp.plain_senders.clone(),
+                "the plain listener (smtp.plain_senders)".to_string(),
+            ),
+        };
+        let froms = header_from_addresses(headers);
+        if froms.is_empty() {
+            return self.reply(Reply::new(
+                550,
+                "5.7.1",
+                format!("the message has no From: header; add one with an address {who} may use"),
+            ));
+        }
+        if let Some(bad) = froms.iter().find(|f| !sender_allowed(&patterns, f)) {
+            return self.reply(Reply::new(
+                550,
+                "5.7.1",
+                format!("From: header address <{bad}> is not allowed for {who}"),
+            ));
+        }
+        let tls = self.conn.tls_info();
+        let helo = self.helo.clone().unwrap_or_default();
+        let message = hygiene::prepare(
+            data,
+            &Trace {
+                helo: &helo,
+                esmtp: self.esmtp,
+                client_ip: self.ip,
+                hostname: &self.shared.cfg.server.hostname,
+                tls: tls.as_deref(),
+                app: self.app.as_deref(),
+            },
+            chrono::Utc::now(),
+        );
+        let signed = match self.shared.signer.sign(message).await {
+            Ok(m) => m,
+            Err(r) => return self.reply(r),
+        };
+        let size = signed.len();
+        let recipients = tx.recipients.len();
+        let envelope = Envelope {
+            app: self.app.clone(),
+            mail_from: tx.mail_from.clone(),
+            mail_from_params: tx.params,
+            recipients: tx.recipients,
+            received_at: unix_now(),
+            client_ip: self.ip,
+            helo,
+            tls: tls.clone(),
+        };
+        match self.shared.spool.store(envelope, signed).await {
+            Ok(id) => {
+                tracing::info!(
+                    queue_id = %id,
+                    app = self.app.as_deref().unwrap_or("-"),
+                    sender = %tx.mail_from,
+                    recipients,
+                    size,
+                    tls = tls.as_deref().unwrap_or("none"),
+                    "accepted"
+                );
+                self.reply(Reply::new(250, "2.0.0", format!("queued as {id}")));
+            }
+            Err(e) => {
+                tracing::error!(client = %self.ip, error = %e, "cannot store message in the spool");
+                self.reply(Reply::new(
+                    451,
+                    "4.3.0",
+                    "could not store the message safely; try again later",
+                ));
+            }
+        }
+    }
+}

@@ -10,12 +10,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
+use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::RData;
-use hickory_resolver::TokioResolver;
 use mail_auth::common::crypto::{Ed25519Key, SigningKey};
 use mail_auth::{AuthenticatedMessage, DkimResult};
 use serde_json::Value;
@@ -95,7 +95,10 @@ allow_dev_keys = true
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         };
-        eprintln!("herald {args:?} -> {}\n{}{}", run.code, run.stdout, run.stderr);
+        eprintln!(
+            "herald {args:?} -> {}\n{}{}",
+            run.code, run.stdout, run.stderr
+        );
         run
     }
 
@@ -169,25 +172,50 @@ fn named_checkzone() -> PathBuf {
 
 #[test]
 fn dns_prints_every_record_and_zone_output_loads_in_named_checkzone() {
-    let w = World::new(&[("r1", "rsa", true), ("e1", "ed25519", true), ("old", "ed25519", false)]);
+    let w = World::new(&[
+        ("r1", "rsa", true),
+        ("e1", "ed25519", true),
+        ("old", "ed25519", false),
+    ]);
     let run = w.herald(&["dns"]);
     assert_eq!(run.code, 0);
     let zone = &run.stdout;
-    assert!(zone.contains(&format!("{INCLUDE}. 3600 IN TXT \"{INCLUDE_VALUE}\"")), "{zone}");
+    assert!(
+        zone.contains(&format!("{INCLUDE}. 3600 IN TXT \"{INCLUDE_VALUE}\"")),
+        "{zone}"
+    );
     assert!(zone.contains(&format!(
         "{DOMAIN}. 3600 IN TXT \"v=spf1 include:{INCLUDE} ~all\""
     )));
-    assert!(zone.contains("_dmarc.example.test. 3600 IN TXT \"v=DMARC1; p=none; rua=mailto:dmarc@example.test\""));
-    assert!(zone.contains("_smtp._tls.example.test. 3600 IN TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@example.test\""));
-    assert!(zone.contains("retiring"), "the retiring key is marked: {zone}");
+    assert!(zone.contains(
+        "_dmarc.example.test. 3600 IN TXT \"v=DMARC1; p=none; rua=mailto:dmarc@example.test\""
+    ));
+    assert!(zone.contains(
+        "_smtp._tls.example.test. 3600 IN TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@example.test\""
+    ));
+    assert!(
+        zone.contains("retiring"),
+        "the retiring key is marked: {zone}"
+    );
     // The RSA key does not fit one character-string: it is split, in parentheses.
-    assert!(zone.contains("r1._domainkey.example.test. 3600 IN TXT (\n"), "{zone}");
+    assert!(
+        zone.contains("r1._domainkey.example.test. 3600 IN TXT (\n"),
+        "{zone}"
+    );
 
     // Each block loads in named-checkzone once placed in a zone with an SOA and NS.
     let blocks: Vec<&str> = zone.split("\n$ORIGIN ").skip(1).collect();
-    assert_eq!(blocks.len(), 2, "one block for the include's zone, one for the domain");
+    assert_eq!(
+        blocks.len(),
+        2,
+        "one block for the include's zone, one for the domain"
+    );
     for block in blocks {
-        let origin = block.split_whitespace().next().unwrap().trim_end_matches('.');
+        let origin = block
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .trim_end_matches('.');
         let file = w.dir.path().join(format!("{origin}.zone"));
         std::fs::write(
             &file,
@@ -205,7 +233,10 @@ fn dns_prints_every_record_and_zone_output_loads_in_named_checkzone() {
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "named-checkzone {origin}: {text}");
-        assert!(!text.contains("ignoring"), "out-of-zone data in {origin}: {text}");
+        assert!(
+            !text.contains("ignoring"),
+            "out-of-zone data in {origin}: {text}"
+        );
     }
 
     // JSON: every key, each TXT split into ≤255-byte strings that join back to the value.
@@ -214,15 +245,27 @@ fn dns_prints_every_record_and_zone_output_loads_in_named_checkzone() {
     let dkim: Vec<&Value> = records.iter().filter(|r| r["purpose"] == "dkim").collect();
     assert_eq!(dkim.len(), 3);
     for r in records {
-        let strings: Vec<&str> = r["strings"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+        let strings: Vec<&str> = r["strings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
         assert!(strings.iter().all(|s| s.len() <= 255));
         assert_eq!(strings.concat(), r["value"].as_str().unwrap());
     }
-    let old = dkim.iter().find(|r| r["name"] == "old._domainkey.example.test").unwrap();
+    let old = dkim
+        .iter()
+        .find(|r| r["name"] == "old._domainkey.example.test")
+        .unwrap();
     assert_eq!(old["active"], false);
     // --domain with a domain herald does not sign for says so.
     let run = w.herald(&["dns", "--domain", "other.test"]);
-    assert!(run.stderr.contains("other.test is not a signing domain"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("other.test is not a signing domain"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(w.herald(&["dns", "--format", "yaml"]).code, 2);
 }
 
@@ -251,12 +294,25 @@ fn check_passes_a_correct_domain() {
     w.publish_all();
     let (code, report) = w.check();
     assert_eq!(code, 0, "{report:#}");
-    for id in ["spf.record", "spf.include", "spf.lookups", "spf.void", "spf.all", "dkim.e1",
-        "dmarc.record", "dmarc.policy", "dmarc.rua", "dmarc.alignment"]
-    {
+    for id in [
+        "spf.record",
+        "spf.include",
+        "spf.lookups",
+        "spf.void",
+        "spf.all",
+        "dkim.e1",
+        "dmarc.record",
+        "dmarc.policy",
+        "dmarc.rua",
+        "dmarc.alignment",
+    ] {
         assert_eq!(status(&report, id), "pass", "{id}: {report:#}");
     }
-    assert_eq!(statuses(&report, "spf.eval"), ["pass", "pass"], "both addresses pass");
+    assert_eq!(
+        statuses(&report, "spf.eval"),
+        ["pass", "pass"],
+        "both addresses pass"
+    );
     assert_eq!(status(&report, "tls-rpt.record"), "info");
     assert_eq!(status(&report, "mta-sts.record"), "info");
     assert_eq!(report["ok"], true);
@@ -274,7 +330,11 @@ fn check_fails_a_domain_missing_the_include() {
     let (code, report) = w.check();
     assert_eq!(code, 1);
     assert_eq!(status(&report, "spf.include"), "fail");
-    assert_eq!(statuses(&report, "spf.eval"), ["fail", "fail"], "softfail for herald's addresses");
+    assert_eq!(
+        statuses(&report, "spf.eval"),
+        ["fail", "fail"],
+        "softfail for herald's addresses"
+    );
 }
 
 #[test]
@@ -293,22 +353,40 @@ fn check_counts_lookups_through_nested_includes() {
     let w = World::new(&[("e1", "ed25519", true)]);
     w.publish_all();
     // 2 at the top (herald's include and vendors), 9 inside vendors: 11.
-    w.dns.set_txt(DOMAIN, &format!("v=spf1 include:{INCLUDE} include:vendors.example.test ~all"));
-    let nested: Vec<String> = (1..=9).map(|i| format!("include:v{i}.example.test")).collect();
-    w.dns.add_txt("vendors.example.test", &format!("v=spf1 {} -all", nested.join(" ")));
+    w.dns.set_txt(
+        DOMAIN,
+        &format!("v=spf1 include:{INCLUDE} include:vendors.example.test ~all"),
+    );
+    let nested: Vec<String> = (1..=9)
+        .map(|i| format!("include:v{i}.example.test"))
+        .collect();
+    w.dns.add_txt(
+        "vendors.example.test",
+        &format!("v=spf1 {} -all", nested.join(" ")),
+    );
     for i in 1..=9 {
-        w.dns.add_txt(&format!("v{i}.example.test"), &format!("v=spf1 ip4:198.51.100.{i} -all"));
+        w.dns.add_txt(
+            &format!("v{i}.example.test"),
+            &format!("v=spf1 ip4:198.51.100.{i} -all"),
+        );
     }
     let (code, report) = w.check();
     assert_eq!(code, 1);
     assert_eq!(status(&report, "spf.lookups"), "fail");
-    assert!(message(&report, "spf.lookups").starts_with("11 DNS look-ups"), "{report:#}");
+    assert!(
+        message(&report, "spf.lookups").starts_with("11 DNS look-ups"),
+        "{report:#}"
+    );
     assert_eq!(status(&report, "spf.include"), "pass");
 
     // Ten is within the limit, and herald's include found one level down still counts.
     w.dns.remove("v9.example.test");
-    w.dns.set_txt("vendors.example.test", &format!("v=spf1 include:{INCLUDE} {} -all", nested[..7].join(" ")));
-    w.dns.set_txt(DOMAIN, "v=spf1 include:vendors.example.test ~all");
+    w.dns.set_txt(
+        "vendors.example.test",
+        &format!("v=spf1 include:{INCLUDE} {} -all", nested[..7].join(" ")),
+    );
+    w.dns
+        .set_txt(DOMAIN, "v=spf1 include:vendors.example.test ~all");
     let (code, report) = w.check();
     assert_eq!(status(&report, "spf.lookups"), "pass", "{report:#}");
     assert!(message(&report, "spf.lookups").starts_with("9 DNS look-ups"));
@@ -320,7 +398,8 @@ fn check_counts_lookups_through_nested_includes() {
 fn check_fails_too_many_void_lookups() {
     let w = World::new(&[("e1", "ed25519", true)]);
     w.publish_all();
-    w.dns.add_a("host.example.test", "192.0.2.7".parse().unwrap());
+    w.dns
+        .add_a("host.example.test", "192.0.2.7".parse().unwrap());
     w.dns.set_txt(
         DOMAIN,
         &format!("v=spf1 a:host.example.test a:gone1.example.test mx:gone2.example.test exists:gone3.example.test include:{INCLUDE} ~all"),
@@ -329,7 +408,10 @@ fn check_fails_too_many_void_lookups() {
     assert_eq!(code, 1);
     assert_eq!(status(&report, "spf.void"), "fail");
     let m = message(&report, "spf.void");
-    assert!(m.starts_with("3 void look-ups") && m.contains("mx:gone2.example.test"), "{m}");
+    assert!(
+        m.starts_with("3 void look-ups") && m.contains("mx:gone2.example.test"),
+        "{m}"
+    );
     assert!(!m.contains("host.example.test"), "{m}");
 }
 
@@ -342,12 +424,19 @@ fn check_finds_a_stale_dkim_key_and_a_retired_key_still_published() {
     let other = Ed25519Key::from_pkcs8_der(&pkcs8).expect("key");
     let _ = other.algorithm();
     let p = base64::engine::general_purpose::STANDARD.encode(other.public_key());
-    w.dns.set_txt("e1._domainkey.example.test", &format!("v=DKIM1; k=ed25519; p={p}"));
+    w.dns.set_txt(
+        "e1._domainkey.example.test",
+        &format!("v=DKIM1; k=ed25519; p={p}"),
+    );
     let (code, report) = w.check();
     assert_eq!(code, 1);
     assert_eq!(status(&report, "dkim.e1"), "fail");
     assert!(message(&report, "dkim.e1").contains("different public key"));
-    assert_eq!(status(&report, "dkim.old"), "warn", "retired key still published");
+    assert_eq!(
+        status(&report, "dkim.old"),
+        "warn",
+        "retired key still published"
+    );
 
     // Withdrawn: the retired selector passes; a missing active one fails.
     w.dns.remove("old._domainkey.example.test");
@@ -367,13 +456,21 @@ fn check_fails_without_dmarc_and_warns_on_p_none() {
     assert_eq!(code, 1);
     assert_eq!(status(&report, "dmarc.record"), "fail");
 
-    w.dns.add_txt(&format!("_dmarc.{DOMAIN}"), "v=DMARC1; p=none; adkim=s");
+    w.dns
+        .add_txt(&format!("_dmarc.{DOMAIN}"), "v=DMARC1; p=none; adkim=s");
     let (code, report) = w.check();
     assert_eq!(code, 0, "p=none is a warning, not a failure: {report:#}");
     assert_eq!(status(&report, "dmarc.policy"), "warn");
-    assert!(report.to_string().contains("quarantine"), "the advice is given");
+    assert!(
+        report.to_string().contains("quarantine"),
+        "the advice is given"
+    );
     assert_eq!(status(&report, "dmarc.rua"), "warn");
-    assert_eq!(status(&report, "dmarc.alignment"), "pass", "d=example.test aligns strictly");
+    assert_eq!(
+        status(&report, "dmarc.alignment"),
+        "pass",
+        "d=example.test aligns strictly"
+    );
 }
 
 #[test]
@@ -387,7 +484,8 @@ fn check_names_a_missing_domain_a_dead_resolver_bad_records_and_bad_usage() {
 
     // A malformed SPF record is named, not a panic.
     w.publish_all();
-    w.dns.set_txt(DOMAIN, "v=spf1 ip4:not-an-address include: ~all");
+    w.dns
+        .set_txt(DOMAIN, "v=spf1 ip4:not-an-address include: ~all");
     let (code, report) = w.check();
     assert_eq!(code, 1);
     assert_eq!(status(&report, "spf.syntax"), "fail");
@@ -404,12 +502,20 @@ fn check_names_a_missing_domain_a_dead_resolver_bad_records_and_bad_usage() {
     let (code, report) = w.check();
     assert_eq!(code, 1);
     assert_eq!(status(&report, "dns.resolver"), "error");
-    assert_eq!(report["findings"].as_array().unwrap().len(), 1, "{report:#}");
+    assert_eq!(
+        report["findings"].as_array().unwrap().len(),
+        1,
+        "{report:#}"
+    );
 }
 
 /// A hickory resolver asking only `addr`, over TCP or UDP only.
 fn resolver(addr: SocketAddr, tcp: bool) -> TokioResolver {
-    let mut conn = if tcp { ConnectionConfig::tcp() } else { ConnectionConfig::udp() };
+    let mut conn = if tcp {
+        ConnectionConfig::tcp()
+    } else {
+        ConnectionConfig::udp()
+    };
     conn.port = addr.port();
     let ns = NameServerConfig::new(addr.ip(), false, vec![conn]);
     let mut opts = ResolverOpts::default();
@@ -430,7 +536,12 @@ async fn txt(r: &TokioResolver, name: &str) -> Result<String, NetError> {
         .answers()
         .iter()
         .filter_map(|rec| match &rec.data {
-            RData::TXT(t) => Some(t.txt_data.iter().map(|s| String::from_utf8_lossy(s)).collect::<String>()),
+            RData::TXT(t) => Some(
+                t.txt_data
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s))
+                    .collect::<String>(),
+            ),
             _ => None,
         })
         .collect())
@@ -439,7 +550,13 @@ async fn txt(r: &TokioResolver, name: &str) -> Result<String, NetError> {
 fn dig(addr: SocketAddr, args: &[&str]) -> String {
     let out = Command::new("dig")
         .arg(format!("@{}", addr.ip()))
-        .args(["-p", &addr.port().to_string(), "+norec", "+time=5", "+tries=1"])
+        .args([
+            "-p",
+            &addr.port().to_string(),
+            "+norec",
+            "+time=5",
+            "+tries=1",
+        ])
         .args(args)
         .output()
         .expect("dig is installed (dnsutils)");
@@ -462,24 +579,36 @@ async fn listener_answers_its_names_over_udp_and_tcp_and_refuses_others() {
 
     for tcp in [false, true] {
         let r = resolver(listen, tcp);
-        assert_eq!(txt(&r, &format!("{INCLUDE}.")).await.expect("include"), INCLUDE_VALUE);
+        assert_eq!(
+            txt(&r, &format!("{INCLUDE}.")).await.expect("include"),
+            INCLUDE_VALUE
+        );
         let key = txt(&r, dkim_name).await.expect("selector");
         assert!(key.starts_with("v=DKIM1; k=ed25519; p="), "{key}");
         match txt(&r, "example.com.").await {
             Err(NetError::Dns(DnsError::ResponseCode(ResponseCode::Refused))) => {}
-            other => panic!("foreign name over {}: {other:?}", if tcp { "TCP" } else { "UDP" }),
+            other => panic!(
+                "foreign name over {}: {other:?}",
+                if tcp { "TCP" } else { "UDP" }
+            ),
         }
     }
 
     // The same over dig, which shows the flags: authoritative, no recursion.
     for mode in ["+notcp", "+tcp"] {
         let out = dig(listen, &[mode, "TXT", INCLUDE]);
-        assert!(out.contains("status: NOERROR") && out.contains("flags: qr aa"), "{out}");
+        assert!(
+            out.contains("status: NOERROR") && out.contains("flags: qr aa"),
+            "{out}"
+        );
         assert!(out.contains(&format!("\"{INCLUDE_VALUE}\"")), "{out}");
         let out = dig(listen, &[mode, "TXT", "www.example.org"]);
         assert!(out.contains("status: REFUSED"), "{out}");
         let out = dig(listen, &[mode, "A", &format!("nope.{INCLUDE}")]);
-        assert!(out.contains("status: NXDOMAIN") && out.contains("SOA"), "{out}");
+        assert!(
+            out.contains("status: NXDOMAIN") && out.contains("SOA"),
+            "{out}"
+        );
     }
     drop(h);
 }

@@ -120,13 +120,16 @@ impl Report {
                 out.push_str(&format!("  {:<5}  {:<width$}  fix: {}\n", "", "", fix));
             }
         }
-        let count = |s: Status| self.findings.iter().filter(|f| f.status == s).count();
+        let count = |s: Status, one: &str, many: &str| {
+            let n = self.findings.iter().filter(|f| f.status == s).count();
+            format!("{n} {}", if n == 1 { one } else { many })
+        };
         out.push_str(&format!(
-            "\n{} passed, {} failed, {} errors, {} warnings: {}\n",
-            count(Status::Pass),
-            count(Status::Fail),
-            count(Status::Error),
-            count(Status::Warn),
+            "\n{}, {}, {}, {}: {}\n",
+            count(Status::Pass, "passed", "passed"),
+            count(Status::Fail, "failed", "failed"),
+            count(Status::Error, "error", "errors"),
+            count(Status::Warn, "warning", "warnings"),
             if self.ok {
                 "all required checks pass"
             } else {

@@ -173,13 +173,19 @@ fn report_limits(walk: &Walk<'_>, out: &mut Vec<Finding>) {
     if walk.ptr {
         extra.push_str("; ptr is used: it is slow and deprecated (RFC 7208 §5.5), replace it");
     }
+    let breakdown = if breakdown.is_empty() {
+        String::new()
+    } else {
+        format!(" ({breakdown})")
+    };
     if walk.lookups <= MAX_LOOKUPS {
         out.push(Finding::new(
             "spf.lookups",
             if walk.ptr { Status::Warn } else { Status::Pass },
             format!(
-                "{} DNS look-ups of the {MAX_LOOKUPS} allowed ({breakdown}){extra}",
-                walk.lookups
+                "{} DNS {} of the {MAX_LOOKUPS} allowed{breakdown}{extra}",
+                walk.lookups,
+                plural(walk.lookups as usize, "look-up", "look-ups")
             ),
         ));
     } else {
@@ -189,7 +195,7 @@ fn report_limits(walk: &Walk<'_>, out: &mut Vec<Finding>) {
                 Status::Fail,
                 format!(
                     "{} DNS look-ups, more than the {MAX_LOOKUPS} RFC 7208 allows; receivers \
-                     return permerror and SPF fails ({breakdown}){extra}",
+                     return permerror and SPF fails{breakdown}{extra}",
                     walk.lookups
                 ),
             )
@@ -201,8 +207,9 @@ fn report_limits(walk: &Walk<'_>, out: &mut Vec<Finding>) {
             "spf.void",
             Status::Pass,
             format!(
-                "{} void look-ups of the {MAX_VOID} allowed{}",
+                "{} void {} of the {MAX_VOID} allowed{}",
                 walk.void.len(),
+                plural(walk.void.len(), "look-up", "look-ups"),
                 if walk.void.is_empty() {
                     String::new()
                 } else {
@@ -335,8 +342,9 @@ async fn evaluate(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
                 "spf.eval",
                 Status::Fail,
                 format!(
-                    "mail from {ip} with a sender at {}: {other} (receivers see SPF fail for herald's mail)",
-                    ctx.domain
+                    "mail from {ip} with a sender at {}: {} (receivers see SPF fail for herald's mail)",
+                    ctx.domain,
+                    result_name(other)
                 ),
             )
             .fix(format!(
@@ -346,6 +354,23 @@ async fn evaluate(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
             )),
         };
         out.push(f);
+    }
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
+}
+
+/// The RFC 7208 name of a result.
+fn result_name(r: SpfResult) -> &'static str {
+    match r {
+        SpfResult::Pass => "pass",
+        SpfResult::Fail => "fail",
+        SpfResult::SoftFail => "softfail",
+        SpfResult::Neutral => "neutral",
+        SpfResult::TempError => "temperror",
+        SpfResult::PermError => "permerror",
+        SpfResult::None => "none (no SPF record found)",
     }
 }
 

@@ -638,3 +638,37 @@ fn listener_rate_limits_each_source() {
     assert_eq!(statuses[0], "NOERROR", "{statuses:?}");
     assert!(statuses.iter().any(|s| s == "REFUSED"), "{statuses:?}");
 }
+
+#[test]
+fn without_configured_addresses_herald_lists_the_hosts_and_warns() {
+    let w = World::new(&[("e1", "ed25519", true)]);
+    let text = std::fs::read_to_string(&w.config)
+        .unwrap()
+        .replace("addresses = [\"203.0.113.10\", \"2001:db8::10\"]\n", "");
+    std::fs::write(&w.config, text).unwrap();
+    let run = w.herald(&["dns", "--domain", DOMAIN]);
+    assert_eq!(run.code, 0);
+    assert!(
+        run.stderr.contains("[spf] addresses is empty"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("; WARNING: [spf] addresses is empty"),
+        "{}",
+        run.stdout
+    );
+    let json = w.records();
+    assert_eq!(json["addresses_guessed"], true);
+    // Loopback and private addresses are never offered as herald's public addresses.
+    for a in json["addresses"].as_array().unwrap() {
+        let a = a.as_str().unwrap();
+        assert!(
+            !a.starts_with("127.") && !a.starts_with("10.") && !a.starts_with("::1"),
+            "{a}"
+        );
+    }
+    w.publish_all();
+    let (_, report) = w.check();
+    assert_eq!(status(&report, "herald.addresses"), "warn");
+}

@@ -15,8 +15,8 @@ fn org_domain(domain: &str) -> String {
 }
 
 fn is_dmarc(txt: &str) -> bool {
-    let t = txt.trim_start();
-    t.len() >= 8 && t[..8].eq_ignore_ascii_case("v=DMARC1")
+    let t = txt.trim_start().as_bytes();
+    t.len() >= 8 && t[..8].eq_ignore_ascii_case(b"v=DMARC1")
 }
 
 /// The DMARC records at `_dmarc.<name>`; `Ok(None)` when there are none.
@@ -241,5 +241,18 @@ pub(super) async fn informational(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
             Ok(_) => Finding::new(id, Status::Info, format!("not published at {name} ({why})")),
         };
         out.push(f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognizes_dmarc_records_without_panicking_on_any_text() {
+        assert!(is_dmarc("v=DMARC1; p=none"));
+        assert!(!is_dmarc("v=DMAR€1; p=none"));
+        assert!(!is_dmarc("v=DM"));
+        assert_eq!(org_domain("a.b.example.co.uk"), "example.co.uk");
     }
 }

@@ -24,10 +24,8 @@ const MAX_EXPANSIONS: u32 = 60;
 
 /// Whether a TXT record is an SPF record (`v=spf1` alone or followed by a space).
 pub fn is_spf(txt: &str) -> bool {
-    let t = txt.trim_start();
-    t.len() >= 6
-        && t[..6].eq_ignore_ascii_case("v=spf1")
-        && t[6..].chars().next().is_none_or(|c| c == ' ')
+    let t = txt.trim_start().as_bytes();
+    t.len() >= 6 && t[..6].eq_ignore_ascii_case(b"v=spf1") && t.get(6).is_none_or(|b| *b == b' ')
 }
 
 pub(super) async fn check(ctx: &Ctx<'_>, apex: &[String], out: &mut Vec<Finding>) {
@@ -578,6 +576,8 @@ mod tests {
         assert!(is_spf("V=SPF1"));
         assert!(!is_spf("v=spf10 -all"));
         assert!(!is_spf("google-site-verification=x"));
+        assert!(!is_spf("v=spf€ -all"));
+        assert!(!is_spf("v=sp"));
     }
 
     #[test]

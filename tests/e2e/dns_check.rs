@@ -672,3 +672,47 @@ fn without_configured_addresses_herald_lists_the_hosts_and_warns() {
     let (_, report) = w.check();
     assert_eq!(status(&report, "herald.addresses"), "warn");
 }
+
+#[test]
+fn check_a_subdomain_signed_by_its_parent_follows_adkim() {
+    let w = World::new(&[("e1", "ed25519", true)]);
+    w.publish_all();
+    let sub = "news.example.test";
+    w.dns
+        .add_txt(sub, &format!("v=spf1 include:{INCLUDE} ~all"));
+    w.dns.add_txt(
+        &format!("_dmarc.{sub}"),
+        "v=DMARC1; p=reject; adkim=s; rua=mailto:d@example.test",
+    );
+    let check = || {
+        let run = w.herald(&["check", sub, "--json"]);
+        (
+            run.code,
+            serde_json::from_str::<Value>(&run.stdout).expect("JSON"),
+        )
+    };
+    let (code, report) = check();
+    assert_eq!(code, 1);
+    assert_eq!(
+        status(&report, "dkim.e1"),
+        "pass",
+        "the parent's key signs: {report:#}"
+    );
+    assert_eq!(status(&report, "dmarc.alignment"), "fail");
+    assert!(message(&report, "dmarc.alignment").contains("d=example.test"));
+
+    w.dns.set_txt(
+        &format!("_dmarc.{sub}"),
+        "v=DMARC1; p=reject; adkim=r; rua=mailto:d@example.test",
+    );
+    let (code, report) = check();
+    assert_eq!(status(&report, "dmarc.alignment"), "pass");
+    assert_eq!(code, 0, "{report:#}");
+
+    // Without a record of its own, the organizational domain's DMARC record applies.
+    w.dns.remove(&format!("_dmarc.{sub}"));
+    let (code, report) = check();
+    assert_eq!(status(&report, "dmarc.record"), "pass");
+    assert!(message(&report, "dmarc.record").contains("organizational domain"));
+    assert_eq!(code, 0, "{report:#}");
+}

@@ -28,12 +28,15 @@ pub fn public_key(txt: &str) -> Option<Vec<u8>> {
 }
 
 pub(super) async fn check(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    // The keys of the domain that signs (the domain itself or a parent), or, when none is
+    // active, any retired keys of the domain itself (still worth a word if published).
+    let d = ctx.signing_domain.as_deref().unwrap_or(&ctx.domain);
     let keys: Vec<&PublishedKey> = ctx
         .keys
         .iter()
-        .filter(|k| normalize_name(&k.domain) == ctx.domain)
+        .filter(|k| normalize_name(&k.domain) == d)
         .collect();
-    if keys.is_empty() {
+    if ctx.signing_domain.is_none() {
         out.push(
             Finding::new(
                 "dkim.keys",
@@ -48,7 +51,6 @@ pub(super) async fn check(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
                 ctx.domain
             )),
         );
-        return;
     }
     for key in keys {
         out.push(check_key(ctx, key).await);
@@ -57,14 +59,11 @@ pub(super) async fn check(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
 
 async fn check_key(ctx: &Ctx<'_>, key: &PublishedKey) -> Finding {
     let id = format!("dkim.{}", key.selector.to_ascii_lowercase());
-    let name = format!(
-        "{}._domainkey.{}",
-        key.selector.to_ascii_lowercase(),
-        ctx.domain
-    );
+    let domain = normalize_name(&key.domain);
+    let name = format!("{}._domainkey.{domain}", key.selector.to_ascii_lowercase());
     let publish = format!(
-        "publish {name}. TXT \"{}\" (herald dns --domain {})",
-        key.txt, ctx.domain
+        "publish {name}. TXT \"{}\" (herald dns --domain {domain})",
+        key.txt
     );
     let records = match ctx.dns.txt(&name).await {
         Err(e) => {

@@ -7,7 +7,7 @@ use mail_auth::mta_sts::{MtaSts, TlsRpt};
 
 use super::lookup::Answer;
 use super::{Ctx, Finding, Status};
-use crate::dns::records::{dmarc_value, normalize_name};
+use crate::dns::records::dmarc_value;
 
 /// The organizational domain (public suffix plus one label) of `domain`.
 fn org_domain(domain: &str) -> String {
@@ -156,25 +156,37 @@ fn alignment(ctx: &Ctx<'_>, adkim: Alignment) -> Finding {
         Alignment::Strict => "strict",
         Alignment::Relaxed => "relaxed",
     };
-    let org = org_domain(&ctx.domain);
-    let active: Vec<String> = ctx
-        .keys
-        .iter()
-        .filter(|k| k.active)
-        .map(|k| normalize_name(&k.domain))
-        .filter(|d| *d == ctx.domain || ctx.domain.ends_with(&format!(".{d}")))
-        .collect();
-    let aligned = active.iter().find(|d| match adkim {
-        Alignment::Strict => **d == ctx.domain,
-        Alignment::Relaxed => org_domain(d) == org,
-    });
-    match (aligned, active.first()) {
-        (Some(d), _) => Finding::new(
+    let Some(d) = ctx.signing_domain.as_deref() else {
+        return Finding::new(
+            "dmarc.alignment",
+            Status::Fail,
+            format!(
+                "herald has no active DKIM key for {}, so no signature can align",
+                ctx.domain
+            ),
+        )
+        .fix(format!(
+            "run `herald dkim generate --domain {}`",
+            ctx.domain
+        ));
+    };
+    // The signing domain is the domain itself or a parent up to the organizational domain,
+    // so it always aligns in relaxed mode; strict mode needs the exact domain.
+    let aligned = match adkim {
+        Alignment::Strict => d == ctx.domain,
+        Alignment::Relaxed => org_domain(d) == org_domain(&ctx.domain),
+    };
+    if aligned {
+        Finding::new(
             "dmarc.alignment",
             Status::Pass,
-            format!("herald signs with d={d}, which aligns with {} ({mode} DKIM alignment)", ctx.domain),
-        ),
-        (None, Some(d)) => Finding::new(
+            format!(
+                "herald signs with d={d}, which aligns with {} ({mode} DKIM alignment)",
+                ctx.domain
+            ),
+        )
+    } else {
+        Finding::new(
             "dmarc.alignment",
             Status::Fail,
             format!(
@@ -185,13 +197,7 @@ fn alignment(ctx: &Ctx<'_>, adkim: Alignment) -> Finding {
         .fix(format!(
             "add a DKIM key with domain = \"{}\" (herald dkim generate --domain {}), or use adkim=r",
             ctx.domain, ctx.domain
-        )),
-        (None, None) => Finding::new(
-            "dmarc.alignment",
-            Status::Fail,
-            format!("herald has no active DKIM key for {}, so no signature can align", ctx.domain),
-        )
-        .fix(format!("run `herald dkim generate --domain {}`", ctx.domain)),
+        ))
     }
 }
 

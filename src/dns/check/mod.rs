@@ -147,6 +147,9 @@ pub(crate) struct Ctx<'a> {
     dns: Dns<'a>,
     domain: String,
     keys: &'a [PublishedKey],
+    /// The domain whose active keys sign mail from the checked domain: the domain itself or
+    /// the nearest parent with an active key, as the signer chooses.
+    signing_domain: Option<String>,
     include: String,
     addresses: Vec<IpNet>,
 }
@@ -159,12 +162,21 @@ pub async fn run(
     domain: &str,
 ) -> Report {
     let (addresses, guessed) = records::egress_addresses(cfg);
+    let domain = normalize_name(domain);
+    let signing_domain = crate::signing::align::candidates(&domain)
+        .into_iter()
+        .find(|d| {
+            keys.iter()
+                .any(|k| k.active && normalize_name(&k.domain) == *d)
+        })
+        .map(str::to_string);
     let ctx = Ctx {
         cfg,
         auth,
         dns: Dns::new(auth),
-        domain: normalize_name(domain),
+        domain,
         keys,
+        signing_domain,
         include: normalize_name(&cfg.spf.include),
         addresses,
     };

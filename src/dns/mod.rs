@@ -1,6 +1,8 @@
-//! DNS: the records an operator must publish, the optional authoritative listener for the SPF
-//! include, and `herald check DOMAIN`.
+//! DNS: the records an operator must publish ([`records`]), the optional authoritative listener
+//! for the SPF include ([`authority`]), and `herald check DOMAIN` ([`check`]); [`host`] finds
+//! this machine's public addresses when none are configured.
 
 pub mod authority;
 pub mod check;
+pub mod host;
 pub mod records;

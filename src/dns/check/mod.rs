@@ -10,6 +10,7 @@ mod dkim;
 mod dmarc;
 pub mod lookup;
 mod spf;
+mod spf_walk;
 
 use ipnet::IpNet;
 use mail_auth::MessageAuthenticator;

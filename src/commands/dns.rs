@@ -39,7 +39,7 @@ pub async fn run(config: &Path, args: DnsArgs) -> anyhow::Result<ExitCode> {
         let text = serde_json::to_string_pretty(&records::set_to_json(&set))?;
         println!("{text}");
     } else {
-        print!("{}", records::render_zone(&set));
+        print!("{}", crate::dns::zone::render(&set));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -208,6 +208,26 @@ fn check_names_a_missing_domain_a_dead_resolver_bad_records_and_bad_usage() {
     assert_eq!(code, 1);
     assert_eq!(status(&report, "spf.syntax"), "fail");
 
+    // So are malformed DKIM and DMARC records.
+    w.dns.set_txt(
+        "e1._domainkey.example.test",
+        "v=DKIM1; k=ed25519; p=%%%not-base64",
+    );
+    w.dns
+        .set_txt(&format!("_dmarc.{DOMAIN}"), "v=DMARC1; p=bogus");
+    let (code, report) = w.check();
+    assert_eq!(code, 1);
+    assert_eq!(status(&report, "dkim.e1"), "fail");
+    assert!(
+        message(&report, "dkim.e1").contains("malformed"),
+        "{report:#}"
+    );
+    assert_eq!(status(&report, "dmarc.record"), "fail");
+    assert!(
+        message(&report, "dmarc.record").contains("malformed"),
+        "{report:#}"
+    );
+
     // Usage errors exit 2.
     assert_eq!(w.herald(&["check", "not a domain"]).code, 2);
 

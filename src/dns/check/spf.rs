@@ -113,7 +113,24 @@ fn report_include(ctx: &Ctx<'_>, walk: &Walk<'_>, out: &mut Vec<Finding>) {
         );
         return;
     }
+    let unpublished = matches!(walk.cache.get(&ctx.include), Some(None));
     match &walk.herald_via {
+        Some(_) if unpublished => out.push(
+            Finding::new(
+                "spf.include",
+                Status::Fail,
+                format!(
+                    "includes herald's include:{0}, but {0} has no valid SPF record, so the \
+                     include fails for every receiver",
+                    ctx.include
+                ),
+            )
+            .fix(format!(
+                "publish {}. TXT \"{}\" (herald dns), or delegate the name to herald's [dns_server] listener",
+                ctx.include,
+                crate::dns::records::include_value(ctx.cfg, &ctx.addresses)
+            )),
+        ),
         Some(chain) if chain.len() == 1 => out.push(Finding::new(
             "spf.include",
             Status::Pass,

@@ -53,6 +53,16 @@ fn check_fails_a_domain_missing_the_include() {
         ["fail", "fail"],
         "softfail for herald's addresses"
     );
+
+    // The include referenced but herald's own record not published.
+    w.dns
+        .set_txt(DOMAIN, &format!("v=spf1 include:{INCLUDE} ~all"));
+    w.dns.remove(INCLUDE);
+    let (code, report) = w.check();
+    assert_eq!(code, 1);
+    assert_eq!(status(&report, "spf.include"), "fail");
+    assert!(message(&report, "spf.include").contains("no valid SPF record"));
+    assert_eq!(statuses(&report, "spf.eval"), ["fail", "fail"], "permerror");
 }
 
 #[test]

@@ -410,6 +410,7 @@ pub struct SpfConfig {
     /// The include name, e.g. `_spf.relay.example.net`.
     pub include: String,
     /// Herald's public egress addresses (IPv4/IPv6, CIDR allowed).
+    #[serde(deserialize_with = "ip_or_net_list")]
     pub addresses: Vec<IpNet>,
     /// Final mechanism of the include record: `-all` or `~all`.
     pub qualifier: String,
@@ -635,6 +636,21 @@ fn duration_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>
         .map(|s| {
             humantime::parse_duration(s)
                 .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration: {e}")))
+        })
+        .collect()
+}
+
+/// Reads addresses and networks: `203.0.113.10` (a single host) or `203.0.113.0/24`.
+fn ip_or_net_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| {
+            let s = s.trim();
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!("{s:?} is not an IP address or network"))
+                })
         })
         .collect()
 }

@@ -64,6 +64,7 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
 
     // [dns_server] start the authoritative DNS listener here.
+    let _dns_listener = crate::dns::authority::start(&cfg, &signer.published_keys()).await?;
 
     // [inbound] start the SMTP listeners here.
     let inbound = crate::inbound::start(

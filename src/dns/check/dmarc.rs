@@ -1,0 +1,264 @@
+//! DMARC checks (record, policy, reporting address, DKIM alignment of herald's signatures) and
+//! the informational MTA-STS and TLS-RPT records.
+
+use mail_auth::common::parse::TxtRecordParser;
+use mail_auth::dmarc::{Alignment, Dmarc, Policy};
+use mail_auth::mta_sts::{MtaSts, TlsRpt};
+
+use super::lookup::Answer;
+use super::{Ctx, Finding, Status};
+use crate::dns::records::dmarc_value;
+
+/// The organizational domain (public suffix plus one label) of `domain`.
+fn org_domain(domain: &str) -> String {
+    psl::domain_str(domain).unwrap_or(domain).to_string()
+}
+
+fn is_dmarc(txt: &str) -> bool {
+    let t = txt.trim_start().as_bytes();
+    t.len() >= 8 && t[..8].eq_ignore_ascii_case(b"v=DMARC1")
+}
+
+/// The DMARC records at `_dmarc.<name>`; `Ok(None)` when there are none.
+async fn fetch(
+    ctx: &Ctx<'_>,
+    name: &str,
+) -> Result<Option<Vec<String>>, super::lookup::LookupFailure> {
+    Ok(match ctx.dns.txt(&format!("_dmarc.{name}")).await? {
+        Answer::Found(txts) => {
+            let d: Vec<String> = txts.into_iter().filter(|t| is_dmarc(t)).collect();
+            (!d.is_empty()).then_some(d)
+        }
+        _ => None,
+    })
+}
+
+pub(super) async fn check(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    let suggested = format!(
+        "publish _dmarc.{}. TXT \"{}\"",
+        ctx.domain,
+        dmarc_value(ctx.cfg)
+    );
+    let network = |e: super::lookup::LookupFailure| {
+        Finding::new("dmarc.record", Status::Error, e.to_string())
+            .fix("check that the resolver answers, then run again")
+    };
+    let org = org_domain(&ctx.domain);
+    let (records, from_org) = match fetch(ctx, &ctx.domain).await {
+        Err(e) => return out.push(network(e)),
+        Ok(Some(r)) => (r, false),
+        Ok(None) if org != ctx.domain => match fetch(ctx, &org).await {
+            Err(e) => return out.push(network(e)),
+            Ok(Some(r)) => (r, true),
+            Ok(None) => (Vec::new(), false),
+        },
+        Ok(None) => (Vec::new(), false),
+    };
+    let record = match records.as_slice() {
+        [] => {
+            out.push(
+                Finding::new(
+                    "dmarc.record",
+                    Status::Fail,
+                    format!("no DMARC record at _dmarc.{}", ctx.domain),
+                )
+                .fix(format!(
+                    "{suggested}, then move to p=quarantine and p=reject once reports show every legitimate source passing"
+                )),
+            );
+            return;
+        }
+        [one] => one,
+        many => {
+            out.push(
+                Finding::new(
+                    "dmarc.record",
+                    Status::Fail,
+                    format!(
+                        "{} DMARC records; receivers ignore DMARC when there is more than one",
+                        many.len()
+                    ),
+                )
+                .fix("keep a single v=DMARC1 record"),
+            );
+            return;
+        }
+    };
+    let where_ = if from_org {
+        format!("_dmarc.{org} (the organizational domain's record applies)")
+    } else {
+        format!("_dmarc.{}", ctx.domain)
+    };
+    let dmarc = match Dmarc::parse(record.as_bytes()) {
+        Ok(d) => d,
+        Err(e) => {
+            out.push(
+                Finding::new(
+                    "dmarc.record",
+                    Status::Fail,
+                    format!("the DMARC record at {where_} is malformed ({e}): \"{record}\""),
+                )
+                .fix(suggested),
+            );
+            return;
+        }
+    };
+    out.push(Finding::new(
+        "dmarc.record",
+        Status::Pass,
+        format!("{where_}: \"{record}\""),
+    ));
+    let policy = if from_org && dmarc.sp != Policy::Unspecified {
+        dmarc.sp
+    } else {
+        dmarc.p
+    };
+    out.push(match policy {
+        Policy::Reject => Finding::new("dmarc.policy", Status::Pass, "p=reject: unauthenticated mail is rejected"),
+        Policy::Quarantine => Finding::new(
+            "dmarc.policy",
+            Status::Pass,
+            "p=quarantine: unauthenticated mail goes to spam",
+        )
+        .fix("once reports show every legitimate source passing, move to p=reject"),
+        Policy::None => Finding::new(
+            "dmarc.policy",
+            Status::Warn,
+            "p=none: receivers only report; mail forged as this domain is still delivered",
+        )
+        .fix("read the aggregate reports; once every legitimate source passes, move to p=quarantine, then to p=reject"),
+        Policy::Unspecified => Finding::new("dmarc.policy", Status::Fail, "the record has no valid p= policy")
+            .fix(suggested.clone()),
+    });
+    out.push(if dmarc.rua.is_empty() {
+        Finding::new(
+            "dmarc.rua",
+            Status::Warn,
+            "no rua=: you receive no aggregate reports, so you cannot tell when a stricter policy is safe",
+        )
+        .fix("add rua=mailto:<address> to the record ([spf] dmarc_rua in herald's config)")
+    } else {
+        Finding::new(
+            "dmarc.rua",
+            Status::Pass,
+            format!(
+                "aggregate reports go to {}",
+                dmarc.rua.iter().map(|u| u.uri()).collect::<Vec<_>>().join(", ")
+            ),
+        )
+    });
+    out.push(alignment(ctx, dmarc.adkim));
+}
+
+/// Whether herald's DKIM signatures for this domain would align under `adkim`.
+fn alignment(ctx: &Ctx<'_>, adkim: Alignment) -> Finding {
+    let mode = match adkim {
+        Alignment::Strict => "strict",
+        Alignment::Relaxed => "relaxed",
+    };
+    let Some(d) = ctx.signing_domain.as_deref() else {
+        return Finding::new(
+            "dmarc.alignment",
+            Status::Fail,
+            format!(
+                "herald has no active DKIM key for {}, so no signature can align",
+                ctx.domain
+            ),
+        )
+        .fix(format!(
+            "run `herald dkim generate --domain {}`",
+            ctx.domain
+        ));
+    };
+    // The signing domain is the domain itself or a parent up to the organizational domain,
+    // so it always aligns in relaxed mode; strict mode needs the exact domain.
+    let aligned = match adkim {
+        Alignment::Strict => d == ctx.domain,
+        Alignment::Relaxed => org_domain(d) == org_domain(&ctx.domain),
+    };
+    if aligned {
+        Finding::new(
+            "dmarc.alignment",
+            Status::Pass,
+            format!(
+                "herald signs with d={d}, which aligns with {} ({mode} DKIM alignment)",
+                ctx.domain
+            ),
+        )
+    } else {
+        Finding::new(
+            "dmarc.alignment",
+            Status::Fail,
+            format!(
+                "herald signs with d={d}, which does not align with {} under {mode} DKIM alignment (adkim=s)",
+                ctx.domain
+            ),
+        )
+        .fix(format!(
+            "add a DKIM key with domain = \"{}\" (herald dkim generate --domain {}), or use adkim=r",
+            ctx.domain, ctx.domain
+        ))
+    }
+}
+
+/// MTA-STS and TLS-RPT: reported for information; a malformed record is a warning.
+pub(super) async fn informational(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+    let items: [(&str, String, &str, &str); 2] = [
+        (
+            "mta-sts.record",
+            format!("_mta-sts.{}", ctx.domain),
+            "v=STSv1",
+            "optional: lets senders require TLS when delivering to your MX hosts",
+        ),
+        (
+            "tls-rpt.record",
+            format!("_smtp._tls.{}", ctx.domain),
+            "v=TLSRPTv1",
+            "optional: lets senders report TLS problems delivering to you (herald dns prints one when [report] own_rua is set)",
+        ),
+    ];
+    for (id, name, version, why) in items {
+        let f = match ctx.dns.txt(&name).await {
+            Err(e) => Finding::new(id, Status::Error, e.to_string()),
+            Ok(Answer::Found(txts)) => {
+                match txts.iter().find(|t| {
+                    t.trim_start()
+                        .to_ascii_lowercase()
+                        .starts_with(&version.to_ascii_lowercase())
+                }) {
+                    None => {
+                        Finding::new(id, Status::Info, format!("not published at {name} ({why})"))
+                    }
+                    Some(t) => {
+                        let ok = if id == "mta-sts.record" {
+                            MtaSts::parse(t.as_bytes()).is_ok()
+                        } else {
+                            TlsRpt::parse(t.as_bytes()).is_ok()
+                        };
+                        if ok {
+                            Finding::new(id, Status::Info, format!("{name}: \"{t}\""))
+                        } else {
+                            Finding::new(id, Status::Warn, format!("{name} is malformed: \"{t}\""))
+                                .fix(format!("correct the {version} record or remove it"))
+                        }
+                    }
+                }
+            }
+            Ok(_) => Finding::new(id, Status::Info, format!("not published at {name} ({why})")),
+        };
+        out.push(f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognizes_dmarc_records_without_panicking_on_any_text() {
+        assert!(is_dmarc("v=DMARC1; p=none"));
+        assert!(!is_dmarc("v=DMAR€1; p=none"));
+        assert!(!is_dmarc("v=DM"));
+        assert_eq!(org_domain("a.b.example.co.uk"), "example.co.uk");
+    }
+}

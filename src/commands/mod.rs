@@ -96,7 +96,8 @@ pub fn load_config(path: &Path) -> anyhow::Result<Config> {
 /// Starts logging to stderr at `level` (overridden by `RUST_LOG`).
 pub fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        // hickory-server logs every query it answers at info; keep that out of herald's log.
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(format!("{level},hickory_server=warn")))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

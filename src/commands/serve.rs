@@ -23,7 +23,6 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     super::init_logging(&cfg.server.log_level);
     let signer = Arc::new(Signer::load(&cfg)?);
     let (spool, arrivals) = Spool::open_dir(&cfg.spool_dir())?;
-    let _ = (&signer, &spool);
 
     // [report] MTA-STS resolver and TLS-RPT reporter, shared with delivery (pass `sts` and
     // `tls_reporter` to outbound; the admin route POST /report/flush calls
@@ -56,10 +55,16 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     // [admin] start the admin HTTP endpoint here.
     if let Some(listen) = cfg.admin.listen {
-        let router = crate::admin::router(queue.clone()).merge(crate::report::routes(
-            tls_reporter.clone(),
-            report_sender.clone(),
-        ));
+        let dns_records = crate::dns::records::render_json(&cfg, &signer.published_keys());
+        let router = crate::admin::router(queue.clone())
+            .merge(crate::report::routes(
+                tls_reporter.clone(),
+                report_sender.clone(),
+            ))
+            .route(
+                "/dns",
+                axum::routing::get(move || async move { axum::Json(dns_records) }),
+            );
         crate::admin::start(listen, router).await?;
     }
 

@@ -187,8 +187,24 @@ impl Outbound {
                 if let TlsDirective::Sts { policy, .. } = &directive
                     && directive.requires_verified_tls()
                 {
-                    hosts.retain(|h| policy.matches_mx(h));
+                    let (allowed, refused): (Vec<String>, Vec<String>) =
+                        hosts.into_iter().partition(|h| policy.matches_mx(h));
+                    hosts = allowed;
                     if hosts.is_empty() {
+                        // RFC 8460 has no result type of its own for an MX outside the policy;
+                        // validation-failure is the one receivers read as "policy not met".
+                        for mx_host in refused {
+                            self.reporter.record(
+                                &directive,
+                                TlsOutcome::Failure {
+                                    result_type:
+                                        mail_auth::report::tlsrpt::ResultType::ValidationFailure,
+                                    mx_host,
+                                    ip: None,
+                                    detail: "MX host not listed in the MTA-STS policy".into(),
+                                },
+                            );
+                        }
                         let why = format!(
                             "4.7.5 no MX host of {} matches its MTA-STS policy",
                             job.domain

@@ -163,5 +163,9 @@ fn queue_commands_work_against_a_running_herald() {
         "{metrics}"
     );
     assert!(http_get(admin, "/health").contains("ok"));
+    // The same records `herald dns --format json` prints, with the demo domain's DKIM key.
+    let dns = http_get(admin, "/dns");
+    assert!(dns.contains("dev._domainkey.example.test"), "{dns}");
+    assert!(dns.contains("v=DKIM1; k=ed25519; p="), "{dns}");
     assert!(logged(&h, "deleted by the operator").len() == 1);
 }

@@ -75,6 +75,21 @@ async fn enforce_never_tries_an_mx_outside_the_policy() {
     let apex = w.start_mx_on(listeners.remove(0), DOMAIN, MxCert::Valid);
     let relay = Relay::start(w.config(deep.addr().port())).await;
     let id = relay.send("wrong mx").await;
+    let counts = relay.wait_for_counts(|c| c.failure_total() >= 2).await;
+    let mut refused: Vec<_> = counts
+        .failures
+        .iter()
+        .map(|f| (f.result_type.clone(), f.mx_host.clone().unwrap_or_default()))
+        .collect();
+    refused.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        refused,
+        vec![
+            (ResultType::ValidationFailure, "a.b.bank.test".to_string()),
+            (ResultType::ValidationFailure, DOMAIN.to_string()),
+        ],
+        "{counts:#?}"
+    );
     relay.assert_still_queued(&id).await;
     assert_eq!(deep.connections(), 0, "herald connected to a.b.bank.test");
     assert_eq!(apex.connections(), 0, "herald connected to bank.test");

@@ -79,7 +79,7 @@ async fn enforce_never_tries_an_mx_outside_the_policy() {
     let mut refused: Vec<_> = counts
         .failures
         .iter()
-        .map(|f| (f.result_type.clone(), f.mx_host.clone().unwrap_or_default()))
+        .map(|f| (f.result_type, f.mx_host.clone().unwrap_or_default()))
         .collect();
     refused.sort_by(|a, b| a.1.cmp(&b.1));
     assert_eq!(

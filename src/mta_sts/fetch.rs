@@ -11,13 +11,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::outbound::tls::root_store;
 use mail_auth::MessageAuthenticator;
 use mail_auth::report::tlsrpt::ResultType;
-use rustls::RootCertStore;
 
 use super::Policy;
 use super::policy;
-use crate::config::{Config, TlsConfig};
+use crate::config::Config;
 
 /// The largest policy file accepted (RFC 8461 §3.3 suggests 64 KiB).
 pub const MAX_POLICY_SIZE: usize = 64 * 1024;
@@ -45,36 +45,6 @@ impl FetchError {
             detail,
         }
     }
-}
-
-/// The trust roots for outbound TLS: the web PKI (webpki-roots) plus `[tls] extra_roots`.
-pub fn root_store(tls: &TlsConfig) -> anyhow::Result<RootCertStore> {
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for path in &tls.extra_roots {
-        let pem = std::fs::read(path)
-            .map_err(|e| anyhow::anyhow!("tls.extra_roots: cannot read {}: {e}", path.display()))?;
-        let mut found = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| {
-                anyhow::anyhow!("tls.extra_roots: {} is not valid PEM: {e}", path.display())
-            })?;
-            roots.add(cert).map_err(|e| {
-                anyhow::anyhow!(
-                    "tls.extra_roots: {} holds an unusable CA: {e}",
-                    path.display()
-                )
-            })?;
-            found += 1;
-        }
-        if found == 0 {
-            anyhow::bail!(
-                "tls.extra_roots: {} contains no PEM certificate",
-                path.display()
-            );
-        }
-    }
-    Ok(roots)
 }
 
 /// An HTTPS-only client on rustls with herald's trust roots and name servers, no redirects,
@@ -230,6 +200,7 @@ impl reqwest::dns::Resolve for DnsThroughConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TlsConfig;
 
     #[test]
     fn url_names_the_port_only_when_not_443() {

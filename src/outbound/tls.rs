@@ -34,29 +34,7 @@ impl OutboundTls {
     /// Builds the connectors from the webpki roots and `[tls] extra_roots`.
     pub fn new(cfg: &TlsConfig) -> anyhow::Result<OutboundTls> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut roots = RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for path in &cfg.extra_roots {
-            let pem = std::fs::read(path).map_err(|e| {
-                anyhow::anyhow!("tls.extra_roots: cannot read {}: {e}", path.display())
-            })?;
-            let mut found = 0;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| {
-                    anyhow::anyhow!("tls.extra_roots: {}: bad PEM: {e}", path.display())
-                })?;
-                roots.add(cert).map_err(|e| {
-                    anyhow::anyhow!("tls.extra_roots: {}: unusable CA: {e}", path.display())
-                })?;
-                found += 1;
-            }
-            if found == 0 {
-                anyhow::bail!(
-                    "tls.extra_roots: {} holds no PEM certificate",
-                    path.display()
-                );
-            }
-        }
+        let roots = root_store(cfg)?;
         let verifier =
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
@@ -160,6 +138,36 @@ pub fn result_type(error: &rustls::Error) -> ResultType {
 /// one is already installed.
 pub fn install_default_provider() {
     let _ = CryptoProvider::install_default(rustls::crypto::aws_lc_rs::default_provider());
+}
+
+/// The trust roots for outbound TLS: the web PKI (webpki-roots) plus `[tls] extra_roots`.
+pub fn root_store(tls: &TlsConfig) -> anyhow::Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for path in &tls.extra_roots {
+        let pem = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("tls.extra_roots: cannot read {}: {e}", path.display()))?;
+        let mut found = 0;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert = cert.map_err(|e| {
+                anyhow::anyhow!("tls.extra_roots: {} is not valid PEM: {e}", path.display())
+            })?;
+            roots.add(cert).map_err(|e| {
+                anyhow::anyhow!(
+                    "tls.extra_roots: {} holds an unusable CA: {e}",
+                    path.display()
+                )
+            })?;
+            found += 1;
+        }
+        if found == 0 {
+            anyhow::bail!(
+                "tls.extra_roots: {} contains no PEM certificate",
+                path.display()
+            );
+        }
+    }
+    Ok(roots)
 }
 
 #[cfg(test)]

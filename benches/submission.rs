@@ -145,7 +145,8 @@ fn main() {
          [tls]\ncert = \"{d}/herald.crt\"\nkey = \"{d}/herald.key\"\n\
          [apps.demo]\npassword_hash = \"{HASH}\"\nsenders = [\"@example.test\"]\nrate_limit = 0\n\
          [dkim]\nallow_dev_keys = true\n[[dkim.keys]]\ndomain = \"example.test\"\n\
-         selector = \"bench\"\nalgorithm = \"ed25519\"\nfile = \"{d}/keys/bench.ed25519.pem\"\n",
+         selector = \"bench\"\nalgorithm = \"ed25519\"\nfile = \"{d}/keys/bench.ed25519.pem\"\n\
+         [dns]\nservers = [\"127.0.0.1:9\"]  # no name server: accepted mail stays queued, nothing leaves loopback\n",
         d = dir.path().display()
     );
     let config_path = dir.path().join("herald.toml");

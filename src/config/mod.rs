@@ -491,99 +491,6 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Checks what serde cannot: values that parse but make no sense.
-    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        let err = |key: &str, problem: String| ConfigError {
-            file: file.to_string(),
-            key: key.to_string(),
-            problem,
-        };
-        if self.server.hostname.trim().is_empty() {
-            return Err(err("server.hostname", "must not be empty".into()));
-        }
-        if self.smtp.max_message_size < 1024 {
-            return Err(err(
-                "smtp.max_message_size",
-                "must be at least 1024 bytes".into(),
-            ));
-        }
-        if self.smtp.max_recipients == 0 {
-            return Err(err("smtp.max_recipients", "must be at least 1".into()));
-        }
-        if self.smtp.max_line_length < 1000 {
-            return Err(err(
-                "smtp.max_line_length",
-                "must be at least 1000 (RFC 5321 §4.5.3.1.6)".into(),
-            ));
-        }
-        if self.smtp.max_connections == 0 || self.smtp.max_connections_per_ip == 0 {
-            return Err(err(
-                "smtp.max_connections",
-                "connection limits must be at least 1".into(),
-            ));
-        }
-        if self.smtp.plain.is_some() && self.smtp.plain_networks.is_empty() {
-            return Err(err(
-                "smtp.plain_networks",
-                "the plain listener is enabled but no network is allowed on it".into(),
-            ));
-        }
-        for (name, app) in &self.apps {
-            let key = |k: &str| format!("apps.{name}.{k}");
-            if !app.password_hash.starts_with("$argon2id$") {
-                return Err(err(
-                    &key("password_hash"),
-                    "must be an argon2id hash; create one with `herald app hash-password`".into(),
-                ));
-            }
-            if app.senders.is_empty() {
-                return Err(err(
-                    &key("senders"),
-                    "must list at least one address or @domain".into(),
-                ));
-            }
-            for s in &app.senders {
-                validate_sender_pattern(s).map_err(|p| err(&key("senders"), p))?;
-            }
-        }
-        for s in &self.smtp.plain_senders {
-            validate_sender_pattern(s).map_err(|p| err("smtp.plain_senders", p))?;
-        }
-        for (i, k) in self.dkim.keys.iter().enumerate() {
-            let key = |f: &str| format!("dkim.keys[{i}].{f}");
-            if k.domain.is_empty() || !k.domain.contains('.') {
-                return Err(err(
-                    &key("domain"),
-                    format!("{:?} is not a domain", k.domain),
-                ));
-            }
-            if k.selector.is_empty()
-                || !k
-                    .selector
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-            {
-                return Err(err(
-                    &key("selector"),
-                    format!("{:?} is not a valid selector", k.selector),
-                ));
-            }
-        }
-        if self.delivery.retry_schedule.is_empty() {
-            return Err(err(
-                "delivery.retry_schedule",
-                "must list at least one wait".into(),
-            ));
-        }
-        if !matches!(self.spf.qualifier.as_str(), "-all" | "~all") {
-            return Err(err(
-                "spf.qualifier",
-                format!("{:?} must be \"-all\" or \"~all\"", self.spf.qualifier),
-            ));
-        }
-        Ok(())
-    }
-
     /// The spool directory.
     pub fn spool_dir(&self) -> PathBuf {
         self.spool
@@ -655,22 +562,6 @@ fn ip_or_net_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, 
         .collect()
 }
 
-fn validate_sender_pattern(s: &str) -> Result<(), String> {
-    let ok = match s.strip_prefix('@') {
-        Some(domain) => !domain.is_empty() && !domain.contains('@'),
-        None => s
-            .split_once('@')
-            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty()),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{s:?} is neither an address (user@example.com) nor a domain entry (@example.com)"
-        ))
-    }
-}
-
 fn from_config_error(file: &str, e: config::ConfigError) -> ConfigError {
     let text = e.to_string();
     // The config crate phrases most errors as "... for key `a.b`" or "... in <file>";
@@ -688,83 +579,7 @@ fn from_config_error(file: &str, e: config::ConfigError) -> ConfigError {
     }
 }
 
+mod validate;
+
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write(dir: &Path, text: &str) -> PathBuf {
-        let p = dir.join("herald.toml");
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-
-    #[test]
-    fn shipped_configs_load() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let cfg = Config::load(&root.join("config/herald.toml")).unwrap();
-        assert!(cfg.apps.contains_key("demo"));
-        assert!(cfg.smtp.submission.is_some());
-    }
-
-    #[test]
-    fn bad_values_name_file_and_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = write(
-            dir.path(),
-            "[apps.billing]\npassword_hash = \"plain\"\nsenders = [\"@example.com\"]\n",
-        );
-        let e = Config::load(&p).unwrap_err();
-        assert_eq!(e.key, "apps.billing.password_hash");
-        assert!(e.to_string().starts_with(&p.display().to_string()));
-
-        let p = write(dir.path(), "[smtp]\nmax_recipients = \"many\"\n");
-        let e = Config::load(&p).unwrap_err();
-        assert!(e.to_string().contains("max_recipients"), "{e}");
-
-        let p = write(dir.path(), "[smtp]\nsubmision = \"127.0.0.1:25\"\n");
-        let e = Config::load(&p).unwrap_err();
-        assert!(e.to_string().contains("submision"), "{e}");
-
-        let p = write(dir.path(), "[delivery]\nretry_schedule = [\"soon\"]\n");
-        let e = Config::load(&p).unwrap_err();
-        assert!(e.to_string().contains("soon"), "{e}");
-
-        let e = Config::load(&dir.path().join("missing.toml")).unwrap_err();
-        assert!(e.problem.contains("not found"));
-    }
-
-    #[test]
-    fn durations_and_defaults() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = write(
-            dir.path(),
-            "[delivery]\nretry_schedule = [\"1s\", \"2m\"]\nmax_age = \"1h\"\n",
-        );
-        let cfg = Config::load(&p).unwrap();
-        assert_eq!(
-            cfg.delivery.retry_schedule,
-            vec![Duration::from_secs(1), Duration::from_secs(120)]
-        );
-        assert_eq!(cfg.delivery.max_age, Duration::from_secs(3600));
-        assert_eq!(cfg.smtp.command_timeout, Duration::from_secs(300));
-        assert_eq!(cfg.spool_dir(), PathBuf::from("data/spool"));
-    }
-
-    #[test]
-    fn environment_overrides_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = write(dir.path(), "[spf]\ninclude = \"_spf.file.example\"\n");
-        // Only this test reads these keys, so the process-wide environment is safe to touch.
-        unsafe {
-            std::env::set_var("HERALD__SPF__INCLUDE", "_spf.env.example");
-            std::env::set_var("HERALD__SPF__ADDRESSES", "192.0.2.1/32,2001:db8::/64");
-        }
-        let cfg = Config::load(&p).unwrap();
-        unsafe {
-            std::env::remove_var("HERALD__SPF__INCLUDE");
-            std::env::remove_var("HERALD__SPF__ADDRESSES");
-        }
-        assert_eq!(cfg.spf.include, "_spf.env.example");
-        assert_eq!(cfg.spf.addresses.len(), 2);
-    }
-}
+mod tests;

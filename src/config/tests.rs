@@ -1,0 +1,79 @@
+//! Unit tests of configuration loading, validation and environment overrides.
+
+use super::*;
+
+fn write(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("herald.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn shipped_configs_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cfg = Config::load(&root.join("config/herald.toml")).unwrap();
+    assert!(cfg.apps.contains_key("demo"));
+    assert!(cfg.smtp.submission.is_some());
+}
+
+#[test]
+fn bad_values_name_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "[apps.billing]\npassword_hash = \"plain\"\nsenders = [\"@example.com\"]\n",
+    );
+    let e = Config::load(&p).unwrap_err();
+    assert_eq!(e.key, "apps.billing.password_hash");
+    assert!(e.to_string().starts_with(&p.display().to_string()));
+
+    let p = write(dir.path(), "[smtp]\nmax_recipients = \"many\"\n");
+    let e = Config::load(&p).unwrap_err();
+    assert!(e.to_string().contains("max_recipients"), "{e}");
+
+    let p = write(dir.path(), "[smtp]\nsubmision = \"127.0.0.1:25\"\n");
+    let e = Config::load(&p).unwrap_err();
+    assert!(e.to_string().contains("submision"), "{e}");
+
+    let p = write(dir.path(), "[delivery]\nretry_schedule = [\"soon\"]\n");
+    let e = Config::load(&p).unwrap_err();
+    assert!(e.to_string().contains("soon"), "{e}");
+
+    let e = Config::load(&dir.path().join("missing.toml")).unwrap_err();
+    assert!(e.problem.contains("not found"));
+}
+
+#[test]
+fn durations_and_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "[delivery]\nretry_schedule = [\"1s\", \"2m\"]\nmax_age = \"1h\"\n",
+    );
+    let cfg = Config::load(&p).unwrap();
+    assert_eq!(
+        cfg.delivery.retry_schedule,
+        vec![Duration::from_secs(1), Duration::from_secs(120)]
+    );
+    assert_eq!(cfg.delivery.max_age, Duration::from_secs(3600));
+    assert_eq!(cfg.smtp.command_timeout, Duration::from_secs(300));
+    assert_eq!(cfg.spool_dir(), PathBuf::from("data/spool"));
+}
+
+#[test]
+fn environment_overrides_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "[spf]\ninclude = \"_spf.file.example\"\n");
+    // Only this test reads these keys, so the process-wide environment is safe to touch.
+    unsafe {
+        std::env::set_var("HERALD__SPF__INCLUDE", "_spf.env.example");
+        std::env::set_var("HERALD__SPF__ADDRESSES", "192.0.2.1/32,2001:db8::/64");
+    }
+    let cfg = Config::load(&p).unwrap();
+    unsafe {
+        std::env::remove_var("HERALD__SPF__INCLUDE");
+        std::env::remove_var("HERALD__SPF__ADDRESSES");
+    }
+    assert_eq!(cfg.spf.include, "_spf.env.example");
+    assert_eq!(cfg.spf.addresses.len(), 2);
+}

@@ -1,0 +1,115 @@
+//! Validation of what serde cannot check: values that parse but make no sense, each error
+//! naming the key.
+
+use super::{Config, ConfigError};
+
+impl Config {
+    /// Checks what serde cannot: values that parse but make no sense.
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |key: &str, problem: String| ConfigError {
+            file: file.to_string(),
+            key: key.to_string(),
+            problem,
+        };
+        if self.server.hostname.trim().is_empty() {
+            return Err(err("server.hostname", "must not be empty".into()));
+        }
+        if self.smtp.max_message_size < 1024 {
+            return Err(err(
+                "smtp.max_message_size",
+                "must be at least 1024 bytes".into(),
+            ));
+        }
+        if self.smtp.max_recipients == 0 {
+            return Err(err("smtp.max_recipients", "must be at least 1".into()));
+        }
+        if self.smtp.max_line_length < 1000 {
+            return Err(err(
+                "smtp.max_line_length",
+                "must be at least 1000 (RFC 5321 §4.5.3.1.6)".into(),
+            ));
+        }
+        if self.smtp.max_connections == 0 || self.smtp.max_connections_per_ip == 0 {
+            return Err(err(
+                "smtp.max_connections",
+                "connection limits must be at least 1".into(),
+            ));
+        }
+        if self.smtp.plain.is_some() && self.smtp.plain_networks.is_empty() {
+            return Err(err(
+                "smtp.plain_networks",
+                "the plain listener is enabled but no network is allowed on it".into(),
+            ));
+        }
+        for (name, app) in &self.apps {
+            let key = |k: &str| format!("apps.{name}.{k}");
+            if !app.password_hash.starts_with("$argon2id$") {
+                return Err(err(
+                    &key("password_hash"),
+                    "must be an argon2id hash; create one with `herald app hash-password`".into(),
+                ));
+            }
+            if app.senders.is_empty() {
+                return Err(err(
+                    &key("senders"),
+                    "must list at least one address or @domain".into(),
+                ));
+            }
+            for s in &app.senders {
+                validate_sender_pattern(s).map_err(|p| err(&key("senders"), p))?;
+            }
+        }
+        for s in &self.smtp.plain_senders {
+            validate_sender_pattern(s).map_err(|p| err("smtp.plain_senders", p))?;
+        }
+        for (i, k) in self.dkim.keys.iter().enumerate() {
+            let key = |f: &str| format!("dkim.keys[{i}].{f}");
+            if k.domain.is_empty() || !k.domain.contains('.') {
+                return Err(err(
+                    &key("domain"),
+                    format!("{:?} is not a domain", k.domain),
+                ));
+            }
+            if k.selector.is_empty()
+                || !k
+                    .selector
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            {
+                return Err(err(
+                    &key("selector"),
+                    format!("{:?} is not a valid selector", k.selector),
+                ));
+            }
+        }
+        if self.delivery.retry_schedule.is_empty() {
+            return Err(err(
+                "delivery.retry_schedule",
+                "must list at least one wait".into(),
+            ));
+        }
+        if !matches!(self.spf.qualifier.as_str(), "-all" | "~all") {
+            return Err(err(
+                "spf.qualifier",
+                format!("{:?} must be \"-all\" or \"~all\"", self.spf.qualifier),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn validate_sender_pattern(s: &str) -> Result<(), String> {
+    let ok = match s.strip_prefix('@') {
+        Some(domain) => !domain.is_empty() && !domain.contains('@'),
+        None => s
+            .split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty()),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is neither an address (user@example.com) nor a domain entry (@example.com)"
+        ))
+    }
+}

@@ -221,6 +221,7 @@ impl Session {
             client_ip: self.ip,
             helo,
             tls: tls.clone(),
+            tls_report: false,
         };
         match self.shared.spool.store(envelope, signed).await {
             Ok(id) => {

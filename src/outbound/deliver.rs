@@ -52,6 +52,8 @@ pub struct Job {
     pub recipients: Vec<String>,
     /// The bytes to send.
     pub message: Arc<Vec<u8>>,
+    /// A TLS-RPT report of herald's: delivered opportunistically, whatever policy applies.
+    pub tls_report: bool,
 }
 
 struct Relay {
@@ -157,7 +159,13 @@ impl Outbound {
                 relay.credentials.as_ref(),
             ),
             None => {
-                let directive = self.sts.directive_for(&job.domain).await;
+                // RFC 8460 §3: a report must reach its recipient even across the TLS
+                // failures it reports, so herald's own reports are not held to the policy.
+                let directive = if job.tls_report {
+                    TlsDirective::Opportunistic
+                } else {
+                    self.sts.directive_for(&job.domain).await
+                };
                 let mut hosts = match resolve::mx_hosts(&self.resolver, &job.domain).await {
                     Ok(h) => h,
                     Err(ResolveError::Permanent(why)) => {

@@ -192,6 +192,7 @@ pub async fn queue_notice(
         client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         helo: cfg.server.hostname.clone(),
         tls: None,
+        tls_report: false,
     };
     let id = spool.store(envelope, bytes).await?;
     tracing::info!(queue_id = %original.id, dsn_id = %id, to = %original.envelope.mail_from,

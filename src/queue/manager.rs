@@ -311,6 +311,7 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
                 .map(|&i| msg.state.recipients[i].address.clone())
                 .collect(),
             message: data.clone(),
+            tls_report: msg.envelope.tls_report,
         };
         let inner = inner.clone();
         tasks.spawn(async move {

@@ -40,6 +40,11 @@ pub struct Envelope {
     /// TLS protocol and cipher of the submission, e.g. `TLSv1.3 TLS13_AES_256_GCM_SHA384`.
     #[serde(default)]
     pub tls: Option<String>,
+    /// herald's own TLS-RPT report: RFC 8460 §3 asks that reports be delivered despite the
+    /// TLS failures they describe, so MTA-STS is not enforced for it. Only the report sender
+    /// sets this; nothing a client sends can.
+    #[serde(default)]
+    pub tls_report: bool,
 }
 
 /// Where one recipient stands.

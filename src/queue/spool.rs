@@ -386,6 +386,7 @@ mod tests {
             client_ip: "127.0.0.1".parse().unwrap(),
             helo: "client".into(),
             tls: None,
+            tls_report: false,
         }
     }
 

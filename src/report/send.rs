@@ -172,6 +172,7 @@ impl ReportSender {
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             helo: self.hostname.clone(),
             tls: None,
+            tls_report: true,
         };
         let id = self
             .spool

@@ -138,6 +138,7 @@ pub fn store_many(
                 client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 helo: "tests".into(),
                 tls: None,
+                tls_report: false,
             };
             ids.push(
                 spool

@@ -164,8 +164,10 @@ async fn flush_mails_and_posts_the_gzip_json_report() {
         .expect("application/tlsrpt+gzip attachment");
     assert_report(&gunzip_json(attachment.contents()));
 
-    // The next flush reports only what happened since: the one verified session that
-    // delivered the report itself (the relay holds the spool, so the CLI says where mail goes).
+    // The next flush reports only what happened since (the relay holds the spool, so the CLI
+    // says where mail goes). The report itself is delivered outside the policy (RFC 8460 §3) and not counted; an
+    // ordinary message makes the one verified session the next report covers.
+    relay.send("after the report").await;
     let relay_counts = relay.wait_for_counts(|c| c.success >= 1).await;
     assert_eq!(relay_counts.failure_total(), 0);
     relay.reporter.persist().expect("persist");
@@ -177,4 +179,58 @@ async fn flush_mails_and_posts_the_gzip_json_report() {
     let summary = &second["policies"][0]["summary"];
     assert_eq!(summary["total-successful-session-count"], 1, "{second}");
     assert_eq!(summary["total-failure-session-count"], 0, "{second}");
+}
+
+/// RFC 8460 §3: the report reaches the domain even though its MX fails the very policy the
+/// report is about (an expired certificate under `enforce`), while ordinary mail waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_is_delivered_despite_the_policy_it_reports_on() {
+    let w = World::new();
+    w.publish_policy("1", World::enforce());
+    w.dns.set_txt(
+        &format!("_smtp._tls.{DOMAIN}"),
+        &format!("v=TLSRPTv1; rua=mailto:tlsrpt@{DOMAIN}"),
+    );
+    let mx = w.start_mx("mx1.bank.test", MxCert::Expired);
+    let cfg = w.config(mx.addr().port());
+    let config = w.config_file(mx.addr().port());
+    {
+        let reporter = TlsReporter::open(&cfg).expect("reporter");
+        let directive = TlsDirective::Sts {
+            domain: DOMAIN.into(),
+            policy: Arc::new(Policy {
+                id: "1".into(),
+                mode: Mode::Enforce,
+                mx: vec!["*.bank.test".into()],
+                max_age: 86400,
+            }),
+        };
+        reporter.record(
+            &directive,
+            TlsOutcome::Failure {
+                result_type: ResultType::CertificateExpired,
+                mx_host: "mx1.bank.test".into(),
+                ip: "127.0.0.9".parse().ok(),
+                detail: "test".into(),
+            },
+        );
+        reporter.persist().expect("persist");
+    }
+    let out = Command::new(herald_bin())
+        .arg("--config")
+        .arg(&config)
+        .args(["report", "flush"])
+        .output()
+        .expect("run herald");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    let relay = Relay::start(cfg).await;
+    let payroll = relay.send("payroll").await;
+    let got = tokio::task::block_in_place(|| mx.wait_for_messages(1, WAIT));
+    assert_eq!(got[0].rcpts, vec![format!("tlsrpt@{DOMAIN}")]);
+    assert!(got[0].tls.is_some(), "the report still went over TLS");
+    // Ordinary mail to the same MX stays held to the policy.
+    relay.wait_for_counts(|c| c.failure_total() >= 1).await;
+    relay.assert_still_queued(&payroll).await;
+    assert_eq!(mx.messages().len(), 1, "{:?}", mx.messages());
 }

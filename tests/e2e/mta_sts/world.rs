@@ -238,6 +238,7 @@ impl Relay {
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             helo: "app.example.test".into(),
             tls: None,
+            tls_report: false,
         };
         let data = format!(
             "From: app@example.test\r\nTo: user@{DOMAIN}\r\nSubject: {subject}\r\n\r\nPayroll.\r\n"

@@ -66,15 +66,7 @@ async fn flush_mails_and_posts_the_gzip_json_report() {
     // Counts as delivery records them, saved in the report directory.
     {
         let reporter = TlsReporter::open(&cfg).expect("reporter");
-        let directive = TlsDirective::Sts {
-            domain: DOMAIN.into(),
-            policy: Arc::new(Policy {
-                id: "1".into(),
-                mode: Mode::Enforce,
-                mx: vec!["*.bank.test".into()],
-                max_age: 86400,
-            }),
-        };
+        let directive = enforce_directive();
         let failure = |result_type| TlsOutcome::Failure {
             result_type,
             mx_host: "mx1.bank.test".into(),
@@ -196,15 +188,7 @@ async fn a_report_is_delivered_despite_the_policy_it_reports_on() {
     let config = w.config_file(mx.addr().port());
     {
         let reporter = TlsReporter::open(&cfg).expect("reporter");
-        let directive = TlsDirective::Sts {
-            domain: DOMAIN.into(),
-            policy: Arc::new(Policy {
-                id: "1".into(),
-                mode: Mode::Enforce,
-                mx: vec!["*.bank.test".into()],
-                max_age: 86400,
-            }),
-        };
+        let directive = enforce_directive();
         reporter.record(
             &directive,
             TlsOutcome::Failure {
@@ -233,4 +217,17 @@ async fn a_report_is_delivered_despite_the_policy_it_reports_on() {
     relay.wait_for_counts(|c| c.failure_total() >= 1).await;
     relay.assert_still_queued(&payroll).await;
     assert_eq!(mx.messages().len(), 1, "{:?}", mx.messages());
+}
+
+/// The directive delivery uses for bank.test under its `enforce` policy (id 1, `*.bank.test`).
+fn enforce_directive() -> TlsDirective {
+    TlsDirective::Sts {
+        domain: DOMAIN.into(),
+        policy: Arc::new(Policy {
+            id: "1".into(),
+            mode: Mode::Enforce,
+            mx: vec!["*.bank.test".into()],
+            max_age: 86400,
+        }),
+    }
 }

@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
+use crate::clock::unix_now;
 use crate::config::Config;
 use crate::queue::control::operator_failures;
-use crate::queue::lock::SpoolLock;
-use crate::queue::spool::Spool;
 use crate::queue::view::{ActionResult, MessageView};
-use crate::queue::{RecipientStatus, unix_now};
+use crate::spool::{RecipientStatus, Spool, SpoolLock};
 
 /// `herald queue` subcommands.
 #[derive(Debug, Subcommand)]
@@ -67,7 +66,7 @@ pub async fn run(config: &Path, cmd: QueueCommand) -> anyhow::Result<ExitCode> {
         return Err(super::UsageError("retry needs a queue id or --all".into()).into());
     }
     if let Some(listen) = cfg.admin.listen {
-        crate::outbound::tls::install_default_provider();
+        crate::trust::install_default_provider();
         let base = format!("http://{listen}");
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
@@ -222,14 +221,14 @@ async fn offline(cfg: &Config, dir: &Path, cmd: QueueCommand) -> anyhow::Result<
                 let signer = crate::signing::Signer::load(cfg)?;
                 let data = spool.read_message(&id)?;
                 let failures = operator_failures(&m);
-                note = match crate::outbound::dsn::queue_notice(
+                note = match crate::queue::dsn::queue_notice(
                     cfg,
                     &spool,
                     &signer,
                     &m,
                     &data,
                     &failures,
-                    crate::outbound::dsn::Kind::Failed,
+                    crate::queue::dsn::Kind::Failed,
                 )
                 .await?
                 {
@@ -255,7 +254,7 @@ fn age(since: u64) -> String {
     humantime::format_duration(Duration::from_secs(secs)).to_string()
 }
 
-fn recipient_line(r: &crate::queue::RecipientState) -> String {
+fn recipient_line(r: &crate::spool::RecipientState) -> String {
     let status = match r.status {
         RecipientStatus::Pending => "pending",
         RecipientStatus::Delivered => "delivered",

@@ -13,11 +13,10 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use crate::config::Config;
-use crate::queue::lock::SpoolLock;
-use crate::queue::spool::Spool;
 use crate::report::send::ReportSender;
 use crate::report::{self, FlushSummary, TlsReporter};
 use crate::signing::Signer;
+use crate::spool::{Spool, SpoolLock};
 
 /// `herald report` subcommands.
 #[derive(Debug, Subcommand)]

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::queue::spool::Spool;
 use crate::signing::Signer;
+use crate::spool::Spool;
 
 /// Arguments of `herald serve`.
 #[derive(Debug, Args)]

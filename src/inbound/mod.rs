@@ -24,8 +24,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{AppConfig, Config};
-use crate::queue::spool::Spool;
 use crate::signing::Signer;
+use crate::spool::Spool;
 
 /// Which door a client came through; it decides TLS and AUTH rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

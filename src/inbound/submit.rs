@@ -6,8 +6,9 @@ use super::conn::Line;
 use super::hygiene::{self, Trace};
 use super::policy::{header_from_addresses, sender_allowed};
 use super::session::{Chunks, Session};
-use crate::queue::{Envelope, unix_now};
+use crate::clock::unix_now;
 use crate::reply::Reply;
+use crate::spool::Envelope;
 
 /// Why a message was refused while it streamed in.
 enum Fault {

@@ -3,11 +3,12 @@
 
 use std::sync::atomic::Ordering;
 
-use super::manager::{QueueManager, blocking, next_due_ms, now_ms};
+use super::dsn::{self, Failure, Kind};
+use super::manager::{QueueManager, blocking, next_due_ms};
 use super::view::{ActionResult, MessageView};
-use super::{RecipientStatus, unix_now};
-use crate::outbound::client::Answer;
-use crate::outbound::dsn::{self, Failure, Kind};
+use crate::clock::{now_ms, unix_now};
+use crate::reply::EnhancedStatus;
+use crate::spool::{RecipientStatus, SpooledMessage};
 
 fn done(message: impl Into<String>) -> ActionResult {
     ActionResult {
@@ -176,22 +177,20 @@ impl QueueManager {
 }
 
 /// The recipients an operator deletion leaves undelivered, for the bounce.
-pub fn operator_failures(msg: &super::SpooledMessage) -> Vec<Failure> {
+pub fn operator_failures(msg: &SpooledMessage) -> Vec<Failure> {
     msg.state
         .recipients
         .iter()
         .filter(|r| r.status == RecipientStatus::Pending)
         .map(|r| Failure {
             recipient: r.address.clone(),
-            answer: Answer::local(
-                550,
-                format!(
-                    "5.3.0 deleted from the queue by the operator{}",
-                    r.last_reply
-                        .as_ref()
-                        .map(|l| format!("; last reply: {l}"))
-                        .unwrap_or_default()
-                ),
+            status: EnhancedStatus::new(5, 3, 0),
+            diagnostic: format!(
+                "550 5.3.0 deleted from the queue by the operator{}",
+                r.last_reply
+                    .as_ref()
+                    .map(|l| format!("; last reply: {l}"))
+                    .unwrap_or_default()
             ),
             remote: r.last_host.clone(),
         })

@@ -12,17 +12,16 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
 
-use super::lock::SpoolLock;
-use super::spool::{Arrivals, Spool};
+use super::dsn::{self, Failure, Kind};
 use super::view::Counters;
-use super::{QueueId, RecipientStatus, SpooledMessage, unix_now};
+use crate::clock::{now_ms, unix_now};
 use crate::config::Config;
-use crate::mta_sts::StsResolver;
-use crate::outbound::client::Answer;
-use crate::outbound::deliver::{Job, Outbound, RecipientResult, Verdict};
-use crate::outbound::dsn::{self, Failure, Kind};
-use crate::report::TlsReporter;
+use crate::mta_sts::{StsResolver, TlsSink};
+use crate::outbound::deliver::{Job, Outbound};
+use crate::outbound::outcome::RecipientResult;
+use crate::reply::EnhancedStatus;
 use crate::signing::Signer;
+use crate::spool::{Arrivals, QueueId, RecipientStatus, Spool, SpoolLock, SpooledMessage};
 
 /// Handle on the running queue, shared with the admin endpoint.
 #[derive(Clone)]
@@ -104,14 +103,6 @@ impl Inner {
     }
 }
 
-/// Milliseconds since the epoch.
-pub(super) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// When a message is next due (ms), from its earliest pending recipient; `None` when held or
 /// nothing is pending.
 pub(super) fn next_due_ms(msg: &SpooledMessage) -> Option<u64> {
@@ -150,7 +141,7 @@ impl QueueManager {
         arrivals: Arrivals,
         signer: Arc<Signer>,
         sts: Arc<StsResolver>,
-        reporter: Arc<TlsReporter>,
+        tls_events: Arc<dyn TlsSink>,
     ) -> anyhow::Result<QueueManager> {
         let dir = cfg.spool_dir();
         let lock = SpoolLock::try_acquire(&dir)
@@ -161,7 +152,7 @@ impl QueueManager {
                     dir.display()
                 )
             })?;
-        let outbound = Outbound::new(&cfg, sts, reporter)?;
+        let outbound = Outbound::new(&cfg, sts, tls_events)?;
         let recovering = spool.clone();
         let recovered = blocking(move || recovering.recover()).await?;
         let concurrency = (cfg.delivery.max_connections * 2).max(4);
@@ -362,43 +353,44 @@ async fn finish_round(
                 continue;
             }
             rs.attempts += 1;
-            rs.last_reply = Some(r.answer.to_string());
+            rs.last_reply = Some(r.describe());
+            rs.last_status = Some(r.status());
             rs.last_host = r.host.clone();
             let c = &inner.counters;
-            match r.verdict {
-                Verdict::Delivered => {
+            match r.outcome {
+                Ok(_) => {
                     rs.status = RecipientStatus::Delivered;
                     c.delivered.fetch_add(1, Ordering::Relaxed);
                 }
-                Verdict::Permanent => {
+                Err(f) if f.is_permanent() => {
                     rs.status = RecipientStatus::Failed;
                     c.bounced.fetch_add(1, Ordering::Relaxed);
                     failures.push(Failure {
                         recipient: rs.address.clone(),
-                        answer: r.answer,
+                        status: f.status(),
+                        diagnostic: f.to_string(),
                         remote: r.host,
                     });
                 }
-                Verdict::Temporary if now >= expires => {
+                Err(f) if now >= expires => {
                     rs.status = RecipientStatus::Failed;
                     c.bounced.fetch_add(1, Ordering::Relaxed);
-                    let answer = Answer::local(
-                        550,
-                        format!(
-                            "5.4.7 gave up after {} attempts over {}; last reply: {}",
-                            rs.attempts,
-                            humantime::format_duration(Duration::from_secs(now - received)),
-                            r.answer
-                        ),
+                    let status = EnhancedStatus::new(5, 4, 7);
+                    let diagnostic = format!(
+                        "550 {status} gave up after {} attempts over {}; last reply: {f}",
+                        rs.attempts,
+                        humantime::format_duration(Duration::from_secs(now - received)),
                     );
-                    rs.last_reply = Some(answer.to_string());
+                    rs.last_reply = Some(diagnostic.clone());
+                    rs.last_status = Some(status);
                     failures.push(Failure {
                         recipient: rs.address.clone(),
-                        answer,
+                        status,
+                        diagnostic,
                         remote: r.host,
                     });
                 }
-                Verdict::Temporary => {
+                Err(_) => {
                     c.deferred.fetch_add(1, Ordering::Relaxed);
                     let wait = retry_wait(&cfg.delivery.retry_schedule, rs.attempts).as_secs();
                     rs.next_attempt = now.saturating_add(wait.max(1)).min(expires.max(now + 1));
@@ -418,12 +410,14 @@ async fn finish_round(
                 .filter(|r| r.status == RecipientStatus::Pending)
                 .map(|r| Failure {
                     recipient: r.address.clone(),
-                    answer: Answer::local(
-                        451,
-                        r.last_reply
-                            .clone()
-                            .unwrap_or_else(|| "4.4.7 not yet delivered".into()),
-                    ),
+                    status: r
+                        .last_status
+                        .filter(|s| s.class == 4)
+                        .unwrap_or(EnhancedStatus::new(4, 4, 7)),
+                    diagnostic: r
+                        .last_reply
+                        .clone()
+                        .unwrap_or_else(|| "451 4.4.7 not yet delivered".into()),
                     remote: r.last_host.clone(),
                 })
                 .collect();

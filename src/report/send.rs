@@ -12,11 +12,11 @@ use mail_auth::mta_sts::ReportUri;
 
 use super::build::gzip_json;
 use super::store::OutboxItem;
+use crate::clock::unix_now;
 use crate::config::Config;
 use crate::mta_sts::{discover, fetch};
-use crate::queue::spool::Spool;
-use crate::queue::{Envelope, unix_now};
 use crate::signing::Signer;
+use crate::spool::{Envelope, Spool};
 
 /// How long an HTTPS report upload may take.
 const POST_TIMEOUT: Duration = Duration::from_secs(60);

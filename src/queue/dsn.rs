@@ -5,19 +5,21 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::client::Answer;
+use crate::clock::unix_now;
 use crate::config::Config;
-use crate::queue::spool::Spool;
-use crate::queue::{Envelope, QueueId, SpooledMessage, unix_now};
+use crate::reply::EnhancedStatus;
 use crate::signing::Signer;
+use crate::spool::{Envelope, QueueId, Spool, SpooledMessage, new_queue_id};
 
 /// One recipient to report on.
 #[derive(Debug, Clone)]
 pub struct Failure {
     /// The recipient address.
     pub recipient: String,
-    /// The last reply (remote or local).
-    pub answer: Answer,
+    /// The status to report (RFC 3463).
+    pub status: EnhancedStatus,
+    /// The last reply or reason, as a person reads it (`550 5.1.1 no such user`).
+    pub diagnostic: String,
     /// The host that gave it, as `name [address]`.
     pub remote: Option<String>,
 }
@@ -45,24 +47,6 @@ pub fn dsn_domain(cfg: &Config) -> String {
     psl::domain_str(&host).map(str::to_string).unwrap_or(host)
 }
 
-/// The enhanced status code an answer carries, or one derived from its basic code.
-pub fn status_of(answer: &Answer) -> String {
-    let first = answer.text.split_whitespace().next().unwrap_or("");
-    let parts: Vec<&str> = first.split('.').collect();
-    if parts.len() == 3
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return first.to_string();
-    }
-    match answer.code {
-        200..=299 => "2.0.0".into(),
-        400..=499 => "4.0.0".into(),
-        _ => "5.0.0".into(),
-    }
-}
-
 /// The original message's header block (up to the empty line), CRLF line endings.
 fn header_block(message: &[u8]) -> &[u8] {
     match message.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -81,7 +65,7 @@ pub fn build(
 ) -> Vec<u8> {
     let host = &cfg.server.hostname;
     let domain = dsn_domain(cfg);
-    let boundary = format!("herald-dsn-{}", crate::queue::spool::new_queue_id());
+    let boundary = format!("herald-dsn-{}", new_queue_id());
     let now = chrono::Utc::now().to_rfc2822();
     let arrival = chrono::DateTime::from_timestamp(original.envelope.received_at as i64, 0)
         .map(|d| d.to_rfc2822())
@@ -103,7 +87,7 @@ pub fn build(
         original.id
     );
     for f in failures {
-        human.push_str(&format!("<{}>: {}", f.recipient, f.answer));
+        human.push_str(&format!("<{}>: {}", f.recipient, f.diagnostic));
         if let Some(r) = &f.remote {
             human.push_str(&format!(" (from {r})"));
         }
@@ -116,8 +100,7 @@ pub fn build(
     for f in failures {
         status.push_str(&format!(
             "\r\nFinal-Recipient: rfc822; {}\r\nAction: {action}\r\nStatus: {}\r\n",
-            f.recipient,
-            status_of(&f.answer)
+            f.recipient, f.status
         ));
         if let Some(r) = &f.remote {
             let name = r.split_whitespace().next().unwrap_or(r);
@@ -125,7 +108,7 @@ pub fn build(
         }
         status.push_str(&format!(
             "Diagnostic-Code: smtp; {}\r\nLast-Attempt-Date: {now}\r\n",
-            f.answer
+            f.diagnostic
         ));
     }
     let mut out = format!(
@@ -152,7 +135,7 @@ pub fn build(
          Content-Description: Headers of the undelivered message\r\n\
          \r\n",
         to = original.envelope.mail_from,
-        id = crate::queue::spool::new_queue_id(),
+        id = new_queue_id(),
     )
     .into_bytes();
     out.extend_from_slice(header_block(message));
@@ -203,17 +186,6 @@ pub async fn queue_notice(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn status_comes_from_the_reply_or_its_class() {
-        assert_eq!(
-            status_of(&Answer::local(550, "5.1.1 no such user")),
-            "5.1.1"
-        );
-        assert_eq!(status_of(&Answer::local(550, "no such user")), "5.0.0");
-        assert_eq!(status_of(&Answer::local(451, "try later")), "4.0.0");
-        assert_eq!(status_of(&Answer::local(550, "5.1 x")), "5.0.0");
-    }
 
     #[test]
     fn header_block_stops_at_the_empty_line() {

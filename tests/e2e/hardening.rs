@@ -7,7 +7,7 @@
 mod admin;
 mod auth;
 mod fds;
-
+mod fuzz;
 mod input;
 mod timeouts;
 

@@ -65,12 +65,8 @@ pub async fn run(config: &Path, cmd: QueueCommand) -> anyhow::Result<ExitCode> {
     {
         return Err(super::UsageError("retry needs a queue id or --all".into()).into());
     }
-    if let Some(listen) = cfg.admin.listen {
-        crate::trust::install_default_provider();
-        let base = format!("http://{listen}");
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()?;
+    if let Some(base) = crate::admin::client::base_url(&cfg) {
+        let client = crate::admin::client::http_client(&cfg, Duration::from_secs(30))?;
         match client.get(format!("{base}/health")).send().await {
             Ok(_) => {
                 eprintln!("herald queue: using the running herald at {base}");

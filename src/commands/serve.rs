@@ -21,6 +21,7 @@ pub struct ServeArgs {}
 pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = Arc::new(super::load_config(config)?);
     super::init_logging(&cfg.server.log_level);
+    crate::inbound::fds::raise_nofile(&cfg, &config.display().to_string())?;
     let signer = Arc::new(Signer::load(&cfg)?);
     let (spool, arrivals) = Spool::open_dir(&cfg.spool_dir())?;
 
@@ -65,7 +66,7 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
                 "/dns",
                 axum::routing::get(move || async move { axum::Json(dns_records) }),
             );
-        crate::admin::start(listen, router).await?;
+        crate::admin::start(&cfg, listen, router).await?;
     }
 
     // [dns_server] start the authoritative DNS listener here.

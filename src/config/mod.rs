@@ -122,14 +122,22 @@ pub struct SmtpConfig {
     pub max_connections_per_ip: usize,
     /// Protocol errors tolerated in one session before `421` and close.
     pub max_errors: usize,
-    /// Time allowed for a command (RFC 5321 §4.5.3.2: 5 minutes).
+    /// Time allowed for a whole command line, counted from the previous reply (RFC 5321
+    /// §4.5.3.2: 5 minutes). A deadline, not an idle timer: dripping bytes does not extend it.
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
-    /// Time allowed between data blocks (RFC 5321 §4.5.3.2: 3 minutes).
+    /// Time allowed for the whole message after `354` (DATA), or for each BDAT chunk after
+    /// its command. A deadline for the transfer, not an idle timer between reads.
     #[serde(with = "humantime_serde")]
     pub data_timeout: Duration,
+    /// Time allowed for a TLS handshake (port 465 at connect, or after STARTTLS).
+    #[serde(with = "humantime_serde")]
+    pub tls_handshake_timeout: Duration,
     /// Failed AUTH attempts from one IP before it is refused for `auth_block`.
     pub auth_max_failures: u32,
+    /// Failed AUTH attempts for one user name (from any address) before that name is refused
+    /// for `auth_block`, except from addresses that logged in as it within the window.
+    pub auth_max_user_failures: u32,
     /// Window over which failed AUTH attempts are counted.
     #[serde(with = "humantime_serde")]
     pub auth_failure_window: Duration,
@@ -157,7 +165,9 @@ impl Default for SmtpConfig {
             max_errors: 10,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
+            tls_handshake_timeout: Duration::from_secs(10),
             auth_max_failures: 5,
+            auth_max_user_failures: 20,
             auth_failure_window: Duration::from_secs(600),
             auth_block: Duration::from_secs(900),
             auth_failure_delay: Duration::from_millis(500),
@@ -454,6 +464,9 @@ impl Default for DnsServerConfig {
 pub struct AdminConfig {
     /// Address of the admin endpoint (keep it on loopback); empty disables.
     pub listen: Option<SocketAddr>,
+    /// File holding the bearer token every endpoint but `/health` requires; defaults to
+    /// `<data_dir>/admin.token`, generated (mode 0600) on first start when missing.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -513,6 +526,14 @@ impl Config {
             .cache_dir
             .clone()
             .unwrap_or_else(|| self.server.data_dir.join("mta-sts"))
+    }
+
+    /// The admin endpoint's token file.
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.admin
+            .token_file
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("admin.token"))
     }
 
     /// The TLS-RPT pending-report directory.

@@ -5,12 +5,16 @@
 
 pub mod auth;
 mod conn;
+pub mod fds;
 pub mod hygiene;
 mod listener;
 mod login;
+pub mod mailbox;
 pub mod policy;
+pub mod rawcheck;
 mod session;
 mod submit;
+pub mod throttle;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -55,7 +59,7 @@ pub(crate) struct Shared {
     signer: Arc<Signer>,
     spool: Spool,
     tls: Option<TlsAcceptor>,
-    throttle: auth::Throttle,
+    throttle: throttle::Throttle,
     rates: policy::RateLimiter,
     conns: Mutex<Connections>,
     shutdown: watch::Receiver<bool>,
@@ -130,7 +134,7 @@ pub async fn start(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         apps: Arc::new(cfg.apps.clone().into_iter().collect()),
-        throttle: auth::Throttle::new(&cfg.smtp),
+        throttle: throttle::Throttle::new(&cfg.smtp),
         rates: policy::RateLimiter::default(),
         conns: Mutex::new(Connections::default()),
         cfg: cfg.clone(),

@@ -6,6 +6,7 @@ mod support;
 
 mod delivery;
 mod dns_check;
+mod hardening;
 mod mta_sts;
 mod signing;
 mod submission;

@@ -35,6 +35,18 @@ impl Config {
                 "connection limits must be at least 1".into(),
             ));
         }
+        for (key, value) in [
+            ("smtp.command_timeout", self.smtp.command_timeout),
+            ("smtp.data_timeout", self.smtp.data_timeout),
+            (
+                "smtp.tls_handshake_timeout",
+                self.smtp.tls_handshake_timeout,
+            ),
+        ] {
+            if value.is_zero() {
+                return Err(err(key, "must be longer than zero, e.g. \"10s\"".into()));
+            }
+        }
         if self.smtp.plain.is_some() && self.smtp.plain_networks.is_empty() {
             return Err(err(
                 "smtp.plain_networks",

@@ -11,8 +11,8 @@ pub enum RawVerdict {
     Parse,
     /// Refuse the command with this reply; the session goes on.
     Refuse(Reply),
-    /// A BDAT size that cannot be honoured: reply and close, since the chunk that follows
-    /// cannot be read (or skipped) safely.
+    /// A BDAT size that cannot be honoured: refuse at once (then skip the chunk, or close
+    /// when it cannot be framed).
     BdatSize(BdatSize),
 }
 
@@ -21,8 +21,9 @@ pub enum RawVerdict {
 pub enum BdatSize {
     /// Not a decimal number.
     Unparsable,
-    /// A number larger than the message size limit (possibly larger than 64 bits).
-    TooBig,
+    /// A number larger than the message size limit: the size when it fits in 64 bits (the
+    /// chunk can be skipped), `None` beyond.
+    TooBig(Option<u64>),
 }
 
 /// Looks at `line` (terminator included) before it is parsed; `max_size` is the message
@@ -78,7 +79,8 @@ fn bdat_size(args: &[u8], max_size: usize) -> RawVerdict {
     }
     match size.parse::<u64>() {
         Ok(n) if n <= max_size as u64 => RawVerdict::Parse,
-        _ => RawVerdict::BdatSize(BdatSize::TooBig),
+        Ok(n) => RawVerdict::BdatSize(BdatSize::TooBig(Some(n))),
+        Err(_) => RawVerdict::BdatSize(BdatSize::TooBig(None)),
     }
 }
 
@@ -112,11 +114,11 @@ mod tests {
         assert_eq!(check(b"bdat 0\r\n", 100), RawVerdict::Parse);
         assert_eq!(
             check(b"BDAT 101\r\n", 100),
-            RawVerdict::BdatSize(BdatSize::TooBig)
+            RawVerdict::BdatSize(BdatSize::TooBig(Some(101)))
         );
         assert_eq!(
             check(b"BDAT 99999999999999999999999\r\n", 100),
-            RawVerdict::BdatSize(BdatSize::TooBig)
+            RawVerdict::BdatSize(BdatSize::TooBig(None))
         );
         for bad in [
             &b"BDAT\r\n"[..],

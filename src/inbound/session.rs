@@ -13,7 +13,7 @@ use smtp_proto::{
 use super::conn::{Conn, Line};
 use super::hygiene::LineCheck;
 use super::policy::sender_allowed;
-use super::rawcheck::{self, BdatSize, RawVerdict};
+use super::rawcheck::{self, RawVerdict};
 use super::{ListenerKind, Shared};
 use crate::reply::Reply;
 
@@ -174,27 +174,7 @@ impl Session {
         match rawcheck::check(line, max_size) {
             RawVerdict::Parse => {}
             RawVerdict::Refuse(r) => return self.error(r),
-            RawVerdict::BdatSize(why) => {
-                self.tx = None;
-                self.reply(match why {
-                    BdatSize::TooBig => Reply::new(
-                        552,
-                        "5.3.4",
-                        format!(
-                            "BDAT chunk larger than the message size limit of {max_size} bytes; \
-                             closing, since the chunk cannot be skipped"
-                        ),
-                    ),
-                    BdatSize::Unparsable => Reply::new(
-                        501,
-                        "5.5.4",
-                        "BDAT needs a chunk size in decimal octets (BDAT <size> [LAST]); \
-                         closing, since the chunk that follows cannot be framed",
-                    ),
-                });
-                self.closing = true;
-                return;
-            }
+            RawVerdict::BdatSize(why) => return self.bdat_refused(why, max_size).await,
         }
         let req = match Request::parse(&mut line.iter()) {
             Ok(r) => r.into_owned(),

@@ -6,6 +6,7 @@ use super::conn::Line;
 use super::hygiene::{self, Trace};
 use super::mailbox::{field_values, mailbox_list};
 use super::policy::sender_allowed;
+use super::rawcheck::BdatSize;
 use super::session::{Chunks, Session};
 use crate::clock::unix_now;
 use crate::reply::Reply;
@@ -141,6 +142,41 @@ impl Session {
         }
         let Chunks { data, .. } = chunks;
         self.accept(data).await;
+    }
+
+    /// A BDAT size refused before any of its chunk is read: `552 5.3.4` (or `501 5.5.4` for
+    /// a size that is not a number) goes out at once. A chunk whose size is a number is then
+    /// skipped (thrown away as it arrives, within `data_timeout`) so the session stays in
+    /// step; one that cannot be framed (not a number, or beyond 64 bits) ends the session.
+    pub(super) async fn bdat_refused(&mut self, why: BdatSize, max: usize) {
+        self.tx = None;
+        let skip = match why {
+            BdatSize::TooBig(n) => {
+                self.reply(Reply::new(
+                    552,
+                    "5.3.4",
+                    format!("BDAT chunk larger than the message size limit of {max} bytes"),
+                ));
+                n.and_then(|n| usize::try_from(n).ok())
+            }
+            BdatSize::Unparsable => {
+                self.reply(Reply::new(
+                    501,
+                    "5.5.4",
+                    "BDAT needs a chunk size in decimal octets (BDAT <size> [LAST]); closing, \
+                     since the chunk that follows cannot be framed",
+                ));
+                None
+            }
+        };
+        let Some(n) = skip else {
+            self.closing = true;
+            return;
+        };
+        let timeout = self.shared.cfg.smtp.data_timeout;
+        if let Err(e) = self.conn.read_chunk(n, timeout, |_| {}).await {
+            self.io_failed(e);
+        }
     }
 
     fn refuse(&mut self, fault: Fault, max: usize) {

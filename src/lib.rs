@@ -7,7 +7,7 @@
 //!
 //! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`clock`],
 //! [`fsutil`], [`trust`], [`resolver`] → [`spool`] → [`signing`], [`mta_sts`], [`dns`] →
-//! [`outbound`] → [`queue`] → [`report`] → [`inbound`] → [`admin`] → [`commands`].
+//! [`outbound`] → [`own_mail`] → [`queue`] → [`report`] → [`inbound`] → [`admin`] → [`commands`].
 
 pub mod admin;
 pub mod clock;
@@ -18,6 +18,7 @@ pub mod fsutil;
 pub mod inbound;
 pub mod mta_sts;
 pub mod outbound;
+pub mod own_mail;
 pub mod queue;
 pub mod reply;
 pub mod report;

@@ -13,7 +13,7 @@ use clap::Subcommand;
 
 use crate::clock::unix_now;
 use crate::config::Config;
-use crate::queue::control::operator_failures;
+use crate::queue::transition::operator_failures;
 use crate::queue::view::{ActionResult, MessageView};
 use crate::spool::{RecipientStatus, Spool, SpoolLock};
 
@@ -181,11 +181,7 @@ async fn offline(cfg: &Config, dir: &Path, cmd: QueueCommand) -> anyhow::Result<
             };
             let now = unix_now();
             for mut m in targets.iter().cloned() {
-                for r in &mut m.state.recipients {
-                    if r.status == RecipientStatus::Pending {
-                        r.next_attempt = now;
-                    }
-                }
+                m.state.retry_now(now);
                 spool.write_state(&m.id, &m.state)?;
             }
             format!(
@@ -198,13 +194,13 @@ async fn offline(cfg: &Config, dir: &Path, cmd: QueueCommand) -> anyhow::Result<
         }
         QueueCommand::Hold { id } => {
             let mut m = find(&id).ok_or_else(|| anyhow::anyhow!("no message {id}"))?;
-            m.state.held = true;
+            m.state.hold();
             spool.write_state(&id, &m.state)?;
             format!("{id} held: no attempts until released")
         }
         QueueCommand::Release { id } => {
             let mut m = find(&id).ok_or_else(|| anyhow::anyhow!("no message {id}"))?;
-            m.state.held = false;
+            m.state.release();
             spool.write_state(&id, &m.state)?;
             format!("{id} released; it will be attempted when herald starts")
         }
@@ -214,13 +210,14 @@ async fn offline(cfg: &Config, dir: &Path, cmd: QueueCommand) -> anyhow::Result<
             };
             let mut note = String::new();
             if bounce {
-                let signer = crate::signing::Signer::load(cfg)?;
+                let signer = std::sync::Arc::new(crate::signing::Signer::load(cfg)?);
+                let own =
+                    crate::own_mail::OwnMail::new(spool.clone(), signer, &cfg.server.hostname);
                 let data = spool.read_message(&id)?;
-                let failures = operator_failures(&m);
+                let failures = operator_failures(&m.state);
                 note = match crate::queue::dsn::queue_notice(
                     cfg,
-                    &spool,
-                    &signer,
+                    &own,
                     &m,
                     &data,
                     &failures,

@@ -4,4 +4,5 @@
 pub mod control;
 pub mod dsn;
 pub mod manager;
+pub mod transition;
 pub mod view;

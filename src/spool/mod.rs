@@ -127,6 +127,38 @@ impl DeliveryState {
             .iter()
             .all(|r| r.status != RecipientStatus::Pending)
     }
+
+    /// When the next attempt is due (seconds since the epoch): the earliest pending
+    /// recipient's; `None` when held or nothing is pending.
+    pub fn next_attempt(&self) -> Option<u64> {
+        if self.held {
+            return None;
+        }
+        self.recipients
+            .iter()
+            .filter(|r| r.status == RecipientStatus::Pending)
+            .map(|r| r.next_attempt)
+            .min()
+    }
+
+    /// The operator's hold: no attempt until [`DeliveryState::release`].
+    pub fn hold(&mut self) {
+        self.held = true;
+    }
+
+    /// Ends a hold; pending recipients keep their schedule.
+    pub fn release(&mut self) {
+        self.held = false;
+    }
+
+    /// Makes every pending recipient due at `now` (the operator's "retry now").
+    pub fn retry_now(&mut self, now: u64) {
+        for r in &mut self.recipients {
+            if r.status == RecipientStatus::Pending {
+                r.next_attempt = now;
+            }
+        }
+    }
 }
 
 /// A message as the queue knows it: identity, envelope, size and delivery state.
@@ -141,4 +173,46 @@ pub struct SpooledMessage {
     pub size: u64,
     /// Delivery progress.
     pub state: DeliveryState,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> DeliveryState {
+        DeliveryState::new(&Envelope {
+            app: None,
+            mail_from: "a@example.test".into(),
+            mail_from_params: vec![],
+            recipients: vec!["b@example.org".into(), "c@example.net".into()],
+            received_at: 100,
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+            helo: "client".into(),
+            tls: None,
+            tls_report: false,
+        })
+    }
+
+    #[test]
+    fn hold_release_and_retry_move_the_next_attempt() {
+        let mut s = state();
+        s.recipients[0].next_attempt = 500;
+        s.recipients[1].next_attempt = 300;
+        assert_eq!(s.next_attempt(), Some(300));
+        s.hold();
+        assert_eq!(s.next_attempt(), None);
+        s.release();
+        assert_eq!(s.next_attempt(), Some(300));
+        s.recipients[1].status = RecipientStatus::Delivered;
+        assert_eq!(s.next_attempt(), Some(500));
+        s.retry_now(200);
+        assert_eq!(s.next_attempt(), Some(200));
+        assert_eq!(
+            s.recipients[1].next_attempt, 300,
+            "a delivered one is left alone"
+        );
+        s.recipients[0].status = RecipientStatus::Failed;
+        assert!(s.is_finished());
+        assert_eq!(s.next_attempt(), None);
+    }
 }

@@ -7,6 +7,8 @@
 //! - `POST /queue/{id}/retry`, `POST /queue/retry` (all), `POST /queue/{id}/hold`,
 //!   `POST /queue/{id}/release`, `DELETE /queue/{id}?bounce=true|false`
 
+pub mod dmarc;
+
 use std::net::SocketAddr;
 
 use axum::extract::{Path, Query, State};

@@ -53,6 +53,11 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
 
+    // [feedback] the report store, shared by the report listener and the /dmarc pages.
+    let reports = crate::store::open(&cfg)?;
+    let _feedback =
+        crate::feedback::start(cfg.clone(), &config.display().to_string(), reports.clone()).await?;
+
     // [admin] start the admin HTTP endpoint here.
     if let Some(listen) = cfg.admin.listen {
         let dns_records = crate::dns::records::render_json(&cfg, &signer.published_keys());
@@ -64,7 +69,8 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
             .route(
                 "/dns",
                 axum::routing::get(move || async move { axum::Json(dns_records) }),
-            );
+            )
+            .merge(crate::admin::dmarc::routes(cfg.clone(), reports.clone()));
         crate::admin::start(listen, router).await?;
     }
 

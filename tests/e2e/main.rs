@@ -5,6 +5,7 @@
 mod support;
 
 mod delivery;
+mod dmarc;
 mod dns_check;
 mod mta_sts;
 mod signing;

@@ -178,7 +178,7 @@ fn report_limits(walk: &Walk<'_>, out: &mut Vec<Finding>) {
         .join(", ");
     let mut extra = String::new();
     if walk.macros {
-        extra.push_str("; some terms use macros and were counted but not followed");
+        extra.push_str("; terms with macros were expanded as for mail from herald and followed");
     }
     if walk.ptr {
         extra.push_str("; ptr is used: it is slow and deprecated (RFC 7208 §5.5), replace it");

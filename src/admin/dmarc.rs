@@ -44,15 +44,20 @@ pub fn routes(cfg: Arc<Config>, store: Arc<dyn ReportStore>) -> Router {
 }
 
 async fn build(st: &DmarcState, p: &Params) -> Result<Summary, Response> {
-    summary::build(&st.cfg, st.store.as_ref(), p.domain.as_deref(), p.days.min(366))
-        .await
-        .map_err(|e| {
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot read the report store: {e:#}\n"),
-            )
-                .into_response()
-        })
+    summary::build(
+        &st.cfg,
+        st.store.as_ref(),
+        p.domain.as_deref(),
+        p.days.min(366),
+    )
+    .await
+    .map_err(|e| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot read the report store: {e:#}\n"),
+        )
+            .into_response()
+    })
 }
 
 async fn json(State(st): State<DmarcState>, Query(p): Query<Params>) -> Response {
@@ -106,7 +111,11 @@ pub fn render_page(s: &Summary) -> String {
          <h1>DMARC aggregate reports — last {} days</h1>\
          <p class=\"muted\">{} report mails received, {} DMARC reports, {} duplicates, \
          {} unreadable (<code>herald dmarc rejected</code>).</p>",
-        s.days, s.counters.mails, s.counters.dmarc_reports, s.counters.duplicates, s.counters.rejected
+        s.days,
+        s.counters.mails,
+        s.counters.dmarc_reports,
+        s.counters.duplicates,
+        s.counters.rejected
     );
     if s.domains.is_empty() {
         out.push_str(
@@ -125,7 +134,7 @@ fn render_domain(d: &DomainSummary) -> String {
     let id = esc(&d.domain);
     let mut out = format!(
         "<section class=\"domain\" id=\"domain-{id}\"><h2>{id}{}</h2>\
-         <p>{} messages reported by {} organizations ({}); <strong>{:.1}%</strong> pass DMARC; \
+         <p>{} messages reported by {} organization{} ({}); <strong>{:.1}%</strong> pass DMARC; \
          policy now <code>p={}</code>.</p>",
         if d.signed_by_herald {
             ""
@@ -134,6 +143,7 @@ fn render_domain(d: &DomainSummary) -> String {
         },
         d.messages,
         d.reporters.len(),
+        if d.reporters.len() == 1 { "" } else { "s" },
         esc(&d.reporters.join(", ")),
         d.pass_rate,
         esc(&d.policy)
@@ -179,7 +189,7 @@ fn chart(domain: &str, days: &[Day]) -> String {
     let plot_h = h - bottom - 10.0;
     let n = days.len().max(1) as f64;
     let slot = (w - left - 10.0) / n;
-    let bar = (slot * 0.7).max(2.0);
+    let bar = (slot * 0.7).clamp(2.0, 48.0);
     let mut svg = format!(
         "<svg class=\"chart\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" \
          viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"daily DMARC pass rate for {}\">\

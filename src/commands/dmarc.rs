@@ -187,7 +187,7 @@ pub fn render_summary(s: &Summary) -> String {
     }
     for d in &s.domains {
         out.push_str(&format!(
-            "\n{}{}: {} messages reported by {} organizations ({}), {:.1}% DMARC pass, p={}\n",
+            "\n{}{}: {} messages reported by {} organization{} ({}), {:.1}% DMARC pass, p={}\n",
             d.domain,
             if d.signed_by_herald {
                 ""
@@ -196,6 +196,7 @@ pub fn render_summary(s: &Summary) -> String {
             },
             d.messages,
             d.reporters.len(),
+            if d.reporters.len() == 1 { "" } else { "s" },
             d.reporters.join(", "),
             d.pass_rate,
             d.policy
@@ -216,7 +217,11 @@ pub fn render_summary(s: &Summary) -> String {
                 out.push_str(&format!(
                     "  {:<10} {n} sources, {m} messages, {:.1}% pass\n",
                     class.as_str(),
-                    if m == 0 { 0.0 } else { p as f64 * 100.0 / m as f64 }
+                    if m == 0 {
+                        0.0
+                    } else {
+                        p as f64 * 100.0 / m as f64
+                    }
                 ));
             }
         }

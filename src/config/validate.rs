@@ -22,8 +22,7 @@ impl Config {
         if self.feedback.max_message_size < 1024 || self.feedback.max_report_size < 1024 {
             return Err(err(
                 "feedback.max_message_size",
-                "feedback.max_message_size and max_report_size must be at least 1024 bytes"
-                    .into(),
+                "feedback.max_message_size and max_report_size must be at least 1024 bytes".into(),
             ));
         }
         if self.server.hostname.trim().is_empty() {

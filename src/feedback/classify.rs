@@ -80,15 +80,15 @@ impl Classifier {
         dkim_seen: &[(String, String, String)],
     ) -> (SourceClass, String) {
         if self.addresses.iter().any(|n| n.contains(&ip)) {
-            return (SourceClass::Herald, "one of herald's [spf] addresses".into());
+            return (
+                SourceClass::Herald,
+                "one of herald's [spf] addresses".into(),
+            );
         }
         if let Some(auth) = &self.auth {
             let sender = format!("postmaster@{domain}");
             let eval = auth.verify_spf(SpfParameters::verify_mail_from(
-                ip,
-                &self.helo,
-                &self.helo,
-                &sender,
+                ip, &self.helo, &self.helo, &sender,
             ));
             if let Ok(out) = tokio::time::timeout(DNS_TIMEOUT, eval).await
                 && out.result() == mail_auth::SpfResult::Pass
@@ -124,15 +124,12 @@ impl Classifier {
             .await
             .ok()?
             .ok()?;
-        lookup
-            .answers()
-            .iter()
-            .find_map(|r| match &r.data {
-                hickory_resolver::proto::rr::RData::PTR(name) => {
-                    Some(name.to_string().trim_end_matches('.').to_string())
-                }
-                _ => None,
-            })
+        lookup.answers().iter().find_map(|r| match &r.data {
+            hickory_resolver::proto::rr::RData::PTR(name) => {
+                Some(name.to_string().trim_end_matches('.').to_string())
+            }
+            _ => None,
+        })
     }
 }
 

@@ -398,9 +398,7 @@ mod tests {
         let bomb = gz.finish().unwrap();
         let mut out = Vec::new();
         read_payload("b.xml.gz", Payload::Gzip, &bomb, &LIMITS, &mut out);
-        assert!(
-            matches!(&out[..], [ParsedItem::Rejected { error, .. }] if error.contains("bomb"))
-        );
+        assert!(matches!(&out[..], [ParsedItem::Rejected { error, .. }] if error.contains("bomb")));
     }
 
     #[test]

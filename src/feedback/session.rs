@@ -75,8 +75,7 @@ pub(super) async fn run(
             return;
         }
     };
-    if s
-        .send_raw(format!("220 {host} ESMTP herald report receiver\r\n").as_bytes())
+    if s.send_raw(format!("220 {host} ESMTP herald report receiver\r\n").as_bytes())
         .await
         .is_err()
     {
@@ -145,7 +144,9 @@ impl Session {
         loop {
             let n = tokio::time::timeout(
                 timeout,
-                (&mut self.io).take(MAX_LINE as u64).read_until(b'\n', &mut buf),
+                (&mut self.io)
+                    .take(MAX_LINE as u64)
+                    .read_until(b'\n', &mut buf),
             )
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client timed out"))??;
@@ -162,7 +163,10 @@ impl Session {
 
     async fn command(&mut self) -> Step {
         let host = self.shared.cfg.server.hostname.clone();
-        let line = match self.read_line(self.shared.cfg.feedback.command_timeout).await {
+        let line = match self
+            .read_line(self.shared.cfg.feedback.command_timeout)
+            .await
+        {
             Ok(Some(l)) => l,
             Ok(None) => return self.error(Reply::new(500, "5.5.2", "line too long")).await,
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
@@ -369,7 +373,11 @@ impl Session {
                 .await;
         }
         if self
-            .send(&Reply::new(354, "2.0.0", "send the report; end with <CRLF>.<CRLF>"))
+            .send(&Reply::new(
+                354,
+                "2.0.0",
+                "send the report; end with <CRLF>.<CRLF>",
+            ))
             .await
             .is_err()
         {
@@ -385,7 +393,9 @@ impl Session {
             piece.clear();
             let read = tokio::time::timeout(
                 timeout,
-                (&mut self.io).take(DATA_PIECE).read_until(b'\n', &mut piece),
+                (&mut self.io)
+                    .take(DATA_PIECE)
+                    .read_until(b'\n', &mut piece),
             )
             .await;
             let n = match read {

@@ -230,10 +230,12 @@ async fn domain_summary(
         if !s.reporters.contains(&r.org) {
             s.reporters.push(r.org.clone());
         }
-        dkim_seen
-            .entry(r.source_ip)
-            .or_default()
-            .extend(r.dkim.iter().cloned());
+        let seen = dkim_seen.entry(r.source_ip).or_default();
+        for sig in &r.dkim {
+            if !seen.contains(sig) {
+                seen.push(sig.clone());
+            }
+        }
     }
     let mut sources: Vec<Source> = per_ip.into_values().collect();
     sources.sort_by(|a, b| b.messages.cmp(&a.messages).then(a.ip.cmp(&b.ip)));
@@ -265,7 +267,15 @@ async fn domain_summary(
     };
     let policy = latest_policy.1;
     let rua = crate::dns::records::dmarc_rua_for(cfg);
-    let verdict = verdict(&domain, &policy, messages, pass, days_covered, &sources, rua);
+    let verdict = verdict(
+        &domain,
+        &policy,
+        messages,
+        pass,
+        days_covered,
+        &sources,
+        rua,
+    );
     DomainSummary {
         domain,
         signed_by_herald,
@@ -329,9 +339,7 @@ fn verdict(
     sources: &[Source],
     rua: Option<String>,
 ) -> Verdict {
-    let rua = rua
-        .map(|r| format!("; rua=mailto:{r}"))
-        .unwrap_or_default();
+    let rua = rua.map(|r| format!("; rua=mailto:{r}")).unwrap_or_default();
     let mut hurt = Vec::new();
     let mut blockers = Vec::new();
     let mut unknown_failing = 0;
@@ -380,8 +388,9 @@ fn verdict(
     let rate = percent(pass, messages);
     let unknown_share = percent(unknown_failing, messages);
     let evidence = format!(
-        "{messages} messages over {days} days, {rate:.1}% pass DMARC; {unknown_failing} failing \
-         from unknown sources ({unknown_share:.1}%)"
+        "{messages} messages over {days} day{}, {rate:.1}% pass DMARC; {unknown_failing} failing \
+         from unknown sources ({unknown_share:.1}%)",
+        if days == 1 { "" } else { "s" }
     );
     let (next, safe, text) = if messages == 0 {
         (

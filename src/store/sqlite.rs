@@ -175,13 +175,13 @@ fn insert_dmarc(tx: &Transaction<'_>, mail_id: i64, at: i64, r: &Report) -> anyh
             .auth_results
             .dkim
             .iter()
-            .map(|d| (d.domain.clone(), d.selector.clone(), lower_debug(&d.result)))
+            .map(|d| (d.domain.clone(), d.selector.clone(), lower_debug(d.result)))
             .collect();
         let spf: Vec<(String, String)> = rec
             .auth_results
             .spf
             .iter()
-            .map(|s| (s.domain.clone(), lower_debug(&s.result)))
+            .map(|s| (s.domain.clone(), lower_debug(s.result)))
             .collect();
         let pe = &rec.row.policy_evaluated;
         stmt.execute(params![
@@ -255,7 +255,8 @@ impl ReportStore for SqliteStore {
         bump(&tx, "tls_reports", tls)?;
         bump(&tx, "duplicates", out.duplicates)?;
         bump(&tx, "rejected", out.rejected)?;
-        tx.commit().context("cannot commit the report to the database")?;
+        tx.commit()
+            .context("cannot commit the report to the database")?;
         Ok(out)
     }
 
@@ -326,14 +327,12 @@ impl ReportStore for SqliteStore {
 
     fn tls_reports(&self, since: i64) -> anyhow::Result<Vec<TlsReportSummary>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT json FROM tls_reports WHERE end_at >= ?1 ORDER BY begin_at",
-        )?;
+        let mut stmt = conn
+            .prepare_cached("SELECT json FROM tls_reports WHERE end_at >= ?1 ORDER BY begin_at")?;
         let rows = stmt.query_map(params![since], |row| row.get::<_, String>(0))?;
         let mut out = Vec::new();
         for json in rows {
-            let Ok(r) = serde_json::from_str::<mail_auth::report::tlsrpt::TlsReport>(&json?)
-            else {
+            let Ok(r) = serde_json::from_str::<mail_auth::report::tlsrpt::TlsReport>(&json?) else {
                 continue;
             };
             let mut s = TlsReportSummary {
@@ -449,7 +448,10 @@ mod tests {
         assert_eq!(rows[0].policy, "quarantine");
         assert!(rows[0].passes());
         let c = store.counters().unwrap();
-        assert_eq!((c.mails, c.dmarc_reports, c.duplicates, c.rejected), (2, 1, 1, 1));
+        assert_eq!(
+            (c.mails, c.dmarc_reports, c.duplicates, c.rejected),
+            (2, 1, 1, 1)
+        );
         assert_eq!(store.rejected(10).unwrap()[0].error, "not a zip");
         assert_eq!(
             store.last_dmarc_report("example.com").unwrap(),

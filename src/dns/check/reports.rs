@@ -61,7 +61,11 @@ pub(super) async fn check(ctx: &Ctx<'_>, rua: &[String], out: &mut Vec<Finding>)
             format!(
                 "reports go to {}, not to herald's feedback listener; load them with `herald \
                  dmarc import`",
-                if rua.is_empty() { "nobody".to_string() } else { rua.join(", ") }
+                if rua.is_empty() {
+                    "nobody".to_string()
+                } else {
+                    rua.join(", ")
+                }
             ),
         ));
     }

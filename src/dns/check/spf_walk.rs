@@ -219,12 +219,10 @@ impl<'c> Walk<'c> {
         };
         match answer {
             Ok(a) if a.is_void() => self.void.push(format!("{kind}:{target}")),
-            Ok(Answer::Found(n)) if kind == "mx" && n > MAX_MX_NAMES => {
-                self.broken.push(format!(
-                    "mx:{target} has {n} MX names; RFC 7208 §4.6.4 allows {MAX_MX_NAMES} per mx \
+            Ok(Answer::Found(n)) if kind == "mx" && n > MAX_MX_NAMES => self.broken.push(format!(
+                "mx:{target} has {n} MX names; RFC 7208 §4.6.4 allows {MAX_MX_NAMES} per mx \
                      mechanism and receivers return permerror beyond that"
-                ))
-            }
+            )),
             Ok(_) => {}
             Err(e) => self.network = Some(e),
         }

@@ -80,15 +80,33 @@ fn bombs_and_broken_reports_are_kept_as_rejected_without_memory_growth() {
         .map(|i| (format!("r{i}.xml"), b"<feedback/>".to_vec()))
         .collect();
     let hostile: Vec<(&str, &str, Vec<u8>, &str)> = vec![
-        ("application/gzip", "bomb.xml.gz", gzip_of_spaces(BOMB), "bomb"),
+        (
+            "application/gzip",
+            "bomb.xml.gz",
+            gzip_of_spaces(BOMB),
+            "bomb",
+        ),
         ("application/zip", "bomb.zip", zip_of_spaces(BOMB), "bomb"),
         ("application/zip", "many.zip", zip(&many), "max_zip_entries"),
-        ("text/xml", "laughs.xml", BILLION_LAUGHS.as_bytes().to_vec(), "DTD"),
-        ("application/zip", "broken.zip", b"PK\x03\x04 not really".to_vec(), "zip"),
+        (
+            "text/xml",
+            "laughs.xml",
+            BILLION_LAUGHS.as_bytes().to_vec(),
+            "DTD",
+        ),
+        (
+            "application/zip",
+            "broken.zip",
+            b"PK\x03\x04 not really".to_vec(),
+            "zip",
+        ),
     ];
     for (ctype, name, content, _) in &hostile {
         let mail = attachment_mail(base, from, &rcpt, ctype, name, content);
-        assert!(mail.len() < 10 * 1024 * 1024, "{name} must fit the size limit");
+        assert!(
+            mail.len() < 10 * 1024 * 1024,
+            "{name} must fit the size limit"
+        );
         let r = deliver(listen, &rcpt, &mail);
         assert_eq!(r.code, 250, "{name}: {r:?}");
         assert!(r.text.contains("1 unreadable"), "{name}: {r:?}");
@@ -119,7 +137,10 @@ fn bombs_and_broken_reports_are_kept_as_rejected_without_memory_growth() {
     }
     let s = summary(&h.config_path);
     assert_eq!(s["counters"]["rejected"], hostile.len() as u64);
-    assert_eq!(s["counters"]["dmarc_reports"], 1, "the good report is still there");
+    assert_eq!(
+        s["counters"]["dmarc_reports"], 1,
+        "the good report is still there"
+    );
     // herald is still up and answers.
     assert_eq!(deliver(listen, &rcpt, &good).code, 250);
 }

@@ -30,10 +30,13 @@ impl Drop for Driver {
 }
 
 /// The W3C "element" key.
-const ELEMENT: &str = "element-6066-11e4-a52e-4a2b4ba10f2f";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 impl Driver {
     async fn start() -> Driver {
+        // reqwest is built without a default TLS provider; WebDriver is plain HTTP, but the
+        // client still wants one chosen.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let port = crate::support::free_port_on(std::net::Ipv4Addr::LOCALHOST).port();
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -84,7 +87,9 @@ impl Driver {
                          format!("--user-data-dir={}", profile.display())]
             }
         }}});
-        let v = self.call(reqwest::Method::POST, "/session", Some(caps)).await;
+        let v = self
+            .call(reqwest::Method::POST, "/session", Some(caps))
+            .await;
         Session {
             d: self,
             id: v["sessionId"].as_str().expect("session id").to_string(),
@@ -111,7 +116,11 @@ impl Session<'_> {
     async fn source(&self) -> String {
         let v = self
             .d
-            .call(reqwest::Method::GET, &format!("/session/{}/source", self.id), None)
+            .call(
+                reqwest::Method::GET,
+                &format!("/session/{}/source", self.id),
+                None,
+            )
             .await;
         v.as_str().unwrap_or_default().to_string()
     }
@@ -180,7 +189,11 @@ impl Session<'_> {
 
     async fn close(self) {
         self.d
-            .call(reqwest::Method::DELETE, &format!("/session/{}", self.id), None)
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/session/{}", self.id),
+                None,
+            )
             .await;
     }
 }
@@ -198,7 +211,10 @@ fn dmarc_page_in_headless_chromium_needs_the_token_and_shows_chart_and_sources()
     let h = start(dir.path(), cfg);
     let rcpt = format!("dmarc@{FEEDBACK}");
     for (r, sender) in story() {
-        assert_eq!(deliver(listen, &rcpt, &mail_for(&r, sender, &rcpt)).code, 250);
+        assert_eq!(
+            deliver(listen, &rcpt, &mail_for(&r, sender, &rcpt)).code,
+            250
+        );
     }
     let token = std::fs::read_to_string(dir.path().join("admin.token"))
         .expect("admin token file in data_dir")
@@ -228,16 +244,27 @@ fn dmarc_page_in_headless_chromium_needs_the_token_and_shows_chart_and_sources()
 
         s.go(&page).await;
         let charts = s.find_all("svg.chart").await;
-        assert_eq!(charts.len(), 2, "one chart per domain: {}", s.source().await);
+        assert_eq!(
+            charts.len(),
+            2,
+            "one chart per domain: {}",
+            s.source().await
+        );
         assert_eq!(s.find_all("#domain-example\\.com rect.day").await.len(), 8);
-        let rows = s.find_all("#domain-example\\.com table.sources tbody tr").await;
+        let rows = s
+            .find_all("#domain-example\\.com table.sources tbody tr")
+            .await;
         assert_eq!(rows.len(), 4, "four sources for example.com");
         let html = s.source().await;
         assert!(html.contains("Next step: quarantine"), "{html}");
         assert!(html.contains("198.51.100.7"));
         let png = s.screenshot().await;
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG screenshot");
-        assert!(png.len() > 10_000, "the screenshot shows a page ({} bytes)", png.len());
+        assert!(
+            png.len() > 10_000,
+            "the screenshot shows a page ({} bytes)",
+            png.len()
+        );
         std::fs::write(&shot, &png).unwrap();
         eprintln!("screenshot: {}", shot.display());
         s.close().await;

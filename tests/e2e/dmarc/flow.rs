@@ -147,8 +147,14 @@ pub(super) fn mail_for(r: &Report, sender: &str, to: &str) -> Vec<u8> {
 /// The test DNS: SPF of example.com lists herald and Microsoft 365's range; example.org lists
 /// herald and its newsletter tool.
 pub(super) fn publish_spf(dns: &DnsServer) {
-    dns.add_txt("example.com", "v=spf1 ip4:203.0.113.10 ip4:40.107.0.0/16 -all");
-    dns.add_txt("example.org", "v=spf1 ip4:203.0.113.10 ip4:198.51.100.20 -all");
+    dns.add_txt(
+        "example.com",
+        "v=spf1 ip4:203.0.113.10 ip4:40.107.0.0/16 -all",
+    );
+    dns.add_txt(
+        "example.org",
+        "v=spf1 ip4:203.0.113.10 ip4:198.51.100.20 -all",
+    );
 }
 
 #[test]
@@ -182,7 +188,11 @@ fn reports_from_google_microsoft_and_yahoo_give_counts_classes_and_verdicts() {
         .flat_map(|(r, _)| r.rows.iter())
         .collect();
     let total: u64 = com_rows.iter().map(|r| r.count).sum();
-    let pass: u64 = com_rows.iter().filter(|r| r.passes()).map(|r| r.count).sum();
+    let pass: u64 = com_rows
+        .iter()
+        .filter(|r| r.passes())
+        .map(|r| r.count)
+        .sum();
     let com = domain(&s, "example.com");
     assert_eq!(com["messages"], total);
     assert_eq!(com["pass"], pass);
@@ -205,7 +215,12 @@ fn reports_from_google_microsoft_and_yahoo_give_counts_classes_and_verdicts() {
             .contains("SPF")
     );
     assert_eq!(source(com, ESP_IP)["class"], "authorized");
-    assert!(source(com, ESP_IP)["why"].as_str().unwrap().contains("DKIM"));
+    assert!(
+        source(com, ESP_IP)["why"]
+            .as_str()
+            .unwrap()
+            .contains("DKIM")
+    );
     assert_eq!(source(com, FORGER_IP)["class"], "unknown");
     assert_eq!(source(com, FORGER_IP)["messages"], 161);
     assert_eq!(source(com, FORGER_IP)["pass"], 0);
@@ -234,7 +249,10 @@ fn reports_from_google_microsoft_and_yahoo_give_counts_classes_and_verdicts() {
     assert!(text.contains("verdict: fix"), "{text}");
     let (code, text, _) = herald_cmd(&h.config_path, &["dmarc", "sources", "example.com"]);
     assert_eq!(code, 0);
-    assert!(text.contains(FORGER_IP) && text.contains("unknown"), "{text}");
+    assert!(
+        text.contains(FORGER_IP) && text.contains("unknown"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -293,7 +311,12 @@ fn starttls_is_offered_and_reports_arrive_over_it() {
             .await
             .expect("STARTTLS session");
         client
-            .send(mail_send::smtp::message::Message::empty().from("").to(rcpt.as_str()).body(body))
+            .send(
+                mail_send::smtp::message::Message::empty()
+                    .from("")
+                    .to(rcpt.as_str())
+                    .body(body),
+            )
             .await
     });
     assert!(sent.is_ok(), "{sent:?}");

@@ -93,11 +93,20 @@ impl Report {
 
     /// The receiver's file name: `org!domain!begin!end`.
     pub fn file_stem(&self) -> String {
-        format!("{}!{}!{}!{}", self.org_host(), self.domain, self.begin, self.end)
+        format!(
+            "{}!{}!{}!{}",
+            self.org_host(),
+            self.domain,
+            self.begin,
+            self.end
+        )
     }
 
     fn org_host(&self) -> &str {
-        self.email.rsplit_once('@').map(|(_, d)| d).unwrap_or(self.org)
+        self.email
+            .rsplit_once('@')
+            .map(|(_, d)| d)
+            .unwrap_or(self.org)
     }
 }
 
@@ -145,7 +154,10 @@ pub fn google_mail(r: &Report, to: &str) -> Vec<u8> {
         headers(
             "noreply-dmarc-support@google.com",
             to,
-            &format!("Report domain: {} Submitter: google.com Report-ID: {}", r.domain, r.report_id),
+            &format!(
+                "Report domain: {} Submitter: google.com Report-ID: {}",
+                r.domain, r.report_id
+            ),
             &r.report_id
         ),
         b64_lines(&z)
@@ -156,7 +168,14 @@ pub fn google_mail(r: &Report, to: &str) -> Vec<u8> {
 /// Microsoft and Yahoo: multipart, a text part and a gzip'd XML attachment.
 pub fn multipart_gzip_mail(r: &Report, from: &str, to: &str) -> Vec<u8> {
     let name = format!("{}.xml.gz", r.file_stem());
-    attachment_mail(r, from, to, "application/gzip", &name, &gzip(r.xml().as_bytes()))
+    attachment_mail(
+        r,
+        from,
+        to,
+        "application/gzip",
+        &name,
+        &gzip(r.xml().as_bytes()),
+    )
 }
 
 /// A multipart report mail with one attachment of any content.
@@ -177,7 +196,10 @@ pub fn attachment_mail(
         headers(
             from,
             to,
-            &format!("Report Domain: {} Submitter: {} Report-ID: <{}>", r.domain, r.org, r.report_id),
+            &format!(
+                "Report Domain: {} Submitter: {} Report-ID: <{}>",
+                r.domain, r.org, r.report_id
+            ),
             &r.report_id
         ),
         r.domain,

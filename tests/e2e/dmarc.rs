@@ -8,6 +8,7 @@ mod flow;
 mod records;
 mod samples;
 mod smtp;
+mod spf_check;
 
 use std::net::SocketAddr;
 use std::path::Path;

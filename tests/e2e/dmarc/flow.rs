@@ -323,3 +323,38 @@ fn starttls_is_offered_and_reports_arrive_over_it() {
     let s = summary(&h.config_path);
     assert_eq!(s["counters"]["dmarc_reports"], 1);
 }
+
+#[test]
+fn tls_reports_arrive_at_tlsrpt() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start();
+    let (cfg, listen) = feedback_config(dir.path(), &dns);
+    let h = start(dir.path(), cfg);
+    let json = r#"{
+  "organization-name": "Company-X",
+  "date-range": {"start-datetime": "2026-11-30T00:00:00Z", "end-datetime": "2026-11-30T23:59:59Z"},
+  "contact-info": "sts-reporting@company-x.example",
+  "report-id": "5065427c-23d3-47ca-b6e0-946ea0e8c4be",
+  "policies": [{
+    "policy": {"policy-type": "sts", "policy-string": ["version: STSv1", "mode: enforce", "mx: mx.example.com", "max_age: 86400"], "policy-domain": "example.com", "mx-host": ["mx.example.com"]},
+    "summary": {"total-successful-session-count": 5326, "total-failure-session-count": 303},
+    "failure-details": [{"result-type": "certificate-expired", "sending-mta-ip": "2001:db8:abcd:0012::1", "receiving-mx-hostname": "mx.example.com", "failed-session-count": 100}]
+  }]
+}"#;
+    let (r, _) = &story()[0];
+    let rcpt = format!("tlsrpt@{FEEDBACK}");
+    let mail = samples::attachment_mail(
+        r,
+        "tlsrpt@company-x.example",
+        &rcpt,
+        "application/tlsrpt+gzip",
+        "company-x.example!example.com!1764460800!1764547199.json.gz",
+        &samples::gzip(json.as_bytes()),
+    );
+    let reply = deliver(listen, &rcpt, &mail);
+    assert_eq!(reply.code, 250, "{reply:?}");
+    assert!(reply.text.contains("1 stored"), "{reply:?}");
+    let s = summary(&h.config_path);
+    assert_eq!(s["counters"]["tls_reports"], 1);
+    assert_eq!(s["counters"]["dmarc_reports"], 0);
+}

@@ -233,6 +233,19 @@ pub fn render_summary(s: &Summary) -> String {
             d.verdict.next, d.verdict.text
         ));
     }
+    if !s.tls_reports.is_empty() {
+        out.push_str("\nTLS-RPT reports received:\n");
+        for t in &s.tls_reports {
+            out.push_str(&format!(
+                "  {} {}: {} successful, {} failed TLS sessions ({})\n",
+                summary::utc_date(t.begin),
+                t.org,
+                t.successful,
+                t.failed,
+                t.domains.join(", ")
+            ));
+        }
+    }
     out
 }
 

@@ -481,7 +481,8 @@ pub struct FeedbackConfig {
     pub max_connections: usize,
     /// Most simultaneous connections from one IP address.
     pub max_connections_per_ip: usize,
-    /// Report mails accepted from one IP address per hour (a flood gets `450 4.7.1`).
+    /// Report transactions (MAIL FROM) accepted from one IP address per hour; past that,
+    /// `450 4.7.1` and the sender retries later.
     pub max_mails_per_hour_per_ip: u32,
     /// Time allowed for a command.
     #[serde(with = "humantime_serde")]

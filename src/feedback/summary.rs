@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::classify::{Classifier, SourceClass};
 use crate::config::Config;
-use crate::store::{DmarcRow, ReportStore, StoreCounters};
+use crate::store::{DmarcRow, ReportStore, StoreCounters, TlsReportSummary};
 
 /// A legitimate source must pass DMARC for at least this share of its mail before tightening.
 pub const LEGIT_PASS_THRESHOLD: f64 = 98.0;
@@ -34,6 +34,8 @@ pub struct Summary {
     pub counters: StoreCounters,
     /// One entry per reported domain.
     pub domains: Vec<DomainSummary>,
+    /// TLS-RPT reports received at `tlsrpt@` for the period.
+    pub tls_reports: Vec<TlsReportSummary>,
 }
 
 /// One domain.
@@ -172,12 +174,14 @@ pub async fn build(
         let signed = signing.contains(&name);
         domains.push(domain_summary(&classifier, name, signed, &rows, cfg).await);
     }
+    let tls_reports = store.tls_reports(since)?;
     Ok(Summary {
         generated_at: now,
         days,
         since,
         counters,
         domains,
+        tls_reports,
     })
 }
 

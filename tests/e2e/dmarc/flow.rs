@@ -357,4 +357,33 @@ fn tls_reports_arrive_at_tlsrpt() {
     let s = summary(&h.config_path);
     assert_eq!(s["counters"]["tls_reports"], 1);
     assert_eq!(s["counters"]["dmarc_reports"], 0);
+    let t = &s["tls_reports"][0];
+    assert_eq!(t["org"], "Company-X");
+    assert_eq!(t["successful"], 5326);
+    assert_eq!(t["failed"], 303);
+    assert_eq!(t["domains"][0], "example.com");
+}
+
+#[test]
+fn a_flood_from_one_address_is_deferred() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start();
+    let (mut cfg, listen) = feedback_config(dir.path(), &dns);
+    crate::support::set(&mut cfg, "feedback.max_mails_per_hour_per_ip", 2);
+    let h = start(dir.path(), cfg);
+    let rcpt = format!("dmarc@{FEEDBACK}");
+    let reports = story();
+    for (r, sender) in &reports[..2] {
+        assert_eq!(
+            deliver(listen, &rcpt, &mail_for(r, sender, &rcpt)).code,
+            250
+        );
+    }
+    let (mut c, _) = Client::connect(listen);
+    assert_eq!(c.cmd("EHLO receiver.test").code, 250);
+    let r = c.cmd("MAIL FROM:<>");
+    assert_eq!(r.code, 450, "{r:?}");
+    assert!(r.text.starts_with("4.7.1"), "{r:?}");
+    let s = summary(&h.config_path);
+    assert_eq!(s["counters"]["dmarc_reports"], 2);
 }

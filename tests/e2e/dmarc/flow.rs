@@ -155,7 +155,10 @@ pub(super) fn publish_spf(dns: &DnsServer) {
         "example.org",
         "v=spf1 ip4:203.0.113.10 ip4:198.51.100.20 -all",
     );
+    dns.add_ptr(MS365_IP.parse().unwrap(), MS365_PTR);
 }
+
+const MS365_PTR: &str = "mail-eopbgr1.outbound.protection.outlook.com";
 
 #[test]
 fn reports_from_google_microsoft_and_yahoo_give_counts_classes_and_verdicts() {
@@ -208,6 +211,8 @@ fn reports_from_google_microsoft_and_yahoo_give_counts_classes_and_verdicts() {
     assert_eq!(reporters, ["Enterprise Outlook", "Yahoo", "google.com"]);
     assert_eq!(source(com, HERALD_IP)["class"], "herald");
     assert_eq!(source(com, MS365_IP)["class"], "authorized");
+    assert_eq!(source(com, MS365_IP)["ptr"], MS365_PTR);
+    assert!(source(com, FORGER_IP)["ptr"].is_null());
     assert!(
         source(com, MS365_IP)["why"]
             .as_str()

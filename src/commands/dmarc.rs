@@ -100,7 +100,7 @@ pub async fn run(config: &Path, cmd: DmarcCommand) -> anyhow::Result<ExitCode> {
         }
         DmarcCommand::Import(a) => {
             let limits = Limits::from_config(&cfg.feedback);
-            let mut failed = false;
+            let (mut failed, mut unreadable) = (false, false);
             for file in &a.files {
                 let bytes = match std::fs::read(file) {
                     Ok(b) => b,
@@ -131,12 +131,14 @@ pub async fn run(config: &Path, cmd: DmarcCommand) -> anyhow::Result<ExitCode> {
                         o.rejected
                     );
                     if o.rejected > 0 {
-                        failed = true;
+                        unreadable = true;
                     }
                 }
             }
-            if failed {
+            if unreadable {
                 eprintln!("herald: some reports could not be read; see `herald dmarc rejected`");
+            }
+            if failed || unreadable {
                 return Ok(ExitCode::from(1));
             }
         }

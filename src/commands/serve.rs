@@ -55,8 +55,13 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
 
     // [feedback] the report store, shared by the report listener and the /dmarc pages.
     let reports = crate::store::open(&cfg)?;
-    let _feedback =
-        crate::feedback::start(cfg.clone(), &config.display().to_string(), reports.clone()).await?;
+    let feedback_tls = match cfg.feedback.listen {
+        Some(_) if cfg.tls.cert.exists() || cfg.tls.allow_dev_certs => Some(
+            crate::inbound::tls::acceptor(&cfg, &config.display().to_string())?,
+        ),
+        _ => None,
+    };
+    let _feedback = crate::feedback::start(cfg.clone(), reports.clone(), feedback_tls).await?;
 
     // [admin] start the admin HTTP endpoint here.
     if let Some(listen) = cfg.admin.listen {

@@ -94,24 +94,22 @@ impl Shared {
     }
 }
 
-/// Starts the feedback listener when `[feedback] listen` is set. Uses herald's certificate
-/// (`[tls]`) for STARTTLS when it is available.
+/// Starts the feedback listener when `[feedback] listen` is set. `tls` is herald's
+/// certificate (`[tls]`, built by the caller, which owns the listeners' TLS) for STARTTLS;
+/// without it the listener offers none.
 pub async fn start(
     cfg: Arc<Config>,
-    config_file: &str,
     store: Arc<dyn ReportStore>,
+    tls: Option<TlsAcceptor>,
 ) -> anyhow::Result<Option<JoinHandle<()>>> {
     let Some(addr) = cfg.feedback.listen else {
         return Ok(None);
     };
-    let tls = if cfg.tls.cert.exists() || cfg.tls.allow_dev_certs {
-        Some(crate::inbound::tls::acceptor(&cfg, config_file)?)
-    } else {
+    if tls.is_none() {
         tracing::warn!(
             "feedback: no certificate at tls.cert; the report listener offers no STARTTLS"
         );
-        None
-    };
+    }
     let socket = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (feedback.listen): {e}"))?;

@@ -470,3 +470,68 @@ pub fn utc_date(t: i64) -> String {
         .map(|d| d.format("%Y-%m-%d").to_string())
         .unwrap_or_else(|| "1970-01-01".into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(ip: &str, class: SourceClass, messages: u64, pass: u64) -> Source {
+        Source {
+            ip: ip.parse().unwrap(),
+            ptr: None,
+            class,
+            why: String::new(),
+            messages,
+            pass,
+            dkim_aligned: pass,
+            spf_aligned: 0,
+            quarantined: 0,
+            rejected: 0,
+            reporters: vec!["google.com".into()],
+        }
+    }
+
+    fn judge(policy: &str, days: i64, sources: &[Source]) -> Verdict {
+        let messages = sources.iter().map(|s| s.messages).sum();
+        let pass = sources.iter().map(|s| s.pass).sum();
+        verdict(
+            "example.com",
+            policy,
+            messages,
+            pass,
+            days,
+            sources,
+            Some("dmarc@reports.test".into()),
+        )
+    }
+
+    #[test]
+    fn tightening_follows_the_numbers() {
+        let herald = src("203.0.113.10", SourceClass::Herald, 10_000, 10_000);
+        let forger = src("198.51.100.7", SourceClass::Unknown, 100, 0);
+        let v = judge("none", 14, &[herald.clone(), forger.clone()]);
+        assert_eq!((v.next.as_str(), v.safe), ("quarantine", true));
+        assert!(
+            v.text
+                .contains("p=quarantine; rua=mailto:dmarc@reports.test")
+        );
+        assert_eq!(v.hurt.len(), 1);
+        assert_eq!(judge("quarantine", 14, &[herald.clone()]).next, "reject");
+        assert_eq!(judge("reject", 14, &[herald.clone()]).next, "keep");
+        assert_eq!(judge("none", 3, &[herald.clone()]).next, "wait");
+        assert_eq!(judge("none", 14, &[]).next, "wait");
+    }
+
+    #[test]
+    fn a_failing_known_source_or_much_unknown_mail_blocks() {
+        let herald = src("203.0.113.10", SourceClass::Herald, 10_000, 10_000);
+        let tool = src("198.51.100.20", SourceClass::Authorized, 1_000, 900);
+        let v = judge("none", 14, &[herald.clone(), tool]);
+        assert_eq!((v.next.as_str(), v.safe), ("fix", false));
+        assert!(v.text.contains("198.51.100.20"), "{}", v.text);
+        let lots = src("198.51.100.7", SourceClass::Unknown, 500, 0);
+        let v = judge("none", 14, &[herald, lots]);
+        assert_eq!(v.next, "fix");
+        assert!(v.text.contains("unknown sources"), "{}", v.text);
+    }
+}

@@ -516,9 +516,15 @@ mod tests {
                 .contains("p=quarantine; rua=mailto:dmarc@reports.test")
         );
         assert_eq!(v.hurt.len(), 1);
-        assert_eq!(judge("quarantine", 14, &[herald.clone()]).next, "reject");
-        assert_eq!(judge("reject", 14, &[herald.clone()]).next, "keep");
-        assert_eq!(judge("none", 3, &[herald.clone()]).next, "wait");
+        assert_eq!(
+            judge("quarantine", 14, std::slice::from_ref(&herald)).next,
+            "reject"
+        );
+        assert_eq!(
+            judge("reject", 14, std::slice::from_ref(&herald)).next,
+            "keep"
+        );
+        assert_eq!(judge("none", 3, std::slice::from_ref(&herald)).next, "wait");
         assert_eq!(judge("none", 14, &[]).next, "wait");
     }
 

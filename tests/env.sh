@@ -13,6 +13,7 @@ TEST_PACKAGES=(
   python3-nacl      # dkimpy's Ed25519
   postgresql        # PostgreSQL server for the database tests
   chromium          # headless browser for the web UI tests
+  chromium-driver   # WebDriver for the /dmarc page test
 )
 
 # One set of flags for every build (clippy, tests, engineers' machines), so nothing is compiled

@@ -15,6 +15,7 @@
 pub mod client;
 pub mod guard;
 pub mod token;
+pub mod dmarc;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -54,6 +54,16 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
 
+    // [feedback] the report store, shared by the report listener and the /dmarc pages.
+    let reports = crate::store::open(&cfg)?;
+    let feedback_tls = match cfg.feedback.listen {
+        Some(_) if cfg.tls.cert.exists() || cfg.tls.allow_dev_certs => Some(
+            crate::inbound::tls::acceptor(&cfg, &config.display().to_string())?,
+        ),
+        _ => None,
+    };
+    let _feedback = crate::feedback::start(cfg.clone(), reports.clone(), feedback_tls).await?;
+
     // [admin] start the admin HTTP endpoint here.
     if let Some(listen) = cfg.admin.listen {
         let dns_records = crate::dns::records::render_json(&cfg, &signer.published_keys());
@@ -65,7 +75,8 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
             .route(
                 "/dns",
                 axum::routing::get(move || async move { axum::Json(dns_records) }),
-            );
+            )
+            .merge(crate::admin::dmarc::routes(cfg.clone(), reports.clone()));
         crate::admin::start(&cfg, listen, router).await?;
     }
 

@@ -11,6 +11,20 @@ impl Config {
             key: key.to_string(),
             problem,
         };
+        if self.feedback.listen.is_some() && self.feedback.dmarc_address().is_none() {
+            return Err(err(
+                "feedback.domain",
+                "must be set when feedback.listen is: the report domain whose MX points at \
+                 herald, e.g. reports.relay.example.net"
+                    .into(),
+            ));
+        }
+        if self.feedback.max_message_size < 1024 || self.feedback.max_report_size < 1024 {
+            return Err(err(
+                "feedback.max_message_size",
+                "feedback.max_message_size and max_report_size must be at least 1024 bytes".into(),
+            ));
+        }
         if self.server.hostname.trim().is_empty() {
             return Err(err("server.hostname", "must not be empty".into()));
         }

@@ -5,6 +5,7 @@
 mod support;
 
 mod delivery;
+mod dmarc;
 mod dns_check;
 mod hardening;
 mod mta_sts;

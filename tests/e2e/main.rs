@@ -7,6 +7,7 @@ mod support;
 mod delivery;
 mod dns_check;
 mod mta_sts;
+mod production;
 mod signing;
 mod submission;
 mod support_selftest;

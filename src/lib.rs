@@ -16,4 +16,5 @@ pub mod queue;
 pub mod reply;
 pub mod report;
 pub mod resolver;
+pub mod service;
 pub mod signing;

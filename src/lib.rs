@@ -24,6 +24,7 @@ pub mod queue;
 pub mod reply;
 pub mod report;
 pub mod resolver;
+pub mod service;
 pub mod signing;
 pub mod spool;
 pub mod trust;

@@ -14,6 +14,8 @@ TEST_PACKAGES=(
   postgresql        # PostgreSQL server for the database tests
   chromium          # headless browser for the web UI tests
   chromium-driver   # WebDriver for the /dmarc page test
+  systemd           # systemd-analyze verify checks config/herald.service
+  util-linux        # script: a pseudo-terminal for the hash-password prompt test
 )
 
 # One set of flags for every build (clippy, tests, engineers' machines), so nothing is compiled

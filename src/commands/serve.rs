@@ -19,8 +19,10 @@ pub struct ServeArgs {}
 
 /// Runs herald until a shutdown signal.
 pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // Before anything else: a SIGHUP or SIGTERM from now on is handled, never fatal.
+    let mut signals = crate::service::Signals::install()?;
     let cfg = Arc::new(super::load_config(config)?);
-    super::init_logging(&cfg.server.log_level);
+    super::init_logging_as(&cfg.server.log_level, cfg.server.log_format);
     crate::inbound::fds::raise_nofile(&cfg, &config.display().to_string())?;
     let signer = Arc::new(Signer::load(&cfg)?);
     let (spool, arrivals) = Spool::open_dir(&cfg.spool_dir())?;
@@ -93,8 +95,22 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     .await?;
 
     tracing::info!("herald ready");
+    crate::service::notify_ready();
     // [inbound] wait for SIGTERM/SIGINT, stop accepting, drain sessions within the grace period.
-    crate::inbound::shutdown_signal().await;
+    loop {
+        match signals.next().await {
+            crate::service::SignalRequest::Shutdown => break,
+            crate::service::SignalRequest::Reload => {
+                crate::service::notify_reloading();
+                tracing::warn!(
+                    "reload is not implemented yet: the running configuration is kept; restart \
+                     herald to apply changes"
+                );
+                crate::service::notify_ready();
+            }
+        }
+    }
+    crate::service::notify_stopping();
     tracing::info!(
         grace = %humantime::format_duration(cfg.server.grace_period),
         "shutting down: no new connections; letting sessions finish"

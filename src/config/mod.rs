@@ -13,6 +13,11 @@ use serde::Deserialize;
 /// Default location of the configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/herald.toml";
 
+/// The argon2id hash of the README's demo password (`herald-demo-password`), shipped in the
+/// development config. A production config (neither `allow_dev_certs` nor `allow_dev_keys`)
+/// that contains it is refused: anyone who read the README could log in.
+pub const DEMO_PASSWORD_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$zA5vYMcCkDhLQVFEzC4Qqw$vxgT1HYpAVKwOLDPh8nIyq2pdL3OYKSnQWp6v9egT/I";
+
 /// A configuration problem: which file, which key, what is wrong.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {key}: {problem}")]
@@ -86,6 +91,20 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     /// `tracing` filter, e.g. `info` or `herald=debug`.
     pub log_level: String,
+    /// `text` (one human-readable line per event) or `json` (one JSON object per line, the
+    /// same fields), for log collectors.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Default for ServerConfig {
@@ -95,6 +114,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("data"),
             grace_period: Duration::from_secs(30),
             log_level: "info".into(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -288,7 +308,9 @@ impl DkimAlgorithm {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
-    /// `ip:port` of recursive resolvers; empty means the system resolver.
+    /// `ip` or `ip:port` of recursive resolvers (port 53 when left out); empty means the
+    /// system resolver.
+    #[serde(deserialize_with = "name_server_list")]
     pub servers: Vec<SocketAddr>,
 }
 
@@ -541,7 +563,9 @@ impl FeedbackConfig {
 }
 
 impl Config {
-    /// Reads `path` (TOML) and `HERALD__SECTION__KEY` overrides, then validates.
+    /// Reads `path` (TOML) and `HERALD__SECTION__KEY` overrides, then validates. Relative
+    /// paths resolve against the file's directory. An error caused by an override names the
+    /// variable instead of the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         if !path.exists() {
@@ -551,28 +575,50 @@ impl Config {
                 problem: "file not found; pass --config PATH or run from the directory holding config/herald.toml".into(),
             });
         }
+        let overrides = env::overrides();
+        let lists = env::list_keys(&overrides);
+        let mut environment = config::Environment::with_prefix("HERALD")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .source(Some(env::source_map(&overrides, &lists)));
+        for key in &lists {
+            environment = environment.with_list_parse_key(key);
+        }
+        let blame = |e: ConfigError| match env::variable_for(&overrides, &e.key) {
+            Some(var) => ConfigError {
+                file: format!("environment variable {var}"),
+                ..e
+            },
+            None => e,
+        };
         let raw = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix("HERALD")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true)
-                    .list_separator(",")
-                    .with_list_parse_key("dns.servers")
-                    .with_list_parse_key("delivery.retry_schedule")
-                    .with_list_parse_key("delivery.require_tls_domains")
-                    .with_list_parse_key("tls.extra_roots")
-                    .with_list_parse_key("smtp.plain_networks")
-                    .with_list_parse_key("spf.addresses"),
-            )
+            .add_source(environment)
             .build()
-            .map_err(|e| from_config_error(&file, e))?;
-        let cfg: Config = raw
+            .map_err(|e| blame(from_config_error(&file, e)))?;
+        let mut cfg: Config = raw
             .try_deserialize()
-            .map_err(|e| from_config_error(&file, e))?;
-        cfg.validate(&file)?;
+            .map_err(|e| blame(from_config_error(&file, e)))?;
+        cfg.resolve_paths(&paths::base_dir(path));
+        cfg.validate(&file).map_err(blame)?;
         Ok(cfg)
+    }
+
+    /// The domain herald's own mail (bounces, delay notices) comes from: `[delivery]
+    /// dsn_domain`, else the organizational domain of `[server] hostname`. That mail is
+    /// DKIM-signed only if this domain (or its organizational domain) has an active key.
+    pub fn dsn_domain(&self) -> String {
+        if let Some(d) = &self.delivery.dsn_domain {
+            return d.trim_end_matches('.').to_ascii_lowercase();
+        }
+        let host = self
+            .server
+            .hostname
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        psl::domain_str(&host).map(str::to_string).unwrap_or(host)
     }
 
     /// The spool directory.
@@ -654,6 +700,25 @@ fn ip_or_net_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, 
         .collect()
 }
 
+/// Reads name servers: `192.0.2.53`, `192.0.2.53:5353`, `2001:db8::53` or `[2001:db8::53]:53`
+/// (port 53 when left out).
+fn name_server_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<SocketAddr>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "{s:?} is not a name server address (e.g. \"192.0.2.53\" or \"192.0.2.53:53\")"
+                    ))
+                })
+        })
+        .collect()
+}
+
 fn from_config_error(file: &str, e: config::ConfigError) -> ConfigError {
     let text = e.to_string();
     // The config crate phrases most errors as "... for key `a.b`" or "... in <file>";
@@ -671,6 +736,8 @@ fn from_config_error(file: &str, e: config::ConfigError) -> ConfigError {
     }
 }
 
+pub mod env;
+pub mod paths;
 mod validate;
 
 #[cfg(test)]

@@ -67,8 +67,18 @@ impl Config {
                 "the plain listener is enabled but no network is allowed on it".into(),
             ));
         }
+        let production = !self.tls.allow_dev_certs && !self.dkim.allow_dev_keys;
         for (name, app) in &self.apps {
             let key = |k: &str| format!("apps.{name}.{k}");
+            if production && app.password_hash.trim() == super::DEMO_PASSWORD_HASH {
+                return Err(err(
+                    &key("password_hash"),
+                    "is the demo password's hash from the README, which anyone can log in with; \
+                     create a password with `herald app add NAME --sender …` (or `herald app \
+                     hash-password`) and paste its hash"
+                        .into(),
+                ));
+            }
             if !app.password_hash.starts_with("$argon2id$") {
                 return Err(err(
                     &key("password_hash"),

@@ -247,6 +247,26 @@ fn txt(zone: &str, name: String, value: String, purpose: Purpose, note: String) 
     }
 }
 
+/// A warning when herald's own mail (bounces, delay notices, from `cfg.dsn_domain()`) would go
+/// out unsigned because no active key aligns with that domain; `None` when it is signed.
+pub fn unsigned_bounce_warning(cfg: &Config, keys: &[PublishedKey]) -> Option<String> {
+    let domain = cfg.dsn_domain();
+    let signed = crate::signing::align::candidates(&domain)
+        .into_iter()
+        .any(|d| {
+            keys.iter()
+                .any(|k| k.active && normalize_name(&k.domain) == d)
+        });
+    (!signed).then(|| {
+        format!(
+            "bounces and delay notices come from MAILER-DAEMON@{domain} (the domain of [server] \
+             hostname, or [delivery] dsn_domain) and no active DKIM key aligns with {domain}: \
+             they go out unsigned and DMARC-strict receivers may reject them; run `herald dkim \
+             generate --domain {domain}`, publish it and `herald dkim activate` it"
+        )
+    })
+}
+
 /// Builds every record to publish; `only_domain` keeps the include and that domain's records.
 pub fn build(cfg: &Config, keys: &[PublishedKey], only_domain: Option<&str>) -> RecordSet {
     let (addresses, guessed) = egress_addresses(cfg);
@@ -268,6 +288,9 @@ pub fn build(cfg: &Config, keys: &[PublishedKey], only_domain: Option<&str>) -> 
                 ip_mechanisms(&addresses).join(" ")
             ));
         }
+    }
+    if let Some(w) = unsigned_bounce_warning(cfg, keys) {
+        warnings.push(w);
     }
     let mut records = Vec::new();
     if include.is_empty() {

@@ -9,6 +9,7 @@ mod dmarc;
 mod dns_check;
 mod hardening;
 mod mta_sts;
+mod production;
 mod signing;
 mod submission;
 mod support_selftest;

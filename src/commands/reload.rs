@@ -58,14 +58,11 @@ pub async fn run(config: &Path, _args: ReloadArgs) -> anyhow::Result<ExitCode> {
 /// Asks the herald behind `[admin] listen` to reload. An error means it answered and refused
 /// (the running configuration stays in force).
 pub async fn request(cfg: &Config) -> anyhow::Result<Requested> {
-    let Some(listen) = cfg.admin.listen else {
+    let Some(base) = crate::admin::client::base_url(cfg) else {
         return Ok(Requested::NotRunning("[admin] listen is not set".into()));
     };
-    crate::outbound::tls::install_default_provider();
-    let url = format!("http://{listen}/reload");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()?;
+    let url = format!("{base}/reload");
+    let client = crate::admin::client::http_client(cfg, Duration::from_secs(60))?;
     let resp = match client.post(&url).send().await {
         Ok(resp) => resp,
         Err(e) if e.is_connect() => {

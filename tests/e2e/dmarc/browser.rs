@@ -199,8 +199,6 @@ impl Session<'_> {
 }
 
 #[test]
-#[ignore = "needs the admin login (/login form, herald_admin cookie, <data_dir>/admin.token) \
-            from the admin-authentication branch; un-ignore once both are merged"]
 fn dmarc_page_in_headless_chromium_needs_the_token_and_shows_chart_and_sources() {
     let dir = tempfile::tempdir().unwrap();
     let dns = DnsServer::start();

@@ -8,7 +8,7 @@ use std::process::{Command, Output, Stdio};
 use herald::config::DkimAlgorithm;
 use herald::signing::{PublishedKey, Signer};
 
-use super::helpers::{dkimpy, mail_auth, parse_config, simple};
+use super::helpers::{dkimpy, mail_auth, simple};
 use crate::support::herald::herald_bin;
 use crate::support::tools::require_tool;
 
@@ -155,7 +155,8 @@ async fn generate_prints_what_to_configure_and_publish_and_it_works() {
         "{listed}"
     );
 
-    let cfg = parse_config(&std::fs::read_to_string(&config).expect("config"));
+    // Loaded as herald loads it: relative key paths follow the config file.
+    let cfg = herald::config::Config::load(&config).expect("config loads");
     let signer = Signer::load(&cfg).expect("generated keys load");
     let published: Vec<PublishedKey> = records
         .iter()

@@ -1,4 +1,5 @@
-//! `herald serve`: runs the listeners, the queue and delivery until SIGTERM/SIGINT.
+//! `herald serve`: runs the listeners, the queue and delivery until SIGTERM/SIGINT, then
+//! drains both within `[server] grace_period`.
 //!
 //! Start-up order: configuration, signing keys, spool recovery, delivery, admin, DNS listener,
 //! then the SMTP listeners; "herald ready" is logged once everything accepts work (tests and
@@ -80,18 +81,53 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
 
+    // Catch SIGTERM/SIGINT before saying "ready", so a signal right after it is never the
+    // default action (an immediate exit with deliveries unrecorded).
+    let stop = StopSignals::install()?;
     tracing::info!("herald ready");
-    // [inbound] wait for SIGTERM/SIGINT, stop accepting, drain sessions within the grace period.
-    crate::inbound::shutdown_signal().await;
+    // SIGTERM/SIGINT: stop accepting and starting deliveries; let submission sessions and
+    // deliveries in flight finish within the grace period (both at once), so a restart neither
+    // loses a submission nor repeats a delivery that was made.
+    stop.wait().await;
     tracing::info!(
         grace = %humantime::format_duration(cfg.server.grace_period),
-        "shutting down: no new connections; letting sessions finish"
+        "shutting down: no new connections or deliveries; letting those in progress finish"
     );
-    inbound.shutdown(cfg.server.grace_period).await;
+    tokio::join!(
+        inbound.shutdown(cfg.server.grace_period),
+        queue.shutdown(cfg.server.grace_period)
+    );
     // [report] keep the TLS-RPT counts of the last sessions.
     if let Err(e) = tls_reporter.persist() {
         tracing::error!("tls-rpt: cannot save pending counts: {e}");
     }
     tracing::info!("herald stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let catch = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| anyhow::anyhow!("cannot catch {name}: {e}"))
+        };
+        Ok(StopSignals {
+            term: catch(SignalKind::terminate(), "SIGTERM")?,
+            int: catch(SignalKind::interrupt(), "SIGINT")?,
+        })
+    }
+
+    /// Waits for either signal.
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+        }
+    }
 }

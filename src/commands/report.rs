@@ -104,7 +104,7 @@ async fn flush(cfg: &Config) -> anyhow::Result<ExitCode> {
 async fn ask_running_herald(cfg: &Config) -> Option<FlushSummary> {
     let addr = cfg.admin.listen?;
     // reqwest is built without a default TLS provider; it needs one even for plain HTTP.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    crate::trust::install_default_provider();
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(300))

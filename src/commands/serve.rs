@@ -25,9 +25,9 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     let signer = Arc::new(Signer::load(&cfg)?);
     let (spool, arrivals) = Spool::open_dir(&cfg.spool_dir())?;
 
-    // [report] MTA-STS resolver and TLS-RPT reporter, shared with delivery (pass `sts` and
-    // `tls_reporter` to outbound; the admin route POST /report/flush calls
-    // `crate::report::flush(&tls_reporter, &report_sender)`); reports sent every interval.
+    // [report] the TLS-RPT reporter is the sink of the TLS events delivery and the MTA-STS
+    // resolver emit; the report sender mails its reports every interval (and on
+    // POST /report/flush) through herald's own mail path.
     let tls_reporter = Arc::new(crate::report::TlsReporter::open(&cfg)?);
     let sts = Arc::new(crate::mta_sts::StsResolver::new(&cfg)?.with_reporter(tls_reporter.clone()));
     let report_sender = Arc::new(crate::report::send::ReportSender::new(
@@ -43,7 +43,7 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
-    // [delivery] start the queue manager here with `spool` and `arrivals`.
+    // [delivery] the queue: recovers the spool, then takes newly stored mail from `arrivals`.
     let queue = crate::queue::manager::QueueManager::start(
         cfg.clone(),
         spool.clone(),
@@ -54,7 +54,7 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
 
-    // [admin] start the admin HTTP endpoint here.
+    // [admin] the admin HTTP endpoint (health, metrics, queue API, report flush, records).
     if let Some(listen) = cfg.admin.listen {
         let dns_records = crate::dns::records::render_json(&cfg, &signer.published_keys());
         let router = crate::admin::router(queue.clone())
@@ -69,10 +69,10 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
         crate::admin::start(listen, router).await?;
     }
 
-    // [dns_server] start the authoritative DNS listener here.
+    // [dns_server] the authoritative DNS listener, when configured.
     let _dns_listener = crate::dns::authority::start(&cfg, &signer.published_keys()).await?;
 
-    // [inbound] start the SMTP listeners here.
+    // [inbound] the SMTP listeners, last: mail is accepted only once delivery runs.
     let inbound = crate::inbound::start(
         cfg.clone(),
         &config.display().to_string(),

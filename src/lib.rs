@@ -21,6 +21,7 @@ pub mod mta_sts;
 pub mod outbound;
 pub mod own_mail;
 pub mod queue;
+pub mod ratelimit;
 pub mod reply;
 pub mod report;
 pub mod resolver;

@@ -6,7 +6,8 @@ use std::io::{self, Write};
 use std::path::Path;
 
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new file:
-/// write a temporary file, fsync it, rename it over `path`, fsync the directory.
+/// write a temporary file, fsync it, rename it over `path`, fsync the directory. A file that
+/// is replaced keeps its permissions (a config file holding password hashes stays private).
 pub fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     let name = path
@@ -20,6 +21,9 @@ pub fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     ));
     let result = (|| {
         let mut file = File::create(&tmp)?;
+        if let Ok(meta) = fs::metadata(path) {
+            file.set_permissions(meta.permissions())?;
+        }
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&tmp, path)?;

@@ -6,7 +6,7 @@
 //! [`outbound`] (with [`mta_sts`] and [`report`]); [`dns`] and [`admin`] serve the operator.
 //!
 //! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`clock`],
-//! [`fsutil`], [`trust`], [`resolver`] → [`spool`] → [`signing`], [`mta_sts`], [`dns`] →
+//! [`fsutil`], [`headers`], [`trust`], [`resolver`] → [`spool`] → [`signing`], [`mta_sts`], [`dns`] →
 //! [`outbound`] → [`own_mail`] → [`queue`] → [`report`] → [`inbound`] → [`admin`] → [`commands`].
 
 pub mod admin;
@@ -14,18 +14,20 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod dns;
-pub mod fsutil;
 pub mod feedback;
+pub mod fsutil;
+pub mod headers;
 pub mod inbound;
 pub mod mta_sts;
 pub mod outbound;
 pub mod own_mail;
 pub mod queue;
+pub mod ratelimit;
 pub mod reply;
 pub mod report;
 pub mod resolver;
 pub mod service;
 pub mod signing;
 pub mod spool;
-pub mod trust;
 pub mod store;
+pub mod trust;

@@ -135,22 +135,10 @@ fn set_active(config_path: &Path, domain: &str, selector: &str) -> anyhow::Resul
 
 /// Replaces `path` with `bytes` atomically, keeping its permissions.
 fn write_replacing(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| anyhow::anyhow!("{}: cannot write next to it: {e}", path.display()))?;
-    tmp.write_all(bytes)?;
-    if let Ok(meta) = std::fs::metadata(path) {
-        std::fs::set_permissions(tmp.path(), meta.permissions())?;
-    }
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .map_err(|e| anyhow::anyhow!("{}: cannot replace: {e}", path.display()))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::fsutil::write_atomic(dir, path, bytes)
+        .map_err(|e| anyhow::anyhow!("{}: cannot replace it: {e}", path.display()))
 }

@@ -332,7 +332,11 @@ impl Session {
         }
         if let Some(app) = self.app.clone() {
             let per_minute = self.shared.apps.get(&app).map_or(0, |a| a.rate_limit);
-            if let Err(wait) = self.shared.rates.take(&app, per_minute) {
+            if let Err(wait) = self
+                .shared
+                .rates
+                .take(app.as_str(), crate::ratelimit::Rate::per_minute(per_minute))
+            {
                 return self.reply(Reply::new(
                     450,
                     "4.7.1",

@@ -13,6 +13,7 @@ use mail_builder::mime::MimePart;
 
 use crate::clock::unix_now;
 use crate::config::Config;
+use crate::headers::header_block;
 use crate::own_mail::{self, IfUnsigned, OwnMail, SendError};
 use crate::reply::EnhancedStatus;
 use crate::spool::{QueueId, SpooledMessage, new_queue_id};
@@ -70,14 +71,6 @@ pub fn dsn_domain(cfg: &Config) -> String {
     match &cfg.delivery.dsn_domain {
         Some(d) => d.to_ascii_lowercase(),
         None => own_mail::herald_domain(&cfg.server.hostname),
-    }
-}
-
-/// The original message's header block (up to the empty line), CRLF line endings.
-pub fn header_block(message: &[u8]) -> &[u8] {
-    match message.windows(4).position(|w| w == b"\r\n\r\n") {
-        Some(i) => &message[..i + 2],
-        None => message,
     }
 }
 
@@ -306,14 +299,5 @@ mod tests {
             .expect("ascii");
         assert!(text.contains("Subject: Delayed Mail (still being retried)\r\n"));
         assert!(text.contains("Action: delayed\r\nStatus: 4.4.1\r\n"));
-    }
-
-    #[test]
-    fn header_block_stops_at_the_empty_line() {
-        assert_eq!(
-            header_block(b"A: b\r\nC: d\r\n\r\nbody\r\n"),
-            b"A: b\r\nC: d\r\n"
-        );
-        assert_eq!(header_block(b"A: b\r\n"), b"A: b\r\n");
     }
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use super::dsn::{self, Kind};
 use super::transition::{self, Rules};
@@ -20,7 +20,7 @@ use crate::clock::{now_ms, unix_now};
 use crate::config::Config;
 use crate::mta_sts::{StsResolver, TlsSink};
 use crate::outbound::deliver::{Job, Outbound};
-use crate::outbound::outcome::RecipientResult;
+use crate::outbound::outcome::{Failure, RecipientResult};
 use crate::own_mail::OwnMail;
 use crate::signing::Signer;
 use crate::spool::{Arrivals, QueueId, RecipientStatus, Spool, SpoolLock, SpooledMessage};
@@ -97,7 +97,23 @@ pub(super) struct Inner {
     pub(super) wake: Notify,
     pub(super) counters: AtomicCounters,
     rounds: Arc<Semaphore>,
+    /// How many rounds may run at once (the permits of `rounds`).
+    concurrency: u32,
+    /// Running, draining for shutdown, or cutting what still runs.
+    phase: watch::Sender<Phase>,
     _lock: SpoolLock,
+}
+
+/// Where the queue stands in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Starting attempts as they fall due.
+    Running,
+    /// Shutting down: no new attempts; those in flight finish.
+    Draining,
+    /// The grace period is over: what is still in flight is abandoned and recorded as not
+    /// attempted.
+    Cut,
 }
 
 impl Inner {
@@ -155,6 +171,8 @@ impl QueueManager {
             wake: Notify::new(),
             counters: AtomicCounters::default(),
             rounds: Arc::new(Semaphore::new(concurrency)),
+            concurrency: concurrency as u32,
+            phase: watch::Sender::new(Phase::Running),
             _lock: lock,
         });
         let (mut waiting, mut finished) = (0, Vec::new());
@@ -183,6 +201,53 @@ impl QueueManager {
         Ok(QueueManager { inner })
     }
 
+    /// Stops the queue for shutdown: no new attempt starts, and those in flight may finish
+    /// and have their results recorded (so a restart does not repeat a delivery that was
+    /// made). What is still running after `grace` is cut: its recipients are recorded as not
+    /// attempted and stay due, to be tried when herald starts again. Returns once every
+    /// round has recorded its results (or, should the spool hang, shortly after the cut).
+    pub async fn shutdown(&self, grace: Duration) {
+        let inner = &self.inner;
+        inner.phase.send_replace(Phase::Draining);
+        inner.wake.notify_one();
+        let in_flight = inner
+            .table()
+            .entries
+            .values()
+            .filter(|e| e.in_flight)
+            .count();
+        if in_flight > 0 {
+            tracing::info!(
+                in_flight,
+                "queue draining: letting deliveries in flight finish"
+            );
+        }
+        let all_done = inner.rounds.clone().acquire_many_owned(inner.concurrency);
+        tokio::pin!(all_done);
+        if tokio::time::timeout(grace, &mut all_done).await.is_ok() {
+            tracing::info!("queue stopped: no delivery in flight");
+            return;
+        }
+        let cut = inner
+            .table()
+            .entries
+            .values()
+            .filter(|e| e.in_flight)
+            .count();
+        tracing::warn!(
+            messages = cut,
+            grace = %humantime::format_duration(grace),
+            "queue stopping: deliveries still in flight after the grace period are cut and \
+             recorded as not attempted"
+        );
+        inner.phase.send_replace(Phase::Cut);
+        if tokio::time::timeout(CUT_RECORDING, all_done).await.is_err() {
+            tracing::error!("queue stopped before every cut delivery was recorded");
+        } else {
+            tracing::info!("queue stopped");
+        }
+    }
+
     /// The counters shown on `/metrics`.
     pub fn counters(&self) -> Counters {
         let c = &self.inner.counters;
@@ -206,12 +271,24 @@ async fn receive(inner: Arc<Inner>, mut arrivals: Arrivals) {
     }
 }
 
-/// Starts each message's attempt when it is due, within the concurrency limit.
+/// How long a shutdown waits, after cutting, for the cut rounds to record their state.
+const CUT_RECORDING: Duration = Duration::from_secs(10);
+
+/// Starts each message's attempt when it is due, within the concurrency limit, until the
+/// queue drains for shutdown.
 async fn schedule(inner: Arc<Inner>) {
+    let mut phase = inner.phase.subscribe();
     loop {
-        let Ok(permit) = inner.rounds.clone().acquire_owned().await else {
+        let permit = tokio::select! {
+            permit = inner.rounds.clone().acquire_owned() => permit,
+            _ = phase.wait_for(|p| *p != Phase::Running) => return,
+        };
+        let Ok(permit) = permit else {
             return;
         };
+        if *inner.phase.borrow() != Phase::Running {
+            return;
+        }
         let now = now_ms();
         let next = {
             let mut table = inner.table();
@@ -240,6 +317,7 @@ async fn schedule(inner: Arc<Inner>) {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = inner.wake.notified() => {}
+                    _ = phase.wait_for(|p| *p != Phase::Running) => return,
                 }
             }
         }
@@ -280,6 +358,7 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
         };
         groups.entry(domain).or_default().push(i);
     }
+    let attempted: Vec<usize> = groups.values().flatten().copied().collect();
     let mut tasks = tokio::task::JoinSet::new();
     for (domain, idxs) in groups {
         let job = Job {
@@ -301,10 +380,35 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
         });
     }
     let mut results = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(r) => results.extend(r),
-            Err(e) => tracing::error!(queue_id = %id, error = %e, "delivery task failed"),
+    let mut phase = inner.phase.subscribe();
+    loop {
+        tokio::select! {
+            done = tasks.join_next() => match done {
+                None => break,
+                Some(Ok(r)) => results.extend(r),
+                Some(Err(e)) => {
+                    tracing::error!(queue_id = %id, error = %e, "delivery task failed")
+                }
+            },
+            _ = phase.wait_for(|p| *p == Phase::Cut) => {
+                // Shutdown's grace period is over: abandon what has not answered; the
+                // recipients stay due and are tried again when herald starts.
+                tasks.abort_all();
+                let answered: BTreeSet<usize> = results.iter().map(|(i, _)| *i).collect();
+                let cut: Vec<usize> = attempted.into_iter().filter(|i| !answered.contains(i)).collect();
+                tracing::warn!(queue_id = %id, recipients = cut.len(),
+                    "delivery cut by shutdown; recorded as not attempted");
+                results.extend(cut.into_iter().map(|i| {
+                    (
+                        i,
+                        RecipientResult {
+                            outcome: Err(Failure::NotAttempted),
+                            host: None,
+                        },
+                    )
+                }));
+                break;
+            }
         }
     }
     finish_round(inner, id, &data, results).await;

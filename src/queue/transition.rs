@@ -76,8 +76,9 @@ pub fn settle(
         if rs.status != RecipientStatus::Pending {
             continue;
         }
-        if let Err(outcome::Failure::NotAttempted) = r.outcome {
+        if let Err(f @ outcome::Failure::NotAttempted) = &r.outcome {
             rs.next_attempt = rs.next_attempt.min(now);
+            rs.last_reply = Some(f.to_string());
             continue;
         }
         rs.attempts += 1;
@@ -371,6 +372,8 @@ mod tests {
         assert_eq!(s.recipients[0].attempts, 0);
         assert_eq!(s.recipients[0].next_attempt, 1200);
         assert_eq!(s.recipients[0].status, RecipientStatus::Pending);
+        let said = s.recipients[0].last_reply.clone().unwrap_or_default();
+        assert!(said.contains("not attempted"), "{said}");
     }
 
     #[test]

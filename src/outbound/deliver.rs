@@ -14,8 +14,8 @@ use super::pool::{Acquired, Conn, Key, Pool};
 use super::resolve::{self, ResolveError};
 use super::tls::OutboundTls;
 use crate::config::Config;
-use crate::spool::MessageBytes;
 use crate::mta_sts::{StsResolver, TlsDirective, TlsEvent, TlsOutcome, TlsSink};
+use crate::spool::MessageBytes;
 
 /// A piece of work: one message, the recipients of one domain (or all, via the smart host).
 pub struct Job {

@@ -296,7 +296,10 @@ mod tests {
                 .next()
                 .is_none()
         );
-        assert_eq!(&spool.read_message(&id).unwrap()[..], b"Subject: x\r\n\r\nhi\r\n");
+        assert_eq!(
+            &spool.read_message(&id).unwrap()[..],
+            b"Subject: x\r\n\r\nhi\r\n"
+        );
         let mut state = all[0].state.clone();
         state.recipients[0].status = super::super::RecipientStatus::Delivered;
         spool.write_state(&id, &state).unwrap();
@@ -304,5 +307,37 @@ mod tests {
         spool.remove(&id).unwrap();
         assert!(spool.recover().unwrap().is_empty());
         assert!(spool.load("../etc").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_staged_message_commits_whether_or_not_its_envelope_fits_in_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _arrivals) = Spool::open_dir(dir.path()).unwrap();
+        let mut many = envelope();
+        many.recipients = (0..400)
+            .map(|i| format!("recipient-number-{i}@example.org"))
+            .collect();
+        for env in [envelope(), many] {
+            let mut body = spool.stage().unwrap();
+            body.write(b"Subject: x\r\n\r\n").unwrap();
+            body.write(&vec![b'y'; 100_000]).unwrap();
+            let id = spool
+                .commit(env.clone(), b"Received: z\r\n".to_vec(), body)
+                .await
+                .unwrap();
+            let loaded = spool.load(&id).unwrap();
+            assert_eq!(loaded.envelope, env);
+            assert_eq!(loaded.size, 13 + 14 + 100_000);
+            let bytes = spool.read_message(&id).unwrap();
+            assert!(bytes.starts_with(b"Received: z\r\nSubject: x\r\n\r\nyyy"));
+            assert_eq!(bytes.len(), 13 + 14 + 100_000);
+        }
+        assert!(
+            fs::read_dir(dir.path().join("tmp"))
+                .unwrap()
+                .next()
+                .is_none(),
+            "nothing staged is left"
+        );
     }
 }

@@ -184,6 +184,10 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         drop(staged);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        assert_eq!(bytes.len(), 14 + big.len() + 5, "a mapping outlives the file");
+        assert_eq!(
+            bytes.len(),
+            14 + big.len() + 5,
+            "a mapping outlives the file"
+        );
     }
 }

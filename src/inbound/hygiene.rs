@@ -66,10 +66,13 @@ pub struct Trace<'a> {
     pub app: Option<&'a str>,
 }
 
-/// Builds the message herald will sign and spool: `Received:` first, then `Date:` and
-/// `Message-ID:` when the client left them out, then the client's message.
-pub fn prepare(msg: Vec<u8>, trace: &Trace<'_>, now: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
-    let headers = &msg[..header_end(&msg)];
+/// The header fields herald puts in front of the client's message (whose header section is
+/// `headers`): `Received:` first, then `Date:` and `Message-ID:` when the client left them out.
+pub fn trace_fields(
+    headers: &[u8],
+    trace: &Trace<'_>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<u8> {
     let date = now.to_rfc2822();
     let mut proto = String::from(if trace.esmtp { "ESMTP" } else { "SMTP" });
     if trace.esmtp && trace.tls.is_some() {
@@ -78,7 +81,7 @@ pub fn prepare(msg: Vec<u8>, trace: &Trace<'_>, now: chrono::DateTime<chrono::Ut
     if trace.esmtp && trace.app.is_some() {
         proto.push('A');
     }
-    let mut out = Vec::with_capacity(msg.len() + 400);
+    let mut out = Vec::with_capacity(400);
     out.extend_from_slice(
         format!(
             "Received: from {} ([{}])\r\n\tby {} (herald) with {}",
@@ -106,7 +109,6 @@ pub fn prepare(msg: Vec<u8>, trace: &Trace<'_>, now: chrono::DateTime<chrono::Ut
             format!("Message-ID: <{id:032x}@{}>\r\n", clean(trace.hostname)).as_bytes(),
         );
     }
-    out.extend_from_slice(&msg);
     out
 }
 
@@ -183,11 +185,9 @@ mod tests {
             app: Some("demo"),
         };
         let now = chrono::DateTime::from_timestamp(0, 0).unwrap();
-        let out = prepare(
-            b"From: a@b.test\r\nDate: x\r\n\r\nhi\r\n".to_vec(),
-            &trace,
-            now,
-        );
+        let msg = b"From: a@b.test\r\nDate: x\r\n\r\nhi\r\n";
+        let mut out = trace_fields(&msg[..header_end(msg)], &trace, now);
+        out.extend_from_slice(msg);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("Received: from app__evil___Bcc:_x ([127.0.0.1])\r\n\tby herald.example.test (herald) with ESMTPSA\r\n\t(version=TLSv1.3 cipher=TLS13_AES_128_GCM_SHA256)\r\n\t(app=demo);\r\n\tThu, 1 Jan 1970 00:00:00 +0000\r\n"), "{text}");
         assert!(text.contains("Message-ID: <"));

@@ -16,6 +16,7 @@ use super::policy::sender_allowed;
 use super::rawcheck::{self, RawVerdict};
 use super::{ListenerKind, Shared};
 use crate::reply::Reply;
+use crate::spool::StagedMessage;
 
 /// A message being submitted.
 pub(super) struct Transaction {
@@ -26,12 +27,14 @@ pub(super) struct Transaction {
     pub(super) bdat: Option<Chunks>,
 }
 
-/// BDAT chunks received so far.
+/// BDAT chunks received so far: the bytes go to a staged file in the spool, not to memory.
 #[derive(Default)]
 pub(super) struct Chunks {
-    pub(super) data: Vec<u8>,
+    pub(super) staged: Option<StagedMessage>,
     pub(super) size: usize,
     pub(super) check: LineCheck,
+    /// Writing to the staged file failed (the message is refused at the end of the chunk).
+    pub(super) failed: Option<io::Error>,
 }
 
 /// The state of one client connection.

@@ -1,22 +1,31 @@
 //! The message itself: DATA and BDAT read while streaming (size, line length and line endings
-//! checked as the bytes arrive, never buffered past the limit), then sender policy on the
-//! `From:` header, hygiene headers, signing, and the durable spool before the `250`.
+//! checked as the bytes arrive) into a staged file in the spool, so memory does not grow with
+//! the message; then sender policy on the `From:` header (the header section, bounded, is the
+//! only part copied into memory), hygiene headers, signing from the mapped file, and the
+//! durable spool before the `250`.
+
+use std::io;
 
 use super::conn::Line;
 use super::hygiene::{self, Trace};
 use super::mailbox::{field_values, mailbox_list};
 use super::policy::sender_allowed;
 use super::rawcheck::BdatSize;
-use super::session::{Chunks, Session};
+use super::session::Session;
 use crate::clock::unix_now;
 use crate::reply::Reply;
-use crate::spool::Envelope;
+use crate::spool::{Envelope, StagedMessage};
+
+/// The largest header section herald reads into memory (to check `From:` and sign); a message
+/// whose header section is larger is refused.
+pub const MAX_HEADER_SECTION: usize = 1024 * 1024;
 
 /// Why a message was refused while it streamed in.
 enum Fault {
     TooBig,
     Bare,
     LongLine,
+    Storage(io::Error),
 }
 
 impl Session {
@@ -35,6 +44,10 @@ impl Session {
         let max = tx.max_size;
         let max_line = self.shared.cfg.smtp.max_line_length;
         let timeout = self.shared.cfg.smtp.data_timeout;
+        let mut staged = match self.shared.spool.stage() {
+            Ok(s) => Some(s),
+            Err(e) => return self.refuse(Fault::Storage(e), max),
+        };
         self.conn
             .queue(b"354 Start mail input; end with <CRLF>.<CRLF>\r\n");
         // The whole message must arrive within data_timeout of the 354 (not per read).
@@ -42,7 +55,6 @@ impl Session {
             return self.io_failed(e);
         }
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut buf = Vec::with_capacity(max.min(64 * 1024));
         let mut fault = None;
         let mut size = 0usize;
         let mut prev_crlf = true;
@@ -51,7 +63,7 @@ impl Session {
                 Ok(Line::Full(l)) => l,
                 Ok(Line::TooLong { crlf }) => {
                     fault.get_or_insert(Fault::LongLine);
-                    buf = Vec::new();
+                    staged = None;
                     prev_crlf = crlf;
                     continue;
                 }
@@ -73,16 +85,23 @@ impl Session {
             if size > max {
                 fault = Some(Fault::TooBig);
             }
-            if fault.is_none() {
-                buf.extend_from_slice(content);
-            } else if !buf.is_empty() {
-                buf = Vec::new();
+            if fault.is_some() {
+                staged = None;
+            } else if let Some(file) = staged.as_mut()
+                && let Err(e) = file.write(content)
+            {
+                fault = Some(Fault::Storage(e));
+                staged = None;
             }
             prev_crlf = crlf;
         }
-        match fault {
-            Some(f) => self.refuse(f, max),
-            None => self.accept(buf).await,
+        match (fault, staged) {
+            (Some(f), _) => self.refuse(f, max),
+            (None, Some(staged)) => self.accept(staged).await,
+            (None, None) => self.refuse(
+                Fault::Storage(io::Error::other("staged message missing")),
+                max,
+            ),
         }
     }
 
@@ -98,6 +117,12 @@ impl Session {
             .as_mut()
             .and_then(|t| t.bdat.take())
             .unwrap_or_default();
+        if ready && chunks.staged.is_none() && chunks.failed.is_none() {
+            match self.shared.spool.stage() {
+                Ok(s) => chunks.staged = Some(s),
+                Err(e) => chunks.failed = Some(e),
+            }
+        }
         let read = self
             .conn
             .read_chunk(chunk_size, timeout, |bytes| {
@@ -107,9 +132,12 @@ impl Session {
                 chunks.check.feed(bytes);
                 chunks.size += bytes.len();
                 if chunks.size > max {
-                    chunks.data = Vec::new();
-                } else {
-                    chunks.data.extend_from_slice(bytes);
+                    chunks.staged = None;
+                } else if let Some(file) = chunks.staged.as_mut()
+                    && let Err(e) = file.write(bytes)
+                {
+                    chunks.failed = Some(e);
+                    chunks.staged = None;
                 }
             })
             .await;
@@ -124,6 +152,9 @@ impl Session {
         }
         if chunks.check.longest > max_line {
             return self.refuse(Fault::LongLine, max);
+        }
+        if let Some(e) = chunks.failed.take() {
+            return self.refuse(Fault::Storage(e), max);
         }
         if !last {
             let size = chunks.size;
@@ -140,8 +171,13 @@ impl Session {
         if chunks.check.bare {
             return self.refuse(Fault::Bare, max);
         }
-        let Chunks { data, .. } = chunks;
-        self.accept(data).await;
+        match chunks.staged.take() {
+            Some(staged) => self.accept(staged).await,
+            None => self.refuse(
+                Fault::Storage(io::Error::other("staged message missing")),
+                max,
+            ),
+        }
     }
 
     /// A BDAT size refused before any of its chunk is read: `552 5.3.4` (or `501 5.5.4` for
@@ -199,13 +235,47 @@ impl Session {
                 "5.6.0",
                 format!("message has a line longer than {max_line} bytes; wrap or encode it"),
             ),
+            Fault::Storage(e) => {
+                tracing::error!(client = %self.ip, error = %e,
+                    "cannot write the incoming message to the spool");
+                if e.raw_os_error() == Some(libc::ENOSPC) {
+                    Reply::new(
+                        452,
+                        "4.3.1",
+                        "herald's spool is out of disk space; try again later",
+                    )
+                } else {
+                    Reply::new(
+                        451,
+                        "4.3.0",
+                        "could not store the message safely; try again later",
+                    )
+                }
+            }
         });
     }
 
     /// Checks the header `From:`, adds trace headers, signs and spools; `250` only after fsync.
-    async fn accept(&mut self, data: Vec<u8>) {
+    async fn accept(&mut self, mut staged: StagedMessage) {
         let Some(tx) = self.tx.take() else { return };
-        let headers = &data[..hygiene::header_end(&data)];
+        let body = match staged.map() {
+            Ok(b) => b,
+            Err(e) => return self.refuse(Fault::Storage(e), tx.max_size),
+        };
+        let window = &body[..body.len().min(MAX_HEADER_SECTION)];
+        let header_len = hygiene::header_end(window);
+        if header_len == window.len() && window.len() < body.len() {
+            return self.reply(Reply::new(
+                552,
+                "5.3.4",
+                format!(
+                    "the header section is larger than {} KiB (no blank line before it ends); \
+                     put large content in the body",
+                    MAX_HEADER_SECTION / 1024
+                ),
+            ));
+        }
+        let headers = body[..header_len].to_vec();
         let (patterns, who) = match &self.app {
             Some(app) => (
                 self.shared
@@ -220,13 +290,13 @@ impl Session {
                 "the plain listener (smtp.plain_senders)".to_string(),
             ),
         };
-        if let Err(why) = author_fields_allowed(headers, &patterns, &who) {
+        if let Err(why) = author_fields_allowed(&headers, &patterns, &who) {
             return self.reply(Reply::new(550, "5.7.1", why));
         }
         let tls = self.conn.tls_info();
         let helo = self.helo.clone().unwrap_or_default();
-        let message = hygiene::prepare(
-            data,
+        let trace = hygiene::trace_fields(
+            &headers,
             &Trace {
                 helo: &helo,
                 esmtp: self.esmtp,
@@ -237,11 +307,14 @@ impl Session {
             },
             chrono::Utc::now(),
         );
-        let signed = match self.shared.signer.sign(message).await {
-            Ok(m) => m,
+        let head = match self.shared.signer.sign_parts(trace, headers, body).await {
+            Ok((mut signatures, trace)) => {
+                signatures.extend_from_slice(&trace);
+                signatures
+            }
             Err(r) => return self.reply(r),
         };
-        let size = signed.len();
+        let size = head.len() as u64 + staged.len();
         let recipients = tx.recipients.len();
         let envelope = Envelope {
             app: self.app.clone(),
@@ -254,7 +327,7 @@ impl Session {
             tls: tls.clone(),
             tls_report: false,
         };
-        match self.shared.spool.store(envelope, signed).await {
+        match self.shared.spool.commit(envelope, head, staged).await {
             Ok(id) => {
                 tracing::info!(
                     queue_id = %id,

@@ -349,23 +349,30 @@ impl Session {
         Ok(Transaction { answers })
     }
 
-    /// Writes the message with dot-stuffing and the end-of-data marker.
+    /// Writes the message with dot-stuffing and the end-of-data marker, a slice at a time (the
+    /// message is mapped from the spool; it is never copied whole into memory).
     async fn write_data(&mut self, message: &[u8]) -> std::io::Result<()> {
-        let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 8);
-        let mut line_start = true;
-        for &b in message {
-            if line_start && b == b'.' {
-                out.push(b'.');
-            }
-            out.push(b);
-            line_start = b == b'\n';
-        }
-        if !out.ends_with(b"\r\n") {
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b".\r\n");
+        const SLICE: usize = 64 * 1024;
         let stream = &mut self.client.stream;
         tokio::time::timeout(self.timeouts.data, async {
+            let mut out = Vec::with_capacity(SLICE + SLICE / 16 + 8);
+            let mut line_start = true;
+            for slice in message.chunks(SLICE) {
+                out.clear();
+                for &b in slice {
+                    if line_start && b == b'.' {
+                        out.push(b'.');
+                    }
+                    out.push(b);
+                    line_start = b == b'\n';
+                }
+                stream.write_all(&out).await?;
+            }
+            out.clear();
+            if !message.ends_with(b"\r\n") {
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b".\r\n");
             stream.write_all(&out).await?;
             stream.flush().await
         })

@@ -15,6 +15,7 @@ use super::resolve::{self, ResolveError};
 use super::tls::OutboundTls;
 use crate::config::Config;
 use crate::mta_sts::{StsResolver, TlsDirective, TlsEvent, TlsOutcome, TlsSink};
+use crate::spool::MessageBytes;
 
 /// A piece of work: one message, the recipients of one domain (or all, via the smart host).
 pub struct Job {
@@ -28,8 +29,8 @@ pub struct Job {
     pub domain: String,
     /// The recipients.
     pub recipients: Vec<String>,
-    /// The bytes to send.
-    pub message: Arc<Vec<u8>>,
+    /// The bytes to send (mapped from the spool file, not read into memory).
+    pub message: Arc<MessageBytes>,
     /// A TLS-RPT report of herald's: delivered opportunistically, whatever policy applies.
     pub tls_report: bool,
 }

@@ -144,7 +144,48 @@ impl Signer {
         let domains = self.domains.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            sign_now(&domains, &message)
+            let mut out = sign_now(&domains, &message, &[&message])?;
+            out.extend_from_slice(&message);
+            Ok(out)
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!("DKIM signing task failed: {e}");
+            Reply::new(
+                451,
+                "4.3.0",
+                "DKIM signing failed on our side; please try again later",
+            )
+        })?
+    }
+
+    /// Signs a message that is not in memory as one piece: `head` (herald's own header fields)
+    /// followed by `body` (the client's message, e.g. mapped from its spool file), whose header
+    /// section `client_headers` is passed separately (bounded by the caller). Returns the
+    /// `DKIM-Signature:` fields to put in front of `head`, or refuses with an SMTP reply.
+    pub async fn sign_parts<B>(
+        &self,
+        head: Vec<u8>,
+        client_headers: Vec<u8>,
+        body: B,
+    ) -> Result<(Vec<u8>, Vec<u8>), Reply>
+    where
+        B: AsRef<[u8]> + Send + 'static,
+    {
+        let permit = self.slots.clone().acquire_owned().await.map_err(|_| {
+            Reply::new(
+                451,
+                "4.3.0",
+                "DKIM signing is shutting down; please try again later",
+            )
+        })?;
+        let domains = self.domains.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut header_section = head.clone();
+            header_section.extend_from_slice(&client_headers);
+            let signatures = sign_now(&domains, &header_section, &[&head, body.as_ref()])?;
+            Ok((signatures, head))
         })
         .await
         .map_err(|e| {
@@ -159,7 +200,9 @@ impl Signer {
 
     /// Signs on the calling thread (for benchmarks and callers already off the reactor).
     pub fn sign_blocking(&self, message: &[u8]) -> Result<Vec<u8>, Reply> {
-        sign_now(&self.domains, message)
+        let mut out = sign_now(&self.domains, message, &[message])?;
+        out.extend_from_slice(message);
+        Ok(out)
     }
 
     /// The domain whose active keys would sign mail from `from_domain`, if any.
@@ -179,11 +222,13 @@ impl Signer {
     }
 }
 
+/// The signatures for the message made of `parts`, whose header section is `headers`.
 fn sign_now(
     domains: &BTreeMap<String, Vec<Arc<ActiveKey>>>,
-    message: &[u8],
+    headers: &[u8],
+    parts: &[&[u8]],
 ) -> Result<Vec<u8>, Reply> {
-    let inspected = align::inspect(message)?;
+    let inspected = align::inspect(headers)?;
     let from = inspected.from_domain.as_str();
     let keys = align::candidates(from)
         .into_iter()
@@ -200,7 +245,7 @@ fn sign_now(
                 ),
             )
         })?;
-    sign::sign_with(keys, &inspected.headers, message)
+    sign::sign_with(keys, &inspected.headers, parts)
 }
 
 /// Reads a configured key file; with `allow_dev_keys`, a missing one is generated first.

@@ -33,14 +33,15 @@ pub(crate) struct ActiveKey {
     pub(crate) key: Arc<DkimKey>,
 }
 
-/// Signs `message` with every key in `keys` (all of one domain) over `headers`, and returns the
-/// signatures followed by the original bytes.
+/// Signs the message made of `parts` (in order; e.g. herald's headers, then the client's
+/// message mapped from disk) with every key in `keys` (all of one domain) over `headers`, and
+/// returns the `DKIM-Signature:` fields to put in front of it.
 pub(crate) fn sign_with(
     keys: &[Arc<ActiveKey>],
     headers: &[String],
-    message: &[u8],
+    parts: &[&[u8]],
 ) -> Result<Vec<u8>, Reply> {
-    let mut out = Vec::with_capacity(message.len() + 600 * keys.len());
+    let mut out = Vec::with_capacity(600 * keys.len());
     for k in keys {
         let signature = DkimSigner::from_key(SharedKey(k.key.clone()))
             .domain(k.domain.as_str())
@@ -48,7 +49,7 @@ pub(crate) fn sign_with(
             .headers(headers.iter().map(String::as_str))
             .header_canonicalization(Canonicalization::Relaxed)
             .body_canonicalization(Canonicalization::Relaxed)
-            .sign(message)
+            .sign_chained(parts.iter().copied())
             .map_err(|e| {
                 tracing::error!(
                     domain = %k.domain,
@@ -64,6 +65,5 @@ pub(crate) fn sign_with(
             })?;
         signature.write_header(&mut out);
     }
-    out.extend_from_slice(message);
     Ok(out)
 }

@@ -1,20 +1,33 @@
 //! The spool in one local directory ([`FsBackend`]).
 //!
-//! Layout: `tmp/` holds files being written (discarded on recovery); `msg/ID.msg` is the
-//! envelope as one JSON line followed by the message bytes; `msg/ID.state` is the delivery
+//! Layout: `tmp/` holds files being written (messages being received included; discarded on
+//! recovery); `msg/ID.msg` is the envelope as one JSON line followed by the message bytes; `msg/ID.state` is the delivery
 //! state as JSON, replaced atomically (absent until the first attempt).
+//!
+//! A message is received into `tmp/` with [`HEAD_ROOM`] bytes left free in front of it; at
+//! commit the envelope line (padded with spaces, which JSON ignores) and herald's headers are
+//! written into that room, so the file becomes the spooled message by a rename. When they do
+//! not fit (very many recipients), a new file is written and the body copied after them.
 //!
 //! Durability of a group of new messages: every file is written to `tmp/`, then one syncfs(2)
 //! flushes them all (rather than an fsync per file), then each is renamed into `msg/` and the
 //! directory is fsynced once for the whole group.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use tempfile::NamedTempFile;
+
 use super::handle::{NewMessage, SpoolBackend, new_queue_id};
+use super::staged::{MessageBytes, StagedMessage};
 use super::{DeliveryState, Envelope, SpooledMessage};
 use crate::fsutil::{sync_dir, sync_filesystem};
+
+/// Room kept in front of a message being received, for its envelope line and herald's
+/// headers (DKIM signatures, `Received:`); enough for a few dozen recipients.
+const HEAD_ROOM: u64 = 8 * 1024;
 
 /// A spool in one local directory (layout in the module documentation).
 pub struct FsBackend {
@@ -62,19 +75,57 @@ impl FsBackend {
         }
         Ok(path)
     }
+
+    /// Puts the envelope line and `head` in front of the staged body: into the room left for
+    /// them, or (when they do not fit) into a new file the body is copied behind.
+    fn assemble(&self, message: NewMessage) -> io::Result<NamedTempFile> {
+        let NewMessage {
+            envelope,
+            head,
+            body,
+            ..
+        } = message;
+        let mut front = serde_json::to_vec(&envelope)?;
+        let room = usize::try_from(body.body_offset()).unwrap_or(0);
+        if front.len() + 1 + head.len() <= room {
+            front.resize(room - head.len() - 1, b' ');
+            front.push(b'\n');
+            front.extend_from_slice(&head);
+            body.file().write_all_at(&front, 0)?;
+            return body.into_temp_file();
+        }
+        front.push(b'\n');
+        front.extend_from_slice(&head);
+        let (offset, len) = (body.body_offset(), body.len());
+        let mut source = body.into_temp_file()?;
+        let mut out = tempfile::Builder::new()
+            .prefix("commit-")
+            .tempfile_in(&self.tmp)?;
+        out.write_all(&front)?;
+        let file = source.as_file_mut();
+        file.seek(SeekFrom::Start(offset))?;
+        let copied = io::copy(&mut file.take(len), out.as_file_mut())?;
+        if copied != len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("staged message shrank from {len} to {copied} bytes"),
+            ));
+        }
+        Ok(out)
+    }
 }
 
 impl SpoolBackend for FsBackend {
-    fn write_batch(&self, batch: &[NewMessage]) -> Vec<io::Result<()>> {
-        // Write every file of the group first, flush them all with one syncfs(2), then
+    fn stage(&self) -> io::Result<StagedMessage> {
+        StagedMessage::create_in(&self.tmp, HEAD_ROOM)
+    }
+
+    fn write_batch(&self, batch: Vec<NewMessage>) -> Vec<io::Result<()>> {
+        // Complete every file of the group first, flush them all with one syncfs(2), then
         // rename them into place and sync the directory once.
-        let written: Vec<io::Result<PathBuf>> = batch
-            .iter()
-            .map(|m| {
-                let mut header = serde_json::to_vec(&m.envelope)?;
-                header.push(b'\n');
-                self.write_tmp(&format!("{}.msg", m.id), &[&header, &m.data], false)
-            })
+        let written: Vec<(String, io::Result<NamedTempFile>)> = batch
+            .into_iter()
+            .map(|m| (m.id.clone(), self.assemble(m)))
             .collect();
         if let Err(e) = sync_filesystem(&self.tmp) {
             return written
@@ -84,8 +135,11 @@ impl SpoolBackend for FsBackend {
         }
         let mut results: Vec<io::Result<()>> = written
             .into_iter()
-            .zip(batch)
-            .map(|(tmp, m)| fs::rename(tmp?, self.msg_path(&m.id)?))
+            .map(|(id, tmp)| {
+                tmp?.persist(self.msg_path(&id)?)
+                    .map(drop)
+                    .map_err(|e| e.error)
+            })
             .collect();
         if results.iter().any(|r| r.is_ok())
             && let Err(e) = sync_dir(&self.msg)
@@ -169,13 +223,14 @@ impl SpoolBackend for FsBackend {
         })
     }
 
-    fn read_message(&self, id: &str) -> io::Result<Vec<u8>> {
-        let mut reader = BufReader::new(File::open(self.msg_path(id)?)?);
+    fn read_message(&self, id: &str) -> io::Result<MessageBytes> {
+        let file = File::open(self.msg_path(id)?)?;
+        let total = file.metadata()?.len();
+        let mut reader = BufReader::new(&file);
         let mut header = Vec::new();
         reader.read_until(b'\n', &mut header)?;
-        let mut data = Vec::new();
-        reader.read_to_end(&mut data)?;
-        Ok(data)
+        let start = header.len() as u64;
+        MessageBytes::map(&file, start, total.saturating_sub(start))
     }
 
     fn write_state(&self, id: &str, state: &DeliveryState) -> io::Result<()> {
@@ -242,8 +297,8 @@ mod tests {
                 .is_none()
         );
         assert_eq!(
-            spool.read_message(&id).unwrap(),
-            b"Subject: x\r\n\r\nhi\r\n".to_vec()
+            &spool.read_message(&id).unwrap()[..],
+            b"Subject: x\r\n\r\nhi\r\n"
         );
         let mut state = all[0].state.clone();
         state.recipients[0].status = super::super::RecipientStatus::Delivered;
@@ -252,5 +307,37 @@ mod tests {
         spool.remove(&id).unwrap();
         assert!(spool.recover().unwrap().is_empty());
         assert!(spool.load("../etc").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_staged_message_commits_whether_or_not_its_envelope_fits_in_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _arrivals) = Spool::open_dir(dir.path()).unwrap();
+        let mut many = envelope();
+        many.recipients = (0..400)
+            .map(|i| format!("recipient-number-{i}@example.org"))
+            .collect();
+        for env in [envelope(), many] {
+            let mut body = spool.stage().unwrap();
+            body.write(b"Subject: x\r\n\r\n").unwrap();
+            body.write(&vec![b'y'; 100_000]).unwrap();
+            let id = spool
+                .commit(env.clone(), b"Received: z\r\n".to_vec(), body)
+                .await
+                .unwrap();
+            let loaded = spool.load(&id).unwrap();
+            assert_eq!(loaded.envelope, env);
+            assert_eq!(loaded.size, 13 + 14 + 100_000);
+            let bytes = spool.read_message(&id).unwrap();
+            assert!(bytes.starts_with(b"Received: z\r\nSubject: x\r\n\r\nyyy"));
+            assert_eq!(bytes.len(), 13 + 14 + 100_000);
+        }
+        assert!(
+            fs::read_dir(dir.path().join("tmp"))
+                .unwrap()
+                .next()
+                .is_none(),
+            "nothing staged is left"
+        );
     }
 }

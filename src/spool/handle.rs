@@ -2,8 +2,12 @@
 //! `herald queue` call the rest. Storage sits behind [`SpoolBackend`], so a shared backend
 //! (PostgreSQL) can take the place of the local directory ([`super::FsBackend`]).
 //!
-//! Durability: `store` returns only once the backend has made the message durable. Concurrent
-//! stores are grouped: a committer thread takes every message waiting and hands them to
+//! Streaming: a message is received into a [`StagedMessage`] from [`Spool::stage`] (a temporary
+//! file, so memory does not grow with message size), and [`Spool::commit`] makes it durable
+//! with the headers herald puts in front of it (signatures, `Received:`).
+//!
+//! Durability: `commit` returns only once the backend has made the message durable. Concurrent
+//! commits are grouped: a committer thread takes every message waiting and hands them to
 //! [`SpoolBackend::write_batch`] together, so 50 concurrent sessions cost one flush, not 50.
 
 use std::io;
@@ -13,6 +17,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::staged::{MessageBytes, StagedMessage};
 use super::{DeliveryState, Envelope, FsBackend, QueueId, SpooledMessage};
 
 /// Storage for queued messages. Every method that changes something is durable on return.
@@ -20,14 +25,19 @@ use super::{DeliveryState, Envelope, FsBackend, QueueId, SpooledMessage};
 /// Methods block (the queue calls them from `spawn_blocking` or the committer thread); ids are
 /// the 20-hex-digit [`QueueId`]s from [`new_queue_id`], and a backend refuses anything else.
 pub trait SpoolBackend: Send + Sync + 'static {
-    /// Writes new messages (envelope and bytes) durably, all or each failing alone.
-    fn write_batch(&self, batch: &[NewMessage]) -> Vec<io::Result<()>>;
+    /// Creates the temporary file a new message is received into. It lives on local disk (for
+    /// the file-system spool, in the spool itself, so committing is a rename); a dropped one is
+    /// removed, and [`SpoolBackend::recover`] discards any a crash left behind.
+    fn stage(&self) -> io::Result<StagedMessage>;
+    /// Writes new messages (envelope, head and staged body) durably, all or each failing alone.
+    fn write_batch(&self, batch: Vec<NewMessage>) -> Vec<io::Result<()>>;
     /// Lists every complete message, discarding partial writes left by a crash.
     fn recover(&self) -> io::Result<Vec<SpooledMessage>>;
     /// Loads one message's envelope, size and state.
     fn load(&self, id: &str) -> io::Result<SpooledMessage>;
-    /// Reads the message bytes exactly as they will be delivered.
-    fn read_message(&self, id: &str) -> io::Result<Vec<u8>>;
+    /// The message bytes exactly as they will be delivered (mapped, not read into memory, where
+    /// the backend can).
+    fn read_message(&self, id: &str) -> io::Result<MessageBytes>;
     /// Replaces a message's delivery state atomically.
     fn write_state(&self, id: &str, state: &DeliveryState) -> io::Result<()>;
     /// Removes a message and its state.
@@ -40,8 +50,11 @@ pub struct NewMessage {
     pub id: QueueId,
     /// Its envelope.
     pub envelope: Envelope,
-    /// Its bytes (signed, with `Received:`), CRLF line endings.
-    pub data: Vec<u8>,
+    /// What herald puts in front of the client's message: DKIM signatures, `Received:`, and
+    /// any `Date:`/`Message-ID:` it added. CRLF line endings.
+    pub head: Vec<u8>,
+    /// The client's message as received, CRLF line endings.
+    pub body: StagedMessage,
 }
 
 struct Pending {
@@ -77,7 +90,7 @@ impl Spool {
                     }
                     let (messages, waiters): (Vec<_>, Vec<_>) =
                         group.into_iter().map(|p| (p.message, p.done)).unzip();
-                    let results = committer_backend.write_batch(&messages);
+                    let results = committer_backend.write_batch(messages);
                     for (done, result) in waiters.into_iter().zip(results) {
                         let _ = done.send(result);
                     }
@@ -98,18 +111,38 @@ impl Spool {
         Spool::open(Arc::new(FsBackend::open(dir)?))
     }
 
-    /// Stores a message durably and returns its queue id; `250` may be sent once this returns.
+    /// A new temporary file to receive a message into (see [`StagedMessage`]).
+    pub fn stage(&self) -> io::Result<StagedMessage> {
+        self.backend.stage()
+    }
+
+    /// Stores a message held in memory (herald's own mail) durably and returns its queue id.
     pub async fn store(&self, envelope: Envelope, data: Vec<u8>) -> io::Result<QueueId> {
+        let mut body = self.stage()?;
+        body.write(&data)?;
+        body.flush()?;
+        drop(data);
+        self.commit(envelope, Vec::new(), body).await
+    }
+
+    /// Stores a staged message, `head` followed by `body`, durably and returns its queue id;
+    /// `250` may be sent once this returns.
+    pub async fn commit(
+        &self,
+        envelope: Envelope,
+        head: Vec<u8>,
+        body: StagedMessage,
+    ) -> io::Result<QueueId> {
         let id = new_queue_id();
-        let size = data.len() as u64;
+        let size = head.len() as u64 + body.len();
         let (done, wait) = oneshot::channel();
+        let state = DeliveryState::new(&envelope);
         let message = NewMessage {
             id: id.clone(),
-            envelope,
-            data,
+            envelope: envelope.clone(),
+            head,
+            body,
         };
-        let state = DeliveryState::new(&message.envelope);
-        let envelope = message.envelope.clone();
         self.committer
             .send(Pending { message, done })
             .map_err(|_| io::Error::other("spool committer has stopped"))?;
@@ -134,8 +167,8 @@ impl Spool {
         self.backend.load(id)
     }
 
-    /// The bytes to deliver.
-    pub fn read_message(&self, id: &str) -> io::Result<Vec<u8>> {
+    /// The bytes to deliver (mapped read-only where the backend can).
+    pub fn read_message(&self, id: &str) -> io::Result<MessageBytes> {
         self.backend.read_message(id)
     }
 

@@ -1,13 +1,15 @@
 //! The spool: what was accepted and has still to be delivered, stored durably. The bottom of
 //! the mail's path below signing, delivery and the queue: it imports nothing above it.
 //!
-//! Inbound hands the spool an [`Envelope`] and the signed message bytes; [`Spool::store`]
-//! returns only once both are durable. The queue reads them back as [`SpooledMessage`]s and
+//! Inbound receives a message into a [`StagedMessage`] (a temporary file in the spool, so
+//! memory does not grow with message size), then hands the spool an [`Envelope`], the headers
+//! herald adds and the staged file; [`Spool::commit`] returns only once all are durable. The queue reads them back as [`SpooledMessage`]s and
 //! records each recipient's progress as a [`DeliveryState`].
 
 mod fs;
 mod handle;
 mod lock;
+mod staged;
 
 use std::net::IpAddr;
 
@@ -18,6 +20,7 @@ use crate::reply::EnhancedStatus;
 pub use self::fs::FsBackend;
 pub use self::handle::{Arrivals, NewMessage, Spool, SpoolBackend, new_queue_id};
 pub use self::lock::SpoolLock;
+pub use self::staged::{MessageBytes, StagedMessage};
 
 /// A queue identifier: 20 lowercase hex digits, sortable by arrival time.
 pub type QueueId = String;

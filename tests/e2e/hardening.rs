@@ -9,6 +9,7 @@ mod auth;
 mod fds;
 mod fuzz;
 mod input;
+mod memory;
 mod timeouts;
 
 use std::path::{Path, PathBuf};

@@ -31,9 +31,9 @@ fn readiness_and_stopping_are_sent_to_notify_socket() {
     );
     let first = notification(&sock);
     assert!(first.lines().any(|l| l == "READY=1"), "{first:?}");
-    // READY=1 comes no earlier than herald accepts mail.
-    let ready = h.log.lock().expect("log").join("\n");
-    assert!(ready.contains("herald ready"), "{ready}");
+    // READY=1 comes no earlier than herald accepts mail (the log line may reach the test's
+    // reader thread after the datagram: wait for it rather than race it).
+    h.wait_for("herald ready");
     std::net::TcpStream::connect(
         cfg["smtp"]["submission"]
             .as_str()

@@ -83,7 +83,11 @@ impl Session {
         let Some((user, password)) = creds else {
             return self.error(Reply::new(501, "5.5.2", "malformed AUTH response"));
         };
-        if auth::verify(self.shared.apps.clone(), user.clone(), password).await {
+        let cache = &self.shared.auth_cache;
+        if cache
+            .verify(&self.shared.apps, user.clone(), password)
+            .await
+        {
             self.shared.throttle.success(self.ip);
             tracing::info!(client = %self.ip, app = %user, "authenticated");
             self.app = Some(user);

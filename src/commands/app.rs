@@ -1,6 +1,6 @@
 //! `herald app`: credentials for the apps that submit through herald.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -15,7 +15,8 @@ use crate::inbound::policy::valid_sender_pattern;
 /// `herald app` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AppCommand {
-    /// Read a password on stdin and print its argon2id hash.
+    /// Print the argon2id hash of a password: asked for (without echo) at a terminal, else
+    /// read from stdin.
     HashPassword,
     /// Print a config block for a new app, with a freshly generated password.
     Add {
@@ -28,17 +29,22 @@ pub enum AppCommand {
 }
 
 /// Runs an `herald app` subcommand.
-pub async fn run(_config: &Path, cmd: AppCommand) -> anyhow::Result<ExitCode> {
+pub async fn run(config: &Path, cmd: AppCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         AppCommand::HashPassword => {
-            let mut input = String::new();
-            std::io::stdin().read_to_string(&mut input)?;
-            let password = input.strip_suffix('\n').unwrap_or(&input);
-            let password = password.strip_suffix('\r').unwrap_or(password);
-            if password.is_empty() {
-                return Err(UsageError("no password on stdin".into()).into());
-            }
-            println!("{}", hash_password(password)?);
+            let password = if std::io::stdin().is_terminal() {
+                prompt_password()?
+            } else {
+                let mut input = String::new();
+                std::io::stdin().read_to_string(&mut input)?;
+                let password = input.strip_suffix('\n').unwrap_or(&input);
+                let password = password.strip_suffix('\r').unwrap_or(password);
+                if password.is_empty() {
+                    return Err(UsageError("no password on stdin".into()).into());
+                }
+                password.to_string()
+            };
+            println!("{}", hash_password(&password)?);
         }
         AppCommand::Add { name, senders } => {
             if name.is_empty()
@@ -57,6 +63,14 @@ pub async fn run(_config: &Path, cmd: AppCommand) -> anyhow::Result<ExitCode> {
                      entry (@example.com)"
                 ))
                 .into());
+            }
+            if app_exists(config, &name) {
+                eprintln!(
+                    "herald: warning: app {name:?} already exists in {}; the block below gives it \
+                     a new password: replace the existing [apps.{name}] block with it (two blocks \
+                     for one app do not load), or pick another name",
+                    config.display()
+                );
             }
             let password = new_password();
             let hash = hash_password(&password)?;
@@ -77,6 +91,27 @@ pub async fn run(_config: &Path, cmd: AppCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks for a password twice at the terminal, without echo.
+fn prompt_password() -> anyhow::Result<String> {
+    let first = rpassword::prompt_password("Password: ")?;
+    if first.is_empty() {
+        return Err(UsageError("empty password".into()).into());
+    }
+    let again = rpassword::prompt_password("Again: ")?;
+    if first != again {
+        return Err(UsageError("the two passwords differ".into()).into());
+    }
+    Ok(first)
+}
+
+/// Whether the config file at `config` (if it exists and parses) already has `[apps.NAME]`.
+fn app_exists(config: &Path, name: &str) -> bool {
+    std::fs::read_to_string(config)
+        .ok()
+        .and_then(|text| text.parse::<toml_edit::DocumentMut>().ok())
+        .is_some_and(|doc| doc.get("apps").and_then(|apps| apps.get(name)).is_some())
 }
 
 /// An argon2id PHC string for `password` with a fresh random salt.

@@ -30,6 +30,14 @@ pub enum DkimCommand {
     },
     /// List every configured key.
     List,
+    /// Let a generated key sign: check that DNS serves its public key, then set
+    /// `active = true` in the config file (comments and layout kept) and reload herald.
+    Activate {
+        /// Signing domain.
+        domain: String,
+        /// Selector of the key (as in `[[dkim.keys]]`).
+        selector: String,
+    },
 }
 
 /// Runs an `herald dkim` subcommand.
@@ -43,6 +51,9 @@ pub async fn run(config: &Path, cmd: DkimCommand) -> anyhow::Result<ExitCode> {
             bits,
         } => generate(config, &cfg, &domain, selector, &algorithm, bits),
         DkimCommand::List => Ok(list(&cfg)),
+        DkimCommand::Activate { domain, selector } => {
+            super::dkim_activate::activate(config, &cfg, &domain, &selector).await
+        }
     }
 }
 
@@ -136,10 +147,11 @@ fn generate(
         let _ = write!(
             config_block,
             "\n[[dkim.keys]]\ndomain = \"{domain}\"\nselector = \"{selector}\"\nalgorithm = \
-             \"{}\"\nfile = \"{}\"\nactive = false   # set to true once the TXT record below \
-             resolves\n",
+             \"{}\"\nfile = \"{}\"\nactive = false   # `herald dkim activate {domain} {selector}` once \
+             DNS serves the record below\n",
             alg.as_str(),
-            file.display()
+            crate::config::paths::relative_to(&file, &crate::config::paths::base_dir(config_path))
+                .display()
                 .to_string()
                 .replace('\\', "\\\\")
                 .replace('"', "\\\"")
@@ -156,9 +168,9 @@ fn generate(
     println!("\nAdd to {}:\n{config_block}", config_path.display());
     println!("Publish in DNS (zone-file syntax):\n\n{records}");
     println!(
-        "Then check with `dig +short TXT <selector>._domainkey.{domain}`, set active = true and \
-         restart herald. When rotating, keep the old selector published (active = false) for a \
-         week before removing it."
+        "Then wait for the record's TTL and run `herald dkim activate {domain} <selector>`: it \
+         checks that DNS serves the key, sets active = true and reloads herald. When rotating, \
+         keep the old selector published (active = false) for a week before removing it."
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -5,8 +5,11 @@
 pub mod app;
 pub mod check;
 pub mod dkim;
+pub mod dmarc;
+pub mod dkim_activate;
 pub mod dns;
 pub mod queue;
+pub mod reload;
 pub mod report;
 pub mod serve;
 pub mod sts;
@@ -35,10 +38,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the relay: listeners, queue, delivery.
     Serve(serve::ServeArgs),
+    /// Make the running herald re-read its configuration (as SIGHUP does).
+    Reload(reload::ReloadArgs),
     /// App credentials: hash a password, add an app.
     #[command(subcommand)]
     App(app::AppCommand),
-    /// DKIM keys: generate, list.
+    /// DKIM keys: generate, list, activate.
     #[command(subcommand)]
     Dkim(dkim::DkimCommand),
     /// Print every DNS record to publish.
@@ -54,6 +59,9 @@ pub enum Command {
     /// TLS-RPT reports.
     #[command(subcommand)]
     Report(report::ReportCommand),
+    /// DMARC aggregate reports received: summary, sources, import, rejected.
+    #[command(subcommand)]
+    Dmarc(dmarc::DmarcCommand),
 }
 
 /// A usage error: exit status 2.
@@ -66,6 +74,7 @@ pub async fn run(cli: Cli) -> ExitCode {
     let config = cli.config.clone();
     let result = match cli.command {
         Command::Serve(args) => serve::run(&config, args).await,
+        Command::Reload(args) => reload::run(&config, args).await,
         Command::App(cmd) => app::run(&config, cmd).await,
         Command::Dkim(cmd) => dkim::run(&config, cmd).await,
         Command::Dns(args) => dns::run(&config, args).await,
@@ -73,6 +82,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Queue(cmd) => queue::run(&config, cmd).await,
         Command::Sts(cmd) => sts::run(&config, cmd).await,
         Command::Report(cmd) => report::run(&config, cmd).await,
+        Command::Dmarc(cmd) => dmarc::run(&config, cmd).await,
     };
     match result {
         Ok(code) => code,
@@ -93,16 +103,31 @@ pub fn load_config(path: &Path) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
 }
 
-/// Starts logging to stderr at `level` (overridden by `RUST_LOG`).
+/// Starts logging to stderr at `level` (overridden by `RUST_LOG`) as text lines.
 pub fn init_logging(level: &str) {
+    init_logging_as(level, crate::config::LogFormat::Text);
+}
+
+/// Starts logging to stderr at `level` (overridden by `RUST_LOG`), as text lines or one JSON
+/// object per line (`server.log_format`).
+pub fn init_logging_as(level: &str, format: crate::config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         // hickory-server logs every query it answers at info; keep that out of herald's log.
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(format!("{level},hickory_server=warn")))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        crate::config::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+        crate::config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_ansi(false)
+            .try_init(),
+    };
 }

@@ -6,10 +6,11 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use crate::clock::unix_now;
 use crate::mta_sts::cache::CachedPolicy;
+use crate::mta_sts::discover::{self, Discovery};
 use crate::mta_sts::policy::mode_name;
 use crate::mta_sts::{Resolution, Source, StsResolver, TlsDirective, fetch};
-use crate::queue::unix_now;
 
 /// `herald sts` subcommands.
 #[derive(Debug, Subcommand)]
@@ -29,6 +30,7 @@ pub async fn run(config: &Path, cmd: StsCommand) -> anyhow::Result<ExitCode> {
     let cfg = super::load_config(config)?;
     match cmd {
         StsCommand::Show { domain, cached } => {
+            let mut dns_failed = None;
             let resolver = StsResolver::new(&cfg)?;
             let resolution = if cached {
                 let entry = resolver.cached(&domain);
@@ -42,15 +44,38 @@ pub async fn run(config: &Path, cmd: StsCommand) -> anyhow::Result<ExitCode> {
                     source,
                 }
             } else {
-                resolver.resolve(&domain).await
+                // The resolver folds a failed `_mta-sts` look-up into "no policy" (delivery goes
+                // on opportunistically); the operator must hear that DNS did not answer, so ask
+                // again alongside and exit 1 when it failed.
+                let auth = crate::resolver::authenticator(&cfg.dns)?;
+                let name = domain.trim_end_matches('.').to_ascii_lowercase();
+                let (resolution, discovery) =
+                    tokio::join!(resolver.resolve(&domain), discover::discover(&auth, &name));
+                if let Discovery::Failed(why) = discovery
+                    && matches!(
+                        resolution.source,
+                        Source::NoPolicy(_) | Source::CacheWithoutTxt(_)
+                    )
+                {
+                    dns_failed = Some(why);
+                }
+                resolution
             };
             let directive = resolver.directive_from(&resolution);
             print!(
                 "{}",
                 render(&resolution, &directive, cfg.mta_sts.port, unix_now())
             );
+            if let Some(why) = &dns_failed {
+                println!("dns:      the look-up failed ({why}); the policy could not be checked");
+                eprintln!(
+                    "herald: DNS did not answer for _mta-sts.{}; check [dns] servers",
+                    resolution.domain
+                );
+            }
             Ok(match resolution.source {
                 Source::Failed(_) => ExitCode::from(1),
+                _ if dns_failed.is_some() => ExitCode::from(1),
                 _ => ExitCode::SUCCESS,
             })
         }

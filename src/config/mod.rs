@@ -13,6 +13,11 @@ use serde::Deserialize;
 /// Default location of the configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/herald.toml";
 
+/// The argon2id hash of the README's demo password (`herald-demo-password`), shipped in the
+/// development config. A production config (neither `allow_dev_certs` nor `allow_dev_keys`)
+/// that contains it is refused: anyone who read the README could log in.
+pub const DEMO_PASSWORD_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$zA5vYMcCkDhLQVFEzC4Qqw$vxgT1HYpAVKwOLDPh8nIyq2pdL3OYKSnQWp6v9egT/I";
+
 /// A configuration problem: which file, which key, what is wrong.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {key}: {problem}")]
@@ -68,6 +73,9 @@ pub struct Config {
     /// The local admin HTTP endpoint (health, metrics, queue API, /dns).
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The feedback listener receiving DMARC aggregate and TLS-RPT reports.
+    #[serde(default)]
+    pub feedback: FeedbackConfig,
 }
 
 /// Identity and process-wide settings.
@@ -83,6 +91,20 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     /// `tracing` filter, e.g. `info` or `herald=debug`.
     pub log_level: String,
+    /// `text` (one human-readable line per event) or `json` (one JSON object per line, the
+    /// same fields), for log collectors.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Default for ServerConfig {
@@ -92,6 +114,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("data"),
             grace_period: Duration::from_secs(30),
             log_level: "info".into(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -122,14 +145,22 @@ pub struct SmtpConfig {
     pub max_connections_per_ip: usize,
     /// Protocol errors tolerated in one session before `421` and close.
     pub max_errors: usize,
-    /// Time allowed for a command (RFC 5321 §4.5.3.2: 5 minutes).
+    /// Time allowed for a whole command line, counted from the previous reply (RFC 5321
+    /// §4.5.3.2: 5 minutes). A deadline, not an idle timer: dripping bytes does not extend it.
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
-    /// Time allowed between data blocks (RFC 5321 §4.5.3.2: 3 minutes).
+    /// Time allowed for the whole message after `354` (DATA), or for each BDAT chunk after
+    /// its command. A deadline for the transfer, not an idle timer between reads.
     #[serde(with = "humantime_serde")]
     pub data_timeout: Duration,
+    /// Time allowed for a TLS handshake (port 465 at connect, or after STARTTLS).
+    #[serde(with = "humantime_serde")]
+    pub tls_handshake_timeout: Duration,
     /// Failed AUTH attempts from one IP before it is refused for `auth_block`.
     pub auth_max_failures: u32,
+    /// Failed AUTH attempts for one user name (from any address) before that name is refused
+    /// for `auth_block`, except from addresses that logged in as it within the window.
+    pub auth_max_user_failures: u32,
     /// Window over which failed AUTH attempts are counted.
     #[serde(with = "humantime_serde")]
     pub auth_failure_window: Duration,
@@ -160,7 +191,9 @@ impl Default for SmtpConfig {
             max_errors: 10,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
+            tls_handshake_timeout: Duration::from_secs(10),
             auth_max_failures: 5,
+            auth_max_user_failures: 20,
             auth_failure_window: Duration::from_secs(600),
             auth_block: Duration::from_secs(900),
             auth_failure_delay: Duration::from_millis(500),
@@ -279,7 +312,9 @@ impl DkimAlgorithm {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
-    /// `ip:port` of recursive resolvers; empty means the system resolver.
+    /// `ip` or `ip:port` of recursive resolvers (port 53 when left out); empty means the
+    /// system resolver.
+    #[serde(deserialize_with = "name_server_list")]
     pub servers: Vec<SocketAddr>,
 }
 
@@ -458,10 +493,83 @@ impl Default for DnsServerConfig {
 pub struct AdminConfig {
     /// Address of the admin endpoint (keep it on loopback); empty disables.
     pub listen: Option<SocketAddr>,
+    /// File holding the bearer token every endpoint but `/health` requires; defaults to
+    /// `<data_dir>/admin.token`, generated (mode 0600) on first start when missing.
+    pub token_file: Option<PathBuf>,
+}
+
+/// The feedback listener: an SMTP server for herald's report domain that accepts only
+/// `dmarc@<domain>` and `tlsrpt@<domain>`, stores the reports and never relays.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedbackConfig {
+    /// Address to receive report mail on (port 25 on the Internet); empty disables.
+    pub listen: Option<SocketAddr>,
+    /// The report domain whose MX points at herald, e.g. `reports.relay.example.net`; DMARC
+    /// records printed by `herald dns` then say `rua=mailto:dmarc@<domain>`.
+    pub domain: String,
+    /// Also accept TLS-RPT reports at `tlsrpt@<domain>`.
+    pub tlsrpt: bool,
+    /// Largest report mail accepted, in bytes (announced in SIZE).
+    pub max_message_size: usize,
+    /// Largest decompressed report (one XML or JSON document), in bytes: bounds gzip/zip bombs.
+    pub max_report_size: usize,
+    /// Most files read from one zip attachment.
+    pub max_zip_entries: usize,
+    /// Most simultaneous connections in total.
+    pub max_connections: usize,
+    /// Most simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Report transactions (MAIL FROM) accepted from one IP address per hour; past that,
+    /// `450 4.7.1` and the sender retries later.
+    pub max_mails_per_hour_per_ip: u32,
+    /// Time allowed for a command.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// Time allowed between data blocks.
+    #[serde(with = "humantime_serde")]
+    pub data_timeout: Duration,
+    /// The report database; defaults to `<data_dir>/reports.sqlite`.
+    pub database: Option<PathBuf>,
+}
+
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            domain: String::new(),
+            tlsrpt: true,
+            max_message_size: 10 * 1024 * 1024,
+            max_report_size: 32 * 1024 * 1024,
+            max_zip_entries: 16,
+            max_connections: 100,
+            max_connections_per_ip: 10,
+            max_mails_per_hour_per_ip: 200,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+            database: None,
+        }
+    }
+}
+
+impl FeedbackConfig {
+    /// `dmarc@<domain>`, the DMARC aggregate report address, when a report domain is set.
+    pub fn dmarc_address(&self) -> Option<String> {
+        let d = self.domain.trim().trim_end_matches('.');
+        (!d.is_empty()).then(|| format!("dmarc@{}", d.to_ascii_lowercase()))
+    }
+
+    /// `tlsrpt@<domain>`, when a report domain is set and TLS reports are accepted.
+    pub fn tlsrpt_address(&self) -> Option<String> {
+        let d = self.domain.trim().trim_end_matches('.');
+        (self.tlsrpt && !d.is_empty()).then(|| format!("tlsrpt@{}", d.to_ascii_lowercase()))
+    }
 }
 
 impl Config {
-    /// Reads `path` (TOML) and `HERALD__SECTION__KEY` overrides, then validates.
+    /// Reads `path` (TOML) and `HERALD__SECTION__KEY` overrides, then validates. Relative
+    /// paths resolve against the file's directory. An error caused by an override names the
+    /// variable instead of the file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         if !path.exists() {
@@ -471,28 +579,50 @@ impl Config {
                 problem: "file not found; pass --config PATH or run from the directory holding config/herald.toml".into(),
             });
         }
+        let overrides = env::overrides();
+        let lists = env::list_keys(&overrides);
+        let mut environment = config::Environment::with_prefix("HERALD")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .source(Some(env::source_map(&overrides, &lists)));
+        for key in &lists {
+            environment = environment.with_list_parse_key(key);
+        }
+        let blame = |e: ConfigError| match env::variable_for(&overrides, &e.key) {
+            Some(var) => ConfigError {
+                file: format!("environment variable {var}"),
+                ..e
+            },
+            None => e,
+        };
         let raw = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix("HERALD")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true)
-                    .list_separator(",")
-                    .with_list_parse_key("dns.servers")
-                    .with_list_parse_key("delivery.retry_schedule")
-                    .with_list_parse_key("delivery.require_tls_domains")
-                    .with_list_parse_key("tls.extra_roots")
-                    .with_list_parse_key("smtp.plain_networks")
-                    .with_list_parse_key("spf.addresses"),
-            )
+            .add_source(environment)
             .build()
-            .map_err(|e| from_config_error(&file, e))?;
-        let cfg: Config = raw
+            .map_err(|e| blame(from_config_error(&file, e)))?;
+        let mut cfg: Config = raw
             .try_deserialize()
-            .map_err(|e| from_config_error(&file, e))?;
-        cfg.validate(&file)?;
+            .map_err(|e| blame(from_config_error(&file, e)))?;
+        cfg.resolve_paths(&paths::base_dir(path));
+        cfg.validate(&file).map_err(blame)?;
         Ok(cfg)
+    }
+
+    /// The domain herald's own mail (bounces, delay notices) comes from: `[delivery]
+    /// dsn_domain`, else the organizational domain of `[server] hostname`. That mail is
+    /// DKIM-signed only if this domain (or its organizational domain) has an active key.
+    pub fn dsn_domain(&self) -> String {
+        if let Some(d) = &self.delivery.dsn_domain {
+            return d.trim_end_matches('.').to_ascii_lowercase();
+        }
+        let host = self
+            .server
+            .hostname
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        psl::domain_str(&host).map(str::to_string).unwrap_or(host)
     }
 
     /// The spool directory.
@@ -517,6 +647,14 @@ impl Config {
             .cache_dir
             .clone()
             .unwrap_or_else(|| self.server.data_dir.join("mta-sts"))
+    }
+
+    /// The admin endpoint's token file.
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.admin
+            .token_file
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("admin.token"))
     }
 
     /// The TLS-RPT pending-report directory.
@@ -566,6 +704,25 @@ fn ip_or_net_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, 
         .collect()
 }
 
+/// Reads name servers: `192.0.2.53`, `192.0.2.53:5353`, `2001:db8::53` or `[2001:db8::53]:53`
+/// (port 53 when left out).
+fn name_server_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<SocketAddr>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "{s:?} is not a name server address (e.g. \"192.0.2.53\" or \"192.0.2.53:53\")"
+                    ))
+                })
+        })
+        .collect()
+}
+
 fn from_config_error(file: &str, e: config::ConfigError) -> ConfigError {
     let text = e.to_string();
     // The config crate phrases most errors as "... for key `a.b`" or "... in <file>";
@@ -583,6 +740,8 @@ fn from_config_error(file: &str, e: config::ConfigError) -> ConfigError {
     }
 }
 
+pub mod env;
+pub mod paths;
 mod validate;
 
 #[cfg(test)]

@@ -41,6 +41,10 @@ fn bad_values_name_file_and_key() {
 
     let e = Config::load(&dir.path().join("missing.toml")).unwrap_err();
     assert!(e.problem.contains("not found"));
+
+    let p = write(dir.path(), "[smtp]\ntls_handshake_timeout = \"0s\"\n");
+    let e = Config::load(&p).unwrap_err();
+    assert_eq!(e.key, "smtp.tls_handshake_timeout");
 }
 
 #[test]
@@ -57,7 +61,45 @@ fn durations_and_defaults() {
     );
     assert_eq!(cfg.delivery.max_age, Duration::from_secs(3600));
     assert_eq!(cfg.smtp.command_timeout, Duration::from_secs(300));
-    assert_eq!(cfg.spool_dir(), PathBuf::from("data/spool"));
+    assert_eq!(cfg.smtp.tls_handshake_timeout, Duration::from_secs(10));
+    assert_eq!(cfg.smtp.auth_max_user_failures, 20);
+    // Relative paths resolve against the config file's directory, not the current one.
+    let base = paths::base_dir(&p);
+    assert_eq!(cfg.spool_dir(), base.join("data/spool"));
+    assert!(cfg.spool_dir().is_absolute());
+    assert_eq!(cfg.admin_token_file(), base.join("data/admin.token"));
+}
+
+#[test]
+fn relative_paths_follow_the_config_file_and_name_servers_default_to_port_53() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "[server]\ndata_dir = \"var\"\n[tls]\ncert = \"/etc/ssl/herald.crt\"\n\
+         [dns]\nservers = [\"192.0.2.53\", \"192.0.2.54:5353\", \"2001:db8::53\", \"[2001:db8::54]:54\"]\n\
+         [[dkim.keys]]\ndomain = \"example.com\"\nselector = \"s1\"\nalgorithm = \"rsa\"\n\
+         file = \"keys/s1.pem\"\n",
+    );
+    let cfg = Config::load(&p).unwrap();
+    let base = paths::base_dir(&p);
+    assert_eq!(cfg.server.data_dir, base.join("var"));
+    assert_eq!(cfg.tls.cert, PathBuf::from("/etc/ssl/herald.crt"));
+    assert_eq!(cfg.tls.key, base.join("certs/herald.key"));
+    assert_eq!(cfg.dkim.keys[0].file, base.join("keys/s1.pem"));
+    assert_eq!(cfg.keys_dir(), base.join("var/keys"));
+    let servers: Vec<String> = cfg.dns.servers.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        servers,
+        [
+            "192.0.2.53:53",
+            "192.0.2.54:5353",
+            "[2001:db8::53]:53",
+            "[2001:db8::54]:54"
+        ]
+    );
+    let p = write(dir.path(), "[dns]\nservers = [\"resolver.example\"]\n");
+    let e = Config::load(&p).unwrap_err();
+    assert!(e.problem.contains("not a name server address"), "{e}");
 }
 
 #[test]

@@ -11,6 +11,20 @@ impl Config {
             key: key.to_string(),
             problem,
         };
+        if self.feedback.listen.is_some() && self.feedback.dmarc_address().is_none() {
+            return Err(err(
+                "feedback.domain",
+                "must be set when feedback.listen is: the report domain whose MX points at \
+                 herald, e.g. reports.relay.example.net"
+                    .into(),
+            ));
+        }
+        if self.feedback.max_message_size < 1024 || self.feedback.max_report_size < 1024 {
+            return Err(err(
+                "feedback.max_message_size",
+                "feedback.max_message_size and max_report_size must be at least 1024 bytes".into(),
+            ));
+        }
         if self.server.hostname.trim().is_empty() {
             return Err(err("server.hostname", "must not be empty".into()));
         }
@@ -35,14 +49,36 @@ impl Config {
                 "connection limits must be at least 1".into(),
             ));
         }
+        for (key, value) in [
+            ("smtp.command_timeout", self.smtp.command_timeout),
+            ("smtp.data_timeout", self.smtp.data_timeout),
+            (
+                "smtp.tls_handshake_timeout",
+                self.smtp.tls_handshake_timeout,
+            ),
+        ] {
+            if value.is_zero() {
+                return Err(err(key, "must be longer than zero, e.g. \"10s\"".into()));
+            }
+        }
         if self.smtp.plain.is_some() && self.smtp.plain_networks.is_empty() {
             return Err(err(
                 "smtp.plain_networks",
                 "the plain listener is enabled but no network is allowed on it".into(),
             ));
         }
+        let production = !self.tls.allow_dev_certs && !self.dkim.allow_dev_keys;
         for (name, app) in &self.apps {
             let key = |k: &str| format!("apps.{name}.{k}");
+            if production && app.password_hash.trim() == super::DEMO_PASSWORD_HASH {
+                return Err(err(
+                    &key("password_hash"),
+                    "is the demo password's hash from the README, which anyone can log in with; \
+                     create a password with `herald app add NAME --sender …` (or `herald app \
+                     hash-password`) and paste its hash"
+                        .into(),
+                ));
+            }
             if !app.password_hash.starts_with("$argon2id$") {
                 return Err(err(
                     &key("password_hash"),

@@ -11,8 +11,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
@@ -25,6 +24,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 
 use crate::config::Config;
 use crate::dns::records::{self, DEFAULT_TTL};
+use crate::ratelimit::{Rate, RateLimiter};
 use crate::signing::PublishedKey;
 
 /// Largest UDP answer offered to EDNS clients (the DNS flag day 2020 value).
@@ -44,7 +44,8 @@ struct OwnName {
 /// Answers queries for herald's own names; REFUSED for anything else.
 pub struct Authority {
     names: HashMap<LowerName, OwnName>,
-    limiter: RateLimiter,
+    limiter: RateLimiter<IpAddr>,
+    rate: Rate,
 }
 
 impl Authority {
@@ -88,7 +89,8 @@ impl Authority {
         }
         Ok(Authority {
             names: map,
-            limiter: RateLimiter::new(rate_limit),
+            limiter: RateLimiter::new(MAX_TRACKED_SOURCES),
+            rate: Rate::per_second(rate_limit),
         })
     }
 
@@ -143,7 +145,7 @@ impl Authority {
             metadata.response_code = code;
             metadata
         };
-        let (metadata, answer) = if !self.limiter.allow(src.ip()) {
+        let (metadata, answer) = if self.limiter.take(&src.ip(), self.rate).is_err() {
             tracing::debug!(%src, "dns: rate limit exceeded, refusing");
             (refuse(ResponseCode::Refused, metadata), None)
         } else if request.metadata.op_code != OpCode::Query {
@@ -224,48 +226,6 @@ impl RequestHandler for Authority {
     }
 }
 
-/// A token bucket per source address: `rate` queries per second, bursts of `rate`.
-struct RateLimiter {
-    rate: f64,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
-}
-
-impl RateLimiter {
-    fn new(rate: u32) -> RateLimiter {
-        RateLimiter {
-            rate: f64::from(rate),
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Takes one token for `ip`; false when its bucket is empty. A rate of 0 disables limits.
-    fn allow(&self, ip: IpAddr) -> bool {
-        if self.rate <= 0.0 {
-            return true;
-        }
-        let now = Instant::now();
-        let mut buckets = match self.buckets.lock() {
-            Ok(b) => b,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if buckets.len() >= MAX_TRACKED_SOURCES {
-            let rate = self.rate;
-            buckets.retain(|_, (tokens, last)| {
-                *tokens + now.duration_since(*last).as_secs_f64() * rate < rate
-            });
-        }
-        let (tokens, last) = buckets.entry(ip).or_insert((self.rate, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.rate);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 fn fqdn(name: &str) -> anyhow::Result<Name> {
     let n = records::normalize_name(name);
     Name::from_ascii(format!("{n}."))
@@ -333,12 +293,13 @@ mod tests {
 
     #[test]
     fn limiter_allows_a_burst_then_refuses() {
-        let l = RateLimiter::new(3);
+        let l: RateLimiter<IpAddr> = RateLimiter::new(MAX_TRACKED_SOURCES);
+        let allow = |ip: IpAddr, n| l.take(&ip, Rate::per_second(n)).is_ok();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        assert!((0..3).all(|_| l.allow(ip)));
-        assert!(!l.allow(ip));
-        assert!(l.allow("192.0.2.2".parse().unwrap()));
-        assert!(RateLimiter::new(0).allow(ip));
+        assert!((0..3).all(|_| allow(ip, 3)));
+        assert!(!allow(ip, 3));
+        assert!(allow("192.0.2.2".parse().unwrap(), 3));
+        assert!(allow(ip, 0));
     }
 
     #[test]

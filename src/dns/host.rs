@@ -1,40 +1,18 @@
 //! This host's public addresses, offered as herald's egress addresses when `[spf] addresses`
 //! is not configured (with a warning that the operator must confirm them).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 /// The host's global unicast addresses (no loopback, private, link-local, documentation or
-/// other special-purpose ranges), read with `getifaddrs`.
+/// other special-purpose ranges), read from the interfaces (`if-addrs`, getifaddrs(3)).
 pub fn global_addresses() -> Vec<IpAddr> {
-    let mut out = Vec::new();
-    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs allocates a linked list into `ifap`, freed below with freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut ifap) } != 0 {
-        return out;
-    }
-    let mut cur = ifap;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a non-null node of the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
-            // SAFETY: ifa_addr is non-null and points to a sockaddr whose family says its type.
-            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
-            if family == libc::AF_INET {
-                // SAFETY: AF_INET addresses are sockaddr_in.
-                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                out.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(
-                    sin.sin_addr.s_addr,
-                ))));
-            } else if family == libc::AF_INET6 {
-                // SAFETY: AF_INET6 addresses are sockaddr_in6.
-                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                out.push(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)));
-            }
+    let mut out: Vec<IpAddr> = match if_addrs::get_if_addrs() {
+        Ok(interfaces) => interfaces.iter().map(|i| i.ip()).collect(),
+        Err(e) => {
+            tracing::warn!("cannot list the network interfaces: {e}");
+            Vec::new()
         }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: `ifap` came from a successful getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(ifap) };
+    };
     out.retain(is_global);
     out.sort();
     out.dedup();

@@ -48,29 +48,7 @@ impl LineCheck {
     }
 }
 
-/// Length of the header block including the blank line that ends it (or the whole message
-/// when it has no body).
-pub fn header_end(msg: &[u8]) -> usize {
-    if msg.starts_with(b"\r\n") {
-        return 2;
-    }
-    msg.windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
-        .unwrap_or(msg.len())
-}
-
-/// True when the header block holds a field named `name` (case-insensitive).
-pub fn has_header(headers: &[u8], name: &str) -> bool {
-    headers.split(|&b| b == b'\n').any(|line| {
-        line.len() > name.len()
-            && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())
-            && line[name.len()..]
-                .iter()
-                .find(|b| **b != b' ' && **b != b'\t')
-                .is_some_and(|b| *b == b':')
-    })
-}
+pub use crate::headers::{has_header, header_end};
 
 /// How the message arrived, for the `Received:` header.
 pub struct Trace<'a> {

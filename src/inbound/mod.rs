@@ -6,12 +6,16 @@
 pub mod auth;
 pub mod auth_cache;
 mod conn;
+pub mod fds;
 pub mod hygiene;
 mod listener;
 mod login;
+pub mod mailbox;
 pub mod policy;
+pub mod rawcheck;
 mod session;
 mod submit;
+pub mod throttle;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -25,8 +29,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{AppConfig, Config};
-use crate::queue::spool::Spool;
 use crate::signing::Signer;
+use crate::spool::Spool;
 
 /// Which door a client came through; it decides TLS and AUTH rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +60,7 @@ pub(crate) struct Shared {
     signer: Arc<Signer>,
     spool: Spool,
     tls: Option<TlsAcceptor>,
-    throttle: auth::Throttle,
+    throttle: throttle::Throttle,
     auth_cache: auth_cache::AuthCache,
     rates: policy::RateLimiter,
     conns: Mutex<Connections>,
@@ -132,7 +136,7 @@ pub async fn start(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         apps: Arc::new(cfg.apps.clone().into_iter().collect()),
-        throttle: auth::Throttle::new(&cfg.smtp),
+        throttle: throttle::Throttle::new(&cfg.smtp),
         auth_cache: auth_cache::AuthCache::new(cfg.smtp.auth_cache_ttl)?,
         rates: policy::RateLimiter::default(),
         conns: Mutex::new(Connections::default()),

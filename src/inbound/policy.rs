@@ -2,10 +2,6 @@
 //! addresses and `@domain` entries), in the envelope and in the `From:` header alike, and only
 //! so many messages per minute.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
 use mail_parser::{HeaderName, MessageParser};
 
 /// True when `address` matches one of `patterns` (`user@example.com` or `@example.com`).
@@ -57,46 +53,8 @@ pub fn header_from_addresses(header_block: &[u8]) -> Vec<String> {
     out
 }
 
-/// Messages-per-minute limits per app: a token bucket that refills continuously.
-#[derive(Default)]
-pub struct RateLimiter {
-    buckets: Mutex<HashMap<String, Bucket>>,
-}
-
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-}
-
-impl RateLimiter {
-    /// Takes one message from `app`'s allowance of `per_minute` (0 = unlimited). On refusal,
-    /// returns how long until the next message is allowed.
-    pub fn take(&self, app: &str, per_minute: u32) -> Result<(), Duration> {
-        self.take_at(app, per_minute, Instant::now())
-    }
-
-    fn take_at(&self, app: &str, per_minute: u32, now: Instant) -> Result<(), Duration> {
-        if per_minute == 0 {
-            return Ok(());
-        }
-        let cap = f64::from(per_minute);
-        let per_sec = cap / 60.0;
-        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let b = map.entry(app.to_string()).or_insert(Bucket {
-            tokens: cap,
-            last: now,
-        });
-        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * per_sec).min(cap);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - b.tokens) / per_sec))
-        }
-    }
-}
+/// Messages-per-minute limits per app: herald's one rate limiter, keyed by app name.
+pub type RateLimiter = crate::ratelimit::RateLimiter<String>;
 
 #[cfg(test)]
 mod tests {
@@ -143,14 +101,25 @@ mod tests {
 
     #[test]
     fn rate_limit_refills_over_time() {
+        use crate::ratelimit::Rate;
+        use std::time::{Duration, Instant};
         let r = RateLimiter::default();
         let t0 = Instant::now();
-        assert!(r.take_at("a", 2, t0).is_ok());
-        assert!(r.take_at("a", 2, t0).is_ok());
-        let wait = r.take_at("a", 2, t0).unwrap_err();
+        assert!(r.take_at("a", Rate::per_minute(2), t0).is_ok());
+        assert!(r.take_at("a", Rate::per_minute(2), t0).is_ok());
+        let wait = r.take_at("a", Rate::per_minute(2), t0).unwrap_err();
         assert!(wait <= Duration::from_secs(30) && wait > Duration::from_secs(29));
-        assert!(r.take_at("b", 2, t0).is_ok(), "apps have separate buckets");
-        assert!(r.take_at("a", 2, t0 + Duration::from_secs(31)).is_ok());
-        assert!(r.take_at("a", 0, t0).is_ok(), "0 means unlimited");
+        assert!(
+            r.take_at("b", Rate::per_minute(2), t0).is_ok(),
+            "apps have separate buckets"
+        );
+        assert!(
+            r.take_at("a", Rate::per_minute(2), t0 + Duration::from_secs(31))
+                .is_ok()
+        );
+        assert!(
+            r.take_at("a", Rate::per_minute(0), t0).is_ok(),
+            "0 means unlimited"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! The delivery queue: recovers the spool at start, schedules each message's next attempt,
-//! runs attempts through [`Outbound`], records every recipient's state durably after each
-//! attempt, queues bounces, and removes finished messages.
+//! runs attempts through [`Outbound`], settles each attempt with the pure
+//! [`transition::settle`], records the state durably, queues bounces and delay notices, and
+//! removes finished messages.
 //!
 //! Order of durable writes after an attempt: the bounce (if any) is spooled first, then the
 //! new state. A crash in between can repeat a bounce, never lose one.
@@ -10,19 +11,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, watch};
 
-use super::lock::SpoolLock;
-use super::spool::{Arrivals, Spool};
+use super::dsn::{self, Kind};
+use super::transition::{self, Rules};
 use super::view::Counters;
-use super::{QueueId, RecipientStatus, SpooledMessage, unix_now};
+use crate::clock::{now_ms, unix_now};
 use crate::config::Config;
-use crate::mta_sts::StsResolver;
-use crate::outbound::client::Answer;
-use crate::outbound::deliver::{Job, Outbound, RecipientResult, Verdict};
-use crate::outbound::dsn::{self, Failure, Kind};
-use crate::report::TlsReporter;
+use crate::mta_sts::{StsResolver, TlsSink};
+use crate::outbound::deliver::{Job, Outbound};
+use crate::outbound::outcome::{Failure, RecipientResult};
+use crate::own_mail::OwnMail;
 use crate::signing::Signer;
+use crate::spool::{Arrivals, QueueId, RecipientStatus, Spool, SpoolLock, SpooledMessage};
 
 /// Handle on the running queue, shared with the admin endpoint.
 #[derive(Clone)]
@@ -89,13 +90,30 @@ pub(super) struct AtomicCounters {
 pub(super) struct Inner {
     pub(super) cfg: Arc<Config>,
     pub(super) spool: Spool,
-    pub(super) signer: Arc<Signer>,
+    /// herald's own mail path (bounces, delay notices).
+    pub(super) own: OwnMail,
     outbound: Outbound,
     table: Mutex<Table>,
     pub(super) wake: Notify,
     pub(super) counters: AtomicCounters,
     rounds: Arc<Semaphore>,
+    /// How many rounds may run at once (the permits of `rounds`).
+    concurrency: u32,
+    /// Running, draining for shutdown, or cutting what still runs.
+    phase: watch::Sender<Phase>,
     _lock: SpoolLock,
+}
+
+/// Where the queue stands in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Starting attempts as they fall due.
+    Running,
+    /// Shutting down: no new attempts; those in flight finish.
+    Draining,
+    /// The grace period is over: what is still in flight is abandoned and recorded as not
+    /// attempted.
+    Cut,
 }
 
 impl Inner {
@@ -104,32 +122,10 @@ impl Inner {
     }
 }
 
-/// Milliseconds since the epoch.
-pub(super) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// When a message is next due (ms), from its earliest pending recipient; `None` when held or
 /// nothing is pending.
 pub(super) fn next_due_ms(msg: &SpooledMessage) -> Option<u64> {
-    if msg.state.held {
-        return None;
-    }
-    msg.state
-        .recipients
-        .iter()
-        .filter(|r| r.status == RecipientStatus::Pending)
-        .map(|r| r.next_attempt.saturating_mul(1000))
-        .min()
-}
-
-/// The wait after the `attempts`-th failed attempt: the schedule's entry, the last repeating.
-pub fn retry_wait(schedule: &[Duration], attempts: u32) -> Duration {
-    let i = (attempts.max(1) as usize - 1).min(schedule.len().saturating_sub(1));
-    schedule.get(i).copied().unwrap_or(Duration::from_secs(60))
+    msg.state.next_attempt().map(|s| s.saturating_mul(1000))
 }
 
 /// Writes blocking spool I/O off the async reactor.
@@ -150,7 +146,7 @@ impl QueueManager {
         arrivals: Arrivals,
         signer: Arc<Signer>,
         sts: Arc<StsResolver>,
-        reporter: Arc<TlsReporter>,
+        tls_events: Arc<dyn TlsSink>,
     ) -> anyhow::Result<QueueManager> {
         let dir = cfg.spool_dir();
         let lock = SpoolLock::try_acquire(&dir)
@@ -161,19 +157,22 @@ impl QueueManager {
                     dir.display()
                 )
             })?;
-        let outbound = Outbound::new(&cfg, sts, reporter)?;
+        let outbound = Outbound::new(&cfg, sts, tls_events)?;
         let recovering = spool.clone();
         let recovered = blocking(move || recovering.recover()).await?;
         let concurrency = (cfg.delivery.max_connections * 2).max(4);
+        let own = OwnMail::new(spool.clone(), signer, &cfg.server.hostname);
         let inner = Arc::new(Inner {
             cfg,
             spool,
-            signer,
+            own,
             outbound,
             table: Mutex::new(Table::default()),
             wake: Notify::new(),
             counters: AtomicCounters::default(),
             rounds: Arc::new(Semaphore::new(concurrency)),
+            concurrency: concurrency as u32,
+            phase: watch::Sender::new(Phase::Running),
             _lock: lock,
         });
         let (mut waiting, mut finished) = (0, Vec::new());
@@ -202,6 +201,53 @@ impl QueueManager {
         Ok(QueueManager { inner })
     }
 
+    /// Stops the queue for shutdown: no new attempt starts, and those in flight may finish
+    /// and have their results recorded (so a restart does not repeat a delivery that was
+    /// made). What is still running after `grace` is cut: its recipients are recorded as not
+    /// attempted and stay due, to be tried when herald starts again. Returns once every
+    /// round has recorded its results (or, should the spool hang, shortly after the cut).
+    pub async fn shutdown(&self, grace: Duration) {
+        let inner = &self.inner;
+        inner.phase.send_replace(Phase::Draining);
+        inner.wake.notify_one();
+        let in_flight = inner
+            .table()
+            .entries
+            .values()
+            .filter(|e| e.in_flight)
+            .count();
+        if in_flight > 0 {
+            tracing::info!(
+                in_flight,
+                "queue draining: letting deliveries in flight finish"
+            );
+        }
+        let all_done = inner.rounds.clone().acquire_many_owned(inner.concurrency);
+        tokio::pin!(all_done);
+        if tokio::time::timeout(grace, &mut all_done).await.is_ok() {
+            tracing::info!("queue stopped: no delivery in flight");
+            return;
+        }
+        let cut = inner
+            .table()
+            .entries
+            .values()
+            .filter(|e| e.in_flight)
+            .count();
+        tracing::warn!(
+            messages = cut,
+            grace = %humantime::format_duration(grace),
+            "queue stopping: deliveries still in flight after the grace period are cut and \
+             recorded as not attempted"
+        );
+        inner.phase.send_replace(Phase::Cut);
+        if tokio::time::timeout(CUT_RECORDING, all_done).await.is_err() {
+            tracing::error!("queue stopped before every cut delivery was recorded");
+        } else {
+            tracing::info!("queue stopped");
+        }
+    }
+
     /// The counters shown on `/metrics`.
     pub fn counters(&self) -> Counters {
         let c = &self.inner.counters;
@@ -225,12 +271,24 @@ async fn receive(inner: Arc<Inner>, mut arrivals: Arrivals) {
     }
 }
 
-/// Starts each message's attempt when it is due, within the concurrency limit.
+/// How long a shutdown waits, after cutting, for the cut rounds to record their state.
+const CUT_RECORDING: Duration = Duration::from_secs(10);
+
+/// Starts each message's attempt when it is due, within the concurrency limit, until the
+/// queue drains for shutdown.
 async fn schedule(inner: Arc<Inner>) {
+    let mut phase = inner.phase.subscribe();
     loop {
-        let Ok(permit) = inner.rounds.clone().acquire_owned().await else {
+        let permit = tokio::select! {
+            permit = inner.rounds.clone().acquire_owned() => permit,
+            _ = phase.wait_for(|p| *p != Phase::Running) => return,
+        };
+        let Ok(permit) = permit else {
             return;
         };
+        if *inner.phase.borrow() != Phase::Running {
+            return;
+        }
         let now = now_ms();
         let next = {
             let mut table = inner.table();
@@ -259,6 +317,7 @@ async fn schedule(inner: Arc<Inner>) {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = inner.wake.notified() => {}
+                    _ = phase.wait_for(|p| *p != Phase::Running) => return,
                 }
             }
         }
@@ -299,6 +358,7 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
         };
         groups.entry(domain).or_default().push(i);
     }
+    let attempted: Vec<usize> = groups.values().flatten().copied().collect();
     let mut tasks = tokio::task::JoinSet::new();
     for (domain, idxs) in groups {
         let job = Job {
@@ -320,10 +380,35 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
         });
     }
     let mut results = Vec::new();
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(r) => results.extend(r),
-            Err(e) => tracing::error!(queue_id = %id, error = %e, "delivery task failed"),
+    let mut phase = inner.phase.subscribe();
+    loop {
+        tokio::select! {
+            done = tasks.join_next() => match done {
+                None => break,
+                Some(Ok(r)) => results.extend(r),
+                Some(Err(e)) => {
+                    tracing::error!(queue_id = %id, error = %e, "delivery task failed")
+                }
+            },
+            _ = phase.wait_for(|p| *p == Phase::Cut) => {
+                // Shutdown's grace period is over: abandon what has not answered; the
+                // recipients stay due and are tried again when herald starts.
+                tasks.abort_all();
+                let answered: BTreeSet<usize> = results.iter().map(|(i, _)| *i).collect();
+                let cut: Vec<usize> = attempted.into_iter().filter(|i| !answered.contains(i)).collect();
+                tracing::warn!(queue_id = %id, recipients = cut.len(),
+                    "delivery cut by shutdown; recorded as not attempted");
+                results.extend(cut.into_iter().map(|i| {
+                    (
+                        i,
+                        RecipientResult {
+                            outcome: Err(Failure::NotAttempted),
+                            host: None,
+                        },
+                    )
+                }));
+                break;
+            }
         }
     }
     finish_round(inner, id, &data, results).await;
@@ -342,7 +427,7 @@ async fn finish_round(
     let _serial = io.lock().await;
     let now = unix_now();
     let cfg = &inner.cfg;
-    let (msg, failures, delayed) = {
+    let (msg, settled) = {
         let mut table = inner.table();
         let Some(entry) = table.entries.get_mut(id) else {
             return;
@@ -352,89 +437,20 @@ async fn finish_round(
             return;
         }
         let received = entry.msg.envelope.received_at;
-        let expires = received.saturating_add(cfg.delivery.max_age.as_secs());
-        let mut failures = Vec::new();
-        for (i, r) in results {
-            let Some(rs) = entry.msg.state.recipients.get_mut(i) else {
-                continue;
-            };
-            if rs.status != RecipientStatus::Pending {
-                continue;
-            }
-            rs.attempts += 1;
-            rs.last_reply = Some(r.answer.to_string());
-            rs.last_host = r.host.clone();
-            let c = &inner.counters;
-            match r.verdict {
-                Verdict::Delivered => {
-                    rs.status = RecipientStatus::Delivered;
-                    c.delivered.fetch_add(1, Ordering::Relaxed);
-                }
-                Verdict::Permanent => {
-                    rs.status = RecipientStatus::Failed;
-                    c.bounced.fetch_add(1, Ordering::Relaxed);
-                    failures.push(Failure {
-                        recipient: rs.address.clone(),
-                        answer: r.answer,
-                        remote: r.host,
-                    });
-                }
-                Verdict::Temporary if now >= expires => {
-                    rs.status = RecipientStatus::Failed;
-                    c.bounced.fetch_add(1, Ordering::Relaxed);
-                    let answer = Answer::local(
-                        550,
-                        format!(
-                            "5.4.7 gave up after {} attempts over {}; last reply: {}",
-                            rs.attempts,
-                            humantime::format_duration(Duration::from_secs(now - received)),
-                            r.answer
-                        ),
-                    );
-                    rs.last_reply = Some(answer.to_string());
-                    failures.push(Failure {
-                        recipient: rs.address.clone(),
-                        answer,
-                        remote: r.host,
-                    });
-                }
-                Verdict::Temporary => {
-                    c.deferred.fetch_add(1, Ordering::Relaxed);
-                    let wait = retry_wait(&cfg.delivery.retry_schedule, rs.attempts).as_secs();
-                    rs.next_attempt = now.saturating_add(wait.max(1)).min(expires.max(now + 1));
-                }
-            }
-        }
-        let mut delayed = Vec::new();
-        if let Some(after) = cfg.delivery.delay_notice
-            && !entry.msg.state.delay_notified
-            && now.saturating_sub(received) >= after.as_secs()
-        {
-            delayed = entry
-                .msg
-                .state
-                .recipients
-                .iter()
-                .filter(|r| r.status == RecipientStatus::Pending)
-                .map(|r| Failure {
-                    recipient: r.address.clone(),
-                    answer: Answer::local(
-                        451,
-                        r.last_reply
-                            .clone()
-                            .unwrap_or_else(|| "4.4.7 not yet delivered".into()),
-                    ),
-                    remote: r.last_host.clone(),
-                })
-                .collect();
-            if !delayed.is_empty() {
-                entry.msg.state.delay_notified = true;
-            }
-        }
-        (entry.msg.clone(), failures, delayed)
+        let rules = Rules::of(&cfg.delivery);
+        let settled = transition::settle(&mut entry.msg.state, received, results, now, &rules);
+        (entry.msg.clone(), settled)
     };
-    for (list, kind) in [(&failures, Kind::Failed), (&delayed, Kind::Delayed)] {
-        match dsn::queue_notice(cfg, &inner.spool, &inner.signer, &msg, data, list, kind).await {
+    let c = &inner.counters;
+    c.delivered.fetch_add(settled.delivered, Ordering::Relaxed);
+    c.deferred.fetch_add(settled.deferred, Ordering::Relaxed);
+    c.bounced
+        .fetch_add(settled.bounce.len() as u64, Ordering::Relaxed);
+    for (list, kind) in [
+        (&settled.bounce, Kind::Failed),
+        (&settled.delay, Kind::Delayed),
+    ] {
+        match dsn::queue_notice(cfg, &inner.own, &msg, data, list, kind).await {
             Ok(Some(_)) => {
                 inner.counters.dsn_sent.fetch_add(1, Ordering::Relaxed);
             }
@@ -470,18 +486,4 @@ async fn finish_round(
     }
     drop(table);
     inner.wake.notify_one();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_last_wait_repeats() {
-        let s = [Duration::from_secs(60), Duration::from_secs(300)];
-        assert_eq!(retry_wait(&s, 1), Duration::from_secs(60));
-        assert_eq!(retry_wait(&s, 2), Duration::from_secs(300));
-        assert_eq!(retry_wait(&s, 9), Duration::from_secs(300));
-        assert_eq!(retry_wait(&s, 0), Duration::from_secs(60));
-    }
 }

@@ -9,4 +9,5 @@ mod relay;
 mod required_tls;
 mod retries;
 mod routing;
+mod shutdown;
 mod submitted;

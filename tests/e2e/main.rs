@@ -5,8 +5,11 @@
 mod support;
 
 mod delivery;
+mod dmarc;
 mod dns_check;
+mod hardening;
 mod mta_sts;
+mod production;
 mod signing;
 mod submission;
 mod support_selftest;

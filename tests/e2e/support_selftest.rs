@@ -8,6 +8,9 @@ mod smtp;
 
 use std::time::Duration;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
 use crate::support::ca::{self, TestCa, Validity};
 
 /// Upper bound for any wait in these tests (never reached when things work).
@@ -19,17 +22,15 @@ fn ca_issues_pem_that_rustls_loads() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("root.pem");
     ca.write_root(&root);
-    let roots = rustls_pemfile::certs(&mut std::fs::read(&root).expect("read").as_slice())
+    let roots = CertificateDer::pem_slice_iter(&std::fs::read(&root).expect("read"))
         .collect::<Result<Vec<_>, _>>()
         .expect("root PEM parses");
     assert_eq!(roots.len(), 1);
     let (chain, key) = ca.issue(&["mx.dest.test", "127.0.0.1"], Validity::Current);
-    let certs = rustls_pemfile::certs(&mut chain.as_bytes())
+    let certs = CertificateDer::pem_slice_iter(chain.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .expect("chain parses");
-    let key = rustls_pemfile::private_key(&mut key.as_bytes())
-        .expect("key parses")
-        .expect("one key");
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key parses: one key");
     rustls::ServerConfig::builder_with_provider(ca::provider())
         .with_safe_default_protocol_versions()
         .expect("versions")

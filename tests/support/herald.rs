@@ -160,6 +160,32 @@ impl Herald {
         let _ = self.child.wait();
     }
 
+    /// Sends SIGTERM without waiting (see [`Herald::wait_exit`]).
+    pub fn send_sigterm(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc_kill(self.child.id() as i32, 15);
+        }
+    }
+
+    /// Waits for herald to exit; panics with the log if it has not within `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait herald") {
+                return status;
+            }
+            if std::time::Instant::now() >= deadline {
+                panic!(
+                    "herald did not exit within {timeout:?}; log:\n{}",
+                    self.log.lock().unwrap().join("\n")
+                );
+            }
+            // Polling a child's exit status has no blocking-with-deadline form in std.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         unsafe {

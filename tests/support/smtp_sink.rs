@@ -100,6 +100,10 @@ struct Shared {
     log: Mutex<Log>,
     changed: Condvar,
     connections: AtomicUsize,
+    /// While true, each transaction waits after its end-of-data, before any reply.
+    pause_data: tokio::sync::watch::Sender<bool>,
+    /// Transactions waiting at the pause now.
+    held: AtomicUsize,
 }
 
 /// A running receiving MTA; stops when dropped.
@@ -122,6 +126,8 @@ impl SmtpSink {
             log: Mutex::new(Log::default()),
             changed: Condvar::new(),
             connections: AtomicUsize::new(0),
+            pause_data: tokio::sync::watch::Sender::new(false),
+            held: AtomicUsize::new(0),
         });
         let shared2 = shared.clone();
         let thread = ServerThread::spawn("test-smtp-sink", move |stop| {
@@ -232,6 +238,35 @@ impl SmtpSink {
             log = self.shared.changed.wait_timeout(log, left).expect("log").0;
         }
         log.tls_errors.clone()
+    }
+
+    /// From now on, each transaction stops after its end-of-data (the whole message
+    /// received) and answers nothing until [`SmtpSink::resume_data`]: a delivery caught
+    /// mid-round.
+    pub fn pause_data(&self) {
+        self.shared.pause_data.send_replace(true);
+    }
+
+    /// Lets held transactions answer (their scripted or default reply) and stops pausing.
+    pub fn resume_data(&self) {
+        self.shared.pause_data.send_replace(false);
+    }
+
+    /// Waits until at least `n` transactions are held at the pause; panics on timeout.
+    pub fn wait_for_held(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut log = self.shared.log.lock().expect("log");
+        while self.shared.held.load(Ordering::SeqCst) < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "sink {}: {} of {n} transactions held after {timeout:?}",
+                    self.addr,
+                    self.shared.held.load(Ordering::SeqCst)
+                );
+            }
+            log = self.shared.changed.wait_timeout(log, left).expect("log").0;
+        }
     }
 
     /// How many TCP connections the sink has accepted.

@@ -53,11 +53,25 @@ pub(super) async fn check(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         );
     }
     for key in keys {
-        out.push(check_key(ctx, key).await);
+        out.push(check_key(&ctx.dns, key).await);
     }
 }
 
-async fn check_key(ctx: &Ctx<'_>, key: &PublishedKey) -> Finding {
+/// Whether DNS (the configured resolver `auth`) serves exactly `key`'s public key at its
+/// selector: the check `herald check` makes, reused by `herald dkim activate` before it lets a
+/// key sign. [`Status::Pass`] when it does; for an inactive key the finding reads as the check
+/// of a retired one, so callers judge `Pass` only.
+pub async fn check_published(
+    auth: &mail_auth::MessageAuthenticator,
+    key: &PublishedKey,
+) -> Finding {
+    // Judge the key as if it signed: a key about to be activated must be published.
+    let mut as_active = key.clone();
+    as_active.active = true;
+    check_key(&super::lookup::Dns::new(auth), &as_active).await
+}
+
+async fn check_key(dns: &super::lookup::Dns<'_>, key: &PublishedKey) -> Finding {
     let id = format!("dkim.{}", key.selector.to_ascii_lowercase());
     let domain = normalize_name(&key.domain);
     let name = format!("{}._domainkey.{domain}", key.selector.to_ascii_lowercase());
@@ -65,7 +79,7 @@ async fn check_key(ctx: &Ctx<'_>, key: &PublishedKey) -> Finding {
         "publish {name}. TXT \"{}\" (herald dns --domain {domain})",
         key.txt
     );
-    let records = match ctx.dns.txt(&name).await {
+    let records = match dns.txt(&name).await {
         Err(e) => {
             return Finding::new(id, Status::Error, e.to_string())
                 .fix("check that the resolver answers, then run again");

@@ -6,9 +6,10 @@
 //! ([`Status::Error`]) and fails the run like a failed check: a check that could not be made is
 //! never reported as passed.
 
-mod dkim;
+pub mod dkim;
 mod dmarc;
 pub mod lookup;
+mod reports;
 mod spf;
 mod spf_walk;
 
@@ -198,6 +199,12 @@ pub async fn run(
             )
             .fix("set [spf] addresses to the public addresses herald's mail leaves from"),
         );
+    }
+    if let Some(w) = records::unsigned_bounce_warning(cfg, keys) {
+        findings.push(Finding::new("herald.bounces", Status::Warn, w).fix(format!(
+            "give {} an active DKIM key (or set [delivery] dsn_domain to a domain that has one)",
+            cfg.dsn_domain()
+        )));
     }
     check_all(&ctx, &mut findings).await;
     let ok = !findings

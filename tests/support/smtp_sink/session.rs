@@ -445,6 +445,20 @@ impl Session {
             data.extend_from_slice(body);
             after_crlf = line.ends_with(b"\r\n");
         }
+        let mut pause = self.shared.pause_data.subscribe();
+        if *pause.borrow_and_update() {
+            self.shared
+                .held
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            {
+                let _log = self.shared.log.lock().expect("log");
+                self.shared.changed.notify_all();
+            }
+            let _ = pause.wait_for(|paused| !*paused).await;
+            self.shared
+                .held
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
         let reply = next_scripted(&self.shared.data_replies, "250 2.0.0 queued");
         // Accepted only with a 2xx actually sent (a DROP is recorded as rejected).
         let (mail_from, mail_params) = self.mail.take().unwrap_or_default();

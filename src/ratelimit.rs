@@ -1,0 +1,146 @@
+//! Token buckets keyed by who is limited (an app, a source address): one rate-limiter type
+//! for every limit herald applies. A bucket holds at most one period's worth of tokens (the
+//! allowed burst) and refills continuously.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How many events per period a key may have; `0` means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    /// Bucket size: the burst allowed at once.
+    burst: f64,
+    /// Refill speed, tokens per second.
+    per_sec: f64,
+}
+
+impl Rate {
+    /// `n` per minute, bursts of `n`.
+    pub fn per_minute(n: u32) -> Rate {
+        Rate {
+            burst: f64::from(n),
+            per_sec: f64::from(n) / 60.0,
+        }
+    }
+
+    /// `n` per second, bursts of `n`.
+    pub fn per_second(n: u32) -> Rate {
+        Rate {
+            burst: f64::from(n),
+            per_sec: f64::from(n),
+        }
+    }
+
+    fn unlimited(&self) -> bool {
+        self.burst <= 0.0
+    }
+}
+
+/// Token buckets by key; keys whose bucket has refilled completely are forgotten once
+/// `max_keys` are tracked (they carry no state), so a flood of sources cannot grow it.
+pub struct RateLimiter<K> {
+    buckets: Mutex<HashMap<K, (f64, Instant)>>,
+    max_keys: usize,
+}
+
+impl<K> Default for RateLimiter<K> {
+    /// A limiter that tracks up to 10 000 keys.
+    fn default() -> Self {
+        RateLimiter::new(10_000)
+    }
+}
+
+impl<K> RateLimiter<K> {
+    /// A limiter that tracks up to `max_keys` keys before forgetting full buckets.
+    pub fn new(max_keys: usize) -> RateLimiter<K> {
+        RateLimiter {
+            buckets: Mutex::new(HashMap::new()),
+            max_keys: max_keys.max(1),
+        }
+    }
+}
+
+impl<K: Hash + Eq> RateLimiter<K> {
+    /// Takes one token from `key`'s bucket at `rate`. On refusal, returns how long until the
+    /// next token.
+    pub fn take<Q>(&self, key: &Q, rate: Rate) -> Result<(), Duration>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.take_at(key, rate, Instant::now())
+    }
+
+    /// [`RateLimiter::take`] at a given instant (for tests).
+    pub fn take_at<Q>(&self, key: &Q, rate: Rate, now: Instant) -> Result<(), Duration>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        if rate.unlimited() {
+            return Ok(());
+        }
+        let refill = |tokens: f64, last: Instant| {
+            (tokens + now.saturating_duration_since(last).as_secs_f64() * rate.per_sec)
+                .min(rate.burst)
+        };
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= self.max_keys && !buckets.contains_key(key) {
+            buckets.retain(|_, (tokens, last)| refill(*tokens, *last) < rate.burst);
+        }
+        if !buckets.contains_key(key) {
+            buckets.insert(key.to_owned(), (rate.burst, now));
+        }
+        let Some((tokens, last)) = buckets.get_mut(key) else {
+            return Ok(());
+        };
+        *tokens = refill(*tokens, *last);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / rate.per_sec))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_then_refill_per_key() {
+        let r: RateLimiter<String> = RateLimiter::default();
+        let t0 = Instant::now();
+        let two = Rate::per_minute(2);
+        assert!(r.take_at("a", two, t0).is_ok());
+        assert!(r.take_at("a", two, t0).is_ok());
+        let wait = r.take_at("a", two, t0).expect_err("empty");
+        assert!(wait <= Duration::from_secs(30) && wait > Duration::from_secs(29));
+        assert!(
+            r.take_at("b", two, t0).is_ok(),
+            "keys have separate buckets"
+        );
+        assert!(r.take_at("a", two, t0 + Duration::from_secs(31)).is_ok());
+        assert!(
+            r.take_at("a", Rate::per_minute(0), t0).is_ok(),
+            "0 means unlimited"
+        );
+    }
+
+    #[test]
+    fn full_buckets_are_forgotten_at_the_key_limit() {
+        let r: RateLimiter<u32> = RateLimiter::new(2);
+        let t0 = Instant::now();
+        let rate = Rate::per_second(1);
+        assert!(r.take_at(&1, rate, t0).is_ok());
+        assert!(r.take_at(&2, rate, t0).is_ok());
+        // Both buckets refill after a second; a third key then pushes them out.
+        assert!(r.take_at(&3, rate, t0 + Duration::from_secs(2)).is_ok());
+        assert_eq!(r.buckets.lock().expect("lock").len(), 1);
+    }
+}

@@ -13,9 +13,9 @@
 //!   `POST /queue/{id}/release`, `DELETE /queue/{id}?bounce=true|false`
 
 pub mod client;
+pub mod dmarc;
 pub mod guard;
 pub mod token;
-pub mod dmarc;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,8 +5,8 @@
 pub mod app;
 pub mod check;
 pub mod dkim;
-pub mod dmarc;
 pub mod dkim_activate;
+pub mod dmarc;
 pub mod dns;
 pub mod queue;
 pub mod reload;

@@ -170,6 +170,9 @@ pub struct SmtpConfig {
     /// Delay added per failed AUTH attempt (grows with each failure).
     #[serde(with = "humantime_serde")]
     pub auth_failure_delay: Duration,
+    /// How long a successful AUTH is remembered so the same credentials skip argon2 (0 = off).
+    #[serde(with = "humantime_serde")]
+    pub auth_cache_ttl: Duration,
 }
 
 impl Default for SmtpConfig {
@@ -194,6 +197,7 @@ impl Default for SmtpConfig {
             auth_failure_window: Duration::from_secs(600),
             auth_block: Duration::from_secs(900),
             auth_failure_delay: Duration::from_millis(500),
+            auth_cache_ttl: Duration::from_secs(15 * 60),
         }
     }
 }

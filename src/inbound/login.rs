@@ -105,7 +105,11 @@ impl Session {
                 return;
             }
         };
-        if auth::verify(self.shared.apps.clone(), user.clone(), password).await {
+        let cache = &self.shared.auth_cache;
+        if cache
+            .verify(&self.shared.apps, user.clone(), password)
+            .await
+        {
             attempt.succeeded();
             tracing::info!(client = %self.ip, app = %user, "authenticated");
             self.app = Some(user);

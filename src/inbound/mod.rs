@@ -4,6 +4,7 @@
 //! [`Running::shutdown`] on SIGTERM/SIGINT to stop accepting and let sessions finish.
 
 pub mod auth;
+pub mod auth_cache;
 mod conn;
 pub mod fds;
 pub mod hygiene;
@@ -60,6 +61,7 @@ pub(crate) struct Shared {
     spool: Spool,
     tls: Option<TlsAcceptor>,
     throttle: throttle::Throttle,
+    auth_cache: auth_cache::AuthCache,
     rates: policy::RateLimiter,
     conns: Mutex<Connections>,
     shutdown: watch::Receiver<bool>,
@@ -135,6 +137,7 @@ pub async fn start(
     let shared = Arc::new(Shared {
         apps: Arc::new(cfg.apps.clone().into_iter().collect()),
         throttle: throttle::Throttle::new(&cfg.smtp),
+        auth_cache: auth_cache::AuthCache::new(cfg.smtp.auth_cache_ttl)?,
         rates: policy::RateLimiter::default(),
         conns: Mutex::new(Connections::default()),
         cfg: cfg.clone(),

@@ -3,6 +3,7 @@
 
 pub(crate) mod client;
 mod lifecycle;
+mod reconnect;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

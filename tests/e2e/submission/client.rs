@@ -177,6 +177,14 @@ impl Client {
         self.s = S::Tls(Box::new(stream));
     }
 
+    /// How the TLS handshake went (full or resumed), once the connection is TLS.
+    pub fn handshake_kind(&self) -> Option<rustls::HandshakeKind> {
+        match &self.s {
+            S::Tls(s) => s.get_ref().1.handshake_kind(),
+            _ => None,
+        }
+    }
+
     /// Greeting, EHLO, STARTTLS, EHLO, AUTH PLAIN as the demo app.
     pub async fn submission_login(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) -> Client {
         let mut c = Client::plain(addr).await;

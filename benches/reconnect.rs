@@ -1,0 +1,435 @@
+//! Connection-per-message benchmark (not a test): the way most apps send — PHP mailers,
+//! Django's `send_mail`, ActionMailer, monitoring tools — a new connection for every message:
+//! connect, TLS (STARTTLS on the submission port, or implicit TLS), EHLO, AUTH PLAIN, one 2 KB
+//! message, QUIT. `BENCH_CLIENTS` (50) clients do this concurrently.
+//!
+//! For each scenario it starts a fresh herald (release build; DNS pointed at a dead loopback
+//! port, so accepted mail stays queued and nothing leaves the machine), warms up with one
+//! connection per client (untimed: it fills the AUTH cache and the clients' TLS session
+//! stores), then prints messages per second, p50/p99 from connect to the `250` after DATA,
+//! herald's CPU time per message (utime + stime from /proc/<pid>/stat, before and after) and
+//! the benchmark client's own CPU per message (to show it is not the limit).
+//!
+//! `cargo bench --bench reconnect` runs every scenario:
+//! - `before`: STARTTLS, `smtp.auth_cache_ttl = "0s"`, clients without a TLS session store
+//!   (every connection pays argon2 and a full handshake);
+//! - `starttls`, `starttls-resume`: the AUTH cache on (the default), clients without / with a
+//!   session store (as an OpenSSL-based client that keeps a session cache does);
+//! - `implicit`, `implicit-resume`: the same on the implicit-TLS port.
+//!
+//! Knobs: BENCH_SCENARIOS (comma-separated names), BENCH_CLIENTS (50), BENCH_MESSAGES (2000
+//! per scenario), BENCH_BEFORE_MESSAGES (300, for `before`), BENCH_CERT (`ecdsa` P-256, or
+//! `rsa` 2048 like a Let's Encrypt RSA certificate), BENCH_KEY (DKIM: `rsa` 2048, or
+//! `ed25519`), BENCH_KX (client key exchange: `default` = X25519MLKEM768 first, or `x25519`).
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rustls::client::Resumption;
+use rustls::pki_types::ServerName;
+use rustls::{HandshakeKind, RootCertStore};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufStream};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+const HOST: &str = "herald.example.test";
+const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$zA5vYMcCkDhLQVFEzC4Qqw$vxgT1HYpAVKwOLDPh8nIyq2pdL3OYKSnQWp6v9egT/I";
+const PASSWORD: &str = "herald-demo-password";
+const SIZE: usize = 2048;
+
+#[derive(Clone, Copy)]
+struct Scenario {
+    name: &'static str,
+    implicit: bool,
+    auth_cache: bool,
+    resume: bool,
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "before",
+        implicit: false,
+        auth_cache: false,
+        resume: false,
+    },
+    Scenario {
+        name: "starttls",
+        implicit: false,
+        auth_cache: true,
+        resume: false,
+    },
+    Scenario {
+        name: "starttls-resume",
+        implicit: false,
+        auth_cache: true,
+        resume: true,
+    },
+    Scenario {
+        name: "implicit",
+        implicit: true,
+        auth_cache: true,
+        resume: false,
+    },
+    Scenario {
+        name: "implicit-resume",
+        implicit: true,
+        auth_cache: true,
+        resume: true,
+    },
+];
+
+fn env_num(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn env_str(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+/// CPU time (user + system) of a process so far, from /proc/<pid>/stat.
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (in parentheses, possibly with spaces): state is the
+    // first, utime the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
+    // SAFETY: sysconf only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_nanos(ticks * 1_000_000_000 / hz)
+}
+
+fn message(i: usize) -> String {
+    let mut m = format!(
+        "From: Bench <bench@example.test>\r\nTo: r@example.org\r\nSubject: bench {i}\r\n\
+         Message-ID: <{i}@bench.example.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\n"
+    );
+    let line = "The quick brown fox jumps over the lazy dog, again and again and again.\r\n";
+    while m.len() + line.len() <= SIZE {
+        m.push_str(line);
+    }
+    m
+}
+
+/// The server certificate (self-signed, trusted directly by the clients) and its key, PEM.
+fn certificate(kind: &str) -> (String, String, rustls::pki_types::CertificateDer<'static>) {
+    let key = match kind {
+        "rsa" => rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256),
+        _ => rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+    }
+    .expect("generate certificate key");
+    let params = rcgen::CertificateParams::new(vec![HOST.to_string()]).expect("params");
+    let cert = params.self_signed(&key).expect("self-sign");
+    (cert.pem(), key.serialize_pem(), cert.der().clone())
+}
+
+/// A running herald child, killed on drop.
+struct Herald {
+    child: Child,
+    pid: String,
+    addr: SocketAddr,
+}
+
+impl Drop for Herald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+fn start_herald(dir: &Path, s: Scenario, dkim: &str) -> Herald {
+    let (submission, submissions) = (free_addr(), free_addr());
+    let ttl = if s.auth_cache { "15m" } else { "0s" };
+    let config = format!(
+        "[server]\nhostname = \"{HOST}\"\ndata_dir = \"{d}/{name}\"\nlog_level = \"info\"\n\
+         [smtp]\nsubmission = \"{submission}\"\nsubmissions = \"{submissions}\"\n\
+         max_connections_per_ip = 1000\nauth_cache_ttl = \"{ttl}\"\n\
+         [tls]\ncert = \"{d}/herald.crt\"\nkey = \"{d}/herald.key\"\n\
+         [apps.demo]\npassword_hash = \"{HASH}\"\nsenders = [\"@example.test\"]\nrate_limit = 0\n\
+         [dkim]\nallow_dev_keys = true\n[[dkim.keys]]\ndomain = \"example.test\"\n\
+         selector = \"bench\"\nalgorithm = \"{dkim}\"\nfile = \"{d}/keys/bench.{dkim}.pem\"\n\
+         [dns]\nservers = [\"127.0.0.1:9\"]  # no name server: accepted mail stays queued, nothing leaves loopback\n",
+        d = dir.display(),
+        name = s.name,
+    );
+    let config_path = dir.join(format!("{}.toml", s.name));
+    std::fs::write(&config_path, config).expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("--config")
+        .arg(&config_path)
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start herald");
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("herald ready") {
+                let _ = ready_tx.send(());
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("herald ready");
+    let pid = child.id().to_string();
+    Herald {
+        child,
+        pid,
+        addr: if s.implicit { submissions } else { submission },
+    }
+}
+
+async fn read_reply<S: AsyncRead + AsyncWrite + Unpin>(s: &mut BufStream<S>) -> u16 {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if s.read_line(&mut line).await.unwrap_or(0) == 0 {
+            return 0;
+        }
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+        }
+    }
+}
+
+async fn command<S: AsyncRead + AsyncWrite + Unpin>(s: &mut BufStream<S>, line: &[u8]) -> u16 {
+    s.write_all(line).await.expect("write");
+    s.flush().await.expect("flush");
+    read_reply(s).await
+}
+
+/// What one connection saw.
+struct Outcome {
+    connect_to_250: Duration,
+    resumed: bool,
+    tls: String,
+}
+
+/// One message on one new connection: connect, TLS, EHLO, AUTH PLAIN, MAIL/RCPT/DATA
+/// (pipelined), the message, QUIT.
+async fn one_message(
+    addr: SocketAddr,
+    implicit: bool,
+    tls: Arc<rustls::ClientConfig>,
+    i: usize,
+) -> Outcome {
+    let start = Instant::now();
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    let name = ServerName::try_from(HOST).expect("name");
+    let connector = TlsConnector::from(tls);
+    let tls = if implicit {
+        connector.connect(name, tcp).await.expect("TLS")
+    } else {
+        let mut s = BufStream::new(tcp);
+        assert_eq!(read_reply(&mut s).await, 220, "greeting");
+        assert_eq!(command(&mut s, b"EHLO bench.test\r\n").await, 250);
+        assert_eq!(command(&mut s, b"STARTTLS\r\n").await, 220);
+        connector
+            .connect(name, s.into_inner())
+            .await
+            .expect("STARTTLS")
+    };
+    let (resumed, version) = describe(&tls);
+    let mut s = BufStream::new(tls);
+    if implicit {
+        assert_eq!(read_reply(&mut s).await, 220, "greeting");
+    }
+    assert_eq!(command(&mut s, b"EHLO bench.test\r\n").await, 250);
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("\0demo\0{PASSWORD}"));
+    let auth = format!("AUTH PLAIN {token}\r\n");
+    assert_eq!(command(&mut s, auth.as_bytes()).await, 235, "AUTH");
+    s.write_all(b"MAIL FROM:<bench@example.test>\r\nRCPT TO:<r@example.org>\r\nDATA\r\n")
+        .await
+        .expect("write");
+    s.flush().await.expect("flush");
+    for want in [250, 250, 354] {
+        assert_eq!(read_reply(&mut s).await, want);
+    }
+    s.write_all(message(i).as_bytes()).await.expect("write");
+    assert_eq!(command(&mut s, b".\r\n").await, 250, "message accepted");
+    let connect_to_250 = start.elapsed();
+    assert_eq!(command(&mut s, b"QUIT\r\n").await, 221);
+    Outcome {
+        connect_to_250,
+        resumed,
+        tls: version,
+    }
+}
+
+fn describe(tls: &TlsStream<TcpStream>) -> (bool, String) {
+    let conn = tls.get_ref().1;
+    let resumed = conn.handshake_kind() == Some(HandshakeKind::Resumed);
+    let version = conn
+        .protocol_version()
+        .map_or("?".into(), |v| format!("{v:?}"));
+    let kx = conn
+        .negotiated_key_exchange_group()
+        .map_or("?".into(), |g| format!("{:?}", g.name()));
+    (resumed, format!("{version} {kx}"))
+}
+
+fn client_config(
+    root: rustls::pki_types::CertificateDer<'static>,
+    resume: bool,
+    kx: &str,
+) -> Arc<rustls::ClientConfig> {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if kx == "x25519" {
+        provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    }
+    let mut roots = RootCertStore::empty();
+    roots.add(root).expect("trust the server certificate");
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // One session store shared by every client, like one app process with a session cache.
+    cfg.resumption = if resume {
+        Resumption::in_memory_sessions(1024)
+    } else {
+        Resumption::disabled()
+    };
+    Arc::new(cfg)
+}
+
+/// Runs `total` messages over `clients` concurrent connection loops; returns the outcomes
+/// and the wall time.
+fn run_load(
+    rt: &tokio::runtime::Runtime,
+    herald: &Herald,
+    s: Scenario,
+    tls: &Arc<rustls::ClientConfig>,
+    clients: usize,
+    total: usize,
+) -> (Vec<Outcome>, Duration) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let outcomes = rt.block_on(async {
+        let tasks: Vec<_> = (0..clients)
+            .map(|_| {
+                let (next, tls, addr) = (next.clone(), tls.clone(), herald.addr);
+                tokio::spawn(async move {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= total {
+                            break;
+                        }
+                        out.push(one_message(addr, s.implicit, tls.clone(), i).await);
+                    }
+                    out
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.expect("client task"));
+        }
+        all
+    });
+    (outcomes, started.elapsed())
+}
+
+fn main() {
+    let clients = env_num("BENCH_CLIENTS", 50);
+    let messages = env_num("BENCH_MESSAGES", 2000);
+    let before_messages = env_num("BENCH_BEFORE_MESSAGES", 300);
+    let cert_kind = env_str("BENCH_CERT", "ecdsa");
+    let dkim = env_str("BENCH_KEY", "rsa");
+    let kx = env_str("BENCH_KX", "default");
+    let wanted = env_str(
+        "BENCH_SCENARIOS",
+        "before,starttls,starttls-resume,implicit,implicit-resume",
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key, der) = certificate(&cert_kind);
+    std::fs::write(dir.path().join("herald.crt"), cert).expect("cert");
+    std::fs::write(dir.path().join("herald.key"), key).expect("key");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!(
+        "herald connection-per-message benchmark: {clients} clients, {SIZE}-byte messages, \
+         AUTH PLAIN, server certificate {cert_kind}, DKIM {dkim}, client key exchange {kx}"
+    );
+    println!(
+        "{:<16} {:>6} {:>8} {:>9} {:>9} {:>11} {:>10} {:>8}  tls",
+        "scenario", "msgs", "msg/s", "p50 ms", "p99 ms", "herald CPU", "bench CPU", "resumed"
+    );
+    for s in SCENARIOS
+        .iter()
+        .filter(|s| wanted.split(',').any(|w| w.trim() == s.name))
+    {
+        let herald = start_herald(dir.path(), *s, &dkim);
+        let tls = client_config(der.clone(), s.resume, &kx);
+        // Warm-up: one connection per client (fills the AUTH cache and the session store).
+        run_load(&rt, &herald, *s, &tls, clients, clients);
+        let total = if s.name == "before" {
+            before_messages
+        } else {
+            messages
+        };
+        let (herald0, bench0) = (cpu_time(&herald.pid), cpu_time("self"));
+        let (outcomes, elapsed) = run_load(&rt, &herald, *s, &tls, clients, total);
+        let (herald_cpu, bench_cpu) = (cpu_time(&herald.pid) - herald0, cpu_time("self") - bench0);
+        drop(herald);
+        let mut lat: Vec<Duration> = outcomes.iter().map(|o| o.connect_to_250).collect();
+        lat.sort();
+        let pct = |p: f64| {
+            lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or_default()
+        };
+        let n = outcomes.len().max(1) as f64;
+        let resumed = outcomes.iter().filter(|o| o.resumed).count();
+        let tls_desc = outcomes.first().map_or(String::new(), |o| o.tls.clone());
+        println!(
+            "{:<16} {:>6} {:>8.0} {:>9.1} {:>9.1} {:>8.2} ms {:>7.2} ms {:>7.0}%  {}",
+            s.name,
+            outcomes.len(),
+            n / elapsed.as_secs_f64(),
+            ms(pct(0.50)),
+            ms(pct(0.99)),
+            ms(herald_cpu) / n,
+            ms(bench_cpu) / n,
+            resumed as f64 * 100.0 / n,
+            tls_desc,
+        );
+    }
+    println!(
+        "(msg/s over the timed run; p50/p99 from connect to the 250 after DATA; CPU = utime + \
+         stime per message from /proc; herald CPU includes its queue's first delivery attempt, \
+         which fails at once on the dead DNS port)"
+    );
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -11,7 +11,6 @@ TEST_PACKAGES=(
   python3-dkim      # dkimpy: the independent DKIM verifier
   python3-dnspython # dkimpy's DNS
   python3-nacl      # dkimpy's Ed25519
-  postgresql        # PostgreSQL server for the database tests
   chromium          # headless browser for the web UI tests
   chromium-driver   # WebDriver for the /dmarc page test
   systemd           # systemd-analyze verify checks config/herald.service

@@ -2,17 +2,25 @@
 //! senders, DKIM-signs with aligned keys, spools durably, and delivers to each recipient's MX
 //! with MTA-STS enforcement and TLS-RPT reporting.
 //!
-//! Modules follow the mail's path: [`inbound`] → [`signing`] → [`queue`] → [`outbound`]
-//! (with [`mta_sts`] and [`report`]); [`dns`] and [`admin`] serve the operator.
+//! Modules follow the mail's path: [`inbound`] → [`signing`] → [`spool`] → [`queue`] →
+//! [`outbound`] (with [`mta_sts`] and [`report`]); [`dns`] and [`admin`] serve the operator.
+//!
+//! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`clock`],
+//! [`fsutil`], [`trust`], [`resolver`] → [`spool`] → [`signing`], [`mta_sts`], [`dns`] →
+//! [`outbound`] → [`own_mail`] → [`queue`] → [`report`] → [`inbound`] → [`admin`] → [`commands`].
 
 pub mod admin;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod dns;
+pub mod feedback;
+pub mod fsutil;
 pub mod inbound;
 pub mod metrics;
 pub mod mta_sts;
 pub mod outbound;
+pub mod own_mail;
 pub mod queue;
 pub mod reload;
 pub mod reply;
@@ -20,3 +28,6 @@ pub mod report;
 pub mod resolver;
 pub mod service;
 pub mod signing;
+pub mod spool;
+pub mod store;
+pub mod trust;

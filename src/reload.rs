@@ -93,9 +93,11 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
     if differ(&old.dkim, &new.dkim) {
         let active = new.dkim.keys.iter().filter(|k| k.active).count();
         c.applied.push(format!(
-            "dkim keys ({} configured, {active} active)",
+            "dkim keys for submissions ({} configured, {active} active)",
             new.dkim.keys.len()
         ));
+        c.need_restart
+            .push("dkim keys for bounces, TLS-RPT mail and the DNS listener".into());
     }
     let mut smtp_old = old.smtp.clone();
     smtp_old.submission = new.smtp.submission;

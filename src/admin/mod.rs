@@ -1,13 +1,24 @@
 //! The local admin HTTP endpoint: health, metrics, the queue API and `/dns`.
 //!
+//! Every route but `/health` needs the admin token (see `guard`): routes merged into the
+//! router before [`start`] are covered without code of their own.
+//!
 //! Routes (JSON unless noted):
-//! - `GET /health` → `ok` (text)
+//! - `GET /health` → `ok` (text, no token needed)
+//! - `GET /login` → a form taking the token; `POST /login` sets the login cookie
+//! - `GET /` → an index of the pages (HTML)
 //! - `GET /metrics` → counters, one `name value` per line (text)
 //! - `GET /queue` → every queued message; `GET /queue/{id}` → one
 //! - `POST /queue/{id}/retry`, `POST /queue/retry` (all), `POST /queue/{id}/hold`,
 //!   `POST /queue/{id}/release`, `DELETE /queue/{id}?bounce=true|false`
 
+pub mod client;
+pub mod dmarc;
+pub mod guard;
+pub mod token;
+
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -16,6 +27,7 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
+use crate::config::Config;
 use crate::queue::manager::QueueManager;
 use crate::queue::view::ActionResult;
 
@@ -23,6 +35,7 @@ use crate::queue::view::ActionResult;
 pub fn router(queue: QueueManager) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok\n" }))
+        .route("/", get(index))
         .route("/metrics", get(metrics))
         .route("/queue", get(list))
         .route("/queue/retry", post(retry_all))
@@ -34,15 +47,22 @@ pub fn router(queue: QueueManager) -> Router {
         .with_state(queue)
 }
 
-/// Binds `listen` and serves `router` in the background; binding errors stop start-up.
-pub async fn start(listen: SocketAddr, router: Router) -> anyhow::Result<()> {
+/// Binds `listen` and serves `router` in the background behind the token and Host gate
+/// (`guard`), creating the token file on first start; errors stop start-up.
+pub async fn start(cfg: &Config, listen: SocketAddr, router: Router) -> anyhow::Result<()> {
     if !listen.ip().is_loopback() {
-        tracing::warn!(%listen, "the admin endpoint is not on loopback: anyone who can reach it can delete mail");
+        tracing::warn!(%listen, "the admin endpoint is not on loopback: anyone who can reach it and has the token can delete mail");
     }
+    let token_file = cfg.admin_token_file();
+    let gate = Arc::new(guard::Gate {
+        token: token::load_or_create(&token_file)?,
+        hostname: cfg.server.hostname.to_ascii_lowercase(),
+    });
+    let router = router.layer(axum::middleware::from_fn_with_state(gate, guard::check));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("admin.listen: cannot listen on {listen}: {e}"))?;
-    tracing::info!(%listen, "admin endpoint listening");
+    tracing::info!(%listen, token_file = %token_file.display(), "admin endpoint listening");
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!(error = %e, "admin endpoint stopped");
@@ -51,17 +71,35 @@ pub async fn start(listen: SocketAddr, router: Router) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn metrics(State(q): State<QueueManager>) -> String {
-    let c = q.counters();
-    format!(
-        "herald_messages_accepted_total {}\n\
-         herald_recipients_delivered_total {}\n\
-         herald_recipients_deferred_total {}\n\
-         herald_recipients_bounced_total {}\n\
-         herald_dsn_sent_total {}\n\
-         herald_queue_size {}\n",
-        c.accepted, c.delivered, c.deferred, c.bounced, c.dsn_sent, c.queue_size
+/// A page of links, where the login form sends a browser.
+async fn index() -> axum::response::Html<&'static str> {
+    axum::response::Html(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>herald admin</title></head>\
+         <body>\n<h1>herald admin</h1>\n<ul>\n<li><a href=\"/queue\">queue</a> (JSON)</li>\n\
+         <li><a href=\"/metrics\">metrics</a></li>\n<li><a href=\"/dns\">DNS records</a> (JSON)</li>\n\
+         <li><a href=\"/health\">health</a></li>\n</ul>\n</body></html>\n",
     )
+}
+
+/// `/metrics`: the Prometheus/OpenMetrics text of [`crate::metrics`], with the queue's depth
+/// and oldest message measured now.
+async fn metrics(State(q): State<QueueManager>) -> Response {
+    let list = q.list();
+    let now = crate::clock::unix_now();
+    let oldest = list
+        .iter()
+        .map(|m| now.saturating_sub(m.received_at))
+        .max()
+        .unwrap_or(0);
+    crate::metrics::set_queue(list.len(), std::time::Duration::from_secs(oldest));
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        crate::metrics::render(),
+    )
+        .into_response()
 }
 
 async fn list(State(q): State<QueueManager>) -> Response {

@@ -6,6 +6,7 @@ pub mod app;
 pub mod check;
 pub mod dkim;
 pub mod dkim_activate;
+pub mod dmarc;
 pub mod dns;
 pub mod queue;
 pub mod reload;
@@ -58,6 +59,9 @@ pub enum Command {
     /// TLS-RPT reports.
     #[command(subcommand)]
     Report(report::ReportCommand),
+    /// DMARC aggregate reports received: summary, sources, import, rejected.
+    #[command(subcommand)]
+    Dmarc(dmarc::DmarcCommand),
 }
 
 /// A usage error: exit status 2.
@@ -78,6 +82,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Queue(cmd) => queue::run(&config, cmd).await,
         Command::Sts(cmd) => sts::run(&config, cmd).await,
         Command::Report(cmd) => report::run(&config, cmd).await,
+        Command::Dmarc(cmd) => dmarc::run(&config, cmd).await,
     };
     match result {
         Ok(code) => code,

@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use clap::Subcommand;
 
+use crate::clock::unix_now;
 use crate::config::Config;
-use crate::queue::control::operator_failures;
-use crate::queue::lock::SpoolLock;
-use crate::queue::spool::Spool;
+use crate::queue::transition::operator_failures;
 use crate::queue::view::{ActionResult, MessageView};
-use crate::queue::{RecipientStatus, unix_now};
+use crate::spool::{RecipientStatus, Spool, SpoolLock};
 
 /// `herald queue` subcommands.
 #[derive(Debug, Subcommand)]
@@ -66,12 +65,8 @@ pub async fn run(config: &Path, cmd: QueueCommand) -> anyhow::Result<ExitCode> {
     {
         return Err(super::UsageError("retry needs a queue id or --all".into()).into());
     }
-    if let Some(listen) = cfg.admin.listen {
-        crate::outbound::tls::install_default_provider();
-        let base = format!("http://{listen}");
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()?;
+    if let Some(base) = crate::admin::client::base_url(&cfg) {
+        let client = crate::admin::client::http_client(&cfg, Duration::from_secs(30))?;
         match client.get(format!("{base}/health")).send().await {
             Ok(_) => {
                 eprintln!("herald queue: using the running herald at {base}");
@@ -186,11 +181,7 @@ async fn offline(cfg: &Config, dir: &Path, cmd: QueueCommand) -> anyhow::Result<
             };
             let now = unix_now();
             for mut m in targets.iter().cloned() {
-                for r in &mut m.state.recipients {
-                    if r.status == RecipientStatus::Pending {
-                        r.next_attempt = now;
-                    }
-                }
+                m.state.retry_now(now);
                 spool.write_state(&m.id, &m.state)?;
             }
             format!(
@@ -203,13 +194,13 @@ async fn offline(cfg: &Config, dir: &Path, cmd: QueueCommand) -> anyhow::Result<
         }
         QueueCommand::Hold { id } => {
             let mut m = find(&id).ok_or_else(|| anyhow::anyhow!("no message {id}"))?;
-            m.state.held = true;
+            m.state.hold();
             spool.write_state(&id, &m.state)?;
             format!("{id} held: no attempts until released")
         }
         QueueCommand::Release { id } => {
             let mut m = find(&id).ok_or_else(|| anyhow::anyhow!("no message {id}"))?;
-            m.state.held = false;
+            m.state.release();
             spool.write_state(&id, &m.state)?;
             format!("{id} released; it will be attempted when herald starts")
         }
@@ -219,17 +210,18 @@ async fn offline(cfg: &Config, dir: &Path, cmd: QueueCommand) -> anyhow::Result<
             };
             let mut note = String::new();
             if bounce {
-                let signer = crate::signing::Signer::load(cfg)?;
+                let signer = std::sync::Arc::new(crate::signing::Signer::load(cfg)?);
+                let own =
+                    crate::own_mail::OwnMail::new(spool.clone(), signer, &cfg.server.hostname);
                 let data = spool.read_message(&id)?;
-                let failures = operator_failures(&m);
-                note = match crate::outbound::dsn::queue_notice(
+                let failures = operator_failures(&m.state);
+                note = match crate::queue::dsn::queue_notice(
                     cfg,
-                    &spool,
-                    &signer,
+                    &own,
                     &m,
                     &data,
                     &failures,
-                    crate::outbound::dsn::Kind::Failed,
+                    crate::queue::dsn::Kind::Failed,
                 )
                 .await?
                 {
@@ -255,7 +247,7 @@ fn age(since: u64) -> String {
     humantime::format_duration(Duration::from_secs(secs)).to_string()
 }
 
-fn recipient_line(r: &crate::queue::RecipientState) -> String {
+fn recipient_line(r: &crate::spool::RecipientState) -> String {
     let status = match r.status {
         RecipientStatus::Pending => "pending",
         RecipientStatus::Delivered => "delivered",

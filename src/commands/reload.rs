@@ -61,11 +61,8 @@ pub async fn request(cfg: &Config) -> anyhow::Result<Requested> {
     let Some(listen) = cfg.admin.listen else {
         return Ok(Requested::NotRunning("[admin] listen is not set".into()));
     };
-    crate::outbound::tls::install_default_provider();
     let url = format!("http://{listen}/reload");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()?;
+    let client = crate::admin::client::http_client(cfg, Duration::from_secs(60))?;
     let resp = match client.post(&url).send().await {
         Ok(resp) => resp,
         Err(e) if e.is_connect() => {

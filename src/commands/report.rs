@@ -13,11 +13,10 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use crate::config::Config;
-use crate::queue::lock::SpoolLock;
-use crate::queue::spool::Spool;
 use crate::report::send::ReportSender;
 use crate::report::{self, FlushSummary, TlsReporter};
 use crate::signing::Signer;
+use crate::spool::{Spool, SpoolLock};
 
 /// `herald report` subcommands.
 #[derive(Debug, Subcommand)]
@@ -103,15 +102,15 @@ async fn flush(cfg: &Config) -> anyhow::Result<ExitCode> {
 
 /// Asks the admin endpoint of a running herald to flush; `None` when none answers.
 async fn ask_running_herald(cfg: &Config) -> Option<FlushSummary> {
-    let addr = cfg.admin.listen?;
-    // reqwest is built without a default TLS provider; it needs one even for plain HTTP.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(300))
-        .build()
-        .ok()?;
-    let url = format!("http://{addr}{}", report::FLUSH_PATH);
+    let base = crate::admin::client::base_url(cfg)?;
+    let client = match crate::admin::client::http_client(cfg, Duration::from_secs(300)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("herald: {e:#}");
+            return None;
+        }
+    };
+    let url = format!("{base}{}", report::FLUSH_PATH);
     match client.post(&url).send().await {
         Ok(response) if response.status().is_success() => match response
             .bytes()

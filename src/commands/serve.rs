@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::queue::spool::Spool;
 use crate::signing::Signer;
+use crate::spool::Spool;
 
 /// Arguments of `herald serve`.
 #[derive(Debug, Args)]
@@ -23,6 +23,7 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     let mut signals = crate::service::Signals::install()?;
     let cfg = Arc::new(super::load_config(config)?);
     super::init_logging_as(&cfg.server.log_level, cfg.server.log_format);
+    crate::inbound::fds::raise_nofile(&cfg, &config.display().to_string())?;
     let signer = Arc::new(Signer::load(&cfg)?);
     let (spool, arrivals) = Spool::open_dir(&cfg.spool_dir())?;
 
@@ -55,6 +56,19 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
 
+    // [feedback] the report store, shared by the report listener and the /dmarc pages.
+    let reports = crate::store::open(&cfg)?;
+    let feedback_tls = match cfg.feedback.listen {
+        Some(_) if cfg.tls.cert.exists() || cfg.tls.allow_dev_certs => Some(
+            crate::inbound::tls::acceptor(&cfg, &config.display().to_string())?,
+        ),
+        _ => None,
+    };
+    let _feedback = crate::feedback::start(cfg.clone(), reports.clone(), feedback_tls).await?;
+
+    // `herald reload` asks through the admin endpoint; the main loop below does the work.
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<ReloadReply>(4);
+
     // [admin] start the admin HTTP endpoint here.
     if let Some(listen) = cfg.admin.listen {
         let dns_records = crate::dns::records::render_json(&cfg, &signer.published_keys());
@@ -66,8 +80,13 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
             .route(
                 "/dns",
                 axum::routing::get(move || async move { axum::Json(dns_records) }),
+            )
+            .merge(crate::admin::dmarc::routes(cfg.clone(), reports.clone()))
+            .route(
+                "/reload",
+                axum::routing::post(move || reload_route(reload_tx.clone())),
             );
-        crate::admin::start(listen, router).await?;
+        crate::admin::start(&cfg, listen, router).await?;
     }
 
     // [dns_server] start the authoritative DNS listener here.
@@ -85,29 +104,91 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!("herald ready");
     crate::service::notify_ready();
     // [inbound] wait for SIGTERM/SIGINT, stop accepting, drain sessions within the grace period.
+    // SIGHUP and `herald reload` re-read the file; a bad one is refused and the running kept.
+    let mut running_cfg = cfg.clone();
     loop {
-        match signals.next().await {
-            crate::service::SignalRequest::Shutdown => break,
-            crate::service::SignalRequest::Reload => {
-                crate::service::notify_reloading();
-                tracing::warn!(
-                    "reload is not implemented yet: the running configuration is kept; restart \
-                     herald to apply changes"
-                );
-                crate::service::notify_ready();
-            }
+        let answer_to = tokio::select! {
+            request = signals.next() => match request {
+                crate::service::SignalRequest::Shutdown => break,
+                crate::service::SignalRequest::Reload => None,
+            },
+            Some(reply) = reload_rx.recv() => Some(reply),
+        };
+        crate::service::notify_reloading();
+        let outcome = reload(config, &mut running_cfg, &inbound);
+        crate::service::notify_ready();
+        if let Some(reply) = answer_to {
+            let _ = reply.send(outcome);
         }
     }
     crate::service::notify_stopping();
+    let grace = running_cfg.server.grace_period;
     tracing::info!(
-        grace = %humantime::format_duration(cfg.server.grace_period),
+        grace = %humantime::format_duration(grace),
         "shutting down: no new connections; letting sessions finish"
     );
-    inbound.shutdown(cfg.server.grace_period).await;
+    inbound.shutdown(grace).await;
     // [report] keep the TLS-RPT counts of the last sessions.
     if let Err(e) = tls_reporter.persist() {
         tracing::error!("tls-rpt: cannot save pending counts: {e}");
     }
     tracing::info!("herald stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the answer to one `POST /reload` goes: `Ok(summary)` or `Err(why it was refused)`.
+type ReloadReply = tokio::sync::oneshot::Sender<Result<String, String>>;
+
+/// Re-reads the config file and applies it to new sessions; on any error nothing changes.
+fn reload(
+    config: &Path,
+    running: &mut Arc<crate::config::Config>,
+    inbound: &crate::inbound::Running,
+) -> Result<String, String> {
+    let attempt = || -> anyhow::Result<(Arc<crate::config::Config>, crate::reload::Changes)> {
+        let new = Arc::new(super::load_config(config)?);
+        let signer = Arc::new(Signer::load(&new)?);
+        let changes = crate::reload::diff(running, &new);
+        inbound.reload(new.clone(), signer)?;
+        Ok((new, changes))
+    };
+    match attempt() {
+        Ok((new, changes)) => {
+            *running = new;
+            for key in &changes.need_restart {
+                tracing::warn!(setting = %key, "changed in the file; takes effect after a restart");
+            }
+            let summary = changes.summary();
+            tracing::info!(changes = %summary, "configuration reloaded");
+            crate::metrics::reload("applied");
+            Ok(summary)
+        }
+        Err(e) => {
+            let why = format!("{e:#}");
+            tracing::error!(error = %why, "reload refused: the running configuration is kept");
+            crate::metrics::reload("refused");
+            Err(why)
+        }
+    }
+}
+
+/// `POST /reload`: hands the request to the main loop and answers with its outcome.
+async fn reload_route(tx: tokio::sync::mpsc::Sender<ReloadReply>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let outcome = match tx.send(reply).await {
+        Ok(()) => answer
+            .await
+            .unwrap_or_else(|_| Err("herald is shutting down".into())),
+        Err(_) => Err("herald is shutting down".into()),
+    };
+    let (status, ok, message) = match outcome {
+        Ok(m) => (axum::http::StatusCode::OK, true, m),
+        Err(m) => (axum::http::StatusCode::CONFLICT, false, m),
+    };
+    (
+        status,
+        axum::Json(serde_json::json!({ "ok": ok, "message": message })),
+    )
+        .into_response()
 }

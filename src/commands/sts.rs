@@ -6,11 +6,11 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use crate::clock::unix_now;
 use crate::mta_sts::cache::CachedPolicy;
 use crate::mta_sts::discover::{self, Discovery};
 use crate::mta_sts::policy::mode_name;
 use crate::mta_sts::{Resolution, Source, StsResolver, TlsDirective, fetch};
-use crate::queue::unix_now;
 
 /// `herald sts` subcommands.
 #[derive(Debug, Subcommand)]

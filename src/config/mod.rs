@@ -73,6 +73,9 @@ pub struct Config {
     /// The local admin HTTP endpoint (health, metrics, queue API, /dns).
     #[serde(default)]
     pub admin: AdminConfig,
+    /// The feedback listener receiving DMARC aggregate and TLS-RPT reports.
+    #[serde(default)]
+    pub feedback: FeedbackConfig,
 }
 
 /// Identity and process-wide settings.
@@ -142,14 +145,22 @@ pub struct SmtpConfig {
     pub max_connections_per_ip: usize,
     /// Protocol errors tolerated in one session before `421` and close.
     pub max_errors: usize,
-    /// Time allowed for a command (RFC 5321 §4.5.3.2: 5 minutes).
+    /// Time allowed for a whole command line, counted from the previous reply (RFC 5321
+    /// §4.5.3.2: 5 minutes). A deadline, not an idle timer: dripping bytes does not extend it.
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
-    /// Time allowed between data blocks (RFC 5321 §4.5.3.2: 3 minutes).
+    /// Time allowed for the whole message after `354` (DATA), or for each BDAT chunk after
+    /// its command. A deadline for the transfer, not an idle timer between reads.
     #[serde(with = "humantime_serde")]
     pub data_timeout: Duration,
+    /// Time allowed for a TLS handshake (port 465 at connect, or after STARTTLS).
+    #[serde(with = "humantime_serde")]
+    pub tls_handshake_timeout: Duration,
     /// Failed AUTH attempts from one IP before it is refused for `auth_block`.
     pub auth_max_failures: u32,
+    /// Failed AUTH attempts for one user name (from any address) before that name is refused
+    /// for `auth_block`, except from addresses that logged in as it within the window.
+    pub auth_max_user_failures: u32,
     /// Window over which failed AUTH attempts are counted.
     #[serde(with = "humantime_serde")]
     pub auth_failure_window: Duration,
@@ -177,7 +188,9 @@ impl Default for SmtpConfig {
             max_errors: 10,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
+            tls_handshake_timeout: Duration::from_secs(10),
             auth_max_failures: 5,
+            auth_max_user_failures: 20,
             auth_failure_window: Duration::from_secs(600),
             auth_block: Duration::from_secs(900),
             auth_failure_delay: Duration::from_millis(500),
@@ -480,6 +493,77 @@ impl Default for DnsServerConfig {
 pub struct AdminConfig {
     /// Address of the admin endpoint (keep it on loopback); empty disables.
     pub listen: Option<SocketAddr>,
+    /// File holding the bearer token every endpoint but `/health` requires; defaults to
+    /// `<data_dir>/admin.token`, generated (mode 0600) on first start when missing.
+    pub token_file: Option<PathBuf>,
+}
+
+/// The feedback listener: an SMTP server for herald's report domain that accepts only
+/// `dmarc@<domain>` and `tlsrpt@<domain>`, stores the reports and never relays.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedbackConfig {
+    /// Address to receive report mail on (port 25 on the Internet); empty disables.
+    pub listen: Option<SocketAddr>,
+    /// The report domain whose MX points at herald, e.g. `reports.relay.example.net`; DMARC
+    /// records printed by `herald dns` then say `rua=mailto:dmarc@<domain>`.
+    pub domain: String,
+    /// Also accept TLS-RPT reports at `tlsrpt@<domain>`.
+    pub tlsrpt: bool,
+    /// Largest report mail accepted, in bytes (announced in SIZE).
+    pub max_message_size: usize,
+    /// Largest decompressed report (one XML or JSON document), in bytes: bounds gzip/zip bombs.
+    pub max_report_size: usize,
+    /// Most files read from one zip attachment.
+    pub max_zip_entries: usize,
+    /// Most simultaneous connections in total.
+    pub max_connections: usize,
+    /// Most simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Report transactions (MAIL FROM) accepted from one IP address per hour; past that,
+    /// `450 4.7.1` and the sender retries later.
+    pub max_mails_per_hour_per_ip: u32,
+    /// Time allowed for a command.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// Time allowed between data blocks.
+    #[serde(with = "humantime_serde")]
+    pub data_timeout: Duration,
+    /// The report database; defaults to `<data_dir>/reports.sqlite`.
+    pub database: Option<PathBuf>,
+}
+
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            domain: String::new(),
+            tlsrpt: true,
+            max_message_size: 10 * 1024 * 1024,
+            max_report_size: 32 * 1024 * 1024,
+            max_zip_entries: 16,
+            max_connections: 100,
+            max_connections_per_ip: 10,
+            max_mails_per_hour_per_ip: 200,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+            database: None,
+        }
+    }
+}
+
+impl FeedbackConfig {
+    /// `dmarc@<domain>`, the DMARC aggregate report address, when a report domain is set.
+    pub fn dmarc_address(&self) -> Option<String> {
+        let d = self.domain.trim().trim_end_matches('.');
+        (!d.is_empty()).then(|| format!("dmarc@{}", d.to_ascii_lowercase()))
+    }
+
+    /// `tlsrpt@<domain>`, when a report domain is set and TLS reports are accepted.
+    pub fn tlsrpt_address(&self) -> Option<String> {
+        let d = self.domain.trim().trim_end_matches('.');
+        (self.tlsrpt && !d.is_empty()).then(|| format!("tlsrpt@{}", d.to_ascii_lowercase()))
+    }
 }
 
 impl Config {
@@ -563,6 +647,14 @@ impl Config {
             .cache_dir
             .clone()
             .unwrap_or_else(|| self.server.data_dir.join("mta-sts"))
+    }
+
+    /// The admin endpoint's token file.
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.admin
+            .token_file
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("admin.token"))
     }
 
     /// The TLS-RPT pending-report directory.

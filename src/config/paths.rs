@@ -25,6 +25,8 @@ impl Config {
         self.mta_sts.cache_dir.iter_mut().for_each(fix);
         self.report.dir.iter_mut().for_each(fix);
         self.delivery.capture_dir.iter_mut().for_each(fix);
+        self.admin.token_file.iter_mut().for_each(fix);
+        self.feedback.database.iter_mut().for_each(fix);
     }
 }
 

@@ -41,6 +41,10 @@ fn bad_values_name_file_and_key() {
 
     let e = Config::load(&dir.path().join("missing.toml")).unwrap_err();
     assert!(e.problem.contains("not found"));
+
+    let p = write(dir.path(), "[smtp]\ntls_handshake_timeout = \"0s\"\n");
+    let e = Config::load(&p).unwrap_err();
+    assert_eq!(e.key, "smtp.tls_handshake_timeout");
 }
 
 #[test]
@@ -57,10 +61,13 @@ fn durations_and_defaults() {
     );
     assert_eq!(cfg.delivery.max_age, Duration::from_secs(3600));
     assert_eq!(cfg.smtp.command_timeout, Duration::from_secs(300));
+    assert_eq!(cfg.smtp.tls_handshake_timeout, Duration::from_secs(10));
+    assert_eq!(cfg.smtp.auth_max_user_failures, 20);
     // Relative paths resolve against the config file's directory, not the current one.
     let base = paths::base_dir(&p);
     assert_eq!(cfg.spool_dir(), base.join("data/spool"));
     assert!(cfg.spool_dir().is_absolute());
+    assert_eq!(cfg.admin_token_file(), base.join("data/admin.token"));
 }
 
 #[test]

@@ -11,6 +11,20 @@ impl Config {
             key: key.to_string(),
             problem,
         };
+        if self.feedback.listen.is_some() && self.feedback.dmarc_address().is_none() {
+            return Err(err(
+                "feedback.domain",
+                "must be set when feedback.listen is: the report domain whose MX points at \
+                 herald, e.g. reports.relay.example.net"
+                    .into(),
+            ));
+        }
+        if self.feedback.max_message_size < 1024 || self.feedback.max_report_size < 1024 {
+            return Err(err(
+                "feedback.max_message_size",
+                "feedback.max_message_size and max_report_size must be at least 1024 bytes".into(),
+            ));
+        }
         if self.server.hostname.trim().is_empty() {
             return Err(err("server.hostname", "must not be empty".into()));
         }
@@ -34,6 +48,18 @@ impl Config {
                 "smtp.max_connections",
                 "connection limits must be at least 1".into(),
             ));
+        }
+        for (key, value) in [
+            ("smtp.command_timeout", self.smtp.command_timeout),
+            ("smtp.data_timeout", self.smtp.data_timeout),
+            (
+                "smtp.tls_handshake_timeout",
+                self.smtp.tls_handshake_timeout,
+            ),
+        ] {
+            if value.is_zero() {
+                return Err(err(key, "must be longer than zero, e.g. \"10s\"".into()));
+            }
         }
         if self.smtp.plain.is_some() && self.smtp.plain_networks.is_empty() {
             return Err(err(

@@ -36,6 +36,10 @@ pub enum Purpose {
     Dmarc,
     /// The TLS-RPT record at `_smtp._tls.<domain>`.
     TlsRpt,
+    /// The MX of the feedback domain, pointing at herald's report listener.
+    ReportMx,
+    /// RFC 7489 §7.1: the report domain agrees to receive a domain's DMARC reports.
+    ReportAuthorization,
 }
 
 /// One TXT record to publish.
@@ -140,17 +144,52 @@ pub fn mailto(address: &str) -> String {
     }
 }
 
-/// The starting DMARC record: `p=none` with reports to `[spf] dmarc_rua`.
-pub fn dmarc_value(cfg: &Config) -> String {
-    match cfg
-        .spf
+/// The address DMARC aggregate reports go to: herald's own `dmarc@<feedback.domain>` when
+/// the feedback listener is configured, else `[spf] dmarc_rua` (without `mailto:`).
+pub fn dmarc_rua_for(cfg: &Config) -> Option<String> {
+    if let Some(own) = cfg.feedback.dmarc_address() {
+        return Some(own);
+    }
+    cfg.spf
         .dmarc_rua
         .as_deref()
-        .filter(|s| !s.trim().is_empty())
-    {
-        Some(rua) => format!("v=DMARC1; p=none; rua={}", mailto(rua)),
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.strip_prefix("mailto:")
+                .or_else(|| s.strip_prefix("MAILTO:"))
+                .unwrap_or(s)
+                .to_string()
+        })
+}
+
+/// The starting DMARC record: `p=none` with reports to [`dmarc_rua_for`].
+pub fn dmarc_value(cfg: &Config) -> String {
+    match dmarc_rua_for(cfg) {
+        Some(rua) => format!("v=DMARC1; p=none; rua={}", mailto(&rua)),
         None => "v=DMARC1; p=none".into(),
     }
+}
+
+/// The RFC 7489 §7.1 authorization record a report address outside `domain`'s organization
+/// needs (`<domain>._report._dmarc.<report domain>`), as `(zone, name)`; `None` when the
+/// report address is inside the domain's organization and receivers need no authorization.
+pub fn report_authorization(domain: &str, rua: &str) -> Option<(String, String)> {
+    let rua_domain = normalize_name(rua.rsplit_once('@').map(|(_, d)| d).unwrap_or(rua));
+    let domain = normalize_name(domain);
+    if rua_domain.is_empty() || org_domain(&rua_domain) == org_domain(&domain) {
+        return None;
+    }
+    Some((
+        org_domain(&rua_domain),
+        format!("{domain}._report._dmarc.{rua_domain}"),
+    ))
+}
+
+fn org_domain(name: &str) -> String {
+    psl::domain_str(name)
+        .map(str::to_string)
+        .unwrap_or_else(|| name.to_string())
 }
 
 /// Splits a TXT value into character-strings of at most 255 bytes, never inside a UTF-8
@@ -283,12 +322,26 @@ pub fn build(cfg: &Config, keys: &[PublishedKey], only_domain: Option<&str>) -> 
             ),
         ));
     }
-    if cfg
-        .spf
-        .dmarc_rua
-        .as_deref()
-        .is_none_or(|s| s.trim().is_empty())
-    {
+    let rua = dmarc_rua_for(cfg);
+    if let Some(fb) = cfg.feedback.dmarc_address() {
+        let fb_domain = normalize_name(&cfg.feedback.domain);
+        let host = normalize_name(&cfg.server.hostname);
+        records.push(DnsRecord {
+            zone: org_domain(&fb_domain),
+            name: fb_domain.clone(),
+            rtype: "MX",
+            ttl: DEFAULT_TTL,
+            value: format!("10 {host}."),
+            strings: vec![format!("10 {host}.")],
+            purpose: Purpose::ReportMx,
+            active: None,
+            note: format!(
+                "the report domain: receivers deliver DMARC reports for {fb} to herald's \
+                 feedback listener at {host} (port 25; [feedback] listen)"
+            ),
+        });
+    }
+    if rua.is_none() {
         warnings.push(
             "[spf] dmarc_rua is not set: the DMARC records carry no rua= and you will receive \
              no aggregate reports to tell when p=quarantine is safe"
@@ -380,6 +433,18 @@ pub fn build(cfg: &Config, keys: &[PublishedKey], only_domain: Option<&str>) -> 
                 format!("v=TLSRPTv1; rua={}", mailto(rua)),
                 Purpose::TlsRpt,
                 "TLS-RPT: where receiving servers send reports about TLS to your domain".into(),
+            ));
+        }
+        if let Some((zone, name)) = rua.as_deref().and_then(|r| report_authorization(domain, r)) {
+            records.push(txt(
+                &zone,
+                name,
+                "v=DMARC1".into(),
+                Purpose::ReportAuthorization,
+                format!(
+                    "RFC 7489 §7.1: {zone} agrees to receive the DMARC reports of {domain}; \
+                     without it receivers send {domain}'s reports nowhere"
+                ),
             ));
         }
     }

@@ -36,6 +36,13 @@ pub fn render(set: &RecordSet) -> String {
         out.push_str(&format!("\n$ORIGIN {zone}.\n"));
         for r in set.records.iter().filter(|r| r.zone == zone) {
             out.push_str(&format!("; {}\n", r.note));
+            if r.rtype != "TXT" {
+                out.push_str(&format!(
+                    "{}. {} IN {} {}\n",
+                    r.name, r.ttl, r.rtype, r.value
+                ));
+                continue;
+            }
             let strings: Vec<String> = r.strings.iter().map(|s| quote(s)).collect();
             if strings.len() == 1 {
                 out.push_str(&format!(

@@ -1,17 +1,14 @@
-//! App authentication: SASL PLAIN and LOGIN decoding, argon2id verification off the reactor,
-//! and per-IP throttling of failures (slowed, then refused for a while) that never blocks
-//! other clients: only the failing session waits.
+//! App authentication: SASL PLAIN and LOGIN decoding and argon2id verification off the
+//! reactor. Throttling of failed attempts lives in `throttle`.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use crate::config::{AppConfig, SmtpConfig};
+use crate::config::AppConfig;
 
 /// A valid argon2id hash of a random password nobody knows: unknown user names are verified
 /// against it so that their failures take as long as a wrong password.
@@ -82,88 +79,6 @@ pub async fn verify(apps: Arc<HashMap<String, AppConfig>>, user: String, passwor
     res.unwrap_or(false)
 }
 
-/// Failed-AUTH bookkeeping per client IP.
-pub struct Throttle {
-    max_failures: u32,
-    window: Duration,
-    block: Duration,
-    delay: Duration,
-    state: Mutex<HashMap<IpAddr, Failures>>,
-}
-
-struct Failures {
-    count: u32,
-    first: Instant,
-    blocked_until: Option<Instant>,
-}
-
-impl Throttle {
-    /// A throttle with the `[smtp] auth_*` settings.
-    pub fn new(cfg: &SmtpConfig) -> Throttle {
-        Throttle {
-            max_failures: cfg.auth_max_failures.max(1),
-            window: cfg.auth_failure_window,
-            block: cfg.auth_block,
-            delay: cfg.auth_failure_delay,
-            state: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// `Err(remaining)` while `ip` is refused after too many failures.
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
-        self.check_at(ip, Instant::now())
-    }
-
-    fn check_at(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        let map = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get(&ip).and_then(|f| f.blocked_until) {
-            Some(until) if until > now => Err(until - now),
-            _ => Ok(()),
-        }
-    }
-
-    /// Records a failure; returns how long the session should wait before answering.
-    pub fn failure(&self, ip: IpAddr) -> Duration {
-        self.failure_at(ip, Instant::now())
-    }
-
-    fn failure_at(&self, ip: IpAddr, now: Instant) -> Duration {
-        let mut map = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() > 100_000 {
-            let window = self.window;
-            map.retain(|_, f| {
-                f.blocked_until.is_some_and(|u| u > now)
-                    || now.saturating_duration_since(f.first) < window
-            });
-        }
-        let f = map.entry(ip).or_insert(Failures {
-            count: 0,
-            first: now,
-            blocked_until: None,
-        });
-        if now.saturating_duration_since(f.first) > self.window
-            || f.blocked_until.is_some_and(|u| u <= now)
-        {
-            f.count = 0;
-            f.first = now;
-            f.blocked_until = None;
-        }
-        f.count += 1;
-        if f.count >= self.max_failures {
-            f.blocked_until = Some(now + self.block);
-        }
-        (self.delay * f.count).min(Duration::from_secs(10))
-    }
-
-    /// Forgets the failures of `ip` after a successful AUTH.
-    pub fn success(&self, ip: IpAddr) {
-        let mut map = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if map.get(&ip).is_some_and(|f| f.blocked_until.is_none()) {
-            map.remove(&ip);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,32 +97,6 @@ mod tests {
         assert_eq!(parse_plain(b"demo\0pw"), None);
         assert_eq!(decode_b64("AGRlbW8AcHc="), Some(b"\0demo\0pw".to_vec()));
         assert_eq!(decode_b64("not base64!"), None);
-    }
-
-    #[test]
-    fn failures_slow_then_block_per_ip() {
-        let cfg = SmtpConfig {
-            auth_max_failures: 3,
-            auth_failure_delay: Duration::from_millis(100),
-            auth_block: Duration::from_secs(60),
-            ..Default::default()
-        };
-        let t = Throttle::new(&cfg);
-        let ip: IpAddr = "127.0.0.2".parse().unwrap();
-        let other: IpAddr = "127.0.0.3".parse().unwrap();
-        let t0 = Instant::now();
-        assert_eq!(t.failure_at(ip, t0), Duration::from_millis(100));
-        assert_eq!(t.failure_at(ip, t0), Duration::from_millis(200));
-        assert!(t.check_at(ip, t0).is_ok());
-        t.failure_at(ip, t0);
-        assert!(t.check_at(ip, t0).is_err());
-        assert!(t.check_at(other, t0).is_ok());
-        assert!(t.check_at(ip, t0 + Duration::from_secs(61)).is_ok());
-        // After the block, counting starts again.
-        assert_eq!(
-            t.failure_at(ip, t0 + Duration::from_secs(61)),
-            Duration::from_millis(100)
-        );
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -77,8 +78,8 @@ impl Conn {
         res
     }
 
-    /// Flushes replies, then reads more input; `Ok(0)` at end of stream.
-    async fn fill(&mut self, timeout: Duration) -> io::Result<usize> {
+    /// Flushes replies, then reads more input until `deadline`; `Ok(0)` at end of stream.
+    async fn fill(&mut self, deadline: Instant) -> io::Result<usize> {
         self.flush().await?;
         if self.rpos > 0 {
             self.rbuf.drain(..self.rpos);
@@ -93,7 +94,7 @@ impl Conn {
                 None => Err(io::Error::from(io::ErrorKind::NotConnected)),
             }
         };
-        let res = tokio::time::timeout(timeout, read).await;
+        let res = tokio::time::timeout_at(deadline, read).await;
         let n = match res {
             Ok(Ok(n)) => n,
             Ok(Err(e)) => {
@@ -109,9 +110,18 @@ impl Conn {
         Ok(n)
     }
 
-    /// Reads one line of at most `max` bytes (terminator included). Lines longer than that
-    /// are consumed and reported as [`Line::TooLong`] without being buffered whole.
+    /// Reads one line of at most `max` bytes (terminator included), which must be complete
+    /// within `timeout` of the moment the replies queued so far were sent: a deadline for
+    /// the whole line, not per read, so a client dripping a byte at a time cannot hold the
+    /// connection (slowloris). Lines longer than `max` are consumed and reported as
+    /// [`Line::TooLong`] without being buffered whole.
     pub async fn read_line(&mut self, max: usize, timeout: Duration) -> io::Result<Line<'_>> {
+        self.flush().await?;
+        self.read_line_until(max, Instant::now() + timeout).await
+    }
+
+    /// Like [`Conn::read_line`], with a deadline shared by several lines (the whole of DATA).
+    pub async fn read_line_until(&mut self, max: usize, deadline: Instant) -> io::Result<Line<'_>> {
         let mut too_long = false;
         let mut last_discarded = 0u8;
         loop {
@@ -133,7 +143,7 @@ impl Conn {
                 last_discarded = avail.last().copied().unwrap_or(0);
                 self.rpos = self.rbuf.len();
             }
-            if self.fill(timeout).await? == 0 {
+            if self.fill(deadline).await? == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "client closed the connection",
@@ -143,14 +153,17 @@ impl Conn {
     }
 
     /// Reads exactly `n` bytes, handing them to `sink` piece by piece (never all buffered).
+    /// The whole chunk must arrive within `timeout` of the moment replies so far were sent.
     pub async fn read_chunk(
         &mut self,
         mut n: usize,
         timeout: Duration,
         mut sink: impl FnMut(&[u8]),
     ) -> io::Result<()> {
+        self.flush().await?;
+        let deadline = Instant::now() + timeout;
         while n > 0 {
-            if !self.has_buffered_input() && self.fill(timeout).await? == 0 {
+            if !self.has_buffered_input() && self.fill(deadline).await? == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "client closed the connection inside a BDAT chunk",

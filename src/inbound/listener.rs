@@ -1,5 +1,6 @@
 //! Accept loops: one per listener. Each accepted connection gets a slot (total and per-IP
-//! limits, `421 4.7.0` when full) and its own task; the loop stops on shutdown.
+//! limits, checked before any TLS handshake: `421 4.7.0` on plain-text listeners, an
+//! immediate close on implicit TLS) and its own task; the loop stops on shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,10 +16,10 @@ use super::{ListenerKind, Shared};
 pub(super) async fn run(
     listener: TcpListener,
     kind: ListenerKind,
-    shared: Arc<Shared>,
+    current: tokio::sync::watch::Receiver<Arc<Shared>>,
     sessions: mpsc::Sender<()>,
 ) {
-    let mut shutdown = shared.shutdown.clone();
+    let mut shutdown = current.borrow().shutdown.clone();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.changed() => break,
@@ -34,8 +35,9 @@ pub(super) async fn run(
             }
         };
         let _ = tcp.set_nodelay(true);
+        // The settings in force now (a reload swaps them for later connections only).
+        let shared = current.borrow().clone();
         let slot = shared.admit(peer.ip());
-        let shared = shared.clone();
         let guard = sessions.clone();
         tokio::spawn(async move {
             let _guard = guard;
@@ -54,31 +56,18 @@ async fn handle(
     slot: Result<super::ConnSlot, &'static str>,
 ) {
     let host = shared.cfg.server.hostname.clone();
-    let mut conn = match kind {
-        ListenerKind::Submissions => {
-            let Some(acceptor) = shared.tls.as_ref() else {
-                return;
-            };
-            let handshake =
-                tokio::time::timeout(shared.cfg.smtp.command_timeout, acceptor.accept(tcp)).await;
-            match handshake {
-                Ok(Ok(tls)) => Conn::new(Stream::Tls(Box::new(tls))),
-                Ok(Err(e)) => {
-                    tracing::info!(client = %ip, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::info!(client = %ip, "TLS handshake timed out");
-                    return;
-                }
-            }
-        }
-        _ => Conn::new(Stream::Plain(tcp)),
-    };
+    // Limits first, before any TLS: a refused connection holds its descriptor only as long
+    // as it takes to say so.
     let _slot = match slot {
         Ok(s) => s,
         Err(limit) => {
-            tracing::info!(client = %ip, limit, "refused: too many connections");
+            tracing::info!(client = %ip, limit, listener = kind.name(), "refused: too many connections");
+            if kind == ListenerKind::Submissions {
+                // No TLS yet to carry a reply: close at once (the client sees a reset
+                // handshake and retries later).
+                return;
+            }
+            let mut conn = Conn::new(Stream::Plain(tcp));
             conn.queue(
                 format!("421 4.7.0 {host} too many connections ({limit}); try again later\r\n")
                     .as_bytes(),
@@ -86,6 +75,28 @@ async fn handle(
             conn.close().await;
             return;
         }
+    };
+    let mut conn = match kind {
+        ListenerKind::Submissions => {
+            let Some(acceptor) = shared.tls.as_ref() else {
+                return;
+            };
+            let handshake =
+                tokio::time::timeout(shared.cfg.smtp.tls_handshake_timeout, acceptor.accept(tcp))
+                    .await;
+            match handshake {
+                Ok(Ok(tls)) => Conn::new(Stream::Tls(Box::new(tls))),
+                Ok(Err(e)) => {
+                    tracing::info!(client = %ip, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!(client = %ip, "TLS handshake timed out (smtp.tls_handshake_timeout)");
+                    return;
+                }
+            }
+        }
+        _ => Conn::new(Stream::Plain(tcp)),
     };
     if kind == ListenerKind::Plain
         && !shared

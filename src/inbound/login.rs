@@ -1,5 +1,5 @@
-//! The AUTH command: SASL PLAIN and LOGIN exchanges on a TLS session, with the per-IP
-//! failure throttle consulted before and fed after every attempt.
+//! The AUTH command: SASL PLAIN and LOGIN exchanges on a TLS session. The failure throttle is
+//! consulted before the exchange and a verification is reserved in it before argon2 runs.
 
 use std::io;
 
@@ -7,6 +7,7 @@ use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN};
 
 use super::conn::Line;
 use super::session::Session;
+use super::throttle::Refusal;
 use super::{ListenerKind, auth};
 use crate::reply::Reply;
 
@@ -83,13 +84,34 @@ impl Session {
         let Some((user, password)) = creds else {
             return self.error(Reply::new(501, "5.5.2", "malformed AUTH response"));
         };
+        let shared = self.shared.clone();
+        let attempt = match shared.throttle.reserve(self.ip, &user).await {
+            Ok(a) => a,
+            Err(refusal) => {
+                let (whom, left) = match refusal {
+                    Refusal::Address(left) => (format!("from {}", self.ip), left),
+                    Refusal::User(left) => ("for this user name".to_string(), left),
+                };
+                tracing::info!(client = %self.ip, user = %user, "AUTH refused by the failure throttle");
+                self.reply(Reply::new(
+                    421,
+                    "4.7.0",
+                    format!(
+                        "too many failed AUTH attempts {whom}; try again in {} s",
+                        left.as_secs() + 1
+                    ),
+                ));
+                self.closing = true;
+                return;
+            }
+        };
         if auth::verify(self.shared.apps.clone(), user.clone(), password).await {
-            self.shared.throttle.success(self.ip);
+            attempt.succeeded();
             tracing::info!(client = %self.ip, app = %user, "authenticated");
             self.app = Some(user);
             self.reply(Reply::new(235, "2.7.0", "authentication succeeded"));
         } else {
-            let delay = self.shared.throttle.failure(self.ip);
+            let delay = attempt.failed();
             tracing::info!(client = %self.ip, user = %user, "AUTH failed");
             // Slow only this client down; the flush sends nothing until the delay has passed.
             tokio::time::sleep(delay).await;

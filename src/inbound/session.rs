@@ -13,6 +13,7 @@ use smtp_proto::{
 use super::conn::{Conn, Line};
 use super::hygiene::LineCheck;
 use super::policy::sender_allowed;
+use super::rawcheck::{self, RawVerdict};
 use super::{ListenerKind, Shared};
 use crate::reply::Reply;
 
@@ -158,7 +159,7 @@ impl Session {
             self.reply(Reply::new(
                 421,
                 "4.4.2",
-                format!("{host} timeout: the client sent nothing in time; closing"),
+                format!("{host} timeout: the command or message was not complete in time; closing"),
             ));
         } else {
             tracing::debug!(client = %self.ip, error = %e, "connection ended");
@@ -166,6 +167,15 @@ impl Session {
     }
 
     async fn dispatch(&mut self, line: &[u8]) {
+        let max_size = self
+            .tx
+            .as_ref()
+            .map_or_else(|| self.max_size(), |t| t.max_size);
+        match rawcheck::check(line, max_size) {
+            RawVerdict::Parse => {}
+            RawVerdict::Refuse(r) => return self.error(r),
+            RawVerdict::BdatSize(why) => return self.bdat_refused(why, max_size).await,
+        }
         let req = match Request::parse(&mut line.iter()) {
             Ok(r) => r.into_owned(),
             Err(e) => return self.error(parse_error(e)),
@@ -262,7 +272,7 @@ impl Session {
             return self.error(Reply::new(503, "5.5.1", "TLS is already active"));
         }
         self.reply(Reply::new(220, "2.0.0", "ready to start TLS"));
-        let timeout = self.shared.cfg.smtp.command_timeout;
+        let timeout = self.shared.cfg.smtp.tls_handshake_timeout;
         if let Err(e) = self.conn.start_tls(&acceptor, timeout).await {
             tracing::info!(client = %self.ip, error = %e, "STARTTLS handshake failed");
             self.closing = true;

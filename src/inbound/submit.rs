@@ -4,10 +4,13 @@
 
 use super::conn::Line;
 use super::hygiene::{self, Trace};
-use super::policy::{header_from_addresses, sender_allowed};
+use super::mailbox::{field_values, mailbox_list};
+use super::policy::sender_allowed;
+use super::rawcheck::BdatSize;
 use super::session::{Chunks, Session};
-use crate::queue::{Envelope, unix_now};
+use crate::clock::unix_now;
 use crate::reply::Reply;
+use crate::spool::Envelope;
 
 /// Why a message was refused while it streamed in.
 enum Fault {
@@ -34,12 +37,17 @@ impl Session {
         let timeout = self.shared.cfg.smtp.data_timeout;
         self.conn
             .queue(b"354 Start mail input; end with <CRLF>.<CRLF>\r\n");
+        // The whole message must arrive within data_timeout of the 354 (not per read).
+        if let Err(e) = self.conn.flush().await {
+            return self.io_failed(e);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut buf = Vec::with_capacity(max.min(64 * 1024));
         let mut fault = None;
         let mut size = 0usize;
         let mut prev_crlf = true;
         loop {
-            let line = match self.conn.read_line(max_line, timeout).await {
+            let line = match self.conn.read_line_until(max_line, deadline).await {
                 Ok(Line::Full(l)) => l,
                 Ok(Line::TooLong { crlf }) => {
                     fault.get_or_insert(Fault::LongLine);
@@ -136,6 +144,41 @@ impl Session {
         self.accept(data).await;
     }
 
+    /// A BDAT size refused before any of its chunk is read: `552 5.3.4` (or `501 5.5.4` for
+    /// a size that is not a number) goes out at once. A chunk whose size is a number is then
+    /// skipped (thrown away as it arrives, within `data_timeout`) so the session stays in
+    /// step; one that cannot be framed (not a number, or beyond 64 bits) ends the session.
+    pub(super) async fn bdat_refused(&mut self, why: BdatSize, max: usize) {
+        self.tx = None;
+        let skip = match why {
+            BdatSize::TooBig(n) => {
+                self.reply(Reply::new(
+                    552,
+                    "5.3.4",
+                    format!("BDAT chunk larger than the message size limit of {max} bytes"),
+                ));
+                n.and_then(|n| usize::try_from(n).ok())
+            }
+            BdatSize::Unparsable => {
+                self.reply(Reply::new(
+                    501,
+                    "5.5.4",
+                    "BDAT needs a chunk size in decimal octets (BDAT <size> [LAST]); closing, \
+                     since the chunk that follows cannot be framed",
+                ));
+                None
+            }
+        };
+        let Some(n) = skip else {
+            self.closing = true;
+            return;
+        };
+        let timeout = self.shared.cfg.smtp.data_timeout;
+        if let Err(e) = self.conn.read_chunk(n, timeout, |_| {}).await {
+            self.io_failed(e);
+        }
+    }
+
     fn refuse(&mut self, fault: Fault, max: usize) {
         self.tx = None;
         let max_line = self.shared.cfg.smtp.max_line_length;
@@ -177,20 +220,8 @@ impl Session {
                 "the plain listener (smtp.plain_senders)".to_string(),
             ),
         };
-        let froms = header_from_addresses(headers);
-        if froms.is_empty() {
-            return self.reply(Reply::new(
-                550,
-                "5.7.1",
-                format!("the message has no From: header; add one with an address {who} may use"),
-            ));
-        }
-        if let Some(bad) = froms.iter().find(|f| !sender_allowed(&patterns, f)) {
-            return self.reply(Reply::new(
-                550,
-                "5.7.1",
-                format!("From: header address <{bad}> is not allowed for {who}"),
-            ));
+        if let Err(why) = author_fields_allowed(headers, &patterns, &who) {
+            return self.reply(Reply::new(550, "5.7.1", why));
         }
         let tls = self.conn.tls_info();
         let helo = self.helo.clone().unwrap_or_default();
@@ -245,5 +276,44 @@ impl Session {
                 ));
             }
         }
+    }
+}
+
+/// The `From:` field (exactly one, a strict RFC 5322 mailbox-list) and the `Sender:` field
+/// (at most one, one mailbox) must name only addresses the client may use. `Reply-To:` is
+/// free. `Err` holds the words of the `550 5.7.1` refusal.
+fn author_fields_allowed(headers: &[u8], patterns: &[String], who: &str) -> Result<(), String> {
+    let froms = field_values(headers, "From");
+    let from = match froms.as_slice() {
+        [] => {
+            return Err(format!(
+                "the message has no From: header; add one with an address {who} may use"
+            ));
+        }
+        [one] => one,
+        _ => return Err("the message has more than one From: header; send exactly one".into()),
+    };
+    let addresses = mailbox_list(from).map_err(|e| {
+        format!("the From: header is not a valid RFC 5322 address list ({e}); fix its syntax")
+    })?;
+    if let Some(bad) = addresses.iter().find(|a| !sender_allowed(patterns, a)) {
+        return Err(format!(
+            "From: header address <{bad}> is not allowed for {who}"
+        ));
+    }
+    let senders = field_values(headers, "Sender");
+    match senders.as_slice() {
+        [] => Ok(()),
+        [one] => match mailbox_list(one).as_deref() {
+            Ok([addr]) if sender_allowed(patterns, addr) => Ok(()),
+            Ok([addr]) => Err(format!(
+                "Sender: header address <{addr}> is not allowed for {who}"
+            )),
+            Ok(_) => Err("the Sender: header must name exactly one address".into()),
+            Err(e) => Err(format!(
+                "the Sender: header is not a valid RFC 5322 address ({e}); fix its syntax"
+            )),
+        },
+        _ => Err("the message has more than one Sender: header; send at most one".into()),
     }
 }

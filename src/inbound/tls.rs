@@ -3,12 +3,11 @@
 //! pair generated at start-up for development. TLS 1.2 and 1.3 only.
 
 use std::fs::{self, OpenOptions};
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, ConfigError};
@@ -54,10 +53,9 @@ pub fn acceptor(cfg: &Config, config_file: &str) -> anyhow::Result<TlsAcceptor> 
         }
         generate_dev_pair(&cfg.server.hostname, &tls.cert, &tls.key)?;
     }
-    let certs = load_certs(&tls.cert).map_err(|p| err("tls.cert", p))?;
-    let key = load_key(&tls.key).map_err(|p| err("tls.key", p))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let server = ServerConfig::builder_with_provider(provider)
+    let certs = crate::trust::load_certs(&tls.cert).map_err(|p| err("tls.cert", p))?;
+    let key = crate::trust::load_key(&tls.key).map_err(|p| err("tls.key", p))?;
+    let server = ServerConfig::builder_with_provider(crate::trust::provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| err("tls", format!("TLS set-up failed: {e}")))?
         .with_no_client_auth()
@@ -100,24 +98,6 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
         .open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
-}
-
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let file = fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(file))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{} holds no CERTIFICATE block", path.display()));
-    }
-    Ok(certs)
-}
-
-fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let file = fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    rustls_pemfile::private_key(&mut BufReader::new(file))
-        .map_err(|e| format!("{}: bad PEM: {e}", path.display()))?
-        .ok_or_else(|| format!("{} holds no PRIVATE KEY block", path.display()))
 }
 
 #[cfg(test)]

@@ -3,14 +3,15 @@
 //! atomically (temporary file, fsync, rename, directory fsync); memory keeps what was read.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 use super::Policy;
+use crate::fsutil::write_atomic;
 
 /// A policy as cached: what was fetched, when, and until when it applies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,32 +136,6 @@ impl PolicyCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedPolicy>> {
         self.memory.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-/// Replaces `path` with `bytes` so that a crash leaves either the old or the new file:
-/// write a temporary file, fsync it, rename it over `path`, fsync the directory.
-pub fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-    let tmp = dir.join(format!(
-        ".{name}.{}.{}.tmp",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    let result = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        crate::queue::spool::sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

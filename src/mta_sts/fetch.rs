@@ -11,13 +11,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::outbound::tls::root_store;
 use mail_auth::MessageAuthenticator;
 use mail_auth::report::tlsrpt::ResultType;
 
 use super::Policy;
 use super::policy;
 use crate::config::Config;
+use crate::trust::root_store;
 
 /// The largest policy file accepted (RFC 8461 §3.3 suggests 64 KiB).
 pub const MAX_POLICY_SIZE: usize = 64 * 1024;
@@ -54,9 +54,8 @@ pub fn https_client(
     auth: Arc<MessageAuthenticator>,
     timeout: Duration,
 ) -> anyhow::Result<reqwest::Client> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    crate::trust::install_default_provider();
+    let mut tls = rustls::ClientConfig::builder_with_provider(crate::trust::provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(root_store(&cfg.tls)?)
         .with_no_client_auth();
@@ -200,7 +199,6 @@ impl reqwest::dns::Resolve for DnsThroughConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::TlsConfig;
 
     #[test]
     fn url_names_the_port_only_when_not_443() {
@@ -212,18 +210,5 @@ mod tests {
             policy_url("example.test.", 8443),
             "https://mta-sts.example.test:8443/.well-known/mta-sts.txt"
         );
-    }
-
-    #[test]
-    fn extra_roots_must_hold_certificates() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("empty.pem");
-        std::fs::write(&path, "not a pem").expect("write");
-        let tls = TlsConfig {
-            extra_roots: vec![path],
-            ..TlsConfig::default()
-        };
-        let err = root_store(&tls).expect_err("no certificate").to_string();
-        assert!(err.contains("no PEM certificate"), "{err}");
     }
 }

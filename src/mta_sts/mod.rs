@@ -2,7 +2,8 @@
 //! matching. Outbound asks [`StsResolver::directive_for`] what a recipient domain demands.
 //!
 //! Interface used by outbound (keep it stable): [`TlsDirective`], [`Policy::matches_mx`],
-//! [`StsResolver::new`], [`StsResolver::directive_for`].
+//! [`StsResolver::new`], [`StsResolver::directive_for`]. How TLS went is emitted as a
+//! [`TlsEvent`] into a [`TlsSink`] (the TLS-RPT reporter implements it).
 //!
 //! The path of one decision: [`discover`] the `_mta-sts` TXT id, compare it with the [`cache`],
 //! [`fetch`] and [`policy::parse`] the policy file when needed, then turn the policy (or the
@@ -11,11 +12,13 @@
 pub mod cache;
 pub mod discover;
 pub mod fetch;
+mod outcome;
 pub mod policy;
 mod resolve;
 
 use std::sync::Arc;
 
+pub use outcome::{NoTlsReports, TlsEvent, TlsOutcome, TlsSink};
 pub use resolve::{Resolution, Source, StsResolver};
 
 /// Policy mode (RFC 8461 §3.2).

@@ -11,10 +11,9 @@ use mail_auth::MessageAuthenticator;
 use super::cache::{CachedPolicy, PolicyCache};
 use super::discover::{self, Discovery};
 use super::fetch::{self, FetchError};
-use super::{Mode, TlsDirective};
+use super::{Mode, TlsDirective, TlsEvent, TlsSink};
+use crate::clock::unix_now;
 use crate::config::Config;
-use crate::queue::unix_now;
-use crate::report::TlsReporter;
 
 /// How long a failed fetch of one (domain, id) is remembered before it is tried again, so that
 /// a burst of messages to a broken domain does not fetch once per message.
@@ -75,7 +74,7 @@ pub struct StsResolver {
     require_tls: bool,
     require_tls_domains: Vec<String>,
     sts: Option<Arc<Engine>>,
-    reporter: Option<Arc<TlsReporter>>,
+    reporter: Option<Arc<dyn TlsSink>>,
 }
 
 struct Engine {
@@ -119,9 +118,9 @@ impl StsResolver {
         })
     }
 
-    /// Counts each delivery attempt made without an announced policy that could not be fetched
-    /// (`sts-policy-*` result types) in `reporter`.
-    pub fn with_reporter(mut self, reporter: Arc<TlsReporter>) -> StsResolver {
+    /// Emits a [`TlsEvent::PolicyUnavailable`] into `reporter` for each delivery attempt made
+    /// without an announced policy that could not be fetched (`sts-policy-*` result types).
+    pub fn with_reporter(mut self, reporter: Arc<dyn TlsSink>) -> StsResolver {
         self.reporter = Some(reporter);
         self
     }
@@ -132,7 +131,11 @@ impl StsResolver {
     pub async fn directive_for(&self, domain: &str) -> TlsDirective {
         let resolution = self.resolve(domain).await;
         if let (Some(reporter), Source::Failed(e)) = (&self.reporter, &resolution.source) {
-            reporter.record_policy_failure(&resolution.domain, e.result_type, &e.detail);
+            reporter.emit(TlsEvent::PolicyUnavailable {
+                domain: resolution.domain.clone(),
+                result_type: e.result_type,
+                detail: e.detail.clone(),
+            });
         }
         let directive = self.directive_from(&resolution);
         tracing::debug!(domain = %resolution.domain, policy = directive.label(), "tls directive");

@@ -6,60 +6,16 @@ use std::time::Duration;
 
 use mail_auth::report::tlsrpt::ResultType;
 use mail_send::{Credentials, SmtpClient};
+use smtp_proto::EhloResponse;
 use smtp_proto::{EXT_8BIT_MIME, EXT_AUTH, EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS};
-use smtp_proto::{EhloResponse, Response};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::reply::EnhancedStatus;
+
+pub use super::outcome::Answer;
 pub use super::stream::Stream;
 use super::tls::{OutboundTls, result_type};
-
-/// A reply from a remote server, kept as a person reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Answer {
-    /// Three-digit code.
-    pub code: u16,
-    /// Enhanced status code and text, as sent.
-    pub text: String,
-}
-
-impl Answer {
-    /// A reply herald makes up for a local condition (time-out, refusal, DNS).
-    pub fn local(code: u16, text: impl Into<String>) -> Answer {
-        Answer {
-            code,
-            text: text.into(),
-        }
-    }
-
-    fn from_response(r: &Response<String>) -> Answer {
-        let text = if r.esc[0] != 0 {
-            format!("{}.{}.{} {}", r.esc[0], r.esc[1], r.esc[2], r.message)
-        } else {
-            r.message.clone()
-        };
-        Answer {
-            code: r.code,
-            text: text.replace(['\r', '\n'], " "),
-        }
-    }
-
-    /// 2xx.
-    pub fn is_positive(&self) -> bool {
-        (200..300).contains(&self.code)
-    }
-
-    /// 5xx.
-    pub fn is_permanent(&self) -> bool {
-        (500..600).contains(&self.code)
-    }
-}
-
-impl std::fmt::Display for Answer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.code, self.text)
-    }
-}
 
 /// How a session must treat TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,9 +204,10 @@ impl Session {
         };
         if let Some(credentials) = credentials {
             if !session.ehlo.has_capability(EXT_AUTH) {
-                return Err(OpenError::Refused(Answer::local(
+                return Err(OpenError::Refused(Answer::new(
                     530,
-                    "5.7.0 the relay host does not offer AUTH",
+                    EnhancedStatus::parse("5.7.0"),
+                    "the relay host does not offer AUTH",
                 )));
             }
             let ehlo = session.ehlo.clone();
@@ -263,9 +220,10 @@ impl Session {
                     | mail_send::Error::UnexpectedReply(r) => {
                         OpenError::Refused(Answer::from_response(&r))
                     }
-                    other => OpenError::Refused(Answer::local(
+                    other => OpenError::Refused(Answer::new(
                         454,
-                        format!("4.7.0 authentication failed: {other}"),
+                        EnhancedStatus::parse("4.7.0"),
+                        format!("authentication failed: {other}"),
                     )),
                 })?;
         }

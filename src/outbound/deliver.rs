@@ -8,35 +8,13 @@ use std::time::{Duration, Instant};
 use mail_auth::MessageAuthenticator;
 use mail_send::Credentials;
 
-use super::client::{Answer, OpenError, Session, Timeouts, TlsMode};
+use super::client::{OpenError, Session, Timeouts, TlsMode};
+use super::outcome::{Answer, Failure, RecipientResult};
 use super::pool::{Acquired, Conn, Key, Pool};
 use super::resolve::{self, ResolveError};
 use super::tls::OutboundTls;
 use crate::config::Config;
-use crate::mta_sts::{StsResolver, TlsDirective};
-use crate::report::{TlsOutcome, TlsReporter};
-
-/// Where a recipient stands after one attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Accepted by the remote (`2xx`).
-    Delivered,
-    /// Try again later (`4xx`, connection, TLS or DNS trouble).
-    Temporary,
-    /// Give up (`5xx`, null MX, non-existent domain).
-    Permanent,
-}
-
-/// One recipient's result of an attempt.
-#[derive(Debug, Clone)]
-pub struct RecipientResult {
-    /// What to do next.
-    pub verdict: Verdict,
-    /// The reply (remote, or made up for a local condition).
-    pub answer: Answer,
-    /// The host tried, as `name [address]`.
-    pub host: Option<String>,
-}
+use crate::mta_sts::{StsResolver, TlsDirective, TlsEvent, TlsOutcome, TlsSink};
 
 /// A piece of work: one message, the recipients of one domain (or all, via the smart host).
 pub struct Job {
@@ -71,21 +49,22 @@ pub struct Outbound {
     tls: OutboundTls,
     pool: Pool,
     sts: Arc<StsResolver>,
-    reporter: Arc<TlsReporter>,
+    tls_events: Arc<dyn TlsSink>,
     relay: Option<Relay>,
 }
 
 enum Attempt {
-    Done(Vec<Answer>),
-    NextHost(Answer),
+    Done(Vec<Result<Answer, Failure>>),
+    NextHost(Failure),
 }
 
 impl Outbound {
-    /// Builds delivery from configuration, with the MTA-STS resolver and TLS reporter to use.
+    /// Builds delivery from configuration, with the MTA-STS resolver to ask and the sink that
+    /// receives how TLS went with each MX (the TLS-RPT reporter).
     pub fn new(
         cfg: &Config,
         sts: Arc<StsResolver>,
-        reporter: Arc<TlsReporter>,
+        tls_events: Arc<dyn TlsSink>,
     ) -> anyhow::Result<Outbound> {
         let d = &cfg.delivery;
         let relay = match &d.relay_host {
@@ -127,7 +106,7 @@ impl Outbound {
                 Duration::from_secs(5),
             ),
             sts,
-            reporter,
+            tls_events,
             relay,
         })
     }
@@ -140,11 +119,10 @@ impl Outbound {
     /// Attempts delivery of `job`; one result per recipient, in order.
     pub async fn deliver(&self, job: &Job) -> Vec<RecipientResult> {
         let n = job.recipients.len();
-        let all = |verdict, answer: Answer, host: Option<String>| {
+        let all = |failure: Failure, host: Option<String>| {
             vec![
                 RecipientResult {
-                    verdict,
-                    answer,
+                    outcome: Err(failure),
                     host,
                 };
                 n
@@ -168,28 +146,19 @@ impl Outbound {
                 };
                 let mut hosts = match resolve::mx_hosts(&self.resolver, &job.domain).await {
                     Ok(h) => h,
-                    Err(ResolveError::Permanent(why)) => {
-                        let status = if why.contains("null MX") {
-                            "5.1.10"
+                    Err(e) => {
+                        let failure = match e {
+                            ResolveError::NullMx { domain } => Failure::NullMx { domain },
+                            other => Failure::NoRoute(other),
+                        };
+                        let what = if failure.is_permanent() {
+                            "delivery attempt: no route"
                         } else {
-                            "5.1.2"
+                            "delivery attempt: DNS trouble"
                         };
                         tracing::info!(queue_id = %job.queue_id, domain = %job.domain,
-                            reply = %why, "delivery attempt: no route");
-                        return all(
-                            Verdict::Permanent,
-                            Answer::local(550, format!("{status} {why}")),
-                            None,
-                        );
-                    }
-                    Err(ResolveError::Temporary(why)) => {
-                        tracing::info!(queue_id = %job.queue_id, domain = %job.domain,
-                            reply = %why, "delivery attempt: DNS trouble");
-                        return all(
-                            Verdict::Temporary,
-                            Answer::local(451, format!("4.4.3 {why}")),
-                            None,
-                        );
+                            reply = %failure, "{what}");
+                        return all(failure, None);
                     }
                 };
                 if let TlsDirective::Sts { policy, .. } = &directive
@@ -202,7 +171,7 @@ impl Outbound {
                         // RFC 8460 has no result type of its own for an MX outside the policy;
                         // validation-failure is the one receivers read as "policy not met".
                         for mx_host in refused {
-                            self.reporter.record(
+                            self.emit(
                                 &directive,
                                 TlsOutcome::Failure {
                                     result_type:
@@ -213,13 +182,12 @@ impl Outbound {
                                 },
                             );
                         }
-                        let why = format!(
-                            "4.7.5 no MX host of {} matches its MTA-STS policy",
-                            job.domain
-                        );
+                        let failure = Failure::NoMxMatchesPolicy {
+                            domain: job.domain.clone(),
+                        };
                         tracing::warn!(queue_id = %job.queue_id, domain = %job.domain,
-                            policy = %directive.label(), reply = %why, "delivery attempt: no MX allowed");
-                        return all(Verdict::Temporary, Answer::local(451, why), None);
+                            policy = %directive.label(), reply = %failure, "delivery attempt: no MX allowed");
+                        return all(failure, None);
                     }
                 }
                 let mode = if directive.requires_verified_tls() {
@@ -231,22 +199,18 @@ impl Outbound {
             }
         };
         let implicit = hosts.len() == 1 && hosts[0] == job.domain.to_ascii_lowercase();
-        let mut last = Answer::local(451, "4.4.1 no MX host could be reached");
+        let mut last = Failure::NoHostReached;
         let mut last_host = None;
         for host in &hosts {
             let addrs = match resolve::addresses(&self.resolver, host).await {
                 Ok(a) => a,
-                Err(ResolveError::Permanent(why)) if implicit && self.relay.is_none() => {
-                    return all(
-                        Verdict::Permanent,
-                        Answer::local(550, format!("5.1.2 {why}")),
-                        None,
-                    );
+                Err(e) if e.is_permanent() && implicit && self.relay.is_none() => {
+                    return all(Failure::NoRoute(e), None);
                 }
                 Err(e) => {
                     tracing::info!(queue_id = %job.queue_id, domain = %job.domain, mx = %host,
                         reply = %e, "delivery attempt: MX host has no usable address");
-                    last = Answer::local(451, format!("4.4.3 {e}"));
+                    last = Failure::NoAddress(e);
                     continue;
                 }
             };
@@ -257,27 +221,28 @@ impl Outbound {
                     .attempt(job, host, addr, mode, &directive, credentials)
                     .await
                 {
-                    Attempt::Done(answers) => {
-                        return answers
+                    Attempt::Done(outcomes) => {
+                        return outcomes
                             .into_iter()
-                            .map(|answer| RecipientResult {
-                                verdict: if answer.is_positive() {
-                                    Verdict::Delivered
-                                } else if answer.is_permanent() {
-                                    Verdict::Permanent
-                                } else {
-                                    Verdict::Temporary
-                                },
-                                answer,
+                            .map(|outcome| RecipientResult {
+                                outcome,
                                 host: last_host.clone(),
                             })
                             .collect();
                     }
-                    Attempt::NextHost(answer) => last = answer,
+                    Attempt::NextHost(failure) => last = failure,
                 }
             }
         }
-        all(Verdict::Temporary, last, last_host)
+        all(last, last_host)
+    }
+
+    /// Hands how TLS went to the sink (the TLS-RPT reporter).
+    fn emit(&self, directive: &TlsDirective, outcome: TlsOutcome) {
+        self.tls_events.emit(TlsEvent::Session {
+            directive: directive.clone(),
+            outcome,
+        });
     }
 
     /// One host address: get a session (reused or new), run the transaction.
@@ -309,9 +274,18 @@ impl Outbound {
                     match opened {
                         Ok(session) => (Conn::new(session, key.clone(), slot), false),
                         Err(e) => {
-                            let answer = match &e {
-                                OpenError::Refused(a) => a.clone(),
-                                other => Answer::local(451, format!("4.4.2 {other}")),
+                            // A refusal at greeting or EHLO, a connection failure or a TLS
+                            // failure all mean: the next host.
+                            let failure = match e {
+                                OpenError::Refused(answer) if answer.is_permanent() => {
+                                    Failure::HostRefused {
+                                        host: host.to_string(),
+                                        answer,
+                                    }
+                                }
+                                OpenError::Refused(answer) => Failure::Remote(answer),
+                                OpenError::Connect(detail) => Failure::Connect { detail },
+                                OpenError::Tls { detail, .. } => Failure::TlsRequired { detail },
                             };
                             log_attempt(
                                 job,
@@ -319,16 +293,10 @@ impl Outbound {
                                 addr,
                                 None,
                                 directive,
-                                std::slice::from_ref(&answer),
+                                &[failure.to_string()],
                                 started,
                             );
-                            // A refusal at greeting or EHLO, a connection failure or a TLS
-                            // failure all mean: the next host.
-                            return Attempt::NextHost(if answer.is_permanent() {
-                                Answer::local(451, format!("4.4.2 {host} refused: {answer}"))
-                            } else {
-                                answer
-                            });
+                            return Attempt::NextHost(failure);
                         }
                     }
                 }
@@ -345,31 +313,39 @@ impl Outbound {
             let tls = conn.session.tls.clone();
             match result {
                 Ok(tx) => {
-                    log_attempt(
-                        job,
-                        host,
-                        addr,
-                        tls.as_ref(),
-                        directive,
-                        &tx.answers,
-                        started,
-                    );
+                    let lines: Vec<String> = tx.answers.iter().map(|a| a.to_string()).collect();
+                    log_attempt(job, host, addr, tls.as_ref(), directive, &lines, started);
                     self.pool.release(conn);
-                    if tx.answers.iter().all(|a| a.code == 421) {
-                        return Attempt::NextHost(tx.answers[0].clone());
+                    if let Some(first) = tx.answers.first()
+                        && tx.answers.iter().all(|a| a.code == 421)
+                    {
+                        return Attempt::NextHost(Failure::Remote(first.clone()));
                     }
-                    return Attempt::Done(tx.answers);
+                    return Attempt::Done(
+                        tx.answers
+                            .into_iter()
+                            .map(|a| {
+                                if a.is_positive() {
+                                    Ok(a)
+                                } else {
+                                    Err(Failure::Remote(a))
+                                }
+                            })
+                            .collect(),
+                    );
                 }
                 Err(e) => {
-                    let answer =
-                        Answer::local(451, format!("4.4.2 connection to {host} lost: {e}"));
+                    let failure = Failure::ConnectionLost {
+                        host: host.to_string(),
+                        detail: e,
+                    };
                     log_attempt(
                         job,
                         host,
                         addr,
                         tls.as_ref(),
                         directive,
-                        std::slice::from_ref(&answer),
+                        &[failure.to_string()],
                         started,
                     );
                     conn.close();
@@ -377,7 +353,7 @@ impl Outbound {
                     if reused && tries < 3 {
                         continue;
                     }
-                    return Attempt::Done(vec![answer; job.recipients.len()]);
+                    return Attempt::Done(vec![Err(failure); job.recipients.len()]);
                 }
             }
         }
@@ -425,14 +401,14 @@ impl Outbound {
                         detail: "the server does not offer STARTTLS".into(),
                     },
                 };
-                self.reporter.record(directive, outcome);
+                self.emit(directive, outcome);
             }
             Err(OpenError::Tls {
                 detail,
                 result_type,
             }) => {
                 if reportable {
-                    self.reporter.record(
+                    self.emit(
                         directive,
                         TlsOutcome::Failure {
                             result_type: *result_type,
@@ -470,10 +446,10 @@ fn log_attempt(
     addr: SocketAddr,
     tls: Option<&super::client::TlsInfo>,
     directive: &TlsDirective,
-    answers: &[Answer],
+    replies: &[String],
     started: Instant,
 ) {
-    let mut replies: Vec<String> = answers.iter().map(|a| a.to_string()).collect();
+    let mut replies = replies.to_vec();
     replies.dedup();
     tracing::info!(
         queue_id = %job.queue_id,

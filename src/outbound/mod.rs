@@ -1,9 +1,11 @@
-//! Outbound: MX resolution, connecting, TLS policy (opportunistic / MTA-STS / required), the SMTP
-//! transaction with the recipient's MX, and DSN bounces.
+//! Outbound: MX resolution, connecting, TLS policy (opportunistic / MTA-STS / required) and
+//! the SMTP transaction with the recipient's MX. Each attempt ends in a typed
+//! [`outcome::RecipientResult`] per recipient; how TLS went is emitted as an
+//! [`crate::mta_sts::TlsEvent`].
 
 pub mod client;
 pub mod deliver;
-pub mod dsn;
+pub mod outcome;
 pub mod pool;
 pub mod resolve;
 pub mod stream;

@@ -14,16 +14,52 @@ use rand::seq::SliceRandom;
 /// Why a domain or host could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResolveError {
-    /// The domain does not accept mail (null MX, NXDOMAIN, no address at all).
-    Permanent(String),
+    /// The domain publishes a null MX (RFC 7505): it accepts no mail.
+    NullMx {
+        /// The domain.
+        domain: String,
+    },
+    /// The name does not exist (NXDOMAIN).
+    NoSuchDomain {
+        /// The domain or host name.
+        name: String,
+    },
+    /// An address literal (`[192.0.2.1]`) that is not an address.
+    BadLiteral {
+        /// The literal as given.
+        literal: String,
+    },
+    /// The host exists but has no A or AAAA record.
+    NoAddress {
+        /// The host name.
+        host: String,
+    },
     /// DNS trouble that may pass (time-out, SERVFAIL).
     Temporary(String),
+}
+
+impl ResolveError {
+    /// Whether the answer is final (everything but [`ResolveError::Temporary`]).
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, ResolveError::Temporary(_))
+    }
 }
 
 impl std::fmt::Display for ResolveError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ResolveError::Permanent(s) | ResolveError::Temporary(s) => f.write_str(s),
+            ResolveError::NullMx { domain } => {
+                write!(
+                    f,
+                    "{domain} publishes a null MX (RFC 7505): it accepts no mail"
+                )
+            }
+            ResolveError::NoSuchDomain { name } => write!(f, "{name} does not exist (NXDOMAIN)"),
+            ResolveError::BadLiteral { literal } => {
+                write!(f, "{literal} is not a valid address literal")
+            }
+            ResolveError::NoAddress { host } => write!(f, "{host} has no A or AAAA record"),
+            ResolveError::Temporary(s) => f.write_str(s),
         }
     }
 }
@@ -37,9 +73,9 @@ pub async fn mx_hosts(
         let ip = literal.strip_prefix("IPv6:").unwrap_or(literal);
         return match ip.parse::<IpAddr>() {
             Ok(_) => Ok(vec![ip.to_string()]),
-            Err(_) => Err(ResolveError::Permanent(format!(
-                "{domain} is not a valid address literal"
-            ))),
+            Err(_) => Err(ResolveError::BadLiteral {
+                literal: domain.to_string(),
+            }),
         };
     }
     let none = None::<&NoCache<Box<str>, mail_auth::RecordSet<mail_auth::MX>>>;
@@ -57,18 +93,20 @@ pub async fn mx_hosts(
             }
             // RFC 7505: a single MX with an empty exchange ("." ) says "no mail here".
             if hosts.iter().any(|h| h.is_empty()) {
-                return Err(ResolveError::Permanent(format!(
-                    "{domain} publishes a null MX (RFC 7505): it accepts no mail"
-                )));
+                return Err(ResolveError::NullMx {
+                    domain: domain.to_string(),
+                });
             }
             if hosts.is_empty() {
                 return Ok(vec![domain.to_ascii_lowercase()]);
             }
             Ok(hosts)
         }
-        Err(mail_auth::Error::Dns(DnsError::RecordNotFound(ResponseCode::NXDomain))) => Err(
-            ResolveError::Permanent(format!("{domain} does not exist (NXDOMAIN)")),
-        ),
+        Err(mail_auth::Error::Dns(DnsError::RecordNotFound(ResponseCode::NXDomain))) => {
+            Err(ResolveError::NoSuchDomain {
+                name: domain.to_string(),
+            })
+        }
         Err(mail_auth::Error::Dns(DnsError::RecordNotFound(_))) => {
             // No MX records: the domain itself is the implicit MX (RFC 5321 §5.1).
             Ok(vec![domain.to_ascii_lowercase()])
@@ -117,11 +155,11 @@ pub async fn addresses(
         Some(e) => Err(ResolveError::Temporary(format!(
             "address look-up for {host} failed: {e}"
         ))),
-        None if nxdomain => Err(ResolveError::Permanent(format!(
-            "{host} does not exist (NXDOMAIN)"
-        ))),
-        None => Err(ResolveError::Permanent(format!(
-            "{host} has no A or AAAA record"
-        ))),
+        None if nxdomain => Err(ResolveError::NoSuchDomain {
+            name: host.to_string(),
+        }),
+        None => Err(ResolveError::NoAddress {
+            host: host.to_string(),
+        }),
     }
 }

@@ -1,6 +1,7 @@
 //! Outbound TLS: our own rustls connectors, so certificate checking stays in herald's hands.
 //!
-//! Two connectors share one trust store (webpki roots plus `[tls] extra_roots`):
+//! Two connectors share one trust store ([`crate::trust::root_store`]: webpki roots plus
+//! `[tls] extra_roots`):
 //! - *strict* runs the WebPKI verifier and fails the handshake on any problem (MTA-STS enforce,
 //!   `require_tls`, the smart host);
 //! - *opportunistic* encrypts whatever certificate is presented; after the handshake the same
@@ -11,11 +12,8 @@ use std::sync::Arc;
 use mail_auth::report::tlsrpt::ResultType;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio_rustls::TlsConnector;
 
 use crate::config::TlsConfig;
@@ -33,8 +31,8 @@ pub struct OutboundTls {
 impl OutboundTls {
     /// Builds the connectors from the webpki roots and `[tls] extra_roots`.
     pub fn new(cfg: &TlsConfig) -> anyhow::Result<OutboundTls> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let roots = root_store(cfg)?;
+        let provider = crate::trust::provider();
+        let roots = crate::trust::root_store(cfg)?;
         let verifier =
             WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
@@ -132,42 +130,6 @@ pub fn result_type(error: &rustls::Error) -> ResultType {
         rustls::Error::NoCertificatesPresented => ResultType::CertificateNotTrusted,
         _ => ResultType::ValidationFailure,
     }
-}
-
-/// Installs aws-lc-rs as the process-wide rustls provider (reqwest needs one); a no-op when
-/// one is already installed.
-pub fn install_default_provider() {
-    let _ = CryptoProvider::install_default(rustls::crypto::aws_lc_rs::default_provider());
-}
-
-/// The trust roots for outbound TLS: the web PKI (webpki-roots) plus `[tls] extra_roots`.
-pub fn root_store(tls: &TlsConfig) -> anyhow::Result<RootCertStore> {
-    let mut roots = RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for path in &tls.extra_roots {
-        let pem = std::fs::read(path)
-            .map_err(|e| anyhow::anyhow!("tls.extra_roots: cannot read {}: {e}", path.display()))?;
-        let mut found = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| {
-                anyhow::anyhow!("tls.extra_roots: {} is not valid PEM: {e}", path.display())
-            })?;
-            roots.add(cert).map_err(|e| {
-                anyhow::anyhow!(
-                    "tls.extra_roots: {} holds an unusable CA: {e}",
-                    path.display()
-                )
-            })?;
-            found += 1;
-        }
-        if found == 0 {
-            anyhow::bail!(
-                "tls.extra_roots: {} contains no PEM certificate",
-                path.display()
-            );
-        }
-    }
-    Ok(roots)
 }
 
 #[cfg(test)]

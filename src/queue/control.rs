@@ -3,11 +3,11 @@
 
 use std::sync::atomic::Ordering;
 
-use super::manager::{QueueManager, blocking, next_due_ms, now_ms};
+use super::dsn::{self, Kind};
+use super::manager::{QueueManager, blocking, next_due_ms};
+use super::transition::operator_failures;
 use super::view::{ActionResult, MessageView};
-use super::{RecipientStatus, unix_now};
-use crate::outbound::client::Answer;
-use crate::outbound::dsn::{self, Failure, Kind};
+use crate::clock::{now_ms, unix_now};
 
 fn done(message: impl Into<String>) -> ActionResult {
     ActionResult {
@@ -59,12 +59,7 @@ impl QueueManager {
         if entry.in_flight {
             return done(format!("{id} is being attempted right now"));
         }
-        let now = unix_now();
-        for r in &mut entry.msg.state.recipients {
-            if r.status == RecipientStatus::Pending {
-                r.next_attempt = now;
-            }
-        }
+        entry.msg.state.retry_now(unix_now());
         table.schedule(id, Some(now_ms()));
         drop(table);
         self.inner.wake.notify_one();
@@ -91,7 +86,11 @@ impl QueueManager {
             let Some(entry) = table.entries.get_mut(id).filter(|e| !e.deleted) else {
                 return refused(format!("no message {id} in the queue"));
             };
-            entry.msg.state.held = held;
+            if held {
+                entry.msg.state.hold();
+            } else {
+                entry.msg.state.release();
+            }
             let due = if entry.in_flight {
                 None
             } else {
@@ -141,11 +140,10 @@ impl QueueManager {
             let owned = id.to_string();
             match blocking(move || spool.read_message(&owned)).await {
                 Ok(data) => {
-                    let failures = operator_failures(&msg);
+                    let failures = operator_failures(&msg.state);
                     match dsn::queue_notice(
                         &inner.cfg,
-                        &inner.spool,
-                        &inner.signer,
+                        &inner.own,
                         &msg,
                         &data,
                         &failures,
@@ -173,27 +171,4 @@ impl QueueManager {
         tracing::info!(queue_id = %id, bounce, "message deleted by the operator");
         done(format!("{id} deleted{note}"))
     }
-}
-
-/// The recipients an operator deletion leaves undelivered, for the bounce.
-pub fn operator_failures(msg: &super::SpooledMessage) -> Vec<Failure> {
-    msg.state
-        .recipients
-        .iter()
-        .filter(|r| r.status == RecipientStatus::Pending)
-        .map(|r| Failure {
-            recipient: r.address.clone(),
-            answer: Answer::local(
-                550,
-                format!(
-                    "5.3.0 deleted from the queue by the operator{}",
-                    r.last_reply
-                        .as_ref()
-                        .map(|l| format!("; last reply: {l}"))
-                        .unwrap_or_default()
-                ),
-            ),
-            remote: r.last_host.clone(),
-        })
-        .collect()
 }

@@ -1,6 +1,7 @@
 //! The delivery queue: recovers the spool at start, schedules each message's next attempt,
-//! runs attempts through [`Outbound`], records every recipient's state durably after each
-//! attempt, queues bounces, and removes finished messages.
+//! runs attempts through [`Outbound`], settles each attempt with the pure
+//! [`transition::settle`], records the state durably, queues bounces and delay notices, and
+//! removes finished messages.
 //!
 //! Order of durable writes after an attempt: the bounce (if any) is spooled first, then the
 //! new state. A crash in between can repeat a bounce, never lose one.
@@ -12,17 +13,17 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
 
-use super::lock::SpoolLock;
-use super::spool::{Arrivals, Spool};
+use super::dsn::{self, Kind};
+use super::transition::{self, Rules};
 use super::view::Counters;
-use super::{QueueId, RecipientStatus, SpooledMessage, unix_now};
+use crate::clock::{now_ms, unix_now};
 use crate::config::Config;
-use crate::mta_sts::StsResolver;
-use crate::outbound::client::Answer;
-use crate::outbound::deliver::{Job, Outbound, RecipientResult, Verdict};
-use crate::outbound::dsn::{self, Failure, Kind};
-use crate::report::TlsReporter;
+use crate::mta_sts::{StsResolver, TlsSink};
+use crate::outbound::deliver::{Job, Outbound};
+use crate::outbound::outcome::RecipientResult;
+use crate::own_mail::OwnMail;
 use crate::signing::Signer;
+use crate::spool::{Arrivals, QueueId, RecipientStatus, Spool, SpoolLock, SpooledMessage};
 
 /// Handle on the running queue, shared with the admin endpoint.
 #[derive(Clone)]
@@ -89,7 +90,8 @@ pub(super) struct AtomicCounters {
 pub(super) struct Inner {
     pub(super) cfg: Arc<Config>,
     pub(super) spool: Spool,
-    pub(super) signer: Arc<Signer>,
+    /// herald's own mail path (bounces, delay notices).
+    pub(super) own: OwnMail,
     outbound: Outbound,
     table: Mutex<Table>,
     pub(super) wake: Notify,
@@ -104,32 +106,10 @@ impl Inner {
     }
 }
 
-/// Milliseconds since the epoch.
-pub(super) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// When a message is next due (ms), from its earliest pending recipient; `None` when held or
 /// nothing is pending.
 pub(super) fn next_due_ms(msg: &SpooledMessage) -> Option<u64> {
-    if msg.state.held {
-        return None;
-    }
-    msg.state
-        .recipients
-        .iter()
-        .filter(|r| r.status == RecipientStatus::Pending)
-        .map(|r| r.next_attempt.saturating_mul(1000))
-        .min()
-}
-
-/// The wait after the `attempts`-th failed attempt: the schedule's entry, the last repeating.
-pub fn retry_wait(schedule: &[Duration], attempts: u32) -> Duration {
-    let i = (attempts.max(1) as usize - 1).min(schedule.len().saturating_sub(1));
-    schedule.get(i).copied().unwrap_or(Duration::from_secs(60))
+    msg.state.next_attempt().map(|s| s.saturating_mul(1000))
 }
 
 /// Writes blocking spool I/O off the async reactor.
@@ -150,7 +130,7 @@ impl QueueManager {
         arrivals: Arrivals,
         signer: Arc<Signer>,
         sts: Arc<StsResolver>,
-        reporter: Arc<TlsReporter>,
+        tls_events: Arc<dyn TlsSink>,
     ) -> anyhow::Result<QueueManager> {
         let dir = cfg.spool_dir();
         let lock = SpoolLock::try_acquire(&dir)
@@ -161,14 +141,15 @@ impl QueueManager {
                     dir.display()
                 )
             })?;
-        let outbound = Outbound::new(&cfg, sts, reporter)?;
+        let outbound = Outbound::new(&cfg, sts, tls_events)?;
         let recovering = spool.clone();
         let recovered = blocking(move || recovering.recover()).await?;
         let concurrency = (cfg.delivery.max_connections * 2).max(4);
+        let own = OwnMail::new(spool.clone(), signer, &cfg.server.hostname);
         let inner = Arc::new(Inner {
             cfg,
             spool,
-            signer,
+            own,
             outbound,
             table: Mutex::new(Table::default()),
             wake: Notify::new(),
@@ -220,6 +201,7 @@ impl QueueManager {
 async fn receive(inner: Arc<Inner>, mut arrivals: Arrivals) {
     while let Some(msg) = arrivals.recv().await {
         inner.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::message_accepted(msg.envelope.app.as_deref().unwrap_or("-"));
         inner.table().insert(msg);
         inner.wake.notify_one();
     }
@@ -329,6 +311,25 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
     finish_round(inner, id, &data, results).await;
 }
 
+/// Counts each tried recipient's outcome by destination domain for `/metrics`.
+fn record_outcomes(msg: &SpooledMessage, tried: &[usize], received: u64, now: u64) {
+    use crate::metrics::{Outcome, recipient};
+    use crate::spool::RecipientStatus;
+    for r in tried.iter().filter_map(|&i| msg.state.recipients.get(i)) {
+        let domain = r.address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        match r.status {
+            RecipientStatus::Delivered => {
+                recipient(Outcome::Delivered, domain);
+                crate::metrics::delivered_after(std::time::Duration::from_secs(
+                    now.saturating_sub(received),
+                ));
+            }
+            RecipientStatus::Pending => recipient(Outcome::Deferred, domain),
+            RecipientStatus::Failed => recipient(Outcome::Bounced, domain),
+        }
+    }
+}
+
 /// Records the attempt's results: bounce first, then the new state (or removal).
 async fn finish_round(
     inner: &Arc<Inner>,
@@ -342,7 +343,7 @@ async fn finish_round(
     let _serial = io.lock().await;
     let now = unix_now();
     let cfg = &inner.cfg;
-    let (msg, failures, delayed) = {
+    let (msg, settled) = {
         let mut table = inner.table();
         let Some(entry) = table.entries.get_mut(id) else {
             return;
@@ -352,91 +353,25 @@ async fn finish_round(
             return;
         }
         let received = entry.msg.envelope.received_at;
-        let expires = received.saturating_add(cfg.delivery.max_age.as_secs());
-        let mut failures = Vec::new();
-        for (i, r) in results {
-            let Some(rs) = entry.msg.state.recipients.get_mut(i) else {
-                continue;
-            };
-            if rs.status != RecipientStatus::Pending {
-                continue;
-            }
-            rs.attempts += 1;
-            rs.last_reply = Some(r.answer.to_string());
-            rs.last_host = r.host.clone();
-            let c = &inner.counters;
-            match r.verdict {
-                Verdict::Delivered => {
-                    rs.status = RecipientStatus::Delivered;
-                    c.delivered.fetch_add(1, Ordering::Relaxed);
-                }
-                Verdict::Permanent => {
-                    rs.status = RecipientStatus::Failed;
-                    c.bounced.fetch_add(1, Ordering::Relaxed);
-                    failures.push(Failure {
-                        recipient: rs.address.clone(),
-                        answer: r.answer,
-                        remote: r.host,
-                    });
-                }
-                Verdict::Temporary if now >= expires => {
-                    rs.status = RecipientStatus::Failed;
-                    c.bounced.fetch_add(1, Ordering::Relaxed);
-                    let answer = Answer::local(
-                        550,
-                        format!(
-                            "5.4.7 gave up after {} attempts over {}; last reply: {}",
-                            rs.attempts,
-                            humantime::format_duration(Duration::from_secs(now - received)),
-                            r.answer
-                        ),
-                    );
-                    rs.last_reply = Some(answer.to_string());
-                    failures.push(Failure {
-                        recipient: rs.address.clone(),
-                        answer,
-                        remote: r.host,
-                    });
-                }
-                Verdict::Temporary => {
-                    c.deferred.fetch_add(1, Ordering::Relaxed);
-                    let wait = retry_wait(&cfg.delivery.retry_schedule, rs.attempts).as_secs();
-                    rs.next_attempt = now.saturating_add(wait.max(1)).min(expires.max(now + 1));
-                }
-            }
-        }
-        let mut delayed = Vec::new();
-        if let Some(after) = cfg.delivery.delay_notice
-            && !entry.msg.state.delay_notified
-            && now.saturating_sub(received) >= after.as_secs()
-        {
-            delayed = entry
-                .msg
-                .state
-                .recipients
-                .iter()
-                .filter(|r| r.status == RecipientStatus::Pending)
-                .map(|r| Failure {
-                    recipient: r.address.clone(),
-                    answer: Answer::local(
-                        451,
-                        r.last_reply
-                            .clone()
-                            .unwrap_or_else(|| "4.4.7 not yet delivered".into()),
-                    ),
-                    remote: r.last_host.clone(),
-                })
-                .collect();
-            if !delayed.is_empty() {
-                entry.msg.state.delay_notified = true;
-            }
-        }
-        (entry.msg.clone(), failures, delayed)
+        let rules = Rules::of(&cfg.delivery);
+        let tried: Vec<usize> = results.iter().map(|(i, _)| *i).collect();
+        let settled = transition::settle(&mut entry.msg.state, received, results, now, &rules);
+        record_outcomes(&entry.msg, &tried, received, now);
+        (entry.msg.clone(), settled)
     };
-    for (list, kind) in [(&failures, Kind::Failed), (&delayed, Kind::Delayed)] {
-        match dsn::queue_notice(cfg, &inner.spool, &inner.signer, &msg, data, list, kind).await {
+    let c = &inner.counters;
+    c.delivered.fetch_add(settled.delivered, Ordering::Relaxed);
+    c.deferred.fetch_add(settled.deferred, Ordering::Relaxed);
+    c.bounced
+        .fetch_add(settled.bounce.len() as u64, Ordering::Relaxed);
+    for (list, kind) in [
+        (&settled.bounce, Kind::Failed),
+        (&settled.delay, Kind::Delayed),
+    ] {
+        match dsn::queue_notice(cfg, &inner.own, &msg, data, list, kind).await {
             Ok(Some(_)) => {
                 inner.counters.dsn_sent.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::dsn_sent();
             }
             Ok(None) => {}
             Err(e) => {
@@ -470,18 +405,4 @@ async fn finish_round(
     }
     drop(table);
     inner.wake.notify_one();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_last_wait_repeats() {
-        let s = [Duration::from_secs(60), Duration::from_secs(300)];
-        assert_eq!(retry_wait(&s, 1), Duration::from_secs(60));
-        assert_eq!(retry_wait(&s, 2), Duration::from_secs(300));
-        assert_eq!(retry_wait(&s, 9), Duration::from_secs(300));
-        assert_eq!(retry_wait(&s, 0), Duration::from_secs(60));
-    }
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{RecipientState, SpooledMessage};
+use crate::spool::{RecipientState, SpooledMessage};
 
 /// A queued message as an operator sees it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::send::{ReportSender, SendOutcome};
 use super::{FLUSH_PATH, OUTBOX_MAX_AGE, TlsReporter};
-use crate::queue::unix_now;
+use crate::clock::unix_now;
 
 /// What one flush did, for logs, `herald report flush` and the admin endpoint.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

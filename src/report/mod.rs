@@ -1,8 +1,10 @@
 //! TLS-RPT (RFC 8460): counting TLS successes and failures per policy domain and UTC day,
 //! building the JSON report and sending it to each `rua`.
 //!
-//! Interface used by outbound (keep it stable): [`TlsReporter::record`] after every delivery
-//! session (or failed attempt to establish one) with the directive it was made under.
+//! Delivery and the MTA-STS resolver emit [`TlsEvent`]s (defined with the policy, in
+//! `mta_sts`) into the [`TlsReporter`], which implements their [`TlsSink`]: one event after
+//! every delivery session (or failed attempt to establish one), with the directive it was made
+//! under, and one for each delivery made without a policy that could not be fetched.
 //! `herald serve` creates one [`TlsReporter`] and one [`send::ReportSender`], and runs
 //! [`spawn_periodic`]; the admin endpoint and `herald report flush` call [`flush`].
 
@@ -13,7 +15,6 @@ pub mod store;
 
 use std::collections::btree_map::Entry;
 use std::io;
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
 use mail_auth::report::tlsrpt::ResultType;
@@ -22,9 +23,10 @@ pub use self::flush::{FlushSummary, flush, routes, spawn_periodic};
 
 use self::build::{Reporter, day_of};
 use self::store::{Counts, DayCounts, OutboxItem, ReportDir};
+use crate::clock::unix_now;
 use crate::config::Config;
-use crate::mta_sts::{Mode, TlsDirective, policy};
-use crate::queue::unix_now;
+pub use crate::mta_sts::TlsOutcome;
+use crate::mta_sts::{Mode, TlsDirective, TlsEvent, TlsSink, policy};
 
 /// The admin endpoint route that runs [`flush`] in a serving herald (`POST`, answers the
 /// [`FlushSummary`] as JSON); `herald report flush` calls it first.
@@ -32,24 +34,6 @@ pub const FLUSH_PATH: &str = "/report/flush";
 
 /// Reports that could not be delivered for this long are given up.
 pub(crate) const OUTBOX_MAX_AGE: u64 = 7 * 24 * 3600;
-
-/// The outcome of one attempt to set up a TLS session with an MX.
-#[derive(Debug, Clone)]
-pub enum TlsOutcome {
-    /// TLS established as the policy demands.
-    Success,
-    /// TLS failed; with the RFC 8460 result type.
-    Failure {
-        /// e.g. `starttls-not-supported`, `certificate-host-mismatch`.
-        result_type: ResultType,
-        /// The MX host name tried.
-        mx_host: String,
-        /// The MX address tried.
-        ip: Option<IpAddr>,
-        /// Human-readable detail.
-        detail: String,
-    },
-}
 
 /// Collects TLS outcomes for TLS-RPT. Counts are saved under `[report] dir` by a writer
 /// thread shortly after each record (bursts are coalesced), so a restart keeps them.
@@ -159,7 +143,7 @@ impl TlsReporter {
 
     /// Records one delivery attempt to `domain` made without its announced policy, because the
     /// policy could not be fetched or parsed (`sts-policy-fetch-error`, `sts-policy-invalid`,
-    /// `sts-webpki-invalid`). The [`crate::mta_sts::StsResolver`] calls this each time it hands
+    /// `sts-webpki-invalid`). The [`crate::mta_sts::StsResolver`] emits this each time it hands
     /// out a [`TlsDirective::StsFailed`], so [`TlsReporter::record`] ignores that directive.
     pub fn record_policy_failure(&self, domain: &str, result_type: ResultType, detail: &str) {
         self.update(domain, |entry| {
@@ -193,6 +177,19 @@ impl TlsReporter {
     /// record); call at shutdown.
     pub fn persist(&self) -> io::Result<()> {
         self.shared.save()
+    }
+}
+
+impl TlsSink for TlsReporter {
+    fn emit(&self, event: TlsEvent) {
+        match event {
+            TlsEvent::Session { directive, outcome } => self.record(&directive, outcome),
+            TlsEvent::PolicyUnavailable {
+                domain,
+                result_type,
+                detail,
+            } => self.record_policy_failure(&domain, result_type, &detail),
+        }
     }
 }
 

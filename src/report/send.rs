@@ -1,9 +1,9 @@
 //! Sending a built report to every `rua` of the domain's `_smtp._tls` record (RFC 8460 §3, §5):
-//! `mailto:` as a DKIM-signed `multipart/report; report-type=tlsrpt` message stored in herald's
-//! own spool (so the queue delivers and retries it), `https:` as a POST of
+//! `mailto:` as a DKIM-signed `multipart/report; report-type=tlsrpt` message sent through
+//! herald's own mail path ([`crate::own_mail`]: signed, spooled, delivered and retried by the
+//! queue), `https:` as a POST of
 //! `application/tlsrpt+gzip`.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +14,9 @@ use super::build::gzip_json;
 use super::store::OutboxItem;
 use crate::config::Config;
 use crate::mta_sts::{discover, fetch};
-use crate::queue::spool::Spool;
-use crate::queue::{Envelope, unix_now};
+use crate::own_mail::{self, IfUnsigned, OwnMail};
 use crate::signing::Signer;
+use crate::spool::Spool;
 
 /// How long an HTTPS report upload may take.
 const POST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -36,9 +36,7 @@ pub enum SendOutcome {
 pub struct ReportSender {
     auth: Arc<MessageAuthenticator>,
     client: reqwest::Client,
-    spool: Spool,
-    signer: Arc<Signer>,
-    hostname: String,
+    own: OwnMail,
     /// `From:` and MAIL FROM of report messages.
     pub from: String,
     /// `TLS-Report-Submitter`: herald's domain.
@@ -51,7 +49,7 @@ impl ReportSender {
     pub fn new(cfg: &Config, spool: Spool, signer: Arc<Signer>) -> anyhow::Result<ReportSender> {
         let auth = Arc::new(crate::resolver::authenticator(&cfg.dns)?);
         let client = fetch::https_client(cfg, auth.clone(), POST_TIMEOUT)?;
-        let submitter = submitter_domain(&cfg.server.hostname);
+        let submitter = own_mail::herald_domain(&cfg.server.hostname);
         let contact = cfg.report.contact.trim();
         let contact = contact.strip_prefix("mailto:").unwrap_or(contact);
         let from = if contact.contains('@') {
@@ -62,9 +60,7 @@ impl ReportSender {
         Ok(ReportSender {
             auth,
             client,
-            spool,
-            signer,
-            hostname: cfg.server.hostname.clone(),
+            own: OwnMail::new(spool, signer, &cfg.server.hostname),
             from,
             submitter,
         })
@@ -156,29 +152,27 @@ impl ReportSender {
                 &mut message,
             )
             .map_err(|e| format!("cannot write the report message: {e}"))?;
-        let signed = self.signer.sign(message).await.map_err(|reply| {
-            format!(
-                "cannot DKIM-sign the report from {} ({reply:?}); configure a DKIM key for \
-                 its domain or set [report] contact to an address at a signed domain",
-                self.from
-            )
-        })?;
-        let envelope = Envelope {
-            app: None,
-            mail_from: self.from.clone(),
-            mail_from_params: Vec::new(),
-            recipients: to.to_vec(),
-            received_at: unix_now(),
-            client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            helo: self.hostname.clone(),
-            tls: None,
-            tls_report: true,
+        let sent = self
+            .own
+            .send(own_mail::Message {
+                mail_from: self.from.clone(),
+                recipients: to.to_vec(),
+                bytes: message,
+                tls_report: true,
+                if_unsigned: IfUnsigned::Refuse,
+            })
+            .await;
+        let id = match sent {
+            Ok(id) => id,
+            Err(own_mail::SendError::Unsigned(reply)) => {
+                return Err(format!(
+                    "cannot DKIM-sign the report from {} ({reply:?}); configure a DKIM key for \
+                     its domain or set [report] contact to an address at a signed domain",
+                    self.from
+                ));
+            }
+            Err(e) => return Err(format!("cannot queue the report message: {e}")),
         };
-        let id = self
-            .spool
-            .store(envelope, signed)
-            .await
-            .map_err(|e| format!("cannot spool the report message: {e}"))?;
         tracing::info!(
             queue_id = %id,
             domain = %item.domain,
@@ -187,23 +181,5 @@ impl ReportSender {
             "tls-rpt report queued"
         );
         Ok(())
-    }
-}
-
-/// The domain herald reports as: the registrable domain of its host name.
-pub fn submitter_domain(hostname: &str) -> String {
-    let host = hostname.trim_end_matches('.').to_ascii_lowercase();
-    psl::domain_str(&host).map(str::to_string).unwrap_or(host)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn submitter_is_the_registrable_domain() {
-        assert_eq!(submitter_domain("herald.example.test"), "example.test");
-        assert_eq!(submitter_domain("mx.relay.example.co.uk."), "example.co.uk");
-        assert_eq!(submitter_domain("localhost"), "localhost");
     }
 }

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use mail_auth::report::tlsrpt::{ResultType, TlsReport};
 use serde::{Deserialize, Serialize};
 
-use crate::mta_sts::cache::write_atomic;
-use crate::queue::unix_now;
+use crate::clock::unix_now;
+use crate::fsutil::{sync_dir, write_atomic};
 
 /// One policy domain's sessions on one UTC day.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,7 +202,7 @@ impl ReportDir {
     /// Removes a delivered (or abandoned) outbox item.
     pub fn remove_item(&self, item: &OutboxItem) -> io::Result<()> {
         match fs::remove_file(self.outbox().join(item_file(&item.report.report_id))) {
-            Ok(()) => crate::queue::spool::sync_dir(&self.outbox()),
+            Ok(()) => sync_dir(&self.outbox()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
         }

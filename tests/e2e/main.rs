@@ -5,7 +5,9 @@
 mod support;
 
 mod delivery;
+mod dmarc;
 mod dns_check;
+mod hardening;
 mod mta_sts;
 mod production;
 mod signing;

@@ -1,7 +1,7 @@
 //! End-to-end tests: submission. herald runs as a child process; apps are mail-send (normal
 //! submissions) or a raw client (protocol-level cases), each on its own loopback IP.
 
-mod client;
+pub(crate) mod client;
 mod lifecycle;
 
 use std::path::{Path, PathBuf};

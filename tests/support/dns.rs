@@ -156,6 +156,15 @@ impl DnsServer {
         }
     }
 
+    /// Adds the PTR record of `ip` (at its `in-addr.arpa` / `ip6.arpa` name) pointing at `host`.
+    pub fn add_ptr(&self, ip: IpAddr, host: &str) {
+        let reverse = Name::from(ip).to_ascii();
+        self.add(
+            &reverse,
+            RData::PTR(hickory_proto::rr::rdata::PTR(name(host))),
+        );
+    }
+
     /// Publishes an MX host in one step: `domain MX preference exchange` and `exchange A ip`.
     pub fn add_mx_host(&self, domain: &str, preference: u16, exchange: &str, ip: IpAddr) {
         self.add_mx(domain, preference, exchange);

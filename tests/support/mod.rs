@@ -1,9 +1,10 @@
 //! The fake internet for end-to-end tests: everything on loopback (127.0.0.0/8), built at test
 //! time. `herald` runs herald as a child process with a config the test shapes; `ca` makes a
 //! test CA and certificates; `dns` is an authoritative DNS server; `smtp_sink` receives mail
-//! with scripted replies; `https` serves MTA-STS policies and takes TLS-RPT POSTs. Each server
-//! runs on its own thread with its own tokio runtime (usable from `#[test]` and
-//! `#[tokio::test]` alike) and stops when dropped.
+//! with scripted replies; `https` serves MTA-STS policies and takes TLS-RPT POSTs; `tools` finds
+//! the external programs tests cross-check against (failing, never skipping, when one is
+//! missing). Each server runs on its own thread with its own tokio runtime (usable from
+//! `#[test]` and `#[tokio::test]` alike) and stops when dropped.
 //!
 //! A delivery test typically reads:
 //!
@@ -31,6 +32,7 @@ pub mod herald;
 pub mod https;
 pub mod smtp_sink;
 mod thread;
+pub mod tools;
 
 #[allow(unused_imports)]
 pub use thread::ServerThread;

@@ -148,6 +148,8 @@ pub(super) async fn check(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         )
     });
     out.push(alignment(ctx, dmarc.adkim));
+    let rua: Vec<String> = dmarc.rua.iter().map(|u| u.uri().to_string()).collect();
+    super::reports::check(ctx, &rua, out).await;
 }
 
 /// Whether herald's DKIM signatures for this domain would align under `adkim`.

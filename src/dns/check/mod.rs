@@ -9,6 +9,7 @@
 pub mod dkim;
 mod dmarc;
 pub mod lookup;
+mod reports;
 mod spf;
 mod spf_walk;
 

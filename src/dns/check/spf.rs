@@ -169,6 +169,19 @@ fn report_limits(walk: &Walk<'_>, out: &mut Vec<Finding>) {
                 .fix("remove or correct the include/redirect; receivers return permerror"),
         );
     }
+    for problem in &walk.mx_over {
+        out.push(
+            Finding::new(
+                "spf.mx",
+                Status::Fail,
+                format!(
+                    "{problem}; RFC 7208 §4.6.4 allows 10 per mx mechanism and receivers \
+                     return permerror beyond that"
+                ),
+            )
+            .fix("replace the mx mechanism by ip4:/ip6: ranges of the hosts that send mail"),
+        );
+    }
     let breakdown = walk
         .per_record
         .iter()
@@ -178,7 +191,7 @@ fn report_limits(walk: &Walk<'_>, out: &mut Vec<Finding>) {
         .join(", ");
     let mut extra = String::new();
     if walk.macros {
-        extra.push_str("; some terms use macros and were counted but not followed");
+        extra.push_str("; terms with macros were expanded as for mail from herald and followed");
     }
     if walk.ptr {
         extra.push_str("; ptr is used: it is slow and deprecated (RFC 7208 §5.5), replace it");

@@ -1,12 +1,15 @@
 //! Walks an SPF record and everything it includes or redirects to, counting what RFC 7208
-//! limits: DNS-querying terms (at most 10) and void look-ups (at most 2).
+//! limits: DNS-querying terms (at most 10), void look-ups (at most 2) and the MX names of an
+//! `mx` mechanism (at most 10, §4.6.4). Domain-specs with macros (§7) are expanded as a
+//! receiver would for mail from herald (`%{i}` herald's first address, `%{s}`
+//! `postmaster@<domain>`, `%{h}` herald's host name) and followed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use hickory_resolver::proto::rr::RecordType;
 use mail_auth::common::parse::TxtRecordParser;
-use mail_auth::spf::{Macro, Mechanism, Spf};
+use mail_auth::spf::{Macro, Mechanism, Spf, Variables};
 
 use super::Ctx;
 use super::lookup::{Answer, LookupFailure};
@@ -15,6 +18,8 @@ use crate::dns::records::normalize_name;
 
 /// Records expanded at most while walking includes (guards against loops and huge trees).
 const MAX_EXPANSIONS: u32 = 60;
+/// RFC 7208 §4.6.4: MX names one `mx` mechanism may look up.
+const MAX_MX_NAMES: usize = 10;
 
 /// A domain-spec without macros, resolved against the current domain.
 pub(super) fn literal(m: &Macro, current: &str) -> Option<String> {
@@ -47,6 +52,9 @@ pub(super) struct Walk<'c> {
     pub(super) cache: HashMap<String, Option<Arc<Spf>>>,
     pub(super) macros: bool,
     pub(super) ptr: bool,
+    /// `mx` mechanisms naming more MX hosts than RFC 7208 §4.6.4 allows.
+    pub(super) mx_over: Vec<String>,
+    vars: Variables<'static>,
 }
 
 impl<'c> Walk<'c> {
@@ -62,7 +70,20 @@ impl<'c> Walk<'c> {
             cache: HashMap::new(),
             macros: false,
             ptr: false,
+            mx_over: Vec::new(),
+            vars: receiver_variables(ctx),
         }
+    }
+
+    /// The domain-spec as a name: literal, or with its macros expanded (§7).
+    fn expand(&mut self, m: &Macro, current: &str) -> Option<String> {
+        if let Some(l) = literal(m, current) {
+            return Some(l);
+        }
+        self.macros = true;
+        let vars = &self.vars;
+        let expanded = normalize_name(&m.eval(vars, current, true));
+        (!expanded.is_empty()).then_some(expanded)
     }
 
     pub(super) async fn run(&mut self, root: &str, record: Arc<Spf>) {
@@ -89,9 +110,8 @@ impl<'c> Walk<'c> {
                     Mechanism::Ip4 { .. } | Mechanism::Ip6 { .. } => {}
                     Mechanism::Include { macro_string } => {
                         local += 1;
-                        match literal(macro_string, &domain) {
-                            Some(t) => targets.push(("include", t)),
-                            None => self.macros = true,
+                        if let Some(t) = self.expand(macro_string, &domain) {
+                            targets.push(("include", t));
                         }
                     }
                     Mechanism::A { macro_string, .. } => {
@@ -120,9 +140,8 @@ impl<'c> Walk<'c> {
             }
             if !has_all && let Some(m) = &spf.redirect {
                 local += 1;
-                match literal(m, &domain) {
-                    Some(t) => targets.push(("redirect", t)),
-                    None => self.macros = true,
+                if let Some(t) = self.expand(m, &domain) {
+                    targets.push(("redirect", t));
                 }
             }
             self.lookups += local;
@@ -193,8 +212,7 @@ impl<'c> Walk<'c> {
     }
 
     async fn void_check(&mut self, kind: &str, m: &Macro, domain: &str, rtype: RecordType) {
-        let Some(target) = literal(m, domain) else {
-            self.macros = true;
+        let Some(target) = self.expand(m, domain) else {
             return;
         };
         let answer = if rtype == RecordType::A && kind == "a" {
@@ -204,10 +222,29 @@ impl<'c> Walk<'c> {
         };
         match answer {
             Ok(a) if a.is_void() => self.void.push(format!("{kind}:{target}")),
+            Ok(Answer::Found(n)) if kind == "mx" && n > MAX_MX_NAMES => {
+                self.mx_over.push(format!("mx:{target} has {n} MX names"))
+            }
             Ok(_) => {}
             Err(e) => self.network = Some(e),
         }
     }
+}
+
+/// The macro variables a receiver would use for mail from herald for the checked domain.
+fn receiver_variables(ctx: &Ctx<'_>) -> Variables<'static> {
+    let mut vars = Variables::new();
+    let ip = ctx
+        .addresses
+        .first()
+        .map(|n| n.addr())
+        .unwrap_or(std::net::IpAddr::from([192, 0, 2, 1]));
+    vars.set_ip(&ip);
+    vars.set_sender(format!("postmaster@{}", ctx.domain).into_bytes());
+    vars.set_helo_domain(ctx.cfg.server.hostname.clone().into_bytes());
+    vars.set_host_domain(ctx.cfg.server.hostname.clone().into_bytes());
+    vars.set_domain(ctx.domain.clone().into_bytes());
+    vars
 }
 
 #[cfg(test)]

@@ -5,8 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::Path;
 use std::time::Duration;
 
-use herald::queue::Envelope;
-use herald::queue::spool::Spool;
+use herald::spool::{Envelope, Spool};
 
 use crate::support::dns::DnsServer;
 use crate::support::herald::{Herald, base_config};
@@ -134,7 +133,7 @@ pub fn store_many(
                 mail_from: from.into(),
                 mail_from_params: vec![],
                 recipients: rcpts.iter().map(|r| r.to_string()).collect(),
-                received_at: herald::queue::unix_now(),
+                received_at: herald::clock::unix_now(),
                 client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 helo: "tests".into(),
                 tls: None,

@@ -32,11 +32,15 @@ fn ok(config: &Path, args: &[&str]) -> String {
     out
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> String {
+/// A GET with the admin token herald generated in its data directory `data`.
+fn http_get(addr: SocketAddr, data: &Path, path: &str) -> String {
+    let token = std::fs::read_to_string(data.join("admin.token")).expect("admin token file");
     let mut s = TcpStream::connect(addr).expect("connect admin");
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+         Connection: close\r\n\r\n",
+        token.trim()
     )
     .expect("send");
     let mut text = String::new();
@@ -157,14 +161,14 @@ fn queue_commands_work_against_a_running_herald() {
         "the deleted message was never sent"
     );
 
-    let metrics = http_get(admin, "/metrics");
+    let metrics = http_get(admin, w.dir.path(), "/metrics");
     assert!(
         metrics.contains("herald_recipients_delivered_total"),
         "{metrics}"
     );
-    assert!(http_get(admin, "/health").contains("ok"));
+    assert!(http_get(admin, w.dir.path(), "/health").contains("ok"));
     // The same records `herald dns --format json` prints, with the demo domain's DKIM key.
-    let dns = http_get(admin, "/dns");
+    let dns = http_get(admin, w.dir.path(), "/dns");
     assert!(dns.contains("dev._domainkey.example.test"), "{dns}");
     assert!(dns.contains("v=DKIM1; k=ed25519; p="), "{dns}");
     assert!(logged(&h, "deleted by the operator").len() == 1);

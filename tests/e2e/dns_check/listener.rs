@@ -13,6 +13,7 @@ use hickory_resolver::proto::rr::RData;
 
 use super::{INCLUDE, INCLUDE_VALUE};
 use crate::support::herald::{Herald, base_config};
+use crate::support::tools::require_tool;
 
 /// A hickory resolver asking only `addr`, over TCP or UDP only.
 fn resolver(addr: SocketAddr, tcp: bool) -> TokioResolver {
@@ -53,7 +54,7 @@ async fn txt(r: &TokioResolver, name: &str) -> Result<String, NetError> {
 }
 
 fn dig(addr: SocketAddr, args: &[&str]) -> String {
-    let out = Command::new("dig")
+    let out = Command::new(require_tool("dig", "dnsutils"))
         .arg(format!("@{}", addr.ip()))
         .args([
             "-p",
@@ -64,7 +65,7 @@ fn dig(addr: SocketAddr, args: &[&str]) -> String {
         ])
         .args(args)
         .output()
-        .expect("dig is installed (dnsutils)");
+        .expect("dig runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

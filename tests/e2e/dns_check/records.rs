@@ -1,21 +1,12 @@
 //! `herald dns`: the records, their zone-file and JSON forms, and that they work once published.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use mail_auth::{AuthenticatedMessage, DkimResult};
 use serde_json::Value;
 
 use super::{DOMAIN, INCLUDE, INCLUDE_VALUE, World, status};
-
-fn named_checkzone() -> PathBuf {
-    for p in ["/usr/sbin/named-checkzone", "/usr/bin/named-checkzone"] {
-        if Path::new(p).exists() {
-            return p.into();
-        }
-    }
-    PathBuf::from("named-checkzone")
-}
+use crate::support::tools::require_tool;
 
 #[test]
 fn dns_prints_every_record_and_zone_output_loads_in_named_checkzone() {
@@ -72,11 +63,11 @@ fn dns_prints_every_record_and_zone_output_loads_in_named_checkzone() {
             ),
         )
         .unwrap();
-        let out = Command::new(named_checkzone())
+        let out = Command::new(require_tool("named-checkzone", "bind9-utils"))
             .args(["-k", "fail", "-n", "fail", origin])
             .arg(&file)
             .output()
-            .expect("named-checkzone is installed (bind9-utils)");
+            .expect("named-checkzone runs");
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "named-checkzone {origin}: {text}");

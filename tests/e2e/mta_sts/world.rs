@@ -10,11 +10,10 @@ use std::time::{Duration, Instant};
 use herald::config::Config;
 use herald::mta_sts::StsResolver;
 use herald::queue::manager::QueueManager;
-use herald::queue::spool::Spool;
-use herald::queue::{Envelope, RecipientStatus};
 use herald::report::TlsReporter;
 use herald::report::store::DayCounts;
 use herald::signing::Signer;
+use herald::spool::{Envelope, RecipientStatus, Spool};
 
 use crate::support::ca::{TestCa, Validity};
 use crate::support::dns::DnsServer;
@@ -234,7 +233,7 @@ impl Relay {
             mail_from: "app@example.test".into(),
             mail_from_params: Vec::new(),
             recipients: vec![format!("user@{DOMAIN}")],
-            received_at: herald::queue::unix_now(),
+            received_at: herald::clock::unix_now(),
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             helo: "app.example.test".into(),
             tls: None,

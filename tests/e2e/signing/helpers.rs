@@ -10,6 +10,7 @@ use herald::signing::{PublishedKey, Signer, keys};
 use mail_auth::{AuthenticatedMessage, DkimResult};
 
 use crate::support::dns::DnsServer;
+use crate::support::tools::{VERIFIER_PACKAGES, verifier_python};
 
 /// One key of a test key ring: domain, selector, algorithm, active.
 pub type Spec<'a> = (&'a str, &'a str, DkimAlgorithm, bool);
@@ -138,7 +139,7 @@ pub fn dkimpy(signed: &[u8], published: &[PublishedKey]) -> Vec<Verdict> {
         .iter()
         .map(|k| (k.record_name(), k.txt.clone().into()))
         .collect();
-    let mut child = Command::new("python3")
+    let mut child = Command::new(verifier_python())
         .arg("-c")
         .arg(DKIMPY)
         .arg(serde_json::Value::Object(keys).to_string())
@@ -146,7 +147,7 @@ pub fn dkimpy(signed: &[u8], published: &[PublishedKey]) -> Vec<Verdict> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("python3 runs (dkimpy is the independent verifier: pip install dkimpy dnspython pynacl)");
+        .expect("the verifier's python3 runs");
     let mut stdin = child.stdin.take().expect("stdin");
     let input = signed.to_vec();
     let writer = std::thread::spawn(move || {
@@ -156,7 +157,7 @@ pub fn dkimpy(signed: &[u8], published: &[PublishedKey]) -> Vec<Verdict> {
     let _ = writer.join();
     assert!(
         out.status.success(),
-        "dkimpy failed ({}): {} — install it with `pip install dkimpy dnspython pynacl`",
+        "dkimpy failed ({}): {} — it needs the Debian packages {VERIFIER_PACKAGES}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );

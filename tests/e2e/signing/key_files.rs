@@ -13,6 +13,7 @@ use herald::signing::{Signer, keys};
 
 use super::helpers::{dkimpy, key_block, parse_config, simple};
 use crate::support::herald::{base_config, herald_bin};
+use crate::support::tools::require_tool;
 
 /// Runs `herald serve` until it exits (it must, within a minute): exit code and stderr.
 fn serve_until_exit(dir: &Path, config: toml::Table) -> (Option<i32>, String) {
@@ -131,7 +132,7 @@ fn missing_keys_are_generated_only_when_dev_keys_are_allowed() {
 }
 
 fn openssl(args: &[&str], out: &Path) {
-    let status = Command::new("openssl")
+    let status = Command::new(require_tool("openssl", "openssl"))
         .args(args)
         .arg("-out")
         .arg(out)

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use herald::queue::spool::{FsBackend, SpoolBackend};
+use herald::spool::{FsBackend, SpoolBackend};
 
 use super::{BODY, client, rig, set, spooled};
 use crate::support::herald::{Herald, base_config};

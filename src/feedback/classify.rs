@@ -1,0 +1,144 @@
+//! Who a reported source is: **herald** (one of its `[spf] addresses`), **authorized** (the
+//! domain's live SPF passes the address — evaluated with mail-auth, as `herald check` does —
+//! or the mail carried an aligned DKIM signature with a key that is not herald's), or
+//! **unknown** (forged, or a sender nobody listed). With its PTR name, for a person to
+//! recognise it.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use mail_auth::MessageAuthenticator;
+use mail_auth::spf::verify::SpfParameters;
+use serde::Serialize;
+
+use crate::config::Config;
+
+/// The class of a sending address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceClass {
+    /// One of herald's own egress addresses.
+    Herald,
+    /// Another sender the domain authorizes (its SPF, or its DKIM key).
+    Authorized,
+    /// Neither: forged mail, or a legitimate sender nobody set up yet.
+    Unknown,
+}
+
+impl SourceClass {
+    /// The word shown in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceClass::Herald => "herald",
+            SourceClass::Authorized => "authorized",
+            SourceClass::Unknown => "unknown",
+        }
+    }
+}
+
+/// Classifies addresses for one configuration; DNS through `[dns] servers`.
+pub struct Classifier {
+    addresses: Vec<ipnet::IpNet>,
+    herald_keys: HashSet<(String, String)>,
+    helo: String,
+    auth: Option<MessageAuthenticator>,
+}
+
+/// How long one DNS question may take before the source is classified without it.
+const DNS_TIMEOUT: Duration = Duration::from_secs(8);
+
+impl Classifier {
+    /// A classifier for `cfg` (without DNS when no resolver can be built).
+    pub fn new(cfg: &Config) -> Classifier {
+        let auth = match crate::resolver::authenticator(&cfg.dns) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!("dmarc: no resolver, sources are classified without DNS: {e:#}");
+                None
+            }
+        };
+        Classifier {
+            addresses: cfg.spf.addresses.clone(),
+            herald_keys: cfg
+                .dkim
+                .keys
+                .iter()
+                .map(|k| (norm(&k.domain), norm(&k.selector)))
+                .collect(),
+            helo: cfg.server.hostname.clone(),
+            auth,
+        }
+    }
+
+    /// The class of `ip` sending as `domain`, and why, given the DKIM signatures receivers saw
+    /// on its mail (`(d=, s=, result)`).
+    pub async fn classify(
+        &self,
+        domain: &str,
+        ip: IpAddr,
+        dkim_seen: &[(String, String, String)],
+    ) -> (SourceClass, String) {
+        if self.addresses.iter().any(|n| n.contains(&ip)) {
+            return (
+                SourceClass::Herald,
+                "one of herald's [spf] addresses".into(),
+            );
+        }
+        if let Some(auth) = &self.auth {
+            let sender = format!("postmaster@{domain}");
+            let eval = auth.verify_spf(SpfParameters::verify_mail_from(
+                ip, &self.helo, &self.helo, &sender,
+            ));
+            if let Ok(out) = tokio::time::timeout(DNS_TIMEOUT, eval).await
+                && out.result() == mail_auth::SpfResult::Pass
+            {
+                return (
+                    SourceClass::Authorized,
+                    format!("the live SPF record of {domain} passes it"),
+                );
+            }
+        }
+        let org = org_domain(domain);
+        for (d, s, result) in dkim_seen {
+            if result == "pass"
+                && org_domain(d) == org
+                && !self.herald_keys.contains(&(norm(d), norm(s)))
+            {
+                return (
+                    SourceClass::Authorized,
+                    format!("signs with an aligned DKIM key that is not herald's (d={d} s={s})"),
+                );
+            }
+        }
+        (
+            SourceClass::Unknown,
+            "not herald, not in the domain's SPF, no aligned DKIM signature".into(),
+        )
+    }
+
+    /// The PTR name of `ip`, if it has one.
+    pub async fn ptr(&self, ip: IpAddr) -> Option<String> {
+        let auth = self.auth.as_ref()?;
+        let lookup = tokio::time::timeout(DNS_TIMEOUT, auth.resolver().reverse_lookup(ip))
+            .await
+            .ok()?
+            .ok()?;
+        lookup.answers().iter().find_map(|r| match &r.data {
+            hickory_resolver::proto::rr::RData::PTR(name) => {
+                Some(name.to_string().trim_end_matches('.').to_string())
+            }
+            _ => None,
+        })
+    }
+}
+
+fn norm(s: &str) -> String {
+    s.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The organizational domain (relaxed DMARC alignment), e.g. `mail.example.com` → `example.com`.
+pub fn org_domain(domain: &str) -> String {
+    let d = norm(domain);
+    psl::domain_str(&d).map(str::to_string).unwrap_or(d)
+}

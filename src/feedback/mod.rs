@@ -1,0 +1,145 @@
+//! Feedback: herald's own report mailbox. Receivers send DMARC aggregate reports (and TLS-RPT
+//! reports) to `dmarc@<feedback.domain>` / `tlsrpt@<feedback.domain>`; this listener accepts
+//! mail for those two addresses only (`550 5.1.1` for anything else, no AUTH, never relays),
+//! parses it ([`parse`]), stores it durably before `250` ([`crate::store`]), and turns the
+//! reports into per-source classes and a verdict per domain ([`summary`]).
+
+pub mod classify;
+pub mod parse;
+mod session;
+pub mod summary;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Config;
+use crate::store::ReportStore;
+
+/// What the listener's sessions share.
+pub(crate) struct Shared {
+    cfg: Arc<Config>,
+    store: Arc<dyn ReportStore>,
+    tls: Option<TlsAcceptor>,
+    conns: Mutex<HashMap<IpAddr, usize>>,
+    total: Mutex<usize>,
+    rates: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+/// Holds one connection slot; released on drop.
+struct Slot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut total = self.shared.total.lock().unwrap_or_else(|p| p.into_inner());
+        *total = total.saturating_sub(1);
+        let mut per_ip = self.shared.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &'static str> {
+        let f = &self.cfg.feedback;
+        let mut total = self.total.lock().unwrap_or_else(|p| p.into_inner());
+        let mut per_ip = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        if *total >= f.max_connections {
+            return Err("feedback.max_connections");
+        }
+        let n = per_ip.entry(ip).or_insert(0);
+        if *n >= f.max_connections_per_ip {
+            return Err("feedback.max_connections_per_ip");
+        }
+        *n += 1;
+        *total += 1;
+        Ok(Slot {
+            shared: self.clone(),
+            ip,
+        })
+    }
+
+    /// Counts one mail from `ip` in its hourly window; false once the window is full.
+    fn take_mail_token(&self, ip: IpAddr) -> bool {
+        let limit = self.cfg.feedback.max_mails_per_hour_per_ip;
+        if limit == 0 {
+            return true;
+        }
+        let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if rates.len() > 100_000 {
+            rates.retain(|_, (start, _)| now.duration_since(*start) < Duration::from_secs(3600));
+        }
+        let entry = rates.entry(ip).or_insert((now, 0));
+        if now.duration_since(entry.0) >= Duration::from_secs(3600) {
+            *entry = (now, 0);
+        }
+        if entry.1 >= limit {
+            return false;
+        }
+        entry.1 += 1;
+        true
+    }
+}
+
+/// Starts the feedback listener when `[feedback] listen` is set. `tls` is herald's
+/// certificate (`[tls]`, built by the caller, which owns the listeners' TLS) for STARTTLS;
+/// without it the listener offers none.
+pub async fn start(
+    cfg: Arc<Config>,
+    store: Arc<dyn ReportStore>,
+    tls: Option<TlsAcceptor>,
+) -> anyhow::Result<Option<JoinHandle<()>>> {
+    let Some(addr) = cfg.feedback.listen else {
+        return Ok(None);
+    };
+    if tls.is_none() {
+        tracing::warn!(
+            "feedback: no certificate at tls.cert; the report listener offers no STARTTLS"
+        );
+    }
+    let socket = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (feedback.listen): {e}"))?;
+    tracing::info!(%addr, domain = %cfg.feedback.domain, "feedback listener: receiving DMARC and TLS reports");
+    let shared = Arc::new(Shared {
+        cfg,
+        store,
+        tls,
+        conns: Mutex::new(HashMap::new()),
+        total: Mutex::new(0),
+        rates: Mutex::new(HashMap::new()),
+    });
+    Ok(Some(tokio::spawn(accept_loop(socket, shared))))
+}
+
+async fn accept_loop(socket: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (tcp, peer) = match socket.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "feedback: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let slot = shared.admit(peer.ip());
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            session::run(tcp, peer.ip(), shared, slot).await;
+        });
+    }
+}

@@ -1,0 +1,82 @@
+//! File descriptors: herald raises its soft `RLIMIT_NOFILE` to the hard limit at start and
+//! refuses to start when `smtp.max_connections` plus a reserve for everything else does not
+//! fit. Connection limits are checked at accept, before any TLS, so client connections can
+//! never hold more than `max_connections` descriptors and the reserve stays free for the
+//! spool (temporary file, fsync of the directory), delivery, DNS and the admin endpoint:
+//! mail that was accepted is always written.
+
+use crate::config::{Config, ConfigError};
+
+/// Descriptors kept for everything that is not a client connection, besides outbound
+/// delivery: listeners, spool files and directories, DNS sockets, MTA-STS and report
+/// fetches, the admin endpoint, logs, keys.
+const BASE_RESERVE: u64 = 256;
+
+/// Descriptors herald needs besides client connections: the fixed reserve plus two per
+/// outbound delivery connection (the socket and its DNS look-ups).
+pub fn reserve(cfg: &Config) -> u64 {
+    BASE_RESERVE + 2 * cfg.delivery.max_connections as u64
+}
+
+/// Raises the soft `nofile` limit to the hard one and checks that `max_connections` plus
+/// [`reserve`] fit. Returns the limit in force. A [`ConfigError`] (exit status 2) names what
+/// to change when it does not fit.
+pub fn raise_nofile(cfg: &Config, file: &str) -> Result<u64, ConfigError> {
+    let need = cfg.smtp.max_connections as u64 + reserve(cfg);
+    let limit = match raise_soft_to_hard() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-files limit (RLIMIT_NOFILE)");
+            return Ok(0);
+        }
+    };
+    if limit < need {
+        return Err(ConfigError {
+            file: file.to_string(),
+            key: "smtp.max_connections".into(),
+            problem: format!(
+                "{} connections plus a reserve of {} descriptors for the spool, delivery and \
+                 DNS need an open-files limit of at least {need}, but this process may open \
+                 only {limit}; raise the limit (systemd: LimitNOFILE={need}; shell: ulimit -n \
+                 {need}) or lower smtp.max_connections to {} or less",
+                cfg.smtp.max_connections,
+                reserve(cfg),
+                limit.saturating_sub(reserve(cfg)),
+            ),
+        });
+    }
+    tracing::debug!(limit, need, "open-files limit");
+    Ok(limit)
+}
+
+/// Sets the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft limit.
+fn raise_soft_to_hard() -> std::io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            } else {
+                tracing::warn!(
+                    error = %std::io::Error::last_os_error(),
+                    soft = lim.rlim_cur,
+                    hard = lim.rlim_max,
+                    "cannot raise the soft open-files limit to the hard limit"
+                );
+            }
+        }
+    }
+    #[allow(clippy::unnecessary_cast)] // rlim_t is not u64 on every target
+    Ok(lim.rlim_cur as u64)
+}

@@ -1,0 +1,378 @@
+//! Failed-AUTH throttling that holds under concurrency.
+//!
+//! Every verification is *reserved* before argon2 runs: a source address may have at most
+//! `auth_max_failures` failures plus verifications in flight within `auth_failure_window`, so
+//! 40 simultaneous guesses from one address cost at most that many verifications; the rest
+//! wait for a verdict on those in flight and are then refused (`421 4.7.0`) once the address
+//! is blocked. Failures expire only with the window: a successful login never erases them, so
+//! good logins cannot be interleaved with guesses at another app's password.
+//!
+//! Failures are also counted per user name (`auth_max_user_failures`), so guesses spread over
+//! many addresses are limited too. A user name that is over its limit is refused for at most
+//! `auth_block`, and never from an address that logged in as that user successfully within
+//! the window: the real app keeps working while someone else guesses its password.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::config::SmtpConfig;
+
+/// Failed-AUTH bookkeeping per client address and per user name.
+pub struct Throttle {
+    max_failures: usize,
+    max_user_failures: usize,
+    window: Duration,
+    block: Duration,
+    delay: Duration,
+    state: Mutex<State>,
+    /// Woken whenever a reserved attempt ends, for attempts waiting for room.
+    resolved: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    ips: HashMap<IpAddr, Counter>,
+    users: HashMap<String, Counter>,
+}
+
+#[derive(Default)]
+struct Counter {
+    /// When each failure within the window happened, oldest first.
+    failures: VecDeque<Instant>,
+    in_flight: usize,
+    blocked_until: Option<Instant>,
+    /// Addresses that logged in successfully (users only), with when.
+    good: HashMap<IpAddr, Instant>,
+}
+
+impl Counter {
+    fn expire(&mut self, now: Instant, window: Duration) {
+        while self
+            .failures
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+        {
+            self.failures.pop_front();
+        }
+        if self.blocked_until.is_some_and(|u| u <= now) {
+            self.blocked_until = None;
+        }
+        self.good
+            .retain(|_, t| now.saturating_duration_since(*t) < window);
+    }
+
+    /// How long this counter refuses attempts, if it does.
+    fn refused_for(&self, now: Instant, max: usize, window: Duration) -> Option<Duration> {
+        let blocked = self.blocked_until.map(|u| u.saturating_duration_since(now));
+        let full = (self.failures.len() >= max).then(|| {
+            self.failures.front().map_or(Duration::ZERO, |t| {
+                (*t + window).saturating_duration_since(now)
+            })
+        });
+        match (blocked, full) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.failures.is_empty()
+            && self.in_flight == 0
+            && self.blocked_until.is_none()
+            && self.good.is_empty()
+    }
+}
+
+/// Why an attempt may not be verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The client address failed too often; refused for this long.
+    Address(Duration),
+    /// The user name failed too often (from anywhere); refused for this long.
+    User(Duration),
+}
+
+enum Try {
+    Reserved,
+    Refused(Refusal),
+    Busy,
+}
+
+/// A reserved verification: report its verdict with [`Attempt::succeeded`] or
+/// [`Attempt::failed`]. Dropped without a verdict, it frees its place uncounted.
+pub struct Attempt<'a> {
+    throttle: &'a Throttle,
+    ip: IpAddr,
+    user: String,
+    done: bool,
+}
+
+/// Longest an attempt waits for room (verifications in flight from the same address).
+const MAX_WAIT: Duration = Duration::from_secs(30);
+/// Above this many tracked addresses or user names, idle entries are dropped.
+const PRUNE_ABOVE: usize = 100_000;
+
+impl Throttle {
+    /// A throttle with the `[smtp] auth_*` settings.
+    pub fn new(cfg: &SmtpConfig) -> Throttle {
+        Throttle {
+            max_failures: (cfg.auth_max_failures.max(1)) as usize,
+            max_user_failures: (cfg.auth_max_user_failures.max(1)) as usize,
+            window: cfg.auth_failure_window,
+            block: cfg.auth_block,
+            delay: cfg.auth_failure_delay,
+            state: Mutex::new(State::default()),
+            resolved: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `Err(remaining)` while `ip` is refused after too many failures (checked before the
+    /// SASL exchange, so a blocked client is not even asked for credentials).
+    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let Some(c) = st.ips.get_mut(&ip) else {
+            return Ok(());
+        };
+        c.expire(now, self.window);
+        match c.refused_for(now, self.max_failures, self.window) {
+            Some(d) => Err(d),
+            None => Ok(()),
+        }
+    }
+
+    /// Reserves one verification of `user` from `ip`, waiting (at most 30 s) while other
+    /// verifications from the same address or for the same user hold every place left.
+    pub async fn reserve(&self, ip: IpAddr, user: &str) -> Result<Attempt<'_>, Refusal> {
+        let user = user.to_lowercase();
+        let deadline = tokio::time::Instant::now() + MAX_WAIT;
+        loop {
+            let resolved = self.resolved.notified();
+            tokio::pin!(resolved);
+            resolved.as_mut().enable();
+            match self.try_reserve(ip, &user, Instant::now()) {
+                Try::Reserved => {
+                    return Ok(Attempt {
+                        throttle: self,
+                        ip,
+                        user,
+                        done: false,
+                    });
+                }
+                Try::Refused(r) => return Err(r),
+                Try::Busy => {
+                    if tokio::time::timeout_at(deadline, resolved).await.is_err() {
+                        return Err(Refusal::Address(Duration::from_secs(1)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn try_reserve(&self, ip: IpAddr, user: &str, now: Instant) -> Try {
+        let mut st = self.lock();
+        if st.ips.len() > PRUNE_ABOVE || st.users.len() > PRUNE_ABOVE {
+            let w = self.window;
+            st.ips.retain(|_, c| {
+                c.expire(now, w);
+                !c.idle()
+            });
+            st.users.retain(|_, c| {
+                c.expire(now, w);
+                !c.idle()
+            });
+        }
+        let (max_ip, max_user, window) = (self.max_failures, self.max_user_failures, self.window);
+        let c = st.ips.entry(ip).or_default();
+        c.expire(now, window);
+        if let Some(d) = c.refused_for(now, max_ip, window) {
+            return Try::Refused(Refusal::Address(d));
+        }
+        let ip_busy = c.failures.len() + c.in_flight >= max_ip;
+        let u = st.users.entry(user.to_string()).or_default();
+        u.expire(now, window);
+        let trusted = u.good.contains_key(&ip);
+        if let Some(d) = u.refused_for(now, max_user, window).filter(|_| !trusted) {
+            // Never longer than auth_block, whatever the window.
+            return Try::Refused(Refusal::User(d.min(self.block)));
+        }
+        let user_busy = !trusted && u.failures.len() + u.in_flight >= max_user;
+        if ip_busy || user_busy {
+            return Try::Busy;
+        }
+        u.in_flight += 1;
+        if let Some(c) = st.ips.get_mut(&ip) {
+            c.in_flight += 1;
+        }
+        Try::Reserved
+    }
+
+    fn release(&self, ip: IpAddr, user: &str) {
+        let mut st = self.lock();
+        if let Some(c) = st.ips.get_mut(&ip) {
+            c.in_flight = c.in_flight.saturating_sub(1);
+        }
+        if let Some(u) = st.users.get_mut(user) {
+            u.in_flight = u.in_flight.saturating_sub(1);
+        }
+    }
+
+    fn record_failure(&self, ip: IpAddr, user: &str, now: Instant) -> (usize, bool, bool) {
+        let mut st = self.lock();
+        let (ip_count, ip_blocked) = {
+            let c = st.ips.entry(ip).or_default();
+            c.failures.push_back(now);
+            let blocked_now = c.failures.len() >= self.max_failures && c.blocked_until.is_none();
+            if c.failures.len() >= self.max_failures {
+                c.blocked_until = Some(now + self.block);
+            }
+            (c.failures.len(), blocked_now)
+        };
+        let u = st.users.entry(user.to_string()).or_default();
+        u.failures.push_back(now);
+        let user_blocked = u.failures.len() >= self.max_user_failures && u.blocked_until.is_none();
+        if u.failures.len() >= self.max_user_failures {
+            u.blocked_until = Some(now + self.block);
+        }
+        (ip_count, ip_blocked, user_blocked)
+    }
+
+    fn record_success(&self, ip: IpAddr, user: &str, now: Instant) {
+        let mut st = self.lock();
+        let u = st.users.entry(user.to_string()).or_default();
+        if u.good.len() < 64 || u.good.contains_key(&ip) {
+            u.good.insert(ip, now);
+        }
+    }
+}
+
+impl Attempt<'_> {
+    /// The verification succeeded: the place is freed; earlier failures stay counted.
+    pub fn succeeded(mut self) {
+        self.done = true;
+        let t = self.throttle;
+        t.release(self.ip, &self.user);
+        t.record_success(self.ip, &self.user, Instant::now());
+        t.resolved.notify_waiters();
+    }
+
+    /// The verification failed: counted for the address and the user name. Returns how long
+    /// the session should wait before answering (`auth_failure_delay` × failures, ≤ 10 s).
+    pub fn failed(mut self) -> Duration {
+        self.done = true;
+        let t = self.throttle;
+        t.release(self.ip, &self.user);
+        let (count, ip_blocked, user_blocked) =
+            t.record_failure(self.ip, &self.user, Instant::now());
+        t.resolved.notify_waiters();
+        if ip_blocked {
+            tracing::warn!(client = %self.ip, failures = count,
+                block = %humantime::format_duration(t.block),
+                "too many failed AUTH attempts from this address; refusing it");
+        }
+        if user_blocked {
+            tracing::warn!(user = %self.user,
+                failures = t.max_user_failures,
+                block = %humantime::format_duration(t.block),
+                "too many failed AUTH attempts for this user name from several addresses; \
+                 refusing it except from addresses that logged in as it recently");
+        }
+        (t.delay * count as u32).min(Duration::from_secs(10))
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.throttle.release(self.ip, &self.user);
+            self.throttle.resolved.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn throttle(ip_max: u32, user_max: u32) -> Throttle {
+        Throttle::new(&SmtpConfig {
+            auth_max_failures: ip_max,
+            auth_max_user_failures: user_max,
+            auth_failure_delay: Duration::from_millis(100),
+            auth_failure_window: Duration::from_secs(600),
+            auth_block: Duration::from_secs(60),
+            ..Default::default()
+        })
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn reservations_bound_failing_verifications_per_address() {
+        let t = throttle(3, 100);
+        let a = ip("127.0.0.2");
+        let r1 = t.reserve(a, "x").await.unwrap();
+        let r2 = t.reserve(a, "x").await.unwrap();
+        let r3 = t.reserve(a, "x").await.unwrap();
+        assert!(matches!(t.try_reserve(a, "x", Instant::now()), Try::Busy));
+        assert!(matches!(
+            t.try_reserve(ip("127.0.0.3"), "x", Instant::now()),
+            Try::Reserved
+        ));
+        assert_eq!(r1.failed(), Duration::from_millis(100));
+        r2.failed();
+        r3.failed();
+        assert!(matches!(
+            t.reserve(a, "x").await.err(),
+            Some(Refusal::Address(_))
+        ));
+        assert!(t.check(a).is_err());
+    }
+
+    #[tokio::test]
+    async fn success_never_erases_failures() {
+        let t = throttle(3, 100);
+        let a = ip("127.0.0.2");
+        for _ in 0..2 {
+            t.reserve(a, "victim").await.unwrap().failed();
+            t.reserve(a, "mine").await.unwrap().succeeded();
+        }
+        t.reserve(a, "victim").await.unwrap().failed();
+        assert!(t.reserve(a, "mine").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn user_name_limit_spares_addresses_that_logged_in() {
+        let t = throttle(100, 3);
+        let good = ip("127.0.0.9");
+        t.reserve(good, "app").await.unwrap().succeeded();
+        for i in 0..3 {
+            let from = ip(&format!("127.0.1.{i}"));
+            t.reserve(from, "APP").await.unwrap().failed();
+        }
+        assert!(matches!(
+            t.reserve(ip("127.0.2.1"), "app").await.err(),
+            Some(Refusal::User(d)) if d <= Duration::from_secs(60)
+        ));
+        assert!(t.reserve(good, "app").await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn dropped_attempt_frees_its_place_uncounted() {
+        let t = throttle(1, 100);
+        let a = ip("127.0.0.2");
+        drop(t.reserve(a, "x").await.unwrap());
+        assert!(t.reserve(a, "x").await.is_ok());
+        assert!(t.check(a).is_ok());
+    }
+}

@@ -1,0 +1,190 @@
+//! The report store: DMARC aggregate and TLS-RPT reports received by the feedback listener (or
+//! imported), with the raw mail they came in, kept for `herald dmarc` and the `/dmarc` page.
+//!
+//! Everything goes through [`ReportStore`] so that a shared PostgreSQL backend can implement
+//! the same interface later; [`sqlite::SqliteStore`] is the embedded one in `data_dir`.
+//! [`ReportStore::accept`] is the durability point: the raw mail and every report parsed from
+//! it are committed (fsynced) in one transaction before the listener answers `250`.
+
+pub mod sqlite;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use mail_auth::report::Report;
+use mail_auth::report::tlsrpt::TlsReport;
+use serde::Serialize;
+
+use crate::config::Config;
+
+/// One mail as it arrived (or as it was imported), before parsing.
+#[derive(Debug, Clone)]
+pub struct ReceivedMail {
+    /// Unix seconds when it arrived.
+    pub received_at: i64,
+    /// Where it came from: the client IP, or `import:<file>`.
+    pub origin: String,
+    /// The envelope sender (may be empty: reports are often sent with a null sender).
+    pub mail_from: String,
+    /// The report address it was sent to (`dmarc@…`, `tlsrpt@…`, or `import`).
+    pub rcpt: String,
+    /// The message as received.
+    pub raw: Vec<u8>,
+}
+
+/// What parsing found in one mail: reports, or a part that could not be read.
+#[derive(Debug, Clone)]
+pub enum ParsedItem {
+    /// A DMARC aggregate report (RFC 7489 Appendix C / RFC 9990).
+    Dmarc(Box<Report>),
+    /// A TLS-RPT report (RFC 8460).
+    Tls(Box<TlsReport>),
+    /// A part that is not a readable report, with the reason.
+    Rejected {
+        /// Which part: an attachment name or `(message)`.
+        part: String,
+        /// Why it was refused, in words.
+        error: String,
+    },
+}
+
+/// What [`ReportStore::accept`] did with one mail.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct AcceptOutcome {
+    /// Reports stored for the first time.
+    pub stored: usize,
+    /// Reports already known (same organization and report id): counted once.
+    pub duplicates: usize,
+    /// Parts kept as rejected, with their error.
+    pub rejected: usize,
+}
+
+/// One row of a DMARC aggregate report, flattened with its report's metadata.
+#[derive(Debug, Clone, Serialize)]
+pub struct DmarcRow {
+    /// The policy domain of the report (`policy_published/domain`).
+    pub domain: String,
+    /// Reporting organization, e.g. `google.com`.
+    pub org: String,
+    /// The report's id at that organization.
+    pub report_id: String,
+    /// Start of the reporting period (unix seconds).
+    pub begin: i64,
+    /// End of the reporting period (unix seconds).
+    pub end: i64,
+    /// Published `p=` as the receiver saw it (`none`, `quarantine`, `reject`).
+    pub policy: String,
+    /// The sending IP.
+    pub source_ip: IpAddr,
+    /// Messages in this row.
+    pub count: u64,
+    /// What the receiver did (`none`, `quarantine`, `reject`).
+    pub disposition: String,
+    /// DMARC's DKIM verdict: an aligned DKIM signature passed.
+    pub dkim_aligned: bool,
+    /// DMARC's SPF verdict: SPF passed for an aligned domain.
+    pub spf_aligned: bool,
+    /// The `From:` domain of the messages.
+    pub header_from: String,
+    /// DKIM signatures seen: `(domain, selector, result)`.
+    pub dkim: Vec<(String, String, String)>,
+    /// SPF results seen: `(domain, result)`.
+    pub spf: Vec<(String, String)>,
+}
+
+impl DmarcRow {
+    /// True when the messages passed DMARC (an aligned DKIM or SPF pass).
+    pub fn passes(&self) -> bool {
+        self.dkim_aligned || self.spf_aligned
+    }
+}
+
+/// A report part that could not be read, kept for inspection.
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectedPart {
+    /// The stored mail it belongs to.
+    pub mail_id: i64,
+    /// Unix seconds when the mail arrived.
+    pub received_at: i64,
+    /// Where it came from.
+    pub origin: String,
+    /// Which part.
+    pub part: String,
+    /// Why it was refused.
+    pub error: String,
+}
+
+/// A TLS-RPT report received, summarized.
+#[derive(Debug, Clone, Serialize)]
+pub struct TlsReportSummary {
+    /// Reporting organization.
+    pub org: String,
+    /// The report's id.
+    pub report_id: String,
+    /// Start of the period (unix seconds).
+    pub begin: i64,
+    /// End of the period (unix seconds).
+    pub end: i64,
+    /// Policy domains reported on.
+    pub domains: Vec<String>,
+    /// Sessions that negotiated TLS successfully.
+    pub successful: u64,
+    /// Sessions that failed.
+    pub failed: u64,
+}
+
+/// Counters since the store was created.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StoreCounters {
+    /// Mails accepted (listener and import).
+    pub mails: u64,
+    /// DMARC aggregate reports stored.
+    pub dmarc_reports: u64,
+    /// TLS-RPT reports stored.
+    pub tls_reports: u64,
+    /// Reports received again (counted once).
+    pub duplicates: u64,
+    /// Parts rejected.
+    pub rejected: u64,
+}
+
+/// Where reports live. Implementations must make [`ReportStore::accept`] durable before it
+/// returns: the listener answers `250` right after.
+pub trait ReportStore: Send + Sync {
+    /// Stores one mail and what was parsed from it, atomically and durably.
+    fn accept(&self, mail: &ReceivedMail, items: &[ParsedItem]) -> anyhow::Result<AcceptOutcome>;
+    /// DMARC rows whose reporting period ends at or after `since` (unix seconds), for one
+    /// domain or all.
+    fn dmarc_rows(&self, domain: Option<&str>, since: i64) -> anyhow::Result<Vec<DmarcRow>>;
+    /// The most recently received rejected parts, newest first.
+    fn rejected(&self, limit: usize) -> anyhow::Result<Vec<RejectedPart>>;
+    /// TLS-RPT reports whose period ends at or after `since`.
+    fn tls_reports(&self, since: i64) -> anyhow::Result<Vec<TlsReportSummary>>;
+    /// When a DMARC report for `domain` last arrived (unix seconds).
+    fn last_dmarc_report(&self, domain: &str) -> anyhow::Result<Option<i64>>;
+    /// Counters since the store was created.
+    fn counters(&self) -> anyhow::Result<StoreCounters>;
+}
+
+/// The report database of this configuration: `[feedback] database`, by default
+/// `<data_dir>/reports.sqlite`.
+pub fn database_path(cfg: &Config) -> PathBuf {
+    cfg.feedback
+        .database
+        .clone()
+        .unwrap_or_else(|| cfg.server.data_dir.join("reports.sqlite"))
+}
+
+/// Opens the configured store (SQLite in `data_dir`).
+pub fn open(cfg: &Config) -> anyhow::Result<Arc<dyn ReportStore>> {
+    Ok(Arc::new(sqlite::SqliteStore::open(&database_path(cfg))?))
+}
+
+/// Now, in unix seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

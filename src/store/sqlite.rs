@@ -1,0 +1,461 @@
+//! The embedded report store: one SQLite file in `data_dir` (WAL journal, `synchronous=FULL`,
+//! so a committed transaction survives a crash or power loss). One connection behind a mutex:
+//! report traffic is a few mails a day per receiver, far below what one writer handles.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Mutex;
+
+use anyhow::Context;
+use mail_auth::report::{ActionDisposition, Disposition, DmarcResult, Report};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::{
+    AcceptOutcome, DmarcRow, ParsedItem, ReceivedMail, RejectedPart, ReportStore, StoreCounters,
+    TlsReportSummary,
+};
+
+/// Schema version 1. Rows keep the report's metadata by reference; the raw mail is kept so a
+/// report can be re-parsed by a later version.
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS mails (
+    id INTEGER PRIMARY KEY,
+    received_at INTEGER NOT NULL,
+    origin TEXT NOT NULL,
+    mail_from TEXT NOT NULL,
+    rcpt TEXT NOT NULL,
+    raw BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dmarc_reports (
+    id INTEGER PRIMARY KEY,
+    mail_id INTEGER NOT NULL REFERENCES mails(id),
+    org TEXT NOT NULL,
+    report_id TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    begin_at INTEGER NOT NULL,
+    end_at INTEGER NOT NULL,
+    policy TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    UNIQUE (org, report_id)
+);
+CREATE INDEX IF NOT EXISTS dmarc_reports_domain ON dmarc_reports(domain, end_at);
+CREATE TABLE IF NOT EXISTS dmarc_rows (
+    id INTEGER PRIMARY KEY,
+    report INTEGER NOT NULL REFERENCES dmarc_reports(id),
+    source_ip TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    disposition TEXT NOT NULL,
+    dkim_aligned INTEGER NOT NULL,
+    spf_aligned INTEGER NOT NULL,
+    header_from TEXT NOT NULL,
+    dkim_json TEXT NOT NULL,
+    spf_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dmarc_rows_report ON dmarc_rows(report);
+CREATE TABLE IF NOT EXISTS tls_reports (
+    id INTEGER PRIMARY KEY,
+    mail_id INTEGER NOT NULL REFERENCES mails(id),
+    org TEXT NOT NULL,
+    report_id TEXT NOT NULL,
+    begin_at INTEGER NOT NULL,
+    end_at INTEGER NOT NULL,
+    json TEXT NOT NULL,
+    UNIQUE (org, report_id)
+);
+CREATE TABLE IF NOT EXISTS rejected (
+    id INTEGER PRIMARY KEY,
+    mail_id INTEGER NOT NULL REFERENCES mails(id),
+    part TEXT NOT NULL,
+    error TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"#;
+
+/// The SQLite report store.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, with WAL and full sync.
+    pub fn open(path: &Path) -> anyhow::Result<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open the report database {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(SCHEMA)
+            .with_context(|| format!("cannot create the tables in {}", path.display()))?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn bump(tx: &Transaction<'_>, name: &str, by: usize) -> rusqlite::Result<()> {
+    if by == 0 {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO counters(name, value) VALUES (?1, ?2)
+         ON CONFLICT(name) DO UPDATE SET value = value + ?2",
+        params![name, by as i64],
+    )?;
+    Ok(())
+}
+
+/// The policy a receiver saw, in DMARC record words.
+pub fn disposition_word(d: Disposition) -> &'static str {
+    match d {
+        Disposition::None | Disposition::Unspecified => "none",
+        Disposition::Quarantine => "quarantine",
+        Disposition::Reject => "reject",
+    }
+}
+
+fn action_word(d: ActionDisposition) -> &'static str {
+    match d {
+        ActionDisposition::None | ActionDisposition::Pass | ActionDisposition::Unspecified => {
+            "none"
+        }
+        ActionDisposition::Quarantine => "quarantine",
+        ActionDisposition::Reject => "reject",
+    }
+}
+
+fn lower_debug(v: impl std::fmt::Debug) -> String {
+    format!("{v:?}").to_ascii_lowercase()
+}
+
+/// Inserts a DMARC report and its rows; `false` when it was already stored.
+fn insert_dmarc(tx: &Transaction<'_>, mail_id: i64, at: i64, r: &Report) -> anyhow::Result<bool> {
+    let m = &r.report_metadata;
+    let p = &r.policy_published;
+    let inserted = tx.execute(
+        "INSERT OR IGNORE INTO dmarc_reports
+           (mail_id, org, report_id, domain, begin_at, end_at, policy, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            mail_id,
+            m.org_name,
+            m.report_id,
+            p.domain.trim_end_matches('.').to_ascii_lowercase(),
+            m.date_range.begin.min(i64::MAX as u64) as i64,
+            m.date_range.end.min(i64::MAX as u64) as i64,
+            disposition_word(p.p),
+            at
+        ],
+    )?;
+    if inserted == 0 {
+        return Ok(false);
+    }
+    let report = tx.last_insert_rowid();
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO dmarc_rows (report, source_ip, count, disposition, dkim_aligned,
+           spf_aligned, header_from, dkim_json, spf_json)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for rec in &r.record {
+        let Some(ip) = rec.row.source_ip else {
+            continue;
+        };
+        let dkim: Vec<(String, String, String)> = rec
+            .auth_results
+            .dkim
+            .iter()
+            .map(|d| (d.domain.clone(), d.selector.clone(), lower_debug(d.result)))
+            .collect();
+        let spf: Vec<(String, String)> = rec
+            .auth_results
+            .spf
+            .iter()
+            .map(|s| (s.domain.clone(), lower_debug(s.result)))
+            .collect();
+        let pe = &rec.row.policy_evaluated;
+        stmt.execute(params![
+            report,
+            ip.to_string(),
+            rec.row.count as i64,
+            action_word(pe.disposition),
+            pe.dkim == DmarcResult::Pass,
+            pe.spf == DmarcResult::Pass,
+            rec.identifiers.header_from.to_ascii_lowercase(),
+            serde_json::to_string(&dkim)?,
+            serde_json::to_string(&spf)?,
+        ])?;
+    }
+    Ok(true)
+}
+
+impl ReportStore for SqliteStore {
+    fn accept(&self, mail: &ReceivedMail, items: &[ParsedItem]) -> anyhow::Result<AcceptOutcome> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO mails (received_at, origin, mail_from, rcpt, raw) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![mail.received_at, mail.origin, mail.mail_from, mail.rcpt, mail.raw],
+        )?;
+        let mail_id = tx.last_insert_rowid();
+        let mut out = AcceptOutcome::default();
+        let (mut dmarc, mut tls) = (0, 0);
+        for item in items {
+            match item {
+                ParsedItem::Dmarc(r) => {
+                    if insert_dmarc(&tx, mail_id, mail.received_at, r)? {
+                        out.stored += 1;
+                        dmarc += 1;
+                    } else {
+                        out.duplicates += 1;
+                    }
+                }
+                ParsedItem::Tls(r) => {
+                    let n = tx.execute(
+                        "INSERT OR IGNORE INTO tls_reports
+                           (mail_id, org, report_id, begin_at, end_at, json)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![
+                            mail_id,
+                            r.organization_name.clone().unwrap_or_default(),
+                            r.report_id,
+                            r.date_range.start_datetime.to_timestamp(),
+                            r.date_range.end_datetime.to_timestamp(),
+                            serde_json::to_string(r)?,
+                        ],
+                    )?;
+                    if n == 1 {
+                        out.stored += 1;
+                        tls += 1;
+                    } else {
+                        out.duplicates += 1;
+                    }
+                }
+                ParsedItem::Rejected { part, error } => {
+                    tx.execute(
+                        "INSERT INTO rejected (mail_id, part, error) VALUES (?1, ?2, ?3)",
+                        params![mail_id, part, error],
+                    )?;
+                    out.rejected += 1;
+                }
+            }
+        }
+        bump(&tx, "mails", 1)?;
+        bump(&tx, "dmarc_reports", dmarc)?;
+        bump(&tx, "tls_reports", tls)?;
+        bump(&tx, "duplicates", out.duplicates)?;
+        bump(&tx, "rejected", out.rejected)?;
+        tx.commit()
+            .context("cannot commit the report to the database")?;
+        Ok(out)
+    }
+
+    fn dmarc_rows(&self, domain: Option<&str>, since: i64) -> anyhow::Result<Vec<DmarcRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT r.domain, r.org, r.report_id, r.begin_at, r.end_at, r.policy,
+                    w.source_ip, w.count, w.disposition, w.dkim_aligned, w.spf_aligned,
+                    w.header_from, w.dkim_json, w.spf_json
+             FROM dmarc_rows w JOIN dmarc_reports r ON w.report = r.id
+             WHERE r.end_at >= ?1 AND (?2 IS NULL OR r.domain = ?2)
+             ORDER BY r.domain, r.begin_at, w.id",
+        )?;
+        let domain = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
+        let rows = stmt.query_map(params![since, domain], |row| {
+            Ok((
+                DmarcRow {
+                    domain: row.get(0)?,
+                    org: row.get(1)?,
+                    report_id: row.get(2)?,
+                    begin: row.get(3)?,
+                    end: row.get(4)?,
+                    policy: row.get(5)?,
+                    source_ip: IpAddr::from([0, 0, 0, 0]),
+                    count: row.get::<_, i64>(7)?.max(0) as u64,
+                    disposition: row.get(8)?,
+                    dkim_aligned: row.get(9)?,
+                    spf_aligned: row.get(10)?,
+                    header_from: row.get(11)?,
+                    dkim: Vec::new(),
+                    spf: Vec::new(),
+                },
+                row.get::<_, String>(6)?,
+                row.get::<_, String>(12)?,
+                row.get::<_, String>(13)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (mut row, ip, dkim, spf) = r?;
+            let Ok(ip) = ip.parse() else { continue };
+            row.source_ip = ip;
+            row.dkim = serde_json::from_str(&dkim).unwrap_or_default();
+            row.spf = serde_json::from_str(&spf).unwrap_or_default();
+            out.push(row);
+        }
+        Ok(out)
+    }
+
+    fn rejected(&self, limit: usize) -> anyhow::Result<Vec<RejectedPart>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT j.mail_id, m.received_at, m.origin, j.part, j.error
+             FROM rejected j JOIN mails m ON j.mail_id = m.id
+             ORDER BY j.id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit as i64], |row| {
+            Ok(RejectedPart {
+                mail_id: row.get(0)?,
+                received_at: row.get(1)?,
+                origin: row.get(2)?,
+                part: row.get(3)?,
+                error: row.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn tls_reports(&self, since: i64) -> anyhow::Result<Vec<TlsReportSummary>> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT json FROM tls_reports WHERE end_at >= ?1 ORDER BY begin_at")?;
+        let rows = stmt.query_map(params![since], |row| row.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for json in rows {
+            let Ok(r) = serde_json::from_str::<mail_auth::report::tlsrpt::TlsReport>(&json?) else {
+                continue;
+            };
+            let mut s = TlsReportSummary {
+                org: r.organization_name.clone().unwrap_or_default(),
+                report_id: r.report_id.clone(),
+                begin: r.date_range.start_datetime.to_timestamp(),
+                end: r.date_range.end_datetime.to_timestamp(),
+                domains: Vec::new(),
+                successful: 0,
+                failed: 0,
+            };
+            for p in &r.policies {
+                s.domains.push(p.policy.policy_domain.clone());
+                s.successful += p.summary.total_success as u64;
+                s.failed += p.summary.total_failure as u64;
+            }
+            out.push(s);
+        }
+        Ok(out)
+    }
+
+    fn last_dmarc_report(&self, domain: &str) -> anyhow::Result<Option<i64>> {
+        let conn = self.lock();
+        let at = conn
+            .query_row(
+                "SELECT MAX(received_at) FROM dmarc_reports WHERE domain = ?1",
+                params![domain.trim_end_matches('.').to_ascii_lowercase()],
+                |row| row.get::<_, Option<i64>>(0),
+            )
+            .optional()?
+            .flatten();
+        Ok(at)
+    }
+
+    fn counters(&self) -> anyhow::Result<StoreCounters> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached("SELECT name, value FROM counters")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })?;
+        let mut c = StoreCounters::default();
+        for r in rows {
+            let (name, v) = r?;
+            let v = v.max(0) as u64;
+            match name.as_str() {
+                "mails" => c.mails = v,
+                "dmarc_reports" => c.dmarc_reports = v,
+                "tls_reports" => c.tls_reports = v,
+                "duplicates" => c.duplicates = v,
+                "rejected" => c.rejected = v,
+                _ => {}
+            }
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mail_auth::report::{PolicyPublished, Record};
+
+    fn report(id: &str) -> Report {
+        let mut r = Report::new()
+            .with_org_name("acme.test")
+            .with_report_id(id)
+            .with_date_range_begin(1_700_000_000)
+            .with_date_range_end(1_700_086_399)
+            .with_policy_published(PolicyPublished {
+                domain: "Example.COM".into(),
+                p: Disposition::Quarantine,
+                ..Default::default()
+            });
+        r.add_record(
+            Record::new()
+                .with_source_ip("192.0.2.1".parse().unwrap())
+                .with_count(7)
+                .with_dmarc_dkim_result(DmarcResult::Pass)
+                .with_dmarc_spf_result(DmarcResult::Fail)
+                .with_header_from("example.com"),
+        );
+        r
+    }
+
+    fn mail() -> ReceivedMail {
+        ReceivedMail {
+            received_at: 1_700_100_000,
+            origin: "192.0.2.9".into(),
+            mail_from: String::new(),
+            rcpt: "dmarc@reports.test".into(),
+            raw: b"Subject: x\r\n\r\nx\r\n".to_vec(),
+        }
+    }
+
+    #[test]
+    fn stores_rows_counts_duplicates_once_and_keeps_rejections() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("r.sqlite")).unwrap();
+        let items = vec![
+            ParsedItem::Dmarc(Box::new(report("r1"))),
+            ParsedItem::Rejected {
+                part: "bad.zip".into(),
+                error: "not a zip".into(),
+            },
+        ];
+        let o = store.accept(&mail(), &items).unwrap();
+        assert_eq!((o.stored, o.duplicates, o.rejected), (1, 0, 1));
+        let o = store.accept(&mail(), &items[..1]).unwrap();
+        assert_eq!((o.stored, o.duplicates), (0, 1));
+        let rows = store.dmarc_rows(Some("example.com"), 0).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].count, 7);
+        assert_eq!(rows[0].policy, "quarantine");
+        assert!(rows[0].passes());
+        let c = store.counters().unwrap();
+        assert_eq!(
+            (c.mails, c.dmarc_reports, c.duplicates, c.rejected),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(store.rejected(10).unwrap()[0].error, "not a zip");
+        assert_eq!(
+            store.last_dmarc_report("example.com").unwrap(),
+            Some(1_700_100_000)
+        );
+    }
+}

@@ -354,9 +354,6 @@ pub struct DeliveryConfig {
     pub data_timeout: Duration,
     /// Domain whose DKIM key signs bounces; defaults to the host name's domain.
     pub dsn_domain: Option<String>,
-    /// Development only: instead of connecting to any MX or smart host, write each message
-    /// that would be delivered — signed, as the MX would receive it — to a file here.
-    pub capture_dir: Option<PathBuf>,
 }
 
 impl Default for DeliveryConfig {
@@ -378,7 +375,6 @@ impl Default for DeliveryConfig {
             command_timeout: m(5),
             data_timeout: m(10),
             dsn_domain: None,
-            capture_dir: None,
         }
     }
 }

@@ -81,17 +81,25 @@ async fn index() -> axum::response::Html<&'static str> {
     )
 }
 
-async fn metrics(State(q): State<QueueManager>) -> String {
-    let c = q.counters();
-    format!(
-        "herald_messages_accepted_total {}\n\
-         herald_recipients_delivered_total {}\n\
-         herald_recipients_deferred_total {}\n\
-         herald_recipients_bounced_total {}\n\
-         herald_dsn_sent_total {}\n\
-         herald_queue_size {}\n",
-        c.accepted, c.delivered, c.deferred, c.bounced, c.dsn_sent, c.queue_size
+/// `/metrics`: the Prometheus/OpenMetrics text of [`crate::metrics`], with the queue's depth
+/// and oldest message measured now.
+async fn metrics(State(q): State<QueueManager>) -> Response {
+    let list = q.list();
+    let now = crate::clock::unix_now();
+    let oldest = list
+        .iter()
+        .map(|m| now.saturating_sub(m.received_at))
+        .max()
+        .unwrap_or(0);
+    crate::metrics::set_queue(list.len(), std::time::Duration::from_secs(oldest));
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        crate::metrics::render(),
     )
+        .into_response()
 }
 
 async fn list(State(q): State<QueueManager>) -> Response {

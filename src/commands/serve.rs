@@ -67,6 +67,9 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let _feedback = crate::feedback::start(cfg.clone(), reports.clone(), feedback_tls).await?;
 
+    // `herald reload` asks through the admin endpoint; the main loop below does the work.
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<ReloadReply>(4);
+
     // [admin] the admin HTTP endpoint (health, metrics, queue API, report flush, records).
     if let Some(listen) = cfg.admin.listen {
         let dns_records = crate::dns::records::render_json(&cfg, &signer.published_keys());
@@ -79,7 +82,11 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
                 "/dns",
                 axum::routing::get(move || async move { axum::Json(dns_records) }),
             )
-            .merge(crate::admin::dmarc::routes(cfg.clone(), reports.clone()));
+            .merge(crate::admin::dmarc::routes(cfg.clone(), reports.clone()))
+            .route(
+                "/reload",
+                axum::routing::post(move || reload_route(reload_tx.clone())),
+            );
         crate::admin::start(&cfg, listen, router).await?;
     }
 
@@ -100,32 +107,91 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     // SIGTERM/SIGINT: stop accepting and starting deliveries; let submission sessions and
     // deliveries in flight finish within the grace period (both at once), so a restart neither
     // loses a submission nor repeats a delivery that was made.
+    // SIGHUP and `herald reload` re-read the file; a bad one is refused and the running kept.
+    let mut running_cfg = cfg.clone();
     loop {
-        match signals.next().await {
-            crate::service::SignalRequest::Shutdown => break,
-            crate::service::SignalRequest::Reload => {
-                crate::service::notify_reloading();
-                tracing::warn!(
-                    "reload is not implemented yet: the running configuration is kept; restart \
-                     herald to apply changes"
-                );
-                crate::service::notify_ready();
-            }
+        let answer_to = tokio::select! {
+            request = signals.next() => match request {
+                crate::service::SignalRequest::Shutdown => break,
+                crate::service::SignalRequest::Reload => None,
+            },
+            Some(reply) = reload_rx.recv() => Some(reply),
+        };
+        crate::service::notify_reloading();
+        let outcome = reload(config, &mut running_cfg, &inbound);
+        crate::service::notify_ready();
+        if let Some(reply) = answer_to {
+            let _ = reply.send(outcome);
         }
     }
     crate::service::notify_stopping();
+    let grace = running_cfg.server.grace_period;
     tracing::info!(
-        grace = %humantime::format_duration(cfg.server.grace_period),
+        grace = %humantime::format_duration(grace),
         "shutting down: no new connections or deliveries; letting those in progress finish"
     );
-    tokio::join!(
-        inbound.shutdown(cfg.server.grace_period),
-        queue.shutdown(cfg.server.grace_period)
-    );
+    tokio::join!(inbound.shutdown(grace), queue.shutdown(grace));
     // [report] keep the TLS-RPT counts of the last sessions.
     if let Err(e) = tls_reporter.persist() {
         tracing::error!("tls-rpt: cannot save pending counts: {e}");
     }
     tracing::info!("herald stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Where the answer to one `POST /reload` goes: `Ok(summary)` or `Err(why it was refused)`.
+type ReloadReply = tokio::sync::oneshot::Sender<Result<String, String>>;
+
+/// Re-reads the config file and applies it to new sessions; on any error nothing changes.
+fn reload(
+    config: &Path,
+    running: &mut Arc<crate::config::Config>,
+    inbound: &crate::inbound::Running,
+) -> Result<String, String> {
+    let attempt = || -> anyhow::Result<(Arc<crate::config::Config>, crate::reload::Changes)> {
+        let new = Arc::new(super::load_config(config)?);
+        let signer = Arc::new(Signer::load(&new)?);
+        let changes = crate::reload::diff(running, &new);
+        inbound.reload(new.clone(), signer)?;
+        Ok((new, changes))
+    };
+    match attempt() {
+        Ok((new, changes)) => {
+            *running = new;
+            for key in &changes.need_restart {
+                tracing::warn!(setting = %key, "changed in the file; takes effect after a restart");
+            }
+            let summary = changes.summary();
+            tracing::info!(changes = %summary, "configuration reloaded");
+            crate::metrics::reload("applied");
+            Ok(summary)
+        }
+        Err(e) => {
+            let why = format!("{e:#}");
+            tracing::error!(error = %why, "reload refused: the running configuration is kept");
+            crate::metrics::reload("refused");
+            Err(why)
+        }
+    }
+}
+
+/// `POST /reload`: hands the request to the main loop and answers with its outcome.
+async fn reload_route(tx: tokio::sync::mpsc::Sender<ReloadReply>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let outcome = match tx.send(reply).await {
+        Ok(()) => answer
+            .await
+            .unwrap_or_else(|_| Err("herald is shutting down".into())),
+        Err(_) => Err("herald is shutting down".into()),
+    };
+    let (status, ok, message) = match outcome {
+        Ok(m) => (axum::http::StatusCode::OK, true, m),
+        Err(m) => (axum::http::StatusCode::CONFLICT, false, m),
+    };
+    (
+        status,
+        axum::Json(serde_json::json!({ "ok": ok, "message": message })),
+    )
+        .into_response()
 }

@@ -16,10 +16,10 @@ use super::{ListenerKind, Shared};
 pub(super) async fn run(
     listener: TcpListener,
     kind: ListenerKind,
-    shared: Arc<Shared>,
+    current: tokio::sync::watch::Receiver<Arc<Shared>>,
     sessions: mpsc::Sender<()>,
 ) {
-    let mut shutdown = shared.shutdown.clone();
+    let mut shutdown = current.borrow().shutdown.clone();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.changed() => break,
@@ -35,8 +35,9 @@ pub(super) async fn run(
             }
         };
         let _ = tcp.set_nodelay(true);
+        // The settings in force now (a reload swaps them for later connections only).
+        let shared = current.borrow().clone();
         let slot = shared.admit(peer.ip());
-        let shared = shared.clone();
         let guard = sessions.clone();
         tokio::spawn(async move {
             let _guard = guard;

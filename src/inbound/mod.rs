@@ -60,10 +60,12 @@ pub(crate) struct Shared {
     signer: Arc<Signer>,
     spool: Spool,
     tls: Option<TlsAcceptor>,
-    throttle: throttle::Throttle,
+    // Kept across reloads (counts and limits in force), hence shared between generations.
+    throttle: Arc<throttle::Throttle>,
+    rates: Arc<policy::RateLimiter>,
+    conns: Arc<Mutex<Connections>>,
+    // A new one per loaded configuration: a reload invalidates every cached login.
     auth_cache: auth_cache::AuthCache,
-    rates: policy::RateLimiter,
-    conns: Mutex<Connections>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -114,6 +116,10 @@ impl Drop for ConnSlot {
 
 /// The running listeners and the sessions they started.
 pub struct Running {
+    /// The settings new sessions start with; a reload replaces them, sessions in flight keep
+    /// theirs.
+    current: watch::Sender<Arc<Shared>>,
+    config_file: String,
     shutdown: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
     sessions: mpsc::Receiver<()>,
@@ -136,16 +142,17 @@ pub async fn start(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         apps: Arc::new(cfg.apps.clone().into_iter().collect()),
-        throttle: throttle::Throttle::new(&cfg.smtp),
+        throttle: Arc::new(throttle::Throttle::new(&cfg.smtp)),
+        rates: Arc::new(policy::RateLimiter::default()),
+        conns: Arc::new(Mutex::new(Connections::default())),
         auth_cache: auth_cache::AuthCache::new(cfg.smtp.auth_cache_ttl)?,
-        rates: policy::RateLimiter::default(),
-        conns: Mutex::new(Connections::default()),
         cfg: cfg.clone(),
         signer,
         spool,
         tls,
         shutdown: shutdown_rx,
     });
+    let (current, _) = watch::channel(shared.clone());
     let (session_tx, session_rx) = mpsc::channel::<()>(1);
     let mut listeners = Vec::new();
     for (kind, addr) in [
@@ -161,11 +168,13 @@ pub async fn start(
         listeners.push(tokio::spawn(listener::run(
             socket,
             kind,
-            shared.clone(),
+            current.subscribe(),
             session_tx.clone(),
         )));
     }
     Ok(Running {
+        current,
+        config_file: config_file.to_string(),
         shutdown: shutdown_tx,
         listeners,
         sessions: session_rx,
@@ -173,6 +182,33 @@ pub async fn start(
 }
 
 impl Running {
+    /// Applies a reloaded configuration to new sessions: apps, passwords, senders, rate
+    /// limits, SMTP limits, DKIM keys (`signer`) and the certificate. Sessions in flight finish
+    /// with the settings they started with; connection counts, AUTH failure counts and rate
+    /// buckets carry over. Listen addresses are not re-bound (a restart does that). Fails,
+    /// changing nothing, when the new certificate cannot be loaded.
+    pub fn reload(&self, cfg: Arc<Config>, signer: Arc<Signer>) -> anyhow::Result<()> {
+        let old = self.current.borrow().clone();
+        let tls = match &old.tls {
+            Some(_) => Some(tls::acceptor(&cfg, &self.config_file)?),
+            None => None,
+        };
+        let next = Arc::new(Shared {
+            apps: Arc::new(cfg.apps.clone().into_iter().collect()),
+            auth_cache: auth_cache::AuthCache::new(cfg.smtp.auth_cache_ttl)?,
+            cfg,
+            signer,
+            spool: old.spool.clone(),
+            tls,
+            throttle: old.throttle.clone(),
+            rates: old.rates.clone(),
+            conns: old.conns.clone(),
+            shutdown: old.shutdown.clone(),
+        });
+        self.current.send_replace(next);
+        Ok(())
+    }
+
     /// Stops accepting, tells idle sessions to leave (`421`), and waits up to `grace` for
     /// sessions in flight. Returns true when every session finished in time.
     pub async fn shutdown(mut self, grace: Duration) -> bool {

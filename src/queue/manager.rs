@@ -266,6 +266,7 @@ impl QueueManager {
 async fn receive(inner: Arc<Inner>, mut arrivals: Arrivals) {
     while let Some(msg) = arrivals.recv().await {
         inner.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::message_accepted(msg.envelope.app.as_deref().unwrap_or("-"));
         inner.table().insert(msg);
         inner.wake.notify_one();
     }
@@ -414,6 +415,25 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
     finish_round(inner, id, &data, results).await;
 }
 
+/// Counts each tried recipient's outcome by destination domain for `/metrics`.
+fn record_outcomes(msg: &SpooledMessage, tried: &[usize], received: u64, now: u64) {
+    use crate::metrics::{Outcome, recipient};
+    use crate::spool::RecipientStatus;
+    for r in tried.iter().filter_map(|&i| msg.state.recipients.get(i)) {
+        let domain = r.address.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        match r.status {
+            RecipientStatus::Delivered => {
+                recipient(Outcome::Delivered, domain);
+                crate::metrics::delivered_after(std::time::Duration::from_secs(
+                    now.saturating_sub(received),
+                ));
+            }
+            RecipientStatus::Pending => recipient(Outcome::Deferred, domain),
+            RecipientStatus::Failed => recipient(Outcome::Bounced, domain),
+        }
+    }
+}
+
 /// Records the attempt's results: bounce first, then the new state (or removal).
 async fn finish_round(
     inner: &Arc<Inner>,
@@ -438,7 +458,9 @@ async fn finish_round(
         }
         let received = entry.msg.envelope.received_at;
         let rules = Rules::of(&cfg.delivery);
+        let tried: Vec<usize> = results.iter().map(|(i, _)| *i).collect();
         let settled = transition::settle(&mut entry.msg.state, received, results, now, &rules);
+        record_outcomes(&entry.msg, &tried, received, now);
         (entry.msg.clone(), settled)
     };
     let c = &inner.counters;
@@ -453,6 +475,7 @@ async fn finish_round(
         match dsn::queue_notice(cfg, &inner.own, &msg, data, list, kind).await {
             Ok(Some(_)) => {
                 inner.counters.dsn_sent.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::dsn_sent();
             }
             Ok(None) => {}
             Err(e) => {

@@ -3,6 +3,8 @@
 
 mod activate;
 mod first_day;
+mod metrics;
+mod reload;
 mod service;
 
 use std::path::Path;

@@ -39,8 +39,10 @@ pub(super) async fn run(
         let shared = current.borrow().clone();
         let slot = shared.admit(peer.ip());
         let guard = sessions.clone();
+        let open = crate::metrics::connection_opened(kind.name());
         tokio::spawn(async move {
             let _guard = guard;
+            let _open = open;
             handle(tcp, peer.ip(), kind, shared, slot).await;
         });
     }

@@ -134,6 +134,7 @@ impl Session {
         if r.code >= 400 {
             tracing::info!(client = %self.ip, app = self.app.as_deref().unwrap_or("-"),
                 reply = %r, "refused");
+            crate::metrics::message_refused(self.app.as_deref().unwrap_or("-"), &r.to_string());
         }
         self.conn.queue(&r.to_wire());
     }

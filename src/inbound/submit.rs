@@ -257,6 +257,7 @@ impl Session {
 
     /// Checks the header `From:`, adds trace headers, signs and spools; `250` only after fsync.
     async fn accept(&mut self, mut staged: StagedMessage) {
+        let end_of_data = std::time::Instant::now();
         let Some(tx) = self.tx.take() else { return };
         let body = match staged.map() {
             Ok(b) => b,
@@ -339,6 +340,7 @@ impl Session {
                     "accepted"
                 );
                 self.reply(Reply::new(250, "2.0.0", format!("queued as {id}")));
+                crate::metrics::submission_answered(end_of_data.elapsed());
             }
             Err(e) => {
                 tracing::error!(client = %self.ip, error = %e, "cannot store message in the spool");

@@ -182,6 +182,7 @@ impl TlsReporter {
 
 impl TlsSink for TlsReporter {
     fn emit(&self, event: TlsEvent) {
+        count_tls_metric(&event);
         match event {
             TlsEvent::Session { directive, outcome } => self.record(&directive, outcome),
             TlsEvent::PolicyUnavailable {
@@ -191,6 +192,40 @@ impl TlsSink for TlsReporter {
             } => self.record_policy_failure(&domain, result_type, &detail),
         }
     }
+}
+
+/// Counts a TLS event in `/metrics` by policy type and result (`success` or the RFC 8460
+/// result type).
+fn count_tls_metric(event: &TlsEvent) {
+    let result_name = |r: &ResultType| {
+        serde_json::to_value(r)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| "other".into())
+    };
+    let (policy, result) = match event {
+        TlsEvent::Session { directive, outcome } => {
+            let policy = match directive {
+                TlsDirective::Opportunistic => "opportunistic",
+                TlsDirective::Required => "required",
+                TlsDirective::Sts { policy, .. } => match policy.mode {
+                    Mode::Enforce => "mta-sts-enforce",
+                    Mode::Testing => "mta-sts-testing",
+                    Mode::None => "mta-sts-none",
+                },
+                TlsDirective::StsFailed { .. } => "mta-sts-unavailable",
+            };
+            let result = match outcome {
+                TlsOutcome::Success => "success".to_string(),
+                TlsOutcome::Failure { result_type, .. } => result_name(result_type),
+            };
+            (policy, result)
+        }
+        TlsEvent::PolicyUnavailable { result_type, .. } => {
+            ("mta-sts-unavailable", result_name(result_type))
+        }
+    };
+    crate::metrics::tls_session(policy, &result);
 }
 
 impl Shared {

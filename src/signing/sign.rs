@@ -64,6 +64,7 @@ pub(crate) fn sign_with(
                 )
             })?;
         signature.write_header(&mut out);
+        crate::metrics::dkim_signature(&k.domain, k.algorithm.as_str());
     }
     Ok(out)
 }

@@ -93,6 +93,22 @@ async fn metrics_parse_and_move() {
         .await
         .expect("accepted");
 
+    // A sender the app may not use is refused and counted by reason.
+    let refused = client
+        .send(mail_send::smtp::message::Message::new(
+            "someone@elsewhere.test",
+            vec!["r@nowhere.test"],
+            body.as_bytes(),
+        ))
+        .await;
+    assert!(refused.is_err(), "a foreign sender must be refused");
+    let text = get_metrics(admin, dir.path());
+    assert_eq!(
+        sample(&text, "herald_messages_refused_total", "reason", "policy"),
+        Some(1.0),
+        "{text}"
+    );
+
     // Accepted at once; the attempt (DNS points at a dead port) defers for nowhere.test.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -113,6 +129,26 @@ async fn metrics_parse_and_move() {
                 .find(|s| s.metric == "herald_queue_messages")
                 .expect("queue depth");
             assert!(matches!(depth.value, prometheus_parse::Value::Gauge(v) if v >= 1.0));
+            // Signed with the demo domain's key, answered (histogram), one connection open.
+            assert_eq!(
+                sample(
+                    &text,
+                    "herald_dkim_signatures_total",
+                    "domain",
+                    "example.test"
+                ),
+                Some(1.0),
+                "{text}"
+            );
+            assert!(
+                text.contains("herald_submission_duration_seconds_count 1"),
+                "{text}"
+            );
+            assert_eq!(
+                sample(&text, "herald_smtp_connections", "listener", "submissions"),
+                Some(1.0),
+                "{text}"
+            );
             for family in ["herald_messages_accepted", "herald_recipients_deferred"] {
                 assert!(text.contains(&format!("# HELP {family} ")), "{text}");
                 assert!(text.contains(&format!("# TYPE {family} counter")), "{text}");

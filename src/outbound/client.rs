@@ -102,6 +102,27 @@ pub struct Transaction {
     pub answers: Vec<Answer>,
 }
 
+/// How a transaction failed: whether the server can have taken anything of it decides whether
+/// the message may go at once over another connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransactionError {
+    /// The connection was already dead when the transaction began (EOF, reset or broken pipe
+    /// before any reply to the envelope): nothing of this transaction reached the server. On a
+    /// reused idle session this is the remote having closed or restarted since.
+    Stale(String),
+    /// The connection broke later in the transaction; nothing was delivered for sure.
+    Lost(String),
+}
+
+impl TransactionError {
+    /// What went wrong, for logs and replies.
+    pub fn detail(&self) -> &str {
+        match self {
+            TransactionError::Stale(d) | TransactionError::Lost(d) => d,
+        }
+    }
+}
+
 fn mail_err(e: mail_send::Error) -> String {
     match e {
         mail_send::Error::UnexpectedReply(r) => Answer::from_response(&r).to_string(),
@@ -231,14 +252,15 @@ impl Session {
     }
 
     /// Runs one transaction: MAIL FROM, every RCPT TO (pipelined when offered), DATA.
-    /// An `Err` means the connection broke mid-way; nothing was delivered for sure.
+    /// An `Err` means the connection broke; [`TransactionError::Stale`] when that was before the
+    /// server answered anything of it.
     pub async fn send(
         &mut self,
         mail_from: &str,
         mail_params: &[String],
         recipients: &[String],
         message: &[u8],
-    ) -> Result<Transaction, String> {
+    ) -> Result<Transaction, TransactionError> {
         let result = self
             .transaction(mail_from, mail_params, recipients, message)
             .await;
@@ -256,7 +278,7 @@ impl Session {
         mail_params: &[String],
         recipients: &[String],
         message: &[u8],
-    ) -> Result<Transaction, String> {
+    ) -> Result<Transaction, TransactionError> {
         let mut mail = format!("MAIL FROM:<{mail_from}>");
         if self.ehlo.has_capability(EXT_SIZE) {
             mail.push_str(&format!(" SIZE={}", message.len()));
@@ -282,17 +304,26 @@ impl Session {
             let mut cmds = vec![mail];
             cmds.extend(rcpts);
             cmds.push("DATA\r\n".to_string());
-            let mut replies = self.client.cmds(cmds).await.map_err(mail_err)?;
+            // A failure here leaves no way to tell how many replies came, but the message
+            // itself was not sent: an I/O error or EOF means the session was dead already.
+            let mut replies = self.client.cmds(cmds).await.map_err(envelope_err)?;
             data_reply = replies.pop();
             let rest = replies.split_off(1);
-            let first = replies.pop().ok_or("no reply to MAIL FROM")?;
+            let first = replies
+                .pop()
+                .ok_or_else(|| TransactionError::Lost("no reply to MAIL FROM".into()))?;
             (first, rest)
         } else {
-            let first = self.client.cmd(mail).await.map_err(mail_err)?;
+            let first = self.client.cmd(mail).await.map_err(envelope_err)?;
             let mut rest = Vec::new();
             if (200..300).contains(&first.code) {
                 for r in rcpts {
-                    rest.push(self.client.cmd(r).await.map_err(mail_err)?);
+                    rest.push(
+                        self.client
+                            .cmd(r)
+                            .await
+                            .map_err(|e| TransactionError::Lost(mail_err(e)))?,
+                    );
                 }
             }
             (first, rest)
@@ -310,7 +341,9 @@ impl Session {
         }
         let mut answers: Vec<Answer> = rcpt_replies.iter().map(Answer::from_response).collect();
         if answers.len() != recipients.len() {
-            return Err("the server answered a different number of RCPT commands".into());
+            return Err(TransactionError::Lost(
+                "the server answered a different number of RCPT commands".into(),
+            ));
         }
         let accepted: Vec<usize> = (0..answers.len())
             .filter(|&i| answers[i].is_positive())
@@ -324,7 +357,11 @@ impl Session {
         }
         let go = match data_reply {
             Some(r) => r,
-            None => self.client.cmd(b"DATA\r\n").await.map_err(mail_err)?,
+            None => self
+                .client
+                .cmd(b"DATA\r\n")
+                .await
+                .map_err(|e| TransactionError::Lost(mail_err(e)))?,
         };
         let final_answer = if go.code == 354 {
             self.client.timeout = self.timeouts.data;
@@ -337,7 +374,7 @@ impl Session {
                 Err(e) => Err(format!("sending the message: {e}")),
             };
             self.client.timeout = self.timeouts.command;
-            Answer::from_response(&reply?)
+            Answer::from_response(&reply.map_err(TransactionError::Lost)?)
         } else {
             let a = Answer::from_response(&go);
             self.reset(a.code).await;
@@ -420,6 +457,18 @@ async fn greet(
             }
         }
         Err(e) => Err(refused(e)),
+    }
+}
+
+/// An error at the start of the envelope: a dead connection (an I/O error such as a broken
+/// pipe or reset, or EOF, which mail-send reports as an unparseable reply) is stale; anything
+/// else (a timeout: the server is there but slow) is lost.
+fn envelope_err(e: mail_send::Error) -> TransactionError {
+    match e {
+        mail_send::Error::Io(_) | mail_send::Error::UnparseableReply => {
+            TransactionError::Stale(mail_err(e))
+        }
+        other => TransactionError::Lost(mail_err(other)),
     }
 }
 

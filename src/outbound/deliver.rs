@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use mail_auth::MessageAuthenticator;
 use mail_send::Credentials;
 
-use super::client::{OpenError, Session, Timeouts, TlsMode};
+use super::client::{OpenError, Session, Timeouts, TlsMode, TransactionError};
 use super::outcome::{Answer, Failure, RecipientResult};
 use super::pool::{Acquired, Conn, Key, Pool};
 use super::resolve::{self, ResolveError};
@@ -53,6 +53,10 @@ pub struct Outbound {
     tls_events: Arc<dyn TlsSink>,
     relay: Option<Relay>,
 }
+
+/// How many dead pooled sessions one attempt skips before it counts as failed; after the first
+/// the pool holds no idle session to that address, so more than one is a race with releases.
+const STALE_RETRIES: u32 = 4;
 
 enum Attempt {
     Done(Vec<Result<Answer, Failure>>),
@@ -262,9 +266,8 @@ impl Outbound {
             strict: mode == TlsMode::Strict,
         };
         let _turn = self.pool.gate(host).await;
-        let mut tries = 0;
+        let mut stale_retries = 0;
         loop {
-            tries += 1;
             let started = Instant::now();
             let (mut conn, reused) = match self.pool.acquire(&key).await {
                 Acquired::Reused(conn) => (*conn, true),
@@ -313,6 +316,21 @@ impl Outbound {
                 .await;
             let tls = conn.session.tls.clone();
             match result {
+                Ok(tx)
+                    if reused
+                        && stale_retries < STALE_RETRIES
+                        && tx.answers.iter().all(|a| a.code == 421) =>
+                {
+                    // A pooled session the server is closing (shutdown or restart says 421
+                    // before it hangs up): the message did not go; a fresh session may.
+                    stale_retries += 1;
+                    tracing::info!(queue_id = %job.queue_id, mx = %host, %addr,
+                        reply = %tx.answers.first().map(|a| a.to_string()).unwrap_or_default(),
+                        "pooled connection is being closed by the server; retrying on a new connection");
+                    conn.close();
+                    self.pool.discard_idle(&key);
+                    continue;
+                }
                 Ok(tx) => {
                     let lines: Vec<String> = tx.answers.iter().map(|a| a.to_string()).collect();
                     log_attempt(job, host, addr, tls.as_ref(), directive, &lines, started);
@@ -335,10 +353,21 @@ impl Outbound {
                             .collect(),
                     );
                 }
+                Err(TransactionError::Stale(detail)) if reused && stale_retries < STALE_RETRIES => {
+                    // The server closed this idle session (or restarted) while it was pooled:
+                    // nothing of the message reached it. Not an attempt: drop every idle
+                    // session to it and go again at once on a fresh connection.
+                    stale_retries += 1;
+                    tracing::info!(queue_id = %job.queue_id, mx = %host, %addr, error = %detail,
+                        "pooled connection was closed by the server; retrying on a new connection");
+                    conn.close();
+                    self.pool.discard_idle(&key);
+                    continue;
+                }
                 Err(e) => {
                     let failure = Failure::ConnectionLost {
                         host: host.to_string(),
-                        detail: e,
+                        detail: e.detail().to_string(),
                     };
                     log_attempt(
                         job,
@@ -350,10 +379,6 @@ impl Outbound {
                         started,
                     );
                     conn.close();
-                    // An idle session the server had already closed: open a fresh one.
-                    if reused && tries < 3 {
-                        continue;
-                    }
                     return Attempt::Done(vec![Err(failure); job.recipients.len()]);
                 }
             }

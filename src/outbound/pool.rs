@@ -218,6 +218,16 @@ impl Pool {
         }
     }
 
+    /// Closes every idle session for `key`: one of them was found dead (the server closed it or
+    /// restarted), so the others opened to the same server before are most likely dead too,
+    /// and the next [`Pool::acquire`] for `key` opens a fresh connection instead of trying them.
+    pub fn discard_idle(&self, key: &Key) {
+        let stale = self.inner.lock().idle.remove(key).unwrap_or_default();
+        for (conn, _) in stale {
+            conn.close();
+        }
+    }
+
     /// Gives a session back: kept idle for reuse unless it is broken.
     pub fn release(&self, conn: Conn) {
         if conn.session.broken {

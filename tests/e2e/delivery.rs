@@ -4,6 +4,7 @@
 
 pub mod common;
 mod durability;
+mod pool;
 mod queue_cmd;
 mod relay;
 mod required_tls;

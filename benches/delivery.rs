@@ -10,6 +10,7 @@
 #[allow(dead_code)]
 #[path = "../tests/support/ca.rs"]
 mod ca;
+mod common;
 #[allow(dead_code)]
 #[path = "../tests/support/dns.rs"]
 mod dns;
@@ -17,71 +18,18 @@ mod dns;
 #[path = "../tests/support/thread.rs"]
 mod thread;
 
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufStream};
+use common::{HOST, Herald, env_num, login, ms, percentile, read_reply, rss_kb, send_message};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-
-const HOST: &str = "herald.example.test";
-const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$zA5vYMcCkDhLQVFEzC4Qqw$vxgT1HYpAVKwOLDPh8nIyq2pdL3OYKSnQWp6v9egT/I";
-const PASSWORD: &str = "herald-demo-password";
 
 /// Used by the included DNS server to pick its address.
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-}
-
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn rss_kb(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn message(i: usize, size: usize) -> String {
-    let mut m = format!(
-        "From: Bench <bench@example.test>\r\nTo: r@example.org\r\nSubject: bench {i}\r\n\
-         Message-ID: <{i}@bench.example.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\n"
-    );
-    let line = "The quick brown fox jumps over the lazy dog, again and again and again.\r\n";
-    while m.len() + line.len() <= size {
-        m.push_str(line);
-    }
-    m
-}
-
-async fn read_reply<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-    s: &mut BufStream<S>,
-) -> u16 {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if s.read_line(&mut line).await.unwrap_or(0) == 0 {
-            return 0;
-        }
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-        }
-    }
+    common::free_addr()
 }
 
 /// The times each message was accepted (250 after DATA) and delivered, by index.
@@ -101,46 +49,13 @@ async fn submitter(
     times: Arc<Times>,
     size: usize,
 ) {
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    tcp.set_nodelay(true).expect("nodelay");
-    let mut s = BufStream::new(tcp);
-    assert_eq!(read_reply(&mut s).await, 220);
-    s.write_all(b"EHLO bench.test\r\nSTARTTLS\r\n")
-        .await
-        .expect("write");
-    s.flush().await.expect("flush");
-    assert_eq!(read_reply(&mut s).await, 250);
-    assert_eq!(read_reply(&mut s).await, 220);
-    let tls = TlsConnector::from(tls)
-        .connect(ServerName::try_from(HOST).expect("name"), s.into_inner())
-        .await
-        .expect("TLS");
-    let mut s = BufStream::new(tls);
-    use base64::Engine;
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("\0demo\0{PASSWORD}"));
-    s.write_all(format!("EHLO bench.test\r\nAUTH PLAIN {token}\r\n").as_bytes())
-        .await
-        .expect("write");
-    s.flush().await.expect("flush");
-    assert_eq!(read_reply(&mut s).await, 250);
-    assert_eq!(read_reply(&mut s).await, 235, "AUTH");
+    let mut s = login(addr, tls).await;
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         if i >= times.total {
             break;
         }
-        s.write_all(b"MAIL FROM:<bench@example.test>\r\nRCPT TO:<r@example.org>\r\nDATA\r\n")
-            .await
-            .expect("write");
-        s.flush().await.expect("flush");
-        for want in [250, 250, 354] {
-            assert_eq!(read_reply(&mut s).await, want);
-        }
-        s.write_all(message(i, size).as_bytes())
-            .await
-            .expect("write");
-        s.write_all(b".\r\n").await.expect("write");
-        s.flush().await.expect("flush");
+        send_message(&mut s, i, size).await;
         assert_eq!(read_reply(&mut s).await, 250, "message accepted");
         times.accepted.lock().expect("lock")[i] = Some(Instant::now());
     }
@@ -220,11 +135,9 @@ fn main() {
     let per_host = env_num("BENCH_PER_HOST", 5);
     let key = std::env::var("BENCH_KEY").unwrap_or_else(|_| "ed25519".into());
     let dir = tempfile::tempdir().expect("temp dir");
-    let d = dir.path().display().to_string();
     let ca = ca::TestCa::new();
     let (cert, tls_key) = ca.issue(&[HOST], ca::Validity::Current);
-    std::fs::write(dir.path().join("herald.crt"), cert).expect("cert");
-    std::fs::write(dir.path().join("herald.key"), tls_key).expect("key");
+    common::write_tls(dir.path(), cert, tls_key);
 
     let mx = TcpListener::bind((Ipv4Addr::new(127, 0, 0, 1), 0)).expect("bind MX");
     let mx_addr = mx.local_addr().expect("MX addr");
@@ -258,46 +171,27 @@ fn main() {
     });
 
     let submission = free_addr();
-    let config = format!(
-        "[server]\nhostname = \"{HOST}\"\ndata_dir = \"{d}\"\nlog_level = \"warn\"\n\
-         [smtp]\nsubmission = \"{submission}\"\nmax_connections_per_ip = 1000\n\
-         [tls]\ncert = \"{d}/herald.crt\"\nkey = \"{d}/herald.key\"\n\
-         [apps.demo]\npassword_hash = \"{HASH}\"\nsenders = [\"@example.test\"]\nrate_limit = 0\n\
-         [dkim]\nallow_dev_keys = true\n\
-         [[dkim.keys]]\ndomain = \"example.test\"\nselector = \"bench\"\nalgorithm = \"{key}\"\n\
-         file = \"{d}/keys/bench.pem\"\n\
-         [dns]\nservers = [\"{dns}\"]\n\
+    let rest = format!(
+        "[dns]\nservers = [\"{dns}\"]\n\
          [delivery]\nport = {port}\nmax_connections_per_host = {per_host}\n",
         dns = dns.addr,
         port = mx_addr.port(),
     );
-    let config_path = dir.path().join("herald.toml");
-    std::fs::write(&config_path, config).expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .arg("--config")
-        .arg(&config_path)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .env("RUST_LOG", "warn,herald=info")
-        .spawn()
-        .expect("start herald");
-    let pid = child.id();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().expect("stderr");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("herald ready") {
-                let _ = ready_tx.send(());
-            }
-            if line.contains("WARN") || line.contains("ERROR") {
-                eprintln!("[herald] {line}");
-            }
-        }
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("herald ready");
+    // RUST_LOG (below) sets the log level: herald's own lines at info, others at warn.
+    let config = common::config(
+        dir.path(),
+        dir.path(),
+        &format!("submission = \"{submission}\"\n"),
+        &key,
+        &rest,
+    );
+    let herald = Herald::start(
+        &dir.path().join("herald.toml"),
+        &config,
+        Some("warn,herald=info"),
+        true,
+    );
+    let pid = herald.pid;
     let idle = rss_kb(pid, "VmRSS:");
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -336,8 +230,7 @@ fn main() {
     });
     let elapsed = started.elapsed();
     let peak = rss_kb(pid, "VmHWM:");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(herald);
 
     let accepted = times.accepted.lock().expect("lock");
     let delivered = times.delivered.lock().expect("lock");
@@ -347,12 +240,7 @@ fn main() {
         .filter_map(|(a, d)| Some(d.as_ref()?.saturating_duration_since(*a.as_ref()?)))
         .collect();
     latencies.sort();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
+    let pct = |p: f64| percentile(&latencies, p);
     println!("herald delivery benchmark (end to end)");
     println!(
         "  clients            {clients} (STARTTLS + AUTH PLAIN), DKIM {key}, {per_host} connection(s) to the MX"
@@ -369,8 +257,8 @@ fn main() {
     );
     println!(
         "  250 -> delivered   p50 {:.2} ms, p99 {:.2} ms",
-        pct(0.50).as_secs_f64() * 1000.0,
-        pct(0.99).as_secs_f64() * 1000.0
+        ms(pct(0.50)),
+        ms(pct(0.99))
     );
     println!("  herald RSS         idle {idle} KB, peak {peak} KB");
 }

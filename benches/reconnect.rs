@@ -22,10 +22,10 @@
 //! `rsa` 2048 like a Let's Encrypt RSA certificate), BENCH_KEY (DKIM: `rsa` 2048, or
 //! `ed25519`), BENCH_KX (client key exchange: `default` = X25519MLKEM768 first, or `x25519`).
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -33,14 +33,12 @@ use std::time::{Duration, Instant};
 use rustls::client::Resumption;
 use rustls::pki_types::ServerName;
 use rustls::{HandshakeKind, RootCertStore};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufStream};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-const HOST: &str = "herald.example.test";
-const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$zA5vYMcCkDhLQVFEzC4Qqw$vxgT1HYpAVKwOLDPh8nIyq2pdL3OYKSnQWp6v9egT/I";
-const PASSWORD: &str = "herald-demo-password";
+use common::{HOST, env_num, free_addr, ms, percentile, read_reply};
 const SIZE: usize = 2048;
 
 #[derive(Clone, Copy)]
@@ -84,13 +82,6 @@ const SCENARIOS: &[Scenario] = &[
     },
 ];
 
-fn env_num(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn env_str(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
@@ -112,18 +103,6 @@ fn cpu_time(pid: &str) -> Duration {
     Duration::from_nanos(ticks * 1_000_000_000 / hz)
 }
 
-fn message(i: usize) -> String {
-    let mut m = format!(
-        "From: Bench <bench@example.test>\r\nTo: r@example.org\r\nSubject: bench {i}\r\n\
-         Message-ID: <{i}@bench.example.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n\r\n"
-    );
-    let line = "The quick brown fox jumps over the lazy dog, again and again and again.\r\n";
-    while m.len() + line.len() <= SIZE {
-        m.push_str(line);
-    }
-    m
-}
-
 /// The server certificate (self-signed, trusted directly by the clients) and its key, PEM.
 fn certificate(kind: &str) -> (String, String, rustls::pki_types::CertificateDer<'static>) {
     let key = match kind {
@@ -136,81 +115,29 @@ fn certificate(kind: &str) -> (String, String, rustls::pki_types::CertificateDer
     (cert.pem(), key.serialize_pem(), cert.der().clone())
 }
 
-/// A running herald child, killed on drop.
+/// A running herald and the port this scenario's clients use.
 struct Herald {
-    child: Child,
-    pid: String,
+    process: common::Herald,
     addr: SocketAddr,
-}
-
-impl Drop for Herald {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
 }
 
 fn start_herald(dir: &Path, s: Scenario, dkim: &str) -> Herald {
     let (submission, submissions) = (free_addr(), free_addr());
     let ttl = if s.auth_cache { "15m" } else { "0s" };
-    let config = format!(
-        "[server]\nhostname = \"{HOST}\"\ndata_dir = \"{d}/{name}\"\nlog_level = \"info\"\n\
-         [smtp]\nsubmission = \"{submission}\"\nsubmissions = \"{submissions}\"\n\
-         max_connections_per_ip = 1000\nauth_cache_ttl = \"{ttl}\"\n\
-         [tls]\ncert = \"{d}/herald.crt\"\nkey = \"{d}/herald.key\"\n\
-         [apps.demo]\npassword_hash = \"{HASH}\"\nsenders = [\"@example.test\"]\nrate_limit = 0\n\
-         [dkim]\nallow_dev_keys = true\n[[dkim.keys]]\ndomain = \"example.test\"\n\
-         selector = \"bench\"\nalgorithm = \"{dkim}\"\nfile = \"{d}/keys/bench.{dkim}.pem\"\n\
-         [dns]\nservers = [\"127.0.0.1:9\"]  # no name server: accepted mail stays queued, nothing leaves loopback\n",
-        d = dir.display(),
-        name = s.name,
+    let config = common::config(
+        dir,
+        &dir.join(s.name),
+        &format!(
+            "submission = \"{submission}\"\nsubmissions = \"{submissions}\"\n\
+             auth_cache_ttl = \"{ttl}\"\n"
+        ),
+        dkim,
+        common::NO_DNS,
     );
     let config_path = dir.join(format!("{}.toml", s.name));
-    std::fs::write(&config_path, config).expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .arg("--config")
-        .arg(&config_path)
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start herald");
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().expect("stderr");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("herald ready") {
-                let _ = ready_tx.send(());
-            }
-        }
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("herald ready");
-    let pid = child.id().to_string();
     Herald {
-        child,
-        pid,
+        process: common::Herald::start(&config_path, &config, None, false),
         addr: if s.implicit { submissions } else { submission },
-    }
-}
-
-async fn read_reply<S: AsyncRead + AsyncWrite + Unpin>(s: &mut BufStream<S>) -> u16 {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if s.read_line(&mut line).await.unwrap_or(0) == 0 {
-            return 0;
-        }
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-        }
     }
 }
 
@@ -258,10 +185,11 @@ async fn one_message(
         assert_eq!(read_reply(&mut s).await, 220, "greeting");
     }
     assert_eq!(command(&mut s, b"EHLO bench.test\r\n").await, 250);
-    use base64::Engine;
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("\0demo\0{PASSWORD}"));
-    let auth = format!("AUTH PLAIN {token}\r\n");
-    assert_eq!(command(&mut s, auth.as_bytes()).await, 235, "AUTH");
+    assert_eq!(
+        command(&mut s, common::auth_plain().as_bytes()).await,
+        235,
+        "AUTH"
+    );
     s.write_all(b"MAIL FROM:<bench@example.test>\r\nRCPT TO:<r@example.org>\r\nDATA\r\n")
         .await
         .expect("write");
@@ -269,7 +197,9 @@ async fn one_message(
     for want in [250, 250, 354] {
         assert_eq!(read_reply(&mut s).await, want);
     }
-    s.write_all(message(i).as_bytes()).await.expect("write");
+    s.write_all(common::message(i, SIZE).as_bytes())
+        .await
+        .expect("write");
     assert_eq!(command(&mut s, b".\r\n").await, 250, "message accepted");
     let connect_to_250 = start.elapsed();
     assert_eq!(command(&mut s, b"QUIT\r\n").await, 221);
@@ -368,8 +298,7 @@ fn main() {
     );
     let dir = tempfile::tempdir().expect("temp dir");
     let (cert, key, der) = certificate(&cert_kind);
-    std::fs::write(dir.path().join("herald.crt"), cert).expect("cert");
-    std::fs::write(dir.path().join("herald.key"), key).expect("key");
+    common::write_tls(dir.path(), cert, key);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -396,17 +325,14 @@ fn main() {
         } else {
             messages
         };
-        let (herald0, bench0) = (cpu_time(&herald.pid), cpu_time("self"));
+        let pid = herald.process.pid.to_string();
+        let (herald0, bench0) = (cpu_time(&pid), cpu_time("self"));
         let (outcomes, elapsed) = run_load(&rt, &herald, *s, &tls, clients, total);
-        let (herald_cpu, bench_cpu) = (cpu_time(&herald.pid) - herald0, cpu_time("self") - bench0);
+        let (herald_cpu, bench_cpu) = (cpu_time(&pid) - herald0, cpu_time("self") - bench0);
         drop(herald);
         let mut lat: Vec<Duration> = outcomes.iter().map(|o| o.connect_to_250).collect();
         lat.sort();
-        let pct = |p: f64| {
-            lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or_default()
-        };
+        let pct = |p: f64| percentile(&lat, p);
         let n = outcomes.len().max(1) as f64;
         let resumed = outcomes.iter().filter(|o| o.resumed).count();
         let tls_desc = outcomes.first().map_or(String::new(), |o| o.tls.clone());
@@ -428,8 +354,4 @@ fn main() {
          stime per message from /proc; herald CPU includes its queue's first delivery attempt, \
          which fails at once on the dead DNS port)"
     );
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

@@ -134,29 +134,12 @@ impl Signer {
 
     /// Signs `message`, or refuses it with an SMTP reply.
     pub async fn sign(&self, message: Vec<u8>) -> Result<Vec<u8>, Reply> {
-        let permit = self.slots.clone().acquire_owned().await.map_err(|_| {
-            Reply::new(
-                451,
-                "4.3.0",
-                "DKIM signing is shutting down; please try again later",
-            )
-        })?;
-        let domains = self.domains.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let mut out = sign_now(&domains, &message, &[&message])?;
+        self.off_reactor(move |domains| {
+            let mut out = sign_now(domains, &message, &[&message])?;
             out.extend_from_slice(&message);
             Ok(out)
         })
         .await
-        .map_err(|e| {
-            tracing::error!("DKIM signing task failed: {e}");
-            Reply::new(
-                451,
-                "4.3.0",
-                "DKIM signing failed on our side; please try again later",
-            )
-        })?
     }
 
     /// Signs a message that is not in memory as one piece: `head` (herald's own header fields)
@@ -172,6 +155,22 @@ impl Signer {
     where
         B: AsRef<[u8]> + Send + 'static,
     {
+        self.off_reactor(move |domains| {
+            let mut header_section = head.clone();
+            header_section.extend_from_slice(&client_headers);
+            let signatures = sign_now(domains, &header_section, &[&head, body.as_ref()])?;
+            Ok((signatures, head))
+        })
+        .await
+    }
+
+    /// Runs signing `job` on a blocking thread, at most one per core at a time (signing is
+    /// CPU-bound and must not stall the reactor); a failed task becomes a 451 reply.
+    async fn off_reactor<T, F>(&self, job: F) -> Result<T, Reply>
+    where
+        T: Send + 'static,
+        F: FnOnce(&BTreeMap<String, Vec<Arc<ActiveKey>>>) -> Result<T, Reply> + Send + 'static,
+    {
         let permit = self.slots.clone().acquire_owned().await.map_err(|_| {
             Reply::new(
                 451,
@@ -182,10 +181,7 @@ impl Signer {
         let domains = self.domains.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let mut header_section = head.clone();
-            header_section.extend_from_slice(&client_headers);
-            let signatures = sign_now(&domains, &header_section, &[&head, body.as_ref()])?;
-            Ok((signatures, head))
+            job(&domains)
         })
         .await
         .map_err(|e| {

@@ -10,7 +10,9 @@ mod service;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::support::herald::herald_bin;
+use std::time::Duration;
+
+use crate::support::herald::{collect_stderr, herald_bin, wait_for_line};
 
 /// Runs `herald --config CONFIG ARGS…` from `cwd` with extra environment variables.
 fn herald_in(cwd: &Path, config: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
@@ -39,7 +41,6 @@ struct Running {
 impl Running {
     /// Writes `cfg` to `dir/herald.toml` and starts `herald serve` with `env`.
     fn serve(dir: &Path, cfg: &toml::Table, env: &[(&str, &str)]) -> Running {
-        use std::io::BufRead;
         let config = dir.join("herald.toml");
         std::fs::write(&config, toml::to_string(cfg).expect("toml")).expect("write config");
         let mut child = Command::new(herald_bin())
@@ -52,37 +53,13 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn herald");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = std::sync::mpsc::channel();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                eprintln!("[herald] {line}");
-                log2.lock().expect("log").push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
+        let (log, lines) = collect_stderr(&mut child);
         Running { child, lines, log }
     }
 
     /// Waits for a stderr line containing `needle`; panics with the log after a minute.
     fn wait_for(&self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "herald did not log {needle:?}; log:\n{}",
-                    self.log.lock().expect("log").join("\n")
-                ),
-            }
-        }
+        wait_for_line(&self.lines, &self.log, needle, Duration::from_secs(60))
     }
 
     /// Sends `signal` to herald.

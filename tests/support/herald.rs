@@ -108,17 +108,7 @@ impl Herald {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn herald");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, lines) = mpsc::channel();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[herald] {line}");
-                log2.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
+        let (log, lines) = collect_stderr(&mut child);
         Herald {
             child,
             config_path: config_path.to_path_buf(),
@@ -131,18 +121,7 @@ impl Herald {
     /// Waits for a stderr line containing `needle`; panics with the log after `timeout`
     /// or if herald exits first.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "herald did not log {needle:?} in {timeout:?}; log:\n{}",
-                    self.log.lock().unwrap().join("\n")
-                ),
-            }
-        }
+        wait_for_line(&self.lines, &self.log, needle, timeout)
     }
 
     /// An address from the `[smtp]` section, e.g. `submission`.
@@ -222,4 +201,43 @@ pub fn point_at(
     ca.write_root(&root);
     super::set(cfg, "dns.servers", vec![dns.addr.to_string()]);
     super::set(cfg, "tls.extra_roots", vec![root.display().to_string()]);
+}
+
+/// Copies a child's stderr lines to ours (prefixed `[herald]`), into a shared log and onto a
+/// channel, from a thread; returns the log and the channel's receiving end.
+pub fn collect_stderr(child: &mut Child) -> (Arc<Mutex<Vec<String>>>, mpsc::Receiver<String>) {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, lines) = mpsc::channel();
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("[herald] {line}");
+            log2.lock().expect("log").push(line.clone());
+            let _ = tx.send(line);
+        }
+    });
+    (log, lines)
+}
+
+/// Waits for a line from `lines` containing `needle` and returns it; panics with the whole
+/// `log` after `timeout` or once the sender is gone (herald exited).
+pub fn wait_for_line(
+    lines: &mpsc::Receiver<String>,
+    log: &Mutex<Vec<String>>,
+    needle: &str,
+    timeout: Duration,
+) -> String {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(_) => panic!(
+                "herald did not log {needle:?} in {timeout:?}; log:\n{}",
+                log.lock().expect("log").join("\n")
+            ),
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Shared set-up for the delivery tests: a DNS server, sinks on one port, a herald config
 //! pointed at them, and messages written straight into herald's spool.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::Path;
 use std::time::Duration;
@@ -181,4 +182,19 @@ pub fn logged(h: &Herald, needle: &str) -> Vec<String> {
         .filter(|l| l.contains(needle))
         .cloned()
         .collect()
+}
+
+/// How many times each Message-ID reached the sink.
+pub fn arrivals(sink: &SmtpSink) -> HashMap<String, usize> {
+    let mut seen = HashMap::new();
+    for m in sink.messages() {
+        let text = m.text();
+        let id = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Message-ID: "))
+            .expect("Message-ID")
+            .to_string();
+        *seen.entry(id).or_default() += 1;
+    }
+    seen
 }

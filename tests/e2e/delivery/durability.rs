@@ -1,10 +1,9 @@
 //! Durability: kill -9 with mail waiting loses nothing; after restart everything is delivered.
 
-use std::collections::HashMap;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use super::common::{World, logged, start, store_many, wait_lines};
+use super::common::{World, arrivals, logged, start, store_many, wait_lines};
 use crate::support::smtp_sink::{SinkOptions, SmtpSink};
 
 #[test]
@@ -66,16 +65,7 @@ fn kill_9_with_200_messages_waiting_then_restart_delivers_all() {
 
 /// Distinct Message-IDs the sink received, and how many arrived more than once.
 fn count(sink: &SmtpSink) -> (usize, usize) {
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for m in sink.messages() {
-        let text = m.text();
-        let id = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Message-ID: "))
-            .expect("Message-ID")
-            .to_string();
-        *seen.entry(id).or_default() += 1;
-    }
+    let seen = arrivals(sink);
     let duplicates: usize = seen.values().map(|n| n - 1).sum();
     (seen.len(), duplicates)
 }

@@ -2,27 +2,10 @@
 //! finish and records them, so a restart sends nothing twice; what is still in flight after
 //! `[server] grace_period` is cut and recorded as not attempted.
 
-use std::collections::HashMap;
-
 use herald::spool::{RecipientStatus, Spool};
 
-use super::common::{WAIT, World, set, start, store_many, wait_lines};
-use crate::support::smtp_sink::{SinkOptions, SmtpSink};
-
-/// How many times each Message-ID reached the sink.
-fn arrivals(sink: &SmtpSink) -> HashMap<String, usize> {
-    let mut seen = HashMap::new();
-    for m in sink.messages() {
-        let text = m.text();
-        let id = text
-            .lines()
-            .find_map(|l| l.strip_prefix("Message-ID: "))
-            .expect("Message-ID")
-            .to_string();
-        *seen.entry(id).or_default() += 1;
-    }
-    seen
-}
+use super::common::{WAIT, World, arrivals, set, start, store_many, wait_lines};
+use crate::support::smtp_sink::SinkOptions;
 
 #[test]
 fn sigterm_mid_round_then_restart_delivers_each_message_once() {

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::signing::PublishedKey;
+use crate::signing::align::organizational_domain;
 
 /// TTL suggested for every record (one hour: short enough to fix mistakes quickly).
 pub const DEFAULT_TTL: u32 = 3600;
@@ -177,19 +178,14 @@ pub fn dmarc_value(cfg: &Config) -> String {
 pub fn report_authorization(domain: &str, rua: &str) -> Option<(String, String)> {
     let rua_domain = normalize_name(rua.rsplit_once('@').map(|(_, d)| d).unwrap_or(rua));
     let domain = normalize_name(domain);
-    if rua_domain.is_empty() || org_domain(&rua_domain) == org_domain(&domain) {
+    if rua_domain.is_empty() || organizational_domain(&rua_domain) == organizational_domain(&domain)
+    {
         return None;
     }
     Some((
-        org_domain(&rua_domain),
+        organizational_domain(&rua_domain).to_string(),
         format!("{domain}._report._dmarc.{rua_domain}"),
     ))
-}
-
-fn org_domain(name: &str) -> String {
-    psl::domain_str(name)
-        .map(str::to_string)
-        .unwrap_or_else(|| name.to_string())
 }
 
 /// Splits a TXT value into character-strings of at most 255 bytes, never inside a UTF-8
@@ -327,7 +323,7 @@ pub fn build(cfg: &Config, keys: &[PublishedKey], only_domain: Option<&str>) -> 
         let fb_domain = normalize_name(&cfg.feedback.domain);
         let host = normalize_name(&cfg.server.hostname);
         records.push(DnsRecord {
-            zone: org_domain(&fb_domain),
+            zone: organizational_domain(&fb_domain).to_string(),
             name: fb_domain.clone(),
             rtype: "MX",
             ttl: DEFAULT_TTL,

@@ -139,6 +139,5 @@ fn norm(s: &str) -> String {
 
 /// The organizational domain (relaxed DMARC alignment), e.g. `mail.example.com` → `example.com`.
 pub fn org_domain(domain: &str) -> String {
-    let d = norm(domain);
-    psl::domain_str(&d).map(str::to_string).unwrap_or(d)
+    crate::signing::align::organizational_domain(&norm(domain)).to_string()
 }

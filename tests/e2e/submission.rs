@@ -23,6 +23,11 @@ struct Rig {
 }
 
 fn rig(tweak: impl FnOnce(&mut toml::Table)) -> Rig {
+    rig_and_ca(tweak).0
+}
+
+/// [`rig`], and the test CA that issued herald's certificate (for clients built by the test).
+fn rig_and_ca(tweak: impl FnOnce(&mut toml::Table)) -> (Rig, TestCa) {
     let dir = tempfile::tempdir().expect("temp dir");
     let ca = TestCa::new();
     let (cert, key) = ca.issue(&[HOST], Validity::Current);
@@ -32,11 +37,8 @@ fn rig(tweak: impl FnOnce(&mut toml::Table)) -> Rig {
     let mut cfg = base_config(dir.path());
     tweak(&mut cfg);
     let herald = Herald::start(dir.path(), cfg);
-    Rig {
-        dir,
-        herald,
-        tls: ca.client_config_trusting(),
-    }
+    let tls = ca.client_config_trusting();
+    (Rig { dir, herald, tls }, ca)
 }
 
 fn set(cfg: &mut toml::Table, section: &str, key: &str, value: impl Into<toml::Value>) {

@@ -99,10 +99,22 @@ impl Herald {
 
     /// Starts herald with arbitrary arguments (not waiting for anything).
     pub fn spawn(config_path: &Path, config: toml::Table, args: &[&str]) -> Herald {
+        Herald::spawn_with_env(config_path, config, args, &[])
+    }
+
+    /// [`Herald::spawn`] with extra environment variables (e.g. `HERALD__…` overrides,
+    /// `NOTIFY_SOCKET`).
+    pub fn spawn_with_env(
+        config_path: &Path,
+        config: toml::Table,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Herald {
         let mut child = Command::new(herald_bin())
             .arg("--config")
             .arg(config_path)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use super::{Running, herald_in, text};
+use super::{herald_in, serve, text};
 use crate::support::herald::{DEMO_HASH, base_config};
 
 #[test]
@@ -120,7 +120,7 @@ fn environment_overrides_lists_and_errors_name_the_variable() {
     );
 
     // A good list value takes effect: the plain listener accepts exactly the listed senders.
-    let h = Running::serve(
+    let mut h = serve(
         dir.path(),
         &cfg,
         &[(
@@ -128,7 +128,7 @@ fn environment_overrides_lists_and_errors_name_the_variable() {
             "scanner@example.test, @alerts.example.test",
         )],
     );
-    h.wait_for("herald ready");
+    h.wait_for_log("herald ready", Duration::from_secs(60));
     let stream = TcpStream::connect(plain).expect("connect plain listener");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))

@@ -4,7 +4,7 @@
 use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
-use super::{Running, text};
+use super::{serve, text};
 use crate::support::herald::base_config;
 
 /// Receives one notification datagram, or panics after a minute.
@@ -24,7 +24,7 @@ fn readiness_and_stopping_are_sent_to_notify_socket() {
     sock.set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
     let cfg = base_config(dir.path());
-    let h = Running::serve(
+    let mut h = serve(
         dir.path(),
         &cfg,
         &[("NOTIFY_SOCKET", path.to_str().expect("utf-8 path"))],
@@ -33,7 +33,7 @@ fn readiness_and_stopping_are_sent_to_notify_socket() {
     assert!(first.lines().any(|l| l == "READY=1"), "{first:?}");
     // READY=1 comes no earlier than herald accepts mail (the log line may reach the test's
     // reader thread after the datagram: wait for it rather than race it).
-    h.wait_for("herald ready");
+    h.wait_for_log("herald ready", Duration::from_secs(60));
     std::net::TcpStream::connect(
         cfg["smtp"]["submission"]
             .as_str()
@@ -43,7 +43,7 @@ fn readiness_and_stopping_are_sent_to_notify_socket() {
     )
     .expect("the listener accepts once READY=1 was sent");
 
-    h.signal(15);
+    h.send_sigterm();
     let next = notification(&sock);
     assert!(next.lines().any(|l| l == "STOPPING=1"), "{next:?}");
 }
@@ -53,8 +53,8 @@ fn json_log_lines_are_one_object_each() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut cfg = base_config(dir.path());
     crate::support::set(&mut cfg, "server.log_format", "json");
-    let h = Running::serve(dir.path(), &cfg, &[]);
-    let line = h.wait_for("herald ready");
+    let mut h = serve(dir.path(), &cfg, &[]);
+    let line = h.wait_for_log("herald ready", Duration::from_secs(60));
     let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON object");
     assert_eq!(v["message"], "herald ready");
     assert_eq!(v["level"], "INFO");

@@ -9,10 +9,10 @@ use std::time::Duration;
 use rustls::HandshakeKind;
 use rustls::client::{Resumption, Tls12Resumption};
 
-use super::client::{Client, HOST};
-use super::{BODY, Rig, rig, set};
-use crate::support::ca::{TestCa, Validity, provider};
-use crate::support::herald::{DEMO_PASSWORD, Herald, base_config};
+use super::client::Client;
+use super::{BODY, Rig, rig, rig_and_ca, set};
+use crate::support::ca::provider;
+use crate::support::herald::{DEMO_PASSWORD, Herald};
 
 const ARGON2: &str = "AUTH argon2id verification";
 const CACHE_HIT: &str = "matched the AUTH cache";
@@ -123,18 +123,7 @@ async fn a_reconnecting_tls13_client_resumes_on_587_and_465() {
 
 #[tokio::test]
 async fn a_reconnecting_tls12_client_resumes_by_ticket_and_by_session_id() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let ca = TestCa::new();
-    let (cert, key) = ca.issue(&[HOST], Validity::Current);
-    std::fs::create_dir_all(dir.path().join("certs")).expect("certs dir");
-    std::fs::write(dir.path().join("certs/herald.crt"), cert).expect("write cert");
-    std::fs::write(dir.path().join("certs/herald.key"), key).expect("write key");
-    let herald = Herald::start(dir.path(), base_config(dir.path()));
-    let rig = Rig {
-        dir,
-        herald,
-        tls: ca.client_config_trusting(),
-    };
+    let (rig, ca) = rig_and_ca(|_| {});
     for how in [
         Tls12Resumption::SessionIdOrTickets,
         Tls12Resumption::SessionIdOnly,

@@ -358,6 +358,9 @@ pub struct DeliveryConfig {
     pub data_timeout: Duration,
     /// Domain whose DKIM key signs bounces; defaults to the host name's domain.
     pub dsn_domain: Option<String>,
+    /// Development and staging: write each message to `<queue id>.<domain>.eml` here (signed,
+    /// exactly as the MX would receive it) instead of delivering it. Nothing leaves the machine.
+    pub capture_dir: Option<PathBuf>,
 }
 
 impl Default for DeliveryConfig {
@@ -379,6 +382,7 @@ impl Default for DeliveryConfig {
             command_timeout: m(5),
             data_timeout: m(10),
             dsn_domain: None,
+            capture_dir: None,
         }
     }
 }

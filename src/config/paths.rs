@@ -24,6 +24,7 @@ impl Config {
         self.dkim.keys.iter_mut().for_each(|k| fix(&mut k.file));
         self.mta_sts.cache_dir.iter_mut().for_each(fix);
         self.report.dir.iter_mut().for_each(fix);
+        self.delivery.capture_dir.iter_mut().for_each(fix);
         self.admin.token_file.iter_mut().for_each(fix);
         self.feedback.database.iter_mut().for_each(fix);
     }

@@ -52,6 +52,7 @@ pub struct Outbound {
     sts: Arc<StsResolver>,
     tls_events: Arc<dyn TlsSink>,
     relay: Option<Relay>,
+    capture: Option<super::capture::Capture>,
 }
 
 /// How many dead pooled sessions one attempt skips before it counts as failed; after the first
@@ -113,6 +114,7 @@ impl Outbound {
             sts,
             tls_events,
             relay,
+            capture: d.capture_dir.as_deref().map(super::capture::Capture::new),
         })
     }
 
@@ -123,6 +125,9 @@ impl Outbound {
 
     /// Attempts delivery of `job`; one result per recipient, in order.
     pub async fn deliver(&self, job: &Job) -> Vec<RecipientResult> {
+        if let Some(capture) = &self.capture {
+            return capture.deliver(job).await;
+        }
         let n = job.recipients.len();
         let all = |failure: Failure, host: Option<String>| {
             vec![

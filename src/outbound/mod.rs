@@ -3,6 +3,7 @@
 //! [`outcome::RecipientResult`] per recipient; how TLS went is emitted as an
 //! [`crate::mta_sts::TlsEvent`].
 
+pub mod capture;
 pub mod client;
 pub mod deliver;
 pub mod outcome;

@@ -120,6 +120,9 @@ pub enum Failure {
     /// Not attempted: herald was shutting down before the attempt could finish. Temporary,
     /// and not counted as an attempt.
     NotAttempted,
+    /// herald could not finish the delivery on its own side (e.g. `[delivery] capture_dir`
+    /// cannot be written). Temporary.
+    Local(String),
 }
 
 impl Failure {
@@ -156,6 +159,7 @@ impl Failure {
             | Failure::ConnectionLost { .. } => EnhancedStatus::new(4, 4, 2),
             Failure::NoHostReached => EnhancedStatus::new(4, 4, 1),
             Failure::NotAttempted => EnhancedStatus::new(4, 3, 2),
+            Failure::Local(_) => EnhancedStatus::new(4, 3, 0),
         }
     }
 }
@@ -188,6 +192,7 @@ impl fmt::Display for Failure {
             Failure::NotAttempted => {
                 write!(f, "not attempted: herald was shutting down; will retry")
             }
+            Failure::Local(detail) => write!(f, "{detail}"),
         }
     }
 }

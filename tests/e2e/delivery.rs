@@ -2,6 +2,7 @@
 //! (a loopback DNS server and receiving SMTP sinks, all on 127.x addresses) through its
 //! ordinary config: `[dns] servers`, `[delivery] port`, `[tls] extra_roots`.
 
+mod capture;
 pub mod common;
 mod durability;
 mod pool;

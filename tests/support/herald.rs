@@ -153,9 +153,14 @@ impl Herald {
 
     /// Sends SIGTERM without waiting (see [`Herald::wait_exit`]).
     pub fn send_sigterm(&self) {
+        self.send_signal(15);
+    }
+
+    /// Sends signal `sig` (e.g. 1 = SIGHUP) to herald without waiting.
+    pub fn send_signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe {
-            libc_kill(self.child.id() as i32, 15);
+            libc_kill(self.child.id() as i32, sig);
         }
     }
 

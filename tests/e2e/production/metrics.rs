@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::Running;
+use super::serve;
 use crate::support::herald::{DEMO_PASSWORD, base_config};
 
 fn get_metrics(admin: SocketAddr, data: &Path) -> String {
@@ -48,8 +48,8 @@ async fn metrics_parse_and_move() {
     let mut cfg = base_config(dir.path());
     let admin = crate::support::free_addr();
     crate::support::set(&mut cfg, "admin.listen", admin.to_string());
-    let h = Running::serve(dir.path(), &cfg, &[]);
-    h.wait_for("herald ready");
+    let mut h = serve(dir.path(), &cfg, &[]);
+    h.wait_for_log("herald ready", Duration::from_secs(60));
     let before = get_metrics(admin, dir.path());
     // Labelled families appear with their first sample; the others from the start.
     for family in [

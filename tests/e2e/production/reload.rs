@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use super::{Running, herald_in, text};
+use super::{herald_in, serve, text};
 use crate::support::herald::{DEMO_PASSWORD, base_config};
 
 /// Logs in as `user` over implicit TLS; true when herald accepted the password.
@@ -54,8 +54,8 @@ async fn reload_keeps_sessions_applies_a_new_password_and_refuses_a_broken_file(
     let mut cfg = base_config(dir.path());
     let admin = crate::support::free_addr();
     crate::support::set(&mut cfg, "admin.listen", admin.to_string());
-    let h = Running::serve(dir.path(), &cfg, &[]);
-    h.wait_for("herald ready");
+    let mut h = serve(dir.path(), &cfg, &[]);
+    h.wait_for_log("herald ready", Duration::from_secs(60));
     let config = dir.path().join("herald.toml");
     let submissions: SocketAddr = cfg["smtp"]["submissions"]
         .as_str()
@@ -75,8 +75,8 @@ async fn reload_keeps_sessions_applies_a_new_password_and_refuses_a_broken_file(
     let new_hash = herald::commands::app::hash_password("a-new-password").expect("hash");
     crate::support::set(&mut cfg, "apps.demo.password_hash", new_hash);
     std::fs::write(&config, toml::to_string(&cfg).expect("toml")).expect("write");
-    h.signal(1);
-    let line = h.wait_for("configuration reloaded");
+    h.send_signal(1);
+    let line = h.wait_for_log("configuration reloaded", Duration::from_secs(60));
     assert!(line.contains("apps (changed demo)"), "{line}");
     assert!(login(submissions, "demo", "a-new-password").await);
     assert!(!login(submissions, "demo", DEMO_PASSWORD).await);
@@ -85,8 +85,8 @@ async fn reload_keeps_sessions_applies_a_new_password_and_refuses_a_broken_file(
 
     // A broken file by SIGHUP: refused, logged, herald goes on with what it had.
     std::fs::write(&config, "[smtp]\nmax_recipients = 0\n").expect("write");
-    h.signal(1);
-    let line = h.wait_for("reload refused");
+    h.send_signal(1);
+    let line = h.wait_for_log("reload refused", Duration::from_secs(60));
     assert!(line.contains("smtp.max_recipients"), "{line}");
     assert!(login(submissions, "demo", "a-new-password").await);
     assert!(command(&mut session, "NOOP").starts_with("250"));

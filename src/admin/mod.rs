@@ -47,9 +47,22 @@ pub fn router(queue: QueueManager) -> Router {
         .with_state(queue)
 }
 
-/// Binds `listen` and serves `router` in the background behind the token and Host gate
-/// (`guard`), creating the token file on first start; errors stop start-up.
-pub async fn start(cfg: &Config, listen: SocketAddr, router: Router) -> anyhow::Result<()> {
+/// Binds `admin.listen` before anything else starts (a busy port fails start-up fast);
+/// [`start`] serves on it.
+pub async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("admin.listen: cannot listen on {listen}: {e}"))
+}
+
+/// Serves `router` on `listener` (from [`bind`]) in the background behind the token and Host
+/// gate (`guard`), creating the token file on first start; errors stop start-up.
+pub async fn start(
+    cfg: &Config,
+    listen: SocketAddr,
+    listener: tokio::net::TcpListener,
+    router: Router,
+) -> anyhow::Result<()> {
     if !listen.ip().is_loopback() {
         tracing::warn!(%listen, "the admin endpoint is not on loopback: anyone who can reach it and has the token can delete mail");
     }
@@ -59,9 +72,6 @@ pub async fn start(cfg: &Config, listen: SocketAddr, router: Router) -> anyhow::
         hostname: cfg.server.hostname.to_ascii_lowercase(),
     });
     let router = router.layer(axum::middleware::from_fn_with_state(gate, guard::check));
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("admin.listen: cannot listen on {listen}: {e}"))?;
     tracing::info!(%listen, token_file = %token_file.display(), "admin endpoint listening");
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {

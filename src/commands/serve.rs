@@ -1,9 +1,11 @@
 //! `herald serve`: runs the listeners, the queue and delivery until SIGTERM/SIGINT, then
 //! drains both within `[server] grace_period`.
 //!
-//! Start-up order: configuration, signing keys, spool recovery, delivery, admin, DNS listener,
-//! then the SMTP listeners; "herald ready" is logged once everything accepts work (tests and
-//! health checks wait for it).
+//! Start-up order: configuration, then every listen socket is bound (SMTP, admin, feedback,
+//! DNS) so a busy port fails fast with nothing started; then signing keys, spool recovery and
+//! delivery; then the listeners start serving, the SMTP ones last: mail is accepted only once
+//! delivery runs. "herald ready" is logged once everything accepts work (tests and health
+//! checks wait for it).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -25,6 +27,15 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = Arc::new(super::load_config(config)?);
     super::init_logging_as(&cfg.server.log_level, cfg.server.log_format);
     crate::inbound::fds::raise_nofile(&cfg, &config.display().to_string())?;
+    // Every listen socket first: a busy port fails here, before any key, certificate, spool
+    // recovery or delivery. Bound sockets queue connections in the kernel until served.
+    let smtp_sockets = crate::inbound::bind(&cfg).await?;
+    let admin_socket = match cfg.admin.listen {
+        Some(listen) => Some(crate::admin::bind(listen).await?),
+        None => None,
+    };
+    let feedback_socket = crate::feedback::bind(&cfg).await?;
+    let dns_sockets = crate::dns::authority::bind(&cfg).await?;
     let signer = Arc::new(Signer::load(&cfg)?);
     let (spool, arrivals) = Spool::open_dir(&cfg.spool_dir())?;
 
@@ -65,13 +76,14 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
         ),
         _ => None,
     };
-    let _feedback = crate::feedback::start(cfg.clone(), reports.clone(), feedback_tls).await?;
+    let _feedback =
+        crate::feedback::start(cfg.clone(), reports.clone(), feedback_tls, feedback_socket).await?;
 
     // `herald reload` asks through the admin endpoint; the main loop below does the work.
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<ReloadReply>(4);
 
     // [admin] the admin HTTP endpoint (health, metrics, queue API, report flush, records).
-    if let Some(listen) = cfg.admin.listen {
+    if let (Some(listen), Some(socket)) = (cfg.admin.listen, admin_socket) {
         let dns_records = crate::dns::records::render_json(&cfg, &signer.published_keys());
         let router = crate::admin::router(queue.clone())
             .merge(crate::report::routes(
@@ -87,11 +99,12 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
                 "/reload",
                 axum::routing::post(move || reload_route(reload_tx.clone())),
             );
-        crate::admin::start(&cfg, listen, router).await?;
+        crate::admin::start(&cfg, listen, socket, router).await?;
     }
 
     // [dns_server] the authoritative DNS listener, when configured.
-    let _dns_listener = crate::dns::authority::start(&cfg, &signer.published_keys()).await?;
+    let _dns_listener =
+        crate::dns::authority::start(&cfg, &signer.published_keys(), dns_sockets).await?;
 
     // [inbound] the SMTP listeners, last: mail is accepted only once delivery runs.
     let inbound = crate::inbound::start(
@@ -99,6 +112,7 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
         &config.display().to_string(),
         signer.clone(),
         spool.clone(),
+        smtp_sockets,
     )
     .await?;
 

@@ -248,10 +248,31 @@ impl DnsListener {
     }
 }
 
-/// Starts the listener when `[dns_server] listen` is set, serving the include and the DKIM
-/// selectors of `keys`. Keep the returned value alive for as long as it should answer.
-pub async fn start(cfg: &Config, keys: &[PublishedKey]) -> anyhow::Result<Option<DnsListener>> {
+/// The DNS listen sockets (UDP and TCP on one port), bound but not yet answering.
+pub struct DnsSockets {
+    udp: tokio::net::UdpSocket,
+    tcp: tokio::net::TcpListener,
+    local_addr: SocketAddr,
+}
+
+/// Binds `[dns_server] listen` when set, before anything else starts (a busy port fails
+/// start-up fast); [`start`] answers on the sockets.
+pub async fn bind(cfg: &Config) -> anyhow::Result<Option<DnsSockets>> {
     let Some(addr) = cfg.dns_server.listen else {
+        return Ok(None);
+    };
+    bind_addr(addr).await.map(Some)
+}
+
+/// Starts answering on `sockets` (from [`bind`]; `None` when not configured), serving the
+/// include and the DKIM selectors of `keys`. Keep the returned value alive for as long as it
+/// should answer.
+pub async fn start(
+    cfg: &Config,
+    keys: &[PublishedKey],
+    sockets: Option<DnsSockets>,
+) -> anyhow::Result<Option<DnsListener>> {
+    let Some(sockets) = sockets else {
         return Ok(None);
     };
     let names = records::served_names(cfg, keys);
@@ -261,7 +282,7 @@ pub async fn start(cfg: &Config, keys: &[PublishedKey]) -> anyhow::Result<Option
         );
     }
     let authority = Authority::new(&names, &cfg.server.hostname, cfg.dns_server.rate_limit)?;
-    let listener = bind(addr, authority).await?;
+    let listener = serve(sockets, authority);
     tracing::info!(
         addr = %listener.local_addr,
         names = %names.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(" "),
@@ -271,7 +292,7 @@ pub async fn start(cfg: &Config, keys: &[PublishedKey]) -> anyhow::Result<Option
 }
 
 /// Binds UDP and TCP on `addr` (the same port for both, even when `addr` asks for port 0).
-pub async fn bind(addr: SocketAddr, authority: Authority) -> anyhow::Result<DnsListener> {
+async fn bind_addr(addr: SocketAddr) -> anyhow::Result<DnsSockets> {
     let udp = tokio::net::UdpSocket::bind(addr)
         .await
         .with_context(|| format!("[dns_server] listen: cannot bind UDP {addr}"))?;
@@ -281,10 +302,22 @@ pub async fn bind(addr: SocketAddr, authority: Authority) -> anyhow::Result<DnsL
     let tcp = tokio::net::TcpListener::bind(local_addr)
         .await
         .with_context(|| format!("[dns_server] listen: cannot bind TCP {local_addr}"))?;
+    Ok(DnsSockets {
+        udp,
+        tcp,
+        local_addr,
+    })
+}
+
+/// Answers for `authority` on the bound sockets.
+fn serve(sockets: DnsSockets, authority: Authority) -> DnsListener {
     let mut server = Server::new(authority);
-    server.register_socket(udp);
-    server.register_listener(tcp, TCP_IDLE, 16);
-    Ok(DnsListener { server, local_addr })
+    server.register_socket(sockets.udp);
+    server.register_listener(sockets.tcp, TCP_IDLE, 16);
+    DnsListener {
+        server,
+        local_addr: sockets.local_addr,
+    }
 }
 
 #[cfg(test)]

@@ -94,15 +94,28 @@ impl Shared {
     }
 }
 
-/// Starts the feedback listener when `[feedback] listen` is set. `tls` is herald's
-/// certificate (`[tls]`, built by the caller, which owns the listeners' TLS) for STARTTLS;
-/// without it the listener offers none.
+/// Binds `[feedback] listen` when set, before anything else starts (a busy port fails
+/// start-up fast); [`start`] accepts on it.
+pub async fn bind(cfg: &Config) -> anyhow::Result<Option<TcpListener>> {
+    let Some(addr) = cfg.feedback.listen else {
+        return Ok(None);
+    };
+    let socket = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (feedback.listen): {e}"))?;
+    Ok(Some(socket))
+}
+
+/// Starts the feedback listener on `socket` (from [`bind`]; `None` when not configured).
+/// `tls` is herald's certificate (`[tls]`, built by the caller, which owns the listeners'
+/// TLS) for STARTTLS; without it the listener offers none.
 pub async fn start(
     cfg: Arc<Config>,
     store: Arc<dyn ReportStore>,
     tls: Option<TlsAcceptor>,
+    socket: Option<TcpListener>,
 ) -> anyhow::Result<Option<JoinHandle<()>>> {
-    let Some(addr) = cfg.feedback.listen else {
+    let (Some(addr), Some(socket)) = (cfg.feedback.listen, socket) else {
         return Ok(None);
     };
     if tls.is_none() {
@@ -110,9 +123,6 @@ pub async fn start(
             "feedback: no certificate at tls.cert; the report listener offers no STARTTLS"
         );
     }
-    let socket = TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (feedback.listen): {e}"))?;
     tracing::info!(%addr, domain = %cfg.feedback.domain, "feedback listener: receiving DMARC and TLS reports");
     let shared = Arc::new(Shared {
         cfg,

@@ -1,6 +1,7 @@
 //! Inbound: the submission listeners, the SMTP session, authentication and sender policy.
 //!
-//! [`start`] binds every configured listener and returns [`Running`]; `herald serve` calls
+//! [`bind`] binds every configured listener (before anything else starts, so a busy port
+//! fails fast); [`start`] starts accepting on them and returns [`Running`]; `herald serve` calls
 //! [`Running::shutdown`] on SIGTERM/SIGINT to stop accepting and let sessions finish.
 
 pub mod auth;
@@ -125,13 +126,36 @@ pub struct Running {
     sessions: mpsc::Receiver<()>,
 }
 
-/// Binds every configured listener and starts accepting. Fails (config error, exit 2) when
-/// TLS material is missing, or with the OS error when an address cannot be bound.
+/// The SMTP listen sockets, bound but not yet accepting: connections wait in the kernel
+/// backlog until [`start`].
+pub struct Bound(Vec<(ListenerKind, std::net::SocketAddr, TcpListener)>);
+
+/// Binds every configured SMTP listener (`[smtp] submission`, `submissions`, `plain`). Fails
+/// with the setting, the address and the OS error when an address cannot be bound.
+pub async fn bind(cfg: &Config) -> anyhow::Result<Bound> {
+    let mut bound = Vec::new();
+    for (kind, addr) in [
+        (ListenerKind::Submission, cfg.smtp.submission),
+        (ListenerKind::Submissions, cfg.smtp.submissions),
+        (ListenerKind::Plain, cfg.smtp.plain),
+    ] {
+        let Some(addr) = addr else { continue };
+        let socket = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (smtp.{}): {e}", kind.name()))?;
+        bound.push((kind, addr, socket));
+    }
+    Ok(Bound(bound))
+}
+
+/// Starts accepting on the listeners [`bind`] bound. Fails (config error, exit 2) when TLS
+/// material is missing.
 pub async fn start(
     cfg: Arc<Config>,
     config_file: &str,
     signer: Arc<Signer>,
     spool: Spool,
+    bound: Bound,
 ) -> anyhow::Result<Running> {
     let needs_tls = cfg.smtp.submission.is_some() || cfg.smtp.submissions.is_some();
     let tls = if needs_tls || cfg.tls.cert.exists() {
@@ -155,15 +179,7 @@ pub async fn start(
     let (current, _) = watch::channel(shared.clone());
     let (session_tx, session_rx) = mpsc::channel::<()>(1);
     let mut listeners = Vec::new();
-    for (kind, addr) in [
-        (ListenerKind::Submission, cfg.smtp.submission),
-        (ListenerKind::Submissions, cfg.smtp.submissions),
-        (ListenerKind::Plain, cfg.smtp.plain),
-    ] {
-        let Some(addr) = addr else { continue };
-        let socket = TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (smtp.{}): {e}", kind.name()))?;
+    for (kind, addr, socket) in bound.0 {
         tracing::info!(listener = kind.name(), %addr, "listening");
         listeners.push(tokio::spawn(listener::run(
             socket,

@@ -6,6 +6,7 @@ mod first_day;
 mod metrics;
 mod reload;
 mod service;
+mod startup;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

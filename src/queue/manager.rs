@@ -187,9 +187,10 @@ impl QueueManager {
                 }
             }
         }
-        for id in finished {
+        if !finished.is_empty() {
             let spool = inner.spool.clone();
-            blocking(move || spool.remove(&id)).await?;
+            let results = blocking(move || Ok(spool.remove_batch(&finished))).await?;
+            results.into_iter().collect::<std::io::Result<()>>()?;
         }
         tracing::info!(
             waiting,
@@ -463,7 +464,7 @@ async fn finish_round(
     let spool = inner.spool.clone();
     let owned_id = id.to_string();
     if msg.state.is_finished() {
-        if let Err(e) = blocking(move || spool.remove(&owned_id)).await {
+        if let Err(e) = inner.spool.remove_finished(id).await {
             tracing::error!(queue_id = %id, error = %e, "cannot remove the finished message");
         }
         inner.table().entries.remove(id);

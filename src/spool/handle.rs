@@ -9,6 +9,13 @@
 //! Durability: `commit` returns only once the backend has made the message durable. Concurrent
 //! commits are grouped: a committer thread takes every message waiting and hands them to
 //! [`SpoolBackend::write_batch`] together, so 50 concurrent sessions cost one flush, not 50.
+//!
+//! Removals of delivered messages are grouped the same way ([`Spool::remove_finished`]): a
+//! remover thread takes every removal waiting and hands them to
+//! [`SpoolBackend::remove_batch`], one directory flush for the group, with no hop through
+//! tokio's blocking pool per message. A removal is the one change that may be lost in a crash
+//! (between the remote's `250` and the flush): the message is then delivered again after the
+//! restart — a duplicate, never a loss, as DESIGN §3 allows.
 
 use std::io;
 use std::path::Path;
@@ -42,6 +49,11 @@ pub trait SpoolBackend: Send + Sync + 'static {
     fn write_state(&self, id: &str, state: &DeliveryState) -> io::Result<()>;
     /// Removes a message and its state.
     fn remove(&self, id: &str) -> io::Result<()>;
+    /// Removes several finished messages, each succeeding or failing alone; a backend may make
+    /// the whole group durable at once (one flush for all).
+    fn remove_batch(&self, ids: &[QueueId]) -> Vec<io::Result<()>> {
+        ids.iter().map(|id| self.remove(id)).collect()
+    }
 }
 
 /// A message on its way into the spool.
@@ -62,11 +74,17 @@ struct Pending {
     done: oneshot::Sender<io::Result<()>>,
 }
 
+struct PendingRemoval {
+    id: QueueId,
+    done: oneshot::Sender<io::Result<()>>,
+}
+
 /// The spool handle shared by inbound, delivery and the admin endpoint.
 #[derive(Clone)]
 pub struct Spool {
     backend: Arc<dyn SpoolBackend>,
     committer: mpsc::UnboundedSender<Pending>,
+    remover: mpsc::UnboundedSender<PendingRemoval>,
     arrivals: mpsc::UnboundedSender<SpooledMessage>,
 }
 
@@ -96,10 +114,29 @@ impl Spool {
                     }
                 }
             })?;
+        let (remover, mut removals) = mpsc::unbounded_channel::<PendingRemoval>();
+        let remover_backend = backend.clone();
+        std::thread::Builder::new()
+            .name("spool-remove".into())
+            .spawn(move || {
+                while let Some(first) = removals.blocking_recv() {
+                    let mut group = vec![first];
+                    while let Ok(more) = removals.try_recv() {
+                        group.push(more);
+                    }
+                    let (ids, waiters): (Vec<_>, Vec<_>) =
+                        group.into_iter().map(|p| (p.id, p.done)).unzip();
+                    let results = remover_backend.remove_batch(&ids);
+                    for (done, result) in waiters.into_iter().zip(results) {
+                        let _ = done.send(result);
+                    }
+                }
+            })?;
         Ok((
             Spool {
                 backend,
                 committer: tx,
+                remover,
                 arrivals: arrivals_tx,
             },
             arrivals_rx,
@@ -180,6 +217,26 @@ impl Spool {
     /// Removes a finished or deleted message.
     pub fn remove(&self, id: &str) -> io::Result<()> {
         self.backend.remove(id)
+    }
+
+    /// Removes several messages at once (one flush for the group where the backend can).
+    pub fn remove_batch(&self, ids: &[QueueId]) -> Vec<io::Result<()>> {
+        self.backend.remove_batch(ids)
+    }
+
+    /// Removes a delivered message, grouped with the other removals waiting (module
+    /// documentation); returns once its group is durable. Called from async code: the file
+    /// work happens on the spool's remover thread.
+    pub async fn remove_finished(&self, id: &str) -> io::Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.remover
+            .send(PendingRemoval {
+                id: id.to_string(),
+                done,
+            })
+            .map_err(|_| io::Error::other("spool remover has stopped"))?;
+        wait.await
+            .map_err(|_| io::Error::other("spool remover has stopped"))?
     }
 }
 

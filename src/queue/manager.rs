@@ -330,9 +330,7 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
     let Some(msg) = inner.table().entries.get(id).map(|e| e.msg.clone()) else {
         return;
     };
-    let spool = inner.spool.clone();
-    let read_id = id.to_string();
-    let data = match blocking(move || spool.read_message(&read_id)).await {
+    let data = match inner.spool.read_message_async(id).await {
         Ok(d) => Arc::new(d),
         Err(e) => {
             tracing::error!(queue_id = %id, error = %e, "cannot read the queued message; retrying in a minute");

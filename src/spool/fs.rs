@@ -263,6 +263,10 @@ impl SpoolBackend for FsBackend {
         MessageBytes::map(&file, start, total.saturating_sub(start))
     }
 
+    fn reads_locally(&self) -> bool {
+        true
+    }
+
     fn write_state(&self, id: &str, state: &DeliveryState) -> io::Result<()> {
         let target = self.state_path(id)?;
         let json = serde_json::to_vec(state)?;

@@ -45,6 +45,12 @@ pub trait SpoolBackend: Send + Sync + 'static {
     /// The message bytes exactly as they will be delivered (mapped, not read into memory, where
     /// the backend can).
     fn read_message(&self, id: &str) -> io::Result<MessageBytes>;
+    /// Whether [`SpoolBackend::read_message`] is cheap enough to call on an async worker thread
+    /// (a local file opened and mapped: a few microseconds, less than a hop through tokio's
+    /// blocking pool). A backend that reads over the network keeps the default, `false`.
+    fn reads_locally(&self) -> bool {
+        false
+    }
     /// Replaces a message's delivery state atomically.
     fn write_state(&self, id: &str, state: &DeliveryState) -> io::Result<()>;
     /// Removes a message and its state.
@@ -207,6 +213,18 @@ impl Spool {
     /// The bytes to deliver (mapped read-only where the backend can).
     pub fn read_message(&self, id: &str) -> io::Result<MessageBytes> {
         self.backend.read_message(id)
+    }
+
+    /// The bytes to deliver, from async code: read in place when the backend
+    /// [reads locally](SpoolBackend::reads_locally), else on tokio's blocking pool.
+    pub async fn read_message_async(&self, id: &str) -> io::Result<MessageBytes> {
+        if self.backend.reads_locally() {
+            return self.backend.read_message(id);
+        }
+        let (backend, id) = (self.backend.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || backend.read_message(&id))
+            .await
+            .map_err(|e| io::Error::other(format!("spool task failed: {e}")))?
     }
 
     /// Records delivery progress atomically.

@@ -187,9 +187,10 @@ impl QueueManager {
                 }
             }
         }
-        for id in finished {
+        if !finished.is_empty() {
             let spool = inner.spool.clone();
-            blocking(move || spool.remove(&id)).await?;
+            let results = blocking(move || Ok(spool.remove_batch(&finished))).await?;
+            results.into_iter().collect::<std::io::Result<()>>()?;
         }
         tracing::info!(
             waiting,
@@ -330,9 +331,7 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
     let Some(msg) = inner.table().entries.get(id).map(|e| e.msg.clone()) else {
         return;
     };
-    let spool = inner.spool.clone();
-    let read_id = id.to_string();
-    let data = match blocking(move || spool.read_message(&read_id)).await {
+    let data = match inner.spool.read_message_async(id).await {
         Ok(d) => Arc::new(d),
         Err(e) => {
             tracing::error!(queue_id = %id, error = %e, "cannot read the queued message; retrying in a minute");
@@ -486,7 +485,7 @@ async fn finish_round(
     let spool = inner.spool.clone();
     let owned_id = id.to_string();
     if msg.state.is_finished() {
-        if let Err(e) = blocking(move || spool.remove(&owned_id)).await {
+        if let Err(e) = inner.spool.remove_finished(id).await {
             tracing::error!(queue_id = %id, error = %e, "cannot remove the finished message");
         }
         inner.table().entries.remove(id);

@@ -12,17 +12,25 @@
 //! Durability of a group of new messages: every file is written to `tmp/`, then one syncfs(2)
 //! flushes them all (rather than an fsync per file), then each is renamed into `msg/` and the
 //! directory is fsynced once for the whole group.
+//!
+//! Removals are grouped too ([`SpoolBackend::remove_batch`]): every file of the group is
+//! unlinked, then the directory is fsynced once. The backend remembers which messages have a
+//! `.state` file (written here, or found when loading), so removing a message delivered at
+//! its first attempt unlinks one file, not two; should it ever miss one, recovery removes the
+//! orphaned state at the next start.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use tempfile::NamedTempFile;
 
 use super::handle::{NewMessage, SpoolBackend, new_queue_id};
 use super::staged::{MessageBytes, StagedMessage};
-use super::{DeliveryState, Envelope, SpooledMessage};
+use super::{DeliveryState, Envelope, QueueId, SpooledMessage};
 use crate::fsutil::{sync_dir, sync_filesystem};
 
 /// Room kept in front of a message being received, for its envelope line and herald's
@@ -33,6 +41,8 @@ const HEAD_ROOM: u64 = 8 * 1024;
 pub struct FsBackend {
     tmp: PathBuf,
     msg: PathBuf,
+    /// Messages that have a `.state` file (most delivered messages never get one).
+    with_state: Mutex<HashSet<QueueId>>,
 }
 
 impl FsBackend {
@@ -43,7 +53,24 @@ impl FsBackend {
         fs::create_dir_all(&tmp)?;
         fs::create_dir_all(&msg)?;
         sync_dir(dir)?;
-        Ok(FsBackend { tmp, msg })
+        Ok(FsBackend {
+            tmp,
+            msg,
+            with_state: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn with_state(&self) -> MutexGuard<'_, HashSet<QueueId>> {
+        self.with_state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Unlinks a message's files (its state only when it has one); no directory flush.
+    fn unlink(&self, id: &str) -> io::Result<()> {
+        ignore_missing(fs::remove_file(self.msg_path(id)?))?;
+        if self.with_state().remove(id) {
+            ignore_missing(fs::remove_file(self.state_path(id)?))?;
+        }
+        Ok(())
     }
 
     fn msg_path(&self, id: &str) -> io::Result<PathBuf> {
@@ -206,12 +233,15 @@ impl SpoolBackend for FsBackend {
             )
         })?;
         let state = match fs::read(self.state_path(id)?) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{id}.state: bad delivery state: {e}"),
-                )
-            })?,
+            Ok(bytes) => {
+                self.with_state().insert(id.to_string());
+                serde_json::from_slice(&bytes).map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("{id}.state: bad delivery state: {e}"),
+                    )
+                })?
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => DeliveryState::new(&envelope),
             Err(e) => return Err(e),
         };
@@ -233,26 +263,46 @@ impl SpoolBackend for FsBackend {
         MessageBytes::map(&file, start, total.saturating_sub(start))
     }
 
+    fn reads_locally(&self) -> bool {
+        true
+    }
+
     fn write_state(&self, id: &str, state: &DeliveryState) -> io::Result<()> {
         let target = self.state_path(id)?;
         let json = serde_json::to_vec(state)?;
         let tmp = self.write_tmp(&format!("{id}.state.{}", new_queue_id()), &[&json], true)?;
+        self.with_state().insert(id.to_string());
         fs::rename(tmp, target)?;
         sync_dir(&self.msg)
     }
 
     fn remove(&self, id: &str) -> io::Result<()> {
-        match fs::remove_file(self.msg_path(id)?) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        match fs::remove_file(self.state_path(id)?) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+        self.unlink(id)?;
         sync_dir(&self.msg)
+    }
+
+    fn remove_batch(&self, ids: &[QueueId]) -> Vec<io::Result<()>> {
+        let mut results: Vec<io::Result<()>> = ids.iter().map(|id| self.unlink(id)).collect();
+        if results.iter().any(|r| r.is_ok())
+            && let Err(e) = sync_dir(&self.msg)
+        {
+            let kind = e.kind();
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(io::Error::new(
+                    kind,
+                    format!("syncing spool directory: {e}"),
+                ));
+            }
+        }
+        results
+    }
+}
+
+/// A file already gone is as good as removed.
+fn ignore_missing(result: io::Result<()>) -> io::Result<()> {
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
     }
 }
 
@@ -307,6 +357,61 @@ mod tests {
         spool.remove(&id).unwrap();
         assert!(spool.recover().unwrap().is_empty());
         assert!(spool.load("../etc").is_err());
+    }
+
+    #[tokio::test]
+    async fn removals_are_grouped_and_take_their_state_files_along() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _arrivals) = Spool::open_dir(dir.path()).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..4 {
+            ids.push(
+                spool
+                    .store(
+                        envelope(),
+                        format!("Subject: {i}\r\n\r\nhi\r\n").into_bytes(),
+                    )
+                    .await
+                    .unwrap(),
+            );
+        }
+        // One was deferred once (it has a state file); the others never were.
+        let mut state = spool.load(&ids[0]).unwrap().state;
+        state.recipients[0].attempts = 1;
+        spool.write_state(&ids[0], &state).unwrap();
+        let removals: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let (spool, id) = (spool.clone(), id.clone());
+                tokio::spawn(async move { spool.remove_finished(&id).await })
+            })
+            .collect();
+        for removal in removals {
+            removal.await.unwrap().unwrap();
+        }
+        assert!(spool.recover().unwrap().is_empty());
+        assert!(
+            fs::read_dir(dir.path().join("msg"))
+                .unwrap()
+                .next()
+                .is_none(),
+            "no message or state file is left"
+        );
+        // A state written by another process (found on loading) goes too.
+        let id = spool
+            .store(envelope(), b"Subject: x\r\n\r\nhi\r\n".to_vec())
+            .await
+            .unwrap();
+        let other = FsBackend::open(dir.path()).unwrap();
+        other.write_state(&id, &state).unwrap();
+        spool.load(&id).unwrap();
+        assert_eq!(spool.remove_batch(std::slice::from_ref(&id)).len(), 1);
+        assert!(
+            fs::read_dir(dir.path().join("msg"))
+                .unwrap()
+                .next()
+                .is_none()
+        );
     }
 
     #[tokio::test]

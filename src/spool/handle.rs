@@ -9,6 +9,13 @@
 //! Durability: `commit` returns only once the backend has made the message durable. Concurrent
 //! commits are grouped: a committer thread takes every message waiting and hands them to
 //! [`SpoolBackend::write_batch`] together, so 50 concurrent sessions cost one flush, not 50.
+//!
+//! Removals of delivered messages are grouped the same way ([`Spool::remove_finished`]): a
+//! remover thread takes every removal waiting and hands them to
+//! [`SpoolBackend::remove_batch`], one directory flush for the group, with no hop through
+//! tokio's blocking pool per message. A removal is the one change that may be lost in a crash
+//! (between the remote's `250` and the flush): the message is then delivered again after the
+//! restart — a duplicate, never a loss, as DESIGN §3 allows.
 
 use std::io;
 use std::path::Path;
@@ -38,10 +45,21 @@ pub trait SpoolBackend: Send + Sync + 'static {
     /// The message bytes exactly as they will be delivered (mapped, not read into memory, where
     /// the backend can).
     fn read_message(&self, id: &str) -> io::Result<MessageBytes>;
+    /// Whether [`SpoolBackend::read_message`] is cheap enough to call on an async worker thread
+    /// (a local file opened and mapped: a few microseconds, less than a hop through tokio's
+    /// blocking pool). A backend that reads over the network keeps the default, `false`.
+    fn reads_locally(&self) -> bool {
+        false
+    }
     /// Replaces a message's delivery state atomically.
     fn write_state(&self, id: &str, state: &DeliveryState) -> io::Result<()>;
     /// Removes a message and its state.
     fn remove(&self, id: &str) -> io::Result<()>;
+    /// Removes several finished messages, each succeeding or failing alone; a backend may make
+    /// the whole group durable at once (one flush for all).
+    fn remove_batch(&self, ids: &[QueueId]) -> Vec<io::Result<()>> {
+        ids.iter().map(|id| self.remove(id)).collect()
+    }
 }
 
 /// A message on its way into the spool.
@@ -62,11 +80,17 @@ struct Pending {
     done: oneshot::Sender<io::Result<()>>,
 }
 
+struct PendingRemoval {
+    id: QueueId,
+    done: oneshot::Sender<io::Result<()>>,
+}
+
 /// The spool handle shared by inbound, delivery and the admin endpoint.
 #[derive(Clone)]
 pub struct Spool {
     backend: Arc<dyn SpoolBackend>,
     committer: mpsc::UnboundedSender<Pending>,
+    remover: mpsc::UnboundedSender<PendingRemoval>,
     arrivals: mpsc::UnboundedSender<SpooledMessage>,
 }
 
@@ -96,10 +120,29 @@ impl Spool {
                     }
                 }
             })?;
+        let (remover, mut removals) = mpsc::unbounded_channel::<PendingRemoval>();
+        let remover_backend = backend.clone();
+        std::thread::Builder::new()
+            .name("spool-remove".into())
+            .spawn(move || {
+                while let Some(first) = removals.blocking_recv() {
+                    let mut group = vec![first];
+                    while let Ok(more) = removals.try_recv() {
+                        group.push(more);
+                    }
+                    let (ids, waiters): (Vec<_>, Vec<_>) =
+                        group.into_iter().map(|p| (p.id, p.done)).unzip();
+                    let results = remover_backend.remove_batch(&ids);
+                    for (done, result) in waiters.into_iter().zip(results) {
+                        let _ = done.send(result);
+                    }
+                }
+            })?;
         Ok((
             Spool {
                 backend,
                 committer: tx,
+                remover,
                 arrivals: arrivals_tx,
             },
             arrivals_rx,
@@ -172,6 +215,18 @@ impl Spool {
         self.backend.read_message(id)
     }
 
+    /// The bytes to deliver, from async code: read in place when the backend
+    /// [reads locally](SpoolBackend::reads_locally), else on tokio's blocking pool.
+    pub async fn read_message_async(&self, id: &str) -> io::Result<MessageBytes> {
+        if self.backend.reads_locally() {
+            return self.backend.read_message(id);
+        }
+        let (backend, id) = (self.backend.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || backend.read_message(&id))
+            .await
+            .map_err(|e| io::Error::other(format!("spool task failed: {e}")))?
+    }
+
     /// Records delivery progress atomically.
     pub fn write_state(&self, id: &str, state: &DeliveryState) -> io::Result<()> {
         self.backend.write_state(id, state)
@@ -180,6 +235,26 @@ impl Spool {
     /// Removes a finished or deleted message.
     pub fn remove(&self, id: &str) -> io::Result<()> {
         self.backend.remove(id)
+    }
+
+    /// Removes several messages at once (one flush for the group where the backend can).
+    pub fn remove_batch(&self, ids: &[QueueId]) -> Vec<io::Result<()>> {
+        self.backend.remove_batch(ids)
+    }
+
+    /// Removes a delivered message, grouped with the other removals waiting (module
+    /// documentation); returns once its group is durable. Called from async code: the file
+    /// work happens on the spool's remover thread.
+    pub async fn remove_finished(&self, id: &str) -> io::Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.remover
+            .send(PendingRemoval {
+                id: id.to_string(),
+                done,
+            })
+            .map_err(|_| io::Error::other("spool remover has stopped"))?;
+        wait.await
+            .map_err(|_| io::Error::other("spool remover has stopped"))?
     }
 }
 

@@ -46,6 +46,22 @@ pub struct FsBackend {
 }
 
 impl FsBackend {
+    /// One directory fsync for a group of entries made or removed in `msg/`; if it fails, every
+    /// entry that had succeeded fails with it (its durability is not known).
+    fn sync_msg_dir(&self, results: &mut [io::Result<()>]) {
+        if results.iter().any(|r| r.is_ok())
+            && let Err(e) = sync_dir(&self.msg)
+        {
+            let kind = e.kind();
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(io::Error::new(
+                    kind,
+                    format!("syncing spool directory: {e}"),
+                ));
+            }
+        }
+    }
+
     /// Opens (creating if needed) a spool directory.
     pub fn open(dir: &Path) -> io::Result<FsBackend> {
         let tmp = dir.join("tmp");
@@ -168,17 +184,7 @@ impl SpoolBackend for FsBackend {
                     .map_err(|e| e.error)
             })
             .collect();
-        if results.iter().any(|r| r.is_ok())
-            && let Err(e) = sync_dir(&self.msg)
-        {
-            let kind = e.kind();
-            for r in results.iter_mut().filter(|r| r.is_ok()) {
-                *r = Err(io::Error::new(
-                    kind,
-                    format!("syncing spool directory: {e}"),
-                ));
-            }
-        }
+        self.sync_msg_dir(&mut results);
         results
     }
 
@@ -283,17 +289,7 @@ impl SpoolBackend for FsBackend {
 
     fn remove_batch(&self, ids: &[QueueId]) -> Vec<io::Result<()>> {
         let mut results: Vec<io::Result<()>> = ids.iter().map(|id| self.unlink(id)).collect();
-        if results.iter().any(|r| r.is_ok())
-            && let Err(e) = sync_dir(&self.msg)
-        {
-            let kind = e.kind();
-            for r in results.iter_mut().filter(|r| r.is_ok()) {
-                *r = Err(io::Error::new(
-                    kind,
-                    format!("syncing spool directory: {e}"),
-                ));
-            }
-        }
+        self.sync_msg_dir(&mut results);
         results
     }
 }

@@ -1,0 +1,192 @@
+//! The sections for the services around delivery: MTA-STS, TLS-RPT, the SPF include, the
+//! authoritative DNS listener, the admin endpoint and the DMARC/TLS report listener.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// MTA-STS policy fetching and caching.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MtaStsConfig {
+    /// Apply MTA-STS policies at all.
+    pub enabled: bool,
+    /// HTTPS port of `mta-sts.<domain>` (443 on the Internet; tests use others).
+    pub port: u16,
+    /// Time allowed to fetch a policy.
+    #[serde(with = "humantime_serde")]
+    pub fetch_timeout: Duration,
+    /// Policy cache directory; defaults to `<data_dir>/mta-sts`.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for MtaStsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            port: 443,
+            fetch_timeout: Duration::from_secs(30),
+            cache_dir: None,
+        }
+    }
+}
+
+/// TLS-RPT: reports herald sends about its deliveries, and its own report address.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportConfig {
+    /// Send TLS-RPT reports at all.
+    pub enabled: bool,
+    /// How often pending reports are sent (RFC 8460: daily).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Organization name in the reports.
+    pub organization: String,
+    /// Contact address in the reports and the `From:` of report mail.
+    pub contact: String,
+    /// Where herald's operator wants TLS-RPT reports about herald's own domains
+    /// (published as `_smtp._tls` by `herald dns`), e.g. `mailto:tlsrpt@example.com`.
+    pub own_rua: Option<String>,
+    /// Directory for pending counts; defaults to `<data_dir>/reports`.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(24 * 3600),
+            organization: "herald".into(),
+            contact: String::new(),
+            own_rua: None,
+            dir: None,
+        }
+    }
+}
+
+/// The SPF include herald publishes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpfConfig {
+    /// The include name, e.g. `_spf.relay.example.net`.
+    pub include: String,
+    /// Herald's public egress addresses (IPv4/IPv6, CIDR allowed).
+    #[serde(deserialize_with = "super::ip_or_net_list")]
+    pub addresses: Vec<IpNet>,
+    /// Final mechanism of the include record: `-all` or `~all`.
+    pub qualifier: String,
+    /// Address for the suggested DMARC record's `rua=`.
+    pub dmarc_rua: Option<String>,
+}
+
+impl Default for SpfConfig {
+    fn default() -> Self {
+        Self {
+            include: String::new(),
+            addresses: Vec::new(),
+            qualifier: "-all".into(),
+            dmarc_rua: None,
+        }
+    }
+}
+
+/// The optional authoritative DNS listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsServerConfig {
+    /// UDP and TCP address to answer on; empty disables.
+    pub listen: Option<SocketAddr>,
+    /// Queries per second allowed from one source address.
+    pub rate_limit: u32,
+}
+
+impl Default for DnsServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            rate_limit: 20,
+        }
+    }
+}
+
+/// The local admin HTTP endpoint.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the admin endpoint (keep it on loopback); empty disables.
+    pub listen: Option<SocketAddr>,
+    /// File holding the bearer token every endpoint but `/health` requires; defaults to
+    /// `<data_dir>/admin.token`, generated (mode 0600) on first start when missing.
+    pub token_file: Option<PathBuf>,
+}
+
+/// The feedback listener: an SMTP server for herald's report domain that accepts only
+/// `dmarc@<domain>` and `tlsrpt@<domain>`, stores the reports and never relays.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedbackConfig {
+    /// Address to receive report mail on (port 25 on the Internet); empty disables.
+    pub listen: Option<SocketAddr>,
+    /// The report domain whose MX points at herald, e.g. `reports.relay.example.net`; DMARC
+    /// records printed by `herald dns` then say `rua=mailto:dmarc@<domain>`.
+    pub domain: String,
+    /// Also accept TLS-RPT reports at `tlsrpt@<domain>`.
+    pub tlsrpt: bool,
+    /// Largest report mail accepted, in bytes (announced in SIZE).
+    pub max_message_size: usize,
+    /// Largest decompressed report (one XML or JSON document), in bytes: bounds gzip/zip bombs.
+    pub max_report_size: usize,
+    /// Most files read from one zip attachment.
+    pub max_zip_entries: usize,
+    /// Most simultaneous connections in total.
+    pub max_connections: usize,
+    /// Most simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Report transactions (MAIL FROM) accepted from one IP address per hour; past that,
+    /// `450 4.7.1` and the sender retries later.
+    pub max_mails_per_hour_per_ip: u32,
+    /// Time allowed for a command.
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    /// Time allowed between data blocks.
+    #[serde(with = "humantime_serde")]
+    pub data_timeout: Duration,
+    /// The report database; defaults to `<data_dir>/reports.sqlite`.
+    pub database: Option<PathBuf>,
+}
+
+impl Default for FeedbackConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            domain: String::new(),
+            tlsrpt: true,
+            max_message_size: 10 * 1024 * 1024,
+            max_report_size: 32 * 1024 * 1024,
+            max_zip_entries: 16,
+            max_connections: 100,
+            max_connections_per_ip: 10,
+            max_mails_per_hour_per_ip: 200,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(180),
+            database: None,
+        }
+    }
+}
+
+impl FeedbackConfig {
+    /// `dmarc@<domain>`, the DMARC aggregate report address, when a report domain is set.
+    pub fn dmarc_address(&self) -> Option<String> {
+        let d = self.domain.trim().trim_end_matches('.');
+        (!d.is_empty()).then(|| format!("dmarc@{}", d.to_ascii_lowercase()))
+    }
+
+    /// `tlsrpt@<domain>`, when a report domain is set and TLS reports are accepted.
+    pub fn tlsrpt_address(&self) -> Option<String> {
+        let d = self.domain.trim().trim_end_matches('.');
+        (self.tlsrpt && !d.is_empty()).then(|| format!("tlsrpt@{}", d.to_ascii_lowercase()))
+    }
+}

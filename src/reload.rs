@@ -38,7 +38,7 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
     let differ =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
 
-    let restart_only: [(&str, bool); 9] = [
+    let restart_only: [(&str, bool); 14] = [
         (
             "smtp.submission",
             old.smtp.submission != new.smtp.submission,
@@ -65,6 +65,23 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
         (
             "server.log_level",
             old.server.log_level != new.server.log_level,
+        ),
+        (
+            "mta_sts.cache_dir",
+            old.mta_sts_cache_dir() != new.mta_sts_cache_dir(),
+        ),
+        ("report.dir", old.report_dir() != new.report_dir()),
+        (
+            "feedback (the report listener)",
+            differ(&old.feedback, &new.feedback),
+        ),
+        (
+            "admin.token_file",
+            old.admin.token_file != new.admin.token_file,
+        ),
+        (
+            "delivery.max_connections (attempts in parallel)",
+            old.delivery.max_connections != new.delivery.max_connections,
         ),
     ];
     c.need_restart = restart_only
@@ -93,11 +110,9 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
     if differ(&old.dkim, &new.dkim) {
         let active = new.dkim.keys.iter().filter(|k| k.active).count();
         c.applied.push(format!(
-            "dkim keys for submissions ({} configured, {active} active)",
+            "dkim keys ({} configured, {active} active)",
             new.dkim.keys.len()
         ));
-        c.need_restart
-            .push("dkim keys for bounces, TLS-RPT mail and the DNS listener".into());
     }
     let mut smtp_old = old.smtp.clone();
     smtp_old.submission = new.smtp.submission;
@@ -123,8 +138,10 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
         ("report", differ(&old.report, &new.report)),
         ("spf", differ(&old.spf, &new.spf)),
         (
-            "dns_server rate limit",
-            old.dns_server.rate_limit != new.dns_server.rate_limit,
+            "dns_server records and rate limit",
+            old.dns_server.rate_limit != new.dns_server.rate_limit
+                || differ(&old.spf, &new.spf)
+                || differ(&old.dkim, &new.dkim),
         ),
     ] {
         if changed {
@@ -132,6 +149,15 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
         }
     }
     c
+}
+
+/// Whether the MTA-STS resolver must be rebuilt: its DNS servers, its own settings, or the
+/// `[delivery]` TLS requirements it folds into each directive changed.
+pub fn sts_changed(old: &Config, new: &Config) -> bool {
+    format!("{:?}", (&old.dns, &old.mta_sts, &old.tls))
+        != format!("{:?}", (&new.dns, &new.mta_sts, &new.tls))
+        || old.delivery.require_tls != new.delivery.require_tls
+        || old.delivery.require_tls_domains != new.delivery.require_tls_domains
 }
 
 #[cfg(test)]

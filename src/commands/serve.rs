@@ -44,18 +44,14 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     // POST /report/flush) through herald's own mail path.
     let tls_reporter = Arc::new(crate::report::TlsReporter::open(&cfg)?);
     let sts = Arc::new(crate::mta_sts::StsResolver::new(&cfg)?.with_reporter(tls_reporter.clone()));
+    let sts_in_force = std::sync::Mutex::new(sts.clone());
     let report_sender = Arc::new(crate::report::send::ReportSender::new(
         &cfg,
         spool.clone(),
         signer.clone(),
     )?);
-    if cfg.report.enabled {
-        crate::report::spawn_periodic(
-            tls_reporter.clone(),
-            report_sender.clone(),
-            cfg.report.interval,
-        );
-    }
+    // Runs while `[report] enabled` (a reload may turn it on or off).
+    crate::report::spawn_periodic(tls_reporter.clone(), report_sender.clone());
 
     // [delivery] the queue: recovers the spool, then takes newly stored mail from `arrivals`.
     let queue = crate::queue::manager::QueueManager::start(
@@ -83,8 +79,13 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<ReloadReply>(4);
 
     // [admin] the admin HTTP endpoint (health, metrics, queue API, report flush, records).
+    // `/dns` shows the records of the configuration in force (a reload replaces them).
+    let dns_records = Arc::new(std::sync::RwLock::new(crate::dns::records::render_json(
+        &cfg,
+        &signer.published_keys(),
+    )));
     if let (Some(listen), Some(socket)) = (cfg.admin.listen, admin_socket) {
-        let dns_records = crate::dns::records::render_json(&cfg, &signer.published_keys());
+        let dns_records = dns_records.clone();
         let router = crate::admin::router(queue.clone())
             .merge(crate::report::routes(
                 tls_reporter.clone(),
@@ -92,7 +93,13 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
             ))
             .route(
                 "/dns",
-                axum::routing::get(move || async move { axum::Json(dns_records) }),
+                axum::routing::get(move || async move {
+                    let records = dns_records
+                        .read()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone();
+                    axum::Json(records)
+                }),
             )
             .merge(crate::admin::dmarc::routes(cfg.clone(), reports.clone()))
             .route(
@@ -103,7 +110,7 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
 
     // [dns_server] the authoritative DNS listener, when configured.
-    let _dns_listener =
+    let dns_listener =
         crate::dns::authority::start(&cfg, &signer.published_keys(), dns_sockets).await?;
 
     // [inbound] the SMTP listeners, last: mail is accepted only once delivery runs.
@@ -132,7 +139,16 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
             Some(reply) = reload_rx.recv() => Some(reply),
         };
         crate::service::notify_reloading();
-        let outcome = reload(config, &mut running_cfg, &inbound);
+        let parts = Reloadable {
+            inbound: &inbound,
+            queue: &queue,
+            sts: &sts_in_force,
+            tls_reporter: &tls_reporter,
+            report_sender: &report_sender,
+            dns_listener: dns_listener.as_ref(),
+            dns_records: &dns_records,
+        };
+        let outcome = reload(config, &mut running_cfg, &parts);
         crate::service::notify_ready();
         if let Some(reply) = answer_to {
             let _ = reply.send(outcome);
@@ -156,17 +172,59 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// Where the answer to one `POST /reload` goes: `Ok(summary)` or `Err(why it was refused)`.
 type ReloadReply = tokio::sync::oneshot::Sender<Result<String, String>>;
 
-/// Re-reads the config file and applies it to new sessions; on any error nothing changes.
+/// What a reload reaches in the running herald.
+struct Reloadable<'a> {
+    inbound: &'a crate::inbound::Running,
+    queue: &'a crate::queue::manager::QueueManager,
+    /// The MTA-STS resolver in force; replaced when `[mta_sts]`, `[dns]` or the TLS
+    /// requirements of `[delivery]` change (its policy cache is on disk and carries over).
+    sts: &'a std::sync::Mutex<Arc<crate::mta_sts::StsResolver>>,
+    tls_reporter: &'a Arc<crate::report::TlsReporter>,
+    report_sender: &'a Arc<crate::report::send::ReportSender>,
+    dns_listener: Option<&'a crate::dns::authority::DnsListener>,
+    dns_records: &'a std::sync::RwLock<serde_json::Value>,
+}
+
+/// Re-reads the config file and applies it to new sessions, deliveries, reports and the DNS
+/// listener. Everything that can fail is put together first; only when all of it succeeded is
+/// any of it put in force, so on any error nothing changes.
 fn reload(
     config: &Path,
     running: &mut Arc<crate::config::Config>,
-    inbound: &crate::inbound::Running,
+    to: &Reloadable<'_>,
 ) -> Result<String, String> {
     let attempt = || -> anyhow::Result<(Arc<crate::config::Config>, crate::reload::Changes)> {
         let new = Arc::new(super::load_config(config)?);
         let signer = Arc::new(Signer::load(&new)?);
         let changes = crate::reload::diff(running, &new);
-        inbound.reload(new.clone(), signer)?;
+        let reporter: Arc<dyn crate::mta_sts::TlsSink> = to.tls_reporter.clone();
+        let current_sts = to.sts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let sts = if crate::reload::sts_changed(running, &new) {
+            Arc::new(crate::mta_sts::StsResolver::new(&new)?.with_reporter(reporter.clone()))
+        } else {
+            current_sts
+        };
+        let delivery =
+            to.queue
+                .prepare_reload(new.clone(), signer.clone(), sts.clone(), reporter)?;
+        let sender = to.report_sender.prepare_reload(&new, signer.clone())?;
+        let keys = signer.published_keys();
+        let zones = match to.dns_listener {
+            Some(listener) => Some((listener, listener.prepare_reload(&new, &keys)?)),
+            None => None,
+        };
+        let records = crate::dns::records::render_json(&new, &keys);
+        // The last step that can fail; it puts the new sessions' settings in force itself.
+        to.inbound.reload(new.clone(), signer)?;
+        // From here on nothing fails.
+        *to.sts.lock().unwrap_or_else(|p| p.into_inner()) = sts;
+        to.queue.apply_reload(delivery);
+        to.report_sender.apply_reload(sender);
+        to.tls_reporter.reload(&new);
+        if let Some((listener, zones)) = zones {
+            listener.apply_reload(zones);
+        }
+        *to.dns_records.write().unwrap_or_else(|p| p.into_inner()) = records;
         Ok((new, changes))
     };
     match attempt() {

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -43,10 +44,18 @@ struct OwnName {
 
 /// Answers queries for herald's own names; REFUSED for anything else.
 pub struct Authority {
-    names: HashMap<LowerName, OwnName>,
+    zones: SharedZones,
     limiter: RateLimiter<IpAddr>,
+}
+
+/// What the listener serves; a reload swaps it whole, so a query sees either the old records
+/// or the new ones, never a mix.
+struct Zones {
+    names: HashMap<LowerName, OwnName>,
     rate: Rate,
 }
+
+type SharedZones = Arc<RwLock<Arc<Zones>>>;
 
 impl Authority {
     /// Builds the answers for `names` (owner name → TXT character-strings); `hostname` is the
@@ -56,6 +65,25 @@ impl Authority {
         hostname: &str,
         rate_limit: u32,
     ) -> anyhow::Result<Authority> {
+        Ok(Authority {
+            zones: Arc::new(RwLock::new(Arc::new(Zones::new(
+                names, hostname, rate_limit,
+            )?))),
+            limiter: RateLimiter::new(MAX_TRACKED_SOURCES),
+        })
+    }
+
+    fn zones(&self) -> Arc<Zones> {
+        self.zones.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Zones {
+    fn new(
+        names: &[(String, Vec<String>)],
+        hostname: &str,
+        rate_limit: u32,
+    ) -> anyhow::Result<Zones> {
         let host = fqdn(hostname).with_context(|| format!("server.hostname {hostname:?}"))?;
         let rname = fqdn(&format!("hostmaster.{hostname}"))
             .with_context(|| format!("server.hostname {hostname:?}"))?;
@@ -87,9 +115,8 @@ impl Authority {
             let ns = Record::from_rdata(name.clone(), DEFAULT_TTL, RData::NS(NS(host.clone())));
             map.insert(LowerName::new(&name), OwnName { txt, soa, ns });
         }
-        Ok(Authority {
+        Ok(Zones {
             names: map,
-            limiter: RateLimiter::new(MAX_TRACKED_SOURCES),
             rate: Rate::per_second(rate_limit),
         })
     }
@@ -122,7 +149,9 @@ impl Authority {
             authorities: vec![apex.soa.clone()],
         })
     }
+}
 
+impl Authority {
     async fn answer<R: ResponseHandler>(&self, request: &Request, mut handle: R) -> ResponseInfo {
         let src = request.src();
         let mut metadata = Metadata::response_from_request(&request.metadata);
@@ -145,7 +174,8 @@ impl Authority {
             metadata.response_code = code;
             metadata
         };
-        let (metadata, answer) = if self.limiter.take(&src.ip(), self.rate).is_err() {
+        let zones = self.zones();
+        let (metadata, answer) = if self.limiter.take(&src.ip(), zones.rate).is_err() {
             tracing::debug!(%src, "dns: rate limit exceeded, refusing");
             (refuse(ResponseCode::Refused, metadata), None)
         } else if request.metadata.op_code != OpCode::Query {
@@ -156,7 +186,7 @@ impl Authority {
                 Ok(info) if info.query.query_class() != DNSClass::IN => {
                     (refuse(ResponseCode::Refused, metadata), None)
                 }
-                Ok(info) => match self.lookup(info.query.name(), info.query.query_type()) {
+                Ok(info) => match zones.lookup(info.query.name(), info.query.query_type()) {
                     None => {
                         tracing::debug!(%src, name = %info.query.name(), "dns: foreign name, refused");
                         (refuse(ResponseCode::Refused, metadata), None)
@@ -232,14 +262,31 @@ fn fqdn(name: &str) -> anyhow::Result<Name> {
         .map_err(|e| anyhow::anyhow!("{name:?} is not a valid DNS name: {e}"))
 }
 
+/// Records for a reloaded configuration, ready to be served ([`DnsListener::prepare_reload`]).
+pub struct NextZones(Arc<Zones>);
+
 /// A running listener; dropping it stops answering.
 pub struct DnsListener {
     server: Server<Authority>,
+    zones: SharedZones,
     /// The address it answers on (UDP and TCP).
     pub local_addr: SocketAddr,
 }
 
 impl DnsListener {
+    /// Builds the records of a reloaded configuration (the SPF include, DKIM selectors, the
+    /// rate limit), changing nothing yet; [`DnsListener::apply_reload`] serves them.
+    pub fn prepare_reload(&self, cfg: &Config, keys: &[PublishedKey]) -> anyhow::Result<NextZones> {
+        let names = records::served_names(cfg, keys);
+        let zones = Zones::new(&names, &cfg.server.hostname, cfg.dns_server.rate_limit)?;
+        Ok(NextZones(Arc::new(zones)))
+    }
+
+    /// Serves `next` from the next query on.
+    pub fn apply_reload(&self, next: NextZones) {
+        *self.zones.write().unwrap_or_else(|p| p.into_inner()) = next.0;
+    }
+
     /// Stops accepting queries and waits for the tasks to end.
     pub async fn shutdown(mut self) {
         if let Err(e) = self.server.shutdown_gracefully().await {
@@ -311,11 +358,13 @@ async fn bind_addr(addr: SocketAddr) -> anyhow::Result<DnsSockets> {
 
 /// Answers for `authority` on the bound sockets.
 fn serve(sockets: DnsSockets, authority: Authority) -> DnsListener {
+    let zones = authority.zones.clone();
     let mut server = Server::new(authority);
     server.register_socket(sockets.udp);
     server.register_listener(sockets.tcp, TCP_IDLE, 16);
     DnsListener {
         server,
+        zones,
         local_addr: sockets.local_addr,
     }
 }
@@ -344,16 +393,16 @@ mod tests {
         )
         .unwrap();
         let own = LowerName::new(&Name::from_ascii("_SPF.relay.example.net.").unwrap());
-        let got = a.lookup(&own, RecordType::TXT).unwrap();
+        let got = a.zones().lookup(&own, RecordType::TXT).unwrap();
         assert_eq!((got.code, got.answers.len()), (ResponseCode::NoError, 1));
-        let got = a.lookup(&own, RecordType::A).unwrap();
+        let got = a.zones().lookup(&own, RecordType::A).unwrap();
         assert_eq!((got.answers.len(), got.authorities.len()), (0, 1));
         let below = LowerName::new(&Name::from_ascii("x._spf.relay.example.net.").unwrap());
         assert_eq!(
-            a.lookup(&below, RecordType::TXT).unwrap().code,
+            a.zones().lookup(&below, RecordType::TXT).unwrap().code,
             ResponseCode::NXDomain
         );
         let foreign = LowerName::new(&Name::from_ascii("relay.example.net.").unwrap());
-        assert!(a.lookup(&foreign, RecordType::TXT).is_none());
+        assert!(a.zones().lookup(&foreign, RecordType::TXT).is_none());
     }
 }

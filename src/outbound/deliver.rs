@@ -411,10 +411,11 @@ impl Outbound {
             credentials,
         )
         .await;
-        // TLS-RPT is about a recipient domain's published policy; `require_tls` is our own.
-        let reportable = matches!(directive, TlsDirective::Sts { .. });
+        // Every session's TLS outcome goes to the sink: the TLS-RPT reporter counts those
+        // under a recipient domain's published policy (`require_tls` is our own, and
+        // opportunistic delivery has none), and `/metrics` counts all of them.
         match &first {
-            Ok(session) if reportable => {
+            Ok(session) => {
                 let outcome = match &session.tls {
                     Some(t) if t.verified => TlsOutcome::Success,
                     Some(t) => TlsOutcome::Failure {
@@ -438,17 +439,15 @@ impl Outbound {
                 detail,
                 result_type,
             }) => {
-                if reportable {
-                    self.emit(
-                        directive,
-                        TlsOutcome::Failure {
-                            result_type: *result_type,
-                            mx_host: host.to_string(),
-                            ip: Some(addr.ip()),
-                            detail: detail.clone(),
-                        },
-                    );
-                }
+                self.emit(
+                    directive,
+                    TlsOutcome::Failure {
+                        result_type: *result_type,
+                        mx_host: host.to_string(),
+                        ip: Some(addr.ip()),
+                        detail: detail.clone(),
+                    },
+                );
                 if mode == TlsMode::Opportunistic {
                     tracing::info!(queue_id = %job.queue_id, mx = %host, %addr, error = %detail,
                         "opportunistic TLS failed; retrying this host without TLS");

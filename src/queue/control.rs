@@ -141,9 +141,10 @@ impl QueueManager {
             match blocking(move || spool.read_message(&owned)).await {
                 Ok(data) => {
                     let failures = operator_failures(&msg.state);
+                    let generation = inner.current();
                     match dsn::queue_notice(
-                        &inner.cfg,
-                        &inner.own,
+                        &generation.cfg,
+                        &generation.own,
                         &msg,
                         &data,
                         &failures,

@@ -87,12 +87,25 @@ pub(super) struct AtomicCounters {
     pub(super) dsn_sent: AtomicU64,
 }
 
-pub(super) struct Inner {
+/// What a reload replaces: the settings, the delivery machinery and herald's own mail path
+/// that attempts starting from now on use. An attempt in flight keeps the generation it
+/// started with, so a reload never changes the rules under a delivery.
+pub(super) struct Generation {
+    /// The configuration in force.
     pub(super) cfg: Arc<Config>,
-    pub(super) spool: Spool,
-    /// herald's own mail path (bounces, delay notices).
+    /// herald's own mail path (bounces, delay notices), signing with this generation's keys.
     pub(super) own: OwnMail,
-    outbound: Outbound,
+    /// Delivery: resolver, TLS, smart host, MTA-STS, connection pool.
+    pub(super) outbound: Arc<Outbound>,
+}
+
+/// Delivery for a reloaded configuration, ready to be put in force
+/// ([`QueueManager::prepare_reload`]).
+pub struct NextGeneration(Arc<Generation>);
+
+pub(super) struct Inner {
+    pub(super) spool: Spool,
+    current: std::sync::RwLock<Arc<Generation>>,
     table: Mutex<Table>,
     pub(super) wake: Notify,
     pub(super) counters: AtomicCounters,
@@ -119,6 +132,14 @@ enum Phase {
 impl Inner {
     pub(super) fn table(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The generation new attempts use (see [`Generation`]).
+    pub(super) fn current(&self) -> Arc<Generation> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -157,16 +178,14 @@ impl QueueManager {
                     dir.display()
                 )
             })?;
-        let outbound = Outbound::new(&cfg, sts, tls_events)?;
+        let outbound = Arc::new(Outbound::new(&cfg, sts, tls_events)?);
         let recovering = spool.clone();
         let recovered = blocking(move || recovering.recover()).await?;
         let concurrency = (cfg.delivery.max_connections * 2).max(4);
         let own = OwnMail::new(spool.clone(), signer, &cfg.server.hostname);
         let inner = Arc::new(Inner {
-            cfg,
+            current: std::sync::RwLock::new(Arc::new(Generation { cfg, own, outbound })),
             spool,
-            own,
-            outbound,
             table: Mutex::new(Table::default()),
             wake: Notify::new(),
             counters: AtomicCounters::default(),
@@ -247,6 +266,35 @@ impl QueueManager {
         } else {
             tracing::info!("queue stopped");
         }
+    }
+
+    /// Puts together delivery for a reloaded configuration, changing nothing yet: retry
+    /// schedule and expiry, smart host, TLS requirements, DNS servers, MTA-STS (through
+    /// `sts`), timeouts, connection limits, and the keys bounces and delay notices are signed
+    /// with. Fails when they cannot be put together (e.g. an unreadable CA file); a reload
+    /// then keeps everything as it was. [`QueueManager::apply_reload`] puts it in force.
+    pub fn prepare_reload(
+        &self,
+        cfg: Arc<Config>,
+        signer: Arc<Signer>,
+        sts: Arc<StsResolver>,
+        tls_events: Arc<dyn TlsSink>,
+    ) -> anyhow::Result<NextGeneration> {
+        let outbound = Arc::new(Outbound::new(&cfg, sts, tls_events)?);
+        let own = OwnMail::new(self.inner.spool.clone(), signer, &cfg.server.hostname);
+        Ok(NextGeneration(Arc::new(Generation { cfg, own, outbound })))
+    }
+
+    /// Attempts that start from now on use `next`; those in flight finish with the settings
+    /// they started with.
+    pub fn apply_reload(&self, next: NextGeneration) {
+        *self
+            .inner
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = next.0;
+        // Retry times may have changed: let the scheduler look again.
+        self.inner.wake.notify_one();
     }
 
     /// The counters shown on `/metrics`.
@@ -343,12 +391,13 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
             return;
         }
     };
+    let generation = inner.current();
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, r) in msg.state.recipients.iter().enumerate() {
         if r.status != RecipientStatus::Pending {
             continue;
         }
-        let domain = if inner.outbound.uses_relay() {
+        let domain = if generation.outbound.uses_relay() {
             "relay".to_string()
         } else {
             r.address
@@ -373,9 +422,9 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
             message: data.clone(),
             tls_report: msg.envelope.tls_report,
         };
-        let inner = inner.clone();
+        let outbound = generation.outbound.clone();
         tasks.spawn(async move {
-            let results = inner.outbound.deliver(&job).await;
+            let results = outbound.deliver(&job).await;
             idxs.into_iter().zip(results).collect::<Vec<_>>()
         });
     }
@@ -445,7 +494,8 @@ async fn finish_round(
     };
     let _serial = io.lock().await;
     let now = unix_now();
-    let cfg = &inner.cfg;
+    let generation = inner.current();
+    let cfg = &generation.cfg;
     let (msg, settled) = {
         let mut table = inner.table();
         let Some(entry) = table.entries.get_mut(id) else {
@@ -471,7 +521,7 @@ async fn finish_round(
         (&settled.bounce, Kind::Failed),
         (&settled.delay, Kind::Delayed),
     ] {
-        match dsn::queue_notice(cfg, &inner.own, &msg, data, list, kind).await {
+        match dsn::queue_notice(cfg, &generation.own, &msg, data, list, kind).await {
             Ok(Some(_)) => {
                 inner.counters.dsn_sent.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::dsn_sent();

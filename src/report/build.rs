@@ -23,6 +23,18 @@ pub struct Reporter {
     pub hostname: String,
 }
 
+impl Reporter {
+    /// Who herald says it is, from `[report]` and `server.hostname`.
+    pub fn of(cfg: &crate::config::Config) -> Reporter {
+        let contact = cfg.report.contact.trim();
+        Reporter {
+            organization: cfg.report.organization.clone(),
+            contact: (!contact.is_empty()).then(|| contact.to_string()),
+            hostname: cfg.server.hostname.clone(),
+        }
+    }
+}
+
 /// The report for `counts`, covering its whole UTC day (up to `now` for the current day).
 pub fn build(counts: &DayCounts, reporter: &Reporter, now: i64) -> TlsReport {
     let (start, end) = day_range(&counts.day, now);

@@ -101,18 +101,19 @@ pub fn routes(reporter: Arc<TlsReporter>, sender: Arc<ReportSender>) -> axum::Ro
     )
 }
 
-/// Runs [`flush`] every `interval` until the runtime stops (`[report] interval`).
+/// Runs [`flush`] every `[report] interval` until the runtime stops, while `[report] enabled`
+/// (both read from `sender` before each wait, so a reload changes them).
 pub fn spawn_periodic(
     reporter: Arc<TlsReporter>,
     sender: Arc<ReportSender>,
-    interval: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval.max(Duration::from_secs(1)));
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks.tick().await;
         loop {
-            ticks.tick().await;
+            let (enabled, interval) = sender.schedule();
+            tokio::time::sleep(interval.max(Duration::from_secs(1))).await;
+            if !enabled || !sender.schedule().0 {
+                continue;
+            }
             match flush(&reporter, &sender).await {
                 Ok(s) if s.sent.is_empty() && s.kept.is_empty() && s.dropped.is_empty() => {}
                 Ok(s) => tracing::info!(

@@ -15,6 +15,7 @@ pub mod store;
 
 use std::collections::btree_map::Entry;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
 use mail_auth::report::tlsrpt::ResultType;
@@ -40,8 +41,8 @@ pub(crate) const OUTBOX_MAX_AGE: u64 = 7 * 24 * 3600;
 pub struct TlsReporter {
     shared: Arc<Shared>,
     writer: Option<mpsc::Sender<()>>,
-    /// `[report] enabled`: when off, nothing is counted.
-    enabled: bool,
+    /// `[report] enabled`: when off, nothing is counted (a reload may change it).
+    enabled: AtomicBool,
 }
 
 struct Shared {
@@ -49,7 +50,8 @@ struct Shared {
     /// Serializes writes of `counts.json` so that an older snapshot never replaces a newer one.
     io: Mutex<()>,
     dir: Option<ReportDir>,
-    reporter: Reporter,
+    /// Who the reports say they are from (a reload may change it).
+    reporter: Mutex<Reporter>,
 }
 
 impl Default for TlsReporter {
@@ -60,14 +62,14 @@ impl Default for TlsReporter {
                 counts: Mutex::new(Counts::new()),
                 io: Mutex::new(()),
                 dir: None,
-                reporter: Reporter {
+                reporter: Mutex::new(Reporter {
                     organization: "herald".into(),
                     contact: None,
                     hostname: "localhost".into(),
-                },
+                }),
             }),
             writer: None,
-            enabled: true,
+            enabled: AtomicBool::new(true),
         }
     }
 }
@@ -82,16 +84,11 @@ impl TlsReporter {
                 cfg.report_dir().display()
             )
         })?;
-        let contact = cfg.report.contact.trim();
         let shared = Arc::new(Shared {
             counts: Mutex::new(counts),
             io: Mutex::new(()),
             dir: Some(dir),
-            reporter: Reporter {
-                organization: cfg.report.organization.clone(),
-                contact: (!contact.is_empty()).then(|| contact.to_string()),
-                hostname: cfg.server.hostname.clone(),
-            },
+            reporter: Mutex::new(Reporter::of(cfg)),
         });
         let (tx, rx) = mpsc::channel::<()>();
         let writer_shared = shared.clone();
@@ -108,8 +105,19 @@ impl TlsReporter {
         Ok(TlsReporter {
             shared,
             writer: Some(tx),
-            enabled: cfg.report.enabled,
+            enabled: AtomicBool::new(cfg.report.enabled),
         })
+    }
+
+    /// Applies a reloaded `[report]` section (enabled, organization, contact) and host name
+    /// to what is counted and built from now on. `[report] dir` needs a restart.
+    pub fn reload(&self, cfg: &Config) {
+        self.enabled.store(cfg.report.enabled, Ordering::Relaxed);
+        *self
+            .shared
+            .reporter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Reporter::of(cfg);
     }
 
     /// Records one outcome for the policy domain of `directive` (an MTA-STS policy in `enforce`
@@ -152,7 +160,7 @@ impl TlsReporter {
     }
 
     fn update(&self, domain: &str, change: impl FnOnce(&mut DayCounts)) {
-        if !self.enabled {
+        if !self.enabled.load(Ordering::Relaxed) {
             return;
         }
         let day = day_of(unix_now() as i64);
@@ -246,13 +254,18 @@ impl Shared {
     /// returns every outbox item (older undelivered ones included). Recording goes on
     /// meanwhile: the counts lock is not held while files are written.
     fn take_into_outbox(&self, now: u64) -> io::Result<Vec<OutboxItem>> {
+        let reporter = self
+            .reporter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let _io = self.io.lock().unwrap_or_else(|e| e.into_inner());
         let taken = std::mem::take(&mut *self.lock_counts());
         let built: Vec<OutboxItem> = taken
             .values()
             .map(|c| OutboxItem {
                 domain: c.domain.clone(),
-                report: build::build(c, &self.reporter, now as i64),
+                report: build::build(c, &reporter, now as i64),
                 created_at: now,
                 delivered: Vec::new(),
             })

@@ -4,7 +4,7 @@
 //! queue), `https:` as a POST of
 //! `application/tlsrpt+gzip`.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use mail_auth::MessageAuthenticator;
@@ -33,20 +33,79 @@ pub enum SendOutcome {
 }
 
 /// Everything needed to send reports: DNS, the HTTPS client, the spool and the DKIM signer.
+/// A configuration reload ([`ReportSender::reload`]) replaces them for the next report.
 pub struct ReportSender {
+    spool: Spool,
+    current: RwLock<Arc<Parts>>,
+}
+
+/// A report sender for a reloaded configuration, ready to be put in force
+/// ([`ReportSender::prepare_reload`]).
+pub struct NextSender(Arc<Parts>);
+
+/// The parts of a [`ReportSender`] that come from the configuration.
+struct Parts {
     auth: Arc<MessageAuthenticator>,
     client: reqwest::Client,
     own: OwnMail,
     /// `From:` and MAIL FROM of report messages.
-    pub from: String,
+    from: String,
     /// `TLS-Report-Submitter`: herald's domain.
-    pub submitter: String,
+    submitter: String,
+    /// `[report] enabled` and `interval`, read by the periodic flush.
+    enabled: bool,
+    interval: Duration,
 }
 
 impl ReportSender {
     /// Builds the sender; `spool` and `signer` are the ones `herald serve` uses (or, offline,
     /// the spool directory opened directly).
     pub fn new(cfg: &Config, spool: Spool, signer: Arc<Signer>) -> anyhow::Result<ReportSender> {
+        let parts = Parts::new(cfg, spool.clone(), signer)?;
+        Ok(ReportSender {
+            spool,
+            current: RwLock::new(Arc::new(parts)),
+        })
+    }
+
+    /// Puts together the sender for a reloaded configuration (DNS servers, contact address,
+    /// signing keys, interval, enabled), changing nothing yet; [`ReportSender::apply_reload`]
+    /// puts it in force for the reports sent from then on.
+    pub fn prepare_reload(&self, cfg: &Config, signer: Arc<Signer>) -> anyhow::Result<NextSender> {
+        Ok(NextSender(Arc::new(Parts::new(
+            cfg,
+            self.spool.clone(),
+            signer,
+        )?)))
+    }
+
+    /// Reports sent from now on use `next`.
+    pub fn apply_reload(&self, next: NextSender) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = next.0;
+    }
+
+    fn current(&self) -> Arc<Parts> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// `[report] enabled` and `interval` in force: whether the periodic flush runs, and how
+    /// often.
+    pub fn schedule(&self) -> (bool, Duration) {
+        let parts = self.current();
+        (parts.enabled, parts.interval)
+    }
+
+    /// Sends `item` to every `rua` not yet served, recording each success in `item.delivered`.
+    pub async fn send(&self, item: &mut OutboxItem) -> SendOutcome {
+        self.current().send(item).await
+    }
+}
+
+impl Parts {
+    fn new(cfg: &Config, spool: Spool, signer: Arc<Signer>) -> anyhow::Result<Parts> {
         let auth = Arc::new(crate::resolver::authenticator(&cfg.dns)?);
         let client = fetch::https_client(cfg, auth.clone(), POST_TIMEOUT)?;
         let submitter = own_mail::herald_domain(&cfg.server.hostname);
@@ -57,17 +116,18 @@ impl ReportSender {
         } else {
             format!("noreply@{submitter}")
         };
-        Ok(ReportSender {
+        Ok(Parts {
             auth,
             client,
             own: OwnMail::new(spool, signer, &cfg.server.hostname),
             from,
             submitter,
+            enabled: cfg.report.enabled,
+            interval: cfg.report.interval,
         })
     }
 
-    /// Sends `item` to every `rua` not yet served, recording each success in `item.delivered`.
-    pub async fn send(&self, item: &mut OutboxItem) -> SendOutcome {
+    async fn send(&self, item: &mut OutboxItem) -> SendOutcome {
         let record = match discover::tlsrpt(&self.auth, &item.domain).await {
             Ok(Some(record)) => record,
             Ok(None) => return SendOutcome::NoRecipient,

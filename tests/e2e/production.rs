@@ -37,3 +37,31 @@ fn serve(dir: &Path, cfg: &toml::Table, env: &[(&str, &str)]) -> Herald {
     std::fs::write(&config, toml::to_string(cfg).expect("toml")).expect("write config");
     Herald::spawn_with_env(&config, cfg.clone(), &["serve"], env)
 }
+
+/// Submits one message as demo over implicit TLS.
+pub(crate) async fn submit_as_demo(addr: std::net::SocketAddr, to: &str, subject: &str) {
+    let mut client = mail_send::SmtpClientBuilder::new(addr.ip().to_string(), addr.port())
+        .expect("client builder")
+        .implicit_tls(true)
+        .allow_invalid_certs()
+        .helo_host("app.test")
+        .credentials((
+            "demo".to_string(),
+            crate::support::herald::DEMO_PASSWORD.to_string(),
+        ))
+        .timeout(std::time::Duration::from_secs(30))
+        .connect()
+        .await
+        .expect("log in");
+    let body =
+        format!("From: app@example.test\r\nTo: {to}\r\nSubject: {subject}\r\n\r\nHello.\r\n");
+    client
+        .send(mail_send::smtp::message::Message::new(
+            "app@example.test",
+            [to],
+            body.as_bytes(),
+        ))
+        .await
+        .expect("accepted");
+    let _ = client.quit().await;
+}

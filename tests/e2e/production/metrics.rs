@@ -159,3 +159,51 @@ async fn metrics_parse_and_move() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_sessions_are_counted_for_opportunistic_delivery_too() {
+    use crate::support::smtp_sink::{SinkOptions, SmtpSink};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dns = crate::support::dns::DnsServer::start();
+    dns.add_mx_host(
+        "plain.example",
+        10,
+        "mx.plain.example",
+        [127, 0, 0, 1].into(),
+    );
+    // A receiver without STARTTLS, under no MTA-STS policy: delivered in clear, and counted.
+    let sink = SmtpSink::start(
+        std::net::TcpListener::bind("127.0.0.1:0").expect("bind"),
+        SinkOptions::default(),
+    );
+    let mut cfg = base_config(dir.path());
+    let admin = crate::support::free_addr();
+    crate::support::set(&mut cfg, "admin.listen", admin.to_string());
+    crate::support::set(&mut cfg, "dns.servers", dns.config_value());
+    crate::support::set(&mut cfg, "delivery.port", i64::from(sink.addr().port()));
+    let mut h = serve(dir.path(), &cfg, &[]);
+    h.wait_for_log("herald ready", Duration::from_secs(60));
+    super::submit_as_demo(h.smtp_addr("submissions"), "user@plain.example", "clear").await;
+    sink.wait_for_messages(1, Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = get_metrics(admin, dir.path());
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .expect("parses");
+        let counted = scrape.samples.iter().any(|s| {
+            s.metric == "herald_tls_sessions_total"
+                && s.labels.get("policy") == Some("opportunistic")
+                && s.labels.get("result") == Some("starttls-not-supported")
+                && matches!(s.value, prometheus_parse::Value::Counter(v)
+                    | prometheus_parse::Value::Untyped(v) if v >= 1.0)
+        });
+        if counted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no opportunistic TLS session counted:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use super::{herald_in, serve, text};
+use super::{herald_in, serve, submit_as_demo, text};
 use crate::support::herald::{DEMO_PASSWORD, base_config};
 
 /// Logs in as `user` over implicit TLS; true when herald accepted the password.
@@ -118,4 +118,96 @@ async fn reload_keeps_sessions_applies_a_new_password_and_refuses_a_broken_file(
     // Listen addresses are not re-bound: the old submission port still answers.
     assert!(command(&mut session, "NOOP").starts_with("250"));
     let _again = open_session(submission);
+}
+
+/// The TXT strings the DNS listener at `listen` serves for `name` (one UDP query).
+fn txt_at(listen: SocketAddr, name: &str) -> Vec<String> {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let mut m = Message::new(0x5151, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(
+        Name::from_ascii(name).expect("name"),
+        RecordType::TXT,
+    ));
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    socket
+        .send_to(&m.to_vec().expect("encode"), listen)
+        .expect("send");
+    let mut buf = [0u8; 4096];
+    let n = socket.recv(&mut buf).expect("an answer");
+    let answer = Message::from_vec(&buf[..n]).expect("parses");
+    answer
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::TXT(txt) => Some(txt.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_applies_delivery_settings_and_the_dns_listener_records() {
+    use crate::support::smtp_sink::{SinkOptions, SmtpSink};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dns = crate::support::dns::DnsServer::start();
+    dns.add_mx_host(
+        "receiver.example",
+        10,
+        "mx.receiver.example",
+        [127, 0, 0, 1].into(),
+    );
+    // Two receiving MTAs on the same address, different ports: `[delivery] port` picks one.
+    let on_loopback = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind a sink");
+    let first = SmtpSink::start(on_loopback(), SinkOptions::default());
+    let second = SmtpSink::start(on_loopback(), SinkOptions::default());
+    let listen = crate::support::free_addr();
+    let include = "_spf.herald.example.test";
+
+    let mut cfg = base_config(dir.path());
+    crate::support::set(&mut cfg, "dns.servers", dns.config_value());
+    crate::support::set(&mut cfg, "delivery.port", i64::from(first.addr().port()));
+    crate::support::set(&mut cfg, "spf.include", include);
+    crate::support::set(&mut cfg, "spf.addresses", vec!["203.0.113.10"]);
+    crate::support::set(&mut cfg, "dns_server.listen", listen.to_string());
+    let mut h = serve(dir.path(), &cfg, &[]);
+    h.wait_for_log("herald ready", Duration::from_secs(60));
+    let submissions = h.smtp_addr("submissions");
+    let before = txt_at(listen, &format!("{include}."));
+    assert!(
+        before.iter().any(|t| t.contains("ip4:203.0.113.10")),
+        "{before:?}"
+    );
+
+    submit_as_demo(submissions, "user@receiver.example", "before the reload").await;
+    let got = first.wait_for_messages(1, Duration::from_secs(60));
+    assert!(got[0].text().contains("before the reload"));
+
+    crate::support::set(&mut cfg, "delivery.port", i64::from(second.addr().port()));
+    crate::support::set(&mut cfg, "spf.addresses", vec!["203.0.113.20"]);
+    std::fs::write(
+        dir.path().join("herald.toml"),
+        toml::to_string(&cfg).expect("toml"),
+    )
+    .expect("write");
+    h.send_signal(1);
+    let line = h.wait_for_log("configuration reloaded", Duration::from_secs(60));
+    assert!(line.contains("delivery"), "{line}");
+    assert!(!line.contains("kept until a restart"), "{line}");
+
+    // The DNS listener serves the new include at once, on the same socket.
+    let after = txt_at(listen, &format!("{include}."));
+    assert!(
+        after.iter().any(|t| t.contains("ip4:203.0.113.20"))
+            && !after.iter().any(|t| t.contains("203.0.113.10")),
+        "{after:?}"
+    );
+    // Delivery uses the new port for the next message; the first MTA gets nothing more.
+    submit_as_demo(submissions, "user@receiver.example", "after the reload").await;
+    let got = second.wait_for_messages(1, Duration::from_secs(60));
+    assert!(got[0].text().contains("after the reload"));
+    assert_eq!(first.messages().len(), 1);
 }

@@ -372,6 +372,7 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
                 .collect(),
             message: data.clone(),
             tls_report: msg.envelope.tls_report,
+            tls_request: msg.envelope.tls_request,
         };
         let inner = inner.clone();
         tasks.spawn(async move {

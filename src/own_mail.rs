@@ -113,6 +113,7 @@ impl OwnMail {
             helo: self.hostname.clone(),
             tls: None,
             tls_report,
+            tls_request: crate::spool::TlsRequest::Policy,
         };
         self.spool
             .store(envelope, signed)

@@ -290,8 +290,13 @@ fn print_list(list: &[MessageView]) {
             (false, true) => "  [sending]",
             _ => "",
         };
+        let tls = m
+            .tls_request
+            .label()
+            .map(|l| format!("  [{l}]"))
+            .unwrap_or_default();
         println!(
-            "{}  age {}  from {}  {} bytes{flags}",
+            "{}  age {}  from {}  {} bytes{flags}{tls}",
             m.id,
             age(m.received_at),
             sender(m),
@@ -319,6 +324,9 @@ fn print_show(m: &MessageView) {
     println!("received:  {received} ({} ago)", age(m.received_at));
     println!("size:      {} bytes", m.size);
     println!("held:      {}", if m.held { "yes" } else { "no" });
+    if let Some(tls) = m.tls_request.label() {
+        println!("tls:       {tls}");
+    }
     println!("recipients:");
     for r in &m.recipients {
         println!("{}", recipient_line(r));

@@ -252,6 +252,11 @@ pub struct AppConfig {
     /// Messages per minute; 0 means unlimited.
     #[serde(default = "default_rate_limit")]
     pub rate_limit: u32,
+    /// Whether this app may send `TLS-Required: No` (RFC 8689 §5) to have a message delivered
+    /// despite the recipient's MTA-STS or DANE policy. Off by default: it lowers protection,
+    /// and a message carrying the header from an app without it is refused.
+    #[serde(default)]
+    pub allow_tls_optional: bool,
 }
 
 fn default_rate_limit() -> u32 {

@@ -180,6 +180,7 @@ mod tests {
                 senders: vec!["@example.test".into()],
                 max_message_size: None,
                 rate_limit: 0,
+                allow_tls_optional: false,
             },
         );
         let apps = Arc::new(apps);

@@ -14,6 +14,7 @@ mod login;
 pub mod mailbox;
 pub mod policy;
 pub mod rawcheck;
+mod requiretls;
 mod session;
 mod submit;
 pub mod throttle;

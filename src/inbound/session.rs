@@ -22,6 +22,8 @@ use crate::spool::StagedMessage;
 pub(super) struct Transaction {
     pub(super) mail_from: String,
     pub(super) params: Vec<String>,
+    /// `REQUIRETLS` was given (RFC 8689); kept out of `params`, the envelope says it.
+    pub(super) require_tls: bool,
     pub(super) recipients: Vec<String>,
     pub(super) max_size: usize,
     pub(super) bdat: Option<Chunks>,
@@ -251,6 +253,9 @@ impl Session {
         if self.conn.is_tls() && self.kind != ListenerKind::Plain && self.app.is_none() {
             lines.push("AUTH PLAIN LOGIN".into());
         }
+        if self.conn.is_tls() {
+            lines.push(super::requiretls::KEYWORD.into());
+        }
         lines.push("HELP".into());
         let last = lines.len() - 1;
         for (i, l) in lines.iter().enumerate() {
@@ -293,6 +298,10 @@ impl Session {
         }
         if self.tx.is_some() {
             return self.error(Reply::new(503, "5.5.1", "nested MAIL: send RSET first"));
+        }
+        let require_tls = from.flags & MAIL_REQUIRETLS != 0;
+        if let Some(refusal) = super::requiretls::mail_refusal(require_tls, self.conn.is_tls()) {
+            return self.reply(refusal);
         }
         let (patterns, who) = match (&self.app, self.kind) {
             (Some(app), _) => match self.shared.apps.get(app) {
@@ -354,6 +363,7 @@ impl Session {
         }
         self.tx = Some(Transaction {
             params: mail_params(&from),
+            require_tls,
             mail_from: from.address,
             recipients: Vec::new(),
             max_size: max,
@@ -394,7 +404,6 @@ fn mail_params(from: &MailFrom<String>) -> Vec<String> {
         (MAIL_SMTPUTF8, "SMTPUTF8"),
         (MAIL_RET_FULL, "RET=FULL"),
         (MAIL_RET_HDRS, "RET=HDRS"),
-        (MAIL_REQUIRETLS, "REQUIRETLS"),
     ] {
         if from.flags & flag != 0 {
             p.push(text.to_string());

@@ -294,6 +294,21 @@ impl Session {
         if let Err(why) = author_fields_allowed(&headers, &patterns, &who) {
             return self.reply(Reply::new(550, "5.7.1", why));
         }
+        let may_lower_tls = self
+            .app
+            .as_ref()
+            .and_then(|a| self.shared.apps.get(a))
+            .is_some_and(|a| a.allow_tls_optional);
+        let tls_request = match super::requiretls::tls_request(
+            tx.require_tls,
+            &headers,
+            &who,
+            self.app.as_deref(),
+            may_lower_tls,
+        ) {
+            Ok(r) => r,
+            Err(refusal) => return self.reply(refusal),
+        };
         let tls = self.conn.tls_info();
         let helo = self.helo.clone().unwrap_or_default();
         let trace = hygiene::trace_fields(
@@ -327,6 +342,7 @@ impl Session {
             helo,
             tls: tls.clone(),
             tls_report: false,
+            tls_request,
         };
         match self.shared.spool.commit(envelope, head, staged).await {
             Ok(id) => {
@@ -337,6 +353,7 @@ impl Session {
                     recipients,
                     size,
                     tls = tls.as_deref().unwrap_or("none"),
+                    tls_request = tls_request.label().unwrap_or("-"),
                     "accepted"
                 );
                 self.reply(Reply::new(250, "2.0.0", format!("queued as {id}")));

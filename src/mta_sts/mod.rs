@@ -103,6 +103,18 @@ impl TlsDirective {
         }
     }
 
+    /// Whether the MX host and its certificate are authenticated (MTA-STS enforce or DANE): what REQUIRETLS needs
+    pub fn authenticates_mx(&self) -> bool {
+        // Every variant is named, so a new kind of directive has to decide (RFC 8689 §4.2.1:
+        // an MX name from unauthenticated DNS, as with `require_tls`, is not authenticated).
+        match self {
+            TlsDirective::Sts { policy, .. } => policy.mode == Mode::Enforce,
+            TlsDirective::Opportunistic
+            | TlsDirective::Required
+            | TlsDirective::StsFailed { .. } => false,
+        }
+    }
+
     /// Whether a TLS failure must stop delivery (temporary failure, never plain text).
     pub fn requires_verified_tls(&self) -> bool {
         match self {

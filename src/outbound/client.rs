@@ -7,7 +7,10 @@ use std::time::Duration;
 use mail_auth::report::tlsrpt::ResultType;
 use mail_send::{Credentials, SmtpClient};
 use smtp_proto::EhloResponse;
-use smtp_proto::{EXT_8BIT_MIME, EXT_AUTH, EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS};
+use smtp_proto::{
+    EXT_8BIT_MIME, EXT_AUTH, EXT_PIPELINING, EXT_REQUIRE_TLS, EXT_SIZE, EXT_SMTP_UTF8,
+    EXT_START_TLS,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -251,6 +254,11 @@ impl Session {
         Ok(session)
     }
 
+    /// Whether the server advertised REQUIRETLS (RFC 8689) in its EHLO reply.
+    pub fn offers_requiretls(&self) -> bool {
+        self.ehlo.has_capability(EXT_REQUIRE_TLS)
+    }
+
     /// Runs one transaction: MAIL FROM, every RCPT TO (pipelined when offered), DATA.
     /// An `Err` means the connection broke; [`TransactionError::Stale`] when that was before the
     /// server answered anything of it.
@@ -287,6 +295,7 @@ impl Session {
             let upper = p.to_ascii_uppercase();
             if (upper.starts_with("BODY=") && self.ehlo.has_capability(EXT_8BIT_MIME))
                 || (upper == "SMTPUTF8" && self.ehlo.has_capability(EXT_SMTP_UTF8))
+                || (upper == "REQUIRETLS" && self.offers_requiretls())
             {
                 mail.push(' ');
                 mail.push_str(p);

@@ -11,11 +11,12 @@ use mail_send::Credentials;
 use super::client::{OpenError, Session, Timeouts, TlsMode, TransactionError};
 use super::outcome::{Answer, Failure, RecipientResult};
 use super::pool::{Acquired, Conn, Key, Pool};
+use super::requiretls;
 use super::resolve::{self, ResolveError};
 use super::tls::OutboundTls;
 use crate::config::Config;
 use crate::mta_sts::{StsResolver, TlsDirective, TlsEvent, TlsOutcome, TlsSink};
-use crate::spool::MessageBytes;
+use crate::spool::{MessageBytes, TlsRequest};
 
 /// A piece of work: one message, the recipients of one domain (or all, via the smart host).
 pub struct Job {
@@ -33,6 +34,8 @@ pub struct Job {
     pub message: Arc<MessageBytes>,
     /// A TLS-RPT report of herald's: delivered opportunistically, whatever policy applies.
     pub tls_report: bool,
+    /// What the submitter asked of TLS (REQUIRETLS, `TLS-Required: No`): see [`requiretls`].
+    pub tls_request: TlsRequest,
 }
 
 struct Relay {
@@ -152,7 +155,10 @@ impl Outbound {
                 let directive = if job.tls_report {
                     TlsDirective::Opportunistic
                 } else {
-                    self.sts.directive_for(&job.domain).await
+                    requiretls::directive(
+                        job.tls_request,
+                        self.sts.directive_for(&job.domain).await,
+                    )
                 };
                 let mut hosts = match resolve::mx_hosts(&self.resolver, &job.domain).await {
                     Ok(h) => h,
@@ -208,6 +214,14 @@ impl Outbound {
                 (hosts, self.port, mode, directive, None)
             }
         };
+        let via_relay = self.relay.is_some();
+        if let Err(failure) =
+            requiretls::check_route(job.tls_request, &directive, via_relay, &job.domain)
+        {
+            tracing::warn!(queue_id = %job.queue_id, domain = %job.domain,
+                policy = %directive.label(), reply = %failure, "delivery attempt: REQUIRETLS not possible");
+            return all(failure, None);
+        }
         let implicit = hosts.len() == 1 && hosts[0] == job.domain.to_ascii_lowercase();
         let mut last = Failure::NoHostReached;
         let mut last_host = None;
@@ -240,7 +254,9 @@ impl Outbound {
                             })
                             .collect();
                     }
-                    Attempt::NextHost(failure) => last = failure,
+                    Attempt::NextHost(failure) => {
+                        last = requiretls::next_host_failure(last, failure)
+                    }
                 }
             }
         }
@@ -271,6 +287,7 @@ impl Outbound {
             strict: mode == TlsMode::Strict,
         };
         let _turn = self.pool.gate(host).await;
+        let mail_params = requiretls::mail_params(job);
         let mut stale_retries = 0;
         loop {
             let started = Instant::now();
@@ -310,14 +327,16 @@ impl Outbound {
                     }
                 }
             };
+            if let Err(failure) = requiretls::check_session(job.tls_request, &conn.session) {
+                let tls = conn.session.tls.clone();
+                let lines = [failure.to_string()];
+                log_attempt(job, host, addr, tls.as_ref(), directive, &lines, started);
+                self.pool.release(conn);
+                return Attempt::NextHost(failure);
+            }
             let result = conn
                 .session
-                .send(
-                    &job.mail_from,
-                    &job.mail_params,
-                    &job.recipients,
-                    &job.message,
-                )
+                .send(&job.mail_from, &mail_params, &job.recipients, &job.message)
                 .await;
             let tls = conn.session.tls.clone();
             match result {

@@ -8,6 +8,7 @@ pub mod client;
 pub mod deliver;
 pub mod outcome;
 pub mod pool;
+pub mod requiretls;
 pub mod resolve;
 pub mod stream;
 pub mod tls;

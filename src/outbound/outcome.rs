@@ -95,6 +95,17 @@ pub enum Failure {
         /// What went wrong.
         detail: String,
     },
+    /// A REQUIRETLS message (RFC 8689) that has no next hop meeting its demand: TLS that
+    /// authenticated the host (MTA-STS enforce, DANE, or the smart host's verified
+    /// certificate) to a server advertising REQUIRETLS. `5.7.30` when that is settled (the
+    /// route is not authenticated, or no host advertises REQUIRETLS); `4.7.30` while it may
+    /// change (the recipient's MTA-STS policy could not be fetched).
+    RequireTls {
+        /// Why no host qualified.
+        detail: String,
+        /// Bounce now rather than retry.
+        permanent: bool,
+    },
     /// The TCP connection or greeting failed: temporary.
     Connect {
         /// What went wrong.
@@ -132,6 +143,7 @@ impl Failure {
             Failure::Remote(a) => a.is_permanent(),
             Failure::NullMx { .. } => true,
             Failure::NoRoute(e) => e.is_permanent(),
+            Failure::RequireTls { permanent, .. } => *permanent,
             _ => false,
         }
     }
@@ -153,6 +165,9 @@ impl Failure {
             Failure::NoRoute(e) if e.is_permanent() => EnhancedStatus::new(5, 1, 2),
             Failure::NoRoute(_) | Failure::NoAddress(_) => EnhancedStatus::new(4, 4, 3),
             Failure::NoMxMatchesPolicy { .. } => EnhancedStatus::new(4, 7, 5),
+            Failure::RequireTls { permanent, .. } => {
+                EnhancedStatus::new(if *permanent { 5 } else { 4 }, 7, 30)
+            }
             Failure::TlsRequired { .. }
             | Failure::Connect { .. }
             | Failure::HostRefused { .. }
@@ -183,6 +198,9 @@ impl fmt::Display for Failure {
                 write!(f, "no MX host of {domain} matches its MTA-STS policy")
             }
             Failure::TlsRequired { detail } => write!(f, "TLS failed: {detail}"),
+            Failure::RequireTls { detail, .. } => {
+                write!(f, "REQUIRETLS support required: {detail}")
+            }
             Failure::Connect { detail } => write!(f, "connection failed: {detail}"),
             Failure::HostRefused { host, answer } => write!(f, "{host} refused: {answer}"),
             Failure::ConnectionLost { host, detail } => {

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::headers::header_block;
 use crate::own_mail::{self, IfUnsigned, OwnMail, SendError};
 use crate::reply::EnhancedStatus;
-use crate::spool::{QueueId, SpooledMessage, new_queue_id};
+use crate::spool::{QueueId, SpooledMessage, TlsRequest, new_queue_id};
 
 /// One recipient to report on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +63,9 @@ pub struct Notice<'a> {
     pub recipients: &'a [Failure],
     /// The original message (only its header block is returned).
     pub original: &'a [u8],
+    /// The original was sent with REQUIRETLS (RFC 8689 §5): the notice may cross the network
+    /// without that protection, so it returns nothing of the message but its `Message-ID`.
+    pub redacted: bool,
 }
 
 /// The domain bounces come from: `[delivery] dsn_domain`, else the host name's organizational
@@ -79,7 +82,8 @@ fn rfc2822(unix: u64) -> String {
 }
 
 /// The notice as a `multipart/report; report-type=delivery-status` message (RFC 3462, 3464):
-/// a human-readable part, the machine-readable status, and the original's headers.
+/// a human-readable part, the machine-readable status, and the original's headers (only its
+/// `Message-ID` when [`Notice::redacted`]). The body is never returned.
 pub fn build(n: &Notice<'_>) -> Vec<u8> {
     let (subject, intro, action) = match n.kind {
         Kind::Failed => (
@@ -98,6 +102,9 @@ pub fn build(n: &Notice<'_>) -> Vec<u8> {
         "This is the mail system at {}.\r\n\r\n{intro}\r\n\r\nQueue id: {}\r\n\r\n",
         n.reporting_mta, n.queue_id
     );
+    if n.redacted {
+        human.push_str(REDACTED_NOTE);
+    }
     for f in n.recipients {
         human.push_str(&format!("<{}>: {}", f.recipient, f.diagnostic));
         if let Some(r) = &f.remote {
@@ -125,7 +132,11 @@ pub fn build(n: &Notice<'_>) -> Vec<u8> {
             f.diagnostic
         ));
     }
-    let headers = String::from_utf8_lossy(header_block(n.original)).into_owned();
+    let headers = if n.redacted {
+        redacted_headers(header_block(n.original))
+    } else {
+        String::from_utf8_lossy(header_block(n.original)).into_owned()
+    };
     let report = MimePart::new(
         ContentType::new("multipart/report")
             .attribute("report-type", "delivery-status")
@@ -159,6 +170,31 @@ pub fn build(n: &Notice<'_>) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// What a redacted notice tells the sender, before the list of recipients.
+const REDACTED_NOTE: &str = "The message was sent with REQUIRETLS. This notice may travel without that\r\n\
+    protection, so it returns none of the message's content or headers, only its\r\n\
+    Message-ID (RFC 8689 section 5).\r\n\r\n";
+
+/// The original's `Message-ID` field alone (folded lines kept), so the sender can tell which
+/// message this is; nothing else of a REQUIRETLS message leaves in the clear.
+fn redacted_headers(block: &[u8]) -> String {
+    let text = String::from_utf8_lossy(block);
+    let mut out = String::new();
+    let mut inside = false;
+    for line in text.split_inclusive('\n') {
+        let folded = line.starts_with([' ', '\t']);
+        if !folded {
+            inside = line
+                .split_once(':')
+                .is_some_and(|(name, _)| name.trim_end().eq_ignore_ascii_case("Message-ID"));
+        }
+        if inside {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
 /// Builds a notice to the sender of `original` and sends it from `<>` through herald's own
 /// mail path (signed with the key of the dsn domain when there is one, unsigned with a warning
 /// otherwise); `None` when the sender is `<>` (never a bounce for a bounce) or nobody is to be
@@ -187,6 +223,7 @@ pub async fn queue_notice(
         unique: &unique,
         recipients: failures,
         original: message,
+        redacted: original.envelope.tls_request == TlsRequest::RequireTls,
     });
     let id = own
         .send(own_mail::Message {
@@ -228,6 +265,7 @@ mod tests {
             unique: "fedcba9876543210abcd",
             recipients,
             original,
+            redacted: false,
         }
     }
 
@@ -299,5 +337,33 @@ mod tests {
             .expect("ascii");
         assert!(text.contains("Subject: Delayed Mail (still being retried)\r\n"));
         assert!(text.contains("Action: delayed\r\nStatus: 4.4.1\r\n"));
+    }
+
+    #[test]
+    fn a_requiretls_bounce_returns_only_the_message_id() {
+        let failures = [failure(
+            "a@bank.test",
+            "5.7.30",
+            "550 5.7.30 REQUIRETLS support required: mx1.bank.test does not advertise REQUIRETLS",
+        )];
+        let original = b"From: payroll@example.test\r\nSubject: salary of Alice\r\n\
+            Message-ID:\r\n <pay-1@example.test>\r\nTo: a@bank.test\r\n\r\nsecret body\r\n";
+        let mut n = notice(Kind::Failed, &failures, original);
+        n.redacted = true;
+        let text = String::from_utf8(build(&n)).expect("ascii");
+        for secret in [
+            "secret body",
+            "salary of Alice",
+            "payroll@",
+            "To: a@bank.test",
+        ] {
+            assert!(!text.contains(secret), "{secret:?} in {text}");
+        }
+        assert!(
+            text.contains("Message-ID:\r\n <pay-1@example.test>\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("Status: 5.7.30\r\n"));
+        assert!(text.contains("sent with REQUIRETLS"));
     }
 }

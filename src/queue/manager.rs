@@ -421,6 +421,7 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
                 .collect(),
             message: data.clone(),
             tls_report: msg.envelope.tls_report,
+            tls_request: msg.envelope.tls_request,
         };
         let outbound = generation.outbound.clone();
         tasks.spawn(async move {

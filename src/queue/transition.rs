@@ -202,6 +202,7 @@ mod tests {
             helo: "client".into(),
             tls: None,
             tls_report: false,
+            tls_request: crate::spool::TlsRequest::Policy,
         })
     }
 

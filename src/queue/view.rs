@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::spool::{RecipientState, SpooledMessage};
+use crate::spool::{RecipientState, SpooledMessage, TlsRequest};
 
 /// A queued message as an operator sees it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -24,6 +24,9 @@ pub struct MessageView {
     pub in_flight: bool,
     /// Each recipient's state.
     pub recipients: Vec<RecipientState>,
+    /// What the submitter asked of TLS (REQUIRETLS, `TLS-Required: No`).
+    #[serde(default)]
+    pub tls_request: TlsRequest,
 }
 
 impl MessageView {
@@ -38,6 +41,7 @@ impl MessageView {
             held: m.state.held,
             in_flight,
             recipients: m.state.recipients.clone(),
+            tls_request: m.envelope.tls_request,
         }
     }
 }

@@ -318,6 +318,7 @@ mod tests {
             helo: "client".into(),
             tls: None,
             tls_report: false,
+            tls_request: crate::spool::TlsRequest::Policy,
         }
     }
 

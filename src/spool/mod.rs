@@ -52,6 +52,44 @@ pub struct Envelope {
     /// sets this; nothing a client sends can.
     #[serde(default)]
     pub tls_report: bool,
+    /// What the submitter asked of TLS for this message (RFC 8689): `REQUIRETLS`, or a
+    /// `TLS-Required: No` the app was allowed to send. Absent in spools written before it
+    /// existed, and for ordinary mail.
+    #[serde(default, skip_serializing_if = "TlsRequest::is_policy")]
+    pub tls_request: TlsRequest,
+}
+
+/// What the submitter asked of TLS for one message (RFC 8689). Inbound sets it; outbound and
+/// the bounce builder act on it.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsRequest {
+    /// Nothing asked: the recipient's policy (MTA-STS, DANE, `[delivery] require_tls`) applies.
+    #[default]
+    Policy,
+    /// `MAIL FROM:<…> REQUIRETLS`: only over TLS that authenticated the next hop, to a server
+    /// that advertises REQUIRETLS (and is handed the flag); otherwise a bounce with `5.7.30`,
+    /// whose notice carries none of the message.
+    RequireTls,
+    /// `TLS-Required: No` from an app with `allow_tls_optional = true`: delivered with
+    /// opportunistic TLS even where MTA-STS or DANE would refuse the MX.
+    TlsOptional,
+}
+
+impl TlsRequest {
+    /// True for ordinary mail (nothing asked), which the spool does not write down.
+    pub fn is_policy(&self) -> bool {
+        *self == TlsRequest::Policy
+    }
+
+    /// How `herald queue` shows it: `None` for ordinary mail.
+    pub fn label(&self) -> Option<&'static str> {
+        match self {
+            TlsRequest::Policy => None,
+            TlsRequest::RequireTls => Some("REQUIRETLS"),
+            TlsRequest::TlsOptional => Some("TLS-Required: No"),
+        }
+    }
 }
 
 /// Where one recipient stands.
@@ -193,6 +231,7 @@ mod tests {
             helo: "client".into(),
             tls: None,
             tls_report: false,
+            tls_request: TlsRequest::Policy,
         })
     }
 

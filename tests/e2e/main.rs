@@ -10,6 +10,7 @@ mod dns_check;
 mod hardening;
 mod mta_sts;
 mod production;
+mod requiretls;
 mod signing;
 mod submission;
 mod support_selftest;

@@ -51,6 +51,9 @@ pub struct SinkOptions {
     pub hide_extensions: Vec<String>,
     /// Host name in the greeting and EHLO reply (default `sink.test`).
     pub hostname: Option<String>,
+    /// Advertise REQUIRETLS (RFC 8689) once TLS is up; `MAIL FROM … REQUIRETLS` is refused
+    /// with `555 5.5.4` wherever it is not advertised.
+    pub requiretls: bool,
 }
 
 /// One transaction the sink answered at end-of-data.

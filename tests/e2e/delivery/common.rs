@@ -139,6 +139,7 @@ pub fn store_many(
                 helo: "tests".into(),
                 tls: None,
                 tls_report: false,
+                tls_request: herald::spool::TlsRequest::Policy,
             };
             ids.push(
                 spool

@@ -238,6 +238,7 @@ impl Relay {
             helo: "app.example.test".into(),
             tls: None,
             tls_report: false,
+            tls_request: herald::spool::TlsRequest::Policy,
         };
         let data = format!(
             "From: app@example.test\r\nTo: user@{DOMAIN}\r\nSubject: {subject}\r\n\r\nPayroll.\r\n"

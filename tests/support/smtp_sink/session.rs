@@ -279,6 +279,9 @@ impl Session {
         if opts.require_auth.is_some() && (opts.tls.is_none() || self.tls.is_some()) {
             lines.push("AUTH PLAIN LOGIN".into());
         }
+        if opts.requiretls && self.tls.is_some() {
+            lines.push("REQUIRETLS".into());
+        }
         let hidden = |line: &String| {
             let keyword = line.split_whitespace().next().unwrap_or("");
             opts.hide_extensions
@@ -379,6 +382,10 @@ impl Session {
         };
         // Parameters of extensions not offered are refused, as real servers do (RFC 5321
         // §4.5.3.1.10 / RFC 6531): this is how a relay learns it must not use SMTPUTF8.
+        let requiretls_offered = self.esmtp && opts.requiretls && self.tls.is_some();
+        if path.1.iter().any(|p| p.eq_ignore_ascii_case("REQUIRETLS")) && !requiretls_offered {
+            return "555 5.5.4 REQUIRETLS parameter not supported".into();
+        }
         for param in &path.1 {
             let (keyword, value) = param.split_once('=').unwrap_or((param, ""));
             let needs = match keyword.to_ascii_uppercase().as_str() {

@@ -1,0 +1,223 @@
+//! What the submitter asked of TLS (RFC 8689), applied at delivery. Delivery calls these at
+//! four points: choosing the directive, before connecting, on each open session, and when a
+//! host fails.
+//!
+//! A `REQUIRETLS` message (§4.2.1) goes only to a next hop that was authenticated: an MX host
+//! allowed by an MTA-STS `enforce` policy (or DANE) over TLS whose certificate verified, or the
+//! configured smart host over verified TLS. That hop must advertise REQUIRETLS, and is handed
+//! the flag in `MAIL FROM`. Anything else fails with `5.7.30`. A host that does not advertise
+//! REQUIRETLS sends delivery on to the next MX host (§4.2.1: try the other MX hosts first);
+//! the message bounces only when no host qualifies. A host that could not be reached at all is
+//! an ordinary temporary failure: it may qualify on the next attempt.
+//!
+//! `TLS-Required: No` (§4.2.2), honoured at submission only for apps allowed to send it, sets
+//! aside the recipient's MTA-STS or DANE policy: STARTTLS is still used when offered, but a
+//! certificate or policy failure no longer stops delivery.
+
+use super::client::Session;
+use super::deliver::Job;
+use super::outcome::Failure;
+use crate::mta_sts::{Mode, TlsDirective};
+use crate::spool::TlsRequest;
+
+/// The directive a message is delivered under. `TLS-Required: No` turns a recipient policy that
+/// demands verified TLS (MTA-STS `enforce`, DANE) into opportunistic TLS; herald's own
+/// `[delivery] require_tls` stays, since that is the administrator's rule, not the recipient's.
+pub fn directive(request: TlsRequest, recipient: TlsDirective) -> TlsDirective {
+    let recipients_rule =
+        recipient.requires_verified_tls() && !matches!(recipient, TlsDirective::Required);
+    if request == TlsRequest::TlsOptional && recipients_rule {
+        TlsDirective::Opportunistic
+    } else {
+        recipient
+    }
+}
+
+/// Before any connection: whether the route can carry a REQUIRETLS message at all. The smart
+/// host is configured by name and its certificate is verified against that name, so it is an
+/// authenticated next hop; an MX host is only when the directive authenticates it
+/// ([`TlsDirective::authenticates_mx`]). A name from DNS that is not authenticated (no policy,
+/// a `testing` policy, `[delivery] require_tls` alone) is not enough (§4.2.1).
+pub fn check_route(
+    request: TlsRequest,
+    directive: &TlsDirective,
+    via_relay: bool,
+    domain: &str,
+) -> Result<(), Failure> {
+    if request != TlsRequest::RequireTls || via_relay || directive.authenticates_mx() {
+        return Ok(());
+    }
+    let (detail, permanent) = match directive {
+        TlsDirective::StsFailed { detail, .. } => (
+            format!(
+                "the MTA-STS policy of {domain} could not be used ({detail}), so its MX hosts \
+                 cannot be authenticated yet; will retry"
+            ),
+            false,
+        ),
+        TlsDirective::Required => (
+            format!(
+                "{domain} has no MTA-STS policy in enforce mode: [delivery] require_tls checks \
+                 the MX certificate against a name from DNS that is not authenticated, which \
+                 REQUIRETLS does not accept"
+            ),
+            true,
+        ),
+        TlsDirective::Sts { policy, .. } if policy.mode == Mode::Testing => (
+            format!(
+                "the MTA-STS policy of {domain} is in testing mode, which does not \
+                 authenticate its MX hosts"
+            ),
+            true,
+        ),
+        _ => (
+            format!(
+                "{domain} has no MTA-STS policy in enforce mode (nor DANE), so its MX hosts \
+                 cannot be authenticated"
+            ),
+            true,
+        ),
+    };
+    Err(Failure::RequireTls { detail, permanent })
+}
+
+/// On an open session (new or pooled), before the transaction: a REQUIRETLS message needs TLS
+/// whose certificate verified, and REQUIRETLS in the server's EHLO reply.
+pub fn check_session(request: TlsRequest, session: &Session) -> Result<(), Failure> {
+    if request != TlsRequest::RequireTls {
+        return Ok(());
+    }
+    let host = &session.host;
+    let detail = match &session.tls {
+        None => format!("{host} is not using TLS"),
+        Some(t) if !t.verified => format!(
+            "the certificate of {host} was not verified ({})",
+            t.problem.as_deref().unwrap_or("no reason given")
+        ),
+        Some(_) if !session.offers_requiretls() => {
+            format!("{host} does not advertise REQUIRETLS")
+        }
+        Some(_) => return Ok(()),
+    };
+    Err(Failure::RequireTls {
+        detail,
+        permanent: true,
+    })
+}
+
+/// Which failure a job keeps as hosts fail one after another: a host that fell short of
+/// REQUIRETLS does not hide an earlier host that failed for a passing reason (it may qualify
+/// next time, so the message waits rather than bounces).
+pub fn next_host_failure(previous: Failure, new: Failure) -> Failure {
+    let passing = !previous.is_permanent()
+        && !matches!(
+            previous,
+            Failure::NoHostReached | Failure::RequireTls { .. }
+        );
+    if passing && matches!(new, Failure::RequireTls { .. }) {
+        previous
+    } else {
+        new
+    }
+}
+
+/// The `MAIL FROM` parameters for a job: the envelope's, with `REQUIRETLS` exactly when the
+/// message carries it (the session sends it only to a server that advertises it, which
+/// [`check_session`] has made sure of).
+pub fn mail_params(job: &Job) -> Vec<String> {
+    let mut params: Vec<String> = job
+        .mail_params
+        .iter()
+        .filter(|p| !p.eq_ignore_ascii_case("REQUIRETLS"))
+        .cloned()
+        .collect();
+    if job.tls_request == TlsRequest::RequireTls {
+        params.push("REQUIRETLS".into());
+    }
+    params
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::mta_sts::Policy;
+
+    fn sts(mode: Mode) -> TlsDirective {
+        TlsDirective::Sts {
+            domain: "bank.test".into(),
+            policy: Arc::new(Policy {
+                id: "1".into(),
+                mode,
+                mx: vec!["*.bank.test".into()],
+                max_age: 86400,
+            }),
+        }
+    }
+
+    #[test]
+    fn only_an_authenticated_route_carries_requiretls() {
+        let req = TlsRequest::RequireTls;
+        assert!(check_route(req, &sts(Mode::Enforce), false, "bank.test").is_ok());
+        assert!(check_route(req, &TlsDirective::Required, true, "relay").is_ok());
+        for d in [
+            TlsDirective::Opportunistic,
+            TlsDirective::Required,
+            sts(Mode::Testing),
+        ] {
+            let f = check_route(req, &d, false, "bank.test").expect_err("refused");
+            assert!(f.is_permanent(), "{f}");
+            assert_eq!(f.status().to_string(), "5.7.30");
+            assert!(
+                f.to_string()
+                    .starts_with("550 5.7.30 REQUIRETLS support required: ")
+            );
+        }
+        let failed = TlsDirective::StsFailed {
+            domain: "bank.test".into(),
+            result_type: mail_auth::report::tlsrpt::ResultType::StsPolicyFetchError,
+            detail: "timed out".into(),
+        };
+        let f = check_route(req, &failed, false, "bank.test").expect_err("deferred");
+        assert!(!f.is_permanent());
+        assert_eq!(f.status().to_string(), "4.7.30");
+        assert!(check_route(TlsRequest::Policy, &failed, false, "bank.test").is_ok());
+    }
+
+    #[test]
+    fn tls_optional_sets_aside_only_the_recipients_policy() {
+        let optional = TlsRequest::TlsOptional;
+        assert!(matches!(
+            directive(optional, sts(Mode::Enforce)),
+            TlsDirective::Opportunistic
+        ));
+        assert!(matches!(
+            directive(optional, TlsDirective::Required),
+            TlsDirective::Required
+        ));
+        assert!(matches!(
+            directive(TlsRequest::RequireTls, sts(Mode::Enforce)),
+            TlsDirective::Sts { .. }
+        ));
+        assert!(matches!(
+            directive(TlsRequest::Policy, sts(Mode::Enforce)),
+            TlsDirective::Sts { .. }
+        ));
+    }
+
+    #[test]
+    fn a_host_that_may_qualify_later_outranks_one_that_does_not() {
+        let short = || Failure::RequireTls {
+            detail: "mx2 does not advertise REQUIRETLS".into(),
+            permanent: true,
+        };
+        let down = || Failure::Connect {
+            detail: "refused".into(),
+        };
+        assert_eq!(next_host_failure(down(), short()), down());
+        assert_eq!(next_host_failure(short(), down()), down());
+        assert_eq!(next_host_failure(Failure::NoHostReached, short()), short());
+        assert_eq!(next_host_failure(short(), short()), short());
+    }
+}

@@ -6,11 +6,12 @@
 //! [`outbound`] (with [`mta_sts`] and [`report`]); [`dns`] and [`admin`] serve the operator.
 //!
 //! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`clock`],
-//! [`fsutil`], [`headers`], [`trust`], [`resolver`] → [`spool`] → [`signing`], [`mta_sts`], [`dns`] →
+//! [`fsutil`], [`headers`], [`trust`], [`resolver`] → [`cluster`] → [`spool`] → [`signing`], [`mta_sts`], [`dns`] →
 //! [`outbound`] → [`own_mail`] → [`queue`] → [`report`] → [`inbound`] → [`admin`] → [`commands`].
 
 pub mod admin;
 pub mod clock;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod dns;

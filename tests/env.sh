@@ -15,6 +15,7 @@ TEST_PACKAGES=(
   chromium-driver   # WebDriver for the /dmarc page test
   systemd           # systemd-analyze verify checks config/herald.service
   util-linux        # script: a pseudo-terminal for the hash-password prompt test
+  postgresql        # PostgreSQL 15 (initdb, postgres, psql): the cluster tests' shared database
 )
 
 # One set of flags for every build (clippy, tests, engineers' machines), so nothing is compiled

@@ -79,6 +79,9 @@ pub struct Config {
     /// The feedback listener receiving DMARC aggregate and TLS-RPT reports.
     #[serde(default)]
     pub feedback: FeedbackConfig,
+    /// Several nodes on one PostgreSQL; absent, herald is a single node on its own files.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Identity and process-wide settings.

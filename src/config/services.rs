@@ -190,3 +190,83 @@ impl FeedbackConfig {
         (self.tlsrpt && !d.is_empty()).then(|| format!("tlsrpt@{}", d.to_ascii_lowercase()))
     }
 }
+
+/// `[cluster]`: several herald nodes sharing one PostgreSQL database (the spool and the queue).
+/// Absent, herald keeps everything in `data_dir` as a single node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The database, as a libpq URL (`postgresql://herald@db.example.net:5432/herald`) or
+    /// key=value string (`host=/run/postgresql user=herald dbname=herald`); without a password.
+    pub database_url: String,
+    /// File holding the database password (one line; mode 0600). When absent, the
+    /// `PGPASSWORD` environment variable is used if set.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// TLS to the database: `disable`, `prefer` (TLS when the server offers it) or
+    /// `require`. Certificates are always verified (web PKI roots plus `tls_ca_file`).
+    #[serde(default)]
+    pub tls: ClusterTls,
+    /// Extra CA certificate(s) (PEM) trusted for the database server's certificate.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// This node's name in the cluster (lease owner, `herald queue` output); defaults to the
+    /// machine's host name. Must be unique per node.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// Most database connections this node opens.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Time allowed to connect to the database (and to wait for a pooled connection).
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long a node's claim on a queued message lasts without renewal. A dead node's mail
+    /// is taken over by the others once its leases expire; renewal runs every quarter of it.
+    #[serde(default = "default_lease", with = "humantime_serde")]
+    pub lease: Duration,
+}
+
+/// TLS to the database server.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClusterTls {
+    /// Never TLS (a Unix socket, or a private network the operator trusts).
+    Disable,
+    /// TLS when the server offers it, verified; plain otherwise.
+    #[default]
+    Prefer,
+    /// TLS always, verified; refuse to connect without it.
+    Require,
+}
+
+fn default_pool_size() -> usize {
+    16
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_lease() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl ClusterConfig {
+    /// This node's id: `node_id`, else the machine's host name.
+    pub fn node_id(&self) -> String {
+        if let Some(id) = self
+            .node_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            return id.to_string();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "herald".into())
+    }
+}

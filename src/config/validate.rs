@@ -130,6 +130,65 @@ impl Config {
                 format!("{:?} must be \"-all\" or \"~all\"", self.spf.qualifier),
             ));
         }
+        if let Some(cluster) = &self.cluster {
+            cluster
+                .validate()
+                .map_err(|(key, problem)| err(key, problem))?;
+        }
+        Ok(())
+    }
+}
+
+impl super::ClusterConfig {
+    /// What serde cannot check in `[cluster]`: (key, problem).
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let url: tokio_postgres::Config = self.database_url.parse().map_err(|e| {
+            (
+                "cluster.database_url",
+                format!(
+                    "is not a PostgreSQL connection string ({e}); e.g. \
+                     \"postgresql://herald@db.example.net:5432/herald\""
+                ),
+            )
+        })?;
+        if url.get_password().is_some() {
+            return Err((
+                "cluster.database_url",
+                "contains a password; put it in cluster.password_file (mode 0600) or the \
+                 PGPASSWORD environment variable instead, so it is never shown with the config"
+                    .into(),
+            ));
+        }
+        if url.get_hosts().is_empty() {
+            return Err((
+                "cluster.database_url",
+                "names no host (a name, an address, or a Unix socket directory)".into(),
+            ));
+        }
+        if self.pool_size == 0 {
+            return Err(("cluster.pool_size", "must be at least 1".into()));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(("cluster.connect_timeout", "must be longer than zero".into()));
+        }
+        if self.lease < std::time::Duration::from_secs(2) {
+            return Err((
+                "cluster.lease",
+                "must be at least 2s (renewed every quarter of it); 60s suits most clusters".into(),
+            ));
+        }
+        if let Some(id) = &self.node_id
+            && (id.trim().is_empty()
+                || id.len() > 64
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        {
+            return Err((
+                "cluster.node_id",
+                format!("{id:?} must be 1-64 letters, digits, '-', '_' or '.'"),
+            ));
+        }
         Ok(())
     }
 }

@@ -1,0 +1,23 @@
+//! Several herald nodes on one PostgreSQL (`[cluster]`): the connection pool every shared
+//! piece uses ([`Db`]) and the schema migrations applied at start ([`migrate`]). The spool
+//! backend on top of it is [`crate::spool::PgBackend`]. Without `[cluster]` nothing here runs.
+//!
+//! Layer: above [`crate::config`], below [`crate::spool`].
+
+pub mod db;
+pub mod migrate;
+
+pub use db::Db;
+
+/// Connects to the cluster's database and brings its schema up to date (see [`migrate`]):
+/// what `herald serve` does first when `[cluster]` is set.
+pub async fn open(cfg: &crate::config::ClusterConfig) -> anyhow::Result<Db> {
+    let db = Db::connect(cfg)?;
+    let version = migrate::apply(&db).await?;
+    tracing::info!(
+        node = %db.node_id(),
+        schema_version = version,
+        "cluster: connected to the database; schema up to date"
+    );
+    Ok(db)
+}

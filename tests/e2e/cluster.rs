@@ -1,0 +1,5 @@
+//! End-to-end tests: several herald nodes on one real PostgreSQL (`[cluster]`), started from
+//! Debian's packages by `support::postgres`.
+
+pub mod common;
+mod schema;

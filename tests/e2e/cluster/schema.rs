@@ -1,0 +1,46 @@
+//! The schema: applied by herald at start, once however often nodes start, and a node refuses
+//! a schema newer than it knows.
+
+use std::time::Duration;
+
+use super::common::node_config;
+use crate::support::herald::Herald;
+use crate::support::postgres::Postgres;
+
+#[test]
+fn herald_applies_the_schema_once_and_refuses_a_newer_one() {
+    let pg = Postgres::start();
+    let a = tempfile::tempdir().expect("tempdir");
+    let node = Herald::start(a.path(), node_config(a.path(), &pg, "node-a"));
+    let log = node.log.lock().expect("log").join("\n");
+    assert!(log.contains("schema up to date"), "{log}");
+    assert_eq!(
+        pg.query("SELECT version, name, applied_by FROM herald_schema ORDER BY version"),
+        "1|spool|node-a"
+    );
+    assert_eq!(pg.query("SELECT count(*) FROM herald_messages"), "0");
+
+    // A second node starting on the migrated database applies nothing again.
+    let b = tempfile::tempdir().expect("tempdir");
+    let _second = Herald::start(b.path(), node_config(b.path(), &pg, "node-b"));
+    assert_eq!(pg.query("SELECT count(*) FROM herald_schema"), "1");
+
+    // A newer herald has migrated the database: this one refuses to start, and says why.
+    pg.query("INSERT INTO herald_schema (version, name, applied_by) VALUES (999, 'future', 'x')");
+    let c = tempfile::tempdir().expect("tempdir");
+    let cfg = node_config(c.path(), &pg, "node-c");
+    let path = c.path().join("herald.toml");
+    std::fs::write(&path, toml::to_string(&cfg).expect("toml")).expect("write config");
+    let mut old = Herald::spawn(&path, cfg, &["serve"]);
+    let status = old.wait_exit(Duration::from_secs(30));
+    assert!(!status.success());
+    let log = old.log.lock().expect("log").join("\n");
+    assert!(
+        log.contains("schema is at version 999, newer than this herald knows"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("cluster-test-password"),
+        "password logged: {log}"
+    );
+}

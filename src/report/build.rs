@@ -26,20 +26,37 @@ pub struct Reporter {
 /// The report for `counts`, covering its whole UTC day (up to `now` for the current day).
 pub fn build(counts: &DayCounts, reporter: &Reporter, now: i64) -> TlsReport {
     let (start, end) = day_range(&counts.day, now);
-    let failure_details = counts
-        .failures
-        .iter()
-        .map(|f| FailureDetails {
-            result_type: f.result_type,
-            sending_mta_ip: None,
-            receiving_mx_hostname: f.mx_host.clone(),
-            receiving_mx_helo: None,
-            receiving_ip: f.ip,
-            failed_session_count: clamp(f.count),
-            additional_information: (!f.detail.is_empty()).then(|| f.detail.clone()),
-            failure_reason_code: None,
-        })
-        .collect();
+    let mut policies = Vec::new();
+    if counts.has_sts() || counts.tlsa.is_none() {
+        policies.push(Policy {
+            policy: PolicyDetails {
+                policy_type: PolicyType::Sts,
+                policy_string: counts.policy_string.clone(),
+                policy_domain: counts.domain.clone(),
+                mx_host: counts.mx_patterns.clone(),
+            },
+            summary: Summary {
+                total_success: clamp(counts.success),
+                total_failure: clamp(counts.failure_total()),
+            },
+            failure_details: details(&counts.failures),
+        });
+    }
+    if let Some(tlsa) = &counts.tlsa {
+        policies.push(Policy {
+            policy: PolicyDetails {
+                policy_type: PolicyType::Tlsa,
+                policy_string: tlsa.records.clone(),
+                policy_domain: counts.domain.clone(),
+                mx_host: tlsa.mx_hosts.clone(),
+            },
+            summary: Summary {
+                total_success: clamp(tlsa.success),
+                total_failure: clamp(tlsa.failures.iter().map(|f| f.count).sum()),
+            },
+            failure_details: details(&tlsa.failures),
+        });
+    }
     TlsReport {
         organization_name: Some(reporter.organization.clone()),
         date_range: DateRange::from_timestamps(start, end),
@@ -51,20 +68,25 @@ pub fn build(counts: &DayCounts, reporter: &Reporter, now: i64) -> TlsReport {
             rand::random::<u32>(),
             reporter.hostname
         ),
-        policies: vec![Policy {
-            policy: PolicyDetails {
-                policy_type: PolicyType::Sts,
-                policy_string: counts.policy_string.clone(),
-                policy_domain: counts.domain.clone(),
-                mx_host: counts.mx_patterns.clone(),
-            },
-            summary: Summary {
-                total_success: clamp(counts.success),
-                total_failure: clamp(counts.failure_total()),
-            },
-            failure_details,
-        }],
+        policies,
     }
+}
+
+/// The `failure-details` entries of one policy.
+fn details(failures: &[super::store::FailureCount]) -> Vec<FailureDetails> {
+    failures
+        .iter()
+        .map(|f| FailureDetails {
+            result_type: f.result_type,
+            sending_mta_ip: None,
+            receiving_mx_hostname: f.mx_host.clone(),
+            receiving_mx_helo: None,
+            receiving_ip: f.ip,
+            failed_session_count: clamp(f.count),
+            additional_information: (!f.detail.is_empty()).then(|| f.detail.clone()),
+            failure_reason_code: None,
+        })
+        .collect()
 }
 
 /// The report as gzip-compressed JSON (`application/tlsrpt+gzip`).

@@ -1,0 +1,491 @@
+//! DANE for SMTP (RFC 7672): which MX hosts of a domain are DANE-protected, and the rustls
+//! verifier that checks a presented chain against their TLSA records.
+//!
+//! Per delivery, [`Dane::plan`] looks at the domain's MX answer and, for each MX host, its
+//! address and `_<port>._tcp.<host>` TLSA answers through the [`SecureResolver`]:
+//! - MX answer insecure (unsigned zone) → no DANE for the domain;
+//! - MX answer bogus, or a secure host's TLSA look-up bogus or failing (SERVFAIL, time-out) →
+//!   that host is not used: the delivery defers (`dnssec-invalid`);
+//! - host address records insecure → no DANE for that host (§2.2.2);
+//! - TLSA secure with usable records (DANE-TA(2)/DANE-EE(3), selector 0/1, matching 0/1/2) →
+//!   STARTTLS required and the chain must match a record ([`DaneVerifier`]);
+//! - TLSA secure but none usable → STARTTLS required, certificate not checked (§2.2);
+//! - TLSA securely denied or insecure → the domain's own policy (MTA-STS or opportunistic).
+//!
+//! DANE-EE(3) checks the end-entity certificate (or its key) only: no name, no expiry (§3.1.1).
+//! DANE-TA(2) makes the matching certificate of the chain the only trust anchor and checks the
+//! chain to it with WebPKI rules, including expiry, and the name: the MX host name or the
+//! recipient domain (§3.2.2), wildcards only as a whole leftmost label (§3.2.3).
+
+use std::sync::Arc;
+
+use aws_lc_rs::digest;
+use hickory_resolver::proto::rr::rdata::TLSA;
+use hickory_resolver::proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
+use hickory_resolver::proto::rr::{RData, RecordType};
+use mail_auth::report::tlsrpt::ResultType;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
+
+use super::dnssec::{SecureError, SecureResolver};
+use crate::config::Config;
+pub use crate::mta_sts::DaneTarget;
+
+/// What DANE says about one MX host.
+#[derive(Debug, Clone)]
+pub enum HostDane {
+    /// No DANE here; the domain's own directive applies. With the reason, for `tls show`.
+    NotApplicable(String),
+    /// DANE applies: TLS required, chain checked against the records.
+    Applies(Arc<DaneTarget>),
+    /// The host must not be used now (defer): DNSSEC trouble or `dane-required` unmet.
+    Unusable {
+        /// `dnssec-invalid` or `dane-required`.
+        result_type: ResultType,
+        /// Why, for logs, the reply and the report.
+        detail: String,
+    },
+}
+
+/// DANE's view of one recipient domain.
+#[derive(Debug, Clone, Default)]
+pub struct DanePlan {
+    /// Whether the MX answer (or its denial) was DNSSEC-secure.
+    pub mx_secure: bool,
+    /// Why DANE does not apply to the whole domain, when it does not.
+    pub summary: Option<String>,
+    /// Per MX host, in the order given.
+    pub hosts: Vec<(String, HostDane)>,
+}
+
+impl DanePlan {
+    /// What DANE says about `host` (not applicable when the host was not planned).
+    pub fn host(&self, host: &str) -> HostDane {
+        self.hosts
+            .iter()
+            .find(|(h, _)| h == host)
+            .map(|(_, d)| d.clone())
+            .unwrap_or_else(|| HostDane::NotApplicable("not looked at".into()))
+    }
+
+    /// Whether `host` is DANE-protected (then no MTA-STS `mx:` list restricts it, RFC 8461 §2).
+    pub fn protects(&self, host: &str) -> bool {
+        matches!(self.host(host), HostDane::Applies(_))
+    }
+}
+
+/// DANE look-ups for delivery and `herald tls show`.
+#[derive(Clone)]
+pub struct Dane {
+    enabled: bool,
+    port: u16,
+    required: Vec<String>,
+    resolver: SecureResolver,
+}
+
+impl Dane {
+    /// From `[dane]`, `[dns]` and the delivery port (TLSA names are `_<port>._tcp.<host>`).
+    pub fn new(cfg: &Config) -> anyhow::Result<Dane> {
+        Ok(Dane {
+            enabled: cfg.dane.enabled,
+            port: cfg.delivery.port,
+            required: cfg
+                .dane
+                .required_domains
+                .iter()
+                .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+            resolver: SecureResolver::new(&cfg.dns, &cfg.dane)?,
+        })
+    }
+
+    /// The DNSSEC-aware resolver underneath.
+    pub fn resolver(&self) -> &SecureResolver {
+        &self.resolver
+    }
+
+    /// Whether DANE is switched on in the configuration.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The TLSA name for `host` on the delivery port.
+    pub fn tlsa_name(&self, host: &str) -> String {
+        format!("_{}._tcp.{}", self.port, host.trim_end_matches('.'))
+    }
+
+    /// DANE's view of `domain`, whose MX hosts (best first) are `hosts`.
+    pub async fn plan(&self, domain: &str, hosts: &[String]) -> DanePlan {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let required = self.required.contains(&domain);
+        let not_applicable = |why: String| -> DanePlan {
+            let each = if required {
+                HostDane::Unusable {
+                    result_type: ResultType::DaneRequired,
+                    detail: format!(
+                        "DANE is required for {domain} by [dane] required_domains, but {why}"
+                    ),
+                }
+            } else {
+                HostDane::NotApplicable(why.clone())
+            };
+            DanePlan {
+                mx_secure: false,
+                summary: Some(why),
+                hosts: hosts.iter().map(|h| (h.clone(), each.clone())).collect(),
+            }
+        };
+        if !self.enabled {
+            return not_applicable("DANE is switched off ([dane] enabled = false)".into());
+        }
+        if domain.starts_with('[') {
+            return not_applicable("an address literal has no TLSA records".into());
+        }
+        if !self.resolver.available().await {
+            return not_applicable("DNSSEC validation is unavailable through [dns] servers".into());
+        }
+        let mx_secure = match self.resolver.lookup(&domain, RecordType::MX).await {
+            Ok(answer) => answer.secure,
+            Err(e) => {
+                let detail = format!("MX of {domain}: {e}");
+                return DanePlan {
+                    mx_secure: false,
+                    summary: Some(detail.clone()),
+                    hosts: hosts
+                        .iter()
+                        .map(|h| {
+                            let d = HostDane::Unusable {
+                                result_type: ResultType::DnssecInvalid,
+                                detail: detail.clone(),
+                            };
+                            (h.clone(), d)
+                        })
+                        .collect(),
+                };
+            }
+        };
+        if !mx_secure {
+            let mut plan =
+                not_applicable(format!("the MX answer of {domain} is not DNSSEC-signed"));
+            plan.mx_secure = false;
+            return plan;
+        }
+        let mut planned = Vec::with_capacity(hosts.len());
+        for host in hosts {
+            let mut verdict = self.host(&domain, host).await;
+            if required && let HostDane::NotApplicable(why) = &verdict {
+                verdict = HostDane::Unusable {
+                    result_type: ResultType::DaneRequired,
+                    detail: format!(
+                        "DANE is required for {domain} by [dane] required_domains, but {why}"
+                    ),
+                };
+            }
+            planned.push((host.clone(), verdict));
+        }
+        DanePlan {
+            mx_secure: true,
+            summary: None,
+            hosts: planned,
+        }
+    }
+
+    /// DANE for one MX host of a domain whose MX answer was secure.
+    async fn host(&self, domain: &str, host: &str) -> HostDane {
+        if host.parse::<std::net::IpAddr>().is_ok() {
+            return HostDane::NotApplicable("an address literal has no TLSA records".into());
+        }
+        let unusable = |e: SecureError| HostDane::Unusable {
+            result_type: ResultType::DnssecInvalid,
+            detail: e.to_string(),
+        };
+        let mut address = match self.resolver.lookup(host, RecordType::A).await {
+            Ok(a) => a,
+            Err(e) => return unusable(e),
+        };
+        if address.records.is_empty() && !address.nxdomain {
+            address = match self.resolver.lookup(host, RecordType::AAAA).await {
+                Ok(a) => a,
+                Err(e) => return unusable(e),
+            };
+        }
+        if !address.secure {
+            return HostDane::NotApplicable(format!(
+                "the address records of {host} are not DNSSEC-signed"
+            ));
+        }
+        let name = self.tlsa_name(host);
+        let tlsa = match self.resolver.lookup(&name, RecordType::TLSA).await {
+            Ok(t) => t,
+            Err(e) => return unusable(e),
+        };
+        if !tlsa.secure {
+            return HostDane::NotApplicable(format!("the TLSA answer for {name} is not signed"));
+        }
+        if tlsa.records.is_empty() {
+            return HostDane::NotApplicable(format!(
+                "{name} has no TLSA records (securely denied)"
+            ));
+        }
+        let records = tlsa
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                RData::TLSA(t) if usable(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect();
+        HostDane::Applies(Arc::new(DaneTarget {
+            domain: domain.to_string(),
+            host: host.trim_end_matches('.').to_ascii_lowercase(),
+            records,
+        }))
+    }
+}
+
+/// Whether a TLSA record is usable for SMTP (RFC 7672 §3.1): DANE-TA(2) or DANE-EE(3),
+/// selector Cert(0) or SPKI(1), matching Full(0), SHA2-256(1) or SHA2-512(2) with a digest of
+/// the right length. PKIX-TA(0)/PKIX-EE(1) are unusable for SMTP (§3.1.3).
+pub fn usable(record: &TLSA) -> bool {
+    let usage = matches!(record.cert_usage, CertUsage::DaneTa | CertUsage::DaneEe);
+    let selector = matches!(record.selector, Selector::Full | Selector::Spki);
+    let matching = match record.matching {
+        Matching::Raw => !record.cert_data.is_empty(),
+        Matching::Sha256 => record.cert_data.len() == 32,
+        Matching::Sha512 => record.cert_data.len() == 64,
+        _ => false,
+    };
+    usage && selector && matching
+}
+
+/// Whether `cert` matches the selector and matching type of `record`.
+fn matches(record: &TLSA, cert: &CertificateDer<'_>) -> bool {
+    let selected: Vec<u8> = match record.selector {
+        Selector::Full => cert.as_ref().to_vec(),
+        Selector::Spki => match webpki::EndEntityCert::try_from(cert) {
+            Ok(parsed) => parsed.subject_public_key_info().as_ref().to_vec(),
+            Err(_) => return false,
+        },
+        _ => return false,
+    };
+    match record.matching {
+        Matching::Raw => selected == record.cert_data,
+        Matching::Sha256 => {
+            digest::digest(&digest::SHA256, &selected).as_ref() == record.cert_data.as_slice()
+        }
+        Matching::Sha512 => {
+            digest::digest(&digest::SHA512, &selected).as_ref() == record.cert_data.as_slice()
+        }
+        _ => false,
+    }
+}
+
+/// A chain that matches no TLSA record (reported as `tlsa-invalid`).
+#[derive(Debug)]
+pub struct TlsaMismatch(pub String);
+
+impl std::fmt::Display for TlsaMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TlsaMismatch {}
+
+/// The rustls verifier for a DANE-protected host.
+#[derive(Debug)]
+pub struct DaneVerifier {
+    target: Arc<DaneTarget>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl DaneVerifier {
+    /// A verifier for `target`'s records.
+    pub fn new(target: Arc<DaneTarget>, provider: Arc<CryptoProvider>) -> DaneVerifier {
+        DaneVerifier { target, provider }
+    }
+
+    fn mismatch(&self, why: String) -> rustls::Error {
+        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
+            TlsaMismatch(why),
+        ))))
+    }
+
+    /// Checks a chain under DANE-TA(2): `anchor` (a certificate of the chain that matched a
+    /// record) is the only trust anchor; WebPKI path rules, expiry and the name apply.
+    fn verify_ta(
+        &self,
+        anchor: &CertificateDer<'_>,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(anchor.clone().into_owned())
+            .map_err(|e| self.mismatch(format!("the DANE-TA certificate is unusable: {e}")))?;
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(format!("DANE-TA verifier: {e}")))?;
+        let mut last = None;
+        for name in [&self.target.host, &self.target.domain] {
+            let Ok(server_name) = ServerName::try_from(name.clone()) else {
+                continue;
+            };
+            match verifier.verify_server_cert(end_entity, intermediates, &server_name, &[], now) {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    let name_only = matches!(
+                        e,
+                        rustls::Error::InvalidCertificate(
+                            CertificateError::NotValidForName
+                                | CertificateError::NotValidForNameContext { .. }
+                        )
+                    );
+                    if !name_only {
+                        return Err(e);
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName,
+        )))
+    }
+}
+
+impl ServerCertVerifier for DaneVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self.target.records.is_empty() {
+            // Only unusable records: encryption is mandatory, authentication impossible.
+            return Ok(ServerCertVerified::assertion());
+        }
+        let ee = self
+            .target
+            .records
+            .iter()
+            .filter(|r| r.cert_usage == CertUsage::DaneEe);
+        if ee.clone().any(|r| matches(r, end_entity)) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let mut ta_error = None;
+        for record in self
+            .target
+            .records
+            .iter()
+            .filter(|r| r.cert_usage == CertUsage::DaneTa)
+        {
+            for anchor in intermediates.iter().filter(|c| matches(record, c)) {
+                match self.verify_ta(anchor, end_entity, intermediates, now) {
+                    Ok(()) => return Ok(ServerCertVerified::assertion()),
+                    Err(e) => ta_error = Some(e),
+                }
+            }
+        }
+        if let Some(e) = ta_error {
+            return Err(e);
+        }
+        Err(self.mismatch(format!(
+            "no TLSA record of {} matches the certificate chain presented",
+            self.target.host
+        )))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tlsa(usage: u8, selector: u8, matching: u8, data: Vec<u8>) -> TLSA {
+        TLSA::new(
+            CertUsage::from(usage),
+            Selector::from(selector),
+            Matching::from(matching),
+            data,
+        )
+    }
+
+    #[test]
+    fn only_dane_usages_with_known_selectors_and_digest_lengths_are_usable() {
+        assert!(usable(&tlsa(3, 1, 1, vec![0; 32])));
+        assert!(usable(&tlsa(2, 0, 2, vec![0; 64])));
+        assert!(usable(&tlsa(3, 0, 0, vec![1, 2, 3])));
+        assert!(
+            !usable(&tlsa(1, 1, 1, vec![0; 32])),
+            "PKIX-EE is unusable for SMTP"
+        );
+        assert!(
+            !usable(&tlsa(0, 1, 1, vec![0; 32])),
+            "PKIX-TA is unusable for SMTP"
+        );
+        assert!(!usable(&tlsa(3, 1, 1, vec![0; 31])), "short SHA-256");
+        assert!(!usable(&tlsa(3, 2, 1, vec![0; 32])), "unknown selector");
+        assert!(
+            !usable(&tlsa(3, 1, 3, vec![0; 32])),
+            "unknown matching type"
+        );
+    }
+
+    #[test]
+    fn full_certificate_and_digest_matching() {
+        let cert = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x01]);
+        let sha256 = digest::digest(&digest::SHA256, cert.as_ref())
+            .as_ref()
+            .to_vec();
+        let sha512 = digest::digest(&digest::SHA512, cert.as_ref())
+            .as_ref()
+            .to_vec();
+        assert!(matches(&tlsa(3, 0, 0, cert.as_ref().to_vec()), &cert));
+        assert!(matches(&tlsa(3, 0, 1, sha256.clone()), &cert));
+        assert!(matches(&tlsa(3, 0, 2, sha512), &cert));
+        let mut wrong = sha256;
+        wrong[0] ^= 1;
+        assert!(!matches(&tlsa(3, 0, 1, wrong), &cert));
+    }
+}

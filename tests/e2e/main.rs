@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod dane;
 mod delivery;
 mod dmarc;
 mod dns_check;

@@ -8,6 +8,14 @@
 //! SOA in the authority section (RFC 2308). Answers have TTL 0 unless [`DnsServer::set_ttl`].
 //! UDP answers larger than the client's EDNS payload size (512 without EDNS) are truncated (TC)
 //! so the client retries over TCP, as on the Internet.
+//!
+//! DNSSEC ([`DnsServer::enable_dnssec`]): the whole namespace becomes one zone signed at the
+//! root with a key made at test time, whose DNSKEY the test hands herald as its trust anchor.
+//! Queries with the DO bit get RRSIGs on every answer and, for a missing name or type, a signed
+//! NSEC at the asked name proving it ("black lies", as some real signers do: NOERROR/NODATA).
+//! [`DnsServer::corrupt_signatures`] makes the signatures at a name bogus. Without DO (mail-auth's
+//! resolver) answers are as before. [`DnsServer::act_as_validating_resolver`] instead sets the
+//! AD bit as a validating resolver would, for herald's trust-AD mode.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -16,8 +24,11 @@ use std::sync::{Arc, Mutex};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 pub use hickory_proto::rr::RecordType;
-use hickory_proto::rr::rdata::{A, AAAA, MX, SOA, TXT};
-use hickory_proto::rr::{Name, RData, Record};
+use hickory_proto::dnssec::crypto::EcdsaSigningKey;
+use hickory_proto::dnssec::rdata::{DNSKEY, DNSSECRData, NSEC, RRSIG};
+use hickory_proto::dnssec::{Algorithm, DnssecSigner, SigningKey};
+use hickory_proto::rr::rdata::{A, AAAA, MX, SOA, TLSA, TXT};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordSet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::thread::{ServerThread, stopped};
@@ -46,7 +57,24 @@ impl Zone {
     }
 }
 
+/// The signing state of a DNSSEC-enabled server.
+struct Dnssec {
+    signer: DnssecSigner,
+    dnskey: DNSKEY,
+    /// Names whose signatures are served corrupted (bogus).
+    corrupt: std::collections::HashSet<String>,
+}
+
+/// The validating-resolver mode: AD set on answers, except for names marked insecure.
+#[derive(Default)]
+struct AdMode {
+    on: bool,
+    insecure: std::collections::HashSet<String>,
+}
+
 struct Shared {
+    dnssec: Mutex<Option<Dnssec>>,
+    ad: Mutex<AdMode>,
     zone: Mutex<Zone>,
     queries: AtomicUsize,
     /// (lower-case name without trailing dot, type) of every question, in order.
@@ -97,6 +125,8 @@ impl DnsServer {
         tcp.set_nonblocking(true).expect("nonblocking");
         udp.set_nonblocking(true).expect("nonblocking");
         let shared = Arc::new(Shared {
+            dnssec: Mutex::new(None),
+            ad: Mutex::new(AdMode::default()),
             zone: Mutex::new(Zone {
                 ttl: DEFAULT_TTL,
                 ..Zone::default()
@@ -223,6 +253,62 @@ impl DnsServer {
         zone.failing.remove(&key(name));
     }
 
+    /// Adds a TLSA record (`usage selector matching data`, e.g. 3 1 1 sha256-of-spki) at
+    /// `name` (`_25._tcp.mx.example.test`).
+    pub fn add_tlsa(&self, name: &str, usage: u8, selector: u8, matching: u8, data: Vec<u8>) {
+        use hickory_proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
+        self.add(
+            name,
+            RData::TLSA(TLSA::new(
+                CertUsage::from(usage),
+                Selector::from(selector),
+                Matching::from(matching),
+                data,
+            )),
+        );
+    }
+
+    /// Signs the whole namespace with a fresh key (one zone at the root) and returns the
+    /// trust-anchor file text for herald's `[dane] trust_anchor` (`. IN DNSKEY 257 3 13 …`).
+    pub fn enable_dnssec(&self) -> String {
+        let pkcs8 = EcdsaSigningKey::generate_pkcs8(Algorithm::ECDSAP256SHA256).expect("key");
+        let key =
+            EcdsaSigningKey::from_pkcs8(&pkcs8, Algorithm::ECDSAP256SHA256).expect("signing key");
+        let public = key.to_public_key().expect("public key");
+        let dnskey = DNSKEY::new(true, true, false, public);
+        let signer = DnssecSigner::new(
+            dnskey.clone(),
+            Box::new(key),
+            Name::root(),
+            std::time::Duration::from_secs(7 * 86400),
+        );
+        let anchor = format!(". 3600 IN DNSKEY {dnskey}\n");
+        *self.shared.dnssec.lock().expect("dnssec") = Some(Dnssec {
+            signer,
+            dnskey,
+            corrupt: Default::default(),
+        });
+        anchor
+    }
+
+    /// Serves every signature at `name` corrupted, so validation finds it bogus.
+    pub fn corrupt_signatures(&self, name: &str) {
+        if let Some(d) = self.shared.dnssec.lock().expect("dnssec").as_mut() {
+            d.corrupt.insert(key(name));
+        }
+    }
+
+    /// Answers with the AD bit set (to queries asking with AD or DO), as a validating resolver
+    /// does for data it validated; names passed to [`DnsServer::mark_insecure`] get no AD.
+    pub fn act_as_validating_resolver(&self) {
+        self.shared.ad.lock().expect("ad").on = true;
+    }
+
+    /// In validating-resolver mode, answers about `name` carry no AD bit (an unsigned zone).
+    pub fn mark_insecure(&self, name: &str) {
+        self.shared.ad.lock().expect("ad").insecure.insert(key(name));
+    }
+
     /// Sets the TTL of answers from now on (default 0: never cached).
     pub fn set_ttl(&self, ttl: u32) {
         self.shared.zone.lock().expect("zone lock").ttl = ttl;
@@ -277,6 +363,7 @@ fn answer(shared: &Shared, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
         return response.to_vec().ok();
     }
     let query = &request.queries[0];
+    let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
     let qname = query.name().clone();
     let k = key(&qname.to_ascii());
     shared
@@ -312,11 +399,102 @@ fn answer(shared: &Shared, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
         }
     }
     drop(zone);
+    {
+        let ad = shared.ad.lock().expect("ad");
+        if ad.on
+            && (request.metadata.authentic_data || dnssec_ok)
+            && response.metadata.response_code != ResponseCode::ServFail
+            && !ad.insecure.contains(&k)
+        {
+            response.metadata.authentic_data = true;
+        }
+    }
+    if dnssec_ok && response.metadata.response_code != ResponseCode::ServFail {
+        let dnssec = shared.dnssec.lock().expect("dnssec");
+        if let Some(d) = dnssec.as_ref() {
+            sign_response(d, &mut response, &qname, query.query_type(), &k, ttl);
+        }
+    }
     let bytes = response.to_vec().ok()?;
     if udp && bytes.len() > payload {
         return response.truncate().to_vec().ok();
     }
     Some(bytes)
+}
+
+/// Adds RRSIGs (and, for a negative answer, a signed root SOA and an NSEC at the asked name)
+/// to `response`: the whole namespace is one zone signed at the root.
+fn sign_response(
+    d: &Dnssec,
+    response: &mut Message,
+    qname: &Name,
+    qtype: RecordType,
+    k: &str,
+    ttl: u32,
+) {
+    if qname.is_root() && qtype == RecordType::DNSKEY {
+        response.metadata.response_code = ResponseCode::NoError;
+        response.authorities.clear();
+        response.add_answer(Record::from_rdata(
+            Name::root(),
+            ttl,
+            RData::DNSSEC(DNSSECRData::DNSKEY(d.dnskey.clone())),
+        ));
+    }
+    let corrupt = d.corrupt.contains(k);
+    let answers = response.answers.clone();
+    if answers.is_empty() {
+        // NODATA (or a missing name): a signed NSEC at the name listing what does exist there.
+        response.metadata.response_code = ResponseCode::NoError;
+        response.authorities.clear();
+        let soa = soa_for(&Name::root(), ttl);
+        let mut next = Name::from_ascii("\\000").expect("label");
+        next = next.append_domain(qname).expect("next name");
+        let nsec = Record::from_rdata(
+            qname.clone(),
+            ttl,
+            RData::DNSSEC(DNSSECRData::NSEC(NSEC::new_cover_self(next, []))),
+        );
+        for record in [soa, nsec] {
+            let sig = rrsig(d, std::slice::from_ref(&record), corrupt);
+            response.add_authority(record);
+            response.add_authority(sig);
+        }
+        return;
+    }
+    let mut types: Vec<RecordType> = answers.iter().map(|r| r.record_type()).collect();
+    types.dedup();
+    for t in types {
+        let set: Vec<Record> = answers
+            .iter()
+            .filter(|r| r.record_type() == t)
+            .cloned()
+            .collect();
+        response.add_answer(rrsig(d, &set, corrupt));
+    }
+}
+
+/// The RRSIG over one RRset (all of `records` share name and type).
+fn rrsig(d: &Dnssec, records: &[Record], corrupt: bool) -> Record {
+    let first = &records[0];
+    let mut set = RecordSet::new(first.name.clone(), first.record_type(), first.ttl);
+    for r in records {
+        set.insert(r.clone(), 0);
+    }
+    let inception = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    let sig = RRSIG::from_rrset(&set, DNSClass::IN, inception, &d.signer).expect("sign rrset");
+    let sig = if corrupt {
+        let mut bytes = sig.sig().to_vec();
+        bytes[0] ^= 0xff;
+        RRSIG::from_sig(sig.input().clone(), bytes)
+    } else {
+        sig
+    };
+    Record::from_rdata(
+        first.name.clone(),
+        first.ttl,
+        RData::DNSSEC(DNSSECRData::RRSIG(sig)),
+    )
 }
 
 /// A synthetic SOA for the negative answers (zone apex = the parent of the asked name).

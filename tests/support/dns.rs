@@ -448,8 +448,10 @@ fn sign_response(
         response.metadata.response_code = ResponseCode::NoError;
         response.authorities.clear();
         let soa = soa_for(&Name::root(), ttl);
-        let mut next = Name::from_ascii("\\000").expect("label");
-        next = next.append_domain(qname).expect("next name");
+        // Any name after the owner in canonical order will do for a direct-match denial.
+        let next = Name::from_ascii("a")
+            .and_then(|n| n.append_domain(qname))
+            .expect("next name");
         let nsec = Record::from_rdata(
             qname.clone(),
             ttl,

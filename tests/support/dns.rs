@@ -22,11 +22,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-pub use hickory_proto::rr::RecordType;
 use hickory_proto::dnssec::crypto::EcdsaSigningKey;
 use hickory_proto::dnssec::rdata::{DNSKEY, DNSSECRData, NSEC, RRSIG};
 use hickory_proto::dnssec::{Algorithm, DnssecSigner, SigningKey};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
+pub use hickory_proto::rr::RecordType;
 use hickory_proto::rr::rdata::{A, AAAA, MX, SOA, TLSA, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordSet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -306,7 +306,12 @@ impl DnsServer {
 
     /// In validating-resolver mode, answers about `name` carry no AD bit (an unsigned zone).
     pub fn mark_insecure(&self, name: &str) {
-        self.shared.ad.lock().expect("ad").insecure.insert(key(name));
+        self.shared
+            .ad
+            .lock()
+            .expect("ad")
+            .insecure
+            .insert(key(name));
     }
 
     /// Sets the TTL of answers from now on (default 0: never cached).

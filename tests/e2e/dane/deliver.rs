@@ -14,7 +14,8 @@ async fn dane_ee_match_delivers_whatever_the_name_and_dates() {
     let (cert, tls) = self_signed_der(&["elsewhere.test"], Validity::Expired);
     let mx = d.start_mx(tls);
     let port = mx.addr().port();
-    d.w.dns.add_tlsa(&tlsa_name(port), 3, 1, 1, spki_sha256(&cert));
+    d.w.dns
+        .add_tlsa(&tlsa_name(port), 3, 1, 1, spki_sha256(&cert));
     let relay = Relay::start(d.config(port)).await;
     relay.send("DANE-EE").await;
     let got = mx.wait_for_messages(1, WAIT);
@@ -81,7 +82,8 @@ async fn trust_ad_mode_applies_dane_when_the_resolver_sets_ad() {
     };
     let mx = d.start_mx(tls);
     let port = mx.addr().port();
-    d.w.dns.add_tlsa(&tlsa_name(port), 3, 1, 1, spki_sha256(&cert));
+    d.w.dns
+        .add_tlsa(&tlsa_name(port), 3, 1, 1, spki_sha256(&cert));
     let mut cfg = d.w.config(port);
     cfg.dane.trust_resolver_ad = true;
     cfg.validate("test").expect("loopback resolver: allowed");

@@ -42,10 +42,9 @@ async fn mismatching_certificate_defers_and_is_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_dane_ta_chain_defers() {
     let d = DaneWorld::signed();
-    let tls = d
-        .w
-        .ca
-        .server_config_with_root(&[super::world::MX], Validity::Expired);
+    let tls =
+        d.w.ca
+            .server_config_with_root(&[super::world::MX], Validity::Expired);
     let mx = d.start_mx(tls);
     d.w.dns.add_tlsa(
         &tlsa_name(mx.addr().port()),
@@ -60,10 +59,9 @@ async fn expired_dane_ta_chain_defers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dane_ta_chain_for_another_name_defers() {
     let d = DaneWorld::signed();
-    let tls = d
-        .w
-        .ca
-        .server_config_with_root(&["mx9.elsewhere.test"], Validity::Current);
+    let tls =
+        d.w.ca
+            .server_config_with_root(&["mx9.elsewhere.test"], Validity::Current);
     let mx = d.start_mx(tls);
     d.w.dns.add_tlsa(
         &tlsa_name(mx.addr().port()),

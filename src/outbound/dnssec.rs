@@ -61,7 +61,7 @@ impl std::fmt::Display for SecureError {
 /// How security is established (see the module documentation).
 enum Mode {
     Validating {
-        resolver: TokioResolver,
+        resolver: Box<TokioResolver>,
         /// The root DNSKEY set validated at least once (sticky).
         root_ok: AtomicBool,
         /// Unix time of the last failed root probe (re-probed at most once a minute).
@@ -87,6 +87,8 @@ impl SecureResolver {
         let mut opts = ResolverOpts::default();
         opts.attempts = 2;
         opts.timeout = Duration::from_secs(3);
+        // Only DNS answers can be DNSSEC-secure; /etc/hosts has no say in DANE.
+        opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
         let mode = if dane.trust_resolver_ad {
             Mode::TrustAd {
                 servers: dns.servers.clone(),
@@ -126,7 +128,7 @@ impl SecureResolver {
                 .build()
                 .map_err(|e| anyhow::anyhow!("cannot build the DNSSEC resolver: {e}"))?;
             Mode::Validating {
-                resolver,
+                resolver: Box::new(resolver),
                 root_ok: AtomicBool::new(false),
                 last_probe: AtomicU64::new(0),
             }

@@ -63,6 +63,18 @@ struct Dnssec {
     dnskey: DNSKEY,
     /// Names whose signatures are served corrupted (bogus).
     corrupt: std::collections::HashSet<String>,
+    /// Apexes of unsigned child zones (insecure delegations from the signed root).
+    unsigned: Vec<String>,
+}
+
+impl Dnssec {
+    /// The unsigned zone `k` is in, if any.
+    fn unsigned_zone_of(&self, k: &str) -> Option<&str> {
+        self.unsigned
+            .iter()
+            .find(|z| k == z.as_str() || k.ends_with(&format!(".{z}")))
+            .map(String::as_str)
+    }
 }
 
 /// The validating-resolver mode: AD set on answers, except for names marked insecure.
@@ -287,8 +299,22 @@ impl DnsServer {
             signer,
             dnskey,
             corrupt: Default::default(),
+            unsigned: Vec::new(),
         });
         anchor
+    }
+
+    /// Makes `apex` and everything below it an unsigned zone, delegated from the signed root
+    /// without a DS (its NS is published; the root proves the DS absent with a signed NSEC):
+    /// validators find its answers insecure, as for any unsigned domain on the Internet.
+    pub fn add_unsigned_zone(&self, apex: &str) {
+        self.add(
+            apex,
+            RData::NS(hickory_proto::rr::rdata::NS(name(&format!("ns.{apex}")))),
+        );
+        if let Some(d) = self.shared.dnssec.lock().expect("dnssec").as_mut() {
+            d.unsigned.push(key(apex));
+        }
     }
 
     /// Serves every signature at `name` corrupted, so validation finds it bogus.
@@ -378,6 +404,13 @@ fn answer(shared: &Shared, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
         .push((k.clone(), query.query_type()));
     let zone = shared.zone.lock().expect("zone lock");
     let ttl = zone.ttl;
+    let mut present: Vec<RecordType> = zone
+        .records
+        .get(&k)
+        .map(|rs| rs.iter().map(|r| r.record_type()).collect())
+        .unwrap_or_default();
+    present.sort();
+    present.dedup();
     match zone.records.get(&k) {
         _ if zone.failing.contains(&k) => {
             response.metadata.response_code = ResponseCode::ServFail;
@@ -417,7 +450,15 @@ fn answer(shared: &Shared, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
     if dnssec_ok && response.metadata.response_code != ResponseCode::ServFail {
         let dnssec = shared.dnssec.lock().expect("dnssec");
         if let Some(d) = dnssec.as_ref() {
-            sign_response(d, &mut response, &qname, query.query_type(), &k, ttl);
+            let qtype = query.query_type();
+            match d.unsigned_zone_of(&k) {
+                // The root's signed proof that the delegation has no DS.
+                Some(apex) if apex == k && qtype == RecordType::DS => {
+                    sign_response(d, &mut response, &qname, qtype, &k, &present, ttl)
+                }
+                Some(_) => {}
+                None => sign_response(d, &mut response, &qname, qtype, &k, &present, ttl),
+            }
         }
     }
     let bytes = response.to_vec().ok()?;
@@ -435,6 +476,7 @@ fn sign_response(
     qname: &Name,
     qtype: RecordType,
     k: &str,
+    present: &[RecordType],
     ttl: u32,
 ) {
     if qname.is_root() && qtype == RecordType::DNSKEY {
@@ -460,7 +502,10 @@ fn sign_response(
         let nsec = Record::from_rdata(
             qname.clone(),
             ttl,
-            RData::DNSSEC(DNSSECRData::NSEC(NSEC::new_cover_self(next, []))),
+            RData::DNSSEC(DNSSECRData::NSEC(NSEC::new_cover_self(
+                next,
+                present.iter().copied(),
+            ))),
         );
         for record in [soa, nsec] {
             let sig = rrsig(d, std::slice::from_ref(&record), corrupt);

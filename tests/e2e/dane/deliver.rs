@@ -121,3 +121,24 @@ async fn trust_ad_mode_ignores_tlsa_without_ad() {
         "no DANE session was counted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_domain_gets_no_dane_and_no_tlsa_look_up() {
+    let d = DaneWorld::signed();
+    // bank.test is an unsigned zone under the signed root (an insecure delegation): its
+    // TLSA record, however wrong, is not even looked up, and delivery is opportunistic.
+    d.w.dns.add_unsigned_zone(DOMAIN);
+    let (_, tls) = self_signed_der(&[MX], Validity::Current);
+    let mx = d.start_mx(tls);
+    let port = mx.addr().port();
+    d.w.dns.add_tlsa(&tlsa_name(port), 3, 1, 1, vec![0x5a; 32]);
+    let relay = Relay::start(d.config(port)).await;
+    relay.send("unsigned").await;
+    mx.wait_for_messages(1, WAIT);
+    assert!(d.w.dns.was_asked(DOMAIN, "MX"));
+    assert!(
+        !d.w.dns.was_asked(&tlsa_name(port), "TLSA"),
+        "no TLSA look-up below an insecure MX answer"
+    );
+    assert!(relay.reporter.pending().iter().all(|c| c.tlsa.is_none()));
+}

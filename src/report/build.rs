@@ -204,4 +204,42 @@ mod tests {
             .expect("gunzip");
         out
     }
+
+    #[test]
+    fn dane_sessions_are_a_tlsa_policy_beside_the_sts_one() {
+        let mut counts = DayCounts::new("bank.test", "2026-11-22");
+        let tlsa = counts.tlsa_mut();
+        tlsa.note("mx1.bank.test", &["3 1 1 abcd".to_string()]);
+        tlsa.success = 4;
+        counts.add_tlsa_failure(
+            ResultType::TlsaInvalid,
+            Some("mx1.bank.test".into()),
+            "127.0.0.9".parse().ok(),
+            "no TLSA record matches".into(),
+        );
+        // DANE only: the report has the tlsa policy alone.
+        let json = serde_json::to_value(build(&counts, &reporter(), 1_795_000_000)).unwrap();
+        let policies = json["policies"].as_array().unwrap();
+        assert_eq!(policies.len(), 1, "{json}");
+        let p = &policies[0];
+        assert_eq!(p["policy"]["policy-type"], "tlsa");
+        assert_eq!(p["policy"]["policy-string"][0], "3 1 1 abcd");
+        assert_eq!(p["policy"]["policy-domain"], "bank.test");
+        assert_eq!(p["policy"]["mx-host"][0], "mx1.bank.test");
+        assert_eq!(p["summary"]["total-successful-session-count"], 4);
+        assert_eq!(p["summary"]["total-failure-session-count"], 1);
+        assert_eq!(p["failure-details"][0]["result-type"], "tlsa-invalid");
+
+        // With MTA-STS sessions too: two policies in one report.
+        counts.policy_string = vec!["version: STSv1".into(), "mode: enforce".into()];
+        counts.success = 1;
+        let json = serde_json::to_value(build(&counts, &reporter(), 1_795_000_000)).unwrap();
+        let types: Vec<_> = json["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["policy"]["policy-type"].clone())
+            .collect();
+        assert_eq!(types, vec!["sts", "tlsa"]);
+    }
 }

@@ -52,11 +52,19 @@ pub async fn run(config: &Path, cmd: TlsCommand) -> anyhow::Result<ExitCode> {
     };
     let _ = writeln!(out, "dnssec:   {mode}");
     let mx_status = match (&plan.summary, plan.mx_secure) {
+        _ if !dane.enabled() => "DNSSEC not checked".to_string(),
         (_, true) => "DNSSEC-secure".to_string(),
         (Some(why), false) => format!("not secure: {why}"),
         (None, false) => "not secure".to_string(),
     };
     let _ = writeln!(out, "mx:       {} ({mx_status})", hosts.join(" "));
+    if let Some(relay) = &cfg.delivery.relay_host {
+        let _ = writeln!(
+            out,
+            "relay:    all mail goes through the smart host {relay} ([delivery] relay_host) \
+             with verified TLS; the per-host policies below apply only without it"
+        );
+    }
     let _ = writeln!(out);
     let _ = writeln!(out, "[mta-sts]");
     for line in super::sts::render(&resolution, &directive, cfg.mta_sts.port, unix_now()).lines() {

@@ -488,4 +488,23 @@ mod tests {
         wrong[0] ^= 1;
         assert!(!matches(&tlsa(3, 0, 1, wrong), &cert));
     }
+
+    #[test]
+    fn spki_selector_matches_a_ca_certificate_key() {
+        // DANE-TA(2) 1 1: the SHA-256 of the CA's SubjectPublicKeyInfo, as `openssl x509
+        // -pubkey | openssl pkey -pubin -outform DER | sha256sum` computes it.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&key).unwrap();
+        let spki = digest::digest(&digest::SHA256, &key.public_key_der())
+            .as_ref()
+            .to_vec();
+        assert!(matches(&tlsa(2, 1, 1, spki.clone()), ca.der()));
+        let other = rcgen::KeyPair::generate().unwrap();
+        let other_spki = digest::digest(&digest::SHA256, &other.public_key_der())
+            .as_ref()
+            .to_vec();
+        assert!(!matches(&tlsa(2, 1, 1, other_spki), ca.der()));
+    }
 }

@@ -312,6 +312,7 @@ async fn trust_ad(
         if reply.metadata.id != query.metadata.id
             || reply.metadata.message_type != MessageType::Response
             || reply.metadata.op_code != OpCode::Query
+            || reply.queries != query.queries
         {
             last = SecureError::Failed(format!("{what} via {server}: mismatched answer"));
             continue;

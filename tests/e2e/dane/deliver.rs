@@ -142,3 +142,31 @@ async fn unsigned_domain_gets_no_dane_and_no_tlsa_look_up() {
     );
     assert!(relay.reporter.pending().iter().all(|c| c.tlsa.is_none()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dane_takes_precedence_over_mta_sts_enforce() {
+    let d = DaneWorld::signed();
+    // An enforce policy that neither lists mx1 nor would accept its self-signed certificate:
+    // the DANE record decides for that host (RFC 8461 §2).
+    d.w.publish_policy(
+        "1",
+        crate::support::https::Response::mta_sts_policy("enforce", &["mx9.bank.test"], 86400),
+    );
+    let (cert, tls) = self_signed_der(&[MX], Validity::Current);
+    let mx = d.start_mx(tls);
+    let port = mx.addr().port();
+    d.w.dns
+        .add_tlsa(&tlsa_name(port), 3, 1, 1, spki_sha256(&cert));
+    let relay = Relay::start(d.config(port)).await;
+    relay.send("precedence").await;
+    mx.wait_for_messages(1, WAIT);
+    let counts = relay
+        .wait_for_counts(|c| c.tlsa.as_ref().is_some_and(|t| t.success == 1))
+        .await;
+    assert_eq!(counts.success, 0, "not an MTA-STS session: {counts:?}");
+    assert!(counts.failures.is_empty(), "{counts:?}");
+    assert!(
+        d.w.https.hits(crate::mta_sts::world::POLICY_PATH) >= 1,
+        "the enforce policy was fetched, so it was in force"
+    );
+}

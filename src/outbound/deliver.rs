@@ -230,7 +230,12 @@ impl Outbound {
                     result_type,
                     detail,
                 } => {
-                    last = self.dane_unusable(job, host, result_type, detail);
+                    tracing::warn!(queue_id = %job.queue_id, domain = %job.domain, mx = %host,
+                        policy = "dane", reply = %detail, "delivery attempt: MX host not used (DANE)");
+                    let (event, failure) =
+                        super::dane::refusal(&job.domain, host, result_type, detail);
+                    self.tls_events.emit(event);
+                    last = failure;
                     continue;
                 }
             };
@@ -267,38 +272,6 @@ impl Outbound {
             }
         }
         all(last, last_host)
-    }
-
-    /// A host DANE forbids using now (DNSSEC trouble, `dane-required`): reported, logged, and
-    /// the reason the delivery defers if no other host takes it.
-    fn dane_unusable(
-        &self,
-        job: &Job,
-        host: &str,
-        result_type: mail_auth::report::tlsrpt::ResultType,
-        detail: String,
-    ) -> Failure {
-        let target = crate::mta_sts::DaneTarget {
-            domain: job.domain.to_ascii_lowercase(),
-            host: host.to_string(),
-            records: Vec::new(),
-        };
-        self.emit(
-            &TlsDirective::Dane {
-                target: Arc::new(target),
-            },
-            TlsOutcome::Failure {
-                result_type,
-                mx_host: host.to_string(),
-                ip: None,
-                detail: detail.clone(),
-            },
-        );
-        tracing::warn!(queue_id = %job.queue_id, domain = %job.domain, mx = %host,
-            policy = "dane", reply = %detail, "delivery attempt: MX host not used (DANE)");
-        Failure::TlsRequired {
-            detail: format!("DANE: {detail}"),
-        }
     }
 
     /// Hands how TLS went to the sink (the TLS-RPT reporter).

@@ -101,7 +101,15 @@ fn host_lines(
     let name = dane.tlsa_name(host);
     match plan.host(host) {
         HostDane::Applies(target) => {
-            let mut lines = vec![format!("tlsa:     {name} (DNSSEC-secure)")];
+            let base = dane.tlsa_name(&target.base);
+            let mut lines = vec![if target.base == target.host {
+                format!("tlsa:     {base} (DNSSEC-secure)")
+            } else {
+                format!(
+                    "tlsa:     {base} (DNSSEC-secure; {host} is a CNAME for {})",
+                    target.base
+                )
+            }];
             lines.extend(
                 target
                     .record_lines()

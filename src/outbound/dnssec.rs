@@ -23,7 +23,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
 use hickory_resolver::proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_resolver::proto::rr::{Name, RData, RecordType};
+use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use hickory_resolver::{Resolver, TokioResolver};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -38,6 +38,19 @@ pub struct Secured {
     pub secure: bool,
     /// The name does not exist (NXDOMAIN).
     pub nxdomain: bool,
+    /// Where a CNAME chain led, when the records are at another name (lower case, no dot).
+    pub canonical: Option<String>,
+}
+
+/// The owner of the answer's `rtype` records when a CNAME led there.
+fn canonical_of(records: &[&Record], rtype: RecordType) -> Option<String> {
+    if !records.iter().any(|r| r.record_type() == RecordType::CNAME) {
+        return None;
+    }
+    records
+        .iter()
+        .find(|r| r.record_type() == rtype)
+        .map(|r| r.name.to_ascii().trim_end_matches('.').to_ascii_lowercase())
 }
 
 /// A look-up that gave no usable answer.
@@ -229,6 +242,7 @@ async fn validated(
                 return Err(SecureError::Bogus(format!("{what}: bogus signature")));
             }
             Ok(Secured {
+                canonical: canonical_of(&answers, rtype),
                 secure: !answers.is_empty() && answers.iter().all(|r| r.proof == Proof::Secure),
                 records: answers
                     .iter()
@@ -253,6 +267,7 @@ async fn validated(
                 records: Vec::new(),
                 secure: !proofs.is_empty() && proofs.contains(&Proof::Secure),
                 nxdomain: none.response_code == ResponseCode::NXDomain,
+                canonical: None,
             })
         }
         Err(NetError::Dns(DnsError::Nsec { proof, .. })) => match proof {
@@ -260,6 +275,7 @@ async fn validated(
                 records: Vec::new(),
                 secure: false,
                 nxdomain: false,
+                canonical: None,
             }),
             other => Err(SecureError::Bogus(format!(
                 "{what}: denial of existence is {other}"
@@ -320,6 +336,7 @@ async fn trust_ad(
         let secure = reply.metadata.authentic_data;
         return match reply.metadata.response_code {
             ResponseCode::NoError | ResponseCode::NXDomain => Ok(Secured {
+                canonical: canonical_of(&reply.answers.iter().collect::<Vec<_>>(), rtype),
                 records: reply
                     .answers
                     .iter()

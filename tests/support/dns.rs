@@ -161,6 +161,14 @@ impl DnsServer {
         self.add(domain, RData::MX(MX::new(0, Name::root())));
     }
 
+    /// Adds a CNAME record `name. CNAME target.` (answered for every type asked at `name`).
+    pub fn add_cname(&self, name: &str, target: &str) {
+        self.add(
+            name,
+            RData::CNAME(hickory_proto::rr::rdata::CNAME(self::name(target))),
+        );
+    }
+
     /// Adds an A record.
     pub fn add_a(&self, name: &str, ip: Ipv4Addr) {
         self.add(name, RData::A(A(ip)));
@@ -388,13 +396,34 @@ fn answer(shared: &Shared, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
             response.add_authority(soa_for(&qname, ttl));
         }
         Some(records) => {
-            let matching: Vec<Record> = records
+            let mut matching: Vec<Record> = records
                 .iter()
                 .filter(|r| {
                     query.query_type() == RecordType::ANY || r.record_type() == query.query_type()
                 })
                 .map(|r| Record::from_rdata(qname.clone(), ttl, r.clone()))
                 .collect();
+            // A CNAME answers for every type (one hop, as far as this server's zone goes).
+            if matching.is_empty()
+                && let Some(RData::CNAME(target)) = records
+                    .iter()
+                    .find(|r| r.record_type() == RecordType::CNAME)
+            {
+                matching.push(Record::from_rdata(
+                    qname.clone(),
+                    ttl,
+                    RData::CNAME(target.clone()),
+                ));
+                let target_name = target.0.clone();
+                if let Some(at_target) = zone.records.get(&key(&target_name.to_ascii())) {
+                    matching.extend(
+                        at_target
+                            .iter()
+                            .filter(|r| r.record_type() == query.query_type())
+                            .map(|r| Record::from_rdata(target_name.clone(), ttl, r.clone())),
+                    );
+                }
+            }
             if matching.is_empty() {
                 response.add_authority(soa_for(&qname, ttl));
             }

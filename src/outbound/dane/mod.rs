@@ -218,32 +218,45 @@ impl Dane {
                 "the address records of {host} are not DNSSEC-signed"
             ));
         }
-        let name = self.tlsa_name(host);
-        let tlsa = match self.resolver.lookup(&name, RecordType::TLSA).await {
-            Ok(t) => t,
-            Err(e) => return unusable(e),
-        };
-        if !tlsa.secure {
-            return HostDane::NotApplicable(format!("the TLSA answer for {name} is not signed"));
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        // RFC 7672 §2.2.3: when the host is a secure CNAME, the TLSA records at the end of the
+        // chain come first; the MX host's own name is the fall-back.
+        let mut bases = Vec::new();
+        if let Some(canonical) = address.canonical.filter(|c| *c != host) {
+            bases.push(canonical);
         }
-        if tlsa.records.is_empty() {
-            return HostDane::NotApplicable(format!(
-                "{name} has no TLSA records (securely denied)"
-            ));
+        bases.push(host.clone());
+        let mut why = String::new();
+        for base in bases {
+            let name = self.tlsa_name(&base);
+            let tlsa = match self.resolver.lookup(&name, RecordType::TLSA).await {
+                Ok(t) => t,
+                Err(e) => return unusable(e),
+            };
+            if !tlsa.secure {
+                why = format!("the TLSA answer for {name} is not signed");
+                continue;
+            }
+            if tlsa.records.is_empty() {
+                why = format!("{name} has no TLSA records (securely denied)");
+                continue;
+            }
+            let records = tlsa
+                .records
+                .iter()
+                .filter_map(|r| match r {
+                    RData::TLSA(t) if usable(t) => Some(t.clone()),
+                    _ => None,
+                })
+                .collect();
+            return HostDane::Applies(Arc::new(DaneTarget {
+                domain: domain.to_string(),
+                host,
+                base,
+                records,
+            }));
         }
-        let records = tlsa
-            .records
-            .iter()
-            .filter_map(|r| match r {
-                RData::TLSA(t) if usable(t) => Some(t.clone()),
-                _ => None,
-            })
-            .collect();
-        HostDane::Applies(Arc::new(DaneTarget {
-            domain: domain.to_string(),
-            host: host.trim_end_matches('.').to_ascii_lowercase(),
-            records,
-        }))
+        HostDane::NotApplicable(why)
     }
 }
 
@@ -274,6 +287,7 @@ pub fn refusal(
     let target = DaneTarget {
         domain: domain.to_ascii_lowercase(),
         host: host.to_string(),
+        base: host.to_string(),
         records: Vec::new(),
     };
     let event = TlsEvent::Session {

@@ -87,8 +87,8 @@ impl DaneVerifier {
                 .build()
                 .map_err(|e| rustls::Error::General(format!("DANE-TA verifier: {e}")))?;
         let mut last = None;
-        for name in [&self.target.host, &self.target.domain] {
-            let Ok(server_name) = ServerName::try_from(name.clone()) else {
+        for name in self.target.reference_names() {
+            let Ok(server_name) = ServerName::try_from(name) else {
                 continue;
             };
             match verifier.verify_server_cert(end_entity, intermediates, &server_name, &[], now) {

@@ -170,3 +170,40 @@ async fn dane_takes_precedence_over_mta_sts_enforce() {
         "the enforce policy was fetched, so it was in force"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cname_mx_host_uses_the_tlsa_records_and_name_at_the_end_of_the_chain() {
+    let d = DaneWorld::signed();
+    // mx1.bank.test is a CNAME for the hosting provider's server, which publishes the TLSA
+    // records and whose certificate names only itself (RFC 7672 §2.2.3, §3.2.2).
+    let real = "smtp7.hosting.test";
+    let tls = d.w.ca.server_config_with_root(&[real], Validity::Current);
+    let mx = crate::support::smtp_sink::SmtpSink::start(
+        crate::support::listener(),
+        crate::support::smtp_sink::SinkOptions {
+            tls: Some(tls),
+            hostname: Some(real.to_string()),
+            ..Default::default()
+        },
+    );
+    let port = mx.addr().port();
+    d.w.dns.add_mx(DOMAIN, 10, MX);
+    d.w.dns.add_cname(MX, real);
+    d.w.dns.add_ip(real, mx.addr().ip());
+    d.w.dns.add_tlsa(
+        &format!("_{port}._tcp.{real}"),
+        2,
+        0,
+        1,
+        cert_sha256(&d.w.ca.root_der()),
+    );
+    let mut cfg = d.config(port);
+    cfg.tls.extra_roots.clear();
+    let relay = Relay::start(cfg).await;
+    relay.send("via CNAME").await;
+    mx.wait_for_messages(1, WAIT);
+    let counts = relay
+        .wait_for_counts(|c| c.tlsa.as_ref().is_some_and(|t| t.success == 1))
+        .await;
+    assert!(counts.tlsa.expect("tlsa").failures.is_empty());
+}

@@ -90,3 +90,28 @@ async fn tlsa_servfail_defers() {
     d.w.dns.fail(&tlsa_name(mx.addr().port()));
     assert_deferred_and_reported(&d, &mx, ResultType::DnssecInvalid).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_ad_mode_defers_when_the_resolver_answers_servfail() {
+    // A validating resolver says SERVFAIL for bogus data: in trust-AD mode that is all herald
+    // sees, and the host is not used.
+    let w = crate::mta_sts::world::World::new();
+    w.dns.act_as_validating_resolver();
+    let d = DaneWorld {
+        anchor: w.dir.path().join("unused"),
+        w,
+    };
+    let mx = d.start_mx(d.w.ca.server_config(&[super::world::MX], Validity::Current));
+    d.w.dns.fail(&tlsa_name(mx.addr().port()));
+    let mut cfg = d.w.config(mx.addr().port());
+    cfg.dane.trust_resolver_ad = true;
+    let relay = Relay::start(cfg).await;
+    let id = relay.send("must not go").await;
+    let counts = relay
+        .wait_for_counts(|c| c.tlsa.as_ref().is_some_and(|t| !t.failures.is_empty()))
+        .await;
+    relay.assert_still_queued(&id).await;
+    assert!(mx.messages().is_empty());
+    let tlsa = counts.tlsa.expect("tlsa");
+    assert_eq!(tlsa.failures[0].result_type, ResultType::DnssecInvalid);
+}

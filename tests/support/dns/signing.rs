@@ -99,12 +99,17 @@ pub(super) fn sign_response(
         }
         return;
     }
-    let mut types: Vec<RecordType> = answers.iter().map(|r| r.record_type()).collect();
-    types.dedup();
-    for t in types {
+    let mut rrsets: Vec<(Name, RecordType)> = Vec::new();
+    for r in &answers {
+        let id = (r.name.clone(), r.record_type());
+        if !rrsets.contains(&id) {
+            rrsets.push(id);
+        }
+    }
+    for (owner, t) in rrsets {
         let set: Vec<Record> = answers
             .iter()
-            .filter(|r| r.record_type() == t)
+            .filter(|r| r.record_type() == t && r.name == owner)
             .cloned()
             .collect();
         response.add_answer(rrsig(d, &set, corrupt));

@@ -8,14 +8,15 @@
 //!   asks with the AD bit and DO set and believes the AD bit of the reply (RFC 6840 §5.7), as
 //!   Postfix does. Only loopback resolvers are allowed (checked by the config).
 //!
-//! When the configured servers cannot serve a validated root key set at all (a resolver that
-//! strips DNSSEC records), validating mode reports every answer as insecure and warns: mail
-//! keeps flowing without DANE, as with Postfix behind a non-validating resolver. Once the root
-//! has validated, a later failure is bogus, never insecure (no downgrade by an attacker).
+//! When the configured servers cannot serve a validated answer from the trust anchor's zone at
+//! all (a resolver that strips DNSSEC records), validating mode reports every answer as
+//! insecure and warns: mail keeps flowing without DANE, as with Postfix behind a
+//! non-validating resolver. Once an answer has validated, a later failure is bogus, never
+//! insecure (no downgrade by an attacker).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
@@ -75,10 +76,13 @@ impl std::fmt::Display for SecureError {
 enum Mode {
     Validating {
         resolver: Box<TokioResolver>,
-        /// The root DNSKEY set validated at least once (sticky).
+        /// The trust anchor's zone: its signed SOA answer shows validation works.
+        anchor_zone: Name,
+        /// A signed answer validated at least once (sticky).
         root_ok: AtomicBool,
-        /// Unix time of the last failed root probe (re-probed at most once a minute).
-        last_probe: AtomicU64,
+        /// Unix time of the last probe that found validation impossible (re-probed at most
+        /// once a minute); concurrent callers wait for a probe in flight.
+        last_probe: tokio::sync::Mutex<u64>,
     },
     TrustAd {
         servers: Vec<SocketAddr>,
@@ -108,11 +112,14 @@ impl SecureResolver {
                 timeout: opts.timeout,
             }
         } else {
-            let anchors = match &dane.trust_anchor {
-                Some(path) => TrustAnchors::from_file(path).map_err(|e| {
-                    anyhow::anyhow!("dane.trust_anchor: cannot read {}: {e}", path.display())
-                })?,
-                None => TrustAnchors::default(),
+            let (anchors, anchor_zone) = match &dane.trust_anchor {
+                Some(path) => {
+                    let anchors = TrustAnchors::from_file(path).map_err(|e| {
+                        anyhow::anyhow!("dane.trust_anchor: cannot read {}: {e}", path.display())
+                    })?;
+                    (anchors, anchor_zone(path)?)
+                }
+                None => (TrustAnchors::default(), Name::root()),
             };
             let builder = if dns.servers.is_empty() {
                 Resolver::builder(TokioRuntimeProvider::default()).map_err(|e| {
@@ -142,8 +149,9 @@ impl SecureResolver {
                 .map_err(|e| anyhow::anyhow!("cannot build the DNSSEC resolver: {e}"))?;
             Mode::Validating {
                 resolver: Box::new(resolver),
+                anchor_zone,
                 root_ok: AtomicBool::new(false),
-                last_probe: AtomicU64::new(0),
+                last_probe: tokio::sync::Mutex::new(0),
             }
         };
         Ok(SecureResolver {
@@ -164,42 +172,45 @@ impl SecureResolver {
     }
 
     /// Whether DNSSEC can be established at all through the configured servers. In validating
-    /// mode this checks (once, then sticky) that the trust anchor's DNSKEY set validates; in
-    /// trust-AD mode it is always so (the resolver answers for it).
+    /// mode this checks (once, then sticky) that a signed answer from the trust anchor's zone
+    /// validates; a resolver that strips DNSSEC records fails this and DANE is not applied
+    /// (re-checked once a minute). A probe that gets no answer at all says nothing about
+    /// DNSSEC: DANE stays on and its look-ups fail closed. In trust-AD mode it is always so.
     pub async fn available(&self) -> bool {
         let Mode::Validating {
             resolver,
+            anchor_zone,
             root_ok,
             last_probe,
         } = &*self.mode
         else {
             return true;
         };
-        if root_ok.load(Ordering::Relaxed) {
+        if root_ok.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut last = last_probe.lock().await;
+        if root_ok.load(Ordering::Acquire) {
             return true;
         }
         let now = crate::clock::unix_now();
-        let last = last_probe.load(Ordering::Relaxed);
-        if last != 0 && now.saturating_sub(last) < PROBE_INTERVAL {
+        if *last != 0 && now.saturating_sub(*last) < PROBE_INTERVAL {
             return false;
         }
-        last_probe.store(now, Ordering::Relaxed);
-        match resolver.lookup(Name::root(), RecordType::DNSKEY).await {
-            Ok(lookup)
-                if !lookup.answers().is_empty()
-                    && lookup
-                        .answers()
-                        .iter()
-                        .filter(|r| r.record_type() == RecordType::DNSKEY)
-                        .all(|r| r.proof == Proof::Secure) =>
-            {
-                root_ok.store(true, Ordering::Relaxed);
-                tracing::info!("dane: DNSSEC validation is available (root keys validated)");
+        match validated(resolver, anchor_zone.clone(), RecordType::SOA).await {
+            Ok(answer) if answer.secure => {
+                root_ok.store(true, Ordering::Release);
+                tracing::info!(zone = %anchor_zone, "dane: DNSSEC validation works");
+                true
+            }
+            Err(SecureError::Failed(why)) => {
+                tracing::info!("dane: DNSSEC probe got no answer ({why}); will probe again");
                 true
             }
             other => {
+                *last = now;
                 let why = match other {
-                    Ok(_) => "the root DNSKEY set does not match the trust anchor".to_string(),
+                    Ok(_) => "the answer carried no signatures".to_string(),
                     Err(e) => e.to_string(),
                 };
                 tracing::warn!(
@@ -223,6 +234,29 @@ impl SecureResolver {
             Mode::TrustAd { servers, timeout } => trust_ad(servers, *timeout, fqdn, rtype).await,
         }
     }
+}
+
+/// The zone of the first record in a trust-anchor file (where validation starts).
+fn anchor_zone(path: &std::path::Path) -> anyhow::Result<Name> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("dane.trust_anchor: cannot read {}: {e}", path.display()))?;
+    let owner = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with(';'))
+        .and_then(|l| l.split_whitespace().next())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "dane.trust_anchor: {} holds no DNSKEY record",
+                path.display()
+            )
+        })?;
+    Name::from_ascii(owner).map_err(|e| {
+        anyhow::anyhow!(
+            "dane.trust_anchor: {owner:?} in {} is not a DNS name: {e}",
+            path.display()
+        )
+    })
 }
 
 async fn validated(

@@ -274,6 +274,10 @@ impl DnsServer {
     pub fn enable_dnssec(&self) -> String {
         let (dnssec, anchor) = Dnssec::generate();
         *self.shared.dnssec.lock().expect("dnssec") = Some(dnssec);
+        // The signed zone's apex SOA (validators probe it).
+        let ttl = self.shared.zone.lock().expect("zone lock").ttl;
+        let soa = soa_for(&Name::root(), ttl).data;
+        self.add(".", soa);
         anchor
     }
 

@@ -115,3 +115,27 @@ async fn trust_ad_mode_defers_when_the_resolver_answers_servfail() {
     let tlsa = counts.tlsa.expect("tlsa");
     assert_eq!(tlsa.failures[0].result_type, ResultType::DnssecInvalid);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_domain_without_tlsa_defers_as_dane_required() {
+    // [dane] required_domains: a signed domain whose MX publishes no TLSA is not delivered to
+    // with anything less than DANE (Postfix's dane-only), and TLS-RPT hears `dane-required`.
+    let d = DaneWorld::signed();
+    let mx = d.start_mx(d.w.ca.server_config(&[super::world::MX], Validity::Current));
+    let mut cfg = d.config(mx.addr().port());
+    cfg.dane.required_domains = vec![crate::mta_sts::world::DOMAIN.to_string()];
+    let relay = Relay::start(cfg).await;
+    let id = relay.send("must not go").await;
+    let counts = relay
+        .wait_for_counts(|c| c.tlsa.as_ref().is_some_and(|t| !t.failures.is_empty()))
+        .await;
+    relay.assert_still_queued(&id).await;
+    assert!(mx.messages().is_empty());
+    let tlsa = counts.tlsa.expect("tlsa");
+    assert_eq!(tlsa.failures[0].result_type, ResultType::DaneRequired);
+    assert!(
+        tlsa.failures[0].detail.contains("no TLSA records"),
+        "{:?}",
+        tlsa.failures[0]
+    );
+}

@@ -28,6 +28,20 @@ async fn dane_ee_match_delivers_whatever_the_name_and_dates() {
     assert!(tlsa.failures.is_empty(), "{tlsa:?}");
     assert_eq!(tlsa.mx_hosts, vec![MX.to_string()]);
     assert!(tlsa.records[0].starts_with("3 1 1 "), "{:?}", tlsa.records);
+
+    // `herald report pending` shows the DANE sessions beside the MTA-STS ones.
+    relay.reporter.persist().expect("counts saved");
+    let out = std::process::Command::new(crate::support::herald::herald_bin())
+        .arg("--config")
+        .arg(d.config_file(port))
+        .args(["report", "pending"])
+        .output()
+        .expect("run herald");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("dane (tlsa, mx1.bank.test): 1 successful, 0 failed session(s)"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

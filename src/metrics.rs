@@ -139,8 +139,8 @@ impl Metrics {
         );
         registry.register(
             "herald_tls_sessions",
-            "Outbound SMTP sessions by TLS policy (mta-sts-enforce, mta-sts-testing, required, \
-             opportunistic) and result (success, or the TLS-RPT failure type, or plaintext)",
+            "Outbound SMTP sessions by TLS policy (mta-sts-enforce, mta-sts-testing, dane, \
+             required, opportunistic) and result (success, or the TLS-RPT failure type, or plaintext)",
             m.tls.clone(),
         );
         registry.register(
@@ -269,8 +269,8 @@ pub fn dsn_sent() {
     metrics().dsn_sent.inc();
 }
 
-/// An outbound session ran under `policy` (`mta-sts-enforce`, `mta-sts-testing`, `required`,
-/// `opportunistic`) with `result` (`success`, a TLS-RPT result type, or `plaintext`).
+/// An outbound session ran under `policy` (`mta-sts-enforce`, `mta-sts-testing`, `dane`,
+/// `required`, `opportunistic`) with `result` (`success`, a TLS-RPT result type, or `plaintext`).
 pub fn tls_session(policy: &str, result: &str) {
     metrics()
         .tls

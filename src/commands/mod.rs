@@ -13,6 +13,7 @@ pub mod reload;
 pub mod report;
 pub mod serve;
 pub mod sts;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -56,6 +57,9 @@ pub enum Command {
     /// MTA-STS policies seen.
     #[command(subcommand)]
     Sts(sts::StsCommand),
+    /// Transport security per destination: MX, DNSSEC, DANE (TLSA), MTA-STS, what applies.
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
     /// TLS-RPT reports.
     #[command(subcommand)]
     Report(report::ReportCommand),
@@ -81,6 +85,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Check(args) => check::run(&config, args).await,
         Command::Queue(cmd) => queue::run(&config, cmd).await,
         Command::Sts(cmd) => sts::run(&config, cmd).await,
+        Command::Tls(cmd) => tls::run(&config, cmd).await,
         Command::Report(cmd) => report::run(&config, cmd).await,
         Command::Dmarc(cmd) => dmarc::run(&config, cmd).await,
     };

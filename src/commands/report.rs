@@ -46,22 +46,36 @@ pub async fn run(config: &Path, cmd: ReportCommand) -> anyhow::Result<ExitCode> 
                     c.success,
                     c.failure_total()
                 );
-                for f in &c.failures {
-                    let result = serde_json::to_value(f.result_type)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default();
+                print_failures(&c.failures);
+                if let Some(t) = &c.tlsa {
+                    let failed: u64 = t.failures.iter().map(|f| f.count).sum();
                     println!(
-                        "  {} x{} mx={} ip={}",
-                        result,
-                        f.count,
-                        f.mx_host.as_deref().unwrap_or("-"),
-                        f.ip.map(|ip| ip.to_string()).unwrap_or_else(|| "-".into())
+                        "  dane (tlsa, {}): {} successful, {failed} failed session(s)",
+                        t.mx_hosts.join(" "),
+                        t.success
                     );
+                    print_failures(&t.failures);
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// One line per failure group: result type, count, MX host and address.
+fn print_failures(failures: &[crate::report::store::FailureCount]) {
+    for f in failures {
+        let result = serde_json::to_value(f.result_type)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        println!(
+            "  {} x{} mx={} ip={}",
+            result,
+            f.count,
+            f.mx_host.as_deref().unwrap_or("-"),
+            f.ip.map(|ip| ip.to_string()).unwrap_or_else(|| "-".into())
+        );
     }
 }
 

@@ -123,6 +123,9 @@ pub fn render(r: &Resolution, directive: &TlsDirective, port: u16, now: u64) -> 
             "opportunistic TLS; the fetch failure is reported to TLS-RPT".to_string()
         }
         TlsDirective::Opportunistic => "opportunistic TLS".to_string(),
+        TlsDirective::Dane { .. } => {
+            "dane: STARTTLS required, the chain must match the TLSA records".to_string()
+        }
     };
     let _ = writeln!(out, "delivery: {delivery}");
     out

@@ -64,6 +64,9 @@ pub struct Config {
     /// MTA-STS policy fetching and caching.
     #[serde(default)]
     pub mta_sts: MtaStsConfig,
+    /// DANE for SMTP: DNSSEC and TLSA records.
+    #[serde(default)]
+    pub dane: DaneConfig,
     /// TLS-RPT reports herald sends, and the address it receives them at.
     #[serde(default)]
     pub report: ReportConfig,

@@ -23,6 +23,7 @@ impl Config {
         self.dkim.keys_dir.iter_mut().for_each(fix);
         self.dkim.keys.iter_mut().for_each(|k| fix(&mut k.file));
         self.mta_sts.cache_dir.iter_mut().for_each(fix);
+        self.dane.trust_anchor.iter_mut().for_each(fix);
         self.report.dir.iter_mut().for_each(fix);
         self.delivery.capture_dir.iter_mut().for_each(fix);
         self.admin.token_file.iter_mut().for_each(fix);

@@ -270,3 +270,33 @@ impl ClusterConfig {
             .unwrap_or_else(|| "herald".into())
     }
 }
+
+/// DANE for SMTP (RFC 7672): TLSA records in DNSSEC-signed zones authenticate the MX.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaneConfig {
+    /// Apply DANE at all (MX answer and MX host DNSSEC-secure with usable TLSA records:
+    /// STARTTLS required and the certificate chain must match a record).
+    pub enabled: bool,
+    /// Trust the AD bit of the `[dns] servers` instead of validating DNSSEC in herald. Only
+    /// allowed when every server is on loopback (a local validating resolver such as unbound):
+    /// the AD bit of a resolver across a network can be forged on the way.
+    pub trust_resolver_ad: bool,
+    /// A file of DNSKEY records (zone-file format) to trust instead of the built-in root
+    /// keys, when herald validates itself. For test and private DNS hierarchies.
+    pub trust_anchor: Option<PathBuf>,
+    /// Recipient domains that must be reached over DANE (Postfix's `dane-only`): an MX host
+    /// without usable TLSA records is not used and counted as `dane-required`.
+    pub required_domains: Vec<String>,
+}
+
+impl Default for DaneConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            trust_resolver_ad: false,
+            trust_anchor: None,
+            required_domains: Vec::new(),
+        }
+    }
+}

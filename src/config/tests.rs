@@ -119,3 +119,33 @@ fn environment_overrides_file() {
     assert_eq!(cfg.spf.include, "_spf.env.example");
     assert_eq!(cfg.spf.addresses.len(), 2);
 }
+
+#[test]
+fn dane_defaults_and_trust_resolver_ad_only_with_loopback_resolvers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::load(&write(dir.path(), "")).unwrap();
+    assert!(cfg.dane.enabled, "DANE is on by default");
+    assert!(!cfg.dane.trust_resolver_ad, "herald validates by default");
+
+    let p = write(
+        dir.path(),
+        "[dns]\nservers = [\"127.0.0.1:5353\"]\n[dane]\ntrust_resolver_ad = true\n",
+    );
+    assert!(Config::load(&p).unwrap().dane.trust_resolver_ad);
+
+    let p = write(
+        dir.path(),
+        "[dns]\nservers = [\"192.0.2.53\"]\n[dane]\ntrust_resolver_ad = true\n",
+    );
+    let e = Config::load(&p).unwrap_err();
+    assert_eq!(e.key, "dane.trust_resolver_ad");
+    assert!(e.to_string().contains("192.0.2.53:53"), "{e}");
+
+    let p = write(dir.path(), "[dane]\ntrust_resolver_ad = true\n");
+    assert_eq!(Config::load(&p).unwrap_err().key, "dane.trust_resolver_ad");
+
+    let p = write(dir.path(), "[dane]\ntrust_anchor = \"missing.keys\"\n");
+    let e = Config::load(&p).unwrap_err();
+    assert_eq!(e.key, "dane.trust_anchor");
+    assert!(e.to_string().contains("missing.keys"), "{e}");
+}

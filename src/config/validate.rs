@@ -25,6 +25,42 @@ impl Config {
                 "feedback.max_message_size and max_report_size must be at least 1024 bytes".into(),
             ));
         }
+        if self.dane.trust_resolver_ad {
+            if self.dns.servers.is_empty() {
+                return Err(err(
+                    "dane.trust_resolver_ad",
+                    "needs [dns] servers set to a local validating resolver (e.g. unbound on \
+                     127.0.0.1): the system resolver may be anywhere"
+                        .into(),
+                ));
+            }
+            if let Some(remote) = self.dns.servers.iter().find(|s| !s.ip().is_loopback()) {
+                return Err(err(
+                    "dane.trust_resolver_ad",
+                    format!(
+                        "only allowed with loopback resolvers, but [dns] servers has {remote}: \
+                         an AD bit from across a network can be forged; run a validating \
+                         resolver on this machine or let herald validate (trust_resolver_ad = false)"
+                    ),
+                ));
+            }
+            if self.dane.trust_anchor.is_some() {
+                return Err(err(
+                    "dane.trust_anchor",
+                    "is for herald's own validation; with trust_resolver_ad = true the resolver \
+                     holds the trust anchor"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(anchor) = &self.dane.trust_anchor
+            && !anchor.is_file()
+        {
+            return Err(err(
+                "dane.trust_anchor",
+                format!("{} is not a readable file", anchor.display()),
+            ));
+        }
         if self.server.hostname.trim().is_empty() {
             return Err(err("server.hostname", "must not be empty".into()));
         }

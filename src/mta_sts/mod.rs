@@ -15,11 +15,13 @@ pub mod fetch;
 mod outcome;
 pub mod policy;
 mod resolve;
+mod tlsa;
 
 use std::sync::Arc;
 
 pub use outcome::{NoTlsReports, TlsEvent, TlsOutcome, TlsSink};
 pub use resolve::{Resolution, Source, StsResolver};
+pub use tlsa::DaneTarget;
 
 /// Policy mode (RFC 8461 §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -87,6 +89,14 @@ pub enum TlsDirective {
         /// What went wrong, for logs and the report.
         detail: String,
     },
+    /// DANE (RFC 7672) for one MX host: its MX and address answers were DNSSEC-secure and it
+    /// publishes TLSA records. STARTTLS is required and the chain must match a usable record
+    /// (with none usable: TLS required, not authenticated). Takes precedence over MTA-STS
+    /// (RFC 8461 §2).
+    Dane {
+        /// The host, the recipient domain and the TLSA records.
+        target: Arc<DaneTarget>,
+    },
 }
 
 impl TlsDirective {
@@ -100,6 +110,8 @@ impl TlsDirective {
                 Mode::Testing => "mta-sts testing",
                 Mode::None => "opportunistic",
             },
+            TlsDirective::Dane { target } if target.records.is_empty() => "dane (encrypt only)",
+            TlsDirective::Dane { .. } => "dane",
         }
     }
 
@@ -109,6 +121,9 @@ impl TlsDirective {
         // an MX name from unauthenticated DNS, as with `require_tls`, is not authenticated).
         match self {
             TlsDirective::Sts { policy, .. } => policy.mode == Mode::Enforce,
+            // DANE authenticates with usable TLSA records; with only unusable ones it demands
+            // STARTTLS but checks no certificate.
+            TlsDirective::Dane { target } => !target.records.is_empty(),
             TlsDirective::Opportunistic
             | TlsDirective::Required
             | TlsDirective::StsFailed { .. } => false,
@@ -120,6 +135,7 @@ impl TlsDirective {
         match self {
             TlsDirective::Required => true,
             TlsDirective::Sts { policy, .. } => policy.mode == Mode::Enforce,
+            TlsDirective::Dane { .. } => true,
             _ => false,
         }
     }

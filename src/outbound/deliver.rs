@@ -9,6 +9,7 @@ use mail_auth::MessageAuthenticator;
 use mail_send::Credentials;
 
 use super::client::{OpenError, Session, Timeouts, TlsMode, TransactionError};
+use super::dane::{Dane, DanePlan, HostDane};
 use super::outcome::{Answer, Failure, RecipientResult};
 use super::pool::{Acquired, Conn, Key, Pool};
 use super::requiretls;
@@ -53,6 +54,7 @@ pub struct Outbound {
     tls: OutboundTls,
     pool: Pool,
     sts: Arc<StsResolver>,
+    dane: Dane,
     tls_events: Arc<dyn TlsSink>,
     relay: Option<Relay>,
     capture: Option<super::capture::Capture>,
@@ -115,6 +117,7 @@ impl Outbound {
                 Duration::from_secs(5),
             ),
             sts,
+            dane: Dane::new(cfg)?,
             tls_events,
             relay,
             capture: d.capture_dir.as_deref().map(super::capture::Capture::new),
@@ -141,13 +144,14 @@ impl Outbound {
                 n
             ]
         };
-        let (hosts, port, mode, directive, credentials) = match &self.relay {
+        let (hosts, port, mode, directive, credentials, dane) = match &self.relay {
             Some(relay) => (
                 vec![relay.host.clone()],
                 relay.port,
                 TlsMode::Strict,
                 TlsDirective::Required,
                 relay.credentials.as_ref(),
+                DanePlan::default(),
             ),
             None => {
                 // RFC 8460 §3: a report must reach its recipient even across the TLS
@@ -177,11 +181,18 @@ impl Outbound {
                         return all(failure, None);
                     }
                 };
+                // DANE (RFC 7672) per MX host; it takes precedence over MTA-STS (RFC 8461 §2).
+                let dane = if job.tls_report {
+                    DanePlan::default()
+                } else {
+                    self.dane.plan(&job.domain, &hosts).await
+                };
                 if let TlsDirective::Sts { policy, .. } = &directive
                     && directive.requires_verified_tls()
                 {
-                    let (allowed, refused): (Vec<String>, Vec<String>) =
-                        hosts.into_iter().partition(|h| policy.matches_mx(h));
+                    let (allowed, refused): (Vec<String>, Vec<String>) = hosts
+                        .into_iter()
+                        .partition(|h| policy.matches_mx(h) || dane.protects(h));
                     hosts = allowed;
                     if hosts.is_empty() {
                         // RFC 8460 has no result type of its own for an MX outside the policy;
@@ -211,7 +222,7 @@ impl Outbound {
                 } else {
                     TlsMode::Opportunistic
                 };
-                (hosts, self.port, mode, directive, None)
+                (hosts, self.port, mode, directive, None, dane)
             }
         };
         let via_relay = self.relay.is_some();
@@ -226,6 +237,22 @@ impl Outbound {
         let mut last = Failure::NoHostReached;
         let mut last_host = None;
         for host in &hosts {
+            let (directive, mode) = match dane.host(host) {
+                HostDane::NotApplicable(_) => (directive.clone(), mode),
+                HostDane::Applies(target) => (TlsDirective::Dane { target }, TlsMode::Strict),
+                HostDane::Unusable {
+                    result_type,
+                    detail,
+                } => {
+                    tracing::warn!(queue_id = %job.queue_id, domain = %job.domain, mx = %host,
+                        policy = "dane", reply = %detail, "delivery attempt: MX host not used (DANE)");
+                    let (event, failure) =
+                        super::dane::refusal(&job.domain, host, result_type, detail);
+                    self.tls_events.emit(event);
+                    last = failure;
+                    continue;
+                }
+            };
             let addrs = match resolve::addresses(&self.resolver, host).await {
                 Ok(a) => a,
                 Err(e) if e.is_permanent() && implicit && self.relay.is_none() => {
@@ -285,6 +312,7 @@ impl Outbound {
             host: host.to_string(),
             addr,
             strict: mode == TlsMode::Strict,
+            dane: matches!(directive, TlsDirective::Dane { .. }),
         };
         let _turn = self.pool.gate(host).await;
         let mail_params = requiretls::mail_params(job);
@@ -420,12 +448,26 @@ impl Outbound {
         directive: &TlsDirective,
         credentials: Option<&Credentials<String>>,
     ) -> Result<Session, OpenError> {
+        let dane_tls;
+        let tls = match directive {
+            TlsDirective::Dane { target } => {
+                dane_tls = self
+                    .tls
+                    .for_dane(target.clone())
+                    .map_err(|e| OpenError::Tls {
+                        detail: e.to_string(),
+                        result_type: mail_auth::report::tlsrpt::ResultType::ValidationFailure,
+                    })?;
+                &dane_tls
+            }
+            _ => &self.tls,
+        };
         let first = Session::open(
             addr,
             host,
             &self.helo,
             mode,
-            &self.tls,
+            tls,
             self.timeouts,
             credentials,
         )

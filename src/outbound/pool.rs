@@ -19,6 +19,8 @@ pub struct Key {
     pub addr: SocketAddr,
     /// Opened with verified TLS (only such sessions serve strict deliveries).
     pub strict: bool,
+    /// Verified by DANE (TLSA records) rather than WebPKI: never mixed with WebPKI sessions.
+    pub dane: bool,
 }
 
 #[derive(Default)]

@@ -5,7 +5,9 @@
 //! - *strict* runs the WebPKI verifier and fails the handshake on any problem (MTA-STS enforce,
 //!   `require_tls`, the smart host);
 //! - *opportunistic* encrypts whatever certificate is presented; after the handshake the same
-//!   WebPKI verifier is run on the presented chain so the result is recorded and logged.
+//!   WebPKI verifier is run on the presented chain so the result is recorded and logged;
+//! - *DANE* ([`OutboundTls::for_dane`]): per MX host, the chain must match its TLSA records
+//!   ([`super::dane::DaneVerifier`]) instead of the WebPKI roots.
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio_rustls::TlsConnector;
 
+use super::dane::{DaneTarget, DaneVerifier, TlsaMismatch};
 use crate::config::TlsConfig;
 
 /// The connectors and verifier used for every outbound TLS session.
@@ -26,6 +29,8 @@ pub struct OutboundTls {
     /// Accepts any certificate; verification is recorded with [`OutboundTls::verify`].
     pub opportunistic: TlsConnector,
     verifier: Arc<WebPkiServerVerifier>,
+    /// Set on the copy made for a DANE-protected host: [`OutboundTls::verify`] runs it.
+    dane: Option<Arc<DaneVerifier>>,
 }
 
 impl OutboundTls {
@@ -54,6 +59,26 @@ impl OutboundTls {
             strict: TlsConnector::from(Arc::new(strict)),
             opportunistic: TlsConnector::from(Arc::new(opportunistic)),
             verifier,
+            dane: None,
+        })
+    }
+
+    /// A copy whose strict connector (and [`OutboundTls::verify`]) checks the chain against
+    /// the TLSA records of `target` instead of the WebPKI roots.
+    pub fn for_dane(&self, target: Arc<DaneTarget>) -> anyhow::Result<OutboundTls> {
+        let provider = crate::trust::provider();
+        let verifier = Arc::new(DaneVerifier::new(target, provider.clone()));
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_no_client_auth();
+        Ok(OutboundTls {
+            strict: TlsConnector::from(Arc::new(config)),
+            opportunistic: self.opportunistic.clone(),
+            verifier: self.verifier.clone(),
+            dane: Some(verifier),
         })
     }
 
@@ -64,6 +89,11 @@ impl OutboundTls {
         };
         let name = ServerName::try_from(host.trim_end_matches('.').to_string())
             .map_err(|_| rustls::Error::General(format!("{host:?} is not a valid TLS name")))?;
+        if let Some(dane) = &self.dane {
+            return dane
+                .verify_server_cert(end_entity, intermediates, &name, &[], UnixTime::now())
+                .map(|_| ());
+        }
         self.verifier
             .verify_server_cert(end_entity, intermediates, &name, &[], UnixTime::now())
             .map(|_| ())
@@ -124,6 +154,9 @@ pub fn result_type(error: &rustls::Error) -> ResultType {
             }
             CertificateError::UnknownIssuer | CertificateError::BadSignature => {
                 ResultType::CertificateNotTrusted
+            }
+            CertificateError::Other(other) if other.0.downcast_ref::<TlsaMismatch>().is_some() => {
+                ResultType::TlsaInvalid
             }
             _ => ResultType::ValidationFailure,
         },

@@ -38,20 +38,37 @@ impl Reporter {
 /// The report for `counts`, covering its whole UTC day (up to `now` for the current day).
 pub fn build(counts: &DayCounts, reporter: &Reporter, now: i64) -> TlsReport {
     let (start, end) = day_range(&counts.day, now);
-    let failure_details = counts
-        .failures
-        .iter()
-        .map(|f| FailureDetails {
-            result_type: f.result_type,
-            sending_mta_ip: None,
-            receiving_mx_hostname: f.mx_host.clone(),
-            receiving_mx_helo: None,
-            receiving_ip: f.ip,
-            failed_session_count: clamp(f.count),
-            additional_information: (!f.detail.is_empty()).then(|| f.detail.clone()),
-            failure_reason_code: None,
-        })
-        .collect();
+    let mut policies = Vec::new();
+    if counts.has_sts() || counts.tlsa.is_none() {
+        policies.push(Policy {
+            policy: PolicyDetails {
+                policy_type: PolicyType::Sts,
+                policy_string: counts.policy_string.clone(),
+                policy_domain: counts.domain.clone(),
+                mx_host: counts.mx_patterns.clone(),
+            },
+            summary: Summary {
+                total_success: clamp(counts.success),
+                total_failure: clamp(counts.failure_total()),
+            },
+            failure_details: details(&counts.failures),
+        });
+    }
+    if let Some(tlsa) = &counts.tlsa {
+        policies.push(Policy {
+            policy: PolicyDetails {
+                policy_type: PolicyType::Tlsa,
+                policy_string: tlsa.records.clone(),
+                policy_domain: counts.domain.clone(),
+                mx_host: tlsa.mx_hosts.clone(),
+            },
+            summary: Summary {
+                total_success: clamp(tlsa.success),
+                total_failure: clamp(tlsa.failures.iter().map(|f| f.count).sum()),
+            },
+            failure_details: details(&tlsa.failures),
+        });
+    }
     TlsReport {
         organization_name: Some(reporter.organization.clone()),
         date_range: DateRange::from_timestamps(start, end),
@@ -63,20 +80,25 @@ pub fn build(counts: &DayCounts, reporter: &Reporter, now: i64) -> TlsReport {
             rand::random::<u32>(),
             reporter.hostname
         ),
-        policies: vec![Policy {
-            policy: PolicyDetails {
-                policy_type: PolicyType::Sts,
-                policy_string: counts.policy_string.clone(),
-                policy_domain: counts.domain.clone(),
-                mx_host: counts.mx_patterns.clone(),
-            },
-            summary: Summary {
-                total_success: clamp(counts.success),
-                total_failure: clamp(counts.failure_total()),
-            },
-            failure_details,
-        }],
+        policies,
     }
+}
+
+/// The `failure-details` entries of one policy.
+fn details(failures: &[super::store::FailureCount]) -> Vec<FailureDetails> {
+    failures
+        .iter()
+        .map(|f| FailureDetails {
+            result_type: f.result_type,
+            sending_mta_ip: None,
+            receiving_mx_hostname: f.mx_host.clone(),
+            receiving_mx_helo: None,
+            receiving_ip: f.ip,
+            failed_session_count: clamp(f.count),
+            additional_information: (!f.detail.is_empty()).then(|| f.detail.clone()),
+            failure_reason_code: None,
+        })
+        .collect()
 }
 
 /// The report as gzip-compressed JSON (`application/tlsrpt+gzip`).
@@ -193,5 +215,43 @@ mod tests {
             .read_to_end(&mut out)
             .expect("gunzip");
         out
+    }
+
+    #[test]
+    fn dane_sessions_are_a_tlsa_policy_beside_the_sts_one() {
+        let mut counts = DayCounts::new("bank.test", "2026-11-22");
+        let tlsa = counts.tlsa_mut();
+        tlsa.note("mx1.bank.test", &["3 1 1 abcd".to_string()]);
+        tlsa.success = 4;
+        counts.add_tlsa_failure(
+            ResultType::TlsaInvalid,
+            Some("mx1.bank.test".into()),
+            "127.0.0.9".parse().ok(),
+            "no TLSA record matches".into(),
+        );
+        // DANE only: the report has the tlsa policy alone.
+        let json = serde_json::to_value(build(&counts, &reporter(), 1_795_000_000)).unwrap();
+        let policies = json["policies"].as_array().unwrap();
+        assert_eq!(policies.len(), 1, "{json}");
+        let p = &policies[0];
+        assert_eq!(p["policy"]["policy-type"], "tlsa");
+        assert_eq!(p["policy"]["policy-string"][0], "3 1 1 abcd");
+        assert_eq!(p["policy"]["policy-domain"], "bank.test");
+        assert_eq!(p["policy"]["mx-host"][0], "mx1.bank.test");
+        assert_eq!(p["summary"]["total-successful-session-count"], 4);
+        assert_eq!(p["summary"]["total-failure-session-count"], 1);
+        assert_eq!(p["failure-details"][0]["result-type"], "tlsa-invalid");
+
+        // With MTA-STS sessions too: two policies in one report.
+        counts.policy_string = vec!["version: STSv1".into(), "mode: enforce".into()];
+        counts.success = 1;
+        let json = serde_json::to_value(build(&counts, &reporter(), 1_795_000_000)).unwrap();
+        let types: Vec<_> = json["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["policy"]["policy-type"].clone())
+            .collect();
+        assert_eq!(types, vec!["sts", "tlsa"]);
     }
 }

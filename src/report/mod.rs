@@ -121,10 +121,30 @@ impl TlsReporter {
     }
 
     /// Records one outcome for the policy domain of `directive` (an MTA-STS policy in `enforce`
-    /// or `testing` mode). Opportunistic and `Required` deliveries have no published policy and
+    /// or `testing` mode, or DANE for one MX host: policy type `tlsa`). Opportunistic and `Required` deliveries have no published policy and
     /// are not counted; `StsFailed` is counted by the resolver (see
     /// [`TlsReporter::record_policy_failure`]).
     pub fn record(&self, directive: &TlsDirective, outcome: TlsOutcome) {
+        if let TlsDirective::Dane { target } = directive {
+            let records = target.record_lines();
+            self.update(&target.domain, |entry| {
+                let tlsa = entry.tlsa_mut();
+                tlsa.note(&target.host, &records);
+                match outcome {
+                    TlsOutcome::Success => tlsa.success += 1,
+                    TlsOutcome::Failure {
+                        result_type,
+                        mx_host,
+                        ip,
+                        detail,
+                    } => {
+                        let host = (!mx_host.is_empty()).then_some(mx_host);
+                        entry.add_tlsa_failure(result_type, host, ip, detail)
+                    }
+                }
+            });
+            return;
+        }
         let TlsDirective::Sts { domain, policy } = directive else {
             return;
         };
@@ -222,6 +242,7 @@ fn count_tls_metric(event: &TlsEvent) {
                     Mode::None => "mta-sts-none",
                 },
                 TlsDirective::StsFailed { .. } => "mta-sts-unavailable",
+                TlsDirective::Dane { .. } => "dane",
             };
             let result = match outcome {
                 TlsOutcome::Success => "success".to_string(),

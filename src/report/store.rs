@@ -33,6 +33,86 @@ pub struct DayCounts {
     /// Failed sessions, grouped by result type, MX host and address.
     #[serde(default)]
     pub failures: Vec<FailureCount>,
+    /// Sessions under DANE (policy type `tlsa`), reported as a second policy of the same
+    /// report; absent when the domain had none that day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tlsa: Option<TlsaCounts>,
+}
+
+/// One domain's DANE sessions on one UTC day (RFC 8460 policy type `tlsa`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsaCounts {
+    /// The TLSA records seen (presentation form), the `policy-string`.
+    #[serde(default)]
+    pub records: Vec<String>,
+    /// The MX hosts whose TLSA records applied.
+    #[serde(default)]
+    pub mx_hosts: Vec<String>,
+    /// Sessions authenticated by DANE.
+    pub success: u64,
+    /// Failed sessions.
+    #[serde(default)]
+    pub failures: Vec<FailureCount>,
+}
+
+impl TlsaCounts {
+    /// Notes the records and host a session was made under.
+    pub fn note(&mut self, host: &str, records: &[String]) {
+        if !host.is_empty() && !self.mx_hosts.iter().any(|h| h == host) {
+            self.mx_hosts.push(host.to_string());
+        }
+        for r in records {
+            if !self.records.contains(r) {
+                self.records.push(r.clone());
+            }
+        }
+    }
+
+    fn merge(&mut self, other: TlsaCounts) {
+        self.success += other.success;
+        for h in &other.mx_hosts {
+            self.note(h, &[]);
+        }
+        self.note("", &other.records);
+        merge_failures(&mut self.failures, other.failures);
+    }
+}
+
+fn add_failure_to(
+    failures: &mut Vec<FailureCount>,
+    result_type: ResultType,
+    mx_host: Option<String>,
+    ip: Option<IpAddr>,
+    detail: String,
+) {
+    match failures
+        .iter_mut()
+        .find(|f| f.result_type == result_type && f.mx_host == mx_host && f.ip == ip)
+    {
+        Some(f) => {
+            f.count += 1;
+            f.detail = detail;
+        }
+        None => failures.push(FailureCount {
+            result_type,
+            mx_host,
+            ip,
+            count: 1,
+            detail,
+        }),
+    }
+}
+
+fn merge_failures(mine: &mut Vec<FailureCount>, theirs: Vec<FailureCount>) {
+    for f in theirs {
+        match mine
+            .iter_mut()
+            .find(|m| m.result_type == f.result_type && m.mx_host == f.mx_host && m.ip == f.ip)
+        {
+            Some(m) => m.count += f.count,
+            None => mine.push(f),
+        }
+    }
 }
 
 /// Failed sessions sharing a result type, MX host and MX address.
@@ -60,7 +140,35 @@ impl DayCounts {
             mx_patterns: Vec::new(),
             success: 0,
             failures: Vec::new(),
+            tlsa: None,
         }
+    }
+
+    /// The DANE part, created on first use.
+    pub fn tlsa_mut(&mut self) -> &mut TlsaCounts {
+        self.tlsa.get_or_insert_with(TlsaCounts::default)
+    }
+
+    /// Whether any MTA-STS session (or policy failure) was counted, as opposed to DANE only.
+    pub fn has_sts(&self) -> bool {
+        self.success > 0 || !self.failures.is_empty() || !self.policy_string.is_empty()
+    }
+
+    /// Adds one failed DANE session.
+    pub fn add_tlsa_failure(
+        &mut self,
+        result_type: ResultType,
+        mx_host: Option<String>,
+        ip: Option<IpAddr>,
+        detail: String,
+    ) {
+        add_failure_to(
+            &mut self.tlsa_mut().failures,
+            result_type,
+            mx_host,
+            ip,
+            detail,
+        );
     }
 
     /// Adds one failed session.
@@ -71,23 +179,7 @@ impl DayCounts {
         ip: Option<IpAddr>,
         detail: String,
     ) {
-        match self
-            .failures
-            .iter_mut()
-            .find(|f| f.result_type == result_type && f.mx_host == mx_host && f.ip == ip)
-        {
-            Some(f) => {
-                f.count += 1;
-                f.detail = detail;
-            }
-            None => self.failures.push(FailureCount {
-                result_type,
-                mx_host,
-                ip,
-                count: 1,
-                detail,
-            }),
-        }
+        add_failure_to(&mut self.failures, result_type, mx_host, ip, detail);
     }
 
     /// Adds the counts of `other` (same domain and day) to these.
@@ -97,17 +189,13 @@ impl DayCounts {
             self.policy_string = other.policy_string;
             self.mx_patterns = other.mx_patterns;
         }
-        for f in other.failures {
-            match self.failures.iter_mut().find(|mine| {
-                mine.result_type == f.result_type && mine.mx_host == f.mx_host && mine.ip == f.ip
-            }) {
-                Some(mine) => mine.count += f.count,
-                None => self.failures.push(f),
-            }
+        merge_failures(&mut self.failures, other.failures);
+        if let Some(tlsa) = other.tlsa {
+            self.tlsa_mut().merge(tlsa);
         }
     }
 
-    /// Total failed sessions.
+    /// Total failed MTA-STS sessions (DANE ones are in [`DayCounts::tlsa`]).
     pub fn failure_total(&self) -> u64 {
         self.failures.iter().map(|f| f.count).sum()
     }

@@ -5,6 +5,7 @@
 mod support;
 
 mod cluster;
+mod dane;
 mod delivery;
 mod dmarc;
 mod dns_check;

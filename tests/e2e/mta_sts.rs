@@ -7,4 +7,4 @@ mod enforce;
 mod policy;
 mod report;
 mod serve;
-mod world;
+pub(crate) mod world;

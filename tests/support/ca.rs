@@ -133,6 +133,17 @@ impl TestCa {
         server_config_from(vec![cert], PrivateKeyDer::Pkcs8(key))
     }
 
+    /// A server config presenting a leaf for `names` followed by this CA's root, as a DANE-TA(2)
+    /// server must (the trust anchor travels in the chain, RFC 7672 §3.1.2).
+    pub fn server_config_with_root(
+        &self,
+        names: &[&str],
+        validity: Validity,
+    ) -> Arc<rustls::ServerConfig> {
+        let (cert, key) = self.issue_der(names, validity);
+        server_config_from(vec![cert, self.root_der.clone()], PrivateKeyDer::Pkcs8(key))
+    }
+
     /// A rustls client config trusting only this CA's root (for test clients).
     pub fn client_config_trusting(&self) -> Arc<rustls::ClientConfig> {
         let mut roots = rustls::RootCertStore::empty();
@@ -154,6 +165,23 @@ pub fn self_signed_server_config(names: &[&str]) -> Arc<rustls::ServerConfig> {
     let cert = params.self_signed(&key).expect("self-sign");
     let key_der = PrivatePkcs8KeyDer::from(key.serialize_der());
     server_config_from(vec![cert.der().clone()], PrivateKeyDer::Pkcs8(key_der))
+}
+
+/// A self-signed certificate for `names` with the given validity, and a server config
+/// presenting it: the certificate a DANE-EE(3) server may use (no CA, any name, any dates).
+pub fn self_signed_der(
+    names: &[&str],
+    validity: Validity,
+) -> (CertificateDer<'static>, Arc<rustls::ServerConfig>) {
+    let key = KeyPair::generate().expect("generate key");
+    let params = leaf_params(names, validity);
+    let cert = params.self_signed(&key).expect("self-sign");
+    let key_der = PrivatePkcs8KeyDer::from(key.serialize_der());
+    let der = cert.der().clone();
+    (
+        der.clone(),
+        server_config_from(vec![der], PrivateKeyDer::Pkcs8(key_der)),
+    )
 }
 
 fn leaf_params(names: &[&str], validity: Validity) -> CertificateParams {

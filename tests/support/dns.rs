@@ -8,6 +8,14 @@
 //! SOA in the authority section (RFC 2308). Answers have TTL 0 unless [`DnsServer::set_ttl`].
 //! UDP answers larger than the client's EDNS payload size (512 without EDNS) are truncated (TC)
 //! so the client retries over TCP, as on the Internet.
+//!
+//! DNSSEC ([`DnsServer::enable_dnssec`]): the whole namespace becomes one zone signed at the
+//! root with a key made at test time, whose DNSKEY the test hands herald as its trust anchor.
+//! Queries with the DO bit get RRSIGs on every answer and, for a missing name or type, a signed
+//! NSEC at the asked name proving it ("black lies", as some real signers do: NOERROR/NODATA).
+//! [`DnsServer::corrupt_signatures`] makes the signatures at a name bogus. Without DO (mail-auth's
+//! resolver) answers are as before. [`DnsServer::act_as_validating_resolver`] instead sets the
+//! AD bit as a validating resolver would, for herald's trust-AD mode.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -16,11 +24,15 @@ use std::sync::{Arc, Mutex};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 pub use hickory_proto::rr::RecordType;
-use hickory_proto::rr::rdata::{A, AAAA, MX, SOA, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, MX, SOA, TLSA, TXT};
 use hickory_proto::rr::{Name, RData, Record};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::thread::{ServerThread, stopped};
+
+#[path = "dns/signing.rs"]
+mod signing;
+use signing::{Dnssec, sign_response};
 
 /// Default TTL of every answer: 0, "do not cache", because tests change records and expect the
 /// next look-up to see the change. [`DnsServer::set_ttl`] changes it.
@@ -46,7 +58,16 @@ impl Zone {
     }
 }
 
+/// The validating-resolver mode: AD set on answers, except for names marked insecure.
+#[derive(Default)]
+struct AdMode {
+    on: bool,
+    insecure: std::collections::HashSet<String>,
+}
+
 struct Shared {
+    dnssec: Mutex<Option<Dnssec>>,
+    ad: Mutex<AdMode>,
     zone: Mutex<Zone>,
     queries: AtomicUsize,
     /// (lower-case name without trailing dot, type) of every question, in order.
@@ -97,6 +118,8 @@ impl DnsServer {
         tcp.set_nonblocking(true).expect("nonblocking");
         udp.set_nonblocking(true).expect("nonblocking");
         let shared = Arc::new(Shared {
+            dnssec: Mutex::new(None),
+            ad: Mutex::new(AdMode::default()),
             zone: Mutex::new(Zone {
                 ttl: DEFAULT_TTL,
                 ..Zone::default()
@@ -136,6 +159,14 @@ impl DnsServer {
     /// Adds the RFC 7505 null MX `domain. MX 0 .` ("this domain accepts no mail").
     pub fn add_null_mx(&self, domain: &str) {
         self.add(domain, RData::MX(MX::new(0, Name::root())));
+    }
+
+    /// Adds a CNAME record `name. CNAME target.` (answered for every type asked at `name`).
+    pub fn add_cname(&self, name: &str, target: &str) {
+        self.add(
+            name,
+            RData::CNAME(hickory_proto::rr::rdata::CNAME(self::name(target))),
+        );
     }
 
     /// Adds an A record.
@@ -223,6 +254,69 @@ impl DnsServer {
         zone.failing.remove(&key(name));
     }
 
+    /// Adds a TLSA record (`usage selector matching data`, e.g. 3 1 1 sha256-of-spki) at
+    /// `name` (`_25._tcp.mx.example.test`).
+    pub fn add_tlsa(&self, name: &str, usage: u8, selector: u8, matching: u8, data: Vec<u8>) {
+        use hickory_proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
+        self.add(
+            name,
+            RData::TLSA(TLSA::new(
+                CertUsage::from(usage),
+                Selector::from(selector),
+                Matching::from(matching),
+                data,
+            )),
+        );
+    }
+
+    /// Signs the whole namespace with a fresh key (one zone at the root) and returns the
+    /// trust-anchor file text for herald's `[dane] trust_anchor` (`. IN DNSKEY 257 3 13 …`).
+    pub fn enable_dnssec(&self) -> String {
+        let (dnssec, anchor) = Dnssec::generate();
+        *self.shared.dnssec.lock().expect("dnssec") = Some(dnssec);
+        // The signed zone's apex SOA (validators probe it).
+        let ttl = self.shared.zone.lock().expect("zone lock").ttl;
+        let soa = soa_for(&Name::root(), ttl).data;
+        self.add(".", soa);
+        anchor
+    }
+
+    /// Makes `apex` and everything below it an unsigned zone, delegated from the signed root
+    /// without a DS (its NS is published; the root proves the DS absent with a signed NSEC):
+    /// validators find its answers insecure, as for any unsigned domain on the Internet.
+    pub fn add_unsigned_zone(&self, apex: &str) {
+        self.add(
+            apex,
+            RData::NS(hickory_proto::rr::rdata::NS(name(&format!("ns.{apex}")))),
+        );
+        if let Some(d) = self.shared.dnssec.lock().expect("dnssec").as_mut() {
+            d.unsigned.push(key(apex));
+        }
+    }
+
+    /// Serves every signature at `name` corrupted, so validation finds it bogus.
+    pub fn corrupt_signatures(&self, name: &str) {
+        if let Some(d) = self.shared.dnssec.lock().expect("dnssec").as_mut() {
+            d.corrupt.insert(key(name));
+        }
+    }
+
+    /// Answers with the AD bit set (to queries asking with AD or DO), as a validating resolver
+    /// does for data it validated; names passed to [`DnsServer::mark_insecure`] get no AD.
+    pub fn act_as_validating_resolver(&self) {
+        self.shared.ad.lock().expect("ad").on = true;
+    }
+
+    /// In validating-resolver mode, answers about `name` carry no AD bit (an unsigned zone).
+    pub fn mark_insecure(&self, name: &str) {
+        self.shared
+            .ad
+            .lock()
+            .expect("ad")
+            .insecure
+            .insert(key(name));
+    }
+
     /// Sets the TTL of answers from now on (default 0: never cached).
     pub fn set_ttl(&self, ttl: u32) {
         self.shared.zone.lock().expect("zone lock").ttl = ttl;
@@ -277,6 +371,7 @@ fn answer(shared: &Shared, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
         return response.to_vec().ok();
     }
     let query = &request.queries[0];
+    let dnssec_ok = request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
     let qname = query.name().clone();
     let k = key(&qname.to_ascii());
     shared
@@ -286,6 +381,13 @@ fn answer(shared: &Shared, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
         .push((k.clone(), query.query_type()));
     let zone = shared.zone.lock().expect("zone lock");
     let ttl = zone.ttl;
+    let mut present: Vec<RecordType> = zone
+        .records
+        .get(&k)
+        .map(|rs| rs.iter().map(|r| r.record_type()).collect())
+        .unwrap_or_default();
+    present.sort();
+    present.dedup();
     match zone.records.get(&k) {
         _ if zone.failing.contains(&k) => {
             response.metadata.response_code = ResponseCode::ServFail;
@@ -298,13 +400,34 @@ fn answer(shared: &Shared, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
             response.add_authority(soa_for(&qname, ttl));
         }
         Some(records) => {
-            let matching: Vec<Record> = records
+            let mut matching: Vec<Record> = records
                 .iter()
                 .filter(|r| {
                     query.query_type() == RecordType::ANY || r.record_type() == query.query_type()
                 })
                 .map(|r| Record::from_rdata(qname.clone(), ttl, r.clone()))
                 .collect();
+            // A CNAME answers for every type (one hop, as far as this server's zone goes).
+            if matching.is_empty()
+                && let Some(RData::CNAME(target)) = records
+                    .iter()
+                    .find(|r| r.record_type() == RecordType::CNAME)
+            {
+                matching.push(Record::from_rdata(
+                    qname.clone(),
+                    ttl,
+                    RData::CNAME(target.clone()),
+                ));
+                let target_name = target.0.clone();
+                if let Some(at_target) = zone.records.get(&key(&target_name.to_ascii())) {
+                    matching.extend(
+                        at_target
+                            .iter()
+                            .filter(|r| r.record_type() == query.query_type())
+                            .map(|r| Record::from_rdata(target_name.clone(), ttl, r.clone())),
+                    );
+                }
+            }
             if matching.is_empty() {
                 response.add_authority(soa_for(&qname, ttl));
             }
@@ -312,6 +435,30 @@ fn answer(shared: &Shared, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
         }
     }
     drop(zone);
+    {
+        let ad = shared.ad.lock().expect("ad");
+        if ad.on
+            && (request.metadata.authentic_data || dnssec_ok)
+            && response.metadata.response_code != ResponseCode::ServFail
+            && !ad.insecure.contains(&k)
+        {
+            response.metadata.authentic_data = true;
+        }
+    }
+    if dnssec_ok && response.metadata.response_code != ResponseCode::ServFail {
+        let dnssec = shared.dnssec.lock().expect("dnssec");
+        if let Some(d) = dnssec.as_ref() {
+            let qtype = query.query_type();
+            match d.unsigned_zone_of(&k) {
+                // The root's signed proof that the delegation has no DS.
+                Some(apex) if apex == k && qtype == RecordType::DS => {
+                    sign_response(d, &mut response, &qname, qtype, &k, &present, ttl)
+                }
+                Some(_) => {}
+                None => sign_response(d, &mut response, &qname, qtype, &k, &present, ttl),
+            }
+        }
+    }
     let bytes = response.to_vec().ok()?;
     if udp && bytes.len() > payload {
         return response.truncate().to_vec().ok();
@@ -320,7 +467,7 @@ fn answer(shared: &Shared, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
 }
 
 /// A synthetic SOA for the negative answers (zone apex = the parent of the asked name).
-fn soa_for(qname: &Name, ttl: u32) -> Record {
+pub(super) fn soa_for(qname: &Name, ttl: u32) -> Record {
     let apex = if qname.num_labels() > 1 {
         qname.base_name()
     } else {

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::spool::{RecipientState, SpooledMessage};
+use crate::spool::{ClusterEntry, RecipientState, SpooledMessage};
 
 /// A queued message as an operator sees it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -24,6 +24,9 @@ pub struct MessageView {
     pub in_flight: bool,
     /// Each recipient's state.
     pub recipients: Vec<RecipientState>,
+    /// In a cluster: the node holding its lease (delivering it), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl MessageView {
@@ -38,6 +41,15 @@ impl MessageView {
             held: m.state.held,
             in_flight,
             recipients: m.state.recipients.clone(),
+            node: None,
+        }
+    }
+
+    /// The view of a message in a cluster's shared queue.
+    pub fn of_cluster(entry: &ClusterEntry, in_flight: bool) -> MessageView {
+        MessageView {
+            node: entry.owner.clone(),
+            ..MessageView::of(&entry.message, in_flight)
         }
     }
 }

@@ -38,7 +38,7 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
     let differ =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
 
-    let restart_only: [(&str, bool); 9] = [
+    let restart_only: [(&str, bool); 10] = [
         (
             "smtp.submission",
             old.smtp.submission != new.smtp.submission,
@@ -66,6 +66,7 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
             "server.log_level",
             old.server.log_level != new.server.log_level,
         ),
+        ("cluster", differ(&old.cluster, &new.cluster)),
     ];
     c.need_restart = restart_only
         .iter()

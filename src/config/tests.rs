@@ -143,7 +143,11 @@ fn cluster_section_is_optional_validated_and_never_holds_a_password() {
             "cluster.database_url",
             "password_file",
         ),
-        ("database_url = \"not a url ===\"", "cluster.database_url", "PostgreSQL"),
+        (
+            "database_url = \"not a url ===\"",
+            "cluster.database_url",
+            "PostgreSQL",
+        ),
         (
             "database_url = \"host=db.example\"\nlease = \"1s\"",
             "cluster.lease",
@@ -167,6 +171,16 @@ fn cluster_section_is_optional_validated_and_never_holds_a_password() {
         assert!(!e.to_string().contains("secret"), "{e}");
     }
     // Without a node_id, the host name.
-    let p = write(dir.path(), "[cluster]\ndatabase_url = \"host=/run/postgresql\"\n");
-    assert!(!Config::load(&p).unwrap().cluster.unwrap().node_id().is_empty());
+    let p = write(
+        dir.path(),
+        "[cluster]\ndatabase_url = \"host=/run/postgresql\"\n",
+    );
+    assert!(
+        !Config::load(&p)
+            .unwrap()
+            .cluster
+            .unwrap()
+            .node_id()
+            .is_empty()
+    );
 }

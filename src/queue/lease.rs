@@ -3,7 +3,8 @@
 //! messages another node took over or an operator deleted, reloads those an operator changed,
 //! and adopts the mail of nodes whose leases expired.
 //!
-//! Timing, for a lease `L`: renewal every `L/4`; attempts start only within `L/2` of the last
+//! Timing, for a lease `L`: renewal every `L/4`, adoption every 5 s (or `L/4` if shorter);
+//! attempts start only within `L/2` of the last
 //! successful renewal (a renewal confirms the lease until at least its start plus `L`, on the
 //! database's clock), so an attempt started by this node has at least `L/2` before another node
 //! may adopt the message. An attempt still running when its lease expires (a node cut off
@@ -25,57 +26,80 @@ pub(super) fn valid_for(lease: Duration) -> Duration {
     lease / 2
 }
 
-/// Renews, reconciles and adopts every `lease/4` (or at once when woken) until shutdown.
+/// How often the keeper looks for mail to adopt (a released lease is taken this soon).
+const ADOPT_EVERY: Duration = Duration::from_secs(5);
+
+/// Renews and reconciles every `lease/4` (or at once when woken), adopts every
+/// [`ADOPT_EVERY`] at most, until shutdown.
 pub(super) async fn keep(inner: Arc<Inner>) {
     let Some(lease) = inner.spool.leases().map(|l| l.lease()) else {
         return;
     };
     let every = (lease / 4).max(Duration::from_millis(250));
+    let tick = every.min(ADOPT_EVERY);
     let mut phase = inner.phase.subscribe();
     let mut reachable = true;
+    let mut last_renewal = Instant::now();
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = inner.lease_wake.notified() => {}
+        let woken = tokio::select! {
+            _ = tokio::time::sleep(tick) => false,
+            _ = inner.lease_wake.notified() => true,
             _ = phase.wait_for(|p| *p != Phase::Running) => return,
-        }
-        let started = Instant::now();
-        let before: Vec<QueueId> = inner.table().entries.keys().cloned().collect();
-        let spool = inner.spool.clone();
-        let renewed = blocking(move || match spool.leases() {
-            Some(l) => l.renew(),
-            None => Ok(Vec::new()),
-        })
-        .await;
-        match renewed {
-            Ok(held) => {
-                *inner
-                    .leases_valid_until
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(started + valid_for(lease));
-                if !reachable {
-                    tracing::info!("cluster: the database answers again; deliveries resume");
-                    reachable = true;
-                }
-                reconcile(&inner, before, held.into_iter().collect()).await;
-                inner.wake.notify_one();
-            }
-            Err(e) => {
-                // Unconfirmed leases: no new attempt until the database answers again.
-                *inner
-                    .leases_valid_until
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(started);
-                if reachable {
-                    tracing::error!(error = %e,
-                        "cluster: cannot renew this node's leases; new delivery attempts pause \
-                         until the database answers (submissions get 451 meanwhile)");
-                    reachable = false;
-                }
+        };
+        if woken || !reachable || last_renewal.elapsed() + tick / 2 >= every {
+            let started = Instant::now();
+            if !renew(&inner, lease, started, &mut reachable).await {
                 continue;
             }
+            last_renewal = started;
         }
         adopt(&inner).await;
+    }
+}
+
+/// One renewal of this node's leases; false when the database did not answer (attempts
+/// pause until it does).
+async fn renew(
+    inner: &Arc<Inner>,
+    lease: Duration,
+    started: Instant,
+    reachable: &mut bool,
+) -> bool {
+    let before: Vec<QueueId> = inner.table().entries.keys().cloned().collect();
+    let spool = inner.spool.clone();
+    let renewed = blocking(move || match spool.leases() {
+        Some(l) => l.renew(),
+        None => Ok(Vec::new()),
+    })
+    .await;
+    match renewed {
+        Ok(held) => {
+            *inner
+                .leases_valid_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(started + valid_for(lease));
+            if !*reachable {
+                tracing::info!("cluster: the database answers again; deliveries resume");
+                *reachable = true;
+            }
+            reconcile(inner, before, held.into_iter().collect()).await;
+            inner.wake.notify_one();
+            true
+        }
+        Err(e) => {
+            // Unconfirmed leases: no new attempt until the database answers again.
+            *inner
+                .leases_valid_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(started);
+            if *reachable {
+                tracing::error!(error = %e,
+                    "cluster: cannot renew this node's leases; new delivery attempts pause \
+                     until the database answers (submissions get 451 meanwhile)");
+                *reachable = false;
+            }
+            false
+        }
     }
 }
 
@@ -175,7 +199,7 @@ async fn adopt(inner: &Arc<Inner>) {
     }
     tracing::info!(
         messages = adopted.len(),
-        "cluster: adopted messages whose lease had expired"
+        "cluster: adopted messages whose lease had expired or was released"
     );
     inner.wake.notify_one();
 }

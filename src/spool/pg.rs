@@ -80,10 +80,13 @@ impl PgBackend {
                 )),
             }
         };
-        if tokio::runtime::Handle::try_current().is_ok() {
-            tokio::task::block_in_place(|| self.runtime.block_on(timed))
-        } else {
-            self.runtime.block_on(timed)
+        match tokio::runtime::Handle::try_current() {
+            // block_in_place would panic there; herald's own runtime is multi-threaded.
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread => Err(
+                io::Error::other("the cluster spool cannot be used from a single-threaded runtime"),
+            ),
+            Ok(_) => tokio::task::block_in_place(|| self.runtime.block_on(timed)),
+            Err(_) => self.runtime.block_on(timed),
         }
     }
 

@@ -175,7 +175,7 @@ async fn a_killed_nodes_mail_is_delivered_by_the_others_after_its_lease() {
                 .lock()
                 .expect("log")
                 .iter()
-                .filter(|l| l.contains("adopted messages whose lease had expired"))
+                .filter(|l| l.contains("adopted messages whose lease had expired or was released"))
                 .count()
         })
         .sum();
@@ -238,4 +238,38 @@ async fn postgres_down_gives_451_and_delivery_resumes_when_it_is_back() {
     let after = submit(node, &["after-outage".to_string()]).await;
     assert_eq!(after[0].0, 250, "{}", after[0].1);
     sink.wait_for_messages(2, WAIT);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_stopped_cleanly_hands_its_mail_over_without_waiting_for_the_lease() {
+    let mut world = World::new(1);
+    let sink = world.sink("mx.example.org", SinkOptions::default());
+    world.dns.add_mx("example.org", 10, "mx.example.org");
+    // Nothing is delivered while node 0 runs: its mail stays queued under its lease.
+    world.dns.fail("example.org");
+    let pg = Postgres::start();
+    // A lease far longer than the test's wait: only the release at shutdown can hand over.
+    let mut nodes = nodes(&world, &pg, 2, "10m");
+    let tags: Vec<String> = (0..3).map(|i| format!("handover-{i}")).collect();
+    for (code, text) in submit(&nodes[0], &tags).await {
+        assert_eq!(code, 250, "{text}");
+    }
+    nodes[0]
+        .herald
+        .wait_for_log("delivery attempt: DNS trouble", WAIT);
+    assert!(nodes[0].herald.terminate().success());
+    let log = nodes[0].herald.log.lock().expect("log").join("\n");
+    assert!(log.contains("leases released for the other nodes"), "{log}");
+    world.dns.unfail("example.org");
+    // Node 1 adopts within its adoption round (5s), long before the 10-minute lease would
+    // have expired.
+    nodes[1].herald.wait_for_log(
+        "adopted messages whose lease had expired or was released",
+        WAIT,
+    );
+    wait_until("the cluster's queue to empty", || queued(&pg) == 0);
+    let seen = seen(&sink);
+    for tag in &tags {
+        assert_eq!(seen.get(tag), Some(&1), "{seen:?}");
+    }
 }

@@ -38,7 +38,7 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
     let differ =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
 
-    let restart_only: [(&str, bool); 14] = [
+    let restart_only: [(&str, bool); 15] = [
         (
             "smtp.submission",
             old.smtp.submission != new.smtp.submission,
@@ -83,6 +83,7 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
             "delivery.max_connections (attempts in parallel)",
             old.delivery.max_connections != new.delivery.max_connections,
         ),
+        ("cluster", differ(&old.cluster, &new.cluster)),
     ];
     c.need_restart = restart_only
         .iter()

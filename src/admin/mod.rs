@@ -112,17 +112,22 @@ async fn metrics(State(q): State<QueueManager>) -> Response {
         .into_response()
 }
 
+/// The queue: this node's, or with `[cluster]` the whole cluster's.
 async fn list(State(q): State<QueueManager>) -> Response {
-    Json(q.list()).into_response()
+    match q.view(None).await {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(e)).into_response(),
+    }
 }
 
 async fn show(State(q): State<QueueManager>, Path(id): Path<String>) -> Response {
-    match q.show(&id) {
-        Some(m) => Json(m).into_response(),
-        None => action(ActionResult {
+    match q.view(Some(&id)).await {
+        Ok(mut found) if !found.is_empty() => Json(found.remove(0)).into_response(),
+        Ok(_) => action(ActionResult {
             ok: false,
             message: format!("no message {id} in the queue"),
         }),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(e)).into_response(),
     }
 }
 
@@ -138,11 +143,11 @@ fn action(r: ActionResult) -> Response {
 }
 
 async fn retry(State(q): State<QueueManager>, Path(id): Path<String>) -> Response {
-    action(q.retry(&id))
+    action(q.retry(&id).await)
 }
 
 async fn retry_all(State(q): State<QueueManager>) -> Response {
-    action(q.retry_all())
+    action(q.retry_all().await)
 }
 
 async fn hold(State(q): State<QueueManager>, Path(id): Path<String>) -> Response {

@@ -4,6 +4,9 @@
 //! When nothing answers and no herald holds the spool lock, the command works on the spool
 //! files directly; changes take effect when herald next starts. Which one was used is said on
 //! stderr.
+//!
+//! With `[cluster]`, both show and act on the whole cluster's queue: through the running
+//! herald's admin endpoint, or (none answering here) on the database directly.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -75,6 +78,12 @@ pub async fn run(config: &Path, cmd: QueueCommand) -> anyhow::Result<ExitCode> {
             Err(e) if e.is_connect() => {}
             Err(e) => anyhow::bail!("the admin endpoint at {base} did not answer properly: {e}"),
         }
+    }
+    if let Some(cluster) = &cfg.cluster {
+        eprintln!(
+            "herald queue: no herald answers on this machine; working on the cluster's database"
+        );
+        return cluster_direct(&cfg, cluster, cmd).await;
     }
     let dir = cfg.spool_dir();
     let Some(_lock) = SpoolLock::try_acquire(&dir)? else {
@@ -285,11 +294,15 @@ fn print_list(list: &[MessageView]) {
     }
     let mut waiting = 0;
     for m in list {
-        let flags = match (m.held, m.in_flight) {
+        let mut flags = match (m.held, m.in_flight) {
             (true, _) => "  [held]",
             (false, true) => "  [sending]",
             _ => "",
-        };
+        }
+        .to_string();
+        if let Some(node) = &m.node {
+            flags.push_str(&format!("  node {node}"));
+        }
         let tls = m
             .tls_request
             .label()
@@ -327,8 +340,98 @@ fn print_show(m: &MessageView) {
     if let Some(tls) = m.tls_request.label() {
         println!("tls:       {tls}");
     }
+    if let Some(node) = &m.node {
+        println!("node:      {node} (holds its lease)");
+    }
     println!("recipients:");
     for r in &m.recipients {
         println!("{}", recipient_line(r));
     }
+}
+
+/// `herald queue` on a cluster's database directly (no herald answering on this machine):
+/// the same actions the admin endpoint offers, on the whole cluster's queue.
+async fn cluster_direct(
+    cfg: &Config,
+    cluster: &crate::config::ClusterConfig,
+    cmd: QueueCommand,
+) -> anyhow::Result<ExitCode> {
+    let db = crate::cluster::open(cluster).await?;
+    let backend = std::sync::Arc::new(crate::spool::PgBackend::open(db, &cfg.spool_dir())?);
+    let leases: &dyn crate::spool::Leases = backend.as_ref();
+    let missing = |id: &str| {
+        report(&ActionResult {
+            ok: false,
+            message: format!("no message {id} in the queue"),
+        })
+    };
+    let message = match cmd {
+        QueueCommand::List => {
+            let views: Vec<MessageView> = leases
+                .list_all(None)?
+                .iter()
+                .map(|e| MessageView::of_cluster(e, false))
+                .collect();
+            print_list(&views);
+            return Ok(ExitCode::SUCCESS);
+        }
+        QueueCommand::Show { id } => {
+            let Some(entry) = leases.list_all(Some(&id))?.into_iter().next() else {
+                return Ok(missing(&id));
+            };
+            print_show(&MessageView::of_cluster(&entry, false));
+            return Ok(ExitCode::SUCCESS);
+        }
+        QueueCommand::Retry { id: Some(id), .. } => match leases.retry_now(Some(&id))? {
+            0 => return Ok(missing(&id)),
+            _ => format!("{id} scheduled for an attempt now"),
+        },
+        QueueCommand::Retry { id: None, .. } => format!(
+            "{} message(s) scheduled for an attempt now",
+            leases.retry_now(None)?
+        ),
+        QueueCommand::Hold { id } => match leases.set_held(&id, true)? {
+            false => return Ok(missing(&id)),
+            true => format!("{id} held: no attempts until released"),
+        },
+        QueueCommand::Release { id } => match leases.set_held(&id, false)? {
+            false => return Ok(missing(&id)),
+            true => format!("{id} released"),
+        },
+        QueueCommand::Delete { id, bounce } => {
+            let Some(entry) = leases.list_all(Some(&id))?.into_iter().next() else {
+                return Ok(missing(&id));
+            };
+            let mut note = String::new();
+            if bounce {
+                let (spool, _arrivals) = Spool::open(backend.clone())?;
+                let signer = std::sync::Arc::new(crate::signing::Signer::load(cfg)?);
+                let own =
+                    crate::own_mail::OwnMail::new(spool.clone(), signer, &cfg.server.hostname);
+                let data = spool.read_message(&id)?;
+                let failures = operator_failures(&entry.message.state);
+                note = match crate::queue::dsn::queue_notice(
+                    cfg,
+                    &own,
+                    &entry.message,
+                    &data,
+                    &failures,
+                    crate::queue::dsn::Kind::Failed,
+                )
+                .await?
+                {
+                    Some(dsn) => format!(
+                        "; bounce {dsn} to <{}> queued",
+                        entry.message.envelope.mail_from
+                    ),
+                    None => "; no bounce (null sender)".into(),
+                };
+            }
+            match leases.take(&id)? {
+                None => return Ok(missing(&id)),
+                Some(_) => format!("{id} deleted{note}"),
+            }
+        }
+    };
+    Ok(report(&ActionResult { ok: true, message }))
 }

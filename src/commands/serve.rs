@@ -37,12 +37,16 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     let feedback_socket = crate::feedback::bind(&cfg).await?;
     let dns_sockets = crate::dns::authority::bind(&cfg).await?;
     let signer = Arc::new(Signer::load(&cfg)?);
-    // [cluster] the shared database, its schema brought up to date before anything uses it.
-    let _cluster = match &cfg.cluster {
-        Some(cluster) => Some(crate::cluster::open(cluster).await?),
-        None => None,
+    // [cluster] the shared database, its schema brought up to date before anything uses it;
+    // the spool is then the cluster's table (messages being received still go to local files).
+    let (spool, arrivals) = match &cfg.cluster {
+        Some(cluster) => {
+            let db = crate::cluster::open(cluster).await?;
+            let backend = crate::spool::PgBackend::open(db, &cfg.spool_dir())?;
+            Spool::open(Arc::new(backend))?
+        }
+        None => Spool::open_dir(&cfg.spool_dir())?,
     };
-    let (spool, arrivals) = Spool::open_dir(&cfg.spool_dir())?;
 
     // [report] the TLS-RPT reporter is the sink of the TLS events delivery and the MTA-STS
     // resolver emit; the report sender mails its reports every interval (and on

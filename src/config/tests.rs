@@ -149,3 +149,68 @@ fn dane_defaults_and_trust_resolver_ad_only_with_loopback_resolvers() {
     assert_eq!(e.key, "dane.trust_anchor");
     assert!(e.to_string().contains("missing.keys"), "{e}");
 }
+
+#[test]
+fn cluster_section_is_optional_validated_and_never_holds_a_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "[server]\nhostname = \"relay.example\"\n");
+    assert!(Config::load(&p).unwrap().cluster.is_none());
+
+    let p = write(
+        dir.path(),
+        "[cluster]\ndatabase_url = \"postgresql://herald@db.example:5432/herald\"\n\
+         node_id = \"relay-1\"\nlease = \"30s\"\n",
+    );
+    let cluster = Config::load(&p).unwrap().cluster.unwrap();
+    assert_eq!(cluster.node_id(), "relay-1");
+    assert_eq!(cluster.lease, Duration::from_secs(30));
+    assert_eq!(cluster.tls, ClusterTls::Prefer);
+    assert_eq!(cluster.pool_size, 16);
+
+    for (text, key, words) in [
+        (
+            "database_url = \"postgresql://herald:secret@db.example/herald\"",
+            "cluster.database_url",
+            "password_file",
+        ),
+        (
+            "database_url = \"not a url ===\"",
+            "cluster.database_url",
+            "PostgreSQL",
+        ),
+        (
+            "database_url = \"host=db.example\"\nlease = \"1s\"",
+            "cluster.lease",
+            "at least 2s",
+        ),
+        (
+            "database_url = \"host=db.example\"\nnode_id = \"a b\"",
+            "cluster.node_id",
+            "letters",
+        ),
+        (
+            "database_url = \"host=db.example\"\ntls = \"maybe\"",
+            "cluster",
+            "maybe",
+        ),
+    ] {
+        let p = write(dir.path(), &format!("[cluster]\n{text}\n"));
+        let e = Config::load(&p).unwrap_err();
+        assert!(e.key.starts_with(key), "{text}: {e}");
+        assert!(e.to_string().contains(words), "{text}: {e}");
+        assert!(!e.to_string().contains("secret"), "{e}");
+    }
+    // Without a node_id, the host name.
+    let p = write(
+        dir.path(),
+        "[cluster]\ndatabase_url = \"host=/run/postgresql\"\n",
+    );
+    assert!(
+        !Config::load(&p)
+            .unwrap()
+            .cluster
+            .unwrap()
+            .node_id()
+            .is_empty()
+    );
+}

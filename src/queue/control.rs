@@ -1,5 +1,9 @@
 //! Operator actions on the running queue (`herald queue` through the admin endpoint): list,
 //! show, retry now, hold, release, delete with or without a bounce.
+//!
+//! In a cluster (`[cluster]`), the view and every action cover the whole cluster's queue in
+//! the database ([`crate::spool::Leases`]); the node holding a changed message applies the
+//! change at its next lease renewal (this node's at once).
 
 use std::sync::atomic::Ordering;
 
@@ -47,8 +51,45 @@ impl QueueManager {
             .map(|e| MessageView::of(&e.msg, e.in_flight))
     }
 
-    /// Attempts `id` now (every pending recipient).
-    pub fn retry(&self, id: &str) -> ActionResult {
+    /// The queue an operator sees (or one message with `Some(id)`): this node's on a single
+    /// node, the whole cluster's with `[cluster]`. `Err` when the database cannot be read.
+    pub async fn view(&self, id: Option<&str>) -> Result<Vec<MessageView>, ActionResult> {
+        if self.inner.spool.leases().is_none() {
+            return Ok(match id {
+                Some(id) => self.show(id).into_iter().collect(),
+                None => self.list(),
+            });
+        }
+        let spool = self.inner.spool.clone();
+        let wanted = id.map(str::to_string);
+        let entries = blocking(move || match spool.leases() {
+            Some(l) => l.list_all(wanted.as_deref()),
+            None => Ok(Vec::new()),
+        })
+        .await
+        .map_err(|e| refused(format!("cannot read the cluster's queue: {e}")))?;
+        let table = self.inner.table();
+        Ok(entries
+            .iter()
+            .map(|e| {
+                let in_flight = table
+                    .entries
+                    .get(&e.message.id)
+                    .is_some_and(|local| local.in_flight);
+                MessageView::of_cluster(e, in_flight)
+            })
+            .collect())
+    }
+
+    /// Attempts `id` now (every pending recipient), wherever it is queued.
+    pub async fn retry(&self, id: &str) -> ActionResult {
+        if self.inner.spool.leases().is_some() {
+            return self.cluster_retry(Some(id)).await;
+        }
+        self.retry_local(id)
+    }
+
+    fn retry_local(&self, id: &str) -> ActionResult {
         let mut table = self.inner.table();
         let Some(entry) = table.entries.get_mut(id).filter(|e| !e.deleted) else {
             return refused(format!("no message {id} in the queue"));
@@ -67,9 +108,12 @@ impl QueueManager {
     }
 
     /// Attempts every message that is not held, now.
-    pub fn retry_all(&self) -> ActionResult {
+    pub async fn retry_all(&self) -> ActionResult {
+        if self.inner.spool.leases().is_some() {
+            return self.cluster_retry(None).await;
+        }
         let ids: Vec<String> = self.list().into_iter().map(|m| m.id).collect();
-        let scheduled = ids.iter().filter(|id| self.retry(id).ok).count();
+        let scheduled = ids.iter().filter(|id| self.retry_local(id).ok).count();
         done(format!(
             "{scheduled} message(s) scheduled for an attempt now"
         ))
@@ -77,6 +121,9 @@ impl QueueManager {
 
     /// Holds (`true`) or releases (`false`) a message, recorded in its state.
     pub async fn set_held(&self, id: &str, held: bool) -> ActionResult {
+        if self.inner.spool.leases().is_some() {
+            return self.cluster_set_held(id, held).await;
+        }
         let Some(io) = self.inner.table().entries.get(id).map(|e| e.io.clone()) else {
             return refused(format!("no message {id} in the queue"));
         };
@@ -115,6 +162,9 @@ impl QueueManager {
 
     /// Deletes a message; with `bounce`, its sender is told which recipients were not reached.
     pub async fn delete(&self, id: &str, bounce: bool) -> ActionResult {
+        if self.inner.spool.leases().is_some() {
+            return self.cluster_delete(id, bounce).await;
+        }
         let Some(io) = self.inner.table().entries.get(id).map(|e| e.io.clone()) else {
             return refused(format!("no message {id} in the queue"));
         };
@@ -170,6 +220,133 @@ impl QueueManager {
             return refused(format!("cannot remove {id}: {e}"));
         }
         tracing::info!(queue_id = %id, bounce, "message deleted by the operator");
+        done(format!("{id} deleted{note}"))
+    }
+}
+
+/// The same actions on a cluster's shared queue.
+impl QueueManager {
+    async fn cluster_retry(&self, id: Option<&str>) -> ActionResult {
+        if let Some(id) = id {
+            match self.view(Some(id)).await {
+                Err(e) => return e,
+                Ok(found) if found.is_empty() => {
+                    return refused(format!("no message {id} in the queue"));
+                }
+                Ok(found) if found.iter().any(|m| m.held) => {
+                    return refused(format!("{id} is held; release it first"));
+                }
+                Ok(_) => {}
+            }
+        }
+        let spool = self.inner.spool.clone();
+        let wanted = id.map(str::to_string);
+        let result = blocking(move || match spool.leases() {
+            Some(l) => l.retry_now(wanted.as_deref()),
+            None => Ok(0),
+        })
+        .await;
+        self.inner.lease_wake.notify_one();
+        match (result, id) {
+            (Err(e), _) => refused(format!("cannot record the retry: {e}")),
+            (Ok(0), Some(id)) => refused(format!("no message {id} in the queue")),
+            (Ok(_), Some(id)) => done(format!("{id} scheduled for an attempt now")),
+            (Ok(n), None) => done(format!("{n} message(s) scheduled for an attempt now")),
+        }
+    }
+
+    async fn cluster_set_held(&self, id: &str, held: bool) -> ActionResult {
+        let spool = self.inner.spool.clone();
+        let owned = id.to_string();
+        let result = blocking(move || match spool.leases() {
+            Some(l) => l.set_held(&owned, held),
+            None => Ok(false),
+        })
+        .await;
+        self.inner.lease_wake.notify_one();
+        match result {
+            Err(e) => refused(format!("cannot record the change for {id}: {e}")),
+            Ok(false) => refused(format!("no message {id} in the queue")),
+            Ok(true) if held => done(format!("{id} held: no attempts until released")),
+            Ok(true) => done(format!("{id} released")),
+        }
+    }
+
+    async fn cluster_delete(&self, id: &str, bounce: bool) -> ActionResult {
+        let inner = &self.inner;
+        let msg = match self.view(Some(id)).await {
+            Err(e) => return e,
+            Ok(found) if found.is_empty() => {
+                return refused(format!("no message {id} in the queue"));
+            }
+            Ok(_) => {
+                let spool = inner.spool.clone();
+                let owned = id.to_string();
+                match blocking(move || spool.load(&owned)).await {
+                    Ok(m) => m,
+                    Err(e) => return refused(format!("cannot read {id}: {e}")),
+                }
+            }
+        };
+        // The bounce is queued before the message goes: a failure leaves the message in place.
+        let mut note = String::new();
+        if bounce {
+            let spool = inner.spool.clone();
+            let owned = id.to_string();
+            let data = match blocking(move || spool.read_message(&owned)).await {
+                Ok(d) => d,
+                Err(e) => return refused(format!("the bounce could not be built: {e}")),
+            };
+            let failures = operator_failures(&msg.state);
+            let generation = inner.current();
+            match dsn::queue_notice(
+                &generation.cfg,
+                &generation.own,
+                &msg,
+                &data,
+                &failures,
+                Kind::Failed,
+            )
+            .await
+            {
+                Ok(Some(dsn_id)) => {
+                    inner.counters.dsn_sent.fetch_add(1, Ordering::Relaxed);
+                    note = format!("; bounce {dsn_id} queued to <{}>", msg.envelope.mail_from)
+                }
+                Ok(None) => note = "; no bounce (null sender)".into(),
+                Err(e) => return refused(format!("the bounce could not be queued: {e}")),
+            }
+        }
+        let spool = inner.spool.clone();
+        let owned = id.to_string();
+        match blocking(move || match spool.leases() {
+            Some(l) => l.take(&owned),
+            None => Ok(None),
+        })
+        .await
+        {
+            Err(e) => return refused(format!("cannot remove {id}: {e}")),
+            Ok(None) => return refused(format!("no message {id} in the queue")),
+            Ok(Some(_)) => {}
+        }
+        {
+            let mut table = inner.table();
+            let in_flight = table.entries.get(id).map(|e| e.in_flight);
+            match in_flight {
+                Some(true) => {
+                    if let Some(e) = table.entries.get_mut(id) {
+                        e.deleted = true;
+                    }
+                }
+                Some(false) => {
+                    table.schedule(id, None);
+                    table.entries.remove(id);
+                }
+                None => {}
+            }
+        }
+        inner.lease_wake.notify_one();
+        tracing::info!(queue_id = %id, bounce, "message deleted from the cluster's queue by the operator");
         done(format!("{id} deleted{note}"))
     }
 }

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, Semaphore, watch};
 
@@ -38,6 +38,8 @@ pub(super) struct Entry {
     pub(super) deleted: bool,
     /// Serialises state writes for this message so they reach the disk in order.
     pub(super) io: Arc<tokio::sync::Mutex<()>>,
+    /// In a cluster: the operator sequence last seen for it (see [`crate::spool::Leases`]).
+    pub(super) control_seq: i64,
 }
 
 #[derive(Default)]
@@ -61,7 +63,7 @@ impl Table {
         }
     }
 
-    fn insert(&mut self, msg: SpooledMessage) {
+    pub(super) fn insert(&mut self, msg: SpooledMessage) {
         let id = msg.id.clone();
         let due = next_due_ms(&msg);
         self.entries.insert(
@@ -72,6 +74,7 @@ impl Table {
                 in_flight: false,
                 deleted: false,
                 io: Arc::new(tokio::sync::Mutex::new(())),
+                control_seq: 0,
             },
         );
         self.schedule(&id, due);
@@ -113,13 +116,18 @@ pub(super) struct Inner {
     /// How many rounds may run at once (the permits of `rounds`).
     concurrency: u32,
     /// Running, draining for shutdown, or cutting what still runs.
-    phase: watch::Sender<Phase>,
+    pub(super) phase: watch::Sender<Phase>,
+    /// In a cluster: until when this node's leases are known to hold (see
+    /// [`super::lease`]); no attempt starts after it. `None` for a single node.
+    pub(super) leases_valid_until: Mutex<Option<Instant>>,
+    /// Wakes the lease keeper at once (after an operator action, so the owner reloads).
+    pub(super) lease_wake: Notify,
     _lock: SpoolLock,
 }
 
 /// Where the queue stands in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(super) enum Phase {
     /// Starting attempts as they fall due.
     Running,
     /// Shutting down: no new attempts; those in flight finish.
@@ -140,6 +148,19 @@ impl Inner {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Whether a new attempt may start: always on a single node; in a cluster, only while
+    /// this node's leases are known to hold (the database answered recently).
+    fn may_start_attempts(&self) -> bool {
+        match *self
+            .leases_valid_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            None => true,
+            Some(until) => Instant::now() < until,
+        }
     }
 }
 
@@ -182,6 +203,9 @@ impl QueueManager {
         let recovering = spool.clone();
         let recovered = blocking(move || recovering.recover()).await?;
         let concurrency = (cfg.delivery.max_connections * 2).max(4);
+        let leases_valid_until = spool
+            .leases()
+            .map(|l| Instant::now() + super::lease::valid_for(l.lease()));
         let own = OwnMail::new(spool.clone(), signer, &cfg.server.hostname);
         let inner = Arc::new(Inner {
             current: std::sync::RwLock::new(Arc::new(Generation { cfg, own, outbound })),
@@ -192,6 +216,8 @@ impl QueueManager {
             rounds: Arc::new(Semaphore::new(concurrency)),
             concurrency: concurrency as u32,
             phase: watch::Sender::new(Phase::Running),
+            leases_valid_until: Mutex::new(leases_valid_until),
+            lease_wake: Notify::new(),
             _lock: lock,
         });
         let (mut waiting, mut finished) = (0, Vec::new());
@@ -218,6 +244,9 @@ impl QueueManager {
         );
         tokio::spawn(receive(inner.clone(), arrivals));
         tokio::spawn(schedule(inner.clone()));
+        if inner.spool.leases().is_some() {
+            tokio::spawn(super::lease::keep(inner.clone()));
+        }
         Ok(QueueManager { inner })
     }
 
@@ -246,6 +275,7 @@ impl QueueManager {
         tokio::pin!(all_done);
         if tokio::time::timeout(grace, &mut all_done).await.is_ok() {
             tracing::info!("queue stopped: no delivery in flight");
+            super::lease::release(inner).await;
             return;
         }
         let cut = inner
@@ -265,6 +295,7 @@ impl QueueManager {
             tracing::error!("queue stopped before every cut delivery was recorded");
         } else {
             tracing::info!("queue stopped");
+            super::lease::release(inner).await;
         }
     }
 
@@ -343,6 +374,8 @@ async fn schedule(inner: Arc<Inner>) {
         let next = {
             let mut table = inner.table();
             match table.schedule.first().cloned() {
+                // Cluster node cut off from the database: attempts wait until it answers.
+                Some((due, _)) if due <= now && !inner.may_start_attempts() => Err(Some(1000)),
                 Some((due, id)) if due <= now => {
                     table.schedule(&id, None);
                     if let Some(e) = table.entries.get_mut(&id) {
@@ -382,12 +415,19 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
     let data = match inner.spool.read_message_async(id).await {
         Ok(d) => Arc::new(d),
         Err(e) => {
-            tracing::error!(queue_id = %id, error = %e, "cannot read the queued message; retrying in a minute");
+            // A cluster's database comes back within seconds, or the lease keeper pauses
+            // attempts meanwhile: try again soon rather than in a minute.
+            let retry_ms = if inner.spool.leases().is_some() {
+                5_000
+            } else {
+                60_000
+            };
+            tracing::error!(queue_id = %id, error = %e, retry_in_ms = retry_ms, "cannot read the queued message; retrying");
             let mut table = inner.table();
             if let Some(entry) = table.entries.get_mut(id) {
                 entry.in_flight = false;
             }
-            table.schedule(id, Some(now_ms() + 60_000));
+            table.schedule(id, Some(now_ms() + retry_ms));
             return;
         }
     };

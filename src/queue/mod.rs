@@ -3,6 +3,7 @@
 
 pub mod control;
 pub mod dsn;
+pub mod lease;
 pub mod manager;
 pub mod transition;
 pub mod view;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::spool::{RecipientState, SpooledMessage, TlsRequest};
+use crate::spool::{ClusterEntry, RecipientState, SpooledMessage, TlsRequest};
 
 /// A queued message as an operator sees it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -27,6 +27,9 @@ pub struct MessageView {
     /// What the submitter asked of TLS (REQUIRETLS, `TLS-Required: No`).
     #[serde(default)]
     pub tls_request: TlsRequest,
+    /// In a cluster: the node holding its lease (delivering it), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl MessageView {
@@ -42,6 +45,15 @@ impl MessageView {
             in_flight,
             recipients: m.state.recipients.clone(),
             tls_request: m.envelope.tls_request,
+            node: None,
+        }
+    }
+
+    /// The view of a message in a cluster's shared queue.
+    pub fn of_cluster(entry: &ClusterEntry, in_flight: bool) -> MessageView {
+        MessageView {
+            node: entry.owner.clone(),
+            ..MessageView::of(&entry.message, in_flight)
         }
     }
 }

@@ -60,6 +60,51 @@ pub trait SpoolBackend: Send + Sync + 'static {
     fn remove_batch(&self, ids: &[QueueId]) -> Vec<io::Result<()>> {
         ids.iter().map(|id| self.remove(id)).collect()
     }
+    /// Leases on delivery work, for a backend several nodes share (PostgreSQL); `None` (the
+    /// default, and the file spool) when this node alone delivers everything it stores.
+    fn leases(&self) -> Option<&dyn Leases> {
+        None
+    }
+}
+
+/// What a backend shared by several nodes adds to [`SpoolBackend`]: each queued message is
+/// delivered by the node holding its lease; a lease not renewed within [`Leases::lease`] lets
+/// another node adopt the message. [`SpoolBackend::recover`] claims what this node may
+/// deliver at start; [`SpoolBackend::write_state`] succeeds only while the lease is this
+/// node's. The operator's view and actions ([`Leases::list_all`] …) cover the whole cluster.
+pub trait Leases: Send + Sync {
+    /// This node's id (the lease owner it writes).
+    fn node_id(&self) -> &str;
+    /// How long a lease lasts without renewal.
+    fn lease(&self) -> std::time::Duration;
+    /// Claims up to `limit` messages whose lease has expired (their node died or lost the
+    /// database) or that no node holds; no two nodes adopt the same message.
+    fn adopt(&self, limit: usize) -> io::Result<Vec<ClusterEntry>>;
+    /// Extends every lease this node holds; returns each message's id and operator sequence
+    /// (changed by [`Leases::set_held`] and [`Leases::retry_now`]). A message missing from
+    /// the answer is no longer this node's (deleted, or adopted after an expired lease).
+    fn renew(&self) -> io::Result<Vec<(QueueId, i64)>>;
+    /// Gives up this node's leases (clean shutdown), so other nodes take its mail at once.
+    fn release_all(&self) -> io::Result<u64>;
+    /// The whole cluster's queue (or one message), oldest first, with each lease owner.
+    fn list_all(&self, id: Option<&str>) -> io::Result<Vec<ClusterEntry>>;
+    /// Holds or releases a message, whichever node holds it; false when there is none.
+    fn set_held(&self, id: &str, held: bool) -> io::Result<bool>;
+    /// Makes a message (or, with `None`, every message not held) due now; how many.
+    fn retry_now(&self, id: Option<&str>) -> io::Result<u64>;
+    /// Deletes a message from the cluster's queue, returning it and its bytes (for a bounce).
+    fn take(&self, id: &str) -> io::Result<Option<(SpooledMessage, MessageBytes)>>;
+}
+
+/// A message in a shared queue, with what the cluster knows about it.
+#[derive(Debug, Clone)]
+pub struct ClusterEntry {
+    /// The message (envelope, size, state; `held` as the operator set it).
+    pub message: SpooledMessage,
+    /// Bumped by each operator action: the owning node reloads the message when it changes.
+    pub control_seq: i64,
+    /// The node holding its lease, if any.
+    pub owner: Option<String>,
 }
 
 /// A message on its way into the spool.
@@ -230,6 +275,11 @@ impl Spool {
     /// Records delivery progress atomically.
     pub fn write_state(&self, id: &str, state: &DeliveryState) -> io::Result<()> {
         self.backend.write_state(id, state)
+    }
+
+    /// The backend's leases when several nodes share it (see [`Leases`]).
+    pub fn leases(&self) -> Option<&dyn Leases> {
+        self.backend.leases()
     }
 
     /// Removes a finished or deleted message.

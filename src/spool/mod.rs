@@ -9,6 +9,7 @@
 mod fs;
 mod handle;
 mod lock;
+mod pg;
 mod staged;
 
 use std::net::IpAddr;
@@ -18,8 +19,11 @@ use serde::{Deserialize, Serialize};
 use crate::reply::EnhancedStatus;
 
 pub use self::fs::FsBackend;
-pub use self::handle::{Arrivals, NewMessage, Spool, SpoolBackend, new_queue_id};
+pub use self::handle::{
+    Arrivals, ClusterEntry, Leases, NewMessage, Spool, SpoolBackend, new_queue_id,
+};
 pub use self::lock::SpoolLock;
+pub use self::pg::PgBackend;
 pub use self::staged::{MessageBytes, StagedMessage};
 
 /// A queue identifier: 20 lowercase hex digits, sortable by arrival time.

@@ -2,4 +2,6 @@
 //! Debian's packages by `support::postgres`.
 
 pub mod common;
+mod queue;
 mod schema;
+mod spool;

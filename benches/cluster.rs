@@ -1,0 +1,286 @@
+//! Cluster benchmark (not a test): submission and end-to-end throughput of one node on the
+//! file spool, one node on PostgreSQL and three nodes on one PostgreSQL (`[cluster]`). For each,
+//! N concurrent apps submit over STARTTLS + AUTH PLAIN, spread evenly over the nodes; herald
+//! signs, stores and delivers to a loopback MX found through a loopback DNS server. PostgreSQL
+//! 15 is started from Debian's packages (as in the tests) in a temporary directory.
+//!
+//! `cargo bench --bench cluster` — tune with BENCH_CLIENTS (30), BENCH_MESSAGES (3000 per
+//! set-up), BENCH_SIZE (4096 bytes).
+
+#[allow(dead_code)]
+#[path = "../tests/support/ca.rs"]
+mod ca;
+mod common;
+#[allow(dead_code)]
+#[path = "../tests/support/dns.rs"]
+mod dns;
+#[allow(dead_code)]
+#[path = "../tests/support/postgres.rs"]
+mod postgres;
+#[allow(dead_code)]
+#[path = "../tests/support/thread.rs"]
+mod thread;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{HOST, Herald, env_num, login, read_reply, send_message};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Used by the included DNS and PostgreSQL helpers to pick their addresses.
+fn free_addr() -> SocketAddr {
+    common::free_addr()
+}
+
+/// The times each message was accepted (250 after DATA) and delivered, by index.
+struct Times {
+    accepted: Mutex<Vec<Option<Instant>>>,
+    delivered: Mutex<Vec<Option<Instant>>>,
+    delivered_count: AtomicUsize,
+    done: tokio::sync::Notify,
+    total: usize,
+}
+
+/// One app: STARTTLS, AUTH, then messages until none are left.
+async fn submitter(
+    addr: SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    next: Arc<AtomicUsize>,
+    times: Arc<Times>,
+    size: usize,
+) {
+    let mut s = login(addr, tls).await;
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= times.total {
+            break;
+        }
+        send_message(&mut s, i, size).await;
+        assert_eq!(read_reply(&mut s).await, 250, "message accepted");
+        times.accepted.lock().expect("lock")[i] = Some(Instant::now());
+    }
+    let _ = s.write_all(b"QUIT\r\n").await;
+    let _ = s.flush().await;
+}
+
+/// The receiving MX: PIPELINING, no TLS; records when each message arrives.
+async fn mx_session(stream: TcpStream, times: Arc<Times>) {
+    let mut r = tokio::io::BufReader::new(stream);
+    let mut out: Vec<u8> = b"220 mx.example.org ESMTP bench sink\r\n".to_vec();
+    let mut line = Vec::new();
+    loop {
+        // Pipelined commands are answered together, once nothing more is buffered.
+        if !out.is_empty() && r.buffer().is_empty() {
+            if r.get_mut().write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        line.clear();
+        if r.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let upper = line.to_ascii_uppercase();
+        if upper.starts_with(b"EHLO") {
+            out.extend_from_slice(
+                b"250-mx.example.org\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 0\r\n",
+            );
+        } else if upper.starts_with(b"DATA") {
+            out.extend_from_slice(b"354 go ahead\r\n");
+            if r.get_mut().write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+            let mut index = None;
+            loop {
+                line.clear();
+                if r.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                if line == b".\r\n" {
+                    break;
+                }
+                if index.is_none()
+                    && let Some(rest) = line.strip_prefix(b"Message-ID: <")
+                {
+                    index = std::str::from_utf8(rest)
+                        .ok()
+                        .and_then(|r| r.split('@').next())
+                        .and_then(|n| n.parse::<usize>().ok());
+                }
+            }
+            if let Some(i) = index.filter(|&i| i < times.total) {
+                let mut d = times.delivered.lock().expect("lock");
+                if d[i].is_none() {
+                    d[i] = Some(Instant::now());
+                    if times.delivered_count.fetch_add(1, Ordering::SeqCst) + 1 == times.total {
+                        times.done.notify_one();
+                    }
+                }
+            }
+            out.extend_from_slice(b"250 2.0.0 queued\r\n");
+        } else if upper.starts_with(b"QUIT") {
+            let _ = r.get_mut().write_all(b"221 bye\r\n").await;
+            return;
+        } else {
+            out.extend_from_slice(b"250 OK\r\n");
+        }
+    }
+}
+
+/// Starts the loopback MX for one run; it records arrivals in `times`.
+fn start_mx(times: Arc<Times>) -> SocketAddr {
+    let mx = TcpListener::bind((Ipv4Addr::new(127, 0, 0, 1), 0)).expect("bind MX");
+    let addr = mx.local_addr().expect("MX addr");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("sink runtime");
+        rt.block_on(async move {
+            mx.set_nonblocking(true).expect("nonblocking");
+            let listener = tokio::net::TcpListener::from_std(mx).expect("listener");
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(mx_session(stream, times.clone()));
+            }
+        });
+    });
+    addr
+}
+
+/// One set-up's figures: (submitted per second, delivered per second end to end).
+fn run(
+    name: &str,
+    nodes: usize,
+    pg: Option<&postgres::Postgres>,
+    dns: &dns::DnsServer,
+    (clients, total, size): (usize, usize, usize),
+) -> (f64, f64) {
+    let ca = ca::TestCa::new();
+    let times = Arc::new(Times {
+        accepted: Mutex::new(vec![None; total]),
+        delivered: Mutex::new(vec![None; total]),
+        delivered_count: AtomicUsize::new(0),
+        done: tokio::sync::Notify::new(),
+        total,
+    });
+    let mx = start_mx(times.clone());
+    let mut dirs = Vec::new();
+    let mut heralds = Vec::new();
+    let mut addrs = Vec::new();
+    for n in 0..nodes {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (cert, key) = ca.issue(&[HOST], ca::Validity::Current);
+        common::write_tls(dir.path(), cert, key);
+        let submission = free_addr();
+        let mut rest = format!(
+            "[dns]\nservers = [\"{dns}\"]\n[delivery]\nport = {port}\n",
+            dns = dns.addr,
+            port = mx.port(),
+        );
+        if let Some(pg) = pg {
+            rest.push_str(&cluster_section(dir.path(), pg, &format!("{name}-{n}")));
+        }
+        let config = common::config(
+            dir.path(),
+            dir.path(),
+            &format!("submission = \"{submission}\"\n"),
+            "ed25519",
+            &rest,
+        );
+        heralds.push(Herald::start(
+            &dir.path().join("herald.toml"),
+            &config,
+            Some("warn,herald=info"),
+            true,
+        ));
+        addrs.push(submission);
+        dirs.push(dir);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let tls = ca.client_config_trusting();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let submitted = rt.block_on(async {
+        let done = times.done.notified();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        let tasks: Vec<_> = (0..clients)
+            .map(|c| {
+                tokio::spawn(submitter(
+                    addrs[c % addrs.len()],
+                    tls.clone(),
+                    next.clone(),
+                    times.clone(),
+                    size,
+                ))
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("submitter");
+        }
+        let submitted = started.elapsed();
+        if times.delivered_count.load(Ordering::SeqCst) < total {
+            tokio::time::timeout(Duration::from_secs(600), done)
+                .await
+                .expect("every message delivered within 10 minutes");
+        }
+        submitted
+    });
+    let elapsed = started.elapsed();
+    drop(heralds);
+    (
+        total as f64 / submitted.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+    )
+}
+
+/// The `[cluster]` section of a node on `pg`.
+fn cluster_section(dir: &Path, pg: &postgres::Postgres, node: &str) -> String {
+    format!(
+        "[cluster]\ndatabase_url = \"{url}\"\npassword_file = \"{pw}\"\ntls = \"disable\"\n\
+         node_id = \"{node}\"\n",
+        url = pg.url(),
+        pw = pg.password_file(dir).display(),
+    )
+}
+
+fn main() {
+    let clients = env_num("BENCH_CLIENTS", 30);
+    let total = env_num("BENCH_MESSAGES", 3_000);
+    let size = env_num("BENCH_SIZE", 4096);
+    let dns = dns::DnsServer::start();
+    dns.set_ttl(300);
+    dns.add_mx("example.org", 10, "mx.example.org");
+    dns.add_a("mx.example.org", Ipv4Addr::new(127, 0, 0, 1));
+    let load = (clients, total, size);
+
+    let file = run("file", 1, None, &dns, load);
+    let pg = postgres::Postgres::start();
+    let pg1 = run("pg1", 1, Some(&pg), &dns, load);
+    drop(pg);
+    let pg = postgres::Postgres::start();
+    let pg3 = run("pg3", 3, Some(&pg), &dns, load);
+    drop(pg);
+
+    println!(
+        "herald cluster benchmark: {total} messages of {size} bytes, {clients} clients (STARTTLS + AUTH PLAIN, DKIM ed25519), spread over the nodes"
+    );
+    println!("  set-up                        submitted/s   delivered/s (end to end)");
+    for (name, (sub, e2e)) in [
+        ("1 node, file spool", file),
+        ("1 node, PostgreSQL", pg1),
+        ("3 nodes, one PostgreSQL", pg3),
+    ] {
+        println!("  {name:<28}  {sub:>11.0}   {e2e:>11.0}");
+    }
+}

@@ -1,0 +1,221 @@
+//! The queue's side of a shared spool ([`crate::spool::Leases`], `[cluster]`): keeps this
+//! node's leases renewed, pauses attempts while the database cannot confirm them, drops
+//! messages another node took over or an operator deleted, reloads those an operator changed,
+//! and adopts the mail of nodes whose leases expired.
+//!
+//! Timing, for a lease `L`: renewal every `L/4`, adoption every 5 s (or `L/4` if shorter);
+//! attempts start only within `L/2` of the last
+//! successful renewal (a renewal confirms the lease until at least its start plus `L`, on the
+//! database's clock), so an attempt started by this node has at least `L/2` before another node
+//! may adopt the message. An attempt still running when its lease expires (a node cut off
+//! from the database, or one hung longer than `L/2`) may be repeated by the adopting node: the
+//! duplicate window the README documents.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::manager::{Inner, Phase, blocking, next_due_ms};
+use crate::spool::{ClusterEntry, QueueId};
+
+/// Most messages adopted in one round (the rest at the next).
+const ADOPT_BATCH: usize = 500;
+
+/// How long after a successful renewal new attempts may still start.
+pub(super) fn valid_for(lease: Duration) -> Duration {
+    lease / 2
+}
+
+/// How often the keeper looks for mail to adopt (a released lease is taken this soon).
+const ADOPT_EVERY: Duration = Duration::from_secs(5);
+
+/// Renews and reconciles every `lease/4` (or at once when woken), adopts every
+/// [`ADOPT_EVERY`] at most, until shutdown.
+pub(super) async fn keep(inner: Arc<Inner>) {
+    let Some(lease) = inner.spool.leases().map(|l| l.lease()) else {
+        return;
+    };
+    let every = (lease / 4).max(Duration::from_millis(250));
+    let tick = every.min(ADOPT_EVERY);
+    let mut phase = inner.phase.subscribe();
+    let mut reachable = true;
+    let mut last_renewal = Instant::now();
+    loop {
+        let woken = tokio::select! {
+            _ = tokio::time::sleep(tick) => false,
+            _ = inner.lease_wake.notified() => true,
+            _ = phase.wait_for(|p| *p != Phase::Running) => return,
+        };
+        if woken || !reachable || last_renewal.elapsed() + tick / 2 >= every {
+            let started = Instant::now();
+            if !renew(&inner, lease, started, &mut reachable).await {
+                continue;
+            }
+            last_renewal = started;
+        }
+        adopt(&inner).await;
+    }
+}
+
+/// One renewal of this node's leases; false when the database did not answer (attempts
+/// pause until it does).
+async fn renew(
+    inner: &Arc<Inner>,
+    lease: Duration,
+    started: Instant,
+    reachable: &mut bool,
+) -> bool {
+    let before: Vec<QueueId> = inner.table().entries.keys().cloned().collect();
+    let spool = inner.spool.clone();
+    let renewed = blocking(move || match spool.leases() {
+        Some(l) => l.renew(),
+        None => Ok(Vec::new()),
+    })
+    .await;
+    match renewed {
+        Ok(held) => {
+            *inner
+                .leases_valid_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(started + valid_for(lease));
+            if !*reachable {
+                tracing::info!("cluster: the database answers again; deliveries resume");
+                *reachable = true;
+            }
+            reconcile(inner, before, held.into_iter().collect()).await;
+            inner.wake.notify_one();
+            true
+        }
+        Err(e) => {
+            // Unconfirmed leases: no new attempt until the database answers again.
+            *inner
+                .leases_valid_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(started);
+            if *reachable {
+                tracing::error!(error = %e,
+                    "cluster: cannot renew this node's leases; new delivery attempts pause \
+                     until the database answers (submissions get 451 meanwhile)");
+                *reachable = false;
+            }
+            false
+        }
+    }
+}
+
+/// Applies a renewal's answer: messages of this node that are no longer its are dropped, and
+/// those an operator changed are reloaded.
+async fn reconcile(inner: &Arc<Inner>, before: Vec<QueueId>, held: HashMap<QueueId, i64>) {
+    let mut changed = Vec::new();
+    {
+        let mut table = inner.table();
+        for id in before {
+            if held.contains_key(&id) {
+                continue;
+            }
+            let Some(entry) = table.entries.get_mut(&id) else {
+                continue;
+            };
+            if entry.in_flight {
+                // Its round ends without recording anything (the row is gone or another
+                // node's).
+                entry.deleted = true;
+            } else {
+                table.schedule(&id, None);
+                table.entries.remove(&id);
+            }
+            tracing::info!(queue_id = %id,
+                "cluster: message no longer this node's (deleted by an operator, or adopted by \
+                 another node after this node's lease expired)");
+        }
+        for (id, seq) in &held {
+            if let Some(entry) = table.entries.get(id)
+                && entry.control_seq != *seq
+                && !entry.in_flight
+                && !entry.deleted
+            {
+                changed.push((id.clone(), *seq));
+            }
+        }
+    }
+    for (id, seq) in changed {
+        let spool = inner.spool.clone();
+        let owned = id.clone();
+        match blocking(move || spool.load(&owned)).await {
+            Ok(fresh) => {
+                let mut table = inner.table();
+                let due = table.entries.get_mut(&id).and_then(|entry| {
+                    if entry.in_flight {
+                        return None;
+                    }
+                    entry.msg.state = fresh.state;
+                    entry.control_seq = seq;
+                    Some(next_due_ms(&entry.msg))
+                });
+                if let Some(due) = due {
+                    table.schedule(&id, due);
+                    tracing::info!(queue_id = %id, "cluster: operator change applied");
+                }
+            }
+            Err(e) => tracing::warn!(queue_id = %id, error = %e,
+                "cluster: cannot reload a message an operator changed; trying again"),
+        }
+    }
+}
+
+/// Takes over messages whose lease expired (a node died or lost the database).
+async fn adopt(inner: &Arc<Inner>) {
+    if *inner.phase.borrow() != Phase::Running {
+        return;
+    }
+    let spool = inner.spool.clone();
+    let adopted = blocking(move || match spool.leases() {
+        Some(l) => l.adopt(ADOPT_BATCH),
+        None => Ok(Vec::new()),
+    })
+    .await;
+    let adopted: Vec<ClusterEntry> = match adopted {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster: cannot adopt expired leases");
+            return;
+        }
+    };
+    if adopted.is_empty() {
+        return;
+    }
+    {
+        let mut table = inner.table();
+        for entry in adopted.iter().cloned() {
+            let id = entry.message.id.clone();
+            if table.entries.contains_key(&id) {
+                continue;
+            }
+            table.insert(entry.message);
+            if let Some(e) = table.entries.get_mut(&id) {
+                e.control_seq = entry.control_seq;
+            }
+        }
+    }
+    tracing::info!(
+        messages = adopted.len(),
+        "cluster: adopted messages whose lease had expired or was released"
+    );
+    inner.wake.notify_one();
+}
+
+/// Gives this node's leases up at a clean shutdown, so the other nodes take its mail at once.
+pub(super) async fn release(inner: &Arc<Inner>) {
+    let spool = inner.spool.clone();
+    match blocking(move || match spool.leases() {
+        Some(l) => l.release_all(),
+        None => Ok(0),
+    })
+    .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(messages = n, "cluster: leases released for the other nodes"),
+        Err(e) => tracing::warn!(error = %e,
+            "cluster: cannot release leases; the other nodes take the mail once they expire"),
+    }
+}

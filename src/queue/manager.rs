@@ -573,8 +573,6 @@ async fn finish_round(
             }
         }
     }
-    let spool = inner.spool.clone();
-    let owned_id = id.to_string();
     if msg.state.is_finished() {
         if let Err(e) = inner.spool.remove_finished(id).await {
             tracing::error!(queue_id = %id, error = %e, "cannot remove the finished message");
@@ -585,8 +583,7 @@ async fn finish_round(
         );
         return;
     }
-    let state = msg.state.clone();
-    if let Err(e) = blocking(move || spool.write_state(&owned_id, &state)).await {
+    if let Err(e) = inner.spool.record_state(id, msg.state.clone()).await {
         tracing::error!(queue_id = %id, error = %e, "cannot record the delivery state");
     }
     let mut table = inner.table();

@@ -282,6 +282,22 @@ impl SpoolBackend for FsBackend {
         sync_dir(&self.msg)
     }
 
+    fn write_state_batch(&self, batch: &[(QueueId, DeliveryState)]) -> Vec<io::Result<()>> {
+        let mut results: Vec<io::Result<()>> = batch
+            .iter()
+            .map(|(id, state)| {
+                let target = self.state_path(id)?;
+                let json = serde_json::to_vec(state)?;
+                let tmp =
+                    self.write_tmp(&format!("{id}.state.{}", new_queue_id()), &[&json], true)?;
+                self.with_state().insert(id.to_string());
+                fs::rename(tmp, target)
+            })
+            .collect();
+        self.sync_msg_dir(&mut results);
+        results
+    }
+
     fn remove(&self, id: &str) -> io::Result<()> {
         self.unlink(id)?;
         sync_dir(&self.msg)
@@ -354,6 +370,35 @@ mod tests {
         spool.remove(&id).unwrap();
         assert!(spool.recover().unwrap().is_empty());
         assert!(spool.load("../etc").is_err());
+    }
+
+    #[tokio::test]
+    async fn state_changes_recorded_together_each_land_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _arrivals) = Spool::open_dir(dir.path()).unwrap();
+        let mut ids = Vec::new();
+        for i in 0..5u32 {
+            let body = format!("Subject: {i}\r\n\r\nhi\r\n").into_bytes();
+            ids.push(spool.store(envelope(), body).await.unwrap());
+        }
+        let writes: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(n, id)| {
+                let (spool, id) = (spool.clone(), id.clone());
+                let mut state = spool.load(&id).unwrap().state;
+                state.recipients[0].attempts = n as u32 + 1;
+                tokio::spawn(async move { spool.record_state(&id, state).await })
+            })
+            .collect();
+        for write in writes {
+            write.await.unwrap().unwrap();
+        }
+        let reopened = FsBackend::open(dir.path()).unwrap();
+        for (n, id) in ids.iter().enumerate() {
+            let attempts = reopened.load(id).unwrap().state.recipients[0].attempts;
+            assert_eq!(attempts, n as u32 + 1, "{id}");
+        }
     }
 
     #[tokio::test]

@@ -10,10 +10,11 @@
 //! commits are grouped: a committer thread takes every message waiting and hands them to
 //! [`SpoolBackend::write_batch`] together, so 50 concurrent sessions cost one flush, not 50.
 //!
-//! Removals of delivered messages are grouped the same way ([`Spool::remove_finished`]): a
-//! remover thread takes every removal waiting and hands them to
-//! [`SpoolBackend::remove_batch`], one directory flush for the group, with no hop through
-//! tokio's blocking pool per message. A removal is the one change that may be lost in a crash
+//! State changes after an attempt ([`Spool::record_state`], to
+//! [`SpoolBackend::write_state_batch`]) and removals of delivered messages
+//! ([`Spool::remove_finished`], to [`SpoolBackend::remove_batch`]) are grouped the same way,
+//! each by its own thread: one directory flush for the group, with no hop through tokio's
+//! blocking pool per message. A removal is the one change that may be lost in a crash
 //! (between the remote's `250` and the flush): the message is then delivered again after the
 //! restart — a duplicate, never a loss, as DESIGN §3 allows.
 
@@ -53,6 +54,14 @@ pub trait SpoolBackend: Send + Sync + 'static {
     }
     /// Replaces a message's delivery state atomically.
     fn write_state(&self, id: &str, state: &DeliveryState) -> io::Result<()>;
+    /// Replaces several messages' states, each succeeding or failing alone; a backend may make
+    /// the whole group durable at once (one flush for all).
+    fn write_state_batch(&self, batch: &[(QueueId, DeliveryState)]) -> Vec<io::Result<()>> {
+        batch
+            .iter()
+            .map(|(id, state)| self.write_state(id, state))
+            .collect()
+    }
     /// Removes a message and its state.
     fn remove(&self, id: &str) -> io::Result<()>;
     /// Removes several finished messages, each succeeding or failing alone; a backend may make
@@ -120,22 +129,66 @@ pub struct NewMessage {
     pub body: StagedMessage,
 }
 
-struct Pending {
-    message: NewMessage,
-    done: oneshot::Sender<io::Result<()>>,
+/// A thread that takes every request waiting, hands the group to the backend at once and
+/// answers each request with its own result: the group commit shared by arrivals, state
+/// changes and removals. Async callers wait on a oneshot, never on tokio's blocking pool.
+struct Batcher<T> {
+    requests: mpsc::UnboundedSender<(T, oneshot::Sender<io::Result<()>>)>,
+    /// The thread's name, for the error when it has stopped.
+    name: &'static str,
 }
 
-struct PendingRemoval {
-    id: QueueId,
-    done: oneshot::Sender<io::Result<()>>,
+impl<T> Clone for Batcher<T> {
+    fn clone(&self) -> Self {
+        Batcher {
+            requests: self.requests.clone(),
+            name: self.name,
+        }
+    }
+}
+
+impl<T: Send + 'static> Batcher<T> {
+    /// Starts the thread `name`, which runs `run` on the backend for each group.
+    fn start(
+        name: &'static str,
+        backend: Arc<dyn SpoolBackend>,
+        run: fn(&dyn SpoolBackend, Vec<T>) -> Vec<io::Result<()>>,
+    ) -> io::Result<Batcher<T>> {
+        let (requests, mut waiting) = mpsc::unbounded_channel::<(T, oneshot::Sender<_>)>();
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                while let Some(first) = waiting.blocking_recv() {
+                    let mut group = vec![first];
+                    while let Ok(more) = waiting.try_recv() {
+                        group.push(more);
+                    }
+                    let (items, waiters): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+                    let results = run(backend.as_ref(), items);
+                    for (done, result) in waiters.into_iter().zip(results) {
+                        let _ = done.send(result);
+                    }
+                }
+            })?;
+        Ok(Batcher { requests, name })
+    }
+
+    /// Hands `item` to the thread; returns once its group is durable.
+    async fn submit(&self, item: T) -> io::Result<()> {
+        let stopped = || io::Error::other(format!("the spool's {} thread has stopped", self.name));
+        let (done, wait) = oneshot::channel();
+        self.requests.send((item, done)).map_err(|_| stopped())?;
+        wait.await.map_err(|_| stopped())?
+    }
 }
 
 /// The spool handle shared by inbound, delivery and the admin endpoint.
 #[derive(Clone)]
 pub struct Spool {
     backend: Arc<dyn SpoolBackend>,
-    committer: mpsc::UnboundedSender<Pending>,
-    remover: mpsc::UnboundedSender<PendingRemoval>,
+    committer: Batcher<NewMessage>,
+    state_writer: Batcher<(QueueId, DeliveryState)>,
+    remover: Batcher<QueueId>,
     arrivals: mpsc::UnboundedSender<SpooledMessage>,
 }
 
@@ -143,50 +196,24 @@ pub struct Spool {
 pub type Arrivals = mpsc::UnboundedReceiver<SpooledMessage>;
 
 impl Spool {
-    /// Opens the spool on `backend` and starts its group-commit thread.
-    /// Returns the spool and the stream of newly stored messages.
+    /// Opens the spool on `backend` and starts its group-commit threads (arrivals, state
+    /// changes, removals). Returns the spool and the stream of newly stored messages.
     pub fn open(backend: Arc<dyn SpoolBackend>) -> io::Result<(Spool, Arrivals)> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Pending>();
         let (arrivals_tx, arrivals_rx) = mpsc::unbounded_channel();
-        let committer_backend = backend.clone();
-        std::thread::Builder::new()
-            .name("spool-commit".into())
-            .spawn(move || {
-                while let Some(first) = rx.blocking_recv() {
-                    let mut group = vec![first];
-                    while let Ok(more) = rx.try_recv() {
-                        group.push(more);
-                    }
-                    let (messages, waiters): (Vec<_>, Vec<_>) =
-                        group.into_iter().map(|p| (p.message, p.done)).unzip();
-                    let results = committer_backend.write_batch(messages);
-                    for (done, result) in waiters.into_iter().zip(results) {
-                        let _ = done.send(result);
-                    }
-                }
-            })?;
-        let (remover, mut removals) = mpsc::unbounded_channel::<PendingRemoval>();
-        let remover_backend = backend.clone();
-        std::thread::Builder::new()
-            .name("spool-remove".into())
-            .spawn(move || {
-                while let Some(first) = removals.blocking_recv() {
-                    let mut group = vec![first];
-                    while let Ok(more) = removals.try_recv() {
-                        group.push(more);
-                    }
-                    let (ids, waiters): (Vec<_>, Vec<_>) =
-                        group.into_iter().map(|p| (p.id, p.done)).unzip();
-                    let results = remover_backend.remove_batch(&ids);
-                    for (done, result) in waiters.into_iter().zip(results) {
-                        let _ = done.send(result);
-                    }
-                }
-            })?;
+        let committer = Batcher::start("spool-commit", backend.clone(), |b, group| {
+            b.write_batch(group)
+        })?;
+        let state_writer = Batcher::start("spool-state", backend.clone(), |b, group| {
+            b.write_state_batch(&group)
+        })?;
+        let remover = Batcher::start("spool-remove", backend.clone(), |b, ids| {
+            b.remove_batch(&ids)
+        })?;
         Ok((
             Spool {
                 backend,
-                committer: tx,
+                committer,
+                state_writer,
                 remover,
                 arrivals: arrivals_tx,
             },
@@ -223,7 +250,6 @@ impl Spool {
     ) -> io::Result<QueueId> {
         let id = new_queue_id();
         let size = head.len() as u64 + body.len();
-        let (done, wait) = oneshot::channel();
         let state = DeliveryState::new(&envelope);
         let message = NewMessage {
             id: id.clone(),
@@ -231,11 +257,7 @@ impl Spool {
             head,
             body,
         };
-        self.committer
-            .send(Pending { message, done })
-            .map_err(|_| io::Error::other("spool committer has stopped"))?;
-        wait.await
-            .map_err(|_| io::Error::other("spool committer has stopped"))??;
+        self.committer.submit(message).await?;
         let _ = self.arrivals.send(SpooledMessage {
             id: id.clone(),
             envelope,
@@ -277,6 +299,14 @@ impl Spool {
         self.backend.write_state(id, state)
     }
 
+    /// Records delivery progress after an attempt, grouped with the other state changes
+    /// waiting (one directory flush for the group where the backend can); returns once its
+    /// group is durable. Called from async code: the file work happens on the spool's
+    /// state-writer thread.
+    pub async fn record_state(&self, id: &str, state: DeliveryState) -> io::Result<()> {
+        self.state_writer.submit((id.to_string(), state)).await
+    }
+
     /// The backend's leases when several nodes share it (see [`Leases`]).
     pub fn leases(&self) -> Option<&dyn Leases> {
         self.backend.leases()
@@ -296,15 +326,7 @@ impl Spool {
     /// documentation); returns once its group is durable. Called from async code: the file
     /// work happens on the spool's remover thread.
     pub async fn remove_finished(&self, id: &str) -> io::Result<()> {
-        let (done, wait) = oneshot::channel();
-        self.remover
-            .send(PendingRemoval {
-                id: id.to_string(),
-                done,
-            })
-            .map_err(|_| io::Error::other("spool remover has stopped"))?;
-        wait.await
-            .map_err(|_| io::Error::other("spool remover has stopped"))?
+        self.remover.submit(id.to_string()).await
     }
 }
 

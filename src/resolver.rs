@@ -12,6 +12,16 @@ pub fn authenticator(dns: &DnsConfig) -> anyhow::Result<MessageAuthenticator> {
         return MessageAuthenticator::new_system_conf()
             .map_err(|e| anyhow::anyhow!("cannot read the system resolver configuration: {e}"));
     }
+    let mut opts = ResolverOpts::default();
+    opts.attempts = 2;
+    opts.timeout = std::time::Duration::from_secs(3);
+    MessageAuthenticator::new(configured_servers(dns), opts)
+        .map_err(|e| anyhow::anyhow!("cannot build a resolver for {:?}: {e}", dns.servers))
+}
+
+/// The `[dns] servers` as hickory's resolver configuration, UDP and TCP on each server's port
+/// (for every resolver herald builds on them, the DNSSEC-aware one included).
+pub fn configured_servers(dns: &DnsConfig) -> ResolverConfig {
     let servers = dns
         .servers
         .iter()
@@ -23,9 +33,5 @@ pub fn authenticator(dns: &DnsConfig) -> anyhow::Result<MessageAuthenticator> {
             NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
         })
         .collect();
-    let mut opts = ResolverOpts::default();
-    opts.attempts = 2;
-    opts.timeout = std::time::Duration::from_secs(3);
-    MessageAuthenticator::new(ResolverConfig::from_name_servers(servers), opts)
-        .map_err(|e| anyhow::anyhow!("cannot build a resolver for {:?}: {e}", dns.servers))
+    ResolverConfig::from_name_servers(servers)
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::config::ResolverOpts;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::dnssec::{Proof, TrustAnchors};
@@ -126,19 +126,8 @@ impl SecureResolver {
                     anyhow::anyhow!("cannot read the system resolver configuration: {e}")
                 })?
             } else {
-                let servers = dns
-                    .servers
-                    .iter()
-                    .map(|addr| {
-                        let mut udp = ConnectionConfig::udp();
-                        udp.port = addr.port();
-                        let mut tcp = ConnectionConfig::tcp();
-                        tcp.port = addr.port();
-                        NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
-                    })
-                    .collect();
                 Resolver::builder_with_config(
-                    ResolverConfig::from_name_servers(servers),
+                    crate::resolver::configured_servers(dns),
                     TokioRuntimeProvider::default(),
                 )
                 .with_options(opts)

@@ -8,10 +8,11 @@
 use std::sync::atomic::Ordering;
 
 use super::dsn::{self, Kind};
-use super::manager::{QueueManager, blocking, next_due_ms};
+use super::manager::{Inner, QueueManager, blocking, next_due_ms};
 use super::transition::operator_failures;
 use super::view::{ActionResult, MessageView};
 use crate::clock::{now_ms, unix_now};
+use crate::spool::SpooledMessage;
 
 fn done(message: impl Into<String>) -> ActionResult {
     ActionResult {
@@ -190,26 +191,9 @@ impl QueueManager {
             let owned = id.to_string();
             match blocking(move || spool.read_message(&owned)).await {
                 Ok(data) => {
-                    let failures = operator_failures(&msg.state);
-                    let generation = inner.current();
-                    match dsn::queue_notice(
-                        &generation.cfg,
-                        &generation.own,
-                        &msg,
-                        &data,
-                        &failures,
-                        Kind::Failed,
-                    )
-                    .await
-                    {
-                        Ok(Some(dsn_id)) => {
-                            inner.counters.dsn_sent.fetch_add(1, Ordering::Relaxed);
-                            note =
-                                format!("; bounce {dsn_id} queued to <{}>", msg.envelope.mail_from)
-                        }
-                        Ok(None) => note = "; no bounce (null sender)".into(),
-                        Err(e) => note = format!("; the bounce could not be queued: {e}"),
-                    }
+                    note = operator_bounce(inner, &msg, &data)
+                        .await
+                        .unwrap_or_else(|e| format!("; {e}"))
                 }
                 Err(e) => note = format!("; the bounce could not be built: {e}"),
             }
@@ -297,25 +281,10 @@ impl QueueManager {
                 Ok(d) => d,
                 Err(e) => return refused(format!("the bounce could not be built: {e}")),
             };
-            let failures = operator_failures(&msg.state);
-            let generation = inner.current();
-            match dsn::queue_notice(
-                &generation.cfg,
-                &generation.own,
-                &msg,
-                &data,
-                &failures,
-                Kind::Failed,
-            )
-            .await
-            {
-                Ok(Some(dsn_id)) => {
-                    inner.counters.dsn_sent.fetch_add(1, Ordering::Relaxed);
-                    note = format!("; bounce {dsn_id} queued to <{}>", msg.envelope.mail_from)
-                }
-                Ok(None) => note = "; no bounce (null sender)".into(),
-                Err(e) => return refused(format!("the bounce could not be queued: {e}")),
-            }
+            note = match operator_bounce(inner, &msg, &data).await {
+                Ok(note) => note,
+                Err(e) => return refused(e),
+            };
         }
         let spool = inner.spool.clone();
         let owned = id.to_string();
@@ -348,5 +317,36 @@ impl QueueManager {
         inner.lease_wake.notify_one();
         tracing::info!(queue_id = %id, bounce, "message deleted from the cluster's queue by the operator");
         done(format!("{id} deleted{note}"))
+    }
+}
+
+/// Queues the bounce of a message the operator deletes with `--bounce`: the note for the
+/// answer, or why it could not be queued.
+async fn operator_bounce(
+    inner: &Inner,
+    msg: &SpooledMessage,
+    data: &[u8],
+) -> Result<String, String> {
+    let failures = operator_failures(&msg.state);
+    let generation = inner.current();
+    match dsn::queue_notice(
+        &generation.cfg,
+        &generation.own,
+        msg,
+        data,
+        &failures,
+        Kind::Failed,
+    )
+    .await
+    {
+        Ok(Some(dsn_id)) => {
+            inner.counters.dsn_sent.fetch_add(1, Ordering::Relaxed);
+            Ok(format!(
+                "; bounce {dsn_id} queued to <{}>",
+                msg.envelope.mail_from
+            ))
+        }
+        Ok(None) => Ok("; no bounce (null sender)".into()),
+        Err(e) => Err(format!("the bounce could not be queued: {e}")),
     }
 }

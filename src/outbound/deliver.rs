@@ -182,7 +182,8 @@ impl Outbound {
                     }
                 };
                 // DANE (RFC 7672) per MX host; it takes precedence over MTA-STS (RFC 8461 §2).
-                let dane = if job.tls_report {
+                // `TLS-Required: No` sets DANE aside as it does MTA-STS (RFC 8689 §4.2.2).
+                let dane = if job.tls_report || job.tls_request == TlsRequest::TlsOptional {
                     DanePlan::default()
                 } else {
                     self.dane.plan(&job.domain, &hosts).await
@@ -226,9 +227,13 @@ impl Outbound {
             }
         };
         let via_relay = self.relay.is_some();
-        if let Err(failure) =
-            requiretls::check_route(job.tls_request, &directive, via_relay, &job.domain)
-        {
+        if let Err(failure) = requiretls::check_route(
+            job.tls_request,
+            &directive,
+            via_relay,
+            dane.may_authenticate_a_host(),
+            &job.domain,
+        ) {
             tracing::warn!(queue_id = %job.queue_id, domain = %job.domain,
                 policy = %directive.label(), reply = %failure, "delivery attempt: REQUIRETLS not possible");
             return all(failure, None);
@@ -253,6 +258,14 @@ impl Outbound {
                     continue;
                 }
             };
+            if let Err(failure) =
+                requiretls::check_host(job.tls_request, &directive, via_relay, host)
+            {
+                tracing::info!(queue_id = %job.queue_id, domain = %job.domain, mx = %host,
+                    reply = %failure, "delivery attempt: MX host not used (REQUIRETLS)");
+                last = requiretls::next_host_failure(last, failure);
+                continue;
+            }
             let addrs = match resolve::addresses(&self.resolver, host).await {
                 Ok(a) => a,
                 Err(e) if e.is_permanent() && implicit && self.relay.is_none() => {

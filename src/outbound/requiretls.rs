@@ -36,15 +36,17 @@ pub fn directive(request: TlsRequest, recipient: TlsDirective) -> TlsDirective {
 /// Before any connection: whether the route can carry a REQUIRETLS message at all. The smart
 /// host is configured by name and its certificate is verified against that name, so it is an
 /// authenticated next hop; an MX host is only when the directive authenticates it
-/// ([`TlsDirective::authenticates_mx`]). A name from DNS that is not authenticated (no policy,
-/// a `testing` policy, `[delivery] require_tls` alone) is not enough (§4.2.1).
+/// ([`TlsDirective::authenticates_mx`]) or DANE does for at least one host (`dane_may`, checked
+/// host by host with [`check_host`]). A name from DNS that is not authenticated (no policy, a
+/// `testing` policy, `[delivery] require_tls` alone) is not enough (§4.2.1).
 pub fn check_route(
     request: TlsRequest,
     directive: &TlsDirective,
     via_relay: bool,
+    dane_may: bool,
     domain: &str,
 ) -> Result<(), Failure> {
-    if request != TlsRequest::RequireTls || via_relay || directive.authenticates_mx() {
+    if request != TlsRequest::RequireTls || via_relay || dane_may || directive.authenticates_mx() {
         return Ok(());
     }
     let (detail, permanent) = match directive {
@@ -79,6 +81,27 @@ pub fn check_route(
         ),
     };
     Err(Failure::RequireTls { detail, permanent })
+}
+
+/// Before connecting to one MX host: a REQUIRETLS message goes only to a host its directive
+/// (the domain's, or DANE's for this host) authenticates. A host that is not is skipped, as one
+/// that does not advertise REQUIRETLS is (§4.2.1: the other MX hosts are tried first).
+pub fn check_host(
+    request: TlsRequest,
+    directive: &TlsDirective,
+    via_relay: bool,
+    host: &str,
+) -> Result<(), Failure> {
+    if request != TlsRequest::RequireTls || via_relay || directive.authenticates_mx() {
+        return Ok(());
+    }
+    Err(Failure::RequireTls {
+        detail: format!(
+            "{host} is not authenticated: no usable DANE records and no MTA-STS policy in \
+             enforce mode"
+        ),
+        permanent: true,
+    })
 }
 
 /// On an open session (new or pooled), before the transaction: a REQUIRETLS message needs TLS
@@ -159,14 +182,17 @@ mod tests {
     #[test]
     fn only_an_authenticated_route_carries_requiretls() {
         let req = TlsRequest::RequireTls;
-        assert!(check_route(req, &sts(Mode::Enforce), false, "bank.test").is_ok());
-        assert!(check_route(req, &TlsDirective::Required, true, "relay").is_ok());
+        assert!(check_route(req, &sts(Mode::Enforce), false, false, "bank.test").is_ok());
+        assert!(check_route(req, &TlsDirective::Required, true, false, "relay").is_ok());
         for d in [
             TlsDirective::Opportunistic,
             TlsDirective::Required,
             sts(Mode::Testing),
         ] {
-            let f = check_route(req, &d, false, "bank.test").expect_err("refused");
+            // DANE that may authenticate a host lets the route through, host by host.
+            assert!(check_route(req, &d, false, true, "bank.test").is_ok());
+            assert!(check_host(req, &d, false, "mx1.bank.test").is_err());
+            let f = check_route(req, &d, false, false, "bank.test").expect_err("refused");
             assert!(f.is_permanent(), "{f}");
             assert_eq!(f.status().to_string(), "5.7.30");
             assert!(
@@ -179,10 +205,10 @@ mod tests {
             result_type: mail_auth::report::tlsrpt::ResultType::StsPolicyFetchError,
             detail: "timed out".into(),
         };
-        let f = check_route(req, &failed, false, "bank.test").expect_err("deferred");
+        let f = check_route(req, &failed, false, false, "bank.test").expect_err("deferred");
         assert!(!f.is_permanent());
         assert_eq!(f.status().to_string(), "4.7.30");
-        assert!(check_route(TlsRequest::Policy, &failed, false, "bank.test").is_ok());
+        assert!(check_route(TlsRequest::Policy, &failed, false, false, "bank.test").is_ok());
     }
 
     #[test]

@@ -5,5 +5,6 @@
 
 mod deliver;
 mod failures;
+mod requiretls;
 mod show;
 mod world;

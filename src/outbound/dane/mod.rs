@@ -76,6 +76,17 @@ impl DanePlan {
     pub fn protects(&self, host: &str) -> bool {
         matches!(self.host(host), HostDane::Applies(_))
     }
+
+    /// Whether DANE authenticates (usable TLSA records), or may once DNS trouble clears, at
+    /// least one MX host: what a REQUIRETLS message needs when the domain has no MTA-STS
+    /// `enforce` policy.
+    pub fn may_authenticate_a_host(&self) -> bool {
+        self.hosts.iter().any(|(_, d)| match d {
+            HostDane::Applies(target) => !target.records.is_empty(),
+            HostDane::Unusable { .. } => true,
+            HostDane::NotApplicable(_) => false,
+        })
+    }
 }
 
 /// DANE look-ups for delivery and `herald tls show`.

@@ -57,11 +57,17 @@ impl DaneWorld {
 
     /// Starts the MX `mx1.bank.test` presenting `tls` (MX and A records published).
     pub fn start_mx(&self, tls: Arc<rustls::ServerConfig>) -> SmtpSink {
+        self.start_mx_offering(tls, false)
+    }
+
+    /// [`DaneWorld::start_mx`], advertising REQUIRETLS (RFC 8689) when `requiretls`.
+    pub fn start_mx_offering(&self, tls: Arc<rustls::ServerConfig>, requiretls: bool) -> SmtpSink {
         let sink = SmtpSink::start(
             crate::support::listener(),
             SinkOptions {
                 tls: Some(tls),
                 hostname: Some(MX.to_string()),
+                requiretls,
                 ..SinkOptions::default()
             },
         );

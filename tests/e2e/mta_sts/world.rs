@@ -196,7 +196,7 @@ contact = "tlsrpt@example.test"
 /// Herald's delivery side running in this process: spool, queue manager, resolver, reporter.
 pub struct Relay {
     /// The queue (kept alive: it delivers while the test runs).
-    _queue: QueueManager,
+    pub queue: QueueManager,
     /// The spool it delivers from.
     pub spool: Spool,
     /// The TLS-RPT reporter delivery records into.
@@ -220,7 +220,7 @@ impl Relay {
                 .await
                 .expect("queue starts");
         Relay {
-            _queue: queue,
+            queue,
             spool,
             reporter,
         }
@@ -228,6 +228,16 @@ impl Relay {
 
     /// Queues a message from app@example.test to user@bank.test.
     pub async fn send(&self, subject: &str) -> String {
+        self.send_asking(subject, herald::spool::TlsRequest::Policy)
+            .await
+    }
+
+    /// [`Relay::send`], the submitter asking `tls_request` of TLS (e.g. REQUIRETLS).
+    pub async fn send_asking(
+        &self,
+        subject: &str,
+        tls_request: herald::spool::TlsRequest,
+    ) -> String {
         let envelope = Envelope {
             app: Some("demo".into()),
             mail_from: "app@example.test".into(),
@@ -238,7 +248,7 @@ impl Relay {
             helo: "app.example.test".into(),
             tls: None,
             tls_report: false,
-            tls_request: herald::spool::TlsRequest::Policy,
+            tls_request,
         };
         let data = format!(
             "From: app@example.test\r\nTo: user@{DOMAIN}\r\nSubject: {subject}\r\n\r\nPayroll.\r\n"

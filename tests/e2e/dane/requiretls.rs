@@ -1,6 +1,7 @@
 //! REQUIRETLS (RFC 8689) over DANE: an MX authenticated by DNSSEC and TLSA that advertises
 //! REQUIRETLS receives the message with the flag; one that does not advertise it never gets
-//! the message (it bounces `5.7.30`; what the bounce holds is checked in `requiretls::`).
+//! the message (it bounces `5.7.30`; what the bounce holds is checked in `requiretls::`); and
+//! `TLS-Required: No` gets through where DANE would stop an ordinary message.
 
 use std::time::{Duration, Instant};
 
@@ -54,4 +55,19 @@ async fn over_dane_without_requiretls_at_the_mx_the_message_is_not_delivered() {
         1,
         "a (redacted) bounce was queued"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_required_no_gets_through_a_dane_mismatch() {
+    let d = DaneWorld::signed();
+    let (_cert, tls) = self_signed_der(&["mx1.bank.test"], Validity::Current);
+    let mx = d.start_mx_offering(tls, false);
+    let port = mx.addr().port();
+    // A record no certificate matches: an ordinary message would wait (see `failures.rs`).
+    d.w.dns.add_tlsa(&tlsa_name(port), 3, 1, 1, vec![0x5a; 32]);
+    let relay = Relay::start(d.config(port)).await;
+    relay.send_asking("optional", TlsRequest::TlsOptional).await;
+    let got = mx.wait_for_messages(1, WAIT);
+    assert!(got[0].text().contains("Subject: optional"));
+    assert!(got[0].tls.is_some(), "STARTTLS is still used when offered");
 }

@@ -2,6 +2,8 @@
 //! Debian's packages by `support::postgres`.
 
 pub mod common;
+mod limits;
 mod queue;
 mod schema;
 mod spool;
+mod status;

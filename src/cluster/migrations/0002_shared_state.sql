@@ -1,0 +1,40 @@
+-- 0002: state the nodes of a cluster share besides the spool (issue 16): per-app rate-limit
+-- buckets, failed-AUTH attempts, and the node registry.
+
+-- One token bucket per limited key (`app:NAME`): its level after the last take, whether that
+-- take was granted, and when it happened (the database's clock). A bucket untouched for an
+-- hour is full again and is pruned.
+CREATE TABLE herald_rate_buckets (
+    key         text PRIMARY KEY,
+    tokens      double precision NOT NULL,
+    granted     boolean NOT NULL,
+    updated_at  timestamptz NOT NULL
+);
+
+-- AUTH verifications: 'p' reserved (in flight), 'f' failed, 's' succeeded. Counted per
+-- address and per user name over `[smtp] auth_failure_window` (+ `auth_block`); older rows
+-- are pruned by the nodes' heartbeat.
+CREATE TABLE herald_auth_attempts (
+    id        bigserial PRIMARY KEY,
+    ip        text NOT NULL,
+    username  text NOT NULL,
+    outcome   char(1) NOT NULL CHECK (outcome IN ('p', 'f', 's')),
+    node      text NOT NULL,
+    at        timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX herald_auth_attempts_ip ON herald_auth_attempts (ip, at);
+CREATE INDEX herald_auth_attempts_user ON herald_auth_attempts (username, at);
+CREATE INDEX herald_auth_attempts_at ON herald_auth_attempts (at);
+
+-- Every node that ever started against this database, with its last heartbeat.
+CREATE TABLE herald_nodes (
+    node_id        text PRIMARY KEY,
+    host           text NOT NULL,
+    version        text NOT NULL,
+    -- SHA-256 of the node's shared settings (see crate::cluster::nodes::config_digest).
+    config_digest  text NOT NULL,
+    started_at     timestamptz NOT NULL,
+    last_seen      timestamptz NOT NULL,
+    -- SMTP connections open at the last heartbeat.
+    connections    bigint NOT NULL DEFAULT 0
+);

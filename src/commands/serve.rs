@@ -69,7 +69,14 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     // [report] the TLS-RPT reporter is the sink of the TLS events delivery and the MTA-STS
     // resolver emit; the report sender mails its reports every interval (and on
     // POST /report/flush) through herald's own mail path.
-    let tls_reporter = Arc::new(crate::report::TlsReporter::open(&cfg)?);
+    // With [cluster] the counts move to the database and one node sends each report.
+    let tls_reporter = Arc::new(match &cluster_db {
+        Some(db) => crate::report::TlsReporter::open(&cfg)?.with_cluster(db.clone()),
+        None => crate::report::TlsReporter::open(&cfg)?,
+    });
+    let report_sync = cluster_db
+        .as_ref()
+        .map(|_| crate::report::cluster::spawn_sync(tls_reporter.clone()));
     let sts = Arc::new(crate::mta_sts::StsResolver::new(&cfg)?.with_reporter(tls_reporter.clone()));
     let sts_in_force = std::sync::Mutex::new(sts.clone());
     let report_sender = Arc::new(crate::report::send::ReportSender::new(
@@ -215,6 +222,12 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     // [report] keep the TLS-RPT counts of the last sessions.
     if let Err(e) = tls_reporter.persist() {
         tracing::error!("tls-rpt: cannot save pending counts: {e}");
+    }
+    if let Some(sync) = report_sync {
+        sync.abort();
+        if let Err(e) = tls_reporter.push_to_cluster().await {
+            tracing::warn!("tls-rpt: counts kept on this node until it next starts: {e}");
+        }
     }
     tracing::info!("herald stopped");
     Ok(ExitCode::SUCCESS)

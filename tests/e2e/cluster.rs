@@ -7,3 +7,4 @@ mod queue;
 mod schema;
 mod spool;
 mod status;
+mod tlsrpt;

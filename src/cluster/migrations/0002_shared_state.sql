@@ -38,3 +38,22 @@ CREATE TABLE herald_nodes (
     -- SMTP connections open at the last heartbeat.
     connections    bigint NOT NULL DEFAULT 0
 );
+
+-- TLS-RPT (RFC 8460): each node adds its session counts here within seconds, merged per policy
+-- domain and UTC day (crate::report::store::DayCounts as JSON).
+CREATE TABLE herald_tlsrpt_counts (
+    domain  text NOT NULL,
+    day     text NOT NULL,
+    counts  jsonb NOT NULL,
+    PRIMARY KEY (domain, day)
+);
+
+-- Reports built from those counts, until every rua has received them
+-- (crate::report::store::OutboxItem as JSON). The node sending one holds its row lock, so
+-- each report is sent by exactly one node.
+CREATE TABLE herald_tlsrpt_outbox (
+    report_id   text PRIMARY KEY,
+    domain      text NOT NULL,
+    item        jsonb NOT NULL,
+    created_at  bigint NOT NULL
+);

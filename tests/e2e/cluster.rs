@@ -4,6 +4,7 @@
 pub mod common;
 mod limits;
 mod queue;
+mod reports;
 mod schema;
 mod spool;
 mod status;

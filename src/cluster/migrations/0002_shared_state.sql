@@ -57,3 +57,61 @@ CREATE TABLE herald_tlsrpt_outbox (
     item        jsonb NOT NULL,
     created_at  bigint NOT NULL
 );
+
+-- DMARC and TLS-RPT reports *received* ([feedback], `herald dmarc`, /dmarc), shared by the
+-- nodes (crate::store::pg::PgStore): the same tables as the embedded SQLite store.
+CREATE TABLE herald_report_mails (
+    id           bigserial PRIMARY KEY,
+    received_at  bigint NOT NULL,
+    origin       text NOT NULL,
+    mail_from    text NOT NULL,
+    rcpt         text NOT NULL,
+    raw          bytea NOT NULL,
+    node         text NOT NULL
+);
+CREATE TABLE herald_dmarc_reports (
+    id           bigserial PRIMARY KEY,
+    mail_id      bigint NOT NULL REFERENCES herald_report_mails(id),
+    org          text NOT NULL,
+    report_id    text NOT NULL,
+    domain       text NOT NULL,
+    begin_at     bigint NOT NULL,
+    end_at       bigint NOT NULL,
+    policy       text NOT NULL,
+    received_at  bigint NOT NULL,
+    UNIQUE (org, report_id)
+);
+CREATE INDEX herald_dmarc_reports_domain ON herald_dmarc_reports (domain, end_at);
+CREATE TABLE herald_dmarc_rows (
+    id            bigserial PRIMARY KEY,
+    report        bigint NOT NULL REFERENCES herald_dmarc_reports(id),
+    source_ip     text NOT NULL,
+    count         bigint NOT NULL,
+    disposition   text NOT NULL,
+    dkim_aligned  boolean NOT NULL,
+    spf_aligned   boolean NOT NULL,
+    header_from   text NOT NULL,
+    dkim_json     text NOT NULL,
+    spf_json      text NOT NULL
+);
+CREATE INDEX herald_dmarc_rows_report ON herald_dmarc_rows (report);
+CREATE TABLE herald_tls_reports (
+    id           bigserial PRIMARY KEY,
+    mail_id      bigint NOT NULL REFERENCES herald_report_mails(id),
+    org          text NOT NULL,
+    report_id    text NOT NULL,
+    begin_at     bigint NOT NULL,
+    end_at       bigint NOT NULL,
+    json         text NOT NULL,
+    UNIQUE (org, report_id)
+);
+CREATE TABLE herald_report_rejected (
+    id       bigserial PRIMARY KEY,
+    mail_id  bigint NOT NULL REFERENCES herald_report_mails(id),
+    part     text NOT NULL,
+    error    text NOT NULL
+);
+CREATE TABLE herald_report_counters (
+    name   text PRIMARY KEY,
+    value  bigint NOT NULL
+);

@@ -1,12 +1,22 @@
 //! Token buckets keyed by who is limited (an app, a source address): one rate-limiter type
 //! for every limit herald applies. A bucket holds at most one period's worth of tokens (the
 //! allowed burst) and refills continuously.
+//!
+//! Per-app message limits are either this in-memory limiter (one node) or buckets shared by
+//! every node of a cluster ([`SharedBuckets`], kept in PostgreSQL by
+//! `crate::cluster::limits`): [`AppLimits`] picks one, so an app limited to N per minute gets
+//! N across the cluster, not N per node.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// A boxed future, for the object-safe traits of shared (cluster) state.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// How many events per period a key may have; `0` means unlimited.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,6 +46,48 @@ impl Rate {
 
     fn unlimited(&self) -> bool {
         self.burst <= 0.0
+    }
+
+    /// Bucket size: the burst allowed at once (0 = unlimited).
+    pub fn burst(&self) -> f64 {
+        self.burst
+    }
+
+    /// Refill speed, tokens per second.
+    pub fn per_sec(&self) -> f64 {
+        self.per_sec
+    }
+}
+
+/// Token buckets kept where every node of a cluster sees them (the cluster's database).
+pub trait SharedBuckets: Send + Sync {
+    /// Takes one token from `key`'s bucket at `rate`: `Ok(Ok(()))` taken, `Ok(Err(wait))`
+    /// refused until `wait` has passed, `Err` when the shared store cannot be reached.
+    fn take<'a>(
+        &'a self,
+        key: &'a str,
+        rate: Rate,
+    ) -> BoxFuture<'a, std::io::Result<Result<(), Duration>>>;
+}
+
+/// The per-app message limits (`[apps.X] rate_limit`): in memory on a single node, shared
+/// through the cluster's database with `[cluster]`.
+pub enum AppLimits {
+    /// This node's own buckets.
+    Local(RateLimiter<String>),
+    /// Buckets every node of the cluster takes from.
+    Shared(Arc<dyn SharedBuckets>),
+}
+
+impl AppLimits {
+    /// Takes one message from `app`'s allowance; see [`SharedBuckets::take`] for the result.
+    /// A shared bucket is keyed `app:NAME`.
+    pub async fn take(&self, app: &str, rate: Rate) -> std::io::Result<Result<(), Duration>> {
+        match self {
+            AppLimits::Local(l) => Ok(l.take(app, rate)),
+            AppLimits::Shared(_) if rate.unlimited() => Ok(Ok(())),
+            AppLimits::Shared(s) => s.take(&format!("app:{app}"), rate).await,
+        }
     }
 }
 

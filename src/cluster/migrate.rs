@@ -20,11 +20,18 @@ pub struct Migration {
 }
 
 /// Every migration this herald knows, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "spool",
-    sql: include_str!("migrations/0001_spool.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "spool",
+        sql: include_str!("migrations/0001_spool.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "shared_state",
+        sql: include_str!("migrations/0002_shared_state.sql"),
+    },
+];
 
 /// The advisory lock key held while migrating ("herald" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6865_7261_6c64;

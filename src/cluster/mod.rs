@@ -1,11 +1,15 @@
 //! Several herald nodes on one PostgreSQL (`[cluster]`): the connection pool every shared
-//! piece uses ([`Db`]) and the schema migrations applied at start ([`migrate`]). The spool
-//! backend on top of it is [`crate::spool::PgBackend`]. Without `[cluster]` nothing here runs.
+//! piece uses ([`Db`]), the schema migrations applied at start ([`migrate`]), the limits the
+//! nodes count together ([`limits`]) and the node registry ([`nodes`]). The spool backend on
+//! top of it is [`crate::spool::PgBackend`]. Without `[cluster]` nothing here runs.
 //!
-//! Layer: above [`crate::config`], below [`crate::spool`].
+//! Layer: above [`crate::config`], below [`crate::spool`]; [`limits`] implements traits
+//! defined by [`crate::ratelimit`] and [`crate::inbound::throttle`].
 
 pub mod db;
+pub mod limits;
 pub mod migrate;
+pub mod nodes;
 
 pub use db::Db;
 

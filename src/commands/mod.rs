@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod check;
+pub mod cluster;
 pub mod dkim;
 pub mod dkim_activate;
 pub mod dmarc;
@@ -66,6 +67,9 @@ pub enum Command {
     /// DMARC aggregate reports received: summary, sources, import, rejected.
     #[command(subcommand)]
     Dmarc(dmarc::DmarcCommand),
+    /// Several nodes on one PostgreSQL: the nodes, their load and configuration.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 /// A usage error: exit status 2.
@@ -88,6 +92,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Tls(cmd) => tls::run(&config, cmd).await,
         Command::Report(cmd) => report::run(&config, cmd).await,
         Command::Dmarc(cmd) => dmarc::run(&config, cmd).await,
+        Command::Cluster(cmd) => cluster::run(&config, cmd).await,
     };
     match result {
         Ok(code) => code,

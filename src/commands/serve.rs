@@ -39,19 +39,44 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     let signer = Arc::new(Signer::load(&cfg)?);
     // [cluster] the shared database, its schema brought up to date before anything uses it;
     // the spool is then the cluster's table (messages being received still go to local files).
+    // Rate limits and AUTH failures are then counted there too, and the node registers itself.
+    let mut cluster_db = None;
     let (spool, arrivals) = match &cfg.cluster {
         Some(cluster) => {
             let db = crate::cluster::open(cluster).await?;
+            cluster_db = Some(db.clone());
             let backend = crate::spool::PgBackend::open(db, &cfg.spool_dir())?;
             Spool::open(Arc::new(backend))?
         }
         None => Spool::open_dir(&cfg.spool_dir())?,
     };
+    let node_info = match &cluster_db {
+        Some(db) => {
+            let info = crate::cluster::nodes::NodeInfo::new(config)?;
+            crate::cluster::nodes::register(db, &info).await?;
+            Some(info)
+        }
+        None => None,
+    };
+    let counters = cluster_db.as_ref().map(|db| {
+        let limits = Arc::new(crate::cluster::limits::PgLimits::new(db.clone()));
+        crate::inbound::ClusterCounters {
+            rates: limits.clone(),
+            failures: limits,
+        }
+    });
 
     // [report] the TLS-RPT reporter is the sink of the TLS events delivery and the MTA-STS
     // resolver emit; the report sender mails its reports every interval (and on
     // POST /report/flush) through herald's own mail path.
-    let tls_reporter = Arc::new(crate::report::TlsReporter::open(&cfg)?);
+    // With [cluster] the counts move to the database and one node sends each report.
+    let tls_reporter = Arc::new(match &cluster_db {
+        Some(db) => crate::report::TlsReporter::open(&cfg)?.with_cluster(db.clone()),
+        None => crate::report::TlsReporter::open(&cfg)?,
+    });
+    let report_sync = cluster_db
+        .as_ref()
+        .map(|_| crate::report::cluster::spawn_sync(tls_reporter.clone()));
     let sts = Arc::new(crate::mta_sts::StsResolver::new(&cfg)?.with_reporter(tls_reporter.clone()));
     let sts_in_force = std::sync::Mutex::new(sts.clone());
     let report_sender = Arc::new(crate::report::send::ReportSender::new(
@@ -129,8 +154,22 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
         signer.clone(),
         spool.clone(),
         smtp_sockets,
+        counters,
     )
     .await?;
+    let heartbeat = match (&cluster_db, &node_info) {
+        (Some(db), Some(info)) => {
+            let gauge = inbound.connections();
+            let keep = cfg.smtp.auth_failure_window + cfg.smtp.auth_block;
+            Some(crate::cluster::nodes::spawn_heartbeat(
+                db.clone(),
+                info.clone(),
+                move || gauge.open(),
+                keep,
+            ))
+        }
+        _ => None,
+    };
 
     tracing::info!("herald ready");
     crate::service::notify_ready();
@@ -158,6 +197,13 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
             dns_records: &dns_records,
         };
         let outcome = reload(config, &mut running_cfg, &parts);
+        if let (Ok(_), Some(info)) = (&outcome, &node_info) {
+            // The registry shows the configuration now in force.
+            match crate::cluster::nodes::config_digest(config) {
+                Ok(d) => *info.config_digest.lock().unwrap_or_else(|p| p.into_inner()) = d,
+                Err(e) => tracing::warn!("cluster: config digest: {e:#}"),
+            }
+        }
         crate::service::notify_ready();
         if let Some(reply) = answer_to {
             let _ = reply.send(outcome);
@@ -170,9 +216,18 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
         "shutting down: no new connections or deliveries; letting those in progress finish"
     );
     tokio::join!(inbound.shutdown(grace), queue.shutdown(grace));
+    if let Some(h) = heartbeat {
+        h.abort();
+    }
     // [report] keep the TLS-RPT counts of the last sessions.
     if let Err(e) = tls_reporter.persist() {
         tracing::error!("tls-rpt: cannot save pending counts: {e}");
+    }
+    if let Some(sync) = report_sync {
+        sync.abort();
+        if let Err(e) = tls_reporter.push_to_cluster().await {
+            tracing::warn!("tls-rpt: counts kept on this node until it next starts: {e}");
+        }
     }
     tracing::info!("herald stopped");
     Ok(ExitCode::SUCCESS)

@@ -37,7 +37,7 @@ impl Session {
                 "AUTH is not allowed during a transaction",
             ));
         }
-        if let Err(left) = self.shared.throttle.check(self.ip) {
+        if let Err(left) = self.shared.throttle.check(self.ip).await {
             self.reply(Reply::new(
                 421,
                 "4.7.0",
@@ -110,12 +110,12 @@ impl Session {
             .verify(&self.shared.apps, user.clone(), password)
             .await
         {
-            attempt.succeeded();
+            attempt.succeeded().await;
             tracing::info!(client = %self.ip, app = %user, "authenticated");
             self.app = Some(user);
             self.reply(Reply::new(235, "2.7.0", "authentication succeeded"));
         } else {
-            let delay = attempt.failed();
+            let delay = attempt.failed().await;
             tracing::info!(client = %self.ip, user = %user, "AUTH failed");
             // Slow only this client down; the flush sends nothing until the delay has passed.
             tokio::time::sleep(delay).await;

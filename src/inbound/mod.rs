@@ -64,7 +64,7 @@ pub(crate) struct Shared {
     tls: Option<TlsAcceptor>,
     // Kept across reloads (counts and limits in force), hence shared between generations.
     throttle: Arc<throttle::Throttle>,
-    rates: Arc<policy::RateLimiter>,
+    rates: Arc<crate::ratelimit::AppLimits>,
     conns: Arc<Mutex<Connections>>,
     // A new one per loaded configuration: a reload invalidates every cached login.
     auth_cache: auth_cache::AuthCache,
@@ -116,6 +116,27 @@ impl Drop for ConnSlot {
     }
 }
 
+/// Counts shared with the other nodes of a cluster (`[cluster]`): per-app rate limits and
+/// failed-AUTH counts (implemented on the cluster's database by `crate::cluster::limits`).
+pub struct ClusterCounters {
+    /// The per-app rate-limit buckets.
+    pub rates: Arc<dyn crate::ratelimit::SharedBuckets>,
+    /// The failed-AUTH counts.
+    pub failures: Arc<dyn throttle::SharedFailures>,
+}
+
+/// The number of SMTP connections open on this node, readable while herald runs (the
+/// cluster's node registry reports it).
+#[derive(Clone)]
+pub struct ConnectionGauge(Arc<Mutex<Connections>>);
+
+impl ConnectionGauge {
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).total
+    }
+}
+
 /// The running listeners and the sessions they started.
 pub struct Running {
     /// The settings new sessions start with; a reload replaces them, sessions in flight keep
@@ -157,6 +178,7 @@ pub async fn start(
     signer: Arc<Signer>,
     spool: Spool,
     bound: Bound,
+    cluster: Option<ClusterCounters>,
 ) -> anyhow::Result<Running> {
     let needs_tls = cfg.smtp.submission.is_some() || cfg.smtp.submissions.is_some();
     let tls = if needs_tls || cfg.tls.cert.exists() {
@@ -167,8 +189,14 @@ pub async fn start(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         apps: Arc::new(cfg.apps.clone().into_iter().collect()),
-        throttle: Arc::new(throttle::Throttle::new(&cfg.smtp)),
-        rates: Arc::new(policy::RateLimiter::default()),
+        throttle: Arc::new(match &cluster {
+            Some(c) => throttle::Throttle::new(&cfg.smtp).with_shared(c.failures.clone()),
+            None => throttle::Throttle::new(&cfg.smtp),
+        }),
+        rates: Arc::new(match cluster {
+            Some(c) => crate::ratelimit::AppLimits::Shared(c.rates),
+            None => crate::ratelimit::AppLimits::Local(policy::RateLimiter::default()),
+        }),
         conns: Arc::new(Mutex::new(Connections::default())),
         auth_cache: auth_cache::AuthCache::new(cfg.smtp.auth_cache_ttl)?,
         cfg: cfg.clone(),
@@ -199,6 +227,11 @@ pub async fn start(
 }
 
 impl Running {
+    /// A gauge of the connections open on this node.
+    pub fn connections(&self) -> ConnectionGauge {
+        ConnectionGauge(self.current.borrow().conns.clone())
+    }
+
     /// Applies a reloaded configuration to new sessions: apps, passwords, senders, rate
     /// limits, SMTP limits, DKIM keys (`signer`) and the certificate. Sessions in flight finish
     /// with the settings they started with; connection counts, AUTH failure counts and rate

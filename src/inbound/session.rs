@@ -194,7 +194,7 @@ impl Session {
                 mechanism,
                 initial_response,
             } => self.auth(mechanism, initial_response).await,
-            Request::Mail { from } => self.mail(from),
+            Request::Mail { from } => self.mail(from).await,
             Request::Rcpt { to } => self.rcpt(to.address),
             Request::Data => self.data().await,
             Request::Bdat {
@@ -292,7 +292,7 @@ impl Session {
         self.app = None;
     }
 
-    fn mail(&mut self, from: MailFrom<String>) {
+    async fn mail(&mut self, from: MailFrom<String>) {
         if self.helo.is_none() {
             return self.error(Reply::new(503, "5.5.1", "send EHLO first"));
         }
@@ -345,20 +345,29 @@ impl Session {
         }
         if let Some(app) = self.app.clone() {
             let per_minute = self.shared.apps.get(&app).map_or(0, |a| a.rate_limit);
-            if let Err(wait) = self
-                .shared
-                .rates
-                .take(app.as_str(), crate::ratelimit::Rate::per_minute(per_minute))
-            {
-                return self.reply(Reply::new(
-                    450,
-                    "4.7.1",
-                    format!(
-                        "app {app} is over its rate limit of {per_minute} messages per minute; \
-                         retry in {} s",
-                        wait.as_secs() + 1
-                    ),
-                ));
+            let rate = crate::ratelimit::Rate::per_minute(per_minute);
+            match self.shared.rates.take(app.as_str(), rate).await {
+                Ok(Ok(())) => {}
+                Ok(Err(wait)) => {
+                    return self.reply(Reply::new(
+                        450,
+                        "4.7.1",
+                        format!(
+                            "app {app} is over its rate limit of {per_minute} messages per \
+                             minute; retry in {} s",
+                            wait.as_secs() + 1
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    tracing::error!(app = %app, "cannot check the app's rate limit: {e}");
+                    return self.reply(Reply::new(
+                        451,
+                        "4.3.0",
+                        "cannot check the app's rate limit in the cluster database; \
+                         retry later",
+                    ));
+                }
             }
         }
         self.tx = Some(Transaction {

@@ -11,15 +11,65 @@
 //! many addresses are limited too. A user name that is over its limit is refused for at most
 //! `auth_block`, and never from an address that logged in as that user successfully within
 //! the window: the real app keeps working while someone else guesses its password.
+//!
+//! With `[cluster]` the same rules also run on counts every node shares ([`SharedFailures`],
+//! kept in PostgreSQL by `crate::cluster::limits`): each verification is reserved and its
+//! verdict recorded there too, so guesses spread over the nodes count once. The node's own
+//! counts keep working when the database cannot be reached.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use crate::config::SmtpConfig;
+use crate::ratelimit::BoxFuture;
+
+/// The limits a shared failure store applies (`[smtp] auth_*`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Failures per address within the window.
+    pub max_failures: usize,
+    /// Failures per user name within the window.
+    pub max_user_failures: usize,
+    /// How long a failure counts.
+    pub window: Duration,
+    /// How long an address or user name over its limit is refused.
+    pub block: Duration,
+}
+
+/// What a shared store answers to a reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedTry {
+    /// Reserved under this id; report the verdict with [`SharedFailures::resolve`].
+    Reserved(i64),
+    /// Refused (over a limit).
+    Refused(Refusal),
+    /// Every place left is held by verifications in flight (on any node); try again soon.
+    Busy,
+}
+
+/// Failed-AUTH counts shared by every node of a cluster.
+pub trait SharedFailures: Send + Sync {
+    /// How long `ip` is refused, if it is.
+    fn refused(
+        &self,
+        ip: IpAddr,
+        limits: Limits,
+    ) -> BoxFuture<'_, std::io::Result<Option<Duration>>>;
+    /// Reserves one verification of `user` (lower-cased) from `ip`.
+    fn reserve<'a>(
+        &'a self,
+        ip: IpAddr,
+        user: &'a str,
+        limits: Limits,
+    ) -> BoxFuture<'a, std::io::Result<SharedTry>>;
+    /// Records a reserved verification's verdict: `Some(true)` succeeded, `Some(false)`
+    /// failed, `None` abandoned (forgotten, uncounted).
+    fn resolve(&self, id: i64, verdict: Option<bool>) -> BoxFuture<'_, std::io::Result<()>>;
+}
 
 /// Failed-AUTH bookkeeping per client address and per user name.
 pub struct Throttle {
@@ -31,6 +81,8 @@ pub struct Throttle {
     state: Mutex<State>,
     /// Woken whenever a reserved attempt ends, for attempts waiting for room.
     resolved: Notify,
+    /// The cluster's counts, with `[cluster]`.
+    shared: Option<Arc<dyn SharedFailures>>,
 }
 
 #[derive(Default)]
@@ -109,10 +161,14 @@ pub struct Attempt<'a> {
     ip: IpAddr,
     user: String,
     done: bool,
+    /// The reservation in the cluster's counts, if there is one.
+    shared: Option<i64>,
 }
 
 /// Longest an attempt waits for room (verifications in flight from the same address).
 const MAX_WAIT: Duration = Duration::from_secs(30);
+/// How often a reservation waiting for room on other nodes looks again.
+const SHARED_POLL: Duration = Duration::from_millis(200);
 /// Above this many tracked addresses or user names, idle entries are dropped.
 const PRUNE_ABOVE: usize = 100_000;
 
@@ -127,6 +183,22 @@ impl Throttle {
             delay: cfg.auth_failure_delay,
             state: Mutex::new(State::default()),
             resolved: Notify::new(),
+            shared: None,
+        }
+    }
+
+    /// This throttle, also counting in `shared` (the cluster's database).
+    pub fn with_shared(mut self, shared: Arc<dyn SharedFailures>) -> Throttle {
+        self.shared = Some(shared);
+        self
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_failures: self.max_failures,
+            max_user_failures: self.max_user_failures,
+            window: self.window,
+            block: self.block,
         }
     }
 
@@ -136,7 +208,22 @@ impl Throttle {
 
     /// `Err(remaining)` while `ip` is refused after too many failures (checked before the
     /// SASL exchange, so a blocked client is not even asked for credentials).
-    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+    pub async fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        self.check_local(ip)?;
+        let Some(shared) = &self.shared else {
+            return Ok(());
+        };
+        match shared.refused(ip, self.limits()).await {
+            Ok(Some(d)) => Err(d),
+            Ok(None) => Ok(()),
+            Err(e) => {
+                tracing::warn!("AUTH throttle: cluster counts unavailable, using this node's: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    fn check_local(&self, ip: IpAddr) -> Result<(), Duration> {
         let now = Instant::now();
         let mut st = self.lock();
         let Some(c) = st.ips.get_mut(&ip) else {
@@ -150,10 +237,46 @@ impl Throttle {
     }
 
     /// Reserves one verification of `user` from `ip`, waiting (at most 30 s) while other
-    /// verifications from the same address or for the same user hold every place left.
+    /// verifications from the same address or for the same user hold every place left (with
+    /// `[cluster]`: on this node, then on any node).
     pub async fn reserve(&self, ip: IpAddr, user: &str) -> Result<Attempt<'_>, Refusal> {
-        let user = user.to_lowercase();
         let deadline = tokio::time::Instant::now() + MAX_WAIT;
+        let mut attempt = self.reserve_local(ip, user, deadline).await?;
+        let Some(shared) = &self.shared else {
+            return Ok(attempt);
+        };
+        loop {
+            match shared.reserve(ip, &attempt.user, self.limits()).await {
+                Ok(SharedTry::Reserved(id)) => {
+                    attempt.shared = Some(id);
+                    return Ok(attempt);
+                }
+                // Dropping `attempt` frees the local place.
+                Ok(SharedTry::Refused(r)) => return Err(r),
+                Ok(SharedTry::Busy) => {
+                    if tokio::time::Instant::now() + SHARED_POLL > deadline {
+                        return Err(Refusal::Address(Duration::from_secs(1)));
+                    }
+                    // Other nodes' verdicts arrive only through the database: look again.
+                    tokio::time::sleep(SHARED_POLL).await;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "AUTH throttle: cluster counts unavailable, using this node's: {e}"
+                    );
+                    return Ok(attempt);
+                }
+            }
+        }
+    }
+
+    async fn reserve_local(
+        &self,
+        ip: IpAddr,
+        user: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Attempt<'_>, Refusal> {
+        let user = user.to_lowercase();
         loop {
             let resolved = self.resolved.notified();
             tokio::pin!(resolved);
@@ -165,6 +288,7 @@ impl Throttle {
                         ip,
                         user,
                         done: false,
+                        shared: None,
                     });
                 }
                 Try::Refused(r) => return Err(r),
@@ -256,23 +380,26 @@ impl Throttle {
 
 impl Attempt<'_> {
     /// The verification succeeded: the place is freed; earlier failures stay counted.
-    pub fn succeeded(mut self) {
+    pub async fn succeeded(mut self) {
         self.done = true;
         let t = self.throttle;
         t.release(self.ip, &self.user);
         t.record_success(self.ip, &self.user, Instant::now());
         t.resolved.notify_waiters();
+        self.resolve_shared(true).await;
     }
 
     /// The verification failed: counted for the address and the user name. Returns how long
     /// the session should wait before answering (`auth_failure_delay` × failures, ≤ 10 s).
-    pub fn failed(mut self) -> Duration {
+    pub async fn failed(mut self) -> Duration {
         self.done = true;
         let t = self.throttle;
         t.release(self.ip, &self.user);
         let (count, ip_blocked, user_blocked) =
             t.record_failure(self.ip, &self.user, Instant::now());
         t.resolved.notify_waiters();
+        // Recorded before the client hears 535, so its next guess, on any node, counts it.
+        self.resolve_shared(false).await;
         if ip_blocked {
             tracing::warn!(client = %self.ip, failures = count,
                 block = %humantime::format_duration(t.block),
@@ -287,6 +414,15 @@ impl Attempt<'_> {
         }
         (t.delay * count as u32).min(Duration::from_secs(10))
     }
+
+    async fn resolve_shared(&mut self, succeeded: bool) {
+        let (Some(shared), Some(id)) = (&self.throttle.shared, self.shared.take()) else {
+            return;
+        };
+        if let Err(e) = shared.resolve(id, Some(succeeded)).await {
+            tracing::warn!("AUTH throttle: cannot record the verdict in the cluster: {e}");
+        }
+    }
 }
 
 impl Drop for Attempt<'_> {
@@ -294,6 +430,15 @@ impl Drop for Attempt<'_> {
         if !self.done {
             self.throttle.release(self.ip, &self.user);
             self.throttle.resolved.notify_waiters();
+        }
+        // A reservation left without a verdict is forgotten (the database also ignores
+        // reservations older than a minute, should this node die first).
+        if let (Some(shared), Some(id)) = (self.throttle.shared.clone(), self.shared.take())
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                let _ = shared.resolve(id, None).await;
+            });
         }
     }
 }
@@ -329,14 +474,14 @@ mod tests {
             t.try_reserve(ip("127.0.0.3"), "x", Instant::now()),
             Try::Reserved
         ));
-        assert_eq!(r1.failed(), Duration::from_millis(100));
-        r2.failed();
-        r3.failed();
+        assert_eq!(r1.failed().await, Duration::from_millis(100));
+        r2.failed().await;
+        r3.failed().await;
         assert!(matches!(
             t.reserve(a, "x").await.err(),
             Some(Refusal::Address(_))
         ));
-        assert!(t.check(a).is_err());
+        assert!(t.check(a).await.is_err());
     }
 
     #[tokio::test]
@@ -344,10 +489,10 @@ mod tests {
         let t = throttle(3, 100);
         let a = ip("127.0.0.2");
         for _ in 0..2 {
-            t.reserve(a, "victim").await.unwrap().failed();
-            t.reserve(a, "mine").await.unwrap().succeeded();
+            t.reserve(a, "victim").await.unwrap().failed().await;
+            t.reserve(a, "mine").await.unwrap().succeeded().await;
         }
-        t.reserve(a, "victim").await.unwrap().failed();
+        t.reserve(a, "victim").await.unwrap().failed().await;
         assert!(t.reserve(a, "mine").await.is_err());
     }
 
@@ -355,10 +500,10 @@ mod tests {
     async fn user_name_limit_spares_addresses_that_logged_in() {
         let t = throttle(100, 3);
         let good = ip("127.0.0.9");
-        t.reserve(good, "app").await.unwrap().succeeded();
+        t.reserve(good, "app").await.unwrap().succeeded().await;
         for i in 0..3 {
             let from = ip(&format!("127.0.1.{i}"));
-            t.reserve(from, "APP").await.unwrap().failed();
+            t.reserve(from, "APP").await.unwrap().failed().await;
         }
         assert!(matches!(
             t.reserve(ip("127.0.2.1"), "app").await.err(),
@@ -373,6 +518,6 @@ mod tests {
         let a = ip("127.0.0.2");
         drop(t.reserve(a, "x").await.unwrap());
         assert!(t.reserve(a, "x").await.is_ok());
-        assert!(t.check(a).is_ok());
+        assert!(t.check(a).await.is_ok());
     }
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::cluster::Days;
 use super::send::{ReportSender, SendOutcome};
+use super::store::OutboxItem;
 use super::{FLUSH_PATH, OUTBOX_MAX_AGE, TlsReporter};
 use crate::clock::unix_now;
 
@@ -27,7 +29,42 @@ pub struct FlushSummary {
 /// the outbox (`mailto:` into the spool, `https:` by POST). Undelivered reports stay in the
 /// outbox for the next flush. Call from the periodic task, the admin endpoint and the CLI.
 pub async fn flush(reporter: &TlsReporter, sender: &ReportSender) -> anyhow::Result<FlushSummary> {
+    flush_days(reporter, sender, Days::All).await
+}
+
+/// [`flush`] of `days`: with `[cluster]`, through the cluster's database (see
+/// [`super::cluster`]); `days` matters only there (a single node reports every pending day).
+async fn flush_days(
+    reporter: &TlsReporter,
+    sender: &ReportSender,
+    days: Days,
+) -> anyhow::Result<FlushSummary> {
     let now = unix_now();
+    if let Some(cluster) = &reporter.cluster {
+        reporter
+            .push_to_cluster()
+            .await
+            .map_err(|e| anyhow::anyhow!("tls-rpt: cannot move the counts to the cluster: {e}"))?;
+        let who = reporter
+            .shared
+            .reporter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let built = cluster
+            .build(days, &who, now)
+            .await
+            .map_err(|e| anyhow::anyhow!("tls-rpt: cannot build the cluster's reports: {e}"))?;
+        let mut summary = FlushSummary {
+            built,
+            ..FlushSummary::default()
+        };
+        cluster
+            .send_outbox(sender, now, &mut summary)
+            .await
+            .map_err(|e| anyhow::anyhow!("tls-rpt: cluster report outbox: {e}"))?;
+        return Ok(summary);
+    }
     let shared = reporter.shared.clone();
     let pending = shared.lock_counts().len();
     let items = tokio::task::spawn_blocking(move || shared.take_into_outbox(now))
@@ -40,35 +77,8 @@ pub async fn flush(reporter: &TlsReporter, sender: &ReportSender) -> anyhow::Res
     };
     for mut item in items {
         let before = item.delivered.len();
-        let outcome = if now.saturating_sub(item.created_at) > OUTBOX_MAX_AGE {
-            None
-        } else {
-            Some(sender.send(&mut item).await)
-        };
         let domain = item.domain.clone();
-        let remove = match outcome {
-            None => {
-                summary
-                    .dropped
-                    .push(format!("{domain}: undelivered for 7 days, given up"));
-                true
-            }
-            Some(SendOutcome::Sent(to)) => {
-                summary.sent.push(format!("{domain}: {}", to.join(", ")));
-                true
-            }
-            Some(SendOutcome::NoRecipient) => {
-                summary
-                    .dropped
-                    .push(format!("{domain}: no _smtp._tls record"));
-                true
-            }
-            Some(SendOutcome::Retry(why)) => {
-                tracing::warn!(domain = %domain, "tls-rpt report kept for retry: {why}");
-                summary.kept.push(format!("{domain}: {why}"));
-                false
-            }
-        };
+        let remove = send_one(sender, &mut item, now, &mut summary).await;
         if let Some(dir) = &reporter.shared.dir {
             let result = if remove {
                 dir.remove_item(&item)
@@ -83,6 +93,45 @@ pub async fn flush(reporter: &TlsReporter, sender: &ReportSender) -> anyhow::Res
         }
     }
     Ok(summary)
+}
+
+/// Sends one outbox report (or gives it up when too old), noting the outcome in `summary`;
+/// true when the report is done with (sent or given up), false to keep it for a retry.
+pub(super) async fn send_one(
+    sender: &ReportSender,
+    item: &mut OutboxItem,
+    now: u64,
+    summary: &mut FlushSummary,
+) -> bool {
+    let outcome = if now.saturating_sub(item.created_at) > OUTBOX_MAX_AGE {
+        None
+    } else {
+        Some(sender.send(item).await)
+    };
+    let domain = item.domain.clone();
+    match outcome {
+        None => {
+            summary
+                .dropped
+                .push(format!("{domain}: undelivered for 7 days, given up"));
+            true
+        }
+        Some(SendOutcome::Sent(to)) => {
+            summary.sent.push(format!("{domain}: {}", to.join(", ")));
+            true
+        }
+        Some(SendOutcome::NoRecipient) => {
+            summary
+                .dropped
+                .push(format!("{domain}: no _smtp._tls record"));
+            true
+        }
+        Some(SendOutcome::Retry(why)) => {
+            tracing::warn!(domain = %domain, "tls-rpt report kept for retry: {why}");
+            summary.kept.push(format!("{domain}: {why}"));
+            false
+        }
+    }
 }
 
 /// The admin route `POST /report/flush` ([`FLUSH_PATH`]): runs [`flush`] in the serving herald
@@ -114,7 +163,9 @@ pub fn spawn_periodic(
             if !enabled || !sender.schedule().0 {
                 continue;
             }
-            match flush(&reporter, &sender).await {
+            // In a cluster only ended days: one report per domain and day, whichever node's
+            // timer fires first.
+            match flush_days(&reporter, &sender, Days::Ended).await {
                 Ok(s) if s.sent.is_empty() && s.kept.is_empty() && s.dropped.is_empty() => {}
                 Ok(s) => tracing::info!(
                     built = s.built,

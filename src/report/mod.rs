@@ -9,6 +9,7 @@
 //! [`spawn_periodic`]; the admin endpoint and `herald report flush` call [`flush`].
 
 pub mod build;
+pub mod cluster;
 mod flush;
 pub mod send;
 pub mod store;
@@ -43,6 +44,8 @@ pub struct TlsReporter {
     writer: Option<mpsc::Sender<()>>,
     /// `[report] enabled`: when off, nothing is counted (a reload may change it).
     enabled: AtomicBool,
+    /// With `[cluster]`: where the counts go and reports are built and sent from.
+    cluster: Option<cluster::ClusterReports>,
 }
 
 struct Shared {
@@ -70,6 +73,7 @@ impl Default for TlsReporter {
             }),
             writer: None,
             enabled: AtomicBool::new(true),
+            cluster: None,
         }
     }
 }
@@ -106,7 +110,41 @@ impl TlsReporter {
             shared,
             writer: Some(tx),
             enabled: AtomicBool::new(cfg.report.enabled),
+            cluster: None,
         })
+    }
+
+    /// This reporter in a cluster: counts move to `db` (see [`cluster`]) and reports are built
+    /// and sent from there. Run [`cluster::spawn_sync`] with it.
+    pub fn with_cluster(mut self, db: crate::cluster::Db) -> TlsReporter {
+        self.cluster = Some(cluster::ClusterReports::new(db));
+        self
+    }
+
+    /// Moves this node's counts into the cluster's database (nothing without `[cluster]`).
+    /// The local copy is cleared once the database has them; on failure it is kept.
+    pub async fn push_to_cluster(&self) -> io::Result<()> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let taken = std::mem::take(&mut *self.shared.lock_counts());
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<DayCounts> = taken.values().cloned().collect();
+        if let Err(e) = cluster.push(&list).await {
+            let mut counts = self.shared.lock_counts();
+            for (key, day) in taken {
+                match counts.entry(key) {
+                    Entry::Occupied(mut newer) => newer.get_mut().merge(day),
+                    Entry::Vacant(slot) => {
+                        slot.insert(day);
+                    }
+                }
+            }
+            return Err(e);
+        }
+        self.shared.save()
     }
 
     /// Applies a reloaded `[report]` section (enabled, organization, contact) and host name

@@ -1,11 +1,13 @@
 //! The report store: DMARC aggregate and TLS-RPT reports received by the feedback listener (or
 //! imported), with the raw mail they came in, kept for `herald dmarc` and the `/dmarc` page.
 //!
-//! Everything goes through [`ReportStore`] so that a shared PostgreSQL backend can implement
-//! the same interface later; [`sqlite::SqliteStore`] is the embedded one in `data_dir`.
+//! Everything goes through [`ReportStore`]: [`sqlite::SqliteStore`] is the embedded one in
+//! `data_dir`; with `[cluster]`, [`pg::PgStore`] keeps the same tables in the cluster's
+//! PostgreSQL so every node shows every node's reports.
 //! [`ReportStore::accept`] is the durability point: the raw mail and every report parsed from
 //! it are committed (fsynced) in one transaction before the listener answers `250`.
 
+pub mod pg;
 pub mod sqlite;
 
 use std::net::IpAddr;
@@ -176,8 +178,12 @@ pub fn database_path(cfg: &Config) -> PathBuf {
         .unwrap_or_else(|| cfg.server.data_dir.join("reports.sqlite"))
 }
 
-/// Opens the configured store (SQLite in `data_dir`).
+/// Opens the configured store: the cluster's PostgreSQL with `[cluster]`, else SQLite in
+/// `data_dir`.
 pub fn open(cfg: &Config) -> anyhow::Result<Arc<dyn ReportStore>> {
+    if let Some(cluster) = &cfg.cluster {
+        return Ok(Arc::new(pg::PgStore::open(cluster)?));
+    }
     Ok(Arc::new(sqlite::SqliteStore::open(&database_path(cfg))?))
 }
 

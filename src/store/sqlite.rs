@@ -125,7 +125,7 @@ pub fn disposition_word(d: Disposition) -> &'static str {
     }
 }
 
-fn action_word(d: ActionDisposition) -> &'static str {
+pub(super) fn action_word(d: ActionDisposition) -> &'static str {
     match d {
         ActionDisposition::None | ActionDisposition::Pass | ActionDisposition::Unspecified => {
             "none"
@@ -135,7 +135,7 @@ fn action_word(d: ActionDisposition) -> &'static str {
     }
 }
 
-fn lower_debug(v: impl std::fmt::Debug) -> String {
+pub(super) fn lower_debug(v: impl std::fmt::Debug) -> String {
     format!("{v:?}").to_ascii_lowercase()
 }
 

@@ -2,6 +2,10 @@
 //! Debian's packages by `support::postgres`.
 
 pub mod common;
+mod limits;
 mod queue;
+mod reports;
 mod schema;
 mod spool;
+mod status;
+mod tlsrpt;

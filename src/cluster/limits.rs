@@ -1,0 +1,314 @@
+//! Limits every node of a cluster counts together, in the cluster's database: the per-app
+//! rate-limit buckets ([`crate::ratelimit::SharedBuckets`]) and the failed-AUTH counts
+//! ([`crate::inbound::throttle::SharedFailures`]). The inbound code sees only those traits.
+//!
+//! Rate limits are token buckets, one row per app, taken from in one `INSERT … ON CONFLICT DO
+//! UPDATE … RETURNING` (the row lock orders concurrent takes from every node). AUTH attempts
+//! are rows (pending, failed, succeeded) in `herald_auth_attempts`; a reservation counts them
+//! under an advisory lock per address and per user name, with the same rules as the node's own
+//! throttle. Ages are measured on the database's clock, so the nodes' clocks may differ.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::cluster::Db;
+use crate::cluster::db::io_error;
+use crate::inbound::throttle::{Limits, Refusal, SharedFailures, SharedTry};
+use crate::ratelimit::{BoxFuture, Rate, SharedBuckets};
+
+/// A reservation without a verdict after this long is ignored (its node died mid-check).
+const PENDING_TTL: f64 = 60.0;
+
+/// The cluster-wide limits on the cluster's database.
+#[derive(Clone, Debug)]
+pub struct PgLimits {
+    db: Db,
+}
+
+impl PgLimits {
+    /// Limits counted in `db`.
+    pub fn new(db: Db) -> PgLimits {
+        PgLimits { db }
+    }
+
+    async fn take_token(&self, key: &str, rate: Rate) -> std::io::Result<Result<(), Duration>> {
+        let client = self.db.client().await?;
+        // One statement: refill by the time since the last take (database clock), then take
+        // one token if there is one. `granted` says which happened.
+        let row = client
+            .query_one(
+                "INSERT INTO herald_rate_buckets AS b (key, tokens, granted, updated_at) \
+                 VALUES ($1, $2::float8 - 1, true, clock_timestamp()) \
+                 ON CONFLICT (key) DO UPDATE SET (tokens, granted, updated_at) = ( \
+                   SELECT CASE WHEN r.level >= 1 THEN r.level - 1 ELSE r.level END, \
+                          r.level >= 1, r.t \
+                   FROM (SELECT least($2::float8, b.tokens + greatest(0, \
+                           extract(epoch FROM c.t - b.updated_at)::float8) * $3::float8) AS level, c.t \
+                         FROM (SELECT clock_timestamp() AS t) c) r) \
+                 RETURNING granted, tokens",
+                &[&key, &rate.burst(), &rate.per_sec()],
+            )
+            .await
+            .map_err(|e| io_error("rate limit", e))?;
+        let granted: bool = row.get(0);
+        let tokens: f64 = row.get(1);
+        if granted {
+            Ok(Ok(()))
+        } else {
+            let wait = ((1.0 - tokens) / rate.per_sec()).clamp(0.0, 3600.0);
+            Ok(Err(Duration::from_secs_f64(wait)))
+        }
+    }
+
+    async fn ip_refused(&self, ip: IpAddr, limits: Limits) -> std::io::Result<Option<Duration>> {
+        let client = self.db.client().await?;
+        let rows = client
+            .query(
+                "SELECT extract(epoch FROM clock_timestamp() - at)::float8 \
+                 FROM herald_auth_attempts \
+                 WHERE ip = $1 AND outcome = 'f' AND at > clock_timestamp() - make_interval(secs => $2)",
+                &[&ip.to_string(), &horizon(limits)],
+            )
+            .await
+            .map_err(|e| io_error("AUTH throttle", e))?;
+        let ages: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
+        Ok(refused_for(
+            &ages,
+            limits.max_failures,
+            limits.window,
+            limits.block,
+        ))
+    }
+
+    async fn reserve_attempt(
+        &self,
+        ip: IpAddr,
+        user: &str,
+        limits: Limits,
+    ) -> std::io::Result<SharedTry> {
+        let ip_text = ip.to_string();
+        let mut client = self.db.client().await?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| io_error("AUTH throttle", e))?;
+        // Always the address first, then the user name: no two reservations wait on each
+        // other in opposite orders.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('herald.auth.ip:' || $1, 0)), \
+                    pg_advisory_xact_lock(hashtextextended('herald.auth.user:' || $2, 0))",
+            &[&ip_text, &user],
+        )
+        .await
+        .map_err(|e| io_error("AUTH throttle", e))?;
+        let rows = tx
+            .query(
+                "SELECT ip = $1, username = $2, outcome, \
+                        extract(epoch FROM clock_timestamp() - at)::float8 \
+                 FROM herald_auth_attempts \
+                 WHERE (ip = $1 OR username = $2) \
+                   AND at > clock_timestamp() - make_interval(secs => $3)",
+                &[&ip_text, &user, &horizon(limits)],
+            )
+            .await
+            .map_err(|e| io_error("AUTH throttle", e))?;
+        let window = limits.window.as_secs_f64();
+        let (mut ip_failures, mut user_failures) = (Vec::new(), Vec::new());
+        let (mut ip_pending, mut user_pending, mut trusted) = (0usize, 0usize, false);
+        for row in &rows {
+            let (same_ip, same_user): (bool, bool) = (row.get(0), row.get(1));
+            let outcome: String = row.get(2);
+            let age: f64 = row.get(3);
+            match outcome.as_str() {
+                "f" => {
+                    if same_ip {
+                        ip_failures.push(age);
+                    }
+                    if same_user {
+                        user_failures.push(age);
+                    }
+                }
+                "p" if age < PENDING_TTL => {
+                    ip_pending += usize::from(same_ip);
+                    user_pending += usize::from(same_user);
+                }
+                "s" => trusted |= same_ip && same_user && age < window,
+                _ => {}
+            }
+        }
+        let answer = if let Some(d) = refused_for(
+            &ip_failures,
+            limits.max_failures,
+            limits.window,
+            limits.block,
+        ) {
+            SharedTry::Refused(Refusal::Address(d))
+        } else if let Some(d) = refused_for(
+            &user_failures,
+            limits.max_user_failures,
+            limits.window,
+            limits.block,
+        )
+        .filter(|_| !trusted)
+        {
+            SharedTry::Refused(Refusal::User(d.min(limits.block)))
+        } else if in_window(&ip_failures, window) + ip_pending >= limits.max_failures
+            || (!trusted
+                && in_window(&user_failures, window) + user_pending >= limits.max_user_failures)
+        {
+            SharedTry::Busy
+        } else {
+            let row = tx
+                .query_one(
+                    "INSERT INTO herald_auth_attempts (ip, username, outcome, node) \
+                     VALUES ($1, $2, 'p', $3) RETURNING id",
+                    &[&ip_text, &user, &self.db.node_id()],
+                )
+                .await
+                .map_err(|e| io_error("AUTH throttle", e))?;
+            SharedTry::Reserved(row.get(0))
+        };
+        tx.commit()
+            .await
+            .map_err(|e| io_error("AUTH throttle", e))?;
+        Ok(answer)
+    }
+
+    async fn resolve_attempt(&self, id: i64, verdict: Option<bool>) -> std::io::Result<()> {
+        let client = self.db.client().await?;
+        let result = match verdict {
+            Some(ok) => {
+                let outcome = if ok { "s" } else { "f" };
+                client
+                    .execute(
+                        "UPDATE herald_auth_attempts SET outcome = $2, at = clock_timestamp() \
+                         WHERE id = $1",
+                        &[&id, &outcome],
+                    )
+                    .await
+            }
+            None => {
+                client
+                    .execute("DELETE FROM herald_auth_attempts WHERE id = $1", &[&id])
+                    .await
+            }
+        };
+        result.map_err(|e| io_error("AUTH throttle", e))?;
+        Ok(())
+    }
+}
+
+/// How far back attempts matter: the window plus the block, and at least the pending TTL.
+fn horizon(limits: Limits) -> f64 {
+    (limits.window + limits.block)
+        .as_secs_f64()
+        .max(PENDING_TTL)
+}
+
+fn in_window(ages: &[f64], window: f64) -> usize {
+    ages.iter().filter(|a| **a < window).count()
+}
+
+/// How long failures aged `ages` (seconds before now) refuse their address or user name, by
+/// the node throttle's rules: refused while `max` failures are within the window, and for
+/// `block` after any failure that brought the count within a window to `max`.
+fn refused_for(ages: &[f64], max: usize, window: Duration, block: Duration) -> Option<Duration> {
+    let (w, b) = (window.as_secs_f64(), block.as_secs_f64());
+    let max = max.max(1);
+    let mut left: f64 = 0.0;
+    let recent: Vec<f64> = ages.iter().copied().filter(|a| *a < w).collect();
+    if recent.len() >= max {
+        let oldest = recent.iter().copied().fold(0.0, f64::max);
+        left = left.max(w - oldest);
+    }
+    for a in ages {
+        // Failures within the window that ended with this one (this one included).
+        let count = ages.iter().filter(|x| **x >= *a && **x < *a + w).count();
+        if count >= max {
+            left = left.max(b - a);
+        }
+    }
+    (left > 0.0).then(|| Duration::from_secs_f64(left))
+}
+
+impl SharedBuckets for PgLimits {
+    fn take<'a>(
+        &'a self,
+        key: &'a str,
+        rate: Rate,
+    ) -> BoxFuture<'a, std::io::Result<Result<(), Duration>>> {
+        Box::pin(self.take_token(key, rate))
+    }
+}
+
+impl SharedFailures for PgLimits {
+    fn refused(
+        &self,
+        ip: IpAddr,
+        limits: Limits,
+    ) -> BoxFuture<'_, std::io::Result<Option<Duration>>> {
+        Box::pin(self.ip_refused(ip, limits))
+    }
+
+    fn reserve<'a>(
+        &'a self,
+        ip: IpAddr,
+        user: &'a str,
+        limits: Limits,
+    ) -> BoxFuture<'a, std::io::Result<SharedTry>> {
+        Box::pin(self.reserve_attempt(ip, user, limits))
+    }
+
+    fn resolve(&self, id: i64, verdict: Option<bool>) -> BoxFuture<'_, std::io::Result<()>> {
+        Box::pin(self.resolve_attempt(id, verdict))
+    }
+}
+
+/// Forgets what no limit looks at any more: AUTH attempts older than `keep`, and rate buckets
+/// untouched for an hour (a bucket refills completely within a minute).
+pub async fn prune(db: &Db, keep: Duration) -> std::io::Result<()> {
+    let client = db.client().await?;
+    client
+        .execute(
+            "DELETE FROM herald_auth_attempts WHERE at < clock_timestamp() - make_interval(secs => $1)",
+            &[&keep.as_secs_f64().max(PENDING_TTL)],
+        )
+        .await
+        .map_err(|e| io_error("cluster: pruning AUTH attempts", e))?;
+    client
+        .execute(
+            "DELETE FROM herald_rate_buckets WHERE updated_at < clock_timestamp() - interval '1 hour'",
+            &[],
+        )
+        .await
+        .map_err(|e| io_error("cluster: pruning rate buckets", e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: Duration = Duration::from_secs(600);
+    const B: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn refused_once_max_failures_are_in_the_window() {
+        assert_eq!(refused_for(&[5.0, 3.0], 3, W, B), None);
+        let d = refused_for(&[5.0, 3.0, 1.0], 3, W, B).expect("refused");
+        // The oldest failure leaves the window in 595 s.
+        assert_eq!(d.as_secs(), 595);
+    }
+
+    #[test]
+    fn the_block_outlasts_a_short_window() {
+        let short = Duration::from_secs(10);
+        let long_block = Duration::from_secs(300);
+        // Three failures 20 s ago, within 10 s of each other: out of the window, still
+        // blocked for 300 - 20 s.
+        let d = refused_for(&[25.0, 22.0, 20.0], 3, short, long_block).expect("blocked");
+        assert_eq!(d.as_secs(), 280);
+        // Spread wider than the window: never three at once.
+        assert_eq!(refused_for(&[50.0, 35.0, 20.0], 3, short, long_block), None);
+    }
+}

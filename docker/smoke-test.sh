@@ -68,10 +68,11 @@ if [ "$mode" = chroot ]; then
   cp /etc/resolv.conf /etc/hosts "$root/etc/"
   config_dir="$root/etc/herald"
   data_dir="$root/var/lib/herald"
-  as_herald() { chroot --userspec=10001:10001 "$root" env -i "${env_vars[@]}" /usr/local/bin/herald "$@"; }
-  herald_cli() { as_herald "$@"; }
+  herald_cli() { chroot --userspec=10001:10001 "$root" env -i "${env_vars[@]}" /usr/local/bin/herald "$@"; }
   start_herald() {
-    as_herald serve >"$work/herald.log" 2>&1 &
+    # exec: $! is then herald itself (chroot execs it after dropping to uid 10001).
+    (exec chroot --userspec=10001:10001 "$root" env -i "${env_vars[@]}" \
+      /usr/local/bin/herald serve) >"$work/herald.log" 2>&1 &
     pid=$!
   }
   herald_logs() { cat "$work/herald.log"; }

@@ -107,7 +107,11 @@ impl Conn {
     /// connection (slowloris). Lines longer than `max` are consumed and reported as
     /// [`Line::TooLong`] without being buffered whole.
     pub async fn read_line(&mut self, max: usize, timeout: Duration) -> io::Result<Line<'_>> {
-        self.flush().await?;
+        // A pipelined command already here is answered together with the ones before it
+        // (RFC 2920): replies go out when the session would otherwise wait for input.
+        if memchr_lf(&self.rbuf[self.rpos..]).is_none() {
+            self.flush().await?;
+        }
         self.read_line_until(max, Instant::now() + timeout).await
     }
 

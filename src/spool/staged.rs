@@ -5,13 +5,13 @@
 //! Memory per unfinished message is one write buffer, whatever the message size; a mapping's
 //! pages are file pages the kernel reads on demand and can drop again.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::ops::Deref;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
-use tempfile::NamedTempFile;
+use tempfile::{NamedTempFile, TempPath};
 
 /// Bytes gathered before one write to the staged file.
 const WRITE_BUFFER: usize = 64 * 1024;
@@ -26,6 +26,8 @@ pub struct StagedMessage {
     body_offset: u64,
     len: u64,
     buffer: Vec<u8>,
+    /// Length of what the file held before (a recycled file): cut at the end of staging.
+    stale_len: u64,
 }
 
 impl StagedMessage {
@@ -41,6 +43,24 @@ impl StagedMessage {
             body_offset,
             len: 0,
             buffer: Vec::new(),
+            stale_len: 0,
+        })
+    }
+
+    /// Receives into an existing file at `path` (a removed message's file kept for reuse:
+    /// its blocks are overwritten rather than a new inode allocated and the old one freed);
+    /// `old_len` bytes of earlier content are cut at the end of staging. Removed when dropped,
+    /// like a new one.
+    pub fn reuse(path: PathBuf, body_offset: u64, old_len: u64) -> io::Result<StagedMessage> {
+        let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
+        let file_path = TempPath::try_from_path(path)?;
+        file.seek(SeekFrom::Start(body_offset))?;
+        Ok(StagedMessage {
+            file: NamedTempFile::from_parts(file, file_path),
+            body_offset,
+            len: 0,
+            buffer: Vec::new(),
+            stale_len: old_len,
         })
     }
 
@@ -108,6 +128,10 @@ impl StagedMessage {
     /// The temporary file, for the backend to move into place (`persist`).
     pub fn into_temp_file(mut self) -> io::Result<NamedTempFile> {
         self.flush()?;
+        let end = self.body_offset + self.len;
+        if self.stale_len > end {
+            self.file.as_file().set_len(end)?;
+        }
         Ok(self.file)
     }
 }

@@ -157,6 +157,8 @@ impl Signer {
     /// followed by `body` (the client's message, e.g. mapped from its spool file), whose header
     /// section `client_headers` is passed separately (bounded by the caller). Returns the
     /// `DKIM-Signature:` fields to put in front of `head`, or refuses with an SMTP reply.
+    /// Small messages signed only with Ed25519 keys are signed on the calling thread; the rest
+    /// on a blocking thread, at most one per core.
     pub async fn sign_parts<B>(
         &self,
         head: Vec<u8>,

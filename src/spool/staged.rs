@@ -162,7 +162,9 @@ impl MessageBytes {
         // SAFETY: the mapping is read-only and herald never truncates or rewrites a message
         // file while it exists: staged files are appended to only before they are mapped, and
         // spooled message files are immutable until removed (removal keeps a mapping valid).
-        // Only another process truncating a spool file could invalidate it.
+        // A removed file is reused for a new message only when it is small enough to be read
+        // into memory rather than mapped (`FsBackend::recycle`), so no mapping sees it
+        // rewritten. Only another process truncating a spool file could invalidate it.
         let map = unsafe { memmap2::MmapOptions::new().len(end).map(file)? };
         Ok(MessageBytes {
             inner: Inner::Mapped { map, start },

@@ -1,11 +1,14 @@
 //! Delivery benchmark (not a test), end to end: N concurrent apps submit over STARTTLS + AUTH
 //! PLAIN, herald signs, spools and delivers to a loopback MX found through a loopback DNS
-//! server. Prints messages per second from the first submission to the last delivery, p50/p99
-//! from the `250` after DATA to the message's arrival at the MX, and herald's peak RSS.
+//! server. Every app logs in first (STARTTLS + AUTH, untimed); then it prints messages per
+//! second from the first submission to the last delivery, p50/p99 from the `250` after DATA to
+//! the message's arrival at the MX, herald's CPU per message over that span (utime + stime from
+//! /proc/<pid>/stat, and per thread from /proc/<pid>/task), the benchmark's own CPU per message
+//! (clients and MX together), the load average, and herald's peak RSS.
 //!
 //! `cargo bench --bench delivery` — tune with BENCH_CLIENTS (50), BENCH_MESSAGES (5000),
 //! BENCH_SIZE (4096 bytes), BENCH_KEY (`ed25519` or `rsa`), BENCH_PER_HOST (connections to the
-//! MX, default herald's 5).
+//! MX, default herald's 5), BENCH_THREADS=1 (list herald's threads by CPU).
 
 #[allow(dead_code)]
 #[path = "../tests/support/ca.rs"]
@@ -23,7 +26,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{HOST, Herald, env_num, login, ms, percentile, read_reply, rss_kb, send_message};
+use common::{
+    HOST, Herald, cpu_time, env_num, load_average, login, ms, percentile, read_reply, rss_kb,
+    send_message, thread_cpu,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -41,15 +47,18 @@ struct Times {
     total: usize,
 }
 
-/// One app: STARTTLS, AUTH, then messages until none are left.
+/// One app: STARTTLS, AUTH, waits until every app has logged in, then sends messages until
+/// none are left.
 async fn submitter(
     addr: SocketAddr,
     tls: Arc<rustls::ClientConfig>,
     next: Arc<AtomicUsize>,
     times: Arc<Times>,
     size: usize,
+    logged_in: Arc<tokio::sync::Barrier>,
 ) {
     let mut s = login(addr, tls).await;
+    logged_in.wait().await;
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         if i >= times.total {
@@ -201,8 +210,10 @@ fn main() {
         .expect("runtime");
     let tls = ca.client_config_trusting();
     let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let finished = rt.block_on(async {
+    let barrier = Arc::new(tokio::sync::Barrier::new(clients + 1));
+    let pid_text = pid.to_string();
+    let mut readings = None;
+    let (finished, elapsed) = rt.block_on(async {
         let done = times.done.notified();
         tokio::pin!(done);
         done.as_mut().enable();
@@ -214,9 +225,15 @@ fn main() {
                     next.clone(),
                     times.clone(),
                     size,
+                    barrier.clone(),
                 ))
             })
             .collect();
+        // The clock and the CPU readings start once every app has done STARTTLS and AUTH.
+        barrier.wait().await;
+        let load_before = load_average();
+        let cpu_before = (cpu_time(&pid_text), cpu_time("self"), thread_cpu(pid));
+        let started = Instant::now();
         for t in tasks {
             t.await.expect("submitter");
         }
@@ -226,11 +243,19 @@ fn main() {
                 .await
                 .expect("every message delivered within 10 minutes");
         }
-        submitted
+        let elapsed = started.elapsed();
+        readings = Some((
+            load_before,
+            load_average(),
+            cpu_before,
+            (cpu_time(&pid_text), cpu_time("self"), thread_cpu(pid)),
+        ));
+        (submitted, elapsed)
     });
-    let elapsed = started.elapsed();
     let peak = rss_kb(pid, "VmHWM:");
     drop(herald);
+    let (load_before, load_after, before, after) = readings.expect("readings of the run");
+    let per_msg = |d: Duration| ms(d) / total as f64;
 
     let accepted = times.accepted.lock().expect("lock");
     let delivered = times.delivered.lock().expect("lock");
@@ -247,7 +272,7 @@ fn main() {
     );
     println!("  messages           {total} of {size} bytes");
     println!(
-        "  submitted in       {:.2} s; last delivered after {:.2} s",
+        "  submitted in       {:.2} s; last delivered after {:.2} s (after every app logged in)",
         finished.as_secs_f64(),
         elapsed.as_secs_f64()
     );
@@ -260,5 +285,50 @@ fn main() {
         ms(pct(0.50)),
         ms(pct(0.99))
     );
+    println!(
+        "  herald CPU         {:.3} ms per message (utime + stime, first submission to last delivery)",
+        per_msg(after.0.saturating_sub(before.0))
+    );
+    println!(
+        "  bench CPU          {:.3} ms per message (clients and MX, same cores)",
+        per_msg(after.1.saturating_sub(before.1))
+    );
+    print_threads(&before.2, &after.2, total);
+    println!("  load average       {load_before} before, {load_after} after (1 min)");
     println!("  herald RSS         idle {idle} KB, peak {peak} KB");
+}
+
+/// herald's CPU per message by thread name over the run (threads that ended meanwhile are in
+/// the process total only); with BENCH_THREADS=1, every thread that used CPU.
+fn print_threads(
+    before: &std::collections::BTreeMap<u32, (String, Duration)>,
+    after: &std::collections::BTreeMap<u32, (String, Duration)>,
+    total: usize,
+) {
+    let mut by_name: std::collections::BTreeMap<&str, (usize, Duration)> = Default::default();
+    let mut busy = Vec::new();
+    for (tid, (name, cpu)) in after {
+        let used = cpu.saturating_sub(before.get(tid).map_or(Duration::ZERO, |b| b.1));
+        let e = by_name.entry(name.as_str()).or_default();
+        e.0 += 1;
+        e.1 += used;
+        if !used.is_zero() {
+            busy.push((used, *tid, name.as_str()));
+        }
+    }
+    let per_msg = |d: Duration| ms(d) / total as f64;
+    let groups: Vec<String> = by_name
+        .iter()
+        .map(|(name, (n, cpu))| format!("{name} x{n} {:.3}", per_msg(*cpu)))
+        .collect();
+    println!(
+        "  herald threads     {} (ms per message)",
+        groups.join(", ")
+    );
+    if std::env::var("BENCH_THREADS").is_ok_and(|v| v == "1") {
+        busy.sort_by(|a, b| b.cmp(a));
+        for (cpu, tid, name) in busy {
+            println!("    {tid:>8} {name:<16} {:.3} ms per message", per_msg(cpu));
+        }
+    }
 }

@@ -38,7 +38,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use common::{HOST, env_num, free_addr, ms, percentile, read_reply};
+use common::{HOST, cpu_time, env_num, free_addr, ms, percentile, read_reply};
 const SIZE: usize = 2048;
 
 #[derive(Clone, Copy)]
@@ -84,23 +84,6 @@ const SCENARIOS: &[Scenario] = &[
 
 fn env_str(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-/// CPU time (user + system) of a process so far, from /proc/<pid>/stat.
-fn cpu_time(pid: &str) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (in parentheses, possibly with spaces): state is the
-    // first, utime the 12th, stime the 13th.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<u64> = rest
-        .split_whitespace()
-        .skip(1)
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
-    // SAFETY: sysconf only reads a system constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Duration::from_nanos(ticks * 1_000_000_000 / hz)
 }
 
 /// The server certificate (self-signed, trusted directly by the clients) and its key, PEM.

@@ -47,6 +47,58 @@ pub fn rss_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Clock ticks per second of /proc's CPU times.
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as u64
+}
+
+/// utime + stime from a /proc `stat` file's text (0 if unreadable).
+fn stat_cpu(stat: &str) -> Duration {
+    // Fields after the command name (in parentheses, possibly with spaces): state is the
+    // first, utime the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
+    Duration::from_nanos(ticks * 1_000_000_000 / clock_ticks())
+}
+
+/// CPU time (user + system) of a process so far (`pid`, or `self`), from /proc/<pid>/stat.
+pub fn cpu_time(pid: &str) -> Duration {
+    stat_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+/// CPU time of each thread of a process so far, by thread id: (name, CPU), from
+/// /proc/<pid>/task/*/stat and comm.
+pub fn thread_cpu(pid: u32) -> std::collections::BTreeMap<u32, (String, Duration)> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let dir = task.path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let cpu = stat_cpu(&std::fs::read_to_string(dir.join("stat")).unwrap_or_default());
+        out.insert(tid, (name.trim().to_string(), cpu));
+    }
+    out
+}
+
+/// The 1-minute load average, from /proc/loadavg.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
 /// A loopback address nothing listens on yet.
 pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")

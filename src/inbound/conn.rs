@@ -85,29 +85,20 @@ impl Conn {
             self.rbuf.drain(..self.rpos);
             self.rpos = 0;
         }
-        let start = self.rbuf.len();
-        self.rbuf.resize(start + READ_CHUNK, 0);
+        // Read into the buffer's spare room (no zeroing of a fresh chunk on every read).
+        let spare = self.rbuf.capacity() - self.rbuf.len();
+        self.rbuf.reserve(READ_CHUNK.saturating_sub(spare));
         let read = async {
             match self.stream.as_mut() {
-                Some(Stream::Plain(s)) => s.read(&mut self.rbuf[start..]).await,
-                Some(Stream::Tls(s)) => s.read(&mut self.rbuf[start..]).await,
+                Some(Stream::Plain(s)) => s.read_buf(&mut self.rbuf).await,
+                Some(Stream::Tls(s)) => s.read_buf(&mut self.rbuf).await,
                 None => Err(io::Error::from(io::ErrorKind::NotConnected)),
             }
         };
-        let res = tokio::time::timeout_at(deadline, read).await;
-        let n = match res {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => {
-                self.rbuf.truncate(start);
-                return Err(e);
-            }
-            Err(_) => {
-                self.rbuf.truncate(start);
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "client timed out"));
-            }
-        };
-        self.rbuf.truncate(start + n);
-        Ok(n)
+        match tokio::time::timeout_at(deadline, read).await {
+            Ok(res) => res,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "client timed out")),
+        }
     }
 
     /// Reads one line of at most `max` bytes (terminator included), which must be complete
@@ -116,7 +107,11 @@ impl Conn {
     /// connection (slowloris). Lines longer than `max` are consumed and reported as
     /// [`Line::TooLong`] without being buffered whole.
     pub async fn read_line(&mut self, max: usize, timeout: Duration) -> io::Result<Line<'_>> {
-        self.flush().await?;
+        // A pipelined command already here is answered together with the ones before it
+        // (RFC 2920): replies go out when the session would otherwise wait for input.
+        if memchr_lf(&self.rbuf[self.rpos..]).is_none() {
+            self.flush().await?;
+        }
         self.read_line_until(max, Instant::now() + timeout).await
     }
 

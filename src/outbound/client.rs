@@ -310,12 +310,17 @@ impl Session {
         // the whole envelope; the server refuses DATA itself when no recipient was accepted.
         let mut data_reply = None;
         let (mail_reply, rcpt_replies) = if self.ehlo.has_capability(EXT_PIPELINING) {
-            let mut cmds = vec![mail];
-            cmds.extend(rcpts);
-            cmds.push("DATA\r\n".to_string());
+            let mut batch = mail;
+            for r in &rcpts {
+                batch.push_str(r);
+            }
+            batch.push_str("DATA\r\n");
             // A failure here leaves no way to tell how many replies came, but the message
             // itself was not sent: an I/O error or EOF means the session was dead already.
-            let mut replies = self.client.cmds(cmds).await.map_err(envelope_err)?;
+            let mut replies = self
+                .pipelined(batch.as_bytes(), rcpts.len() + 2)
+                .await
+                .map_err(envelope_err)?;
             data_reply = replies.pop();
             let rest = replies.split_off(1);
             let first = replies
@@ -395,26 +400,43 @@ impl Session {
         Ok(Transaction { answers })
     }
 
+    /// Sends pipelined commands in one write (one segment, so the server sees them together
+    /// and answers them together, RFC 2920) and reads `replies` replies, within the command
+    /// time limit. mail-send's `cmds` writes each command on its own: a system call and a
+    /// packet each, and a server that answers what it has may answer MAIL before RCPT arrives.
+    async fn pipelined(
+        &mut self,
+        batch: &[u8],
+        replies: usize,
+    ) -> mail_send::Result<Vec<smtp_proto::Response<String>>> {
+        let client = &mut self.client;
+        tokio::time::timeout(client.timeout, async {
+            client.stream.write_all(batch).await?;
+            client.stream.flush().await?;
+            client.read_many(replies).await
+        })
+        .await
+        .map_err(|_| mail_send::Error::Timeout)?
+    }
+
     /// Writes the message with dot-stuffing and the end-of-data marker, a slice at a time (the
     /// message is mapped from the spool; it is never copied whole into memory).
     async fn write_data(&mut self, message: &[u8]) -> std::io::Result<()> {
         const SLICE: usize = 64 * 1024;
         let stream = &mut self.client.stream;
         tokio::time::timeout(self.timeouts.data, async {
-            let mut out = Vec::with_capacity(SLICE + SLICE / 16 + 8);
+            let mut out = Vec::with_capacity(message.len().min(SLICE) + SLICE / 16 + 8);
             let mut line_start = true;
-            for slice in message.chunks(SLICE) {
+            let mut slices = message.chunks(SLICE).peekable();
+            while let Some(slice) = slices.next() {
                 out.clear();
-                for &b in slice {
-                    if line_start && b == b'.' {
-                        out.push(b'.');
-                    }
-                    out.push(b);
-                    line_start = b == b'\n';
+                dot_stuff(slice, &mut line_start, &mut out);
+                if slices.peek().is_some() {
+                    stream.write_all(&out).await?;
                 }
-                stream.write_all(&out).await?;
             }
-            out.clear();
+            // The end of data goes out with the last slice: one write (one TLS record) for a
+            // message that fits in a slice, not two.
             if !message.ends_with(b"\r\n") {
                 out.extend_from_slice(b"\r\n");
             }
@@ -444,6 +466,28 @@ impl Session {
         self.client.timeout = Duration::from_secs(5).min(self.timeouts.command);
         let _ = self.client.cmd(b"QUIT\r\n").await;
         let _ = self.client.stream.shutdown().await;
+    }
+}
+
+/// Appends `slice` to `out` with a dot doubled at the start of every line (RFC 5321
+/// §4.5.2), a line at a time; `line_start` carries whether the next byte starts a line.
+fn dot_stuff(mut slice: &[u8], line_start: &mut bool, out: &mut Vec<u8>) {
+    while let Some(&first) = slice.first() {
+        if *line_start && first == b'.' {
+            out.push(b'.');
+        }
+        match slice.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                out.extend_from_slice(&slice[..=i]);
+                slice = &slice[i + 1..];
+                *line_start = true;
+            }
+            None => {
+                out.extend_from_slice(slice);
+                *line_start = false;
+                return;
+            }
+        }
     }
 }
 
@@ -485,5 +529,20 @@ fn refused(e: mail_send::Error) -> OpenError {
     match e {
         mail_send::Error::UnexpectedReply(r) => OpenError::Refused(Answer::from_response(&r)),
         other => OpenError::Connect(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dot_stuff;
+
+    #[test]
+    fn dots_are_doubled_at_line_starts_across_slices() {
+        let mut out = Vec::new();
+        let mut line_start = true;
+        dot_stuff(b".a\r\nb.\r\n..c\r\n.", &mut line_start, &mut out);
+        dot_stuff(b"d\r\n.", &mut line_start, &mut out);
+        assert_eq!(out, b"..a\r\nb.\r\n...c\r\n..d\r\n..");
+        assert!(!line_start);
     }
 }

@@ -40,14 +40,13 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Flushes every dirty page of the file system holding `dir` with one syncfs(2): one flush
-/// for many files written since the last one (the spool's group commit).
-pub fn sync_filesystem(dir: &Path) -> io::Result<()> {
+/// Flushes every dirty page of the file system holding the open directory `dir` with one
+/// syncfs(2): one flush for many files written since the last one (the spool's group commit,
+/// which keeps its directory open rather than opening it for every group).
+pub fn sync_filesystem(dir: &File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let handle = File::open(dir)?;
-    // SAFETY: syncfs only reads the descriptor, which `handle` keeps open for the call.
-    let rc = unsafe { libc::syncfs(handle.as_raw_fd()) };
-    if rc == 0 {
+    // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())

@@ -578,7 +578,9 @@ async fn finish_round(
             tracing::error!(queue_id = %id, error = %e, "cannot remove the finished message");
         }
         inner.table().entries.remove(id);
-        tracing::info!(
+        // Debug: each recipient's outcome was already logged at info (one write less per
+        // message on the hot path).
+        tracing::debug!(
             "queue {id} finished: every recipient delivered or failed; removed from the spool"
         );
         return;

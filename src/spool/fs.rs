@@ -32,7 +32,7 @@ use tempfile::NamedTempFile;
 use super::handle::{NewMessage, SpoolBackend, new_queue_id};
 use super::staged::{MessageBytes, StagedMessage};
 use super::{DeliveryState, Envelope, QueueId, SpooledMessage};
-use crate::fsutil::sync_dir;
+use crate::fsutil::{sync_dir, sync_filesystem};
 
 /// Room kept in front of a message being received, for its envelope line and herald's
 /// headers (DKIM signatures, `Received:`); enough for a few dozen recipients.
@@ -380,18 +380,6 @@ impl SpoolBackend for FsBackend {
         let mut results: Vec<io::Result<()>> = ids.iter().map(|id| self.unlink(id)).collect();
         self.sync_msg_dir(&mut results);
         results
-    }
-}
-
-/// Flushes every dirty page of the file system holding the open directory `dir` with one
-/// syncfs(2): one flush for many files written since the last one (the group commit).
-fn sync_filesystem(dir: &File) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 

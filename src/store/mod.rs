@@ -136,6 +136,28 @@ pub struct TlsReportSummary {
     pub failed: u64,
 }
 
+impl TlsReportSummary {
+    /// The summary of a stored report (its JSON as received); `None` when it does not parse.
+    pub fn of_json(json: &str) -> Option<TlsReportSummary> {
+        let r = serde_json::from_str::<TlsReport>(json).ok()?;
+        let mut s = TlsReportSummary {
+            org: r.organization_name.clone().unwrap_or_default(),
+            report_id: r.report_id.clone(),
+            begin: r.date_range.start_datetime.to_timestamp(),
+            end: r.date_range.end_datetime.to_timestamp(),
+            domains: Vec::new(),
+            successful: 0,
+            failed: 0,
+        };
+        for p in &r.policies {
+            s.domains.push(p.policy.policy_domain.clone());
+            s.successful += p.summary.total_success as u64;
+            s.failed += p.summary.total_failure as u64;
+        }
+        Some(s)
+    }
+}
+
 /// Counters since the store was created.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct StoreCounters {

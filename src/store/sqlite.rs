@@ -332,24 +332,7 @@ impl ReportStore for SqliteStore {
         let rows = stmt.query_map(params![since], |row| row.get::<_, String>(0))?;
         let mut out = Vec::new();
         for json in rows {
-            let Ok(r) = serde_json::from_str::<mail_auth::report::tlsrpt::TlsReport>(&json?) else {
-                continue;
-            };
-            let mut s = TlsReportSummary {
-                org: r.organization_name.clone().unwrap_or_default(),
-                report_id: r.report_id.clone(),
-                begin: r.date_range.start_datetime.to_timestamp(),
-                end: r.date_range.end_datetime.to_timestamp(),
-                domains: Vec::new(),
-                successful: 0,
-                failed: 0,
-            };
-            for p in &r.policies {
-                s.domains.push(p.policy.policy_domain.clone());
-                s.successful += p.summary.total_success as u64;
-                s.failed += p.summary.total_failure as u64;
-            }
-            out.push(s);
+            out.extend(TlsReportSummary::of_json(&json?));
         }
         Ok(out)
     }

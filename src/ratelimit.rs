@@ -11,6 +11,7 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -158,6 +159,63 @@ impl<K: Hash + Eq> RateLimiter<K> {
             Err(Duration::from_secs_f64((1.0 - *tokens) / rate.per_sec))
         }
     }
+}
+
+// Failed-AUTH counts shared by a cluster's nodes: the interface inbound's throttle
+// (`crate::inbound::throttle`) uses and the cluster's database implements, defined here below
+// both.
+
+/// The limits a shared failure store applies (`[smtp] auth_*`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Failures per address within the window.
+    pub max_failures: usize,
+    /// Failures per user name within the window.
+    pub max_user_failures: usize,
+    /// How long a failure counts.
+    pub window: Duration,
+    /// How long an address or user name over its limit is refused.
+    pub block: Duration,
+}
+
+/// What a shared store answers to a reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedTry {
+    /// Reserved under this id; report the verdict with [`SharedFailures::resolve`].
+    Reserved(i64),
+    /// Refused (over a limit).
+    Refused(Refusal),
+    /// Every place left is held by verifications in flight (on any node); try again soon.
+    Busy,
+}
+
+/// Failed-AUTH counts shared by every node of a cluster.
+pub trait SharedFailures: Send + Sync {
+    /// How long `ip` is refused, if it is.
+    fn refused(
+        &self,
+        ip: IpAddr,
+        limits: Limits,
+    ) -> BoxFuture<'_, std::io::Result<Option<Duration>>>;
+    /// Reserves one verification of `user` (lower-cased) from `ip`.
+    fn reserve<'a>(
+        &'a self,
+        ip: IpAddr,
+        user: &'a str,
+        limits: Limits,
+    ) -> BoxFuture<'a, std::io::Result<SharedTry>>;
+    /// Records a reserved verification's verdict: `Some(true)` succeeded, `Some(false)`
+    /// failed, `None` abandoned (forgotten, uncounted).
+    fn resolve(&self, id: i64, verdict: Option<bool>) -> BoxFuture<'_, std::io::Result<()>>;
+}
+
+/// Why an attempt may not be verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The client address failed too often; refused for this long.
+    Address(Duration),
+    /// The user name failed too often (from anywhere); refused for this long.
+    User(Duration),
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use crate::cluster::Db;
 use crate::cluster::db::io_error;
-use crate::inbound::throttle::{Limits, Refusal, SharedFailures, SharedTry};
 use crate::ratelimit::{BoxFuture, Rate, SharedBuckets};
+use crate::ratelimit::{Limits, Refusal, SharedFailures, SharedTry};
 
 /// A reservation without a verdict after this long is ignored (its node died mid-check).
 const PENDING_TTL: f64 = 60.0;

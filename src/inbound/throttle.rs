@@ -25,51 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::config::SmtpConfig;
-use crate::ratelimit::BoxFuture;
-
-/// The limits a shared failure store applies (`[smtp] auth_*`).
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Failures per address within the window.
-    pub max_failures: usize,
-    /// Failures per user name within the window.
-    pub max_user_failures: usize,
-    /// How long a failure counts.
-    pub window: Duration,
-    /// How long an address or user name over its limit is refused.
-    pub block: Duration,
-}
-
-/// What a shared store answers to a reservation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SharedTry {
-    /// Reserved under this id; report the verdict with [`SharedFailures::resolve`].
-    Reserved(i64),
-    /// Refused (over a limit).
-    Refused(Refusal),
-    /// Every place left is held by verifications in flight (on any node); try again soon.
-    Busy,
-}
-
-/// Failed-AUTH counts shared by every node of a cluster.
-pub trait SharedFailures: Send + Sync {
-    /// How long `ip` is refused, if it is.
-    fn refused(
-        &self,
-        ip: IpAddr,
-        limits: Limits,
-    ) -> BoxFuture<'_, std::io::Result<Option<Duration>>>;
-    /// Reserves one verification of `user` (lower-cased) from `ip`.
-    fn reserve<'a>(
-        &'a self,
-        ip: IpAddr,
-        user: &'a str,
-        limits: Limits,
-    ) -> BoxFuture<'a, std::io::Result<SharedTry>>;
-    /// Records a reserved verification's verdict: `Some(true)` succeeded, `Some(false)`
-    /// failed, `None` abandoned (forgotten, uncounted).
-    fn resolve(&self, id: i64, verdict: Option<bool>) -> BoxFuture<'_, std::io::Result<()>>;
-}
+pub use crate::ratelimit::{Limits, Refusal, SharedFailures, SharedTry};
 
 /// Failed-AUTH bookkeeping per client address and per user name.
 pub struct Throttle {
@@ -137,15 +93,6 @@ impl Counter {
             && self.blocked_until.is_none()
             && self.good.is_empty()
     }
-}
-
-/// Why an attempt may not be verified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// The client address failed too often; refused for this long.
-    Address(Duration),
-    /// The user name failed too often (from anywhere); refused for this long.
-    User(Duration),
 }
 
 enum Try {

@@ -2,7 +2,7 @@
 //! restart does not forget a policy an attacker could otherwise strip. Files are replaced
 //! atomically (temporary file, fsync, rename, directory fsync); memory keeps what was read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -54,7 +54,14 @@ impl CachedPolicy {
 pub struct PolicyCache {
     dir: PathBuf,
     memory: Mutex<HashMap<String, CachedPolicy>>,
+    /// Domains with no file on disk, so that delivering to a domain without a policy does not
+    /// try to open its file every time; [`PolicyCache::put`] is the only writer while herald
+    /// runs. Forgotten whole when it grows past [`MAX_KNOWN_ABSENT`].
+    absent: Mutex<HashSet<String>>,
 }
+
+/// Most domains remembered as having no cached policy.
+const MAX_KNOWN_ABSENT: usize = 100_000;
 
 impl PolicyCache {
     /// A cache in `dir` (created on first write).
@@ -62,6 +69,7 @@ impl PolicyCache {
         PolicyCache {
             dir: dir.to_path_buf(),
             memory: Mutex::new(HashMap::new()),
+            absent: Mutex::new(HashSet::new()),
         }
     }
 
@@ -69,6 +77,9 @@ impl PolicyCache {
     pub fn get(&self, domain: &str) -> Option<CachedPolicy> {
         if let Some(hit) = self.lock().get(domain) {
             return Some(hit.clone());
+        }
+        if self.absent().contains(domain) {
+            return None;
         }
         let path = self.path_for(domain)?;
         let entry = match fs::read(&path) {
@@ -79,7 +90,14 @@ impl PolicyCache {
                     return None;
                 }
             },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let mut absent = self.absent();
+                if absent.len() >= MAX_KNOWN_ABSENT {
+                    absent.clear();
+                }
+                absent.insert(domain.to_string());
+                return None;
+            }
             Err(e) => {
                 tracing::warn!("mta-sts: cannot read {}: {e}", path.display());
                 return None;
@@ -99,6 +117,7 @@ impl PolicyCache {
         })?;
         let bytes = serde_json::to_vec_pretty(entry).map_err(io::Error::other)?;
         write_atomic(&self.dir, &path, &bytes)?;
+        self.absent().remove(&entry.domain);
         self.lock().insert(entry.domain.clone(), entry.clone());
         Ok(())
     }
@@ -135,6 +154,10 @@ impl PolicyCache {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CachedPolicy>> {
         self.memory.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn absent(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.absent.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -203,6 +226,10 @@ mod tests {
         assert!(cache.put(&evil).is_err());
         assert_eq!(cache.get("../etc"), None);
         assert_eq!(cache.get("missing.test"), None);
+        // Remembered as absent, until a policy is stored for it.
+        let found = CachedPolicy::new("missing.test", policy("1", Mode::Testing, 86_400), 1);
+        cache.put(&found).expect("put");
+        assert_eq!(cache.get("missing.test"), Some(found));
     }
 
     #[test]

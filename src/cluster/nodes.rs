@@ -263,6 +263,44 @@ pub struct NodeStatus {
     pub connections: i64,
 }
 
+/// What [`forget`] did with a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forgotten {
+    /// Its registry row is gone.
+    Removed,
+    /// It heartbeated within [`DEAD_AFTER`]: kept (stop it first).
+    Alive,
+    /// No such node is registered.
+    Unknown,
+}
+
+/// Removes a dead node (a machine retired or renamed) from the registry, so `herald cluster
+/// status` stops listing it. An alive node is refused. Its queued mail is unaffected: other
+/// nodes took its leases over when they expired.
+pub async fn forget(db: &Db, node_id: &str) -> std::io::Result<Forgotten> {
+    let client = db.client().await?;
+    let removed = client
+        .execute(
+            "DELETE FROM herald_nodes WHERE node_id = $1 \
+               AND last_seen < now() - make_interval(secs => $2)",
+            &[&node_id, &DEAD_AFTER.as_secs_f64()],
+        )
+        .await
+        .map_err(|e| io_error("cluster: cannot update the node registry", e))?;
+    if removed > 0 {
+        return Ok(Forgotten::Removed);
+    }
+    let known = client
+        .query_opt("SELECT 1 FROM herald_nodes WHERE node_id = $1", &[&node_id])
+        .await
+        .map_err(|e| io_error("cluster: cannot read the node registry", e))?;
+    Ok(if known.is_some() {
+        Forgotten::Alive
+    } else {
+        Forgotten::Unknown
+    })
+}
+
 /// Every registered node, alive ones first, by id.
 pub async fn status(db: &Db) -> std::io::Result<Vec<NodeStatus>> {
     let client = db.client().await?;

@@ -1,5 +1,6 @@
 //! `herald cluster status`: the nodes registered on the cluster's database, alive or dead by
 //! their last heartbeat, their load, and a warning when their configurations differ.
+//! `herald cluster forget NODE`: takes a retired node off that list.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use crate::cluster::nodes::{DEAD_AFTER, NodeStatus};
+use crate::cluster::nodes::{DEAD_AFTER, Forgotten, NodeStatus};
 
 /// `herald cluster …`.
 #[derive(Debug, Subcommand)]
@@ -18,6 +19,12 @@ pub enum ClusterCommand {
         /// One JSON object instead of the table.
         #[arg(long)]
         json: bool,
+    },
+    /// Remove a dead node (retired or renamed machine) from the registry; refused while it
+    /// still sends heartbeats. Its queued mail is delivered by the others either way.
+    Forget {
+        /// The node's id (`[cluster] node_id`), as `herald cluster status` lists it.
+        node: String,
     },
 }
 
@@ -32,8 +39,30 @@ pub async fn run(config: &Path, cmd: ClusterCommand) -> anyhow::Result<ExitCode>
         )
         .into());
     };
-    let ClusterCommand::Status { json } = cmd;
     let db = crate::cluster::open(cluster).await?;
+    let json = match cmd {
+        ClusterCommand::Status { json } => json,
+        ClusterCommand::Forget { node } => {
+            return match crate::cluster::nodes::forget(&db, &node).await? {
+                Forgotten::Removed => {
+                    println!("{node}: removed from the node registry");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Forgotten::Alive => {
+                    eprintln!(
+                        "herald cluster forget: {node} sent a heartbeat within the last {} s; \
+                         stop it first",
+                        DEAD_AFTER.as_secs()
+                    );
+                    Ok(ExitCode::from(1))
+                }
+                Forgotten::Unknown => {
+                    eprintln!("herald cluster forget: no node {node:?} is registered");
+                    Ok(ExitCode::from(1))
+                }
+            };
+        }
+    };
     let nodes = crate::cluster::nodes::status(&db).await?;
     let warning = digest_warning(&nodes);
     if json {

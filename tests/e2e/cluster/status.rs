@@ -11,10 +11,16 @@ use crate::support::{self};
 
 /// Runs `herald --config CONFIG cluster status`: (exit code, stdout, stderr).
 fn status(config: &Path) -> (i32, String, String) {
+    cluster(config, &["status"])
+}
+
+/// Runs `herald --config CONFIG cluster ARGS…`: (exit code, stdout, stderr).
+fn cluster(config: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(herald_bin())
         .arg("--config")
         .arg(config)
-        .args(["cluster", "status"])
+        .arg("cluster")
+        .args(args)
         .output()
         .expect("run herald cluster status");
     (
@@ -79,4 +85,22 @@ fn cluster_status_lists_the_nodes_and_warns_when_a_config_differs() {
     // The load columns: nothing leased or queued, no SMTP connection open.
     let cols: Vec<&str> = node_line(&out, "node-0").split_whitespace().collect();
     assert_eq!(&cols[6..9], &["0", "0", "0"], "{out}");
+
+    // Forgetting: refused for a node that is alive; a retired one (stopped, last heartbeat an
+    // hour ago) leaves the list; an unknown name is an error.
+    let (code, _, err) = cluster(&nodes[0].config_path, &["forget", "node-2"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("stop it first"), "{err}");
+    assert!(nodes[2].terminate().success());
+    pg.query(
+        "UPDATE herald_nodes SET last_seen = now() - interval '1 hour' WHERE node_id = 'node-2'",
+    );
+    let (code, out, err) = cluster(&nodes[0].config_path, &["forget", "node-2"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = status(&nodes[0].config_path);
+    assert_eq!(code, 0, "the differing node is gone: {out}{err}");
+    assert!(!out.contains("node-2"), "{out}");
+    let (code, _, err) = cluster(&nodes[0].config_path, &["forget", "node-9"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no node"), "{err}");
 }

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use anyhow::Context;
 use mail_auth::report::{DmarcResult, Report};
 
-use super::sqlite::{action_word, disposition_word, lower_debug};
+use super::sqlite::{action_word, auth_results, disposition_word};
 use super::{
     AcceptOutcome, DmarcRow, ParsedItem, ReceivedMail, RejectedPart, ReportStore, StoreCounters,
     TlsReportSummary,
@@ -114,18 +114,7 @@ async fn insert_dmarc(
         let Some(ip) = rec.row.source_ip else {
             continue;
         };
-        let dkim: Vec<(String, String, String)> = rec
-            .auth_results
-            .dkim
-            .iter()
-            .map(|d| (d.domain.clone(), d.selector.clone(), lower_debug(d.result)))
-            .collect();
-        let spf: Vec<(String, String)> = rec
-            .auth_results
-            .spf
-            .iter()
-            .map(|s| (s.domain.clone(), lower_debug(s.result)))
-            .collect();
+        let (dkim, spf) = auth_results(rec);
         let pe = &rec.row.policy_evaluated;
         tx.execute(
             "INSERT INTO herald_dmarc_rows (report, source_ip, count, disposition, \

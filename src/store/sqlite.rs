@@ -139,6 +139,27 @@ pub(super) fn lower_debug(v: impl std::fmt::Debug) -> String {
     format!("{v:?}").to_ascii_lowercase()
 }
 
+/// A report row's DKIM results (domain, selector, result) and SPF results (domain, result),
+/// as both stores keep them.
+pub(super) type AuthResults = (Vec<(String, String, String)>, Vec<(String, String)>);
+
+/// The DKIM and SPF results of one report row, results in lower case.
+pub(super) fn auth_results(rec: &mail_auth::report::Record) -> AuthResults {
+    let dkim = rec
+        .auth_results
+        .dkim
+        .iter()
+        .map(|d| (d.domain.clone(), d.selector.clone(), lower_debug(d.result)))
+        .collect();
+    let spf = rec
+        .auth_results
+        .spf
+        .iter()
+        .map(|s| (s.domain.clone(), lower_debug(s.result)))
+        .collect();
+    (dkim, spf)
+}
+
 /// Inserts a DMARC report and its rows; `false` when it was already stored.
 fn insert_dmarc(tx: &Transaction<'_>, mail_id: i64, at: i64, r: &Report) -> anyhow::Result<bool> {
     let m = &r.report_metadata;
@@ -171,18 +192,7 @@ fn insert_dmarc(tx: &Transaction<'_>, mail_id: i64, at: i64, r: &Report) -> anyh
         let Some(ip) = rec.row.source_ip else {
             continue;
         };
-        let dkim: Vec<(String, String, String)> = rec
-            .auth_results
-            .dkim
-            .iter()
-            .map(|d| (d.domain.clone(), d.selector.clone(), lower_debug(d.result)))
-            .collect();
-        let spf: Vec<(String, String)> = rec
-            .auth_results
-            .spf
-            .iter()
-            .map(|s| (s.domain.clone(), lower_debug(s.result)))
-            .collect();
+        let (dkim, spf) = auth_results(rec);
         let pe = &rec.row.policy_evaluated;
         stmt.execute(params![
             report,

@@ -235,7 +235,6 @@ impl Spool {
     pub async fn store(&self, envelope: Envelope, data: Vec<u8>) -> io::Result<QueueId> {
         let mut body = self.stage()?;
         body.write(&data)?;
-        body.flush()?;
         drop(data);
         self.commit(envelope, Vec::new(), body).await
     }

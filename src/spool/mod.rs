@@ -10,6 +10,7 @@ mod fs;
 mod handle;
 mod lock;
 mod pg;
+mod segment;
 mod staged;
 
 use std::net::IpAddr;
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::reply::EnhancedStatus;
 
-pub use self::fs::FsBackend;
+pub use self::fs::{FsBackend, spooled_entries};
 pub use self::handle::{
     Arrivals, ClusterEntry, Leases, NewMessage, Spool, SpoolBackend, new_queue_id,
 };

@@ -1,17 +1,18 @@
-//! Message data on disk, never whole in memory: a [`StagedMessage`] is the temporary file a
-//! message is received into as it arrives, and [`MessageBytes`] is a message (staged or
-//! spooled) mapped read-only for signing and delivery.
+//! Message data never whole in memory beyond one buffer: a [`StagedMessage`] is what a message
+//! is received into as it arrives (memory up to the write buffer, then a temporary file), and
+//! [`MessageBytes`] is a message (staged or spooled) read or mapped read-only for signing and
+//! delivery.
 //!
 //! Memory per unfinished message is one write buffer, whatever the message size; a mapping's
 //! pages are file pages the kernel reads on demand and can drop again.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
-use tempfile::{NamedTempFile, TempPath};
+use tempfile::NamedTempFile;
 
 /// Bytes gathered before one write to the staged file.
 const WRITE_BUFFER: usize = 64 * 1024;
@@ -19,52 +20,42 @@ const WRITE_BUFFER: usize = 64 * 1024;
 /// The write buffer's first allocation; it doubles up to [`WRITE_BUFFER`].
 const FIRST_BUFFER: usize = 8 * 1024;
 
-/// A message being received, in a temporary file of the spool. The file is removed when this
-/// is dropped (a refused message, a session that dies) unless the spool committed it first.
+/// A message being received. It stays in memory while it fits the write buffer (most mail:
+/// a small message never touches the file system before its commit); a larger one goes to a
+/// temporary file of the spool, created when the buffer first fills. The file is removed when
+/// this is dropped (a refused message, a session that dies) unless the spool committed it.
 pub struct StagedMessage {
-    file: NamedTempFile,
+    /// Where the file is created once the message outgrows the buffer.
+    dir: PathBuf,
+    file: Option<NamedTempFile>,
     body_offset: u64,
     len: u64,
     buffer: Vec<u8>,
-    /// Length of what the file held before (a recycled file): cut at the end of staging.
-    stale_len: u64,
+}
+
+/// A complete staged message, as the spool takes it over: in memory, or in its file.
+pub enum StagedBody {
+    /// The whole message (it never outgrew the write buffer).
+    Memory(Vec<u8>),
+    /// The file, with the message from [`StagedMessage::body_offset`] on.
+    File(NamedTempFile),
 }
 
 impl StagedMessage {
-    /// Creates a staging file in `dir`; the message body will start at `body_offset` (room a
-    /// backend keeps in front of it, e.g. for the envelope, so committing needs no copy).
+    /// Stages a message in memory; should it outgrow the write buffer, a file is created in
+    /// `dir` with the body starting at `body_offset` (room a backend keeps in front of it,
+    /// e.g. for the envelope, so committing needs no copy).
     pub fn create_in(dir: &Path, body_offset: u64) -> io::Result<StagedMessage> {
-        let mut file = tempfile::Builder::new()
-            .prefix("incoming-")
-            .tempfile_in(dir)?;
-        file.as_file_mut().seek(SeekFrom::Start(body_offset))?;
         Ok(StagedMessage {
-            file,
+            dir: dir.to_path_buf(),
+            file: None,
             body_offset,
             len: 0,
             buffer: Vec::new(),
-            stale_len: 0,
         })
     }
 
-    /// Receives into an existing file at `path` (a removed message's file kept for reuse:
-    /// its blocks are overwritten rather than a new inode allocated and the old one freed);
-    /// `old_len` bytes of earlier content are cut at the end of staging. Removed when dropped,
-    /// like a new one.
-    pub fn reuse(path: PathBuf, body_offset: u64, old_len: u64) -> io::Result<StagedMessage> {
-        let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
-        let file_path = TempPath::try_from_path(path)?;
-        file.seek(SeekFrom::Start(body_offset))?;
-        Ok(StagedMessage {
-            file: NamedTempFile::from_parts(file, file_path),
-            body_offset,
-            len: 0,
-            buffer: Vec::new(),
-            stale_len: old_len,
-        })
-    }
-
-    /// Appends message bytes (buffered; [`StagedMessage::flush`] writes the rest).
+    /// Appends message bytes (buffered; written to the file only once the buffer is full).
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         if self.buffer.capacity() == 0 {
             // Small messages never need the whole write buffer: it grows as they do.
@@ -74,7 +65,7 @@ impl StagedMessage {
             self.flush()?;
         }
         if bytes.len() >= WRITE_BUFFER {
-            self.file.as_file_mut().write_all(bytes)?;
+            self.file()?.write_all(bytes)?;
         } else {
             self.buffer.extend_from_slice(bytes);
         }
@@ -82,10 +73,28 @@ impl StagedMessage {
         Ok(())
     }
 
-    /// Writes out what is buffered (to the page cache; the spool syncs at commit).
-    pub fn flush(&mut self) -> io::Result<()> {
+    /// The staging file, created (with the room in front) the first time it is needed.
+    fn file(&mut self) -> io::Result<&mut File> {
+        if self.file.is_none() {
+            let mut file = tempfile::Builder::new()
+                .prefix("incoming-")
+                .tempfile_in(&self.dir)?;
+            file.as_file_mut().seek(SeekFrom::Start(self.body_offset))?;
+            self.file = Some(file);
+        }
+        match self.file.as_mut() {
+            Some(f) => Ok(f.as_file_mut()),
+            None => Err(io::Error::other("staging file missing")),
+        }
+    }
+
+    /// Writes out what is buffered to the file (to the page cache; the spool syncs at commit).
+    fn flush(&mut self) -> io::Result<()> {
         if !self.buffer.is_empty() {
-            self.file.as_file_mut().write_all(&self.buffer)?;
+            let buffered = std::mem::take(&mut self.buffer);
+            let written = self.file()?.write_all(&buffered);
+            self.buffer = buffered;
+            written?;
             self.buffer.clear();
         }
         Ok(())
@@ -101,38 +110,50 @@ impl StagedMessage {
         self.len == 0
     }
 
-    /// Where the body starts in the file.
+    /// Where the body starts in the file (when there is one).
     pub fn body_offset(&self) -> u64 {
         self.body_offset
     }
 
-    /// The open file (for a backend writing in front of the body or copying it).
-    pub fn file(&self) -> &File {
-        self.file.as_file()
+    /// The whole message when it is held in memory (it never outgrew the write buffer).
+    pub fn in_memory(&self) -> Option<&[u8]> {
+        (self.file.is_none()).then_some(&self.buffer[..])
     }
 
     /// The message received so far, read-only, once it is complete: nothing may be written
-    /// after this. A message that never outgrew the write buffer is written out and its bytes
-    /// handed over as they are (no mapping: a small message would pay more in mmap, page
-    /// faults and munmap than it saves); a larger one is flushed and mapped.
+    /// after this. A message held in memory is handed over as a copy of its bytes (no file,
+    /// no mapping: a small message would pay more in mmap, page faults and munmap than it
+    /// saves); a larger one is flushed and mapped.
     pub fn map(&mut self) -> io::Result<MessageBytes> {
-        if self.len == self.buffer.len() as u64 {
-            let bytes = std::mem::take(&mut self.buffer);
-            self.file.as_file_mut().write_all(&bytes)?;
-            return Ok(MessageBytes::from(bytes));
+        if let Some(bytes) = self.in_memory() {
+            return Ok(MessageBytes::from(bytes.to_vec()));
         }
         self.flush()?;
-        MessageBytes::map(self.file.as_file(), self.body_offset, self.len)
+        let offset = self.body_offset;
+        let len = self.len;
+        MessageBytes::map(self.file()?, offset, len)
     }
 
-    /// The temporary file, for the backend to move into place (`persist`).
-    pub fn into_temp_file(mut self) -> io::Result<NamedTempFile> {
-        self.flush()?;
-        let end = self.body_offset + self.len;
-        if self.stale_len > end {
-            self.file.as_file().set_len(end)?;
+    /// The complete message for the backend to store: its bytes when held in memory, else
+    /// its file.
+    pub fn into_body(mut self) -> io::Result<StagedBody> {
+        if self.file.is_none() {
+            return Ok(StagedBody::Memory(std::mem::take(&mut self.buffer)));
         }
-        Ok(self.file)
+        self.into_temp_file().map(StagedBody::File)
+    }
+
+    /// The temporary file, for the backend to move into place (`persist`); a message held in
+    /// memory is written out to one first.
+    pub fn into_temp_file(mut self) -> io::Result<NamedTempFile> {
+        if self.file.is_none() {
+            self.file()?;
+        }
+        self.flush()?;
+        match self.file.take() {
+            Some(f) => Ok(f),
+            None => Err(io::Error::other("staging file missing")),
+        }
     }
 }
 
@@ -162,9 +183,7 @@ impl MessageBytes {
         // SAFETY: the mapping is read-only and herald never truncates or rewrites a message
         // file while it exists: staged files are appended to only before they are mapped, and
         // spooled message files are immutable until removed (removal keeps a mapping valid).
-        // A removed file is reused for a new message only when it is small enough to be read
-        // into memory rather than mapped (`FsBackend::recycle`), so no mapping sees it
-        // rewritten. Only another process truncating a spool file could invalidate it.
+        // Only another process truncating a spool file could invalidate it.
         let map = unsafe { memmap2::MmapOptions::new().len(end).map(file)? };
         Ok(MessageBytes {
             inner: Inner::Mapped { map, start },

@@ -12,7 +12,7 @@ mod input;
 mod memory;
 mod timeouts;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::submission::client::{Client, HOST};
@@ -76,17 +76,11 @@ impl Rig {
     }
 }
 
-/// Every spooled message's file contents.
+/// Every spooled message as stored: its envelope line, a newline, its bytes.
 pub fn spooled(data: &Path) -> Vec<String> {
-    let dir: PathBuf = data.join("spool/msg");
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().and_then(|x| x.to_str()) == Some("msg"))
-        .map(|p| String::from_utf8_lossy(&std::fs::read(p).expect("read spooled")).into_owned())
+    crate::support::spool::spooled(data)
+        .into_iter()
+        .map(|m| format!("{}\n{}", m.envelope, String::from_utf8_lossy(&m.message)))
         .collect()
 }
 

@@ -5,7 +5,7 @@ pub(crate) mod client;
 mod lifecycle;
 mod reconnect;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use client::{Client, HOST};
@@ -49,29 +49,17 @@ fn set(cfg: &mut toml::Table, section: &str, key: &str, value: impl Into<toml::V
         .insert(key.to_string(), value.into());
 }
 
-fn msg_dir(data: &Path) -> PathBuf {
-    data.join("spool/msg")
-}
-
 /// Every spooled message: its envelope (JSON) and its bytes.
 fn spooled(data: &Path) -> Vec<(serde_json::Value, String)> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(msg_dir(data)) else {
-        return out;
-    };
-    for e in entries {
-        let path = e.expect("dir entry").path();
-        if path.extension().and_then(|x| x.to_str()) != Some("msg") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).expect("read spooled message");
-        let (env, msg) = text.split_once('\n').expect("envelope line");
-        out.push((
-            serde_json::from_str(env).expect("envelope JSON"),
-            msg.to_string(),
-        ));
-    }
-    out
+    crate::support::spool::spooled(data)
+        .into_iter()
+        .map(|m| {
+            (
+                serde_json::from_str(&m.envelope).expect("envelope JSON"),
+                String::from_utf8(m.message).expect("UTF-8 message"),
+            )
+        })
+        .collect()
 }
 
 impl Rig {

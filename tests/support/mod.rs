@@ -32,6 +32,7 @@ pub mod herald;
 pub mod https;
 pub mod postgres;
 pub mod smtp_sink;
+pub mod spool;
 mod thread;
 pub mod tools;
 

@@ -90,5 +90,5 @@ fn smart_host_with_an_untrusted_certificate_is_never_used_in_clear() {
         attempts.iter().all(|l| l.contains("TLS failed")),
         "{attempts:#?}"
     );
-    assert!(w.dir.path().join(format!("spool/msg/{id}.msg")).exists());
+    assert!(crate::support::spool::is_spooled(w.dir.path(), &id));
 }

@@ -82,6 +82,6 @@ fn required_tls_waits_instead_of_falling_back() {
         "{c_line}"
     );
     for id in [&a, &b] {
-        assert!(w.dir.path().join(format!("spool/msg/{id}.msg")).exists());
+        assert!(crate::support::spool::is_spooled(w.dir.path(), id));
     }
 }

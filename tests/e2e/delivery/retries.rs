@@ -220,7 +220,7 @@ fn a_delay_notice_is_sent_once_when_configured() {
     super::common::wait_lines(&mut h, &format!("queue_id={id} domain=example.org"), 4);
     assert_eq!(logged(&h, "delivery status notification queued").len(), 1);
     assert!(
-        w.dir.path().join(format!("spool/msg/{id}.msg")).exists(),
+        crate::support::spool::is_spooled(w.dir.path(), &id),
         "still queued"
     );
 }

@@ -39,7 +39,7 @@ fn delivers_to_a_plain_mx() {
     ] {
         assert!(line.contains(part), "{part:?} missing from {line}");
     }
-    assert!(!w.dir.path().join(format!("spool/msg/{id}.msg")).exists());
+    assert!(!crate::support::spool::is_spooled(w.dir.path(), &id));
 }
 
 #[test]

@@ -11,18 +11,16 @@ use crate::support::herald::herald_bin;
 
 /// The envelope (JSON line) of spooled message `id`.
 fn envelope(data: &Path, id: &str) -> serde_json::Value {
-    let text =
-        std::fs::read_to_string(data.join(format!("spool/msg/{id}.msg"))).expect("spooled message");
-    let (env, _) = text.split_once('\n').expect("envelope line");
-    serde_json::from_str(env).expect("envelope JSON")
+    let spooled = crate::support::spool::spooled(data);
+    let entry = spooled
+        .iter()
+        .find(|m| m.id == id)
+        .expect("spooled message");
+    serde_json::from_str(&entry.envelope).expect("envelope JSON")
 }
 
 fn spooled_count(data: &Path) -> usize {
-    std::fs::read_dir(data.join("spool/msg")).map_or(0, |d| {
-        d.filter_map(Result::ok)
-            .filter(|e| e.path().extension().is_some_and(|x| x == "msg"))
-            .count()
-    })
+    crate::support::spool::spooled(data).len()
 }
 
 fn queue(config: &Path, args: &[&str]) -> String {

@@ -15,22 +15,10 @@ use crate::support::herald::{DEMO_PASSWORD, Herald, base_config};
 
 /// The spooled messages: (envelope JSON line, message bytes).
 fn spooled(data_dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(data_dir.join("spool/msg")).expect("spool dir") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "msg") {
-            let bytes = std::fs::read(&path).expect("read spooled message");
-            let nl = bytes
-                .iter()
-                .position(|&b| b == b'\n')
-                .expect("envelope line");
-            out.push((
-                String::from_utf8_lossy(&bytes[..nl]).into_owned(),
-                bytes[nl + 1..].to_vec(),
-            ));
-        }
-    }
-    out
+    crate::support::spool::spooled(data_dir)
+        .into_iter()
+        .map(|m| (m.envelope, m.message))
+        .collect()
 }
 
 async fn submit(herald: &Herald, from: &str, body: &str) -> mail_send::Result<()> {

@@ -21,28 +21,19 @@ mod postgres;
 #[path = "../tests/support/thread.rs"]
 mod thread;
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::sink::{Times, start_mx};
 use common::{HOST, Herald, env_num, login, read_reply, send_message};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
 
 /// Used by the included DNS and PostgreSQL helpers to pick their addresses.
 fn free_addr() -> SocketAddr {
     common::free_addr()
-}
-
-/// The times each message was accepted (250 after DATA) and delivered, by index.
-struct Times {
-    accepted: Mutex<Vec<Option<Instant>>>,
-    delivered: Mutex<Vec<Option<Instant>>>,
-    delivered_count: AtomicUsize,
-    done: tokio::sync::Notify,
-    total: usize,
 }
 
 /// One app: STARTTLS, AUTH, then messages until none are left.
@@ -67,92 +58,6 @@ async fn submitter(
     let _ = s.flush().await;
 }
 
-/// The receiving MX: PIPELINING, no TLS; records when each message arrives.
-async fn mx_session(stream: TcpStream, times: Arc<Times>) {
-    let mut r = tokio::io::BufReader::new(stream);
-    let mut out: Vec<u8> = b"220 mx.example.org ESMTP bench sink\r\n".to_vec();
-    let mut line = Vec::new();
-    loop {
-        // Pipelined commands are answered together, once nothing more is buffered.
-        if !out.is_empty() && r.buffer().is_empty() {
-            if r.get_mut().write_all(&out).await.is_err() {
-                return;
-            }
-            out.clear();
-        }
-        line.clear();
-        if r.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
-            return;
-        }
-        let upper = line.to_ascii_uppercase();
-        if upper.starts_with(b"EHLO") {
-            out.extend_from_slice(
-                b"250-mx.example.org\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 0\r\n",
-            );
-        } else if upper.starts_with(b"DATA") {
-            out.extend_from_slice(b"354 go ahead\r\n");
-            if r.get_mut().write_all(&out).await.is_err() {
-                return;
-            }
-            out.clear();
-            let mut index = None;
-            loop {
-                line.clear();
-                if r.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                if line == b".\r\n" {
-                    break;
-                }
-                if index.is_none()
-                    && let Some(rest) = line.strip_prefix(b"Message-ID: <")
-                {
-                    index = std::str::from_utf8(rest)
-                        .ok()
-                        .and_then(|r| r.split('@').next())
-                        .and_then(|n| n.parse::<usize>().ok());
-                }
-            }
-            if let Some(i) = index.filter(|&i| i < times.total) {
-                let mut d = times.delivered.lock().expect("lock");
-                if d[i].is_none() {
-                    d[i] = Some(Instant::now());
-                    if times.delivered_count.fetch_add(1, Ordering::SeqCst) + 1 == times.total {
-                        times.done.notify_one();
-                    }
-                }
-            }
-            out.extend_from_slice(b"250 2.0.0 queued\r\n");
-        } else if upper.starts_with(b"QUIT") {
-            let _ = r.get_mut().write_all(b"221 bye\r\n").await;
-            return;
-        } else {
-            out.extend_from_slice(b"250 OK\r\n");
-        }
-    }
-}
-
-/// Starts the loopback MX for one run; it records arrivals in `times`.
-fn start_mx(times: Arc<Times>) -> SocketAddr {
-    let mx = TcpListener::bind((Ipv4Addr::new(127, 0, 0, 1), 0)).expect("bind MX");
-    let addr = mx.local_addr().expect("MX addr");
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("sink runtime");
-        rt.block_on(async move {
-            mx.set_nonblocking(true).expect("nonblocking");
-            let listener = tokio::net::TcpListener::from_std(mx).expect("listener");
-            while let Ok((stream, _)) = listener.accept().await {
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(mx_session(stream, times.clone()));
-            }
-        });
-    });
-    addr
-}
-
 /// One set-up's figures: (submitted per second, delivered per second end to end).
 fn run(
     name: &str,
@@ -162,13 +67,7 @@ fn run(
     (clients, total, size): (usize, usize, usize),
 ) -> (f64, f64) {
     let ca = ca::TestCa::new();
-    let times = Arc::new(Times {
-        accepted: Mutex::new(vec![None; total]),
-        delivered: Mutex::new(vec![None; total]),
-        delivered_count: AtomicUsize::new(0),
-        done: tokio::sync::Notify::new(),
-        total,
-    });
+    let times = Times::new(total);
     let mx = start_mx(times.clone());
     let mut dirs = Vec::new();
     let mut heralds = Vec::new();

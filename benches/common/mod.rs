@@ -15,6 +15,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufStream
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+pub mod sink;
+
 /// herald's host name, in its certificate and its config.
 pub const HOST: &str = "herald.example.test";
 /// The argon2id hash of [`PASSWORD`], for the demo app.

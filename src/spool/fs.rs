@@ -21,7 +21,8 @@
 //! fsynced once for the whole group.
 //!
 //! Removals are grouped too ([`SpoolBackend::remove_batch`]): a segment message gets a
-//! removal record, a file is unlinked and the directory fsynced once. The backend remembers
+//! removal record (written, not flushed: a power failure may bring it back, delivered twice,
+//! never lost), a file is unlinked and the directory fsynced once. The backend remembers
 //! which messages have a `.state` file (written here, or found when loading), so removing a
 //! message delivered at its first attempt touches no state file; should it ever miss one,
 //! recovery removes the orphaned state at the next start.
@@ -440,7 +441,10 @@ impl SpoolBackend for FsBackend {
             .filter(|id| self.segments.contains(id))
             .map(String::as_str)
             .collect();
-        let segments_done = self.segments.remove(&in_segments, true);
+        // Removal records are written but not flushed: the page cache survives a killed
+        // herald, and after a power failure a message may be delivered again (Postfix does
+        // not flush its removals either); the next group's flush usually carries them.
+        let segments_done = self.segments.remove(&in_segments, false);
         let mut files_touched = false;
         let mut results: Vec<io::Result<()>> = ids
             .iter()

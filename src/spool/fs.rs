@@ -429,22 +429,31 @@ impl SpoolBackend for FsBackend {
     }
 
     fn remove(&self, id: &str) -> io::Result<()> {
+        // An operator's removal (or a message taken for a bounce) is flushed.
         let ids = [id.to_string()];
-        self.remove_batch(&ids)
+        self.remove_ids(&ids, true)
             .pop()
             .unwrap_or_else(|| Err(io::Error::other("no result for the removal")))
     }
 
     fn remove_batch(&self, ids: &[QueueId]) -> Vec<io::Result<()>> {
+        // Removal records are written but not flushed: the page cache survives a killed
+        // herald, and after a power failure a message may be delivered again (Postfix does
+        // not flush its removals either); the next group's flush usually carries them.
+        self.remove_ids(ids, false)
+    }
+}
+
+impl FsBackend {
+    /// Removes messages: a removal record for each segment message (flushed with `flush`),
+    /// an unlink for each file, then one directory fsync when a file went.
+    fn remove_ids(&self, ids: &[QueueId], flush: bool) -> Vec<io::Result<()>> {
         let in_segments: Vec<&str> = ids
             .iter()
             .filter(|id| self.segments.contains(id))
             .map(String::as_str)
             .collect();
-        // Removal records are written but not flushed: the page cache survives a killed
-        // herald, and after a power failure a message may be delivered again (Postfix does
-        // not flush its removals either); the next group's flush usually carries them.
-        let segments_done = self.segments.remove(&in_segments, false);
+        let segments_done = self.segments.remove(&in_segments, flush);
         let mut files_touched = false;
         let mut results: Vec<io::Result<()>> = ids
             .iter()
@@ -711,6 +720,33 @@ mod tests {
         let entries = spooled_entries(dir.path()).unwrap();
         assert_eq!(entries.len(), 2);
         assert!(entries[1].1.ends_with(b"Subject: 2\r\n\r\nhi\r\n"));
+    }
+
+    #[tokio::test]
+    async fn opening_a_spool_in_use_changes_nothing_until_recovery() {
+        // A second `herald serve` opens the spool before it finds the lock taken: its open
+        // must not delete the running herald's (empty) current segment.
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, _arrivals) = Spool::open_dir(dir.path()).unwrap();
+        let first = spool
+            .store(envelope(), b"Subject: 1\r\n\r\nx\r\n".to_vec())
+            .await
+            .unwrap();
+        spool.remove_finished(&first).await.unwrap();
+        let second_herald = FsBackend::open(dir.path()).unwrap();
+        drop(second_herald);
+        let kept = spool
+            .store(envelope(), b"Subject: 2\r\n\r\ny\r\n".to_vec())
+            .await
+            .unwrap();
+        drop(spool);
+        let (spool, _arrivals) = Spool::open_dir(dir.path()).unwrap();
+        let ids: Vec<_> = spool.recover().unwrap().into_iter().map(|m| m.id).collect();
+        assert_eq!(ids, [kept.clone()]);
+        assert_eq!(
+            &spool.read_message(&kept).unwrap()[..],
+            b"Subject: 2\r\n\r\ny\r\n"
+        );
     }
 
     #[tokio::test]

@@ -1,9 +1,10 @@
 //! The spool: what was accepted and has still to be delivered, stored durably. The bottom of
 //! the mail's path below signing, delivery and the queue: it imports nothing above it.
 //!
-//! Inbound receives a message into a [`StagedMessage`] (a temporary file in the spool, so
-//! memory does not grow with message size), then hands the spool an [`Envelope`], the headers
-//! herald adds and the staged file; [`Spool::commit`] returns only once all are durable. The queue reads them back as [`SpooledMessage`]s and
+//! Inbound receives a message into a [`StagedMessage`] (memory up to 64 KB, then a temporary
+//! file in the spool, so memory does not grow with message size), then hands the spool an
+//! [`Envelope`], the headers herald adds and the staged message; [`Spool::commit`] returns
+//! only once all are durable. The queue reads them back as [`SpooledMessage`]s and
 //! records each recipient's progress as a [`DeliveryState`].
 
 mod fs;

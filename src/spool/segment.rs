@@ -19,7 +19,7 @@
 //! to wait for a later attempt moves out to a file of its own (`FsBackend`), so a deferred
 //! message never keeps a segment alive for days.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -250,39 +250,44 @@ impl Segments {
     /// a removed message back (delivered twice, never lost). A segment left with no message
     /// is deleted.
     pub fn remove(&self, ids: &[&str], sync: bool) -> io::Result<()> {
-        let mut touched: Vec<(u64, Arc<File>)> = Vec::new();
+        let mut touched: Vec<Arc<File>> = Vec::new();
         let mut emptied = Vec::new();
         let mut result = Ok(());
         {
             let mut guard = self.state();
             let state = &mut *guard;
+            // The removal records of one segment go out with one write.
+            let mut by_segment: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
             for id in ids {
-                let Some(location) = state.index.get(*id).copied() else {
+                if let Some(location) = state.index.get(*id) {
+                    by_segment.entry(location.segment).or_default().push(id);
+                }
+            }
+            for (number, ids) in by_segment {
+                let Some(segment) = state.segments.get_mut(&number) else {
+                    for id in &ids {
+                        state.index.remove(*id);
+                    }
                     continue;
                 };
-                let current = state.current;
-                let Some(segment) = state.segments.get_mut(&location.segment) else {
-                    state.index.remove(*id);
-                    continue;
-                };
-                let mut buf = Vec::with_capacity(HEADER + id.len());
-                record(&mut buf, REMOVAL, id, &[])?;
+                let mut buf = Vec::with_capacity(ids.len() * (HEADER + 20));
+                for id in &ids {
+                    record(&mut buf, REMOVAL, id, &[])?;
+                }
                 if let Err(e) = segment.file.write_all_at(&buf, segment.len) {
                     result = Err(e);
                     continue;
                 }
                 segment.len += buf.len() as u64;
-                segment.live = segment.live.saturating_sub(1);
-                state.index.remove(*id);
-                let Some(segment) = state.segments.get(&location.segment) else {
-                    continue;
-                };
-                if segment.live == 0 && location.segment != current {
-                    state.segments.remove(&location.segment);
-                    touched.retain(|(n, _)| *n != location.segment);
-                    emptied.push(location.segment);
-                } else if !touched.iter().any(|(n, _)| *n == location.segment) {
-                    touched.push((location.segment, segment.file.clone()));
+                segment.live = segment.live.saturating_sub(ids.len());
+                if segment.live == 0 && number != state.current {
+                    state.segments.remove(&number);
+                    emptied.push(number);
+                } else {
+                    touched.push(segment.file.clone());
+                }
+                for id in &ids {
+                    state.index.remove(*id);
                 }
             }
         }
@@ -290,7 +295,7 @@ impl Segments {
             fs::remove_file(self.path(number))?;
         }
         if sync {
-            for (_, file) in touched {
+            for file in touched {
                 file.sync_data()?;
             }
         }

@@ -742,7 +742,7 @@ mod tests {
         drop(spool);
         let (spool, _arrivals) = Spool::open_dir(dir.path()).unwrap();
         let ids: Vec<_> = spool.recover().unwrap().into_iter().map(|m| m.id).collect();
-        assert_eq!(ids, [kept.clone()]);
+        assert_eq!(ids, std::slice::from_ref(&kept));
         assert_eq!(
             &spool.read_message(&kept).unwrap()[..],
             b"Subject: 2\r\n\r\ny\r\n"

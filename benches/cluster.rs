@@ -27,35 +27,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::sink::{Times, start_mx};
-use common::{HOST, Herald, env_num, login, read_reply, send_message};
-use tokio::io::AsyncWriteExt;
+use common::sink::{Times, start_mx, submitter};
+use common::{HOST, Herald, env_num};
 
 /// Used by the included DNS and PostgreSQL helpers to pick their addresses.
 fn free_addr() -> SocketAddr {
     common::free_addr()
-}
-
-/// One app: STARTTLS, AUTH, then messages until none are left.
-async fn submitter(
-    addr: SocketAddr,
-    tls: Arc<rustls::ClientConfig>,
-    next: Arc<AtomicUsize>,
-    times: Arc<Times>,
-    size: usize,
-) {
-    let mut s = login(addr, tls).await;
-    loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= times.total {
-            break;
-        }
-        send_message(&mut s, i, size).await;
-        assert_eq!(read_reply(&mut s).await, 250, "message accepted");
-        times.accepted.lock().expect("lock")[i] = Some(Instant::now());
-    }
-    let _ = s.write_all(b"QUIT\r\n").await;
-    let _ = s.flush().await;
 }
 
 /// One set-up's figures: (submitted per second, delivered per second end to end).
@@ -121,6 +98,7 @@ fn run(
                     next.clone(),
                     times.clone(),
                     size,
+                    None,
                 ))
             })
             .collect();

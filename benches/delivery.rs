@@ -26,41 +26,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::sink::{Times, start_mx};
-use common::{
-    HOST, Herald, cpu_time, env_num, load_average, login, ms, percentile, read_reply, rss_kb,
-    send_message, thread_cpu,
-};
-use tokio::io::AsyncWriteExt;
+use common::sink::{Times, start_mx, submitter};
+use common::{HOST, Herald, cpu_time, env_num, load_average, ms, percentile, rss_kb, thread_cpu};
 
 /// Used by the included DNS server to pick its address.
 fn free_addr() -> SocketAddr {
     common::free_addr()
-}
-
-/// One app: STARTTLS, AUTH, waits until every app has logged in, then sends messages until
-/// none are left.
-async fn submitter(
-    addr: SocketAddr,
-    tls: Arc<rustls::ClientConfig>,
-    next: Arc<AtomicUsize>,
-    times: Arc<Times>,
-    size: usize,
-    logged_in: Arc<tokio::sync::Barrier>,
-) {
-    let mut s = login(addr, tls).await;
-    logged_in.wait().await;
-    loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= times.total {
-            break;
-        }
-        send_message(&mut s, i, size).await;
-        assert_eq!(read_reply(&mut s).await, 250, "message accepted");
-        times.accepted.lock().expect("lock")[i] = Some(Instant::now());
-    }
-    let _ = s.write_all(b"QUIT\r\n").await;
-    let _ = s.flush().await;
 }
 
 fn main() {
@@ -129,7 +100,7 @@ fn main() {
                     next.clone(),
                     times.clone(),
                     size,
-                    barrier.clone(),
+                    Some(barrier.clone()),
                 ))
             })
             .collect();

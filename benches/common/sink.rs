@@ -1,6 +1,7 @@
-//! The receiving MX of the end-to-end benchmarks: plain SMTP with PIPELINING on loopback,
-//! answering pipelined commands together, recording when each message arrives (by the index
-//! in its `Message-ID`, see [`super::message`]).
+//! Both ends of the end-to-end benchmarks: the submitting apps, and the receiving MX (plain
+//! SMTP with PIPELINING on loopback, answering pipelined commands together), recording when
+//! each message is accepted and when it arrives (by the index in its `Message-ID`, see
+//! [`super::message`]).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,6 +10,8 @@ use std::time::Instant;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::{login, read_reply, send_message};
 
 /// When each of `total` messages was accepted (the `250` after DATA) and delivered, by index.
 pub struct Times {
@@ -50,6 +53,33 @@ impl Times {
             }
         }
     }
+}
+
+/// One app: STARTTLS, AUTH, waits at `logged_in` (when given) until every app has logged in,
+/// then sends messages (the next index from `next`) until none are left.
+pub async fn submitter(
+    addr: std::net::SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    next: Arc<AtomicUsize>,
+    times: Arc<Times>,
+    size: usize,
+    logged_in: Option<Arc<tokio::sync::Barrier>>,
+) {
+    let mut s = login(addr, tls).await;
+    if let Some(barrier) = logged_in {
+        barrier.wait().await;
+    }
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= times.total {
+            break;
+        }
+        send_message(&mut s, i, size).await;
+        assert_eq!(read_reply(&mut s).await, 250, "message accepted");
+        times.accepted.lock().expect("lock")[i] = Some(Instant::now());
+    }
+    let _ = s.write_all(b"QUIT\r\n").await;
+    let _ = s.flush().await;
 }
 
 /// Starts the MX on its own thread and loopback port; returns the address.

@@ -14,15 +14,15 @@
 pub mod align;
 pub mod keys;
 mod sign;
+mod threads;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
-
 use crate::config::{Config, ConfigError, DkimAlgorithm, DkimKeyConfig};
 use crate::reply::Reply;
 use sign::ActiveKey;
+use threads::SigningThreads;
 
 /// A configured key's public half, as it must appear in DNS.
 #[derive(Debug, Clone)]
@@ -53,9 +53,9 @@ pub struct Signer {
     published: Vec<PublishedKey>,
     /// Active keys by signing domain, RSA first (the signature older verifiers look at).
     domains: Arc<BTreeMap<String, Vec<Arc<ActiveKey>>>>,
-    /// Bounds signing to one job per core, so slow RSA never occupies more than the machine
-    /// has while the async reactor keeps serving sessions.
-    slots: Arc<Semaphore>,
+    /// Where signing runs: one thread per core, so slow RSA never occupies more than the
+    /// machine has while the async reactor keeps serving sessions.
+    threads: SigningThreads,
     /// Every active key is cheap to sign with (see [`Signer::signs_inline`]).
     all_cheap: bool,
 }
@@ -130,7 +130,8 @@ impl Signer {
                 list.join(", ")
             );
         }
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = SigningThreads::get()
+            .map_err(|e| anyhow::anyhow!("cannot start the DKIM signing threads: {e}"))?;
         let all_cheap = domains
             .values()
             .flatten()
@@ -139,7 +140,7 @@ impl Signer {
             all_cheap,
             published,
             domains: Arc::new(domains),
-            slots: Arc::new(Semaphore::new(cores)),
+            threads,
         })
     }
 
@@ -158,7 +159,7 @@ impl Signer {
     /// section `client_headers` is passed separately (bounded by the caller). Returns the
     /// `DKIM-Signature:` fields to put in front of `head`, or refuses with an SMTP reply.
     /// Small messages signed only with Ed25519 keys are signed on the calling thread; the rest
-    /// on a blocking thread, at most one per core.
+    /// on a signing thread (module `threads`), at most one per core.
     pub async fn sign_parts<B>(
         &self,
         head: Vec<u8>,
@@ -183,40 +184,30 @@ impl Signer {
     }
 
     /// Whether a message of `len` bytes is signed on the calling thread: when it is small and
-    /// every active key is cheap (Ed25519, tens of microseconds), a hop to a blocking thread
+    /// every active key is cheap (Ed25519, tens of microseconds), a hop to a signing thread
     /// and back (two thread wake-ups) would cost more than the signature itself.
     fn signs_inline(&self, len: usize) -> bool {
         len <= INLINE_MAX_BYTES && self.all_cheap
     }
 
-    /// Runs signing `job` on a blocking thread, at most one per core at a time (signing is
-    /// CPU-bound and must not stall the reactor); a failed task becomes a 451 reply.
+    /// Runs signing `job` on a signing thread, at most one per core at a time (signing is
+    /// CPU-bound and must not stall the reactor); a failed job becomes a 451 reply.
     async fn off_reactor<T, F>(&self, job: F) -> Result<T, Reply>
     where
         T: Send + 'static,
         F: FnOnce(&BTreeMap<String, Vec<Arc<ActiveKey>>>) -> Result<T, Reply> + Send + 'static,
     {
-        let permit = self.slots.clone().acquire_owned().await.map_err(|_| {
-            Reply::new(
-                451,
-                "4.3.0",
-                "DKIM signing is shutting down; please try again later",
-            )
-        })?;
         let domains = self.domains.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            job(&domains)
-        })
-        .await
-        .map_err(|e| {
-            tracing::error!("DKIM signing task failed: {e}");
-            Reply::new(
-                451,
-                "4.3.0",
-                "DKIM signing failed on our side; please try again later",
-            )
-        })?
+        self.threads
+            .run(move || job(&domains))
+            .await
+            .unwrap_or_else(|| {
+                Err(Reply::new(
+                    451,
+                    "4.3.0",
+                    "DKIM signing failed on our side; please try again later",
+                ))
+            })
     }
 
     /// Signs on the calling thread (for benchmarks and callers already off the reactor).

@@ -442,6 +442,17 @@ impl SpoolBackend for FsBackend {
         // not flush its removals either); the next group's flush usually carries them.
         self.remove_ids(ids, false)
     }
+
+    fn remove_in_place(&self, id: &str) -> Option<io::Result<()>> {
+        // A message moved out of its segment (it has a state file) needs unlinks and a
+        // directory flush: the remover thread's work. A segment emptied here is deleted here
+        // too, once per ~1 MB of mail.
+        if !self.segments.contains(id) || self.with_state().contains(id) {
+            return None;
+        }
+        let removed = self.segments.remove(&[id], false);
+        Some(removed.map_err(|e| io::Error::new(e.kind(), format!("spool segment: {e}"))))
+    }
 }
 
 impl FsBackend {

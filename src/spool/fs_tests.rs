@@ -190,6 +190,28 @@ async fn a_removed_segment_message_stays_removed_after_a_reopen() {
 }
 
 #[tokio::test]
+async fn only_a_removal_record_is_written_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _arrivals) = Spool::open_dir(dir.path()).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let data = format!("Subject: {i}\r\n\r\nhi\r\n").into_bytes();
+        ids.push(spool.store(envelope(), data).await.unwrap());
+    }
+    let backend = FsBackend::open(dir.path()).unwrap();
+    backend.recover().unwrap();
+    // Deferred once: its own message and state files need unlinks and a directory flush.
+    let mut state = backend.load(&ids[0]).unwrap().state;
+    state.recipients[0].attempts = 1;
+    backend.write_state(&ids[0], &state).unwrap();
+    assert!(backend.remove_in_place(&ids[0]).is_none());
+    assert!(backend.remove_in_place(&ids[1]).unwrap().is_ok());
+    assert!(backend.remove_in_place(&ids[1]).is_none(), "already gone");
+    let left: Vec<_> = backend.recover().unwrap().into_iter().map(|m| m.id).collect();
+    assert_eq!(left, [ids[0].clone()]);
+}
+
+#[tokio::test]
 async fn opening_a_spool_in_use_changes_nothing_until_recovery() {
     // A second `herald serve` opens the spool before it finds the lock taken: its open
     // must not delete the running herald's (empty) current segment.

@@ -71,6 +71,13 @@ pub trait SpoolBackend: Send + Sync + 'static {
     fn remove_batch(&self, ids: &[QueueId]) -> Vec<io::Result<()>> {
         ids.iter().map(|id| self.remove(id)).collect()
     }
+    /// Removes a finished message on the calling thread when that takes microseconds and
+    /// no flush (the file spool: a removal record appended to a segment), as
+    /// [`SpoolBackend::remove_batch`] would; `None` (the default) when it needs the remover
+    /// thread. Saves two thread wake-ups per delivered message.
+    fn remove_in_place(&self, _id: &str) -> Option<io::Result<()>> {
+        None
+    }
     /// Leases on delivery work, for a backend several nodes share (PostgreSQL); `None` (the
     /// default, and the file spool) when this node alone delivers everything it stores.
     fn leases(&self) -> Option<&dyn Leases> {
@@ -325,8 +332,12 @@ impl Spool {
 
     /// Removes a delivered message, grouped with the other removals waiting (module
     /// documentation); returns once its group is durable. Called from async code: the file
-    /// work happens on the spool's remover thread.
+    /// work happens on the spool's remover thread, unless the backend can do it in place
+    /// ([`SpoolBackend::remove_in_place`]).
     pub async fn remove_finished(&self, id: &str) -> io::Result<()> {
+        if let Some(done) = self.backend.remove_in_place(id) {
+            return done;
+        }
         self.remover.submit(id.to_string()).await
     }
 }

@@ -25,7 +25,8 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Before anything else: a SIGHUP or SIGTERM from now on is handled, never fatal.
     let mut signals = crate::service::Signals::install()?;
     let cfg = Arc::new(super::load_config(config)?);
-    super::init_logging_as(&cfg.server.log_level, cfg.server.log_format);
+    // Dropped last (declared early): lines logged while shutting down still go out.
+    let _log = super::init_server_logging(&cfg.server.log_level, cfg.server.log_format);
     crate::inbound::fds::raise_nofile(&cfg, &config.display().to_string())?;
     // Every listen socket first: a busy port fails here, before any key, certificate, spool
     // recovery or delivery. Bound sockets queue connections in the kernel until served.

@@ -207,7 +207,12 @@ async fn only_a_removal_record_is_written_in_place() {
     assert!(backend.remove_in_place(&ids[0]).is_none());
     assert!(backend.remove_in_place(&ids[1]).unwrap().is_ok());
     assert!(backend.remove_in_place(&ids[1]).is_none(), "already gone");
-    let left: Vec<_> = backend.recover().unwrap().into_iter().map(|m| m.id).collect();
+    let left: Vec<_> = backend
+        .recover()
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
     assert_eq!(left, [ids[0].clone()]);
 }
 

@@ -124,11 +124,16 @@ pub fn init_logging_as(level: &str, format: crate::config::LogFormat) {
     install_logging(level, format, std::io::stderr);
 }
 
+/// Log lines queued for the log thread before logging waits for it: seconds of the busiest
+/// traffic (two lines per message). The queue's slots are allocated up front (~32 bytes
+/// each; tracing-appender's default of 128 000 cost 4 MB of RSS).
+pub const QUEUED_LOG_LINES: usize = 16 * 1024;
+
 /// Starts `herald serve`'s logging: as [`init_logging_as`], but the lines go out through a
 /// thread of their own, so a session or delivery never waits on stderr (a pipe to journald,
 /// Docker or a terminal; one `write` per line used to cost an eighth of the async threads'
 /// CPU per message, waking the reader each time). Lines queued together leave in one write;
-/// none is dropped (past 128 000 queued lines, logging waits). Keep the guard until serving
+/// none is dropped (past [`QUEUED_LOG_LINES`], logging waits). Keep the guard until serving
 /// ends: dropping it writes out what is queued.
 pub fn init_server_logging(
     level: &str,
@@ -136,6 +141,7 @@ pub fn init_server_logging(
 ) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        .buffered_lines_limit(QUEUED_LOG_LINES)
         .thread_name("log-writer")
         .finish(std::io::BufWriter::with_capacity(
             64 * 1024,

@@ -14,7 +14,8 @@
 //! [`SpoolBackend::write_state_batch`]) and removals of delivered messages
 //! ([`Spool::remove_finished`], to [`SpoolBackend::remove_batch`]) are grouped the same way,
 //! each by its own thread: one directory flush for the group, with no hop through tokio's
-//! blocking pool per message. A removal is the one change that may be lost in a crash
+//! blocking pool per message. A removal that is only a record appended to a segment, with no
+//! flush, is written by the caller itself ([`SpoolBackend::remove_in_place`]). A removal is the one change that may be lost in a crash
 //! (between the remote's `250` and the flush; for a small message in a segment, whose removal
 //! record is not flushed at all, a power failure before the kernel writes it out): the
 //! message is then delivered again after the restart — a duplicate, never a loss, as DESIGN

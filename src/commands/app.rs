@@ -33,7 +33,7 @@ pub async fn run(config: &Path, cmd: AppCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         AppCommand::HashPassword => {
             let password = if std::io::stdin().is_terminal() {
-                prompt_password()?
+                super::prompt::password_twice()?
             } else {
                 let mut input = String::new();
                 std::io::stdin().read_to_string(&mut input)?;
@@ -91,86 +91,6 @@ pub async fn run(config: &Path, cmd: AppCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Asks for a password twice at the terminal, without echo.
-fn prompt_password() -> anyhow::Result<String> {
-    let tty = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty")
-        .map_err(|e| anyhow::anyhow!("cannot open the terminal /dev/tty: {e}"))?;
-    // Echo goes off before the first prompt is written, so nothing typed after a prompt
-    // appears can be shown; the guard turns it back on however this function returns.
-    let _echo_off = EchoOff::new(&tty)?;
-    let mut lines = std::io::BufReader::new(&tty);
-    let first = ask(&mut lines, "Password: ")?;
-    if first.is_empty() {
-        return Err(UsageError("empty password".into()).into());
-    }
-    let again = ask(&mut lines, "Again: ")?;
-    if first != again {
-        return Err(UsageError("the two passwords differ".into()).into());
-    }
-    Ok(first)
-}
-
-/// Writes `prompt` to the terminal and reads one line (without its line ending) from it.
-fn ask(lines: &mut std::io::BufReader<&std::fs::File>, prompt: &str) -> anyhow::Result<String> {
-    use std::io::{BufRead, Write};
-    let mut tty = *lines.get_ref();
-    tty.write_all(prompt.as_bytes())?;
-    tty.flush()?;
-    let mut line = String::new();
-    if lines.read_line(&mut line)? == 0 {
-        return Err(UsageError("no password typed (end of input)".into()).into());
-    }
-    let line = line.strip_suffix('\n').unwrap_or(&line);
-    Ok(line.strip_suffix('\r').unwrap_or(line).to_string())
-}
-
-/// Terminal echo switched off for as long as this lives (the newline still echoes, so the
-/// cursor moves on after each answer); the previous settings come back on drop.
-struct EchoOff<'a> {
-    tty: &'a std::fs::File,
-    saved: libc::termios,
-}
-
-impl<'a> EchoOff<'a> {
-    fn new(tty: &'a std::fs::File) -> anyhow::Result<Self> {
-        use std::os::fd::AsRawFd;
-        let fd = tty.as_raw_fd();
-        // SAFETY: `fd` stays open while the guard lives (it borrows `tty`), and `saved` is
-        // plain data that tcgetattr fills in completely.
-        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
-        if unsafe { libc::tcgetattr(fd, &mut saved) } != 0 {
-            return Err(anyhow::anyhow!(
-                "cannot read the terminal settings: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        let mut quiet = saved;
-        quiet.c_lflag &= !libc::ECHO;
-        quiet.c_lflag |= libc::ECHONL;
-        // SAFETY: as above; `quiet` is a copy of valid settings with two flags changed.
-        if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) } != 0 {
-            return Err(anyhow::anyhow!(
-                "cannot turn terminal echo off: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        Ok(EchoOff { tty, saved })
-    }
-}
-
-impl Drop for EchoOff<'_> {
-    fn drop(&mut self) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: the borrowed `tty` is still open; restoring settings read from it earlier.
-        unsafe {
-            libc::tcsetattr(self.tty.as_raw_fd(), libc::TCSANOW, &self.saved);
-        }
-    }
 }
 
 /// Whether the config file at `config` (if it exists and parses) already has `[apps.NAME]`.

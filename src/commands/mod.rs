@@ -9,6 +9,7 @@ pub mod dkim;
 pub mod dkim_activate;
 pub mod dmarc;
 pub mod dns;
+mod prompt;
 pub mod queue;
 pub mod reload;
 pub mod report;

@@ -306,6 +306,65 @@ fn hash_password_at_a_terminal_prompts_without_echo() {
 }
 
 #[test]
+fn ctrl_c_at_the_password_prompt_leaves_the_terminal_echoing() {
+    use std::io::Read;
+    // The shell on `script`'s pseudo-terminal prints the terminal's settings once herald,
+    // interrupted at its prompt, has ended (both get the SIGINT; the trap runs after herald).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cmd = format!(
+        "trap 'stty -a; exit 0' INT; {} app hash-password; echo not-interrupted",
+        crate::support::herald::herald_bin().display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (lines_tx, shown) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0
+                || lines_tx
+                    .send(String::from_utf8_lossy(&buf[..n]).into())
+                    .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    while !seen.contains("Password:") {
+        match shown.recv_timeout(Duration::from_secs(30)) {
+            Ok(more) => seen.push_str(&more),
+            Err(e) => panic!("no password prompt ({e}): {seen}"),
+        }
+    }
+    stdin.write_all(b"\x03").expect("write Ctrl-C");
+    stdin.flush().expect("flush");
+    let status = child.wait().expect("wait");
+    drop(stdin);
+    reader.join().expect("reader");
+    seen.extend(shown.try_iter());
+    assert!(status.success(), "{seen}");
+    assert!(
+        !seen.contains("not-interrupted"),
+        "herald was not interrupted: {seen}"
+    );
+    let settings: Vec<&str> = seen.split_whitespace().collect();
+    assert!(
+        settings.contains(&"echo") && !settings.contains(&"-echo"),
+        "the terminal was left without echo: {seen}"
+    );
+}
+
+#[test]
 fn sts_show_exits_1_when_dns_does_not_answer() {
     // A name server that takes questions and never answers.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");

@@ -20,6 +20,10 @@
 //! syncfs(2) flushes everything), the files are renamed into `msg/`, and the directory is
 //! fsynced once for the whole group.
 //!
+//! State changes are grouped the same way ([`SpoolBackend::write_state_batch`]): each state,
+//! and each message moving out of its segment, is written to `tmp/` unflushed; one syncfs(2)
+//! flushes them all, they are renamed into `msg/`, and the directory is fsynced once.
+//!
 //! Removals are grouped too ([`SpoolBackend::remove_batch`]): a segment message gets a
 //! removal record (written, not flushed: a power failure may bring it back, delivered twice,
 //! never lost), a file is unlinked and the directory fsynced once. The backend remembers
@@ -129,7 +133,8 @@ impl FsBackend {
         Ok(self.msg_path(id)?.with_extension("state"))
     }
 
-    fn write_tmp(&self, name: &str, parts: &[&[u8]], sync: bool) -> io::Result<PathBuf> {
+    /// Writes a file in `tmp/`, unflushed (the caller flushes the group with syncfs(2)).
+    fn write_tmp(&self, name: &str, parts: &[&[u8]]) -> io::Result<PathBuf> {
         let path = self.tmp.join(name);
         let mut file = OpenOptions::new()
             .write(true)
@@ -138,9 +143,6 @@ impl FsBackend {
             .open(&path)?;
         for part in parts {
             file.write_all(part)?;
-        }
-        if sync {
-            file.sync_data()?;
         }
         Ok(path)
     }
@@ -181,16 +183,37 @@ impl FsBackend {
         Ok(out)
     }
 
-    /// Gives a segment message a file of its own in `msg/` (before its first state is
-    /// written: a message that waits for a later attempt must not keep its segment alive).
-    /// The directory is flushed by the caller; the segment's copy is removed after that.
-    fn move_out_of_segment(&self, id: &str) -> io::Result<()> {
-        let Some(payload) = self.segments.read(id)? else {
-            return Ok(());
+    /// Writes, unflushed, the files a state change needs in `tmp/` (see [`StateFiles`]). The
+    /// caller flushes, renames, and then removes the segment's copy of a moved message.
+    fn write_state_files(&self, id: &str, state: &DeliveryState) -> io::Result<StateFiles> {
+        let message = match self.segments.read(id)? {
+            Some(payload) => {
+                let name = format!("{id}.msg.{}", new_queue_id());
+                Some((self.write_tmp(&name, &[&payload])?, self.msg_path(id)?))
+            }
+            None => None,
         };
-        let tmp = self.write_tmp(&format!("{id}.msg.{}", new_queue_id()), &[&payload], true)?;
-        fs::rename(tmp, self.msg_path(id)?)
+        let json = serde_json::to_vec(state)?;
+        let name = format!("{id}.state.{}", new_queue_id());
+        let state = match self.write_tmp(&name, &[&json]) {
+            Ok(tmp) => (tmp, self.state_path(id)?),
+            Err(e) => {
+                if let Some((tmp, _)) = message {
+                    let _ = fs::remove_file(tmp);
+                }
+                return Err(e);
+            }
+        };
+        Ok(StateFiles { message, state })
     }
+}
+
+/// The files of one state change, each as (written in `tmp/`, to be renamed to): the state,
+/// and, for a message still in a segment, the message in a file of its own first (a message
+/// that waits for a later attempt must not keep its segment alive).
+struct StateFiles {
+    message: Option<(PathBuf, PathBuf)>,
+    state: (PathBuf, PathBuf),
 }
 
 /// What one message of a group becomes before the group is flushed.
@@ -403,20 +426,35 @@ impl SpoolBackend for FsBackend {
     }
 
     fn write_state_batch(&self, batch: &[(QueueId, DeliveryState)]) -> Vec<io::Result<()>> {
+        // Every file of the group (the state, and for a message still in a segment its own
+        // message file) is written to tmp/ unflushed, then one syncfs(2) makes them all
+        // durable, then they are renamed into msg/ and the directory is synced once: two
+        // flushes for the group instead of one per file (an outage defers thousands at once).
+        let mut written: Vec<io::Result<StateFiles>> = batch
+            .iter()
+            .map(|(id, state)| self.write_state_files(id, state))
+            .collect();
+        if written.iter().any(|w| w.is_ok())
+            && let Err(e) = sync_filesystem(&self.tmp_dir)
+        {
+            for w in written.iter_mut().filter(|w| w.is_ok()) {
+                *w = Err(io::Error::new(e.kind(), format!("syncing spool: {e}")));
+            }
+        }
         let mut moved = Vec::new();
         let mut results: Vec<io::Result<()>> = batch
             .iter()
-            .map(|(id, state)| {
-                let target = self.state_path(id)?;
-                if self.segments.contains(id) {
-                    self.move_out_of_segment(id)?;
+            .zip(written)
+            .map(|((id, _), files)| {
+                let files = files?;
+                if let Some((tmp, target)) = files.message {
+                    fs::rename(tmp, target)?;
                     moved.push(id.as_str());
                 }
-                let json = serde_json::to_vec(state)?;
-                let tmp =
-                    self.write_tmp(&format!("{id}.state.{}", new_queue_id()), &[&json], true)?;
+                let (tmp, target) = files.state;
+                fs::rename(tmp, target)?;
                 self.with_state().insert(id.to_string());
-                fs::rename(tmp, target)
+                Ok(())
             })
             .collect();
         self.sync_msg_dir(&mut results);

@@ -32,17 +32,14 @@
 //! recovery removes the orphaned state at the next start.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use tempfile::NamedTempFile;
-
-use super::handle::{NewMessage, SpoolBackend, new_queue_id};
+use super::handle::{NewMessage, SpoolBackend};
 use super::segment::Segments;
-use super::staged::{MessageBytes, StagedBody, StagedMessage};
+use super::staged::{MessageBytes, StagedMessage};
 use super::{DeliveryState, Envelope, QueueId, SpooledMessage};
 use crate::fsutil::{sync_dir, sync_filesystem};
 
@@ -131,118 +128,6 @@ impl FsBackend {
 
     fn state_path(&self, id: &str) -> io::Result<PathBuf> {
         Ok(self.msg_path(id)?.with_extension("state"))
-    }
-
-    /// Writes a file in `tmp/`, unflushed (the caller flushes the group with syncfs(2)).
-    fn write_tmp(&self, name: &str, parts: &[&[u8]]) -> io::Result<PathBuf> {
-        let path = self.tmp.join(name);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
-        for part in parts {
-            file.write_all(part)?;
-        }
-        Ok(path)
-    }
-
-    /// Puts the envelope line and `head` in front of a staged file's body: into the room
-    /// left for them, or (when they do not fit) into a new file the body is copied behind.
-    fn assemble(
-        &self,
-        mut front: Vec<u8>,
-        head: &[u8],
-        offset: u64,
-        len: u64,
-        mut source: NamedTempFile,
-    ) -> io::Result<NamedTempFile> {
-        let room = usize::try_from(offset).unwrap_or(0);
-        if front.len() + 1 + head.len() <= room {
-            front.resize(room - head.len() - 1, b' ');
-            front.push(b'\n');
-            front.extend_from_slice(head);
-            source.as_file().write_all_at(&front, 0)?;
-            return Ok(source);
-        }
-        front.push(b'\n');
-        front.extend_from_slice(head);
-        let mut out = tempfile::Builder::new()
-            .prefix("commit-")
-            .tempfile_in(&self.tmp)?;
-        out.write_all(&front)?;
-        let file = source.as_file_mut();
-        file.seek(SeekFrom::Start(offset))?;
-        let copied = io::copy(&mut file.take(len), out.as_file_mut())?;
-        if copied != len {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("staged message shrank from {len} to {copied} bytes"),
-            ));
-        }
-        Ok(out)
-    }
-
-    /// Writes, unflushed, the files a state change needs in `tmp/` (see [`StateFiles`]). The
-    /// caller flushes, renames, and then removes the segment's copy of a moved message.
-    fn write_state_files(&self, id: &str, state: &DeliveryState) -> io::Result<StateFiles> {
-        let message = match self.segments.read(id)? {
-            Some(payload) => {
-                let name = format!("{id}.msg.{}", new_queue_id());
-                Some((self.write_tmp(&name, &[&payload])?, self.msg_path(id)?))
-            }
-            None => None,
-        };
-        let json = serde_json::to_vec(state)?;
-        let name = format!("{id}.state.{}", new_queue_id());
-        let state = match self.write_tmp(&name, &[&json]) {
-            Ok(tmp) => (tmp, self.state_path(id)?),
-            Err(e) => {
-                if let Some((tmp, _)) = message {
-                    let _ = fs::remove_file(tmp);
-                }
-                return Err(e);
-            }
-        };
-        Ok(StateFiles { message, state })
-    }
-}
-
-/// The files of one state change, each as (written in `tmp/`, to be renamed to): the state,
-/// and, for a message still in a segment, the message in a file of its own first (a message
-/// that waits for a later attempt must not keep its segment alive).
-struct StateFiles {
-    message: Option<(PathBuf, PathBuf)>,
-    state: (PathBuf, PathBuf),
-}
-
-/// What one message of a group becomes before the group is flushed.
-enum Prepared {
-    /// A segment record: the envelope line, herald's headers, the message.
-    Record(Vec<u8>, Vec<u8>, Vec<u8>),
-    /// A complete file in `tmp/`, to be renamed into `msg/`.
-    File(NamedTempFile),
-}
-
-/// Turns a new message into a segment record (when it was received in memory) or a file.
-fn prepare(backend: &FsBackend, message: NewMessage) -> io::Result<Prepared> {
-    let NewMessage {
-        envelope,
-        head,
-        body,
-        ..
-    } = message;
-    let front = serde_json::to_vec(&envelope)?;
-    let (offset, len) = (body.body_offset(), body.len());
-    match body.into_body()? {
-        StagedBody::Memory(bytes) => {
-            let mut line = front;
-            line.push(b'\n');
-            Ok(Prepared::Record(line, head, bytes))
-        }
-        StagedBody::File(file) => backend
-            .assemble(front, &head, offset, len, file)
-            .map(Prepared::File),
     }
 }
 
@@ -579,6 +464,10 @@ fn ignore_missing(result: io::Result<()>) -> io::Result<()> {
         other => other,
     }
 }
+
+#[path = "fs_files.rs"]
+mod files;
+use files::{Prepared, StateFiles, prepare};
 
 #[cfg(test)]
 #[path = "fs_tests.rs"]

@@ -231,62 +231,94 @@ fn app_add_warns_when_the_app_exists() {
     );
 }
 
+/// A shell command run on a pseudo-terminal by `script` (util-linux), which copies what we
+/// type to it and what it shows back to us.
+struct Terminal {
+    child: std::process::Child,
+    keys: std::process::ChildStdin,
+    shown: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: std::thread::JoinHandle<()>,
+}
+
+impl Terminal {
+    fn run(shell_command: &str, dir: &std::path::Path) -> Terminal {
+        use std::io::Read;
+        let mut child = std::process::Command::new("script")
+            .args(["-q", "-e", "-c", shell_command, "/dev/null"])
+            .env("SHELL", "/bin/sh")
+            .current_dir(dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("script (util-linux) runs");
+        let keys = child.stdin.take().expect("stdin");
+        let mut stdout = child.stdout.take().expect("stdout");
+        let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let shown2 = shown.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                shown2
+                    .lock()
+                    .expect("lock")
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Terminal {
+            child,
+            keys,
+            shown,
+            reader,
+        }
+    }
+
+    /// Waits until the terminal shows `needle` (a prompt).
+    fn wait_for(&self, needle: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !self.shown.lock().expect("lock").contains(needle) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} prompt: {}",
+                self.shown.lock().expect("lock")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Types `keys` (each answer only after its prompt appeared, as a person would: input
+    /// typed earlier would be echoed by the terminal before herald could turn echo off).
+    fn type_keys(&mut self, keys: &[u8]) {
+        self.keys.write_all(keys).expect("type");
+        self.keys.flush().expect("flush");
+    }
+
+    /// Waits for the command to end: its exit status and everything the terminal showed.
+    fn finish(mut self) -> (std::process::ExitStatus, String) {
+        let status = self.child.wait().expect("wait");
+        drop(self.keys);
+        self.reader.join().expect("reader");
+        let shown = self.shown.lock().expect("lock").clone();
+        (status, shown)
+    }
+}
+
 #[test]
 fn hash_password_at_a_terminal_prompts_without_echo() {
-    use std::io::Read;
-    // `script` runs herald on a pseudo-terminal and copies our input to it. Each answer is
-    // typed only after its prompt appeared, as a person would (input typed earlier would be
-    // echoed by the terminal before herald could turn echo off).
     let dir = tempfile::tempdir().expect("tempdir");
     let cmd = format!(
         "{} app hash-password",
         crate::support::herald::herald_bin().display()
     );
-    let mut child = std::process::Command::new("script")
-        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("script (util-linux) runs");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let shown2 = shown.clone();
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 256];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            shown2
-                .lock()
-                .expect("lock")
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    let wait_for = |needle: &str| {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !shown.lock().expect("lock").contains(needle) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no {needle:?} prompt: {}",
-                shown.lock().expect("lock")
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    wait_for("Password:");
-    stdin.write_all(b"Pa55-word-here\n").expect("write");
-    stdin.flush().expect("flush");
-    wait_for("Again:");
-    stdin.write_all(b"Pa55-word-here\n").expect("write");
-    stdin.flush().expect("flush");
-    let status = child.wait().expect("wait");
-    drop(stdin);
-    reader.join().expect("reader");
-    let shown = shown.lock().expect("lock").clone();
+    let mut terminal = Terminal::run(&cmd, dir.path());
+    terminal.wait_for("Password:");
+    terminal.type_keys(b"Pa55-word-here\n");
+    terminal.wait_for("Again:");
+    terminal.type_keys(b"Pa55-word-here\n");
+    let (status, shown) = terminal.finish();
     assert!(status.success(), "{shown}");
     assert!(
         !shown.contains("Pa55-word-here"),
@@ -307,60 +339,26 @@ fn hash_password_at_a_terminal_prompts_without_echo() {
 
 #[test]
 fn ctrl_c_at_the_password_prompt_leaves_the_terminal_echoing() {
-    use std::io::Read;
-    // The shell on `script`'s pseudo-terminal prints the terminal's settings once herald,
-    // interrupted at its prompt, has ended (both get the SIGINT; the trap runs after herald).
+    // The shell prints the terminal's settings once herald, interrupted at its prompt, has
+    // ended (both get the SIGINT; the trap runs after herald).
     let dir = tempfile::tempdir().expect("tempdir");
     let cmd = format!(
         "trap 'stty -a; exit 0' INT; {} app hash-password; echo not-interrupted",
         crate::support::herald::herald_bin().display()
     );
-    let mut child = std::process::Command::new("script")
-        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
-        .env("SHELL", "/bin/sh")
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("script (util-linux) runs");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let (lines_tx, shown) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0
-                || lines_tx
-                    .send(String::from_utf8_lossy(&buf[..n]).into())
-                    .is_err()
-            {
-                break;
-            }
-        }
-    });
-    let mut seen = String::new();
-    while !seen.contains("Password:") {
-        match shown.recv_timeout(Duration::from_secs(30)) {
-            Ok(more) => seen.push_str(&more),
-            Err(e) => panic!("no password prompt ({e}): {seen}"),
-        }
-    }
-    stdin.write_all(b"\x03").expect("write Ctrl-C");
-    stdin.flush().expect("flush");
-    let status = child.wait().expect("wait");
-    drop(stdin);
-    reader.join().expect("reader");
-    seen.extend(shown.try_iter());
-    assert!(status.success(), "{seen}");
+    let mut terminal = Terminal::run(&cmd, dir.path());
+    terminal.wait_for("Password:");
+    terminal.type_keys(b"\x03");
+    let (status, shown) = terminal.finish();
+    assert!(status.success(), "{shown}");
     assert!(
-        !seen.contains("not-interrupted"),
-        "herald was not interrupted: {seen}"
+        !shown.contains("not-interrupted"),
+        "herald was not interrupted: {shown}"
     );
-    let settings: Vec<&str> = seen.split_whitespace().collect();
+    let settings: Vec<&str> = shown.split_whitespace().collect();
     assert!(
         settings.contains(&"echo") && !settings.contains(&"-echo"),
-        "the terminal was left without echo: {seen}"
+        "the terminal was left without echo: {shown}"
     );
 }
 

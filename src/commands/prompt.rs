@@ -109,18 +109,28 @@ impl<'a> EchoOff<'a> {
 }
 
 /// Installs [`restore_terminal_then_die`] for [`ENDING_SIGNALS`]; returns the handlers it
-/// replaced.
+/// replaced. A signal ignored when herald started (`nohup`, a background job of a script)
+/// stays ignored, as a shell leaves it.
 fn catch_ending_signals() -> anyhow::Result<Vec<(libc::c_int, libc::sigaction)>> {
     let mut previous = Vec::with_capacity(ENDING_SIGNALS.len());
     for signal in ENDING_SIGNALS {
-        // SAFETY: plain-data structs filled in by sigemptyset/sigaction; the handler only
+        // SAFETY: plain-data structs filled in by sigaction/sigemptyset; the handler only
         // makes async-signal-safe calls.
         unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal, std::ptr::null(), &mut old) != 0 {
+                return Err(anyhow::anyhow!(
+                    "cannot read the handler of signal {signal}: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            if old.sa_sigaction == libc::SIG_IGN {
+                continue;
+            }
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = restore_terminal_then_die as extern "C" fn(libc::c_int) as usize;
             libc::sigemptyset(&mut action.sa_mask);
-            let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(signal, &action, &mut old) != 0 {
+            if libc::sigaction(signal, &action, std::ptr::null_mut()) != 0 {
                 return Err(anyhow::anyhow!(
                     "cannot catch signal {signal} during the prompt: {}",
                     std::io::Error::last_os_error()

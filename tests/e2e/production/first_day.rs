@@ -243,7 +243,20 @@ struct Terminal {
 impl Terminal {
     fn run(shell_command: &str, dir: &std::path::Path) -> Terminal {
         use std::io::Read;
-        let mut child = std::process::Command::new("script")
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new("script");
+        // A terminal's processes get Ctrl-C's SIGINT, even when this test runs where it is
+        // ignored (a background job of a script ignores SIGINT and SIGQUIT, and so would the
+        // shell and herald on the terminal).
+        // SAFETY: only signal(2), async-signal-safe, between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::signal(libc::SIGQUIT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut child = command
             .args(["-q", "-e", "-c", shell_command, "/dev/null"])
             .env("SHELL", "/bin/sh")
             .current_dir(dir)

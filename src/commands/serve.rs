@@ -107,7 +107,7 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
         ),
         _ => None,
     };
-    let _feedback =
+    let feedback =
         crate::feedback::start(cfg.clone(), reports.clone(), feedback_tls, feedback_socket).await?;
 
     // `herald reload` asks through the admin endpoint; the main loop below does the work.
@@ -216,7 +216,16 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
         grace = %humantime::format_duration(grace),
         "shutting down: no new connections or deliveries; letting those in progress finish"
     );
-    tokio::join!(inbound.shutdown(grace), queue.shutdown(grace));
+    let feedback_drained = async {
+        if let Some(listener) = feedback {
+            listener.shutdown(grace).await;
+        }
+    };
+    tokio::join!(
+        inbound.shutdown(grace),
+        queue.shutdown(grace),
+        feedback_drained
+    );
     if let Some(h) = heartbeat {
         h.abort();
     }

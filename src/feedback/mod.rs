@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
@@ -29,6 +30,8 @@ pub(crate) struct Shared {
     conns: Mutex<HashMap<IpAddr, usize>>,
     total: Mutex<usize>,
     rates: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    /// Becomes true when herald shuts down: sessions waiting for a command get `421`.
+    shutdown: watch::Receiver<bool>,
 }
 
 /// Holds one connection slot; released on drop.
@@ -114,7 +117,7 @@ pub async fn start(
     store: Arc<dyn ReportStore>,
     tls: Option<TlsAcceptor>,
     socket: Option<TcpListener>,
-) -> anyhow::Result<Option<JoinHandle<()>>> {
+) -> anyhow::Result<Option<FeedbackListener>> {
     let (Some(addr), Some(socket)) = (cfg.feedback.listen, socket) else {
         return Ok(None);
     };
@@ -124,6 +127,8 @@ pub async fn start(
         );
     }
     tracing::info!(%addr, domain = %cfg.feedback.domain, "feedback listener: receiving DMARC and TLS reports");
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let (sessions_tx, sessions) = mpsc::channel(1);
     let shared = Arc::new(Shared {
         cfg,
         store,
@@ -131,25 +136,65 @@ pub async fn start(
         conns: Mutex::new(HashMap::new()),
         total: Mutex::new(0),
         rates: Mutex::new(HashMap::new()),
+        shutdown,
     });
-    Ok(Some(tokio::spawn(accept_loop(socket, shared))))
+    Ok(Some(FeedbackListener {
+        accepting: tokio::spawn(accept_loop(socket, shared, sessions_tx)),
+        shutdown: shutdown_tx,
+        sessions,
+    }))
 }
 
-async fn accept_loop(socket: TcpListener, shared: Arc<Shared>) {
+/// The running report listener, for a clean shutdown.
+pub struct FeedbackListener {
+    accepting: JoinHandle<()>,
+    shutdown: watch::Sender<bool>,
+    /// Yields `None` once every session (each holding a sender) has ended.
+    sessions: mpsc::Receiver<()>,
+}
+
+impl FeedbackListener {
+    /// Stops accepting, tells sessions waiting for a command to leave (`421`), and waits up
+    /// to `grace` for the others: a report in the middle of its DATA is still stored and
+    /// answered `250` (as submission sessions are, see [`crate::inbound`]).
+    pub async fn shutdown(mut self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        let _ = (&mut self.accepting).await;
+        if tokio::time::timeout(grace, self.sessions.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("feedback: sessions still running after the grace period; closing them");
+        }
+    }
+}
+
+/// Resolves once herald shuts down (at once if it already is).
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+async fn accept_loop(socket: TcpListener, shared: Arc<Shared>, sessions: mpsc::Sender<()>) {
+    let mut shutdown = shared.shutdown.clone();
     loop {
-        let (tcp, peer) = match socket.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "feedback: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
+        let (tcp, peer) = tokio::select! {
+            accepted = socket.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "feedback: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stopping(&mut shutdown) => return,
         };
         let _ = tcp.set_nodelay(true);
         let slot = shared.admit(peer.ip());
         let shared = shared.clone();
+        let session = sessions.clone();
         tokio::spawn(async move {
             session::run(tcp, peer.ip(), shared, slot).await;
+            drop(session);
         });
     }
 }

@@ -163,10 +163,25 @@ impl Session {
 
     async fn command(&mut self) -> Step {
         let host = self.shared.cfg.server.hostname.clone();
-        let line = match self
-            .read_line(self.shared.cfg.feedback.command_timeout)
-            .await
-        {
+        // Shutting down: a session waiting for its next command is told to come back later
+        // (nothing of its current message was acknowledged); one in DATA finishes first.
+        let mut shutdown = self.shared.shutdown.clone();
+        let timeout = self.shared.cfg.feedback.command_timeout;
+        let read = tokio::select! {
+            read = self.read_line(timeout) => Some(read),
+            () = super::stopping(&mut shutdown) => None,
+        };
+        let Some(read) = read else {
+            let _ = self
+                .send(&Reply::new(
+                    421,
+                    "4.3.2",
+                    format!("{host} shutting down; please try again later"),
+                ))
+                .await;
+            return Step::Close;
+        };
+        let line = match read {
             Ok(Some(l)) => l,
             Ok(None) => return self.error(Reply::new(500, "5.5.2", "line too long")).await,
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {

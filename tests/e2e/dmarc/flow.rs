@@ -392,3 +392,51 @@ fn a_flood_from_one_address_is_deferred() {
     let s = summary(&h.config_path);
     assert_eq!(s["counters"]["dmarc_reports"], 2);
 }
+
+#[test]
+fn at_shutdown_a_report_in_its_data_is_stored_and_waiting_senders_are_told_to_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start();
+    let (cfg, listen) = feedback_config(dir.path(), &dns);
+    let mut h = start(dir.path(), cfg);
+    let rcpt = format!("dmarc@{FEEDBACK}");
+    let (report, sender) = &story()[0];
+    let mail = mail_for(report, sender, &rcpt);
+    assert!(
+        !mail
+            .split(|&b| b == b'\n')
+            .any(|line| line.starts_with(b".")),
+        "the report needs no dot-stuffing"
+    );
+    let (head, tail) = mail.split_at(mail.len() / 2);
+    // One sender in the middle of its DATA ...
+    let (mut busy, _) = Client::connect(listen);
+    assert_eq!(busy.cmd("EHLO mail-sender.report.test").code, 250);
+    assert_eq!(busy.cmd("MAIL FROM:<>").code, 250);
+    assert_eq!(busy.cmd(&format!("RCPT TO:<{rcpt}>")).code, 250);
+    assert_eq!(busy.cmd("DATA").code, 354);
+    busy.send_raw(head);
+    // ... and one between commands.
+    let (mut waiting, _) = Client::connect(listen);
+    assert_eq!(waiting.cmd("EHLO other-sender.report.test").code, 250);
+
+    h.send_sigterm();
+    let bye = waiting.read();
+    assert_eq!(bye.code, 421, "{bye:?}");
+    assert!(bye.text.starts_with("4.3.2"), "{bye:?}");
+    busy.send_raw(tail);
+    if !tail.ends_with(b"\r\n") {
+        busy.send_raw(b"\r\n");
+    }
+    busy.send_raw(b".\r\n");
+    let stored = busy.read();
+    assert_eq!(
+        stored.code, 250,
+        "the report in flight is taken: {stored:?}"
+    );
+    assert_eq!(busy.read().code, 421, "then the session is closed");
+    let status = h.wait_exit(std::time::Duration::from_secs(30));
+    assert!(status.success(), "{status:?}");
+    let s = summary(&h.config_path);
+    assert_eq!(s["counters"]["dmarc_reports"], 1);
+}

@@ -47,6 +47,12 @@ impl Client {
         self.read()
     }
 
+    /// Writes `bytes` as they are, without waiting for a reply (part of a message's data).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.w.write_all(bytes).unwrap();
+        self.w.flush().unwrap();
+    }
+
     /// Sends `data` after a 354, dot-stuffed, and returns the final reply.
     pub fn data(&mut self, data: &[u8]) -> Reply {
         let r = self.cmd("DATA");

@@ -172,27 +172,23 @@ impl Session {
             () = super::stopping(&mut shutdown) => None,
         };
         let Some(read) = read else {
-            let _ = self
-                .send(&Reply::new(
-                    421,
-                    "4.3.2",
-                    format!("{host} shutting down; please try again later"),
-                ))
-                .await;
-            return Step::Close;
+            let reply = Reply::new(
+                421,
+                "4.3.2",
+                format!("{host} shutting down; please try again later"),
+            );
+            return self.last(reply).await;
         };
         let line = match read {
             Ok(Some(l)) => l,
             Ok(None) => return self.error(Reply::new(500, "5.5.2", "line too long")).await,
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                let _ = self
-                    .send(&Reply::new(
-                        421,
-                        "4.4.2",
-                        format!("{host} timeout: nothing received in time; closing"),
-                    ))
-                    .await;
-                return Step::Close;
+                let reply = Reply::new(
+                    421,
+                    "4.4.2",
+                    format!("{host} timeout: nothing received in time; closing"),
+                );
+                return self.last(reply).await;
             }
             Err(_) => return Step::Close,
         };
@@ -247,10 +243,7 @@ impl Session {
                 Reply::new(250, "2.0.0", "reset")
             }
             Request::Noop { .. } => Reply::new(250, "2.0.0", "OK"),
-            Request::Quit => {
-                let _ = self.send(&Reply::new(221, "2.0.0", "bye")).await;
-                return Step::Close;
-            }
+            Request::Quit => return self.last(Reply::new(221, "2.0.0", "bye")).await,
             other => {
                 return self
                     .error(Reply::new(
@@ -262,6 +255,12 @@ impl Session {
             }
         };
         self.step(reply).await
+    }
+
+    /// Sends the session's last reply and ends it.
+    async fn last(&mut self, r: Reply) -> Step {
+        let _ = self.send(&r).await;
+        Step::Close
     }
 
     async fn step(&mut self, r: Reply) -> Step {
@@ -277,10 +276,9 @@ impl Session {
             return Step::Close;
         }
         if self.errors >= MAX_ERRORS {
-            let _ = self
-                .send(&Reply::new(421, "4.7.0", "too many errors; closing"))
+            return self
+                .last(Reply::new(421, "4.7.0", "too many errors; closing"))
                 .await;
-            return Step::Close;
         }
         Step::Continue
     }
@@ -417,10 +415,9 @@ impl Session {
                 Ok(Ok(n)) => n,
                 Ok(Err(_)) => return Step::Close,
                 Err(_) => {
-                    let _ = self
-                        .send(&Reply::new(421, "4.4.2", "timeout during DATA; closing"))
+                    return self
+                        .last(Reply::new(421, "4.4.2", "timeout during DATA; closing"))
                         .await;
-                    return Step::Close;
                 }
             };
             if n == 0 {

@@ -18,6 +18,16 @@ fn envelope() -> Envelope {
     }
 }
 
+/// Stores `n` small messages (`Subject: 0` …) and returns their ids in order.
+async fn store_small(spool: &Spool, n: usize) -> Vec<QueueId> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let data = format!("Subject: {i}\r\n\r\nhi\r\n").into_bytes();
+        ids.push(spool.store(envelope(), data).await.unwrap());
+    }
+    ids
+}
+
 #[tokio::test]
 async fn store_recover_update_remove() {
     let dir = tempfile::tempdir().unwrap();
@@ -56,11 +66,7 @@ async fn store_recover_update_remove() {
 async fn state_changes_recorded_together_each_land_and_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _arrivals) = Spool::open_dir(dir.path()).unwrap();
-    let mut ids = Vec::new();
-    for i in 0..5u32 {
-        let body = format!("Subject: {i}\r\n\r\nhi\r\n").into_bytes();
-        ids.push(spool.store(envelope(), body).await.unwrap());
-    }
+    let ids = store_small(&spool, 5).await;
     let writes: Vec<_> = ids
         .iter()
         .enumerate()
@@ -85,18 +91,7 @@ async fn state_changes_recorded_together_each_land_and_survive_a_reopen() {
 async fn removals_are_grouped_and_take_their_state_files_along() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _arrivals) = Spool::open_dir(dir.path()).unwrap();
-    let mut ids = Vec::new();
-    for i in 0..4 {
-        ids.push(
-            spool
-                .store(
-                    envelope(),
-                    format!("Subject: {i}\r\n\r\nhi\r\n").into_bytes(),
-                )
-                .await
-                .unwrap(),
-        );
-    }
+    let ids = store_small(&spool, 4).await;
     // One was deferred once (it has a state file); the others never were.
     let mut state = spool.load(&ids[0]).unwrap().state;
     state.recipients[0].attempts = 1;
@@ -174,11 +169,7 @@ async fn a_small_message_needs_no_file_until_it_must_wait_for_a_later_attempt() 
 async fn a_removed_segment_message_stays_removed_after_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _arrivals) = Spool::open_dir(dir.path()).unwrap();
-    let mut ids = Vec::new();
-    for i in 0..3 {
-        let data = format!("Subject: {i}\r\n\r\nhi\r\n").into_bytes();
-        ids.push(spool.store(envelope(), data).await.unwrap());
-    }
+    let ids = store_small(&spool, 3).await;
     spool.remove_finished(&ids[1]).await.unwrap();
     drop(spool);
     let (spool, _arrivals) = Spool::open_dir(dir.path()).unwrap();
@@ -193,11 +184,7 @@ async fn a_removed_segment_message_stays_removed_after_a_reopen() {
 async fn only_a_removal_record_is_written_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _arrivals) = Spool::open_dir(dir.path()).unwrap();
-    let mut ids = Vec::new();
-    for i in 0..2 {
-        let data = format!("Subject: {i}\r\n\r\nhi\r\n").into_bytes();
-        ids.push(spool.store(envelope(), data).await.unwrap());
-    }
+    let ids = store_small(&spool, 2).await;
     let backend = FsBackend::open(dir.path()).unwrap();
     backend.recover().unwrap();
     // Deferred once: its own message and state files need unlinks and a directory flush.

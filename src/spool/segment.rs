@@ -9,7 +9,9 @@
 //! file holds (the envelope as one JSON line, then the message). A removal is appended to the
 //! segment that holds the message, so each segment is read on its own at recovery: its live
 //! messages are its `M` records without a `D`. A group of new messages is written with one
-//! `pwrite` and made durable with one `fdatasync` before any of them is acknowledged.
+//! `pwrite` and made durable with one `fdatasync` before any of them is acknowledged. A new
+//! segment is first filled with zeros and flushed ([`preallocate`]), so that flush writes
+//! the records' blocks only, never the inode of a growing file.
 //!
 //! A crash can leave a torn record only after the last successful flush (everything before
 //! it was flushed as a whole), so recovery reads each segment up to its first invalid record
@@ -99,7 +101,9 @@ impl Segments {
                 file: Arc::new(file),
                 len: scan.valid_end,
                 live,
-                torn: scan.valid_end < bytes.len() as u64,
+                torn: bytes
+                    .get(scan.valid_end as usize..)
+                    .is_some_and(|rest| rest.iter().any(|&b| b != 0)),
             };
             state.segments.insert(number, segment);
         }
@@ -165,10 +169,10 @@ impl Segments {
             let payload_at = record(&mut buf, MESSAGE, id, parts)?;
             placed.push((id.to_string(), payload_at as u64, len));
         }
-        let (file, number) = {
+        let number = self.current_segment()?;
+        let file = {
             let mut guard = self.state();
             let state = &mut *guard;
-            let number = self.current_segment(state)?;
             let Some(segment) = state.segments.get_mut(&number) else {
                 return Err(io::Error::other("current spool segment missing"));
             };
@@ -185,7 +189,7 @@ impl Segments {
                 };
                 state.index.insert(id, location);
             }
-            (file, number)
+            file
         };
         if sync && let Err(e) = file.sync_data() {
             return Err(io::Error::new(
@@ -196,36 +200,38 @@ impl Segments {
         Ok(())
     }
 
-    /// The segment new messages go to: a new one when the current one is full.
-    fn current_segment(&self, state: &mut State) -> io::Result<u64> {
-        let full = state
-            .segments
-            .get(&state.current)
-            .is_some_and(|s| s.len >= SEGMENT_SIZE);
-        if full {
-            let old = state.current;
-            state.current += 1;
-            if state.segments.get(&old).is_some_and(|s| s.live == 0) {
-                state.segments.remove(&old);
-                fs::remove_file(self.path(old))?;
+    /// The segment new messages go to: a new one when the current one is full. A new
+    /// segment is created and preallocated outside the lock (reads and removals go on).
+    fn current_segment(&self) -> io::Result<u64> {
+        let next = {
+            let mut guard = self.state();
+            let state = &mut *guard;
+            let full = state
+                .segments
+                .get(&state.current)
+                .is_some_and(|s| s.len >= SEGMENT_SIZE);
+            if full {
+                let old = state.current;
+                state.current += 1;
+                if state.segments.get(&old).is_some_and(|s| s.live == 0) {
+                    state.segments.remove(&old);
+                    fs::remove_file(self.path(old))?;
+                }
             }
-        }
-        if !state.segments.contains_key(&state.current) {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(self.path(state.current))?;
-            sync_dir(&self.dir)?;
-            let segment = Segment {
-                file: Arc::new(file),
-                len: 0,
-                live: 0,
-                torn: false,
-            };
-            state.segments.insert(state.current, segment);
-        }
-        Ok(state.current)
+            if state.segments.contains_key(&state.current) {
+                return Ok(state.current);
+            }
+            state.current
+        };
+        let file = preallocate(&self.path(next))?;
+        sync_dir(&self.dir)?;
+        self.state().segments.entry(next).or_insert(Segment {
+            file: Arc::new(file),
+            len: 0,
+            live: 0,
+            torn: false,
+        });
+        Ok(next)
     }
 
     /// A message's payload (envelope line, then the message); `None` when no segment holds it.
@@ -326,6 +332,22 @@ impl Segments {
         out.sort();
         Ok(out)
     }
+}
+
+/// Creates segment `path` filled with [`SEGMENT_SIZE`] zero bytes, flushed. Records then
+/// overwrite blocks that exist already, so flushing them (`fdatasync`) writes only the data:
+/// a file that grows needs its inode written too (with ext4's journal, a journal commit) on
+/// every flush. PostgreSQL zero-fills its WAL segments for the same reason. Recovery reads
+/// records up to the first that is not one; the zeros after it are not a torn write.
+fn preallocate(path: &Path) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    file.write_all_at(&vec![0; SEGMENT_SIZE as usize], 0)?;
+    file.sync_data()?;
+    Ok(file)
 }
 
 /// Appends one record to `buf`; returns where its payload starts in `buf`.
@@ -461,12 +483,14 @@ mod tests {
         segments.append(&[("bb02", parts(b"torn"))], true).unwrap();
         drop(segments);
         let (_, path) = segment_files(&dir.path().join("seg")).unwrap().remove(0);
-        let len = fs::metadata(&path).unwrap().len();
-        OpenOptions::new()
+        let bytes = fs::read(&path).unwrap();
+        let torn_at = bytes.windows(4).position(|w| w == b"torn").unwrap();
+        // The last bytes of the record never reached the disk.
+        File::options()
             .write(true)
             .open(&path)
             .unwrap()
-            .set_len(len - 2)
+            .write_all_at(&[0, 0], torn_at as u64 + 2)
             .unwrap();
 
         let again = Segments::open(dir.path()).unwrap();
@@ -480,6 +504,35 @@ mod tests {
             third.ids(),
             ["bb03"],
             "the removal after the cut was read back"
+        );
+    }
+
+    #[test]
+    fn a_segment_is_preallocated_so_appends_never_grow_it_and_its_zeros_are_not_torn() {
+        let dir = tempfile::tempdir().unwrap();
+        let segments = Segments::open(dir.path()).unwrap();
+        segments.append(&[("dd01", parts(b"first"))], true).unwrap();
+        let (_, path) = segment_files(&dir.path().join("seg")).unwrap().remove(0);
+        let blocks = |p: &Path| std::os::unix::fs::MetadataExt::blocks(&fs::metadata(p).unwrap());
+        assert_eq!(fs::metadata(&path).unwrap().len(), SEGMENT_SIZE);
+        let allocated = blocks(&path);
+        assert!(allocated * 512 >= SEGMENT_SIZE, "zeros written, not a hole");
+        segments
+            .append(&[("dd02", parts(b"second"))], true)
+            .unwrap();
+        segments.remove(&["dd01"], true).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), SEGMENT_SIZE);
+        assert_eq!(blocks(&path), allocated);
+        drop(segments);
+
+        let again = Segments::open(dir.path()).unwrap();
+        assert!(!again.state().segments.values().any(|s| s.torn));
+        again.clean().unwrap();
+        assert_eq!(again.ids(), ["dd02"]);
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            SEGMENT_SIZE,
+            "nothing cut"
         );
     }
 

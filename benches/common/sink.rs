@@ -1,5 +1,6 @@
 //! Both ends of the end-to-end benchmarks: the submitting apps, and the receiving MX (plain
-//! SMTP with PIPELINING on loopback, answering pipelined commands together), recording when
+//! SMTP with PIPELINING and CHUNKING on loopback, answering pipelined commands together, as
+//! Postfix does: herald sends each message there as one BDAT chunk), recording when
 //! each message is accepted and when it arrives (by the index in its `Message-ID`, see
 //! [`super::message`]).
 
@@ -8,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{login, read_reply, send_message};
@@ -123,7 +124,8 @@ async fn mx_session(stream: TcpStream, times: Arc<Times>) {
         let upper = line.to_ascii_uppercase();
         if upper.starts_with(b"EHLO") {
             out.extend_from_slice(
-                b"250-mx.example.org\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 0\r\n",
+                b"250-mx.example.org\r\n250-PIPELINING\r\n250-CHUNKING\r\n250-8BITMIME\r\n\
+                  250 SIZE 0\r\n",
             );
         } else if upper.starts_with(b"DATA") {
             out.extend_from_slice(b"354 go ahead\r\n");
@@ -140,16 +142,24 @@ async fn mx_session(stream: TcpStream, times: Arc<Times>) {
                 if line == b".\r\n" {
                     break;
                 }
-                if index.is_none()
-                    && let Some(rest) = line.strip_prefix(b"Message-ID: <")
-                {
-                    index = std::str::from_utf8(rest)
-                        .ok()
-                        .and_then(|r| r.split('@').next())
-                        .and_then(|n| n.parse::<usize>().ok());
+                if index.is_none() && line.starts_with(b"Message-ID: <") {
+                    index = message_index(&line);
                 }
             }
             times.arrived(index);
+            out.extend_from_slice(b"250 2.0.0 queued\r\n");
+        } else if let Some(size) = upper.strip_prefix(b"BDAT ") {
+            // One chunk per message (`BDAT <size> LAST`), as herald sends it.
+            let size = std::str::from_utf8(size)
+                .ok()
+                .and_then(|s| s.split_whitespace().next())
+                .and_then(|n| n.parse::<usize>().ok())
+                .expect("BDAT size");
+            let mut chunk = vec![0; size];
+            if r.read_exact(&mut chunk).await.is_err() {
+                return;
+            }
+            times.arrived(message_index(&chunk));
             out.extend_from_slice(b"250 2.0.0 queued\r\n");
         } else if upper.starts_with(b"QUIT") {
             let _ = r.get_mut().write_all(b"221 bye\r\n").await;
@@ -158,4 +168,15 @@ async fn mx_session(stream: TcpStream, times: Arc<Times>) {
             out.extend_from_slice(b"250 OK\r\n");
         }
     }
+}
+
+/// The benchmark's index of a message, from the first `Message-ID: <index@…>` in `data`.
+fn message_index(data: &[u8]) -> Option<usize> {
+    const FIELD: &[u8] = b"Message-ID: <";
+    let at = data.windows(FIELD.len()).position(|w| w == FIELD)? + FIELD.len();
+    let digits = data[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&data[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
 }

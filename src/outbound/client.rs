@@ -1,5 +1,6 @@
 //! One SMTP client session with a remote host (mail-send's `SmtpClient` underneath): greeting,
-//! EHLO, STARTTLS with our connectors, optional AUTH, then any number of transactions.
+//! EHLO, STARTTLS with our connectors, optional AUTH, then any number of transactions (module
+//! `transaction`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -7,10 +8,7 @@ use std::time::Duration;
 use mail_auth::report::tlsrpt::ResultType;
 use mail_send::{Credentials, SmtpClient};
 use smtp_proto::EhloResponse;
-use smtp_proto::{
-    EXT_8BIT_MIME, EXT_AUTH, EXT_PIPELINING, EXT_REQUIRE_TLS, EXT_SIZE, EXT_SMTP_UTF8,
-    EXT_START_TLS,
-};
+use smtp_proto::{EXT_AUTH, EXT_REQUIRE_TLS, EXT_START_TLS};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -83,9 +81,9 @@ pub struct Timeouts {
 
 /// An open, greeted (and possibly encrypted and authenticated) SMTP session.
 pub struct Session {
-    client: SmtpClient<Stream>,
-    ehlo: EhloResponse<String>,
-    timeouts: Timeouts,
+    pub(super) client: SmtpClient<Stream>,
+    pub(super) ehlo: EhloResponse<String>,
+    pub(super) timeouts: Timeouts,
     /// The host name the session was opened for (SNI, certificate name).
     pub host: String,
     /// The address connected to.
@@ -101,7 +99,8 @@ pub struct Session {
 /// The outcome of one mail transaction: one final answer per recipient, in order.
 #[derive(Debug, Clone)]
 pub struct Transaction {
-    /// The final answer for each recipient (its RCPT reply when refused, else the DATA reply).
+    /// The final answer for each recipient (its RCPT reply when refused, else the reply to the
+    /// end of data or to BDAT LAST).
     pub answers: Vec<Answer>,
 }
 
@@ -126,7 +125,8 @@ impl TransactionError {
     }
 }
 
-fn mail_err(e: mail_send::Error) -> String {
+/// A mail-send error in words (an unexpected reply as the reply itself).
+pub(super) fn mail_err(e: mail_send::Error) -> String {
     match e {
         mail_send::Error::UnexpectedReply(r) => Answer::from_response(&r).to_string(),
         other => other.to_string(),
@@ -259,235 +259,11 @@ impl Session {
         self.ehlo.has_capability(EXT_REQUIRE_TLS)
     }
 
-    /// Runs one transaction: MAIL FROM, every RCPT TO (pipelined when offered), DATA.
-    /// An `Err` means the connection broke; [`TransactionError::Stale`] when that was before the
-    /// server answered anything of it.
-    pub async fn send(
-        &mut self,
-        mail_from: &str,
-        mail_params: &[String],
-        recipients: &[String],
-        message: &[u8],
-    ) -> Result<Transaction, TransactionError> {
-        let result = self
-            .transaction(mail_from, mail_params, recipients, message)
-            .await;
-        match &result {
-            Ok(t) if t.answers.iter().any(|a| a.code == 421) => self.broken = true,
-            Ok(_) => self.transactions += 1,
-            Err(_) => self.broken = true,
-        }
-        result
-    }
-
-    async fn transaction(
-        &mut self,
-        mail_from: &str,
-        mail_params: &[String],
-        recipients: &[String],
-        message: &[u8],
-    ) -> Result<Transaction, TransactionError> {
-        let mut mail = format!("MAIL FROM:<{mail_from}>");
-        if self.ehlo.has_capability(EXT_SIZE) {
-            mail.push_str(&format!(" SIZE={}", message.len()));
-        }
-        for p in mail_params {
-            let upper = p.to_ascii_uppercase();
-            if (upper.starts_with("BODY=") && self.ehlo.has_capability(EXT_8BIT_MIME))
-                || (upper == "SMTPUTF8" && self.ehlo.has_capability(EXT_SMTP_UTF8))
-                || (upper == "REQUIRETLS" && self.offers_requiretls())
-            {
-                mail.push(' ');
-                mail.push_str(p);
-            }
-        }
-        mail.push_str("\r\n");
-        let rcpts: Vec<String> = recipients
-            .iter()
-            .map(|r| format!("RCPT TO:<{r}>\r\n"))
-            .collect();
-        // With PIPELINING, DATA goes in the same batch (RFC 2920 §3.1): one round trip for
-        // the whole envelope; the server refuses DATA itself when no recipient was accepted.
-        let mut data_reply = None;
-        let (mail_reply, rcpt_replies) = if self.ehlo.has_capability(EXT_PIPELINING) {
-            let mut batch = mail;
-            for r in &rcpts {
-                batch.push_str(r);
-            }
-            batch.push_str("DATA\r\n");
-            // A failure here leaves no way to tell how many replies came, but the message
-            // itself was not sent: an I/O error or EOF means the session was dead already.
-            let mut replies = self
-                .pipelined(batch.as_bytes(), rcpts.len() + 2)
-                .await
-                .map_err(envelope_err)?;
-            data_reply = replies.pop();
-            let rest = replies.split_off(1);
-            let first = replies
-                .pop()
-                .ok_or_else(|| TransactionError::Lost("no reply to MAIL FROM".into()))?;
-            (first, rest)
-        } else {
-            let first = self.client.cmd(mail).await.map_err(envelope_err)?;
-            let mut rest = Vec::new();
-            if (200..300).contains(&first.code) {
-                for r in rcpts {
-                    rest.push(
-                        self.client
-                            .cmd(r)
-                            .await
-                            .map_err(|e| TransactionError::Lost(mail_err(e)))?,
-                    );
-                }
-            }
-            (first, rest)
-        };
-        let mail_answer = Answer::from_response(&mail_reply);
-        if !mail_answer.is_positive() {
-            if data_reply.as_ref().is_some_and(|r| r.code == 354) {
-                // A server that took DATA anyway: end it empty (no recipient was accepted).
-                self.end_empty_data().await;
-            }
-            self.reset(mail_answer.code).await;
-            return Ok(Transaction {
-                answers: vec![mail_answer; recipients.len()],
-            });
-        }
-        let mut answers: Vec<Answer> = rcpt_replies.iter().map(Answer::from_response).collect();
-        if answers.len() != recipients.len() {
-            return Err(TransactionError::Lost(
-                "the server answered a different number of RCPT commands".into(),
-            ));
-        }
-        let accepted: Vec<usize> = (0..answers.len())
-            .filter(|&i| answers[i].is_positive())
-            .collect();
-        if accepted.is_empty() {
-            if data_reply.as_ref().is_some_and(|r| r.code == 354) {
-                self.end_empty_data().await;
-            }
-            self.reset(0).await;
-            return Ok(Transaction { answers });
-        }
-        let go = match data_reply {
-            Some(r) => r,
-            None => self
-                .client
-                .cmd(b"DATA\r\n")
-                .await
-                .map_err(|e| TransactionError::Lost(mail_err(e)))?,
-        };
-        let final_answer = if go.code == 354 {
-            self.client.timeout = self.timeouts.data;
-            let sent = self.write_data(message).await;
-            let reply = match sent {
-                Ok(()) => tokio::time::timeout(self.timeouts.data, self.client.read())
-                    .await
-                    .map_err(|_| "no reply to the end of data within the time limit".to_string())
-                    .and_then(|r| r.map_err(mail_err)),
-                Err(e) => Err(format!("sending the message: {e}")),
-            };
-            self.client.timeout = self.timeouts.command;
-            Answer::from_response(&reply.map_err(TransactionError::Lost)?)
-        } else {
-            let a = Answer::from_response(&go);
-            self.reset(a.code).await;
-            a
-        };
-        for i in accepted {
-            answers[i] = final_answer.clone();
-        }
-        Ok(Transaction { answers })
-    }
-
-    /// Sends pipelined commands in one write (one segment, so the server sees them together
-    /// and answers them together, RFC 2920) and reads `replies` replies, within the command
-    /// time limit. mail-send's `cmds` writes each command on its own: a system call and a
-    /// packet each, and a server that answers what it has may answer MAIL before RCPT arrives.
-    async fn pipelined(
-        &mut self,
-        batch: &[u8],
-        replies: usize,
-    ) -> mail_send::Result<Vec<smtp_proto::Response<String>>> {
-        let client = &mut self.client;
-        tokio::time::timeout(client.timeout, async {
-            client.stream.write_all(batch).await?;
-            client.stream.flush().await?;
-            client.read_many(replies).await
-        })
-        .await
-        .map_err(|_| mail_send::Error::Timeout)?
-    }
-
-    /// Writes the message with dot-stuffing and the end-of-data marker, a slice at a time (the
-    /// message is mapped from the spool; it is never copied whole into memory).
-    async fn write_data(&mut self, message: &[u8]) -> std::io::Result<()> {
-        const SLICE: usize = 64 * 1024;
-        let stream = &mut self.client.stream;
-        tokio::time::timeout(self.timeouts.data, async {
-            let mut out = Vec::with_capacity(message.len().min(SLICE) + SLICE / 16 + 8);
-            let mut line_start = true;
-            let mut slices = message.chunks(SLICE).peekable();
-            while let Some(slice) = slices.next() {
-                out.clear();
-                dot_stuff(slice, &mut line_start, &mut out);
-                if slices.peek().is_some() {
-                    stream.write_all(&out).await?;
-                }
-            }
-            // The end of data goes out with the last slice: one write (one TLS record) for a
-            // message that fits in a slice, not two.
-            if !message.ends_with(b"\r\n") {
-                out.extend_from_slice(b"\r\n");
-            }
-            out.extend_from_slice(b".\r\n");
-            stream.write_all(&out).await?;
-            stream.flush().await
-        })
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "sending data timed out"))?
-    }
-
-    /// Ends a DATA the server should have refused, sending no message.
-    async fn end_empty_data(&mut self) {
-        if self.client.cmd(b".\r\n").await.is_err() {
-            self.broken = true;
-        }
-    }
-
-    async fn reset(&mut self, code: u16) {
-        if code == 421 || self.client.cmd(b"RSET\r\n").await.is_err() {
-            self.broken = true;
-        }
-    }
-
     /// Says QUIT and closes (errors ignored: the session is over either way).
     pub async fn quit(mut self) {
         self.client.timeout = Duration::from_secs(5).min(self.timeouts.command);
         let _ = self.client.cmd(b"QUIT\r\n").await;
         let _ = self.client.stream.shutdown().await;
-    }
-}
-
-/// Appends `slice` to `out` with a dot doubled at the start of every line (RFC 5321
-/// §4.5.2), a line at a time; `line_start` carries whether the next byte starts a line.
-fn dot_stuff(mut slice: &[u8], line_start: &mut bool, out: &mut Vec<u8>) {
-    while let Some(&first) = slice.first() {
-        if *line_start && first == b'.' {
-            out.push(b'.');
-        }
-        match slice.iter().position(|&b| b == b'\n') {
-            Some(i) => {
-                out.extend_from_slice(&slice[..=i]);
-                slice = &slice[i + 1..];
-                *line_start = true;
-            }
-            None => {
-                out.extend_from_slice(slice);
-                *line_start = false;
-                return;
-            }
-        }
     }
 }
 
@@ -513,36 +289,9 @@ async fn greet(
     }
 }
 
-/// An error at the start of the envelope: a dead connection (an I/O error such as a broken
-/// pipe or reset, or EOF, which mail-send reports as an unparseable reply) is stale; anything
-/// else (a timeout: the server is there but slow) is lost.
-fn envelope_err(e: mail_send::Error) -> TransactionError {
-    match e {
-        mail_send::Error::Io(_) | mail_send::Error::UnparseableReply => {
-            TransactionError::Stale(mail_err(e))
-        }
-        other => TransactionError::Lost(mail_err(other)),
-    }
-}
-
 fn refused(e: mail_send::Error) -> OpenError {
     match e {
         mail_send::Error::UnexpectedReply(r) => OpenError::Refused(Answer::from_response(&r)),
         other => OpenError::Connect(other.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::dot_stuff;
-
-    #[test]
-    fn dots_are_doubled_at_line_starts_across_slices() {
-        let mut out = Vec::new();
-        let mut line_start = true;
-        dot_stuff(b".a\r\nb.\r\n..c\r\n.", &mut line_start, &mut out);
-        dot_stuff(b"d\r\n.", &mut line_start, &mut out);
-        assert_eq!(out, b"..a\r\nb.\r\n...c\r\n..d\r\n..");
-        assert!(!line_start);
     }
 }

@@ -14,3 +14,4 @@ pub mod requiretls;
 pub mod resolve;
 pub mod stream;
 pub mod tls;
+mod transaction;

@@ -3,6 +3,7 @@
 //! ordinary config: `[dns] servers`, `[delivery] port`, `[tls] extra_roots`.
 
 mod capture;
+mod chunking;
 pub mod common;
 mod durability;
 mod pool;

@@ -1,5 +1,5 @@
 //! A receiving MTA for delivery tests: real SMTP (EHLO, pipelining, STARTTLS with a chosen
-//! certificate, AUTH, several transactions per connection, dot-unstuffing) with scripted
+//! certificate, AUTH, several transactions per connection, dot-unstuffing, BDAT) with scripted
 //! replies, recording every accepted message. Herald delivers to one port for all MX hosts, so
 //! sinks of one test listen on different loopback IPs sharing a port: see
 //! [`same_port_listeners`].
@@ -32,7 +32,7 @@ pub struct SinkOptions {
     /// Fixed replies by recipient address (case-insensitive), on every attempt, taking
     /// precedence over `rcpt_replies`: e.g. `("gone@dest.test", "550 5.1.1 no such user")`.
     pub rcpt_reply_for: Vec<(String, String)>,
-    /// Consumed one per end-of-data; then `250 2.0.0 queued`.
+    /// Consumed one per end-of-data (or last BDAT chunk); then `250 2.0.0 queued`.
     pub data_replies: Vec<String>,
     /// Consumed one per MAIL FROM; then `250 2.1.0 OK`.
     pub mail_replies: Vec<String>,
@@ -67,6 +67,8 @@ pub struct ReceivedMessage {
     pub rcpts: Vec<String>,
     /// The message as received, dot-unstuffed, CRLF preserved, final `.` line removed.
     pub data: Vec<u8>,
+    /// Whether it came in BDAT chunks (RFC 3030) rather than after DATA.
+    pub chunked: bool,
     /// Negotiated TLS version (`"TLSv1_3"`, `"TLSv1_2"`) or `None` for plaintext.
     pub tls: Option<String>,
     /// SNI name the client sent in its TLS ClientHello, if any.

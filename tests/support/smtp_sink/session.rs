@@ -1,5 +1,7 @@
-//! The SMTP server side of a sink connection: command loop, STARTTLS upgrade, AUTH, DATA with
-//! dot-unstuffing, and the scripted replies.
+//! The SMTP server side of a sink connection: command loop, STARTTLS upgrade, AUTH, the
+//! envelope and the scripted replies; the message itself (DATA, BDAT) is in `message`.
+
+mod message;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -21,6 +23,8 @@ struct Session {
     authenticated: Option<String>,
     mail: Option<(String, Vec<String>)>,
     rcpts: Vec<String>,
+    /// The BDAT chunks of the transaction so far (RFC 3030).
+    chunks: Option<Vec<u8>>,
 }
 
 /// What the command loop ended with.
@@ -40,6 +44,7 @@ pub(super) async fn session(stream: tokio::net::TcpStream, shared: Arc<Shared>, 
         authenticated: None,
         mail: None,
         rcpts: Vec::new(),
+        chunks: None,
     };
     let host = host(&shared.opts);
     let greeting = shared
@@ -192,6 +197,7 @@ impl Session {
                     self.esmtp = false;
                     self.mail = None;
                     self.rcpts.clear();
+                    self.chunks = None;
                     format!("250 {}", host(&self.shared.opts))
                 }
                 "STARTTLS" => {
@@ -216,6 +222,11 @@ impl Session {
                 },
                 "MAIL" => self.mail(&arg),
                 "RCPT" => self.rcpt(&arg),
+                "BDAT" if self.offers("CHUNKING") => match self.bdat(&arg, &mut r).await {
+                    Some(reply) => reply,
+                    None => return End::Closed,
+                },
+                "DATA" if self.chunks.is_some() => "503 5.5.1 DATA cannot follow BDAT".into(),
                 "DATA" => {
                     if self.mail.is_none() {
                         "503 5.5.1 MAIL first".into()
@@ -234,6 +245,7 @@ impl Session {
                 "RSET" => {
                     self.mail = None;
                     self.rcpts.clear();
+                    self.chunks = None;
                     "250 2.0.0 OK".into()
                 }
                 "NOOP" => "250 2.0.0 OK".into(),
@@ -259,15 +271,31 @@ impl Session {
         }
     }
 
+    /// Whether the test hides EHLO keyword `keyword` (`hide_extensions`).
+    fn hides(&self, keyword: &str) -> bool {
+        self.shared
+            .opts
+            .hide_extensions
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(keyword))
+    }
+
+    /// Whether extension `keyword` is in effect: EHLO was used and the test does not hide it.
+    fn offers(&self, keyword: &str) -> bool {
+        self.esmtp && !self.hides(keyword)
+    }
+
     fn ehlo(&mut self, arg: &str) -> String {
         self.helo = Some(arg.to_string());
         self.esmtp = true;
         self.mail = None;
         self.rcpts.clear();
+        self.chunks = None;
         let opts = &self.shared.opts;
         let mut lines = vec![
             host(opts),
             "PIPELINING".into(),
+            "CHUNKING".into(),
             "8BITMIME".into(),
             "SMTPUTF8".into(),
             "ENHANCEDSTATUSCODES".into(),
@@ -282,13 +310,7 @@ impl Session {
         if opts.requiretls && self.tls.is_some() {
             lines.push("REQUIRETLS".into());
         }
-        let hidden = |line: &String| {
-            let keyword = line.split_whitespace().next().unwrap_or("");
-            opts.hide_extensions
-                .iter()
-                .any(|h| h.eq_ignore_ascii_case(keyword))
-        };
-        lines.retain(|l| !hidden(l));
+        lines.retain(|l| !self.hides(l.split_whitespace().next().unwrap_or("")));
         let last = lines.len() - 1;
         lines
             .iter()
@@ -394,12 +416,7 @@ impl Session {
                 "SIZE" => "SIZE",
                 _ => continue,
             };
-            if !self.esmtp
-                || opts
-                    .hide_extensions
-                    .iter()
-                    .any(|h| h.eq_ignore_ascii_case(needs))
-            {
+            if !self.offers(needs) {
                 return format!("555 5.5.4 {keyword} parameter not supported");
             }
         }
@@ -430,65 +447,6 @@ impl Session {
             self.rcpts.push(path);
         }
         reply
-    }
-
-    /// Reads the message up to CRLF.CRLF and answers it. `None` on EOF.
-    async fn data<S: AsyncRead + AsyncWrite + Unpin>(
-        &mut self,
-        r: &mut BufReader<S>,
-    ) -> Option<String> {
-        let mut data = Vec::new();
-        let mut after_crlf = true;
-        loop {
-            let line = read_line(r).await?;
-            if after_crlf && line == b".\r\n" {
-                break;
-            }
-            let body = if after_crlf && line.starts_with(b".") {
-                &line[1..]
-            } else {
-                &line[..]
-            };
-            data.extend_from_slice(body);
-            after_crlf = line.ends_with(b"\r\n");
-        }
-        let mut pause = self.shared.pause_data.subscribe();
-        if *pause.borrow_and_update() {
-            self.shared
-                .held
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            {
-                let _log = self.shared.log.lock().expect("log");
-                self.shared.changed.notify_all();
-            }
-            let _ = pause.wait_for(|paused| !*paused).await;
-            self.shared
-                .held
-                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        }
-        let reply = next_scripted(&self.shared.data_replies, "250 2.0.0 queued");
-        // Accepted only with a 2xx actually sent (a DROP is recorded as rejected).
-        let (mail_from, mail_params) = self.mail.take().unwrap_or_default();
-        let message = ReceivedMessage {
-            mail_from,
-            mail_params,
-            rcpts: std::mem::take(&mut self.rcpts),
-            data,
-            tls: self.tls.clone(),
-            sni: self.sni.clone(),
-            connection: self.connection,
-            authenticated: self.authenticated.clone(),
-            helo: self.helo.clone().unwrap_or_default(),
-            reply: reply.clone(),
-        };
-        let mut log = self.shared.log.lock().expect("log");
-        if reply.starts_with('2') {
-            log.accepted.push(message);
-        } else {
-            log.rejected.push(message);
-        }
-        self.shared.changed.notify_all();
-        Some(reply)
     }
 }
 

@@ -223,8 +223,13 @@ impl Segments {
             }
             state.current
         };
-        let file = preallocate(&self.path(next))?;
-        sync_dir(&self.dir)?;
+        let path = self.path(next);
+        let file = preallocate(&path)?;
+        if let Err(e) = sync_dir(&self.dir) {
+            // Not in use yet: gone, so that the next group can create it again.
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
         self.state().segments.entry(next).or_insert(Segment {
             file: Arc::new(file),
             len: 0,
@@ -345,8 +350,14 @@ fn preallocate(path: &Path) -> io::Result<File> {
         .write(true)
         .create_new(true)
         .open(path)?;
-    file.write_all_at(&vec![0; SEGMENT_SIZE as usize], 0)?;
-    file.sync_data()?;
+    let zeroed = file
+        .write_all_at(&vec![0; SEGMENT_SIZE as usize], 0)
+        .and_then(|()| file.sync_data());
+    if let Err(e) = zeroed {
+        // E.g. the disk is full: no half-made segment left to block the next try.
+        let _ = fs::remove_file(path);
+        return Err(e);
+    }
     Ok(file)
 }
 

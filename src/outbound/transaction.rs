@@ -1,12 +1,17 @@
 //! One mail transaction on an open [`Session`]: the envelope pipelined in one write where the
 //! server offers PIPELINING, the message after DATA (dot-stuffed) or, where it also offers
-//! CHUNKING, in the envelope's write as one `BDAT <size> LAST` chunk (RFC 3030).
+//! CHUNKING, a message of up to 64 KiB in the envelope's write as one `BDAT <size> LAST` chunk
+//! (RFC 3030).
 
 use smtp_proto::response::parser::ResponseReceiver;
 use smtp_proto::{EXT_8BIT_MIME, EXT_CHUNKING, EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::client::{Answer, Session, Stream, Transaction, TransactionError, mail_err};
+
+/// The largest message sent as one BDAT chunk in the envelope's write (the size of herald's
+/// small-message path; nearly all mail).
+const CHUNK_MAX: usize = 64 * 1024;
 
 impl Session {
     /// Runs one transaction: MAIL FROM, every RCPT TO (pipelined when offered), then the
@@ -59,11 +64,14 @@ impl Session {
             .collect();
         // With PIPELINING, DATA goes in the same batch (RFC 2920 §3.1): one round trip for
         // the whole envelope; the server refuses DATA itself when no recipient was accepted.
-        // With CHUNKING too, the message itself goes in that batch as one `BDAT <size> LAST`
-        // chunk (RFC 3030): one round trip per message, no dot-stuffing; a server that
-        // refused the envelope reads the chunk and refuses it.
+        // With CHUNKING too, a message of up to `CHUNK_MAX` bytes goes in that batch as one
+        // `BDAT <size> LAST` chunk (RFC 3030): one round trip per message, no dot-stuffing; a
+        // server that refused the envelope reads the chunk and refuses it. A larger message
+        // waits for the envelope's replies (DATA): a server that refuses it by its SIZE may
+        // close without reading it, and the refusal must be read, not lost in a broken pipe.
         let pipelining = self.ehlo.has_capability(EXT_PIPELINING);
-        let chunking = pipelining && self.ehlo.has_capability(EXT_CHUNKING);
+        let chunking =
+            pipelining && self.ehlo.has_capability(EXT_CHUNKING) && message.len() <= CHUNK_MAX;
         let mut data_reply = None;
         let (mail_reply, rcpt_replies) = if pipelining {
             let mut batch = mail;
@@ -190,8 +198,8 @@ impl Session {
         .map_err(|_| mail_send::Error::Timeout)?
     }
 
-    /// Sends the envelope `batch` followed by the message as one `BDAT <size> LAST` chunk (a
-    /// message that does not end in CRLF gets one, as after DATA), then reads `replies`
+    /// Sends the envelope `batch` followed by the message as one `BDAT <size> LAST` chunk, in
+    /// one write (a message that does not end in CRLF gets one, as after DATA), then reads `replies`
     /// replies, all within the data time limit. Nothing answered before the connection broke
     /// means it was dead already ([`TransactionError::Stale`]); a break after the first reply
     /// leaves the outcome unknown ([`TransactionError::Lost`]).
@@ -201,8 +209,6 @@ impl Session {
         message: &[u8],
         replies: usize,
     ) -> Result<Vec<Response<String>>, TransactionError> {
-        /// Up to this size the envelope and the message go out in one write.
-        const ONE_WRITE: usize = 64 * 1024;
         let ending: &[u8] = if message.ends_with(b"\r\n") {
             b""
         } else {
@@ -212,16 +218,10 @@ impl Session {
         let stream = &mut self.client.stream;
         let sent = tokio::time::timeout(self.timeouts.data, async {
             let written = async {
-                if message.len() <= ONE_WRITE {
-                    let mut out = batch.into_bytes();
-                    out.extend_from_slice(message);
-                    out.extend_from_slice(ending);
-                    stream.write_all(&out).await?;
-                } else {
-                    stream.write_all(batch.as_bytes()).await?;
-                    stream.write_all(message).await?;
-                    stream.write_all(ending).await?;
-                }
+                let mut out = batch.into_bytes();
+                out.extend_from_slice(message);
+                out.extend_from_slice(ending);
+                stream.write_all(&out).await?;
                 stream.flush().await
             };
             written.await.map_err(|e| (0, mail_send::Error::Io(e)))?;

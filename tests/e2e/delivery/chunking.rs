@@ -1,8 +1,11 @@
-//! CHUNKING (RFC 3030): to an MX that offers it with PIPELINING, the envelope and the message
-//! go in one write as one `BDAT <size> LAST` chunk (one round trip, no dot-stuffing); to one
-//! that does not, DATA as before. Either way the MX gets the same bytes.
+//! CHUNKING (RFC 3030): to an MX that offers it with PIPELINING, the envelope and a message of
+//! up to 64 KiB go in one write as one `BDAT <size> LAST` chunk (one round trip, no
+//! dot-stuffing); to one that does not, and for larger messages, DATA as before. Either way the
+//! MX gets the same bytes.
 
-use super::common::{WAIT, World, logged, message, set, start, store_many, wait_finished};
+use super::common::{
+    WAIT, World, logged, message, set, start, store_many, store_messages, wait_finished,
+};
 use crate::support::smtp_sink::SinkOptions;
 
 #[test]
@@ -94,4 +97,28 @@ fn over_bdat_a_refused_recipient_fails_alone_and_the_session_carries_on() {
             && refusals.iter().any(|l| l.contains(&refused[0])),
         "{refusals:#?}"
     );
+}
+
+#[test]
+fn a_message_over_64_kib_goes_after_data_once_the_envelope_is_accepted() {
+    let mut w = World::new(1);
+    w.dns.add_mx("example.org", 10, "mx.example.org");
+    let sink = w.sink("mx.example.org", SinkOptions::default());
+    let rcpts = ["bob@example.org"];
+    let mut big = message("app@example.test", &rcpts, "big");
+    for i in 0..2500 {
+        big.extend_from_slice(format!(".line {i} of a long report, dot first\r\n").as_bytes());
+    }
+    assert!(big.len() > 64 * 1024);
+    let ids = store_messages(
+        &w.dir.path().join("spool"),
+        "app@example.test",
+        &rcpts,
+        vec![big.clone()],
+    );
+    let mut h = start(&w, w.config());
+    wait_finished(&mut h, &ids[0]);
+    let got = sink.wait_for_messages(1, WAIT).remove(0);
+    assert!(!got.chunked, "sent after DATA");
+    assert_eq!(got.data, big);
 }

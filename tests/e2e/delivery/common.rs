@@ -121,6 +121,18 @@ pub fn store_many(
     rcpts: &[&str],
     subjects: &[String],
 ) -> Vec<String> {
+    let messages = subjects.iter().map(|s| message(from, rcpts, s)).collect();
+    store_messages(spool_dir, from, rcpts, messages)
+}
+
+/// Stores each of `messages` (whole messages, CRLF line endings) from `from` to `rcpts`, as an
+/// app would have submitted them; returns their queue ids in order.
+pub fn store_messages(
+    spool_dir: &Path,
+    from: &str,
+    rcpts: &[&str],
+    messages: Vec<Vec<u8>>,
+) -> Vec<String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -128,7 +140,7 @@ pub fn store_many(
     rt.block_on(async {
         let (spool, _arrivals) = Spool::open_dir(spool_dir).expect("open spool");
         let mut ids = Vec::new();
-        for subject in subjects {
+        for data in messages {
             let envelope = Envelope {
                 app: Some("demo".into()),
                 mail_from: from.into(),
@@ -141,12 +153,7 @@ pub fn store_many(
                 tls_report: false,
                 tls_request: herald::spool::TlsRequest::Policy,
             };
-            ids.push(
-                spool
-                    .store(envelope, message(from, rcpts, subject))
-                    .await
-                    .expect("store"),
-            );
+            ids.push(spool.store(envelope, data).await.expect("store"));
         }
         ids
     })

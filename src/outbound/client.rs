@@ -179,7 +179,7 @@ impl Session {
                 } else {
                     &tls.opportunistic
                 };
-                let sni = host.trim_end_matches('.');
+                let sni = tls.server_name(host);
                 let tls_client = client.start_tls(connector, sni).await.map_err(|e| {
                     let result_type = match &e {
                         mail_send::Error::Tls(err) => result_type(err),

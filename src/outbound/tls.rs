@@ -82,6 +82,16 @@ impl OutboundTls {
         })
     }
 
+    /// The name to send in SNI when connecting to MX host `host`: for a DANE-protected host,
+    /// its TLSA base domain (RFC 7672 §8.1: the end of a secure CNAME chain, whose server
+    /// may hold a certificate for that name only); otherwise `host` itself.
+    pub fn server_name<'a>(&'a self, host: &'a str) -> &'a str {
+        match &self.dane {
+            Some(dane) => dane.target().base.as_str(),
+            None => host.trim_end_matches('.'),
+        }
+    }
+
     /// Runs the real WebPKI verification on a presented chain for `host`.
     pub fn verify(&self, chain: &[CertificateDer<'_>], host: &str) -> Result<(), rustls::Error> {
         let Some((end_entity, intermediates)) = chain.split_first() else {

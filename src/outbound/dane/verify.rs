@@ -58,6 +58,11 @@ pub struct DaneVerifier {
 }
 
 impl DaneVerifier {
+    /// The host this verifier checks (its TLSA base domain, MX host and recipient domain).
+    pub fn target(&self) -> &DaneTarget {
+        &self.target
+    }
+
     /// A verifier for `target`'s records.
     pub fn new(target: Arc<DaneTarget>, provider: Arc<CryptoProvider>) -> DaneVerifier {
         DaneVerifier { target, provider }

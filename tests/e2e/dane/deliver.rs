@@ -215,7 +215,12 @@ async fn cname_mx_host_uses_the_tlsa_records_and_name_at_the_end_of_the_chain() 
     cfg.tls.extra_roots.clear();
     let relay = Relay::start(cfg).await;
     relay.send("via CNAME").await;
-    mx.wait_for_messages(1, WAIT);
+    let got = mx.wait_for_messages(1, WAIT);
+    assert_eq!(
+        got[0].sni.as_deref(),
+        Some(real),
+        "SNI is the TLSA base domain (RFC 7672 §8.1)"
+    );
     let counts = relay
         .wait_for_counts(|c| c.tlsa.as_ref().is_some_and(|t| t.success == 1))
         .await;

@@ -74,8 +74,26 @@ impl Shared {
         })
     }
 
-    /// Counts one mail from `ip` in its hourly window; false once the window is full.
-    fn take_mail_token(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` may start another mail this hour (checked at MAIL FROM, so a flood is
+    /// refused before its data comes). Only mails whose data was received count
+    /// ([`Shared::count_mail`]): a sender that opens transactions and resets them uses up
+    /// nothing. Concurrent sessions from one address can pass the limit by at most
+    /// `max_connections_per_ip - 1`.
+    fn mail_allowed(&self, ip: IpAddr) -> bool {
+        self.hourly(ip, |count, limit| *count < limit)
+    }
+
+    /// Counts one mail received from `ip` (its data complete) in its hourly window.
+    fn count_mail(&self, ip: IpAddr) {
+        self.hourly(ip, |count, _| {
+            *count += 1;
+            true
+        });
+    }
+
+    /// Runs `f` on `ip`'s count in the current hourly window and the limit (`true` when the
+    /// limit is off).
+    fn hourly(&self, ip: IpAddr, f: impl FnOnce(&mut u32, u32) -> bool) -> bool {
         let limit = self.cfg.feedback.max_mails_per_hour_per_ip;
         if limit == 0 {
             return true;
@@ -89,11 +107,7 @@ impl Shared {
         if now.duration_since(entry.0) >= Duration::from_secs(3600) {
             *entry = (now, 0);
         }
-        if entry.1 >= limit {
-            return false;
-        }
-        entry.1 += 1;
-        true
+        f(&mut entry.1, limit)
     }
 }
 

@@ -329,7 +329,7 @@ impl Session {
                 ))
                 .await;
         }
-        if !self.shared.take_mail_token(self.ip) {
+        if !self.shared.mail_allowed(self.ip) {
             return self
                 .step(Reply::new(
                     450,
@@ -443,6 +443,7 @@ impl Session {
                 }
             }
         }
+        self.shared.count_mail(self.ip);
         let mail_from = self.mail_from.take().unwrap_or_default();
         let rcpts = std::mem::take(&mut self.rcpts);
         if oversize {

@@ -394,6 +394,34 @@ fn a_flood_from_one_address_is_deferred() {
 }
 
 #[test]
+fn transactions_reset_before_their_data_do_not_use_up_the_hourly_allowance() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start();
+    let (mut cfg, listen) = feedback_config(dir.path(), &dns);
+    crate::support::set(&mut cfg, "feedback.max_mails_per_hour_per_ip", 2);
+    let h = start(dir.path(), cfg);
+    let rcpt = format!("dmarc@{FEEDBACK}");
+    let (mut c, _) = Client::connect(listen);
+    assert_eq!(c.cmd("EHLO receiver.test").code, 250);
+    for _ in 0..5 {
+        assert_eq!(c.cmd("MAIL FROM:<>").code, 250);
+        assert_eq!(c.cmd(&format!("RCPT TO:<{rcpt}>")).code, 250);
+        assert_eq!(c.cmd("RSET").code, 250);
+    }
+    for (r, sender) in &story()[..2] {
+        assert_eq!(
+            deliver(listen, &rcpt, &mail_for(r, sender, &rcpt)).code,
+            250,
+            "both reports of the allowance are taken"
+        );
+    }
+    let r = c.cmd("MAIL FROM:<>");
+    assert_eq!(r.code, 450, "then the allowance is used up: {r:?}");
+    let s = summary(&h.config_path);
+    assert_eq!(s["counters"]["dmarc_reports"], 2);
+}
+
+#[test]
 fn at_shutdown_a_report_in_its_data_is_stored_and_waiting_senders_are_told_to_retry() {
     let dir = tempfile::tempdir().unwrap();
     let dns = DnsServer::start();

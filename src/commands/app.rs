@@ -88,6 +88,10 @@ pub async fn run(config: &Path, cmd: AppCommand) -> anyhow::Result<ExitCode> {
             println!("senders = [{list}]");
             println!("rate_limit = 60              # messages per minute; 0 = unlimited");
             println!("# max_message_size = 10485760 # bytes; defaults to smtp.max_message_size");
+            println!(
+                "# allow_tls_optional = false  # true: honour \"TLS-Required: No\" (RFC 8689) \
+                 from this app, delivering despite MTA-STS/DANE"
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

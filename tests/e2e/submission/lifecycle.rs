@@ -145,7 +145,14 @@ fn app_commands_hash_passwords_and_print_config_blocks() {
         text.contains("senders = [\"@shop.test\", \"a@b.test\"]"),
         "{text}"
     );
+    assert!(text.contains("\n# allow_tls_optional = false "), "{text}");
     let table: toml::Table = toml::from_str(&text).expect("the block is valid TOML");
+    let enabled = text.replace("# allow_tls_optional = false", "allow_tls_optional = true");
+    let enabled: toml::Table = toml::from_str(&enabled).expect("valid TOML once uncommented");
+    assert_eq!(
+        enabled["apps"]["billing"]["allow_tls_optional"].as_bool(),
+        Some(true)
+    );
     assert!(
         table["apps"]["billing"]["password_hash"]
             .as_str()

@@ -166,6 +166,13 @@ impl SpoolBackend for FsBackend {
             other => other,
         };
         if let Err(e) = flushed {
+            // Every message of the group gets 451 and its client sends it again: its segment
+            // record must not come back at recovery (a second copy) nor keep the segment
+            // alive, so it gets a removal record now (best effort: the disk is failing).
+            let ids: Vec<&str> = records.iter().map(|(id, _)| *id).collect();
+            if let Err(e) = self.segments.remove(&ids, false) {
+                tracing::warn!(error = %e, "cannot mark an unflushed group removed in its spool segment");
+            }
             return prepared
                 .iter()
                 .map(|_| Err(io::Error::new(e.kind(), format!("syncing spool: {e}"))))

@@ -5,7 +5,7 @@
 //! Modules follow the mail's path: [`inbound`] → [`signing`] → [`spool`] → [`queue`] →
 //! [`outbound`] (with [`mta_sts`] and [`report`]); [`dns`] and [`admin`] serve the operator.
 //!
-//! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`clock`],
+//! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`clock`], [`events`],
 //! [`fsutil`], [`headers`], [`trust`], [`resolver`] → [`cluster`] → [`spool`] → [`signing`], [`mta_sts`], [`dns`] →
 //! [`outbound`] → [`own_mail`] → [`queue`] → [`report`] → [`inbound`] → [`admin`] → [`commands`].
 
@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod dns;
+pub mod events;
 pub mod feedback;
 pub mod fsutil;
 pub mod headers;

@@ -1,0 +1,267 @@
+//! What happens to each recipient after it reaches herald, as one record ([`Event`]), and the
+//! hub every stage emits them into ([`EventHub`]). Everything after delivery reads or derives
+//! from these records: the message history and its search, the webhooks to the apps, the
+//! per-app bounce/complaint rates and the suppression list.
+//!
+//! A bottom-layer module (it imports nothing of herald's above `config`), so that inbound,
+//! outbound, the queue and the feedback listener can all emit. Emitting never blocks and never
+//! fails the mail path: each subscriber has a bounded channel, and a subscriber that falls
+//! behind loses events, which are counted ([`EventHub::dropped`]).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// What happened to one recipient of one message.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Accepted from the app and spooled (the `250` after DATA).
+    Accepted,
+    /// The remote MX answered `2xx`.
+    Delivered,
+    /// A temporary failure; another attempt is scheduled.
+    Deferred,
+    /// A permanent failure at delivery time, or a bounce (DSN) that came back later.
+    Bounced,
+    /// Given up at the queue's `max_age`.
+    Expired,
+    /// Refused at submission (RCPT or DATA) for a reason other than suppression.
+    Refused,
+    /// Refused at RCPT because the address is on the suppression list.
+    Suppressed,
+    /// A recipient complained (an ARF report came back).
+    Complained,
+    /// The recipient used one-click unsubscribe.
+    Unsubscribed,
+    /// Held by an operator or by the app's guard.
+    Held,
+    /// Released from hold.
+    Released,
+    /// The app was paused by its guard (recipient empty) or resumed.
+    Paused,
+}
+
+impl EventKind {
+    /// The name used in logs, JSON and search (`delivered`, `bounced`, …).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EventKind::Accepted => "accepted",
+            EventKind::Delivered => "delivered",
+            EventKind::Deferred => "deferred",
+            EventKind::Bounced => "bounced",
+            EventKind::Expired => "expired",
+            EventKind::Refused => "refused",
+            EventKind::Suppressed => "suppressed",
+            EventKind::Complained => "complained",
+            EventKind::Unsubscribed => "unsubscribed",
+            EventKind::Held => "held",
+            EventKind::Released => "released",
+            EventKind::Paused => "paused",
+        }
+    }
+
+    /// The kind named `s` (as [`EventKind::as_str`] writes it).
+    pub fn parse(s: &str) -> Option<EventKind> {
+        ALL_KINDS.iter().copied().find(|k| k.as_str() == s)
+    }
+}
+
+/// Every kind, in declaration order.
+pub const ALL_KINDS: [EventKind; 12] = [
+    EventKind::Accepted,
+    EventKind::Delivered,
+    EventKind::Deferred,
+    EventKind::Bounced,
+    EventKind::Expired,
+    EventKind::Refused,
+    EventKind::Suppressed,
+    EventKind::Complained,
+    EventKind::Unsubscribed,
+    EventKind::Held,
+    EventKind::Released,
+    EventKind::Paused,
+];
+
+/// The class of a remote refusal (issue 24): what it says about the address and about the
+/// sender, which decides suppression and the app's guard.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum BounceClass {
+    /// The address or domain does not exist: suppress.
+    Hard,
+    /// Mailbox full, temporarily unavailable: retry, do not suppress.
+    Soft,
+    /// Refused for reputation, policy, spam or authentication: the sender's fault, not the
+    /// address's; counted against the app, never a suppression.
+    Block,
+    /// Rate limited by the receiver: slow down and retry.
+    Throttle,
+    /// Anything else.
+    Other,
+}
+
+impl BounceClass {
+    /// The name used in logs, JSON and metrics (`hard`, `soft`, …).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BounceClass::Hard => "hard",
+            BounceClass::Soft => "soft",
+            BounceClass::Block => "block",
+            BounceClass::Throttle => "throttle",
+            BounceClass::Other => "other",
+        }
+    }
+}
+
+/// One thing that happened to one recipient. Fields that do not apply are `None`/empty.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Event {
+    /// Seconds since the Unix epoch.
+    pub time: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The node that saw it (its host name, or `[cluster]` node name).
+    #[serde(default)]
+    pub node: String,
+    /// The app the message came from, if any.
+    #[serde(default)]
+    pub app: Option<String>,
+    /// herald's queue id, once the message has one.
+    #[serde(default)]
+    pub queue_id: Option<String>,
+    /// The message's `Message-ID:` header, without angle brackets.
+    #[serde(default)]
+    pub message_id: Option<String>,
+    /// The envelope sender (MAIL FROM) as the app gave it.
+    #[serde(default)]
+    pub sender: String,
+    /// The recipient this is about (empty for app-wide events such as a pause).
+    #[serde(default)]
+    pub recipient: String,
+    /// The remote host tried, as `name [address]`.
+    #[serde(default)]
+    pub remote: Option<String>,
+    /// TLS protocol and cipher of the delivery, if it used TLS.
+    #[serde(default)]
+    pub tls: Option<String>,
+    /// The TLS policy that applied (`mta-sts`, `dane`, `opportunistic`, …).
+    #[serde(default)]
+    pub tls_policy: Option<String>,
+    /// The remote's reply, or herald's reason (`550 5.1.1 no such user`).
+    #[serde(default)]
+    pub reply: Option<String>,
+    /// The attempt number this came from (1 for the first).
+    #[serde(default)]
+    pub attempt: Option<u32>,
+    /// The class of a refusal or bounce.
+    #[serde(default)]
+    pub class: Option<BounceClass>,
+}
+
+impl Event {
+    /// An event of `kind` for `recipient` at `time`, every other field empty.
+    pub fn new(kind: EventKind, time: u64, recipient: impl Into<String>) -> Event {
+        Event {
+            time,
+            kind,
+            node: String::new(),
+            app: None,
+            queue_id: None,
+            message_id: None,
+            sender: String::new(),
+            recipient: recipient.into(),
+            remote: None,
+            tls: None,
+            tls_policy: None,
+            reply: None,
+            attempt: None,
+            class: None,
+        }
+    }
+}
+
+/// Where events go: every subscriber gets every event through its own bounded channel.
+/// Cloning is cheap (one `Arc`); a hub with no subscribers costs one lock per emit.
+#[derive(Clone, Default)]
+pub struct EventHub {
+    inner: Arc<HubInner>,
+}
+
+#[derive(Default)]
+struct HubInner {
+    subscribers: Mutex<Vec<mpsc::Sender<Arc<Event>>>>,
+    dropped: AtomicU64,
+}
+
+impl EventHub {
+    /// A hub with no subscribers.
+    pub fn new() -> EventHub {
+        EventHub::default()
+    }
+
+    /// A new subscriber whose channel holds up to `capacity` events it has not yet taken.
+    pub fn subscribe(&self, capacity: usize) -> mpsc::Receiver<Arc<Event>> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        if let Ok(mut subs) = self.inner.subscribers.lock() {
+            subs.push(tx);
+        }
+        rx
+    }
+
+    /// Hands `event` to every subscriber without waiting; a full channel loses it (counted),
+    /// a closed one is forgotten.
+    pub fn emit(&self, event: Event) {
+        let Ok(mut subs) = self.inner.subscribers.lock() else {
+            return;
+        };
+        if subs.is_empty() {
+            return;
+        }
+        let event = Arc::new(event);
+        subs.retain(|tx| match tx.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+    }
+
+    /// Events lost because a subscriber's channel was full.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_subscriber_gets_every_event_and_a_full_one_counts_its_losses() {
+        let hub = EventHub::new();
+        let mut a = hub.subscribe(8);
+        let mut b = hub.subscribe(1);
+        hub.emit(Event::new(EventKind::Delivered, 1, "a@example.net"));
+        hub.emit(Event::new(EventKind::Bounced, 2, "b@example.net"));
+        assert_eq!(a.recv().await.map(|e| e.kind), Some(EventKind::Delivered));
+        assert_eq!(a.recv().await.map(|e| e.kind), Some(EventKind::Bounced));
+        assert_eq!(b.recv().await.map(|e| e.kind), Some(EventKind::Delivered));
+        assert_eq!(hub.dropped(), 1);
+        drop(a);
+        hub.emit(Event::new(EventKind::Accepted, 3, "c@example.net"));
+        assert_eq!(b.recv().await.map(|e| e.time), Some(3));
+    }
+
+    #[test]
+    fn kinds_round_trip_through_their_names() {
+        for k in ALL_KINDS {
+            assert_eq!(EventKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(EventKind::parse("nope"), None);
+    }
+}

@@ -19,6 +19,7 @@ pub mod dns;
 pub mod events;
 pub mod feedback;
 pub mod fsutil;
+pub mod guard;
 pub mod headers;
 pub mod inbound;
 pub mod metrics;

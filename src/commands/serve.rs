@@ -98,6 +98,19 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
         tls_reporter.clone(),
     )
     .await?;
+    // [bounce] bounces, complaints, the suppression list and the per-app guard (issue 24).
+    let node_name = cfg
+        .cluster
+        .as_ref()
+        .map_or_else(|| cfg.server.hostname.clone(), |c| c.node_id());
+    let after = crate::bounce::AfterDelivery::start(
+        cfg.clone(),
+        cluster_db.clone(),
+        crate::events::EventHub::new(),
+        node_name,
+    )
+    .await?;
+    queue.attach_after_delivery(after.clone());
 
     // [feedback] the report store, shared by the report listener and the /dmarc pages.
     let reports = crate::store::open(&cfg)?;
@@ -109,6 +122,9 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let feedback =
         crate::feedback::start(cfg.clone(), reports.clone(), feedback_tls, feedback_socket).await?;
+    if let Some(f) = &feedback {
+        f.attach_after_delivery(after.clone());
+    }
 
     // `herald reload` asks through the admin endpoint; the main loop below does the work.
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<ReloadReply>(4);
@@ -137,6 +153,11 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
                 }),
             )
             .merge(crate::admin::dmarc::routes(cfg.clone(), reports.clone()))
+            .merge(crate::suppress::admin::routes(after.suppressions.clone()))
+            .merge(crate::guard::admin::routes(
+                after.guard.clone(),
+                cfg.apps.keys().cloned().collect(),
+            ))
             .route(
                 "/reload",
                 axum::routing::post(move || reload_route(reload_tx.clone())),
@@ -158,6 +179,7 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
         counters,
     )
     .await?;
+    inbound.attach_after_delivery(after.clone());
     let heartbeat = match (&cluster_db, &node_info) {
         (Some(db), Some(info)) => {
             let gauge = inbound.connections();
@@ -196,6 +218,7 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
             report_sender: &report_sender,
             dns_listener: dns_listener.as_ref(),
             dns_records: &dns_records,
+            after: &after,
         };
         let outcome = reload(config, &mut running_cfg, &parts);
         if let (Ok(_), Some(info)) = (&outcome, &node_info) {
@@ -257,6 +280,7 @@ struct Reloadable<'a> {
     report_sender: &'a Arc<crate::report::send::ReportSender>,
     dns_listener: Option<&'a crate::dns::authority::DnsListener>,
     dns_records: &'a std::sync::RwLock<serde_json::Value>,
+    after: &'a crate::bounce::AfterDelivery,
 }
 
 /// Re-reads the config file and applies it to new sessions, deliveries, reports and the DNS
@@ -290,6 +314,7 @@ fn reload(
         let records = crate::dns::records::render_json(&new, &keys);
         // The last step that can fail; it puts the new sessions' settings in force itself.
         to.inbound.reload(new.clone(), signer)?;
+        to.after.reload(new.clone());
         // From here on nothing fails.
         *to.sts.lock().unwrap_or_else(|p| p.into_inner()) = sts;
         to.queue.apply_reload(delivery);

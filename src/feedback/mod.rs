@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     rates: Mutex<HashMap<IpAddr, (Instant, u32)>>,
     /// Becomes true when herald shuts down: sessions waiting for a command get `421`.
     shutdown: watch::Receiver<bool>,
+    /// Bounces to the return path and complaints (issue 24), once plugged in.
+    after: Arc<std::sync::OnceLock<crate::bounce::AfterDelivery>>,
 }
 
 /// Holds one connection slot; released on drop.
@@ -151,8 +153,10 @@ pub async fn start(
         total: Mutex::new(0),
         rates: Mutex::new(HashMap::new()),
         shutdown,
+        after: Arc::default(),
     });
     Ok(Some(FeedbackListener {
+        after: shared.after.clone(),
         accepting: tokio::spawn(accept_loop(socket, shared, sessions_tx)),
         shutdown: shutdown_tx,
         sessions,
@@ -161,6 +165,7 @@ pub async fn start(
 
 /// The running report listener, for a clean shutdown.
 pub struct FeedbackListener {
+    after: Arc<std::sync::OnceLock<crate::bounce::AfterDelivery>>,
     accepting: JoinHandle<()>,
     shutdown: watch::Sender<bool>,
     /// Yields `None` once every session (each holding a sender) has ended.
@@ -168,6 +173,12 @@ pub struct FeedbackListener {
 }
 
 impl FeedbackListener {
+    /// Routes mail for the return-path domains and the complaint address to `after`
+    /// (issue 24; once, later calls are ignored).
+    pub fn attach_after_delivery(&self, after: crate::bounce::AfterDelivery) {
+        let _ = self.after.set(after);
+    }
+
     /// Stops accepting, tells sessions waiting for a command to leave (`421`), and waits up
     /// to `grace` for the others: a report in the middle of its DATA is still stored and
     /// answered `250` (as submission sessions are, see [`crate::inbound`]).

@@ -34,6 +34,8 @@ struct Session {
     helo: bool,
     mail_from: Option<String>,
     rcpts: Vec<String>,
+    /// Recipients taken by the bounce and complaint intake (issue 24).
+    boxes: Vec<crate::bounce::service::Mailbox>,
     errors: usize,
 }
 
@@ -59,6 +61,7 @@ pub(super) async fn run(
         helo: false,
         mail_from: None,
         rcpts: Vec::new(),
+        boxes: Vec::new(),
         errors: 0,
     };
     let _slot = match slot {
@@ -135,6 +138,7 @@ impl Session {
     fn reset(&mut self) {
         self.mail_from = None;
         self.rcpts.clear();
+        self.boxes.clear();
     }
 
     /// Reads a line of at most `MAX_LINE` bytes; `Ok(None)` when it was longer (discarded).
@@ -352,6 +356,19 @@ impl Session {
                 .error(Reply::new(503, "5.5.1", "MAIL FROM first"))
                 .await;
         }
+        if let Some(taken) = self.shared.after.get().and_then(|a| a.rcpt(to)) {
+            return match taken {
+                Ok(mailbox) if self.boxes.len() < 10 => {
+                    self.boxes.push(mailbox);
+                    self.step(Reply::new(250, "2.1.5", "recipient OK")).await
+                }
+                Ok(_) => {
+                    self.step(Reply::new(452, "4.5.3", "too many recipients"))
+                        .await
+                }
+                Err(refusal) => self.step(refusal).await,
+            };
+        }
         let f = &self.shared.cfg.feedback;
         let addr = to.trim().to_ascii_lowercase();
         let ours = [f.dmarc_address(), f.tlsrpt_address()];
@@ -380,7 +397,7 @@ impl Session {
     }
 
     async fn data(&mut self) -> Step {
-        if self.mail_from.is_none() || self.rcpts.is_empty() {
+        if self.mail_from.is_none() || (self.rcpts.is_empty() && self.boxes.is_empty()) {
             return self
                 .error(Reply::new(503, "5.5.1", "MAIL and RCPT first"))
                 .await;
@@ -446,6 +463,7 @@ impl Session {
         self.shared.count_mail(self.ip);
         let mail_from = self.mail_from.take().unwrap_or_default();
         let rcpts = std::mem::take(&mut self.rcpts);
+        let boxes = std::mem::take(&mut self.boxes);
         if oversize {
             return self
                 .step(Reply::new(
@@ -454,6 +472,12 @@ impl Session {
                     format!("report mail larger than {max} bytes (feedback.max_message_size)"),
                 ))
                 .await;
+        }
+        if let Some(after) = self.shared.after.get().filter(|_| !boxes.is_empty()) {
+            let reply = after.receive(&self.ip.to_string(), &boxes, &body).await;
+            if rcpts.is_empty() || reply.code >= 400 {
+                return self.step(reply).await;
+            }
         }
         let reply = self.store(body, mail_from, rcpts).await;
         self.step(reply).await

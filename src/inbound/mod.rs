@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     // A new one per loaded configuration: a reload invalidates every cached login.
     auth_cache: auth_cache::AuthCache,
     shutdown: watch::Receiver<bool>,
+    /// Suppression list and app pauses (issue 24), once plugged in; kept across reloads.
+    after: Arc<std::sync::OnceLock<crate::bounce::AfterDelivery>>,
 }
 
 #[derive(Default)]
@@ -204,6 +206,7 @@ pub async fn start(
         spool,
         tls,
         shutdown: shutdown_rx,
+        after: Arc::default(),
     });
     let (current, _) = watch::channel(shared.clone());
     let (session_tx, session_rx) = mpsc::channel::<()>(1);
@@ -227,6 +230,12 @@ pub async fn start(
 }
 
 impl Running {
+    /// Plugs in the suppression check at RCPT, the pause check at MAIL and the headers of
+    /// issue 24 (once; later calls are ignored).
+    pub fn attach_after_delivery(&self, after: crate::bounce::AfterDelivery) {
+        let _ = self.current.borrow().after.set(after);
+    }
+
     /// A gauge of the connections open on this node.
     pub fn connections(&self) -> ConnectionGauge {
         ConnectionGauge(self.current.borrow().conns.clone())
@@ -254,6 +263,7 @@ impl Running {
             rates: old.rates.clone(),
             conns: old.conns.clone(),
             shutdown: old.shutdown.clone(),
+            after: old.after.clone(),
         });
         self.current.send_replace(next);
         Ok(())

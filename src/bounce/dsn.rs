@@ -73,6 +73,31 @@ pub fn parse(raw: &[u8], candidates: impl Fn(&str) -> bool, max: usize) -> Vec<R
     }
 }
 
+/// The `From:` address of the original message a bounce returns (its
+/// `text/rfc822-headers` or `message/rfc822` part), if any.
+pub fn original_from(raw: &[u8]) -> Option<String> {
+    let msg = MessageParser::new().parse(raw)?;
+    for part in msg.parts.iter() {
+        let headers: &[u8] = if part.is_content_type("text", "rfc822-headers") {
+            match &part.body {
+                PartType::Text(t) => t.as_bytes(),
+                _ => continue,
+            }
+        } else if part.is_content_type("message", "rfc822") {
+            match &part.body {
+                PartType::Message(m) => m.raw_message(),
+                _ => continue,
+            }
+        } else {
+            continue;
+        };
+        let original = MessageParser::new().parse_headers(headers)?;
+        let from = original.from()?.first()?.address()?.to_string();
+        return Some(from);
+    }
+    None
+}
+
 /// The per-recipient blocks of a `message/delivery-status` body.
 fn parse_status_fields(body: &str, max: usize) -> Vec<Returned> {
     let unfolded = body

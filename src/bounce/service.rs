@@ -16,6 +16,18 @@ use super::{arf, dsn, metrics};
 /// Events the follower may fall behind by before it loses some (counted by the hub).
 const FOLLOW_CAPACITY: usize = 65_536;
 
+/// Passes a bounce on to an app's own sender address: spools `raw` with the null sender `<>`
+/// (so it is never bounced in turn) to the address given; `Ok` once durable.
+pub type Forwarder = Arc<
+    dyn Fn(
+            String,
+            Vec<u8>,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// What one accepted recipient of the feedback listener is.
 #[derive(Debug, Clone)]
 pub enum Mailbox {
@@ -41,9 +53,16 @@ pub struct AfterDelivery {
     pub guard: Guard,
     hub: EventHub,
     node: String,
+    forwarder: Arc<std::sync::OnceLock<Forwarder>>,
 }
 
 impl AfterDelivery {
+    /// Sets how bounces are passed on to the apps' senders (`forward_bounces`); without one
+    /// they are only recorded.
+    pub fn set_forwarder(&self, f: Forwarder) {
+        let _ = self.forwarder.set(f);
+    }
+
     /// Opens the list (SQLite, or PostgreSQL through `db`), the guard and the token key, and
     /// starts the follower of `hub` and the refreshers.
     pub async fn start(
@@ -71,6 +90,7 @@ impl AfterDelivery {
             guard,
             hub: hub.clone(),
             node,
+            forwarder: Arc::default(),
         };
         let follower = after.clone();
         let events = hub.subscribe(FOLLOW_CAPACITY);
@@ -283,11 +303,51 @@ impl AfterDelivery {
             self.hub.emit(e);
             taken += 1;
         }
+        let forwarded = self.forward(app, raw).await?;
         if taken == 0 {
             metrics::feedback_refused("no_failure");
-            return Ok("bounce received; it reports no failure herald can match".into());
+            return Ok(format!(
+                "bounce received; it reports no failure herald can match{forwarded}"
+            ));
         }
-        Ok(format!("bounce received: {taken} recipient(s) recorded"))
+        Ok(format!(
+            "bounce received: {taken} recipient(s) recorded{forwarded}"
+        ))
+    }
+
+    /// Passes the bounce on to the app's own sender when the app asks for it
+    /// (`forward_bounces`): the `From:` of the returned original headers, if it is one of the
+    /// app's senders (herald never mails an address a bounce names otherwise). Sent with the
+    /// null sender, so it is never bounced in turn.
+    async fn forward(&self, app: &str, raw: &[u8]) -> Result<String, Reply> {
+        let cfg = self.cfg();
+        let Some(a) = cfg.apps.get(app).filter(|a| a.forward_bounces) else {
+            return Ok(String::new());
+        };
+        let Some(forwarder) = self.forwarder.get() else {
+            return Ok(String::new());
+        };
+        let Some(to) = dsn::original_from(raw).filter(|f| sender_matches(&a.senders, f)) else {
+            tracing::info!(
+                app,
+                "bounce: not passed on: the returned headers name none of the app's senders"
+            );
+            return Ok("; not passed on (no original sender of the app in it)".into());
+        };
+        match forwarder(to.clone(), crlf(raw)).await {
+            Ok(()) => {
+                tracing::info!(app, to = %to, event = "bounce_forwarded", "bounce: passed on to the app's sender");
+                Ok(format!("; passed on to <{to}>"))
+            }
+            Err(e) => {
+                tracing::error!(app, error = %e, "bounce: cannot pass it on");
+                Err(Reply::new(
+                    451,
+                    "4.3.0",
+                    "cannot queue the bounce for the original sender; please try again later",
+                ))
+            }
+        }
     }
 
     async fn complaint(&self, client: &str, raw: &[u8]) -> Result<String, Reply> {
@@ -388,6 +448,13 @@ impl AfterDelivery {
     /// seen at delivery (returned DSNs are suppressed by the intake itself, before its 250).
     async fn follow(self, mut events: tokio::sync::mpsc::Receiver<Arc<Event>>) {
         while let Some(e) = events.recv().await {
+            if let (Some(class), Some(_)) = (e.class, e.attempt) {
+                metrics::classified(class.as_str(), "delivery");
+                tracing::debug!(event = "classified", class = class.as_str(),
+                    outcome = e.kind.as_str(), recipient = %e.recipient,
+                    queue_id = e.queue_id.as_deref().unwrap_or("-"),
+                    reply = e.reply.as_deref().unwrap_or(""), "bounce: remote answer classified");
+            }
             if e.kind == EventKind::Bounced
                 && e.class == Some(BounceClass::Hard)
                 && e.attempt.is_some()
@@ -445,6 +512,40 @@ impl AfterDelivery {
         metrics::paused_submission(app);
         Some(Guard::refusal(app, &why))
     }
+}
+
+/// `raw` with every line ending CRLF (a bare CR or LF from the network never reaches the
+/// next hop as one).
+fn crlf(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 40);
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'\r' if raw.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 1;
+            }
+            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Whether `address` matches one of an app's sender `patterns` (`user@d` or `@d`).
+fn sender_matches(patterns: &[String], address: &str) -> bool {
+    let a = address.trim().to_ascii_lowercase();
+    let Some((_, domain)) = a.rsplit_once('@') else {
+        return false;
+    };
+    patterns.iter().any(|p| {
+        let p = p.trim().to_ascii_lowercase();
+        match p.strip_prefix('@') {
+            Some(d) => d == domain,
+            None => p == a,
+        }
+    })
 }
 
 /// The token key file of `cfg`.

@@ -111,6 +111,23 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     queue.attach_after_delivery(after.clone());
+    let forward_via =
+        crate::own_mail::OwnMail::new(spool.clone(), signer.clone(), &cfg.server.hostname);
+    after.set_forwarder(Arc::new(move |to, raw| {
+        let own = forward_via.clone();
+        Box::pin(async move {
+            own.send(crate::own_mail::Message {
+                mail_from: String::new(),
+                recipients: vec![to],
+                bytes: raw,
+                tls_report: false,
+                if_unsigned: crate::own_mail::IfUnsigned::SendAnyway,
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        })
+    }));
 
     // [feedback] the report store, shared by the report listener and the /dmarc pages.
     let reports = crate::store::open(&cfg)?;

@@ -128,8 +128,11 @@ pub(super) async fn start_feedback(
         ),
         _ => None,
     };
-    let listener =
-        crate::feedback::start(cfg.clone(), parts.backends.reports.clone(), tls, socket).await?;
+    // The feedback listener's routing table: recipient address or domain → handler. Add a
+    // handler here (bounces to a return-path domain, complaints, a mailto unsubscribe
+    // address); see `crate::feedback::routes`.
+    let routes = crate::feedback::Routes::reports(cfg, parts.backends.reports.clone());
+    let listener = crate::feedback::start(cfg.clone(), routes, tls, socket).await?;
     Ok(listener.map(Feedback))
 }
 

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod bounce;
 mod cluster;
 mod dane;
 mod delivery;

@@ -287,6 +287,7 @@ impl Session {
         match self.shared.spool.commit(envelope, head, staged).await {
             Ok(id) => {
                 tracing::info!(
+                    event = "accepted",
                     queue_id = %id,
                     app = self.app.as_deref().unwrap_or("-"),
                     sender = %tx.mail_from,

@@ -7,7 +7,8 @@
 //!
 //! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`clock`], [`events`],
 //! [`fsutil`], [`headers`], [`trust`], [`resolver`] → [`cluster`] → [`spool`] → [`signing`], [`mta_sts`], [`dns`] →
-//! [`outbound`] → [`own_mail`] → [`queue`] → [`report`] → [`inbound`] → [`admin`] → [`commands`].
+//! [`history`] → [`outbound`] → [`own_mail`] → [`queue`] → [`report`], [`webhook`] → [`inbound`] → [`admin`] →
+//! [`commands`].
 
 pub mod admin;
 pub mod clock;
@@ -19,6 +20,7 @@ pub mod events;
 pub mod feedback;
 pub mod fsutil;
 pub mod headers;
+pub mod history;
 pub mod inbound;
 pub mod metrics;
 pub mod mta_sts;
@@ -35,3 +37,4 @@ pub mod signing;
 pub mod spool;
 pub mod store;
 pub mod trust;
+pub mod webhook;

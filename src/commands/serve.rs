@@ -88,6 +88,13 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Runs while `[report] enabled` (a reload may turn it on or off).
     crate::report::spawn_periodic(tls_reporter.clone(), report_sender.clone());
 
+    // [history] the message history subscribes to the event hub before anything emits; each
+    // app with a webhook_url gets its sender (from the history's durable outbox).
+    let history = crate::history::start(&cfg)?;
+    if let Some(h) = &history {
+        crate::webhook::start(&cfg, h)?;
+    }
+
     // [delivery] the queue: recovers the spool, then takes newly stored mail from `arrivals`.
     let queue = crate::queue::manager::QueueManager::start(
         cfg.clone(),
@@ -137,6 +144,7 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
                 }),
             )
             .merge(crate::admin::dmarc::routes(cfg.clone(), reports.clone()))
+            .merge(crate::admin::messages::routes(history.clone()))
             .route(
                 "/reload",
                 axum::routing::post(move || reload_route(reload_tx.clone())),

@@ -10,7 +10,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+mod history;
 mod services;
+pub use history::*;
 pub use services::*;
 
 /// Default location of the configuration file, relative to the working directory.
@@ -85,6 +87,12 @@ pub struct Config {
     /// Several nodes on one PostgreSQL; absent, herald is a single node on its own files.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// The message history (events per recipient, searchable).
+    #[serde(default)]
+    pub history: HistoryConfig,
+    /// Signed webhook POSTs of events to the apps.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
 }
 
 /// Identity and process-wide settings.
@@ -263,6 +271,13 @@ pub struct AppConfig {
     /// and a message carrying the header from an app without it is refused.
     #[serde(default)]
     pub allow_tls_optional: bool,
+    /// Where herald POSTs this app's message events (`https://…`), signed with
+    /// `webhook_secret` the Standard Webhooks way.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// The webhook signing secret, `whsec_<base64>` (`herald webhook secret` makes one).
+    #[serde(default)]
+    pub webhook_secret: Option<WebhookSecret>,
 }
 
 fn default_rate_limit() -> u32 {

@@ -549,8 +549,10 @@ async fn finish_round(
         let received = entry.msg.envelope.received_at;
         let rules = Rules::of(&cfg.delivery);
         let tried: Vec<usize> = results.iter().map(|(i, _)| *i).collect();
+        let for_events = super::emit::tried(&results);
         let settled = transition::settle(&mut entry.msg.state, received, results, now, &rules);
         record_outcomes(&entry.msg, &tried, received, now);
+        super::emit::settled(&entry.msg, data, &for_events, now);
         (entry.msg.clone(), settled)
     };
     let c = &inner.counters;

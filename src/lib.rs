@@ -6,10 +6,11 @@
 //! [`outbound`] (with [`mta_sts`] and [`report`]); [`dns`] and [`admin`] serve the operator.
 //!
 //! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`clock`], [`events`],
-//! [`fsutil`], [`headers`], [`trust`], [`resolver`] → [`cluster`] → [`spool`] → [`signing`], [`mta_sts`], [`dns`] →
+//! [`fsutil`], [`headers`], [`trust`], [`resolver`] → [`cluster`] → [`spool`] → [`suppress`], [`guard`] → [`bounce`] → [`signing`], [`mta_sts`], [`dns`] →
 //! [`outbound`] → [`own_mail`] → [`queue`] → [`report`] → [`inbound`] → [`admin`] → [`node`] → [`commands`].
 
 pub mod admin;
+pub mod bounce;
 pub mod clock;
 pub mod cluster;
 pub mod commands;
@@ -35,4 +36,5 @@ pub mod service;
 pub mod signing;
 pub mod spool;
 pub mod store;
+pub mod suppress;
 pub mod trust;

@@ -6,11 +6,12 @@
 //! [`outbound`] (with [`mta_sts`] and [`report`]); [`dns`] and [`admin`] serve the operator.
 //!
 //! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`clock`], [`events`],
-//! [`fsutil`], [`headers`], [`trust`], [`resolver`] → [`cluster`] → [`spool`] → [`signing`], [`mta_sts`], [`dns`] →
-//! [`history`] → [`outbound`] → [`own_mail`] → [`queue`] → [`report`], [`webhook`] → [`inbound`] → [`admin`] →
+//! [`fsutil`], [`headers`], [`trust`], [`resolver`] → [`cluster`] → [`spool`] → [`suppress`], [`guard`] → [`bounce`] → [`signing`], [`mta_sts`], [`dns`] →
+//! [`history`] → [`outbound`] → [`own_mail`] → [`queue`] → [`report`], [`webhook`] → [`inbound`] → [`admin`] → [`node`] →
 //! [`commands`].
 
 pub mod admin;
+pub mod bounce;
 pub mod clock;
 pub mod cluster;
 pub mod commands;
@@ -24,6 +25,7 @@ pub mod history;
 pub mod inbound;
 pub mod metrics;
 pub mod mta_sts;
+pub mod node;
 pub mod outbound;
 pub mod own_mail;
 pub mod queue;
@@ -36,5 +38,6 @@ pub mod service;
 pub mod signing;
 pub mod spool;
 pub mod store;
+pub mod suppress;
 pub mod trust;
 pub mod webhook;

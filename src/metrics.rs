@@ -179,6 +179,7 @@ impl Metrics {
             m.delivery_latency.clone(),
         );
         crate::events::stats::register(&mut registry);
+        crate::bounce::metrics::register(&mut registry);
         Metrics { registry, ..m }
     }
 

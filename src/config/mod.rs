@@ -10,8 +10,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+mod bounce;
 mod history;
 mod services;
+pub use bounce::*;
 pub use history::*;
 pub use services::*;
 
@@ -93,6 +95,9 @@ pub struct Config {
     /// Signed webhook POSTs of events to the apps.
     #[serde(default)]
     pub webhooks: WebhooksConfig,
+    /// Bounces, complaints, the suppression list and the per-app guard (issue 24).
+    #[serde(default)]
+    pub bounce: BounceConfig,
 }
 
 /// Identity and process-wide settings.
@@ -278,6 +283,21 @@ pub struct AppConfig {
     /// The webhook signing secret, `whsec_<base64>` (`herald webhook secret` makes one).
     #[serde(default)]
     pub webhook_secret: Option<WebhookSecret>,
+    /// herald's own return path for this app: a subdomain of its From: domain whose MX points
+    /// at herald's feedback listener. Set, MAIL FROM becomes a signed VERP address there.
+    #[serde(default)]
+    pub return_path_domain: Option<String>,
+    /// Whether a bounce received at the return path is still passed on to the app's own
+    /// MAIL FROM address (as when herald had none).
+    #[serde(default = "default_true")]
+    pub forward_bounces: bool,
+    /// Whether suppressed recipients are refused at RCPT (off for apps that must always try).
+    #[serde(default = "default_true")]
+    pub suppression: bool,
+    /// Whether this app's bounces and complaints suppress for its whole sending domain or
+    /// for the app alone.
+    #[serde(default)]
+    pub suppression_scope: SuppressionScope,
 }
 
 fn default_rate_limit() -> u32 {

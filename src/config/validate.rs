@@ -19,6 +19,9 @@ impl Config {
                     .into(),
             ));
         }
+        self.bounce
+            .check()
+            .map_err(|(key, problem)| err(&key, problem))?;
         if self.feedback.max_message_size < 1024 || self.feedback.max_report_size < 1024 {
             return Err(err(
                 "feedback.max_message_size",

@@ -113,6 +113,10 @@ mod tests {
                 allow_tls_optional: false,
                 webhook_url: None,
                 webhook_secret: None,
+                return_path_domain: None,
+                forward_bounces: true,
+                suppression: true,
+                suppression_scope: Default::default(),
             },
         );
         let apps = Arc::new(apps);

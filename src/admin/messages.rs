@@ -15,7 +15,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use crate::history::History;
-use crate::history::db::{self, StoredEvent};
+use crate::history::db::StoredEvent;
 use crate::history::search::Form;
 
 /// The `/messages` routes over the history (`None`: `[history]` is off, they say so).
@@ -37,7 +37,7 @@ async fn run(history: &Option<History>, form: &Form) -> Result<Vec<StoredEvent>,
     let q = form
         .query(crate::clock::unix_now())
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response())?;
-    h.db.call(move |c| db::search(c, &q)).await.map_err(|e| {
+    h.search(q).await.map_err(|e| {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot search the history: {e:#}\n"),

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 
 use super::UsageError;
 use crate::history::db::{self, HistoryDb, StoredEvent};
-use crate::history::search::Form;
+use crate::history::search::{Form, Query};
 
 /// `herald log …`
 #[derive(Debug, Subcommand)]
@@ -71,15 +71,14 @@ pub async fn run(config: &Path, cmd: LogCommand) -> anyhow::Result<ExitCode> {
     let q = form
         .query(crate::clock::unix_now())
         .map_err(|e| UsageError(e.to_string()))?;
-    let path = crate::history::database_path(&cfg);
-    if !path.exists() {
-        anyhow::bail!(
-            "no message history at {} yet (herald serve creates it; [history] database)",
-            path.display()
-        );
-    }
-    let db = HistoryDb::open(&path)?;
-    let events = db.call_now(|c| db::search(c, &q))?;
+    let events = match &cfg.cluster {
+        Some(cluster) => {
+            let db = crate::cluster::open(cluster).await?;
+            let pg = crate::history::pg::PgHistory::open(db).await?;
+            pg.search(&q).await?
+        }
+        None => local(&cfg, &q)?,
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&events)?);
     } else if events.is_empty() {
@@ -90,6 +89,19 @@ pub async fn run(config: &Path, cmd: LogCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// This node's history file.
+fn local(cfg: &crate::config::Config, q: &Query) -> anyhow::Result<Vec<StoredEvent>> {
+    let path = crate::history::database_path(cfg);
+    if !path.exists() {
+        anyhow::bail!(
+            "no message history at {} yet (herald serve creates it; [history] database)",
+            path.display()
+        );
+    }
+    let db = HistoryDb::open(&path)?;
+    db.call_now(|c| db::search(c, q))
 }
 
 /// One event on one line: time, kind, recipient, queue id, then what is known.

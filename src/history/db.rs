@@ -268,7 +268,8 @@ fn row_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
     })
 }
 
-fn parse_class(s: &str) -> Option<BounceClass> {
+/// The class named `s`.
+pub fn parse_class(s: &str) -> Option<BounceClass> {
     [
         BounceClass::Hard,
         BounceClass::Soft,

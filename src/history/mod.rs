@@ -8,11 +8,13 @@
 //! `[history] queue` events, new ones are lost and counted (`herald_events_lost`). Events older
 //! than `[history] retention` are pruned hourly.
 //!
-//! With `[cluster]` each node keeps its own history file in its `data_dir` (search on the node
-//! that handled the message; a shared PostgreSQL table is future work).
+//! With `[cluster]` every batch is also copied into the cluster's PostgreSQL ([`pg`]), and
+//! search reads from there: any node answers for the whole cluster. The SQLite file stays
+//! (it holds this node's webhook outbox).
 
 pub mod db;
 pub mod payload;
+pub mod pg;
 pub mod search;
 
 use std::collections::HashSet;
@@ -22,9 +24,12 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::cluster::Db;
 use crate::config::Config;
 use crate::events::{Event, stats};
 use db::HistoryDb;
+use pg::PgHistory;
+use search::Query;
 
 /// Most events written in one transaction.
 pub const WRITE_BATCH: usize = 2000;
@@ -44,21 +49,54 @@ pub fn database_path(cfg: &Config) -> PathBuf {
 pub struct History {
     /// Search, senders and pruning use this connection.
     pub db: Arc<HistoryDb>,
+    /// With `[cluster]`: the shared table search reads.
+    pub pg: Option<PgHistory>,
     /// Bumped after every write that put events in an outbox.
     pub queued: watch::Receiver<u64>,
 }
 
-/// Opens the history database, subscribes to the hub and starts the writer thread and the
-/// hourly pruning; `None` when `[history] enabled = false`.
-pub fn start(cfg: &Config) -> anyhow::Result<Option<History>> {
+impl History {
+    /// Events matching `q`, newest first: from the cluster's table with `[cluster]`, else
+    /// from this node's file.
+    pub async fn search(&self, q: Query) -> anyhow::Result<Vec<db::StoredEvent>> {
+        match &self.pg {
+            Some(pg) => Ok(pg.search(&q).await?),
+            None => self.db.call(move |c| db::search(c, &q)).await,
+        }
+    }
+}
+
+/// Opens the history database (and with `cluster`, the shared table), subscribes to the hub
+/// and starts the writer thread and the hourly pruning; `None` when `[history] enabled =
+/// false`.
+pub async fn start(cfg: &Config, cluster: Option<Db>) -> anyhow::Result<Option<History>> {
     if !cfg.history.enabled {
         return Ok(None);
     }
     let path = database_path(cfg);
     let db = Arc::new(HistoryDb::open(&path)?);
     let conn = db::open(&path)?;
+    let pg = match cluster {
+        Some(c) => Some(PgHistory::open(c).await?),
+        None => None,
+    };
     let hub = crate::events::hub();
-    hub.set_node(&cfg.server.hostname);
+    hub.set_node(&match &cfg.cluster {
+        Some(c) => c.node_id(),
+        None => cfg.server.hostname.clone(),
+    });
+    let copies = pg.clone().map(|pg| {
+        let (tx, mut rx) = mpsc::channel::<Vec<Arc<Event>>>(256);
+        tokio::spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                if let Err(e) = pg.insert(&batch).await {
+                    stats::stats().lost.inc_by(batch.len() as u64);
+                    tracing::error!(error = %e, events = batch.len(), "history: cannot copy events to the cluster database");
+                }
+            }
+        });
+        tx
+    });
     let rx = hub.subscribe(cfg.history.queue);
     let apps: HashSet<String> = cfg
         .apps
@@ -70,9 +108,10 @@ pub fn start(cfg: &Config) -> anyhow::Result<Option<History>> {
     let max_backlog = cfg.webhooks.max_backlog;
     std::thread::Builder::new()
         .name("history-writer".into())
-        .spawn(move || write_loop(rx, conn, apps, max_backlog, queued_tx))?;
+        .spawn(move || write_loop(rx, conn, apps, max_backlog, queued_tx, copies))?;
     let retention = cfg.history.retention;
     let pruning = db.clone();
+    let pg_pruning = pg.clone();
     tokio::spawn(async move {
         loop {
             let before = crate::clock::unix_now().saturating_sub(retention.as_secs());
@@ -81,11 +120,16 @@ pub fn start(cfg: &Config) -> anyhow::Result<Option<History>> {
                 Ok(n) => tracing::info!(events = n, "history: pruned events past retention"),
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "history: cannot prune"),
             }
+            if let Some(pg) = &pg_pruning
+                && let Err(e) = pg.prune(before).await
+            {
+                tracing::warn!(error = %e, "history: cannot prune the cluster table");
+            }
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
     });
     tracing::info!(database = %path.display(), "history: recording message events");
-    Ok(Some(History { db, queued }))
+    Ok(Some(History { db, pg, queued }))
 }
 
 /// The writer thread: takes what has queued up, writes it in one transaction, repeats.
@@ -95,6 +139,7 @@ fn write_loop(
     apps: HashSet<String>,
     max_backlog: usize,
     queued: watch::Sender<u64>,
+    copies: Option<mpsc::Sender<Vec<Arc<Event>>>>,
 ) {
     let hub = crate::events::hub();
     let mut lost_seen = 0;
@@ -128,6 +173,11 @@ fn write_loop(
                 }
                 if any {
                     queued.send_modify(|v| *v += 1);
+                }
+                if let Some(tx) = &copies
+                    && tx.try_send(batch.clone()).is_err()
+                {
+                    s.lost.inc_by(batch.len() as u64);
                 }
             }
             Err(e) => {

@@ -102,6 +102,47 @@ impl Query {
     }
 }
 
+/// A value bound to the PostgreSQL form of a search.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PgValue {
+    /// A text parameter.
+    Text(String),
+    /// A bigint parameter.
+    Int(i64),
+}
+
+impl Query {
+    /// The PostgreSQL form of [`Query::sql`] (`$n` parameters, addresses compared lower-cased).
+    pub fn pg_sql(&self) -> (String, Vec<PgValue>) {
+        let (sqlite, values) = self.sql();
+        let mut sql = sqlite
+            .replace(" FROM events ", " FROM herald_events ")
+            .replace("recipient = ?", "lower(recipient) = lower(?")
+            .replace("sender = ?", "lower(sender) = lower(?");
+        // Close the lower( … ) opened above, then number the parameters the PostgreSQL way.
+        let mut out = String::with_capacity(sql.len());
+        let mut rest = sql.as_str();
+        while let Some(i) = rest.find("lower(?") {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 7..];
+            let digits = after.chars().take_while(|c| c.is_ascii_digit()).count();
+            out.push_str(&format!("lower(?{})", &after[..digits]));
+            rest = &after[digits..];
+        }
+        out.push_str(rest);
+        sql = out.replace('?', "$");
+        let values = values
+            .into_iter()
+            .map(|v| match v {
+                Value::Integer(i) => PgValue::Int(i),
+                Value::Text(t) => PgValue::Text(t),
+                _ => PgValue::Text(String::new()),
+            })
+            .collect();
+        (sql, values)
+    }
+}
+
 /// A search as a form or query string sends it: every field text, times as unix seconds,
 /// RFC 3339, or an age (`2h` = two hours ago).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -215,6 +256,24 @@ mod tests {
         );
         assert_eq!(values.len(), 4);
         assert_eq!(values[0], Value::Text("x' OR '1'='1".into()));
+    }
+
+    #[test]
+    fn the_postgres_form_numbers_dollars_and_lowers_addresses() {
+        let q = Query {
+            recipient: Some("Bob@x".into()),
+            app: Some("shop".into()),
+            ..Query::default()
+        };
+        let (sql, values) = q.pg_sql();
+        assert!(sql.contains("FROM herald_events"), "{sql}");
+        assert!(sql.contains("lower(recipient) = lower($1)"), "{sql}");
+        assert!(
+            sql.contains("app = $2") && sql.contains("LIMIT $3"),
+            "{sql}"
+        );
+        assert_eq!(values[0], PgValue::Text("Bob@x".into()));
+        assert!(!sql.contains('?'));
     }
 
     #[test]

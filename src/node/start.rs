@@ -56,7 +56,8 @@ impl Node {
         let mut node = Vec::<Box<dyn Subsystem>>::new();
         // [history] subscribes to the event hub before anything can emit (the queue may settle
         // recovered mail at once); its /messages pages and the webhooks start below.
-        let history = crate::history::start(&cfg)?;
+        let history =
+            crate::history::start(&cfg, backends.cluster.as_ref().map(|c| c.db.clone())).await?;
 
         // [report] counts TLS outcomes; with [cluster] the counts move to the database and one
         // node sends each report. The sender mails reports every interval through the spool.

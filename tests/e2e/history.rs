@@ -4,5 +4,6 @@
 //! the `/messages/page` in headless Chromium.
 
 mod browser;
+mod cluster;
 mod rig;
 mod webhooks;

@@ -7,8 +7,8 @@
 //!
 //! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`clock`], [`events`],
 //! [`fsutil`], [`headers`], [`trust`], [`resolver`] → [`cluster`] → [`spool`] → [`suppress`], [`guard`] → [`bounce`] → [`signing`], [`mta_sts`], [`dns`] →
-//! [`history`] → [`outbound`] → [`own_mail`] → [`queue`] → [`report`], [`webhook`] → [`inbound`] → [`admin`] → [`node`] →
-//! [`commands`].
+//! [`history`] → [`outbound`] → [`own_mail`] → [`queue`] → [`report`], [`webhook`] → [`smtp_server`] → [`feedback`] → [`inbound`] →
+//! [`admin`] → [`node`] → [`commands`].
 
 pub mod admin;
 pub mod bounce;
@@ -20,6 +20,7 @@ pub mod dns;
 pub mod events;
 pub mod feedback;
 pub mod fsutil;
+pub mod guard;
 pub mod headers;
 pub mod history;
 pub mod inbound;
@@ -36,6 +37,7 @@ pub mod report;
 pub mod resolver;
 pub mod service;
 pub mod signing;
+pub mod smtp_server;
 pub mod spool;
 pub mod store;
 pub mod suppress;

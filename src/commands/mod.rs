@@ -16,6 +16,7 @@ pub mod reload;
 pub mod report;
 pub mod serve;
 pub mod sts;
+pub mod suppress;
 pub mod tls;
 pub mod webhook;
 
@@ -79,6 +80,9 @@ pub enum Command {
     /// Webhooks to the apps: send a test event, make a secret.
     #[command(subcommand)]
     Webhook(webhook::WebhookCommand),
+    /// The suppression list: list, add, remove, import, export (CSV, JSON).
+    #[command(subcommand)]
+    Suppress(suppress::SuppressCommand),
 }
 
 /// A usage error: exit status 2.
@@ -104,6 +108,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Cluster(cmd) => cluster::run(&config, cmd).await,
         Command::Log(cmd) => log::run(&config, cmd).await,
         Command::Webhook(cmd) => webhook::run(&config, cmd).await,
+        Command::Suppress(cmd) => suppress::run(&config, cmd).await,
     };
     match result {
         Ok(code) => code,

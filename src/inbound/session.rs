@@ -10,12 +10,11 @@ use smtp_proto::{
     MAIL_RET_HDRS, MAIL_SMTPUTF8, MailFrom, Request,
 };
 
-use super::conn::{Conn, Line};
-use super::hygiene::LineCheck;
 use super::policy::sender_allowed;
 use super::rawcheck::{self, RawVerdict};
 use super::{ListenerKind, Shared};
 use crate::reply::Reply;
+use crate::smtp_server::{Chunked, Conn, Line, admission};
 use crate::spool::StagedMessage;
 
 /// A message being submitted.
@@ -33,9 +32,9 @@ pub(super) struct Transaction {
 #[derive(Default)]
 pub(super) struct Chunks {
     pub(super) staged: Option<StagedMessage>,
-    pub(super) size: usize,
-    pub(super) check: LineCheck,
-    /// Writing to the staged file failed (the message is refused at the end of the chunk).
+    /// Size and line checks across the chunks.
+    pub(super) body: Chunked,
+    /// The staged file could not be made (the message is refused at the end of the chunk).
     pub(super) failed: Option<io::Error>,
 }
 
@@ -94,11 +93,7 @@ impl Session {
                     ),
                 )),
                 Next::Shutdown => {
-                    self.reply(Reply::new(
-                        421,
-                        "4.3.2",
-                        format!("{host} is shutting down; try again shortly"),
-                    ));
+                    self.reply(admission::shutting_down(&host));
                     break;
                 }
                 Next::Failed(e) => self.io_failed(e),
@@ -343,6 +338,12 @@ impl Session {
                 format!("sender <{}> is not allowed for {who}", from.address),
             ));
         }
+        if let Some(r) = self.app.as_deref().and_then(|app| {
+            let after = self.shared.after.get()?;
+            after.pause_refusal(app)
+        }) {
+            return self.reply(r);
+        }
         if let Some(app) = self.app.clone() {
             let per_minute = self.shared.apps.get(&app).map_or(0, |a| a.rate_limit);
             let rate = crate::ratelimit::Rate::per_minute(per_minute);
@@ -388,6 +389,11 @@ impl Session {
         };
         if to.is_empty() {
             return self.error(Reply::new(501, "5.1.3", "empty recipient address"));
+        }
+        if let Some(after) = self.shared.after.get()
+            && let Some(r) = after.rcpt_refusal(self.app.as_deref(), &tx.mail_from, &to)
+        {
+            return self.reply(r);
         }
         if !tx.recipients.iter().any(|r| r.eq_ignore_ascii_case(&to)) {
             if tx.recipients.len() >= max {

@@ -52,6 +52,7 @@ pub(super) fn settled(
         e.remote = r.last_host.clone();
         e.reply = r.last_reply.clone();
         e.attempt = Some(r.attempts);
+        e.class = r.class;
         hub().emit(e);
     }
 }

@@ -9,6 +9,7 @@
 //! own address, not herald's VERP return path), so `billing@example.com` and
 //! `news@mail.example.com` share one list.
 
+pub mod admin;
 pub mod index;
 pub mod store;
 

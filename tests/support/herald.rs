@@ -1,5 +1,7 @@
 //! Runs herald as a child process, the way an operator does: a config file in a temp dir,
-//! `herald serve`, and a wait for its "ready" log line (never a sleep).
+//! `herald serve`, and a wait for its `event = "ready"` log line (never a sleep). Tests wait
+//! on herald's structured events ([`Herald::wait_for_event`]: a field `event`, in text or JSON
+//! log lines), not on the words of a message.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -81,6 +83,8 @@ pub struct Herald {
     /// Every line it has written to stderr so far.
     pub log: Arc<Mutex<Vec<String>>>,
     lines: mpsc::Receiver<String>,
+    /// The thread copying stderr into `log`; finished once herald's stderr is closed.
+    reader: std::thread::JoinHandle<()>,
 }
 
 impl Herald {
@@ -93,7 +97,7 @@ impl Herald {
         )
         .expect("write config");
         let mut h = Herald::spawn(&config_path, config, &["serve"]);
-        h.wait_for_log("herald ready", Duration::from_secs(60));
+        h.wait_for_event("ready", Duration::from_secs(60));
         h
     }
 
@@ -120,13 +124,14 @@ impl Herald {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn herald");
-        let (log, lines) = collect_stderr(&mut child);
+        let (log, lines, reader) = collect_stderr_until_closed(&mut child);
         Herald {
             child,
             config_path: config_path.to_path_buf(),
             config,
             log,
             lines,
+            reader,
         }
     }
 
@@ -134,6 +139,19 @@ impl Herald {
     /// or if herald exits first.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
         wait_for_line(&self.lines, &self.log, needle, timeout)
+    }
+
+    /// Waits for a stderr line with the structured field `event = <event>` (e.g. `ready`,
+    /// `reloaded`, `reload_refused`, `stopped`) and returns it; panics with the log after
+    /// `timeout` or if herald exits first.
+    pub fn wait_for_event(&mut self, event: &str, timeout: Duration) -> String {
+        wait_for_match(
+            &self.lines,
+            &self.log,
+            &format!("event {event:?}"),
+            timeout,
+            |l| has_event(l, event),
+        )
     }
 
     /// An address from the `[smtp]` section, e.g. `submission`.
@@ -164,11 +182,16 @@ impl Herald {
         }
     }
 
-    /// Waits for herald to exit; panics with the log if it has not within `timeout`.
+    /// Waits for herald to exit and for the last of its log lines; panics with the log if it
+    /// has not exited within `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait herald") {
+                // Every line herald wrote is in `log` once its stderr reached end of file.
+                while !self.reader.is_finished() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return status;
             }
             if std::time::Instant::now() >= deadline {
@@ -223,18 +246,30 @@ pub fn point_at(
 /// Copies a child's stderr lines to ours (prefixed `[herald]`), into a shared log and onto a
 /// channel, from a thread; returns the log and the channel's receiving end.
 pub fn collect_stderr(child: &mut Child) -> (Arc<Mutex<Vec<String>>>, mpsc::Receiver<String>) {
+    let (log, lines, _reader) = collect_stderr_until_closed(child);
+    (log, lines)
+}
+
+/// [`collect_stderr`], with the copying thread (it ends when the child's stderr closes).
+pub fn collect_stderr_until_closed(
+    child: &mut Child,
+) -> (
+    Arc<Mutex<Vec<String>>>,
+    mpsc::Receiver<String>,
+    std::thread::JoinHandle<()>,
+) {
     let stderr = child.stderr.take().expect("stderr piped");
     let log = Arc::new(Mutex::new(Vec::new()));
     let (tx, lines) = mpsc::channel();
     let log2 = log.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("[herald] {line}");
             log2.lock().expect("log").push(line.clone());
             let _ = tx.send(line);
         }
     });
-    (log, lines)
+    (log, lines, reader)
 }
 
 /// Waits for a line from `lines` containing `needle` and returns it; panics with the whole
@@ -245,14 +280,47 @@ pub fn wait_for_line(
     needle: &str,
     timeout: Duration,
 ) -> String {
+    wait_for_match(lines, log, &format!("{needle:?}"), timeout, |l| {
+        l.contains(needle)
+    })
+}
+
+/// True when a log line (text or JSON) carries the field `event` with the value `event`.
+pub fn has_event(line: &str, event: &str) -> bool {
+    [
+        format!("event=\"{event}\""),
+        format!("event={event}"),
+        format!("\"event\":\"{event}\""),
+    ]
+    .iter()
+    .any(|field| {
+        line.match_indices(field.as_str()).any(|(at, _)| {
+            // The whole field: not `prevent=…` nor a longer value.
+            let before = line[..at].chars().last();
+            let after = line[at + field.len()..].chars().next();
+            !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+        })
+    })
+}
+
+/// Waits for a line from `lines` that `matches` and returns it; panics (naming `what`) with
+/// the whole `log` after `timeout` or once the sender is gone (herald exited).
+pub fn wait_for_match(
+    lines: &mpsc::Receiver<String>,
+    log: &Mutex<Vec<String>>,
+    what: &str,
+    timeout: Duration,
+    matches: impl Fn(&str) -> bool,
+) -> String {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match lines.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
+            Ok(line) if matches(&line) => return line,
             Ok(_) => {}
             Err(_) => panic!(
-                "herald did not log {needle:?} in {timeout:?}; log:\n{}",
+                "herald did not log {what} in {timeout:?}; log:\n{}",
                 log.lock().expect("log").join("\n")
             ),
         }

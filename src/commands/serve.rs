@@ -100,7 +100,7 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     .await?;
 
     // [feedback] the report store, shared by the report listener and the /dmarc pages.
-    let reports = crate::store::open(&cfg)?;
+    let reports = crate::store::open(&cfg).await?;
     let feedback_tls = match cfg.feedback.listen {
         Some(_) if cfg.tls.cert.exists() || cfg.tls.allow_dev_certs => Some(
             crate::inbound::tls::acceptor(&cfg, &config.display().to_string())?,

@@ -471,11 +471,15 @@ impl Session {
             raw,
         };
         let ip = self.ip;
-        let done = tokio::task::spawn_blocking(move || {
+        let parsed = tokio::task::spawn_blocking(move || {
             let items = parse_mail(&mail.raw, &limits);
-            store.accept(&mail, &items)
+            (mail, items)
         })
         .await;
+        let done = match parsed {
+            Ok((mail, items)) => Ok(store.accept(&mail, &items).await),
+            Err(e) => Err(e),
+        };
         match done {
             Ok(Ok(o)) => {
                 tracing::info!(client = %ip, stored = o.stored, duplicates = o.duplicates,

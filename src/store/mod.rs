@@ -45,6 +45,7 @@ use mail_auth::report::Report;
 use mail_auth::report::tlsrpt::TlsReport;
 use serde::Serialize;
 
+use crate::cluster::Db;
 use crate::config::Config;
 
 /// One mail as it arrived (or as it was imported), before parsing.
@@ -239,10 +240,20 @@ pub fn database_path(cfg: &Config) -> PathBuf {
 }
 
 /// Opens the configured store: the cluster's PostgreSQL with `[cluster]` (connecting and
-/// applying the migrations, as a node does), else SQLite in `data_dir`.
+/// applying the migrations, as a node does), else SQLite in `data_dir`. For the commands that
+/// run without a node.
 pub async fn open(cfg: &Config) -> anyhow::Result<Arc<dyn ReportStore>> {
-    if let Some(cluster) = &cfg.cluster {
-        let db = crate::cluster::open(cluster).await?;
+    let db = match &cfg.cluster {
+        Some(cluster) => Some(crate::cluster::open(cluster).await?),
+        None => None,
+    };
+    open_on(cfg, db).await
+}
+
+/// The store on the node's own cluster database `db` (one pool per node), or, without
+/// `[cluster]` (`db` is `None`), SQLite in `data_dir`.
+pub async fn open_on(cfg: &Config, db: Option<Db>) -> anyhow::Result<Arc<dyn ReportStore>> {
+    if let Some(db) = db {
         return Ok(Arc::new(pg::PgStore::new(db)));
     }
     Ok(Arc::new(

@@ -5,6 +5,7 @@
 mod cluster;
 mod complaints;
 mod delivery_time;
+mod dns;
 mod guard;
 mod return_path;
 

@@ -11,8 +11,10 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 mod bounce;
+mod history;
 mod services;
 pub use bounce::*;
+pub use history::*;
 pub use services::*;
 
 /// Default location of the configuration file, relative to the working directory.
@@ -87,6 +89,12 @@ pub struct Config {
     /// Several nodes on one PostgreSQL; absent, herald is a single node on its own files.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// The message history (events per recipient, searchable).
+    #[serde(default)]
+    pub history: HistoryConfig,
+    /// Signed webhook POSTs of events to the apps.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
     /// Bounces, complaints, the suppression list and the per-app guard (issue 24).
     #[serde(default)]
     pub bounce: BounceConfig,
@@ -268,6 +276,13 @@ pub struct AppConfig {
     /// and a message carrying the header from an app without it is refused.
     #[serde(default)]
     pub allow_tls_optional: bool,
+    /// Where herald POSTs this app's message events (`https://…`), signed with
+    /// `webhook_secret` the Standard Webhooks way.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// The webhook signing secret, `whsec_<base64>` (`herald webhook secret` makes one).
+    #[serde(default)]
+    pub webhook_secret: Option<WebhookSecret>,
     /// herald's own return path for this app: a subdomain of its From: domain whose MX points
     /// at herald's feedback listener. Set, MAIL FROM becomes a signed VERP address there.
     #[serde(default)]

@@ -11,6 +11,7 @@ mod delivery;
 mod dmarc;
 mod dns_check;
 mod hardening;
+mod history;
 mod mta_sts;
 mod production;
 mod requiretls;

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod index;
+pub mod metrics;
 pub mod store;
 
 use std::sync::Arc;
@@ -201,7 +202,7 @@ impl Suppressions {
         let entry = self.entry_of(new)?;
         let stored = self.store.upsert(entry).await?;
         self.index.put(&stored);
-        crate::bounce::metrics::suppression_added(stored.reason.as_str());
+        crate::suppress::metrics::suppression_added(stored.reason.as_str());
         Ok(stored)
     }
 

@@ -7,7 +7,7 @@
 //!
 //! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`clock`], [`events`],
 //! [`fsutil`], [`headers`], [`trust`], [`resolver`] → [`cluster`] → [`spool`] → [`signing`], [`mta_sts`], [`dns`] →
-//! [`outbound`] → [`own_mail`] → [`queue`] → [`report`] → [`inbound`] → [`admin`] → [`commands`].
+//! [`outbound`] → [`own_mail`] → [`queue`] → [`report`] → [`web`] → [`inbound`] → [`admin`] → [`commands`].
 
 pub mod admin;
 pub mod clock;
@@ -35,3 +35,4 @@ pub mod signing;
 pub mod spool;
 pub mod store;
 pub mod trust;
+pub mod web;

@@ -37,6 +37,7 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let feedback_socket = crate::feedback::bind(&cfg).await?;
     let dns_sockets = crate::dns::authority::bind(&cfg).await?;
+    let web_socket = crate::web::bind(&cfg).await?;
     let signer = Arc::new(Signer::load(&cfg)?);
     // [cluster] the shared database, its schema brought up to date before anything uses it;
     // the spool is then the cluster's table (messages being received still go to local files).
@@ -148,6 +149,21 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     let dns_listener =
         crate::dns::authority::start(&cfg, &signer.published_keys(), dns_sockets).await?;
 
+    // [web] the public HTTPS listener (ACME certificates, hosted MTA-STS, unsubscribe pages);
+    // one-click unsubscribe is installed before the SMTP listeners add its headers.
+    let one_click = match cfg.web.listen {
+        Some(_) => {
+            let one_click = Arc::new(crate::web::unsubscribe::OneClick::open(&cfg)?);
+            crate::web::unsubscribe::install(one_click.clone());
+            Some(one_click)
+        }
+        None => None,
+    };
+    let web = match web_socket {
+        Some(socket) => Some(crate::web::start(cfg.clone(), socket, one_click)?),
+        None => None,
+    };
+
     // [inbound] the SMTP listeners, last: mail is accepted only once delivery runs.
     let inbound = crate::inbound::start(
         cfg.clone(),
@@ -228,6 +244,9 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     );
     if let Some(h) = heartbeat {
         h.abort();
+    }
+    if let Some(web) = web {
+        web.stop();
     }
     // [report] keep the TLS-RPT counts of the last sessions.
     if let Err(e) = tls_reporter.persist() {

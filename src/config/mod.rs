@@ -12,6 +12,8 @@ use serde::Deserialize;
 
 mod services;
 pub use services::*;
+mod web;
+pub use web::*;
 
 /// Default location of the configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/herald.toml";
@@ -85,6 +87,9 @@ pub struct Config {
     /// Several nodes on one PostgreSQL; absent, herald is a single node on its own files.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// The public HTTPS listener: ACME certificates, hosted MTA-STS, one-click unsubscribe.
+    #[serde(default)]
+    pub web: WebConfig,
 }
 
 /// Identity and process-wide settings.
@@ -263,6 +268,9 @@ pub struct AppConfig {
     /// and a message carrying the header from an app without it is refused.
     #[serde(default)]
     pub allow_tls_optional: bool,
+    /// `"one-click"`: herald adds RFC 8058 unsubscribe headers to this app's mail.
+    #[serde(default)]
+    pub unsubscribe: UnsubscribeMode,
 }
 
 fn default_rate_limit() -> u32 {
@@ -490,6 +498,14 @@ impl Config {
             .token_file
             .clone()
             .unwrap_or_else(|| self.server.data_dir.join("admin.token"))
+    }
+
+    /// The `[web]` directory: ACME account, certificate, unsubscribe secret and records.
+    pub fn web_dir(&self) -> PathBuf {
+        self.web
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("web"))
     }
 
     /// The TLS-RPT pending-report directory.

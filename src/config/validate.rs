@@ -19,6 +19,13 @@ impl Config {
                     .into(),
             ));
         }
+        let unsubscribing: Vec<&str> = (self.apps.iter())
+            .filter(|(_, a)| a.unsubscribe == super::UnsubscribeMode::OneClick)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if let Err((key, problem)) = self.web.validate(&unsubscribing) {
+            return Err(err(&key, problem));
+        }
         if self.feedback.max_message_size < 1024 || self.feedback.max_report_size < 1024 {
             return Err(err(
                 "feedback.max_message_size",

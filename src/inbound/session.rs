@@ -389,6 +389,17 @@ impl Session {
         if to.is_empty() {
             return self.error(Reply::new(501, "5.1.3", "empty recipient address"));
         }
+        // [web] one-click unsubscribe: this app's mail from this domain is no longer wanted.
+        if let (Some(app), Some(oc)) = (&self.app, crate::web::unsubscribe::installed())
+            && oc.unsubscribed(app, &tx.mail_from, &to)
+        {
+            let why = format!(
+                "<{to}> unsubscribed from app {app}'s mail from {} (one-click unsubscribe); \
+                 remove the address from the list",
+                crate::web::unsubscribe::domain_of(&tx.mail_from)
+            );
+            return self.reply(Reply::new(550, "5.7.1", why));
+        }
         if !tx.recipients.iter().any(|r| r.eq_ignore_ascii_case(&to)) {
             if tx.recipients.len() >= max {
                 return self.reply(Reply::new(

@@ -9,6 +9,7 @@
 pub mod dkim;
 mod dmarc;
 pub mod lookup;
+mod mta_sts;
 mod reports;
 mod spf;
 mod spf_walk;
@@ -260,4 +261,5 @@ async fn check_all(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     dkim::check(ctx, out).await;
     dmarc::check(ctx, out).await;
     dmarc::informational(ctx, out).await;
+    mta_sts::check(ctx, out).await;
 }

@@ -11,6 +11,7 @@ fn pebble_certificate_serves_the_policy_and_is_renewed_in_place() {
     let elsewhere = crate::support::free_ip();
     let mut r = rig::start(
         20,
+        "1s",
         "[web.mta_sts.\"elsewhere.test\"]\nmode = \"enforce\"\nmx = [\"mx.elsewhere.test\"]\n",
         &[("mta-sts.elsewhere.test", elsewhere.into())],
     );
@@ -92,6 +93,40 @@ fn pebble_certificate_serves_the_policy_and_is_renewed_in_place() {
         "{shown}"
     );
 
+    // `herald check` follows the chain: record, certificate (and its expiry), policy, MX.
+    r.dns.add_mx("example.test", 10, "mx.example.test");
+    let check = |r: &rig::WebRig| -> serde_json::Value {
+        let out = r.herald_cli(&["check", "example.test", "--json"]);
+        serde_json::from_slice(&out.stdout).expect("check json")
+    };
+    let finding = |report: &serde_json::Value, id: &str| -> (String, String) {
+        let f = report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == id)
+            .unwrap_or_else(|| panic!("{id} in {report:#}"));
+        (
+            f["status"].as_str().unwrap().to_string(),
+            f["message"].as_str().unwrap().to_string(),
+        )
+    };
+    let report = check(&r);
+    assert_eq!(finding(&report, "mta-sts.policy").0, "pass", "{report:#}");
+    assert_eq!(finding(&report, "mta-sts.mx").0, "pass", "{report:#}");
+    let (status, message) = finding(&report, "mta-sts.certificate");
+    assert!(
+        status == "warn" && message.contains("verified; expires"),
+        "a 20-second certificate is about to expire: {message}"
+    );
+    r.dns.add_mx("example.test", 20, "rogue.example.org");
+    let report = check(&r);
+    let (status, message) = finding(&report, "mta-sts.mx");
+    assert!(
+        status == "fail" && message.contains("rogue.example.org"),
+        "{message}"
+    );
+
     // Renewal: a third of the 20 s lifetime left, herald orders again and swaps the new
     // certificate in; the same process keeps serving with it.
     r.herald.wait_for_log("certificate due for renewal", WAIT);
@@ -126,4 +161,35 @@ fn not_after(line: &str) -> String {
         .and_then(|s| s.split_whitespace().next())
         .unwrap_or_default()
         .to_string()
+}
+
+/// With the ACME server gone, a failed renewal keeps the certificate in force, is logged and
+/// retried with a growing wait; a restart serves the stored certificate.
+#[test]
+fn acme_failure_keeps_the_certificate_and_a_restart_serves_the_stored_one() {
+    // renew_before longer than the lifetime: every pass wants a new certificate.
+    let mut r = rig::start(3600, "100d", "", &[]);
+    drop(r.pebble.take());
+    let first = r.herald.wait_for_log("ACME order failed", WAIT);
+    let second = r.herald.wait_for_log("ACME order failed", WAIT);
+    assert!(
+        first.contains("retry_in=1s") && second.contains("retry_in=2s"),
+        "{first}\n{second}"
+    );
+    let policy = r.curl(STS_HOST, "/.well-known/mta-sts.txt", &[]);
+    assert!(
+        policy.status.success(),
+        "old certificate still served: {policy:?}"
+    );
+
+    let config = r.herald.config.clone();
+    r.herald.terminate();
+    let h = crate::support::herald::Herald::start(r.dir.path(), config);
+    let log = h.log.lock().unwrap().join("\n");
+    assert!(log.contains("stored certificate in force"), "{log}");
+    let policy = r.curl(STS_HOST, "/.well-known/mta-sts.txt", &[]);
+    assert!(
+        policy.status.success(),
+        "stored certificate served after restart: {policy:?}"
+    );
 }

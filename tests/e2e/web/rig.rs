@@ -19,8 +19,8 @@ pub struct WebRig {
     pub dir: tempfile::TempDir,
     pub dns: DnsServer,
     pub ca: TestCa,
-    /// Kept running (and killed) with the rig.
-    pub _pebble: Pebble,
+    /// The ACME server (a test may stop it by taking it).
+    pub pebble: Option<Pebble>,
     pub herald: Herald,
     /// herald's `[web] listen`.
     pub web: SocketAddr,
@@ -32,8 +32,14 @@ pub struct WebRig {
 
 /// Starts DNS, Pebble (issuing certificates valid `validity_secs`) and herald, and waits for
 /// herald's first certificate. `extra` is TOML appended to the config (more `[web.mta_sts]`),
-/// `records` more address records published before herald starts.
-pub fn start(validity_secs: u64, extra: &str, records: &[(&str, std::net::IpAddr)]) -> WebRig {
+/// `records` more address records published before herald starts; `renew_before` is
+/// `[web] renew_before` (a long one makes every pass order again).
+pub fn start(
+    validity_secs: u64,
+    renew_before: &str,
+    extra: &str,
+    records: &[(&str, std::net::IpAddr)],
+) -> WebRig {
     let dir = tempfile::tempdir().expect("tempdir");
     let dns = DnsServer::start();
     let ca = TestCa::new();
@@ -83,7 +89,7 @@ pub fn start(validity_secs: u64, extra: &str, records: &[(&str, std::net::IpAddr
 listen = "{web}"
 acme_directory = "{directory}"
 acme_retry = "1s"
-renew_before = "1s"
+renew_before = "{renew_before}"
 
 [web.mta_sts."example.test"]
 mx = ["mx.example.test", "*.backup.example.test"]
@@ -100,7 +106,7 @@ max_age = "1d"
         dir,
         dns,
         ca,
-        _pebble: pebble,
+        pebble: Some(pebble),
         herald,
         web,
         pebble_root,

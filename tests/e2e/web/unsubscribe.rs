@@ -90,7 +90,7 @@ fn dkimpy(r: &rig::WebRig, msg: &[u8]) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_click_headers_are_signed_and_only_a_genuine_post_unsubscribes() {
-    let r = rig::start(3600, "", &[]);
+    let r = rig::start(3600, "1s", "", &[]);
     let tls = r.ca.client_config_trusting();
     let submission = r.herald.smtp_addr("submission");
     let mut c = Client::submission_login(submission, tls.clone()).await;

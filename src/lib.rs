@@ -7,7 +7,7 @@
 //!
 //! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`clock`], [`events`],
 //! [`fsutil`], [`headers`], [`trust`], [`resolver`] → [`cluster`] → [`spool`] → [`signing`], [`mta_sts`], [`dns`] →
-//! [`outbound`] → [`own_mail`] → [`queue`] → [`report`] → [`web`] → [`inbound`] → [`admin`] → [`commands`].
+//! [`outbound`] → [`own_mail`] → [`queue`] → [`report`] → [`web`] → [`inbound`] → [`admin`] → [`node`] → [`commands`].
 
 pub mod admin;
 pub mod clock;
@@ -22,6 +22,7 @@ pub mod headers;
 pub mod inbound;
 pub mod metrics;
 pub mod mta_sts;
+pub mod node;
 pub mod outbound;
 pub mod own_mail;
 pub mod queue;

@@ -153,31 +153,40 @@ pub async fn start(
         shutdown,
     });
     Ok(Some(FeedbackListener {
-        accepting: tokio::spawn(accept_loop(socket, shared, sessions_tx)),
+        accepting: std::sync::Mutex::new(Some(tokio::spawn(accept_loop(
+            socket,
+            shared,
+            sessions_tx,
+        )))),
         shutdown: shutdown_tx,
-        sessions,
+        sessions: tokio::sync::Mutex::new(sessions),
     }))
 }
 
 /// The running report listener, for a clean shutdown.
 pub struct FeedbackListener {
-    accepting: JoinHandle<()>,
+    accepting: std::sync::Mutex<Option<JoinHandle<()>>>,
     shutdown: watch::Sender<bool>,
     /// Yields `None` once every session (each holding a sender) has ended.
-    sessions: mpsc::Receiver<()>,
+    sessions: tokio::sync::Mutex<mpsc::Receiver<()>>,
 }
 
 impl FeedbackListener {
     /// Stops accepting, tells sessions waiting for a command to leave (`421`), and waits up
     /// to `grace` for the others: a report in the middle of its DATA is still stored and
     /// answered `250` (as submission sessions are, see [`crate::inbound`]).
-    pub async fn shutdown(mut self, grace: Duration) {
+    pub async fn shutdown(&self, grace: Duration) {
         let _ = self.shutdown.send(true);
-        let _ = (&mut self.accepting).await;
-        if tokio::time::timeout(grace, self.sessions.recv())
-            .await
-            .is_err()
-        {
+        let accepting = self
+            .accepting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(accepting) = accepting {
+            let _ = accepting.await;
+        }
+        let mut sessions = self.sessions.lock().await;
+        if tokio::time::timeout(grace, sessions.recv()).await.is_err() {
             tracing::warn!("feedback: sessions still running after the grace period; closing them");
         }
     }

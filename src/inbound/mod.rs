@@ -2,7 +2,7 @@
 //!
 //! [`bind`] binds every configured listener (before anything else starts, so a busy port
 //! fails fast); [`start`] starts accepting on them and returns [`Running`]; `herald serve` calls
-//! [`Running::shutdown`] on SIGTERM/SIGINT to stop accepting and let sessions finish.
+//! [`Running::shutdown`] on SIGTERM/SIGINT (through [`crate::node`]) to stop accepting and let sessions finish.
 
 pub mod auth;
 pub mod auth_cache;
@@ -144,9 +144,12 @@ pub struct Running {
     current: watch::Sender<Arc<Shared>>,
     config_file: String,
     shutdown: watch::Sender<bool>,
-    listeners: Vec<JoinHandle<()>>,
-    sessions: mpsc::Receiver<()>,
+    listeners: Mutex<Vec<JoinHandle<()>>>,
+    sessions: tokio::sync::Mutex<mpsc::Receiver<()>>,
 }
+
+/// The settings of new sessions after a reload, prepared but not yet in force.
+pub struct NextSessions(Arc<Shared>);
 
 /// The SMTP listen sockets, bound but not yet accepting: connections wait in the kernel
 /// backlog until [`start`].
@@ -221,8 +224,8 @@ pub async fn start(
         current,
         config_file: config_file.to_string(),
         shutdown: shutdown_tx,
-        listeners,
-        sessions: session_rx,
+        listeners: Mutex::new(listeners),
+        sessions: tokio::sync::Mutex::new(session_rx),
     })
 }
 
@@ -232,18 +235,21 @@ impl Running {
         ConnectionGauge(self.current.borrow().conns.clone())
     }
 
-    /// Applies a reloaded configuration to new sessions: apps, passwords, senders, rate
-    /// limits, SMTP limits, DKIM keys (`signer`) and the certificate. Sessions in flight finish
-    /// with the settings they started with; connection counts, AUTH failure counts and rate
-    /// buckets carry over. Listen addresses are not re-bound (a restart does that). Fails,
-    /// changing nothing, when the new certificate cannot be loaded.
-    pub fn reload(&self, cfg: Arc<Config>, signer: Arc<Signer>) -> anyhow::Result<()> {
+    /// Puts together the settings of new sessions for a reloaded configuration, changing
+    /// nothing yet: apps, passwords, senders, rate limits, SMTP limits, DKIM keys (`signer`)
+    /// and the certificate. Fails when the new certificate cannot be loaded.
+    /// [`Running::apply_reload`] puts them in force.
+    pub fn prepare_reload(
+        &self,
+        cfg: Arc<Config>,
+        signer: Arc<Signer>,
+    ) -> anyhow::Result<NextSessions> {
         let old = self.current.borrow().clone();
         let tls = match &old.tls {
             Some(_) => Some(tls::acceptor(&cfg, &self.config_file)?),
             None => None,
         };
-        let next = Arc::new(Shared {
+        Ok(NextSessions(Arc::new(Shared {
             apps: Arc::new(cfg.apps.clone().into_iter().collect()),
             auth_cache: auth_cache::AuthCache::new(cfg.smtp.auth_cache_ttl)?,
             cfg,
@@ -254,21 +260,32 @@ impl Running {
             rates: old.rates.clone(),
             conns: old.conns.clone(),
             shutdown: old.shutdown.clone(),
-        });
-        self.current.send_replace(next);
-        Ok(())
+        })))
+    }
+
+    /// Sessions that start from now on use `next`; those in flight finish with the settings
+    /// they started with. Connection counts, AUTH failure counts and rate buckets carry over;
+    /// listen addresses are not re-bound (a restart does that).
+    pub fn apply_reload(&self, next: NextSessions) {
+        self.current.send_replace(next.0);
     }
 
     /// Stops accepting, tells idle sessions to leave (`421`), and waits up to `grace` for
     /// sessions in flight. Returns true when every session finished in time.
-    pub async fn shutdown(mut self, grace: Duration) -> bool {
+    pub async fn shutdown(&self, grace: Duration) -> bool {
         let _ = self.shutdown.send(true);
-        for l in self.listeners.drain(..) {
+        let listeners =
+            std::mem::take(&mut *self.listeners.lock().unwrap_or_else(|p| p.into_inner()));
+        for l in listeners {
             let _ = l.await;
         }
-        tracing::info!("all listeners closed; waiting for sessions in flight");
+        tracing::info!(
+            event = "listeners_closed",
+            "all listeners closed; waiting for sessions in flight"
+        );
         // Every session holds a sender; recv() yields None once all have ended.
-        match tokio::time::timeout(grace, self.sessions.recv()).await {
+        let mut sessions = self.sessions.lock().await;
+        match tokio::time::timeout(grace, sessions.recv()).await {
             Ok(_) => true,
             Err(_) => {
                 tracing::warn!(

@@ -39,7 +39,7 @@ pub async fn bind(cfg: &Config) -> anyhow::Result<Option<TcpListener>> {
         .map_err(|e| anyhow::anyhow!("web.listen: cannot listen on {listen}: {e}"))
 }
 
-/// The running public listener and certificate task; stopped on drop of [`Running::stop`].
+/// The running public listener and certificate task ([`Running::stop`] ends both).
 pub struct Running {
     tasks: Vec<JoinHandle<()>>,
     /// The certificate source of the listener.
@@ -48,8 +48,8 @@ pub struct Running {
 
 impl Running {
     /// Stops accepting and stops the certificate task.
-    pub fn stop(self) {
-        for t in self.tasks {
+    pub fn stop(&self) {
+        for t in &self.tasks {
             t.abort();
         }
     }

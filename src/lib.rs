@@ -7,7 +7,7 @@
 //!
 //! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`clock`], [`events`],
 //! [`fsutil`], [`headers`], [`trust`], [`resolver`] → [`cluster`] → [`spool`] → [`signing`], [`mta_sts`], [`dns`] →
-//! [`outbound`] → [`own_mail`] → [`queue`] → [`report`] → [`web`] → [`inbound`] → [`admin`] → [`node`] → [`commands`].
+//! [`outbound`] → [`own_mail`] → [`queue`] → [`report`] → [`smtp_server`] → [`feedback`] → [`web`] → [`inbound`] → [`admin`] → [`node`] → [`commands`].
 
 pub mod admin;
 pub mod clock;
@@ -33,6 +33,7 @@ pub mod report;
 pub mod resolver;
 pub mod service;
 pub mod signing;
+pub mod smtp_server;
 pub mod spool;
 pub mod store;
 pub mod trust;

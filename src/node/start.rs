@@ -111,6 +111,12 @@ impl Node {
         let cfg = parts.cfg.clone();
 
         // ---- SUBSYSTEMS: start a new one here and `node.push` it (see the module doc). ----
+        // [web] the public HTTPS listener (ACME certificates, hosted MTA-STS, unsubscribe
+        // pages); one-click unsubscribe is installed before the SMTP listeners add its headers
+        // and before the feedback listener routes its mailto: address.
+        if let Some(web) = subsystems::start_web(&cfg, sockets.web.take())? {
+            node.push(Box::new(web));
+        }
         // [feedback] the report listener (DMARC and TLS-RPT reports into the store).
         if let Some(feedback) = subsystems::start_feedback(&parts, sockets.feedback.take()).await? {
             node.push(Box::new(feedback));
@@ -123,11 +129,6 @@ impl Node {
         let records = subsystems::DnsRecords::new(&cfg, &parts.signer);
         parts.routes = std::mem::take(&mut parts.routes).merge(records.routes());
         node.push(Box::new(records));
-        // [web] the public HTTPS listener (ACME certificates, hosted MTA-STS, unsubscribe
-        // pages); one-click unsubscribe is installed before the SMTP listeners add its headers.
-        if let Some(web) = subsystems::start_web(&cfg, sockets.web.take())? {
-            node.push(Box::new(web));
-        }
         // ---- end of SUBSYSTEMS ----
 
         // [admin] the admin endpoint, with every route above and `POST /reload`.

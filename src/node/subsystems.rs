@@ -128,8 +128,18 @@ pub(super) async fn start_feedback(
         ),
         _ => None,
     };
-    let listener =
-        crate::feedback::start(cfg.clone(), parts.backends.reports.clone(), tls, socket).await?;
+    // The feedback listener's routing table: recipient address or domain → handler. Add a
+    // handler here (bounces to a return-path domain, complaints, a mailto unsubscribe
+    // address); see `crate::feedback::routes`.
+    let mut routes = crate::feedback::Routes::reports(cfg, parts.backends.reports.clone());
+    // [web] the mailto: variant of one-click unsubscribe (installed by `start_web`, first).
+    if let Some(oc) = crate::web::unsubscribe::installed()
+        && let Some(address) = oc.mailto_address()
+    {
+        let handler = Arc::new(crate::web::unsubscribe::mailto::MailtoHandler(oc.clone()));
+        routes = routes.address(address, handler);
+    }
+    let listener = crate::feedback::start(cfg.clone(), routes, tls, socket).await?;
     Ok(listener.map(Feedback))
 }
 

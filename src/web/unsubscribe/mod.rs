@@ -6,11 +6,14 @@
 //!   unless the app set `List-Unsubscribe` itself; DKIM then covers both (`h=`).
 //! - `POST /u/TOKEN` records the unsubscribe (idempotent); `GET /u/TOKEN` only shows a page
 //!   with a button, because link scanners fetch every URL they see.
+//! - Mail to `unsubscribe@<feedback domain>` with the token in its Subject (the `mailto:`
+//!   variant) is recorded the same way by the feedback listener ([`mailto`]).
 //! - The next submission from that app and sender domain to that address is refused at RCPT.
 //!
 //! The running instance is installed once per process ([`install`]) so submission sessions
 //! find it without threading it through every listener.
 
+pub mod mailto;
 pub mod store;
 pub mod token;
 
@@ -97,6 +100,12 @@ impl OneClick {
             "List-Unsubscribe: {value}\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
         )
         .into_bytes()
+    }
+
+    /// The `mailto:` unsubscribe address (`unsubscribe@<feedback domain>`), when the feedback
+    /// listener runs.
+    pub fn mailto_address(&self) -> Option<&str> {
+        self.mailto.as_deref()
     }
 
     /// Whether `rcpt` unsubscribed from `app`'s mail sent as `mail_from`'s domain.

@@ -90,7 +90,13 @@ fn dkimpy(r: &rig::WebRig, msg: &[u8]) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_click_headers_are_signed_and_only_a_genuine_post_unsubscribes() {
-    let r = rig::start(3600, "1s", "", &[]);
+    let feedback = crate::support::free_addr();
+    let r = rig::start(
+        3600,
+        "1s",
+        &format!("[feedback]\nlisten = \"{feedback}\"\ndomain = \"reports.example.test\"\n"),
+        &[],
+    );
     let tls = r.ca.client_config_trusting();
     let submission = r.herald.smtp_addr("submission");
     let mut c = Client::submission_login(submission, tls.clone()).await;
@@ -183,6 +189,43 @@ async fn one_click_headers_are_signed_and_only_a_genuine_post_unsubscribes() {
         refused.text.contains("5.7.1") && refused.text.contains("unsubscribed"),
         "{refused:?}"
     );
-    // Only that address, only for this app's domain.
+    // Only that address.
     c.expect("RCPT TO:<other@dest.test>", 250).await;
+    c.expect("RSET", 250).await;
+
+    // The mailto: variant, through the feedback listener, for another reader.
+    let second = "second@dest.test";
+    let reply = c
+        .submit("app@example.test", &[second], &body(second, "three"))
+        .await;
+    assert_eq!(reply.code, 250, "{reply:?}");
+    let msg = String::from_utf8_lossy(&captured(&r.captured, 2)).into_owned();
+    let list = header(&msg, "List-Unsubscribe").expect("List-Unsubscribe");
+    assert!(!list.contains(second), "{list}");
+    let mailto = list
+        .split(['<', '>'])
+        .find_map(|p| p.strip_prefix("mailto:"))
+        .expect("a mailto: address")
+        .to_string();
+    let (address, query) = mailto.split_once("?subject=").expect("a subject");
+    assert_eq!(address, "unsubscribe@reports.example.test");
+    let subject = query.replace("%20", " ");
+    let mut f = Client::plain(feedback).await;
+    assert_eq!(f.reply().await.code, 220);
+    f.expect("EHLO dest.test", 250).await;
+    f.expect(&format!("MAIL FROM:<{second}>"), 250).await;
+    f.expect(&format!("RCPT TO:<{address}>"), 250).await;
+    f.expect("DATA", 354).await;
+    f.send(format!(
+        "From: {second}\r\nTo: {address}\r\nSubject: {subject}\r\n\r\nplease\r\n.\r\n"
+    ))
+    .await;
+    let answer = f.reply().await;
+    assert_eq!(answer.code, 250, "{answer:?}");
+    c.expect("MAIL FROM:<app@example.test>", 250).await;
+    let refused = c.cmd(&format!("RCPT TO:<{second}>")).await;
+    assert_eq!(
+        refused.code, 550,
+        "the mailto unsubscribe is in force: {refused:?}"
+    );
 }

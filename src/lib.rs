@@ -6,10 +6,11 @@
 //! [`outbound`] (with [`mta_sts`] and [`report`]); [`dns`] and [`admin`] serve the operator.
 //!
 //! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`clock`], [`events`],
-//! [`fsutil`], [`headers`], [`trust`], [`resolver`] → [`cluster`] → [`spool`] → [`signing`], [`mta_sts`], [`dns`] →
+//! [`fsutil`], [`headers`], [`trust`], [`resolver`] → [`cluster`] → [`spool`] → [`suppress`], [`guard`] → [`bounce`] → [`signing`], [`mta_sts`], [`dns`] →
 //! [`outbound`] → [`own_mail`] → [`queue`] → [`report`] → [`smtp_server`] → [`feedback`] → [`web`] → [`inbound`] → [`admin`] → [`node`] → [`commands`].
 
 pub mod admin;
+pub mod bounce;
 pub mod clock;
 pub mod cluster;
 pub mod commands;
@@ -18,6 +19,7 @@ pub mod dns;
 pub mod events;
 pub mod feedback;
 pub mod fsutil;
+pub mod guard;
 pub mod headers;
 pub mod inbound;
 pub mod metrics;
@@ -36,5 +38,6 @@ pub mod signing;
 pub mod smtp_server;
 pub mod spool;
 pub mod store;
+pub mod suppress;
 pub mod trust;
 pub mod web;

@@ -15,6 +15,7 @@ pub mod reload;
 pub mod report;
 pub mod serve;
 pub mod sts;
+pub mod suppress;
 pub mod tls;
 
 use std::path::{Path, PathBuf};
@@ -71,6 +72,9 @@ pub enum Command {
     /// Several nodes on one PostgreSQL: the nodes, their load and configuration.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// The suppression list: list, add, remove, import, export (CSV, JSON).
+    #[command(subcommand)]
+    Suppress(suppress::SuppressCommand),
 }
 
 /// A usage error: exit status 2.
@@ -94,6 +98,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Report(cmd) => report::run(&config, cmd).await,
         Command::Dmarc(cmd) => dmarc::run(&config, cmd).await,
         Command::Cluster(cmd) => cluster::run(&config, cmd).await,
+        Command::Suppress(cmd) => suppress::run(&config, cmd).await,
     };
     match result {
         Ok(code) => code,

@@ -10,7 +10,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+mod bounce;
 mod services;
+pub use bounce::*;
 pub use services::*;
 mod web;
 pub use web::*;
@@ -90,6 +92,9 @@ pub struct Config {
     /// The public HTTPS listener: ACME certificates, hosted MTA-STS, one-click unsubscribe.
     #[serde(default)]
     pub web: WebConfig,
+    /// Bounces, complaints, the suppression list and the per-app guard (issue 24).
+    #[serde(default)]
+    pub bounce: BounceConfig,
 }
 
 /// Identity and process-wide settings.
@@ -271,6 +276,21 @@ pub struct AppConfig {
     /// `"one-click"`: herald adds RFC 8058 unsubscribe headers to this app's mail.
     #[serde(default)]
     pub unsubscribe: UnsubscribeMode,
+    /// herald's own return path for this app: a subdomain of its From: domain whose MX points
+    /// at herald's feedback listener. Set, MAIL FROM becomes a signed VERP address there.
+    #[serde(default)]
+    pub return_path_domain: Option<String>,
+    /// Whether a bounce received at the return path is still passed on to the app's own
+    /// MAIL FROM address (as when herald had none).
+    #[serde(default = "default_true")]
+    pub forward_bounces: bool,
+    /// Whether suppressed recipients are refused at RCPT (off for apps that must always try).
+    #[serde(default = "default_true")]
+    pub suppression: bool,
+    /// Whether this app's bounces and complaints suppress for its whole sending domain or
+    /// for the app alone.
+    #[serde(default)]
+    pub suppression_scope: SuppressionScope,
 }
 
 fn default_rate_limit() -> u32 {

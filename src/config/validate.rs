@@ -26,6 +26,9 @@ impl Config {
         if let Err((key, problem)) = self.web.validate(&unsubscribing) {
             return Err(err(&key, problem));
         }
+        self.bounce
+            .check()
+            .map_err(|(key, problem)| err(&key, problem))?;
         if self.feedback.max_message_size < 1024 || self.feedback.max_report_size < 1024 {
             return Err(err(
                 "feedback.max_message_size",

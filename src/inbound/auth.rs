@@ -112,6 +112,10 @@ mod tests {
                 rate_limit: 0,
                 allow_tls_optional: false,
                 unsubscribe: Default::default(),
+                return_path_domain: None,
+                forward_bounces: true,
+                suppression: true,
+                suppression_scope: Default::default(),
             },
         );
         let apps = Arc::new(apps);

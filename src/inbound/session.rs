@@ -338,6 +338,12 @@ impl Session {
                 format!("sender <{}> is not allowed for {who}", from.address),
             ));
         }
+        if let Some(r) = self.app.as_deref().and_then(|app| {
+            let after = self.shared.after.get()?;
+            after.pause_refusal(app)
+        }) {
+            return self.reply(r);
+        }
         if let Some(app) = self.app.clone() {
             let per_minute = self.shared.apps.get(&app).map_or(0, |a| a.rate_limit);
             let rate = crate::ratelimit::Rate::per_minute(per_minute);
@@ -384,16 +390,10 @@ impl Session {
         if to.is_empty() {
             return self.error(Reply::new(501, "5.1.3", "empty recipient address"));
         }
-        // [web] one-click unsubscribe: this app's mail from this domain is no longer wanted.
-        if let (Some(app), Some(oc)) = (&self.app, crate::web::unsubscribe::installed())
-            && oc.unsubscribed(app, &tx.mail_from, &to)
+        if let Some(after) = self.shared.after.get()
+            && let Some(r) = after.rcpt_refusal(self.app.as_deref(), &tx.mail_from, &to)
         {
-            let why = format!(
-                "<{to}> unsubscribed from app {app}'s mail from {} (one-click unsubscribe); \
-                 remove the address from the list",
-                crate::web::unsubscribe::domain_of(&tx.mail_from)
-            );
-            return self.reply(Reply::new(550, "5.7.1", why));
+            return self.reply(r);
         }
         if !tx.recipients.iter().any(|r| r.eq_ignore_ascii_case(&to)) {
             if tx.recipients.len() >= max {

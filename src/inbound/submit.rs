@@ -263,6 +263,16 @@ impl Session {
         {
             trace.extend_from_slice(&oc.header_fields(app, &tx.mail_from, rcpt));
         }
+        let after = self.shared.after.get();
+        if let (Some(after), Some(app)) = (after, self.app.as_deref()) {
+            trace.extend_from_slice(&after.headers(app, &tx.recipients, unix_now()));
+        }
+        let return_path_domain = self
+            .app
+            .as_ref()
+            .and_then(|a| self.shared.apps.get(a))
+            .and_then(|a| a.return_path_domain.clone())
+            .filter(|_| after.is_some());
         let head = match self.shared.signer.sign_parts(trace, headers, body).await {
             Ok((mut signatures, trace)) => {
                 signatures.extend_from_slice(&trace);
@@ -283,10 +293,12 @@ impl Session {
             tls: tls.clone(),
             tls_report: false,
             tls_request,
+            return_path_domain,
         };
         match self.shared.spool.commit(envelope, head, staged).await {
             Ok(id) => {
                 tracing::info!(
+                    event = "accepted",
                     queue_id = %id,
                     app = self.app.as_deref().unwrap_or("-"),
                     sender = %tx.mail_from,

@@ -111,14 +111,29 @@ impl Node {
         let cfg = parts.cfg.clone();
 
         // ---- SUBSYSTEMS: start a new one here and `node.push` it (see the module doc). ----
+        // [bounce] bounces, complaints, the suppression list and the per-app guard.
+        let after = subsystems::start_after_delivery(&parts).await?;
+        parts.routes = std::mem::take(&mut parts.routes)
+            .merge(crate::suppress::admin::routes(after.suppressions.clone()))
+            .merge(crate::guard::admin::routes(
+                after.guard.clone(),
+                cfg.apps.keys().cloned().collect(),
+            ));
+        node.push(Box::new(subsystems::AfterDelivery(after.clone())));
         // [web] the public HTTPS listener (ACME certificates, hosted MTA-STS, unsubscribe
-        // pages); one-click unsubscribe is installed before the SMTP listeners add its headers
-        // and before the feedback listener routes its mailto: address.
-        if let Some(web) = subsystems::start_web(&cfg, sockets.web.take())? {
+        // pages); one-click unsubscribe (recording into the suppression list) is installed
+        // before the SMTP listeners add its headers and the feedback listener routes its
+        // mailto: address.
+        if let Some(web) =
+            subsystems::start_web(&cfg, sockets.web.take(), after.suppressions.clone())?
+        {
             node.push(Box::new(web));
         }
-        // [feedback] the report listener (DMARC and TLS-RPT reports into the store).
-        if let Some(feedback) = subsystems::start_feedback(&parts, sockets.feedback.take()).await? {
+        // [feedback] the report listener (DMARC and TLS-RPT reports into the store; bounces
+        // and complaints to the after-delivery subsystem).
+        if let Some(feedback) =
+            subsystems::start_feedback(&parts, sockets.feedback.take(), &after).await?
+        {
             node.push(Box::new(feedback));
         }
         // /dmarc pages over the report store; /dns shows the records in force.
@@ -153,6 +168,7 @@ impl Node {
             parts.backends.cluster_counters(),
         )
         .await?;
+        inbound.attach_after_delivery(after.clone());
         let gauge = inbound.connections();
         node.push(Box::new(subsystems::Inbound(Arc::new(inbound))));
         // [cluster] the heartbeat: this node's liveness, connections and config digest.

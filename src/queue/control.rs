@@ -235,7 +235,7 @@ impl QueueManager {
                 Ok(data) => {
                     note = operator_bounce(inner, &msg, &data)
                         .await
-                        .unwrap_or_else(|e| format!("; {e}"))
+                        .unwrap_or_else(|e| format!("; {}", e.message()))
                 }
                 Err(e) => note = format!("; the bounce could not be built: {e}"),
             }
@@ -325,7 +325,7 @@ impl QueueManager {
             };
             note = match operator_bounce(inner, &msg, &data).await {
                 Ok(note) => note,
-                Err(e) => return failed(e),
+                Err(e) => return e,
             };
         }
         let spool = inner.spool.clone();
@@ -363,12 +363,12 @@ impl QueueManager {
 }
 
 /// Queues the bounce of a message the operator deletes with `--bounce`: the note for the
-/// answer, or why it could not be queued.
+/// answer, or why it could not be queued ([`Control::Failed`]).
 async fn operator_bounce(
     inner: &Inner,
     msg: &SpooledMessage,
     data: &[u8],
-) -> Result<String, String> {
+) -> Result<String, Control> {
     let failures = operator_failures(&msg.state);
     let generation = inner.current();
     match dsn::queue_notice(
@@ -389,6 +389,6 @@ async fn operator_bounce(
             ))
         }
         Ok(None) => Ok("; no bounce (null sender)".into()),
-        Err(e) => Err(format!("the bounce could not be queued: {e}")),
+        Err(e) => Err(failed(format!("the bounce could not be queued: {e}"))),
     }
 }

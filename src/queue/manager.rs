@@ -122,6 +122,8 @@ pub(super) struct Inner {
     pub(super) leases_valid_until: Mutex<Option<Instant>>,
     /// Wakes the lease keeper at once (after an operator action, so the owner reloads).
     pub(super) lease_wake: Notify,
+    /// Bounces, suppression and the guard (issue 24): VERP return paths, held apps, events.
+    after: std::sync::OnceLock<crate::bounce::AfterDelivery>,
     _lock: SpoolLock,
 }
 
@@ -218,6 +220,7 @@ impl QueueManager {
             phase: watch::Sender::new(Phase::Running),
             leases_valid_until: Mutex::new(leases_valid_until),
             lease_wake: Notify::new(),
+            after: std::sync::OnceLock::new(),
             _lock: lock,
         });
         let (mut waiting, mut finished) = (0, Vec::new());
@@ -328,6 +331,12 @@ impl QueueManager {
         self.inner.wake.notify_one();
     }
 
+    /// Plugs in the after-delivery subsystem: VERP return paths, the guard's hold of paused
+    /// apps, and the events of each settled attempt (once; later calls are ignored).
+    pub fn attach_after_delivery(&self, after: crate::bounce::AfterDelivery) {
+        let _ = self.inner.after.set(after);
+    }
+
     /// The counters shown on `/metrics`.
     pub fn counters(&self) -> Counters {
         let c = &self.inner.counters;
@@ -351,6 +360,9 @@ async fn receive(inner: Arc<Inner>, mut arrivals: Arrivals) {
         inner.wake.notify_one();
     }
 }
+
+/// How often a paused app's held message looks again whether the app was resumed.
+const PAUSED_RECHECK_MS: u64 = 2_000;
 
 /// How long a shutdown waits, after cutting, for the cut rounds to record their state.
 const CUT_RECORDING: Duration = Duration::from_secs(10);
@@ -431,6 +443,20 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
             return;
         }
     };
+    let after = inner.after.get();
+    if let Some((app, why)) = after.and_then(|a| {
+        let app = msg.envelope.app.as_deref()?;
+        Some((app, a.guard.paused(app)?))
+    }) {
+        // The app is paused by its guard: its mail waits, other apps' flows.
+        tracing::debug!(queue_id = %id, app, reason = %why, "held: the app is paused");
+        let mut table = inner.table();
+        if let Some(entry) = table.entries.get_mut(id) {
+            entry.in_flight = false;
+        }
+        table.schedule(id, Some(now_ms() + PAUSED_RECHECK_MS));
+        return;
+    }
     let generation = inner.current();
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, r) in msg.state.recipients.iter().enumerate() {
@@ -450,15 +476,29 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
     let attempted: Vec<usize> = groups.values().flatten().copied().collect();
     let mut tasks = tokio::task::JoinSet::new();
     for (domain, idxs) in groups {
+        let recipients: Vec<String> = idxs
+            .iter()
+            .map(|&i| msg.state.recipients[i].address.clone())
+            .collect();
+        let mail_from = after
+            .and_then(|a| {
+                let e = &msg.envelope;
+                a.return_path(
+                    e.app.as_deref(),
+                    e.return_path_domain.as_deref(),
+                    &e.mail_from,
+                    id,
+                    &recipients,
+                    unix_now(),
+                )
+            })
+            .unwrap_or_else(|| msg.envelope.mail_from.clone());
         let job = Job {
             queue_id: id.to_string(),
-            mail_from: msg.envelope.mail_from.clone(),
+            mail_from,
             mail_params: msg.envelope.mail_from_params.clone(),
             domain,
-            recipients: idxs
-                .iter()
-                .map(|&i| msg.state.recipients[i].address.clone())
-                .collect(),
+            recipients,
             message: data.clone(),
             tls_report: msg.envelope.tls_report,
             tls_request: msg.envelope.tls_request,
@@ -523,6 +563,34 @@ fn record_outcomes(msg: &SpooledMessage, tried: &[usize], received: u64, now: u6
     }
 }
 
+/// Emits one event per tried recipient (delivered, deferred, bounced or expired, with the
+/// class of a refusal) for the after-delivery subsystem and history.
+fn emit_outcomes(hub: &crate::events::EventHub, msg: &SpooledMessage, tried: &[usize], now: u64) {
+    use crate::events::{Event, EventKind};
+    for r in tried.iter().filter_map(|&i| msg.state.recipients.get(i)) {
+        let kind = match r.status {
+            RecipientStatus::Delivered => EventKind::Delivered,
+            RecipientStatus::Pending => EventKind::Deferred,
+            RecipientStatus::Failed
+                if r.last_status
+                    .is_some_and(|s| s.subject == 4 && s.detail == 7) =>
+            {
+                EventKind::Expired
+            }
+            RecipientStatus::Failed => EventKind::Bounced,
+        };
+        let mut e = Event::new(kind, now, r.address.clone());
+        e.app = msg.envelope.app.clone();
+        e.queue_id = Some(msg.id.clone());
+        e.sender = msg.envelope.mail_from.clone();
+        e.remote = r.last_host.clone();
+        e.reply = r.last_reply.clone();
+        e.attempt = Some(r.attempts);
+        e.class = r.class;
+        hub.emit(e);
+    }
+}
+
 /// Records the attempt's results: bounce first, then the new state (or removal).
 async fn finish_round(
     inner: &Arc<Inner>,
@@ -547,10 +615,13 @@ async fn finish_round(
             return;
         }
         let received = entry.msg.envelope.received_at;
-        let rules = Rules::of(&cfg.delivery);
+        let rules = Rules::of_config(cfg);
         let tried: Vec<usize> = results.iter().map(|(i, _)| *i).collect();
         let settled = transition::settle(&mut entry.msg.state, received, results, now, &rules);
         record_outcomes(&entry.msg, &tried, received, now);
+        if let Some(after) = inner.after.get() {
+            emit_outcomes(after.hub(), &entry.msg, &tried, now);
+        }
         (entry.msg.clone(), settled)
     };
     let c = &inner.counters;

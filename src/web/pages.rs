@@ -124,10 +124,8 @@ async fn unsubscribe(
         )
             .into_response();
     }
-    let one_click = one_click.clone();
-    let recorded = tokio::task::spawn_blocking(move || one_click.record(&token, "https")).await;
-    match recorded {
-        Ok(Ok(Some(sub))) => (
+    match one_click.record(&token, "https").await {
+        Ok(Some(sub)) => (
             StatusCode::OK,
             Html(format!(
                 "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Unsubscribed\
@@ -137,18 +135,14 @@ async fn unsubscribe(
             )),
         )
             .into_response(),
-        Ok(Ok(None)) => not_found(),
-        Ok(Err(e)) => {
-            tracing::error!("web: cannot record an unsubscribe: {e:#}");
+        Ok(None) => not_found(),
+        Err(e) => {
+            tracing::error!("web: cannot record an unsubscribe: {e}");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the unsubscribe could not be recorded; try again later\n",
             )
                 .into_response()
-        }
-        Err(e) => {
-            tracing::error!("web: unsubscribe task failed: {e}");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
 }

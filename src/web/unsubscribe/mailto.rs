@@ -23,26 +23,16 @@ impl MailHandler for MailtoHandler {
                      message's List-Unsubscribe header gives it",
                 );
             };
-            let recorded =
-                tokio::task::spawn_blocking(move || one_click.record(&token, "mailto")).await;
-            match recorded {
-                Ok(Ok(Some(_))) => Reply::new(250, "2.0.0", "unsubscribed"),
-                Ok(Ok(None)) => Reply::new(
+            match one_click.record(&token, "mailto").await {
+                Ok(Some(_)) => Reply::new(250, "2.0.0", "unsubscribed"),
+                Ok(None) => Reply::new(
                     550,
                     "5.7.1",
                     "the unsubscribe token is not valid (altered or expired); use the link in a \
                      recent message",
                 ),
-                Ok(Err(e)) => {
-                    tracing::error!("web: cannot record a mailto unsubscribe: {e:#}");
-                    Reply::new(
-                        451,
-                        "4.3.0",
-                        "the unsubscribe could not be recorded; try again later",
-                    )
-                }
                 Err(e) => {
-                    tracing::error!("web: mailto unsubscribe task failed: {e}");
+                    tracing::error!("web: cannot record a mailto unsubscribe: {e}");
                     Reply::new(
                         451,
                         "4.3.0",

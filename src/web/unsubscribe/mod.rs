@@ -8,26 +8,27 @@
 //!   with a button, because link scanners fetch every URL they see.
 //! - Mail to `unsubscribe@<feedback domain>` with the token in its Subject (the `mailto:`
 //!   variant) is recorded the same way by the feedback listener ([`mailto`]).
-//! - The next submission from that app and sender domain to that address is refused at RCPT.
+//! - Recording is the suppression list's (`crate::suppress`, reason `unsubscribe`, scoped to
+//!   the app and the sending domain): the next submission from that app to that address is
+//!   refused at RCPT there.
 //!
 //! The running instance is installed once per process ([`install`]) so submission sessions
 //! find it without threading it through every listener.
 
 pub mod mailto;
-pub mod store;
 pub mod token;
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use self::store::UnsubscribeTable;
 use self::token::{Sealer, Subscription};
 use crate::config::{Config, UnsubscribeMode};
+use crate::suppress::{Reason, Suppressions};
 
 /// Everything one-click unsubscribe needs at run time.
 pub struct OneClick {
     sealer: Sealer,
-    table: UnsubscribeTable,
+    suppressions: Suppressions,
     host_url: String,
     mailto: Option<String>,
     lifetime: i64,
@@ -57,11 +58,11 @@ pub fn domain_of(address: &str) -> &str {
 }
 
 impl OneClick {
-    /// Opens the secret (made on first use, mode 0600) and the table in `[web] dir`.
-    pub fn open(cfg: &Config) -> anyhow::Result<OneClick> {
+    /// Opens the secret (made on first use, mode 0600) in `[web] dir`; unsubscribes go to
+    /// `suppressions`.
+    pub fn open(cfg: &Config, suppressions: Suppressions) -> anyhow::Result<OneClick> {
         let dir = cfg.web_dir();
         let secret = load_or_create_secret(&dir.join("unsubscribe.key"))?;
-        let table = UnsubscribeTable::open(&dir.join("unsubscribes.sqlite"))?;
         let host = super::names::web_host(cfg);
         let port = cfg.web.listen.map_or(443, |l| l.port());
         let host_url = if port == 443 {
@@ -76,7 +77,7 @@ impl OneClick {
             .map(|a| a.replacen("dmarc@", "unsubscribe@", 1));
         Ok(OneClick {
             sealer: Sealer::new(&secret),
-            table,
+            suppressions,
             host_url,
             mailto,
             lifetime: cfg.web.unsubscribe_lifetime.as_secs() as i64,
@@ -108,24 +109,29 @@ impl OneClick {
         self.mailto.as_deref()
     }
 
-    /// Whether `rcpt` unsubscribed from `app`'s mail sent as `mail_from`'s domain.
-    pub fn unsubscribed(&self, app: &str, mail_from: &str, rcpt: &str) -> bool {
-        self.table.contains(app, domain_of(mail_from), rcpt)
-    }
-
     /// The subscription a genuine, unexpired token names.
     pub fn open_token(&self, token: &str) -> Option<Subscription> {
         self.sealer.open(token, crate::store::now())
     }
 
-    /// Records the unsubscribe a token names; `Ok(None)` for a token that is not genuine.
-    pub fn record(&self, token: &str, via: &str) -> anyhow::Result<Option<Subscription>> {
+    /// Records the unsubscribe a token names in the suppression list (a replay only bumps
+    /// its count); `Ok(None)` for a token that is not genuine.
+    pub async fn record(&self, token: &str, via: &str) -> std::io::Result<Option<Subscription>> {
         let Some(sub) = self.open_token(token) else {
             return Ok(None);
         };
-        if self.table.record(&sub, via)? {
-            tracing::info!(app = %sub.app, sender_domain = %sub.sender_domain, via,
-                "unsubscribe recorded");
+        let entry = self
+            .suppressions
+            .suppress(
+                &sub.sender_domain,
+                Some(&sub.app),
+                &sub.address,
+                Reason::Unsubscribe,
+            )
+            .await?;
+        if entry.count == 1 {
+            tracing::info!(app = %sub.app, sender_domain = %entry.domain, via,
+                "unsubscribe recorded in the suppression list");
         }
         Ok(Some(sub))
     }

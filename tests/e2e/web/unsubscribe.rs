@@ -189,8 +189,20 @@ async fn one_click_headers_are_signed_and_only_a_genuine_post_unsubscribes() {
         refused.text.contains("5.7.1") && refused.text.contains("unsubscribed"),
         "{refused:?}"
     );
-    // Only that address.
+    // Only that address; the suppression list holds it once, for this app, as an unsubscribe.
     c.expect("RCPT TO:<other@dest.test>", 250).await;
+    let listed = r.herald_cli(&["suppress", "list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("suppress json");
+    let entries: Vec<&serde_json::Value> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter(|e| e["address"] == READER)
+        .collect();
+    assert_eq!(entries.len(), 1, "{listed:#}");
+    assert_eq!(entries[0]["reason"], "unsubscribe");
+    assert_eq!(entries[0]["app"], "demo");
+    assert_eq!(entries[0]["domain"], "example.test");
     c.expect("RSET", 250).await;
 
     // The mailto: variant, through the feedback listener, for another reader.

@@ -125,7 +125,7 @@ impl Node {
         // before the SMTP listeners add its headers and the feedback listener routes its
         // mailto: address.
         if let Some(web) =
-            subsystems::start_web(&cfg, sockets.web.take(), after.suppressions.clone())?
+            subsystems::start_web(&parts, sockets.web.take(), after.suppressions.clone()).await?
         {
             node.push(Box::new(web));
         }

@@ -158,21 +158,25 @@ pub(super) async fn start_feedback(
 
 /// Starts `[web]` when it has a socket: one-click unsubscribe installed for the SMTP
 /// listeners, then the public HTTPS listener and its certificate task.
-pub(super) fn start_web(
-    cfg: &Arc<crate::config::Config>,
+pub(super) async fn start_web(
+    parts: &Parts,
     socket: Option<tokio::net::TcpListener>,
     suppressions: crate::suppress::Suppressions,
 ) -> anyhow::Result<Option<Web>> {
+    let cfg = &parts.cfg;
     let Some(socket) = socket else {
         return Ok(None);
     };
     let one_click = Arc::new(crate::web::unsubscribe::OneClick::open(cfg, suppressions)?);
     crate::web::unsubscribe::install(one_click.clone());
+    let cluster = parts.backends.cluster.as_ref().map(|c| c.db.clone());
     Ok(Some(Web(crate::web::start(
         cfg.clone(),
         socket,
         Some(one_click),
-    )?)))
+        cluster,
+    )
+    .await?)))
 }
 
 /// The public HTTPS listener (`[web]`; its settings need a restart).

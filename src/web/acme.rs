@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::certs::{CertFiles, CertResolver, Issued, write_private};
 use super::http::ReqwestAcme;
+use super::shared::SharedCert;
 use crate::config::Config;
 
 /// What one pass of the certificate task decided.
@@ -37,6 +38,8 @@ pub enum Outcome {
     },
     /// No name is reachable: nothing to order.
     NothingToOrder,
+    /// Another node of the cluster is ordering; its certificate is adopted once stored.
+    OtherNodeOrders,
 }
 
 /// The ACME account as stored in `[web] dir`/acme-account.json (mode 0600): which directory it
@@ -52,11 +55,13 @@ pub struct Acme {
     cfg: Arc<Config>,
     resolver: Arc<CertResolver>,
     files: CertFiles,
+    share: Option<SharedCert>,
 }
 
 impl Acme {
     /// The task's state; the stored certificate (if any) is put in force right away.
-    pub fn new(cfg: Arc<Config>, resolver: Arc<CertResolver>) -> Acme {
+    /// With `share` (`[cluster]`), the certificate is the cluster's: see [`super::shared`].
+    pub fn new(cfg: Arc<Config>, resolver: Arc<CertResolver>, share: Option<SharedCert>) -> Acme {
         let files = CertFiles::new(&cfg.web_dir());
         match files.load() {
             Ok(Some(issued)) => {
@@ -71,6 +76,7 @@ impl Acme {
             cfg,
             resolver,
             files,
+            share,
         }
     }
 
@@ -87,9 +93,12 @@ impl Acme {
                             // Names that were unreachable are looked at again within the hour.
                             Duration::from_secs((renew_at - now).clamp(1, 3600) as u64)
                         }
-                        Outcome::NothingToOrder => {
-                            self.cfg.web.acme_retry_max.min(Duration::from_secs(600))
-                        }
+                        // With [cluster], a node serving names pointed elsewhere adopts the
+                        // cluster's certificate: it looks again every minute.
+                        Outcome::NothingToOrder => self.cfg.web.acme_retry_max.min(
+                            Duration::from_secs(if self.share.is_some() { 60 } else { 600 }),
+                        ),
+                        Outcome::OtherNodeOrders => Duration::from_secs(5),
                     }
                 }
                 Err(e) => {
@@ -106,21 +115,80 @@ impl Acme {
 
     /// Orders when needed; otherwise says when the next pass is due.
     pub async fn pass(&self, wanted: &[String]) -> anyhow::Result<Outcome> {
+        self.adopt_shared().await;
         let names = super::names::reachable(&self.cfg, wanted).await;
         if names.is_empty() {
             return Ok(Outcome::NothingToOrder);
         }
-        let now = crate::store::now();
-        if let Some(current) = self.resolver.current()
-            && current.covers(&names)
-        {
-            let renew_at = current.renew_at(self.cfg.web.renew_before);
-            if renew_at > now {
+        if let Some(renew_at) = self.fresh_for(&names) {
+            return Ok(Outcome::Fresh { renew_at });
+        }
+        let Some(share) = &self.share else {
+            return self.order_and_install(&names).await;
+        };
+        // [cluster] one node orders at a time; the others adopt what it stores.
+        let Some(lock) = share.try_lock().await? else {
+            tracing::info!(
+                "web: another node is ordering the certificate; adopting it once stored"
+            );
+            return Ok(Outcome::OtherNodeOrders);
+        };
+        let result = async {
+            self.adopt_shared().await;
+            if let Some(renew_at) = self.fresh_for(&names) {
                 return Ok(Outcome::Fresh { renew_at });
             }
-            tracing::info!(names = ?names, not_after = current.not_after, "web: certificate due for renewal");
+            let outcome = self.order_and_install(&names).await?;
+            if let Some(issued) = self.resolver.current() {
+                share.store(&issued).await?;
+            }
+            Ok(outcome)
         }
-        let issued = self.order(&names).await?;
+        .await;
+        lock.release().await;
+        result
+    }
+
+    /// When the certificate in force is next due, if it covers `names` and is not due yet.
+    fn fresh_for(&self, names: &[String]) -> Option<i64> {
+        let current = self.resolver.current()?;
+        if !current.covers(names) {
+            return None;
+        }
+        let renew_at = current.renew_at(self.cfg.web.renew_before);
+        if renew_at > crate::store::now() {
+            return Some(renew_at);
+        }
+        tracing::info!(names = ?current.names, not_after = current.not_after, "web: certificate due for renewal");
+        None
+    }
+
+    /// [cluster] Puts the cluster's certificate in force when it is newer than ours.
+    async fn adopt_shared(&self) {
+        let Some(share) = &self.share else { return };
+        match share.load().await {
+            Ok(Some(shared)) => {
+                let newer = self
+                    .resolver
+                    .current()
+                    .is_none_or(|c| shared.not_after > c.not_after);
+                if newer {
+                    if let Err(e) = self.files.store(&shared) {
+                        tracing::warn!("web: cannot keep the cluster's certificate on disk: {e}");
+                    }
+                    tracing::info!(names = ?shared.names, not_after = shared.not_after,
+                        "web: certificate from the cluster in force");
+                    self.resolver.install(shared);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("web: cannot read the cluster's certificate: {e}"),
+        }
+    }
+
+    /// Orders for `names`, stores the result in `[web] dir` and puts it in force.
+    async fn order_and_install(&self, names: &[String]) -> anyhow::Result<Outcome> {
+        let issued = self.order(names).await?;
         let renew_at = issued.renew_at(self.cfg.web.renew_before);
         self.files.store(&issued).map_err(|e| {
             anyhow::anyhow!(

@@ -13,6 +13,7 @@ pub mod hosted_sts;
 mod http;
 pub mod names;
 pub mod pages;
+pub mod shared;
 pub mod unsubscribe;
 
 use std::net::SocketAddr;
@@ -55,15 +56,21 @@ impl Running {
     }
 }
 
-/// Starts the listener on `socket` and the certificate task.
-pub fn start(
+/// Starts the listener on `socket` and the certificate task; with `cluster` (the cluster's
+/// database) the certificate is shared by every node ([`shared`]).
+pub async fn start(
     cfg: Arc<Config>,
     socket: TcpListener,
     one_click: Option<Arc<OneClick>>,
+    cluster: Option<crate::cluster::Db>,
 ) -> anyhow::Result<Running> {
     crate::trust::install_default_provider();
     let certs = Arc::new(CertResolver::default());
-    let acme = acme::Acme::new(cfg.clone(), certs.clone());
+    let share = match cluster {
+        Some(db) => Some(shared::SharedCert::open(db).await?),
+        None => None,
+    };
+    let acme = acme::Acme::new(cfg.clone(), certs.clone(), share);
     let mut tls = rustls::ServerConfig::builder_with_provider(crate::trust::provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

@@ -4,5 +4,6 @@
 //! headers are signed (dkimpy checks `h=`), the POST is recorded and refuses the next mail.
 
 mod acme;
+mod cluster;
 mod rig;
 mod unsubscribe;

@@ -7,7 +7,8 @@
 //!
 //! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`clock`], [`events`],
 //! [`fsutil`], [`headers`], [`trust`], [`resolver`] → [`cluster`] → [`spool`] → [`suppress`], [`guard`] → [`bounce`] → [`signing`], [`mta_sts`], [`dns`] →
-//! [`outbound`] → [`own_mail`] → [`queue`] → [`report`] → [`smtp_server`] → [`feedback`] → [`web`] → [`inbound`] → [`admin`] → [`node`] → [`commands`].
+//! [`history`] → [`outbound`] → [`own_mail`] → [`queue`] → [`report`], [`webhook`] → [`smtp_server`] → [`feedback`] → [`web`] → [`inbound`] →
+//! [`admin`] → [`node`] → [`commands`].
 
 pub mod admin;
 pub mod bounce;
@@ -21,6 +22,7 @@ pub mod feedback;
 pub mod fsutil;
 pub mod guard;
 pub mod headers;
+pub mod history;
 pub mod inbound;
 pub mod metrics;
 pub mod mta_sts;
@@ -41,3 +43,4 @@ pub mod store;
 pub mod suppress;
 pub mod trust;
 pub mod web;
+pub mod webhook;

@@ -11,8 +11,10 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 mod bounce;
+mod history;
 mod services;
 pub use bounce::*;
+pub use history::*;
 pub use services::*;
 mod web;
 pub use web::*;
@@ -92,6 +94,12 @@ pub struct Config {
     /// The public HTTPS listener: ACME certificates, hosted MTA-STS, one-click unsubscribe.
     #[serde(default)]
     pub web: WebConfig,
+    /// The message history (events per recipient, searchable).
+    #[serde(default)]
+    pub history: HistoryConfig,
+    /// Signed webhook POSTs of events to the apps.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
     /// Bounces, complaints, the suppression list and the per-app guard (issue 24).
     #[serde(default)]
     pub bounce: BounceConfig,
@@ -276,6 +284,13 @@ pub struct AppConfig {
     /// `"one-click"`: herald adds RFC 8058 unsubscribe headers to this app's mail.
     #[serde(default)]
     pub unsubscribe: UnsubscribeMode,
+    /// Where herald POSTs this app's message events (`https://…`), signed with
+    /// `webhook_secret` the Standard Webhooks way.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// The webhook signing secret, `whsec_<base64>` (`herald webhook secret` makes one).
+    #[serde(default)]
+    pub webhook_secret: Option<WebhookSecret>,
     /// herald's own return path for this app: a subdomain of its From: domain whose MX points
     /// at herald's feedback listener. Set, MAIL FROM becomes a signed VERP address there.
     #[serde(default)]

@@ -71,6 +71,7 @@ impl Config {
                 format!("{} is not a readable file", anchor.display()),
             ));
         }
+        self.validate_history(file)?;
         if self.server.hostname.trim().is_empty() {
             return Err(err("server.hostname", "must not be empty".into()));
         }

@@ -112,6 +112,8 @@ mod tests {
                 rate_limit: 0,
                 allow_tls_optional: false,
                 unsubscribe: Default::default(),
+                webhook_url: None,
+                webhook_secret: None,
                 return_path_domain: None,
                 forward_bounces: true,
                 suppression: true,

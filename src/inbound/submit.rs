@@ -273,6 +273,12 @@ impl Session {
             .and_then(|a| self.shared.apps.get(a))
             .and_then(|a| a.return_path_domain.clone())
             .filter(|_| after.is_some());
+        // [history] what the `accepted` events need, taken before signing consumes it.
+        let accepted = crate::events::hub().has_subscribers().then(|| {
+            let message_id =
+                crate::events::message_id(&headers).or_else(|| crate::events::message_id(&trace));
+            (message_id, tx.recipients.clone())
+        });
         let head = match self.shared.signer.sign_parts(trace, headers, body).await {
             Ok((mut signatures, trace)) => {
                 signatures.extend_from_slice(&trace);
@@ -310,6 +316,22 @@ impl Session {
                 );
                 self.reply(Reply::new(250, "2.0.0", format!("queued as {id}")));
                 crate::metrics::submission_answered(end_of_data.elapsed());
+                if let Some((message_id, rcpts)) = accepted {
+                    for rcpt in rcpts {
+                        let mut e = crate::events::Event::new(
+                            crate::events::EventKind::Accepted,
+                            unix_now(),
+                            rcpt,
+                        );
+                        e.app = self.app.clone();
+                        e.queue_id = Some(id.to_string());
+                        e.message_id = message_id.clone();
+                        e.sender = tx.mail_from.clone();
+                        e.remote = Some(format!("[{}]", self.ip));
+                        e.tls = tls.clone();
+                        crate::events::hub().emit(e);
+                    }
+                }
             }
             Err(e) => {
                 tracing::error!(client = %self.ip, error = %e, "cannot store message in the spool");

@@ -54,6 +54,10 @@ impl Node {
         let signer = Arc::new(Signer::load(&cfg)?);
         let mut backends = Backends::open(&cfg, path).await?;
         let mut node = Vec::<Box<dyn Subsystem>>::new();
+        // [history] subscribes to the event hub before anything can emit (the queue may settle
+        // recovered mail at once); its /messages pages and the webhooks start below.
+        let history =
+            crate::history::start(&cfg, backends.cluster.as_ref().map(|c| c.db.clone())).await?;
 
         // [report] counts TLS outcomes; with [cluster] the counts move to the database and one
         // node sends each report. The sender mails reports every interval through the spool.
@@ -102,7 +106,7 @@ impl Node {
             cfg,
             signer,
             backends,
-            events: EventHub::new(),
+            events: crate::events::hub().clone(),
             reporter,
             report_sender,
             sts: sts.clone(),
@@ -144,6 +148,12 @@ impl Node {
         let records = subsystems::DnsRecords::new(&cfg, &parts.signer);
         parts.routes = std::mem::take(&mut parts.routes).merge(records.routes());
         node.push(Box::new(records));
+        // [history] /messages (search, timelines); [webhooks] a sender per app with a webhook.
+        parts.routes = std::mem::take(&mut parts.routes)
+            .merge(crate::admin::messages::routes(history.clone()));
+        if let Some(h) = &history {
+            crate::webhook::start(&cfg, h)?;
+        }
         // ---- end of SUBSYSTEMS ----
 
         // [admin] the admin endpoint, with every route above and `POST /reload`.

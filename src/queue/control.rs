@@ -171,7 +171,7 @@ impl QueueManager {
             return not_found(id);
         };
         let _serial = io.lock().await;
-        let state = {
+        let (state, events) = {
             let mut table = self.inner.table();
             let Some(entry) = table.entries.get_mut(id).filter(|e| !e.deleted) else {
                 return not_found(id);
@@ -181,6 +181,7 @@ impl QueueManager {
             } else {
                 entry.msg.state.release();
             }
+            let events = super::emit::operator(&entry.msg, held, crate::clock::unix_now());
             let due = if entry.in_flight {
                 None
             } else {
@@ -188,13 +189,14 @@ impl QueueManager {
             };
             let state = entry.msg.state.clone();
             table.schedule(id, due);
-            state
+            (state, events)
         };
         let spool = self.inner.spool.clone();
         let owned = id.to_string();
         if let Err(e) = blocking(move || spool.write_state(&owned, &state)).await {
             return failed(format!("cannot record the change for {id}: {e}"));
         }
+        super::emit::send(events);
         self.inner.wake.notify_one();
         if held {
             done(format!("{id} held: no attempts until released"))

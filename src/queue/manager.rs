@@ -563,34 +563,6 @@ fn record_outcomes(msg: &SpooledMessage, tried: &[usize], received: u64, now: u6
     }
 }
 
-/// Emits one event per tried recipient (delivered, deferred, bounced or expired, with the
-/// class of a refusal) for the after-delivery subsystem and history.
-fn emit_outcomes(hub: &crate::events::EventHub, msg: &SpooledMessage, tried: &[usize], now: u64) {
-    use crate::events::{Event, EventKind};
-    for r in tried.iter().filter_map(|&i| msg.state.recipients.get(i)) {
-        let kind = match r.status {
-            RecipientStatus::Delivered => EventKind::Delivered,
-            RecipientStatus::Pending => EventKind::Deferred,
-            RecipientStatus::Failed
-                if r.last_status
-                    .is_some_and(|s| s.subject == 4 && s.detail == 7) =>
-            {
-                EventKind::Expired
-            }
-            RecipientStatus::Failed => EventKind::Bounced,
-        };
-        let mut e = Event::new(kind, now, r.address.clone());
-        e.app = msg.envelope.app.clone();
-        e.queue_id = Some(msg.id.clone());
-        e.sender = msg.envelope.mail_from.clone();
-        e.remote = r.last_host.clone();
-        e.reply = r.last_reply.clone();
-        e.attempt = Some(r.attempts);
-        e.class = r.class;
-        hub.emit(e);
-    }
-}
-
 /// Records the attempt's results: bounce first, then the new state (or removal).
 async fn finish_round(
     inner: &Arc<Inner>,
@@ -617,11 +589,10 @@ async fn finish_round(
         let received = entry.msg.envelope.received_at;
         let rules = Rules::of_config(cfg);
         let tried: Vec<usize> = results.iter().map(|(i, _)| *i).collect();
+        let for_events = super::emit::tried(&results);
         let settled = transition::settle(&mut entry.msg.state, received, results, now, &rules);
         record_outcomes(&entry.msg, &tried, received, now);
-        if let Some(after) = inner.after.get() {
-            emit_outcomes(after.hub(), &entry.msg, &tried, now);
-        }
+        super::emit::settled(&entry.msg, data, &for_events, now);
         (entry.msg.clone(), settled)
     };
     let c = &inner.counters;

@@ -164,7 +164,8 @@ impl Suppressions {
             hard_expiry: crate::config::BounceConfig::expiry(cfg.bounce.hard_bounce_expiry),
             complaint_expiry: crate::config::BounceConfig::expiry(cfg.bounce.complaint_expiry),
         };
-        list.refresh().await?;
+        let (changes, seq) = list.store.changes_since(0).await?;
+        list.index.apply(changes, seq);
         Ok(list)
     }
 
@@ -259,6 +260,34 @@ impl Suppressions {
     pub async fn refresh(&self) -> std::io::Result<()> {
         let since = self.index.seq();
         let (changes, seq) = self.store.changes_since(since).await?;
+        {
+            // Changes made elsewhere (the CLI, another node), logged once each.
+            let now = crate::clock::unix_now() as i64;
+            for c in &changes {
+                match c {
+                    index::Change::Put(e)
+                        if self
+                            .index
+                            .find(&e.domain, &e.app, &e.address, now)
+                            .is_none() =>
+                    {
+                        tracing::info!(event = "suppression_synced", domain = %e.domain,
+                            address = %e.address, reason = e.reason.as_str(),
+                            "suppression list: address added elsewhere");
+                    }
+                    index::Change::Removed(d, a, addr)
+                        if self
+                            .index
+                            .find(d, a, addr, now)
+                            .is_some_and(|e| e.app == *a) =>
+                    {
+                        tracing::info!(event = "unsuppressed", domain = %d, address = %addr,
+                            "suppression list: address removed");
+                    }
+                    _ => {}
+                }
+            }
+        }
         self.index.apply(changes, seq);
         Ok(())
     }

@@ -168,3 +168,48 @@ pub fn records(cfg: &Config, policies: &[HostedPolicy]) -> Vec<DnsRecord> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HostedStsMode;
+
+    fn sts(mode: HostedStsMode) -> HostedStsConfig {
+        HostedStsConfig {
+            mode,
+            mx: Vec::new(),
+            max_age: std::time::Duration::from_secs(604_800),
+        }
+    }
+
+    #[test]
+    fn the_policy_follows_rfc_8461_and_its_id_changes_exactly_with_it() {
+        let mx = vec![
+            "mx1.example.com".to_string(),
+            "*.mx.example.net".to_string(),
+        ];
+        let p = render("example.com", &sts(HostedStsMode::Testing), &mx);
+        assert_eq!(
+            p.text,
+            "version: STSv1\r\nmode: testing\r\nmx: mx1.example.com\r\nmx: *.mx.example.net\r\n\
+             max_age: 604800\r\n"
+        );
+        assert_eq!(p.id.len(), 20);
+        assert!(
+            p.id.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "RFC 8461 id: 1*32 alphanumerics"
+        );
+        assert_eq!(
+            p.id,
+            render("example.com", &sts(HostedStsMode::Testing), &mx).id
+        );
+        assert_ne!(
+            p.id,
+            render("example.com", &sts(HostedStsMode::Enforce), &mx).id
+        );
+        assert_ne!(
+            p.id,
+            render("example.com", &sts(HostedStsMode::Testing), &mx[..1]).id
+        );
+    }
+}

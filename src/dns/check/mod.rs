@@ -11,6 +11,7 @@ mod dmarc;
 pub mod lookup;
 mod mta_sts;
 mod reports;
+mod return_path;
 mod spf;
 mod spf_walk;
 
@@ -262,4 +263,5 @@ async fn check_all(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     dmarc::check(ctx, out).await;
     dmarc::informational(ctx, out).await;
     mta_sts::check(ctx, out).await;
+    return_path::check(ctx, out).await;
 }

@@ -4,9 +4,10 @@
 //!
 //! Modules follow the mail's path: [`inbound`] → [`signing`] → [`spool`] → [`queue`] →
 //! [`outbound`] (with [`mta_sts`] and [`report`]); [`dns`] and [`admin`] serve the operator.
+//! What a route demands of TLS, and how TLS went, are plain values of [`tls_policy`].
 //!
 //! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`clock`], [`events`],
-//! [`fsutil`], [`headers`], [`trust`], [`resolver`] → [`cluster`] → [`spool`] → [`signing`], [`mta_sts`], [`dns`] →
+//! [`fsutil`], [`headers`], [`trust`], [`resolver`], [`tls_policy`] → [`cluster`] → [`spool`] → [`signing`], [`mta_sts`], [`dns`] →
 //! [`outbound`] → [`own_mail`] → [`queue`] → [`report`] → [`inbound`] → [`admin`] → [`commands`].
 
 pub mod admin;
@@ -34,4 +35,5 @@ pub mod service;
 pub mod signing;
 pub mod spool;
 pub mod store;
+pub mod tls_policy;
 pub mod trust;

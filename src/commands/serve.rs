@@ -271,7 +271,7 @@ fn reload(
         let new = Arc::new(super::load_config(config)?);
         let signer = Arc::new(Signer::load(&new)?);
         let changes = crate::reload::diff(running, &new);
-        let reporter: Arc<dyn crate::mta_sts::TlsSink> = to.tls_reporter.clone();
+        let reporter: Arc<dyn crate::tls_policy::TlsSink> = to.tls_reporter.clone();
         let current_sts = to.sts.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let sts = if crate::reload::sts_changed(running, &new) {
             Arc::new(crate::mta_sts::StsResolver::new(&new)?.with_reporter(reporter.clone()))

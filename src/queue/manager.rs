@@ -18,12 +18,14 @@ use super::transition::{self, Rules};
 use super::view::Counters;
 use crate::clock::{now_ms, unix_now};
 use crate::config::Config;
-use crate::mta_sts::{StsResolver, TlsSink};
-use crate::outbound::deliver::{Job, Outbound};
+use crate::mta_sts::StsResolver;
+use crate::outbound::deliver::Outbound;
+use crate::outbound::job::{Job, mail_from};
 use crate::outbound::outcome::{Failure, RecipientResult};
 use crate::own_mail::OwnMail;
 use crate::signing::Signer;
 use crate::spool::{Arrivals, QueueId, RecipientStatus, Spool, SpoolLock, SpooledMessage};
+use crate::tls_policy::TlsSink;
 
 /// Handle on the running queue, shared with the admin endpoint.
 #[derive(Clone)]
@@ -452,7 +454,7 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
     for (domain, idxs) in groups {
         let job = Job {
             queue_id: id.to_string(),
-            mail_from: msg.envelope.mail_from.clone(),
+            mail_from: mail_from(&msg.envelope),
             mail_params: msg.envelope.mail_from_params.clone(),
             domain,
             recipients: idxs

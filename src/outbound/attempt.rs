@@ -7,14 +7,18 @@ use std::time::Instant;
 use mail_auth::report::tlsrpt::ResultType;
 use mail_send::Credentials;
 
-use super::client::{OpenError, Session, TlsInfo, TlsMode, Transaction, TransactionError};
-use super::deliver::Outbound;
+use std::sync::Arc;
+
+use super::client::{
+    OpenError, Session, Timeouts, TlsInfo, TlsMode, Transaction, TransactionError,
+};
 use super::job::Job;
 use super::outcome::{Answer, Failure};
 use super::plan::HostTls;
-use super::pool::{Acquired, Conn, Key};
+use super::pool::{Acquired, Conn, Key, Pool};
 use super::requiretls;
-use crate::tls_policy::{TlsDirective, TlsEvent, TlsOutcome};
+use super::tls::OutboundTls;
+use crate::tls_policy::{TlsDirective, TlsEvent, TlsOutcome, TlsSink};
 
 /// How many dead pooled sessions one attempt skips before it counts as failed; after the first
 /// the pool holds no idle session to that address, so more than one is a race with releases.
@@ -29,7 +33,22 @@ pub(super) enum Attempt {
     NextHost(Failure),
 }
 
-impl Outbound {
+/// What trying one host address takes, shared by all jobs: our name, the time limits, the TLS
+/// connectors, the connection pool, and the sink told how TLS went.
+pub(super) struct Connector {
+    /// The EHLO name.
+    pub(super) helo: String,
+    /// Per-stage time limits.
+    pub(super) timeouts: Timeouts,
+    /// Strict and opportunistic connectors (and DANE's, made per host).
+    pub(super) tls: OutboundTls,
+    /// Open sessions to reuse, and the connection limits.
+    pub(super) pool: Pool,
+    /// The TLS-RPT reporter (and `/metrics`).
+    pub(super) tls_events: Arc<dyn TlsSink>,
+}
+
+impl Connector {
     /// One host address: get a session (reused or new), run the transaction.
     pub(super) async fn attempt(
         &self,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use mail_auth::MessageAuthenticator;
 use mail_send::Credentials;
 
-use super::attempt::Attempt;
+use super::attempt::{Attempt, Connector};
 use super::capture::Capture;
 use super::client::Timeouts;
 use super::dane::{Dane, DanePlan};
@@ -59,15 +59,11 @@ impl Relay {
 
 /// Everything delivery needs, shared by all jobs.
 pub struct Outbound {
-    pub(super) helo: String,
     port: u16,
-    pub(super) timeouts: Timeouts,
     resolver: MessageAuthenticator,
-    pub(super) tls: OutboundTls,
-    pub(super) pool: Pool,
     sts: Arc<StsResolver>,
     dane: Dane,
-    pub(super) tls_events: Arc<dyn TlsSink>,
+    connector: Connector,
     relay: Option<Relay>,
     capture: Option<Capture>,
 }
@@ -82,23 +78,25 @@ impl Outbound {
     ) -> anyhow::Result<Outbound> {
         let d = &cfg.delivery;
         Ok(Outbound {
-            helo: cfg.server.hostname.clone(),
             port: d.port,
-            timeouts: Timeouts {
-                connect: d.connect_timeout,
-                command: d.command_timeout,
-                data: d.data_timeout,
-            },
             resolver: crate::resolver::authenticator(&cfg.dns)?,
-            tls: OutboundTls::new(&cfg.tls)?,
-            pool: Pool::new(
-                d.max_connections,
-                d.max_connections_per_host,
-                Duration::from_secs(5),
-            ),
             sts,
             dane: Dane::new(cfg)?,
-            tls_events,
+            connector: Connector {
+                helo: cfg.server.hostname.clone(),
+                timeouts: Timeouts {
+                    connect: d.connect_timeout,
+                    command: d.command_timeout,
+                    data: d.data_timeout,
+                },
+                tls: OutboundTls::new(&cfg.tls)?,
+                pool: Pool::new(
+                    d.max_connections,
+                    d.max_connections_per_host,
+                    Duration::from_secs(5),
+                ),
+                tls_events,
+            },
             relay: Relay::from_config(cfg)?,
             capture: d.capture_dir.as_deref().map(Capture::new),
         })
@@ -136,7 +134,7 @@ impl Outbound {
         };
         plan::plan(&job.domain, message, route).map_err(|refusal| {
             for event in refusal.events.iter().cloned() {
-                self.tls_events.emit(event);
+                self.connector.tls_events.emit(event);
             }
             tracing::warn!(queue_id = %job.queue_id, domain = %job.domain,
                 policy = %refusal.policy, reply = %refusal.failure, "{}", refusal.what());
@@ -203,7 +201,7 @@ impl Outbound {
                 } => {
                     tracing::warn!(queue_id = %job.queue_id, domain = %job.domain, mx = %host,
                         policy = "dane", reply = %detail, "delivery attempt: MX host not used (DANE)");
-                    self.tls_events.emit(event.clone());
+                    self.connector.tls_events.emit(event.clone());
                     last = next_host_failure(last, failure.clone());
                     continue;
                 }
@@ -229,7 +227,7 @@ impl Outbound {
             for ip in addrs {
                 let addr = SocketAddr::new(ip, plan.port);
                 last_host = Some(format!("{} [{ip}]", host.host));
-                match self.attempt(job, host, addr, credentials).await {
+                match self.connector.attempt(job, host, addr, credentials).await {
                     Attempt::Done(outcomes) => {
                         return outcomes
                             .into_iter()

@@ -8,7 +8,7 @@
 //!
 //! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`clock`], [`events`],
 //! [`fsutil`], [`headers`], [`trust`], [`resolver`], [`tls_policy`] → [`cluster`] → [`spool`] → [`signing`], [`mta_sts`], [`dns`] →
-//! [`outbound`] → [`own_mail`] → [`queue`] → [`report`] → [`inbound`] → [`admin`] → [`commands`].
+//! [`outbound`] → [`own_mail`] → [`queue`] → [`report`] → [`smtp_server`] → [`feedback`] → [`inbound`] → [`admin`] → [`node`] → [`commands`].
 
 pub mod admin;
 pub mod clock;
@@ -23,6 +23,7 @@ pub mod headers;
 pub mod inbound;
 pub mod metrics;
 pub mod mta_sts;
+pub mod node;
 pub mod outbound;
 pub mod own_mail;
 pub mod queue;
@@ -33,6 +34,7 @@ pub mod report;
 pub mod resolver;
 pub mod service;
 pub mod signing;
+pub mod smtp_server;
 pub mod spool;
 pub mod store;
 pub mod tls_policy;

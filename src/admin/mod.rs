@@ -28,8 +28,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::config::Config;
+use crate::queue::control::Control;
 use crate::queue::manager::QueueManager;
-use crate::queue::view::ActionResult;
 
 /// The admin routes over a running queue (other areas may merge their own routes in).
 pub fn router(queue: QueueManager) -> Router {
@@ -116,30 +116,27 @@ async fn metrics(State(q): State<QueueManager>) -> Response {
 async fn list(State(q): State<QueueManager>) -> Response {
     match q.view(None).await {
         Ok(list) => Json(list).into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(e)).into_response(),
+        Err(e) => action(e),
     }
 }
 
 async fn show(State(q): State<QueueManager>, Path(id): Path<String>) -> Response {
     match q.view(Some(&id)).await {
         Ok(mut found) if !found.is_empty() => Json(found.remove(0)).into_response(),
-        Ok(_) => action(ActionResult {
-            ok: false,
-            message: format!("no message {id} in the queue"),
-        }),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(e)).into_response(),
+        Ok(_) => action(Control::NotFound { id }),
+        Err(e) => action(e),
     }
 }
 
-fn action(r: ActionResult) -> Response {
-    let status = if r.ok {
-        StatusCode::OK
-    } else if r.message.starts_with("no message") {
-        StatusCode::NOT_FOUND
-    } else {
-        StatusCode::CONFLICT
+/// The answer to an action: its HTTP status by kind, `{ok, message}` for `herald queue`.
+fn action(r: Control) -> Response {
+    let status = match &r {
+        Control::Done(_) => StatusCode::OK,
+        Control::NotFound { .. } => StatusCode::NOT_FOUND,
+        Control::Refused(_) => StatusCode::CONFLICT,
+        Control::Failed(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
-    (status, Json(r)).into_response()
+    (status, Json(r.to_wire())).into_response()
 }
 
 async fn retry(State(q): State<QueueManager>, Path(id): Path<String>) -> Response {
@@ -171,4 +168,39 @@ async fn remove(
     Query(p): Query<DeleteParams>,
 ) -> Response {
     action(q.delete(&id, p.bounce).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_control_result_has_its_status_and_keeps_its_words() {
+        for (result, status, ok) in [
+            (Control::Done("q1 released".into()), StatusCode::OK, true),
+            (
+                Control::NotFound { id: "q1".into() },
+                StatusCode::NOT_FOUND,
+                false,
+            ),
+            (
+                Control::Refused("q1 is held; release it first".into()),
+                StatusCode::CONFLICT,
+                false,
+            ),
+            (
+                Control::Failed("cannot remove q1: disk".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+                false,
+            ),
+        ] {
+            let wire = result.to_wire();
+            assert_eq!(wire.ok, ok);
+            assert_eq!(action(result).status(), status, "{}", wire.message);
+        }
+        assert_eq!(
+            Control::NotFound { id: "q1".into() }.message(),
+            "no message q1 in the queue"
+        );
+    }
 }

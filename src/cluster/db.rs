@@ -16,6 +16,52 @@ use crate::config::{ClusterConfig, ClusterTls};
 /// A pooled connection to the cluster's database.
 pub type Client = deadpool_postgres::Object;
 
+/// Why the cluster's database could not do something, typed so that the spool and the stores
+/// keep it in their own errors and their callers choose the reply (a `451`, a log line).
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection: the server is down or unreachable, or the pool stayed exhausted past
+    /// `connect_timeout`.
+    #[error("cluster database unavailable: {0}")]
+    Unavailable(String),
+    /// A statement failed (with the server's words).
+    #[error("{context}: {detail}")]
+    Query {
+        /// What herald was doing, e.g. `storing messages`.
+        context: &'static str,
+        /// The driver's error with its causes.
+        detail: String,
+    },
+    /// No answer within the operation's deadline.
+    #[error("cluster database did not answer in time")]
+    Timeout,
+}
+
+impl DbError {
+    /// A failed statement, with what herald was doing.
+    pub fn query(context: &'static str, e: tokio_postgres::Error) -> DbError {
+        DbError::Query {
+            context,
+            detail: describe(&e),
+        }
+    }
+
+    /// A closure for `map_err`: `.map_err(DbError::doing("storing messages"))`.
+    pub fn doing(context: &'static str) -> impl Fn(tokio_postgres::Error) -> DbError {
+        move |e| DbError::query(context, e)
+    }
+}
+
+impl From<DbError> for std::io::Error {
+    fn from(e: DbError) -> std::io::Error {
+        let kind = match e {
+            DbError::Timeout => std::io::ErrorKind::TimedOut,
+            _ => std::io::ErrorKind::Other,
+        };
+        std::io::Error::new(kind, e.to_string())
+    }
+}
+
 /// The cluster's database: a connection pool and this node's id.
 #[derive(Clone)]
 pub struct Db {
@@ -79,12 +125,13 @@ impl Db {
         })
     }
 
-    /// A connection from the pool; an error (database unreachable, pool exhausted past
-    /// `connect_timeout`) as an [`std::io::Error`] the spool can hand to its callers.
-    pub async fn client(&self) -> std::io::Result<Client> {
-        self.pool.get().await.map_err(|e| {
-            std::io::Error::other(format!("cluster database unavailable: {}", describe(&e)))
-        })
+    /// A connection from the pool; [`DbError::Unavailable`] when the database is unreachable
+    /// or the pool stayed exhausted past `connect_timeout`.
+    pub async fn client(&self) -> Result<Client, DbError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| DbError::Unavailable(describe(&e)))
     }
 
     /// This node's id (`[cluster] node_id`, else the host name).

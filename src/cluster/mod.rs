@@ -11,7 +11,7 @@ pub mod limits;
 pub mod migrate;
 pub mod nodes;
 
-pub use db::Db;
+pub use db::{Db, DbError};
 
 /// Connects to the cluster's database and brings its schema up to date (see [`migrate`]):
 /// what `herald serve` does first when `[cluster]` is set.

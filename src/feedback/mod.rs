@@ -1,11 +1,15 @@
-//! Feedback: herald's own report mailbox. Receivers send DMARC aggregate reports (and TLS-RPT
-//! reports) to `dmarc@<feedback.domain>` / `tlsrpt@<feedback.domain>`; this listener accepts
-//! mail for those two addresses only (`550 5.1.1` for anything else, no AUTH, never relays),
-//! parses it ([`parse`]), stores it durably before `250` ([`crate::store`]), and turns the
-//! reports into per-source classes and a verdict per domain ([`summary`]).
+//! Feedback: herald's own mailbox for what receivers send back. Receivers send DMARC
+//! aggregate reports (and TLS-RPT reports) to `dmarc@<feedback.domain>` /
+//! `tlsrpt@<feedback.domain>`; this listener accepts mail only for the addresses in its
+//! routing table ([`routes`]: `550 5.1.1` for anything else, no AUTH, never relays), frames it
+//! with the server core every listener shares ([`crate::smtp_server`]), and hands it to the
+//! address's handler: reports are parsed ([`parse`]), stored durably before `250`
+//! ([`crate::store`]), and turned into per-source classes and a verdict per domain
+//! ([`summary`]).
 
 pub mod classify;
 pub mod parse;
+pub mod routes;
 mod session;
 pub mod summary;
 
@@ -15,63 +19,39 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+pub use routes::{IncomingMail, MailHandler, Routes};
+
 use crate::config::Config;
-use crate::store::ReportStore;
+use crate::smtp_server::{Admission, Limit, Sessions, Slot};
 
 /// What the listener's sessions share.
 pub(crate) struct Shared {
     cfg: Arc<Config>,
-    store: Arc<dyn ReportStore>,
+    routes: Routes,
     tls: Option<TlsAcceptor>,
-    conns: Mutex<HashMap<IpAddr, usize>>,
-    total: Mutex<usize>,
+    admission: Admission,
     rates: Mutex<HashMap<IpAddr, (Instant, u32)>>,
     /// Becomes true when herald shuts down: sessions waiting for a command get `421`.
     shutdown: watch::Receiver<bool>,
 }
 
-/// Holds one connection slot; released on drop.
-struct Slot {
-    shared: Arc<Shared>,
-    ip: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut total = self.shared.total.lock().unwrap_or_else(|p| p.into_inner());
-        *total = total.saturating_sub(1);
-        let mut per_ip = self.shared.conns.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = per_ip.get_mut(&self.ip) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                per_ip.remove(&self.ip);
-            }
-        }
-    }
-}
-
 impl Shared {
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, &'static str> {
+    fn admit(&self, ip: IpAddr) -> Result<Slot, &'static str> {
         let f = &self.cfg.feedback;
-        let mut total = self.total.lock().unwrap_or_else(|p| p.into_inner());
-        let mut per_ip = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        if *total >= f.max_connections {
-            return Err("feedback.max_connections");
-        }
-        let n = per_ip.entry(ip).or_insert(0);
-        if *n >= f.max_connections_per_ip {
-            return Err("feedback.max_connections_per_ip");
-        }
-        *n += 1;
-        *total += 1;
-        Ok(Slot {
-            shared: self.clone(),
+        self.admission.admit(
             ip,
-        })
+            Limit {
+                max: f.max_connections,
+                setting: "feedback.max_connections",
+            },
+            Limit {
+                max: f.max_connections_per_ip,
+                setting: "feedback.max_connections_per_ip",
+            },
+        )
     }
 
     /// Whether `ip` may start another mail this hour (checked at MAIL FROM, so a flood is
@@ -123,12 +103,13 @@ pub async fn bind(cfg: &Config) -> anyhow::Result<Option<TcpListener>> {
     Ok(Some(socket))
 }
 
-/// Starts the feedback listener on `socket` (from [`bind`]; `None` when not configured).
-/// `tls` is herald's certificate (`[tls]`, built by the caller, which owns the listeners'
-/// TLS) for STARTTLS; without it the listener offers none.
+/// Starts the feedback listener on `socket` (from [`bind`]; `None` when not configured),
+/// receiving the mail `routes` has handlers for. `tls` is herald's certificate (`[tls]`,
+/// built by the caller, which owns the listeners' TLS) for STARTTLS; without it the listener
+/// offers none.
 pub async fn start(
     cfg: Arc<Config>,
-    store: Arc<dyn ReportStore>,
+    routes: Routes,
     tls: Option<TlsAcceptor>,
     socket: Option<TcpListener>,
 ) -> anyhow::Result<Option<FeedbackListener>> {
@@ -140,75 +121,36 @@ pub async fn start(
             "feedback: no certificate at tls.cert; the report listener offers no STARTTLS"
         );
     }
-    tracing::info!(%addr, domain = %cfg.feedback.domain, "feedback listener: receiving DMARC and TLS reports");
-    let (shutdown_tx, shutdown) = watch::channel(false);
-    let (sessions_tx, sessions) = mpsc::channel(1);
+    tracing::info!(%addr, domain = %cfg.feedback.domain, receives = %routes.describe(),
+        "feedback listener: receiving DMARC and TLS reports");
+    let sessions = Sessions::new();
     let shared = Arc::new(Shared {
         cfg,
-        store,
+        routes,
         tls,
-        conns: Mutex::new(HashMap::new()),
-        total: Mutex::new(0),
+        admission: Admission::default(),
         rates: Mutex::new(HashMap::new()),
-        shutdown,
+        shutdown: sessions.stopping(),
     });
-    Ok(Some(FeedbackListener {
-        accepting: tokio::spawn(accept_loop(socket, shared, sessions_tx)),
-        shutdown: shutdown_tx,
-        sessions,
-    }))
+    sessions.accept(socket, "feedback", move |tcp, peer| {
+        let slot = shared.admit(peer.ip());
+        session::run(tcp, peer.ip(), shared.clone(), slot)
+    });
+    Ok(Some(FeedbackListener { sessions }))
 }
 
 /// The running report listener, for a clean shutdown.
 pub struct FeedbackListener {
-    accepting: JoinHandle<()>,
-    shutdown: watch::Sender<bool>,
-    /// Yields `None` once every session (each holding a sender) has ended.
-    sessions: mpsc::Receiver<()>,
+    sessions: Sessions,
 }
 
 impl FeedbackListener {
     /// Stops accepting, tells sessions waiting for a command to leave (`421`), and waits up
     /// to `grace` for the others: a report in the middle of its DATA is still stored and
     /// answered `250` (as submission sessions are, see [`crate::inbound`]).
-    pub async fn shutdown(mut self, grace: Duration) {
-        let _ = self.shutdown.send(true);
-        let _ = (&mut self.accepting).await;
-        if tokio::time::timeout(grace, self.sessions.recv())
-            .await
-            .is_err()
-        {
+    pub async fn shutdown(&self, grace: Duration) {
+        if !self.sessions.drain(grace).await {
             tracing::warn!("feedback: sessions still running after the grace period; closing them");
         }
-    }
-}
-
-/// Resolves once herald shuts down (at once if it already is).
-async fn stopping(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-async fn accept_loop(socket: TcpListener, shared: Arc<Shared>, sessions: mpsc::Sender<()>) {
-    let mut shutdown = shared.shutdown.clone();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = socket.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "feedback: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = stopping(&mut shutdown) => return,
-        };
-        let _ = tcp.set_nodelay(true);
-        let slot = shared.admit(peer.ip());
-        let shared = shared.clone();
-        let session = sessions.clone();
-        tokio::spawn(async move {
-            session::run(tcp, peer.ip(), shared, slot).await;
-            drop(session);
-        });
     }
 }

@@ -1,51 +1,42 @@
-//! One SMTP session on the feedback listener: EHLO/HELO, STARTTLS, MAIL, RCPT (herald's report
-//! addresses only), DATA, RSET, NOOP, QUIT. No AUTH, no BDAT. The mail is parsed and committed
-//! to the store before `250`; a store failure is a `451` and the sender tries again later.
+//! One SMTP session on the feedback listener: EHLO/HELO, STARTTLS, MAIL, RCPT (addresses in
+//! the routing table only), DATA, RSET, NOOP, QUIT. No AUTH, no BDAT. Connection, lines and
+//! DATA framing are the server core's ([`crate::smtp_server`]), the same as submission's:
+//! a bare CR or LF in the data (`\n.\n` included) is refused, never an end of data.
 
 use std::io;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use smtp_proto::Request;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
-use super::parse::{Limits, parse_mail};
-use super::{Shared, Slot};
+use super::Shared;
+use super::routes::{IncomingMail, MailHandler};
 use crate::reply::Reply;
-use crate::store::ReceivedMail;
-
-/// Any byte stream the session runs on: plain TCP, or TLS over it.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+use crate::smtp_server::data::{self, DataLimits};
+use crate::smtp_server::{Conn, Line, Slot, Stream, admission};
 
 const MAX_LINE: usize = 4096;
-/// Data lines are read in pieces of at most this many bytes.
-const DATA_PIECE: u64 = 64 * 1024;
 /// Protocol errors tolerated before the session is closed.
 const MAX_ERRORS: usize = 10;
+/// Recipients in one transaction.
+const MAX_RECIPIENTS: usize = 10;
 
 struct Session {
     shared: Arc<Shared>,
     ip: IpAddr,
-    io: BufReader<Box<dyn Io>>,
-    tls: bool,
+    host: String,
+    conn: Conn,
     helo: bool,
     mail_from: Option<String>,
     rcpts: Vec<String>,
+    handler: Option<Arc<dyn MailHandler>>,
     errors: usize,
-}
-
-enum Step {
-    Continue,
-    StartTls,
-    Close,
+    closing: bool,
 }
 
 /// Runs one connection to its end.
 pub(super) async fn run(
-    tcp: TcpStream,
+    tcp: tokio::net::TcpStream,
     ip: IpAddr,
     shared: Arc<Shared>,
     slot: Result<Slot, &'static str>,
@@ -54,457 +45,289 @@ pub(super) async fn run(
     let mut s = Session {
         shared,
         ip,
-        io: BufReader::new(Box::new(tcp) as Box<dyn Io>),
-        tls: false,
+        host,
+        conn: Conn::new(Stream::Plain(tcp)),
         helo: false,
         mail_from: None,
         rcpts: Vec::new(),
+        handler: None,
         errors: 0,
+        closing: false,
     };
     let _slot = match slot {
         Ok(slot) => slot,
         Err(limit) => {
             tracing::info!(client = %ip, limit, "feedback: refused, too many connections");
-            let _ = s
-                .send(&Reply::new(
-                    421,
-                    "4.7.0",
-                    format!("{host} too many connections ({limit}); try again later"),
-                ))
-                .await;
+            let reply = admission::too_many(&s.host, limit);
+            s.conn.queue(&reply.to_wire());
+            s.conn.close().await;
             return;
         }
     };
-    if s.send_raw(format!("220 {host} ESMTP herald report receiver\r\n").as_bytes())
-        .await
-        .is_err()
-    {
-        return;
+    let greeting = format!("220 {} ESMTP herald report receiver\r\n", s.host);
+    s.conn.queue(greeting.as_bytes());
+    while !s.closing {
+        s.command().await;
     }
-    loop {
-        match s.command().await {
-            Step::Continue => {}
-            Step::Close => break,
-            Step::StartTls => {
-                let Some(acceptor) = s.shared.tls.clone() else {
-                    break;
-                };
-                // Anything pipelined after STARTTLS was sent in the clear: drop it.
-                let old = std::mem::replace(
-                    &mut s.io,
-                    BufReader::new(Box::new(tokio::io::duplex(1).0) as Box<dyn Io>),
-                );
-                let tcp = old.into_inner();
-                let timeout = s.shared.cfg.feedback.command_timeout;
-                match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        s.io = BufReader::new(Box::new(tls) as Box<dyn Io>);
-                        s.tls = true;
-                        s.helo = false;
-                        s.reset();
-                    }
-                    _ => {
-                        tracing::info!(client = %ip, "feedback: TLS handshake failed");
-                        return;
-                    }
-                }
-            }
-        }
-    }
-    let _ = s.io.get_mut().shutdown().await;
+    s.conn.close().await;
 }
 
 impl Session {
-    async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let w = self.io.get_mut();
-        tokio::time::timeout(Duration::from_secs(60), async {
-            w.write_all(bytes).await?;
-            w.flush().await
-        })
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client does not read"))?
-    }
-
-    async fn send(&mut self, r: &Reply) -> io::Result<()> {
+    /// Queues a reply (sent before the next read), logging refusals.
+    fn reply(&mut self, r: Reply) {
         if r.code >= 400 {
             tracing::info!(client = %self.ip, reply = %r, "feedback: refused");
         }
-        self.send_raw(&r.to_wire()).await
+        self.conn.queue(&r.to_wire());
+    }
+
+    /// The session's last reply.
+    fn last(&mut self, r: Reply) {
+        self.reply(r);
+        self.closing = true;
+    }
+
+    fn error(&mut self, r: Reply) {
+        self.reply(r);
+        self.errors += 1;
+        if self.errors >= MAX_ERRORS {
+            self.last(Reply::new(421, "4.7.0", "too many errors; closing"));
+        }
     }
 
     fn reset(&mut self) {
         self.mail_from = None;
         self.rcpts.clear();
+        self.handler = None;
     }
 
-    /// Reads a line of at most `MAX_LINE` bytes; `Ok(None)` when it was longer (discarded).
-    async fn read_line(&mut self, timeout: Duration) -> io::Result<Option<Vec<u8>>> {
-        let mut buf = Vec::new();
-        let mut too_long = false;
-        loop {
-            let n = tokio::time::timeout(
-                timeout,
-                (&mut self.io)
-                    .take(MAX_LINE as u64)
-                    .read_until(b'\n', &mut buf),
-            )
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "client timed out"))??;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed"));
+    /// Reads the next line, or learns that herald is shutting down (a session waiting for a
+    /// command is told to come back later; one in DATA finishes first).
+    async fn next_line(&mut self) -> Option<io::Result<Option<Vec<u8>>>> {
+        let mut shutdown = self.shared.shutdown.clone();
+        if *shutdown.borrow() && !self.conn.has_buffered_input() {
+            return None;
+        }
+        let timeout = self.shared.cfg.feedback.command_timeout;
+        let read = async {
+            match self.conn.read_line(MAX_LINE, timeout).await {
+                Ok(Line::Full(l)) => Ok(Some(l.to_vec())),
+                Ok(Line::TooLong { .. }) => Ok(None),
+                Err(e) => Err(e),
             }
-            if buf.ends_with(b"\n") {
-                return Ok((!too_long).then_some(buf));
-            }
-            too_long = true;
-            buf.clear();
+        };
+        tokio::select! {
+            read = read => Some(read),
+            _ = shutdown.wait_for(|stop| *stop) => None,
         }
     }
 
-    async fn command(&mut self) -> Step {
-        let host = self.shared.cfg.server.hostname.clone();
-        // Shutting down: a session waiting for its next command is told to come back later
-        // (nothing of its current message was acknowledged); one in DATA finishes first.
-        let mut shutdown = self.shared.shutdown.clone();
-        let timeout = self.shared.cfg.feedback.command_timeout;
-        let read = tokio::select! {
-            read = self.read_line(timeout) => Some(read),
-            () = super::stopping(&mut shutdown) => None,
-        };
-        let Some(read) = read else {
-            let reply = Reply::new(
-                421,
-                "4.3.2",
-                format!("{host} shutting down; please try again later"),
-            );
-            return self.last(reply).await;
-        };
-        let line = match read {
-            Ok(Some(l)) => l,
-            Ok(None) => return self.error(Reply::new(500, "5.5.2", "line too long")).await,
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                let reply = Reply::new(
-                    421,
-                    "4.4.2",
-                    format!("{host} timeout: nothing received in time; closing"),
-                );
-                return self.last(reply).await;
-            }
-            Err(_) => return Step::Close,
+    async fn command(&mut self) {
+        let line = match self.next_line().await {
+            None => return self.last(admission::shutting_down(&self.host)),
+            Some(Ok(Some(l))) => l,
+            Some(Ok(None)) => return self.error(Reply::new(500, "5.5.2", "line too long")),
+            Some(Err(e)) => return self.io_failed(e),
         };
         let req = match Request::parse(&mut line.iter()) {
             Ok(r) => r.into_owned(),
             Err(e) => {
-                return self
-                    .error(Reply::new(
-                        500,
-                        "5.5.2",
-                        format!("syntax error ({e:?}); commands: EHLO MAIL RCPT DATA QUIT"),
-                    ))
-                    .await;
+                return self.error(Reply::new(
+                    500,
+                    "5.5.2",
+                    format!("syntax error ({e:?}); commands: EHLO MAIL RCPT DATA QUIT"),
+                ));
             }
         };
-        let reply = match req {
-            Request::Ehlo { host: client } => return self.ehlo(&client).await,
-            Request::Helo { host: client } => {
+        match req {
+            Request::Ehlo { host } => self.ehlo(&host),
+            Request::Helo { host } => {
                 self.helo = true;
                 self.reset();
-                Reply::new(250, "2.0.0", format!("{host} hello {client}"))
+                let me = self.host.clone();
+                self.reply(Reply::new(250, "2.0.0", format!("{me} hello {host}")));
             }
-            Request::StartTls => {
-                if self.tls || self.shared.tls.is_none() {
-                    return self
-                        .error(Reply::new(502, "5.5.1", "STARTTLS is not available here"))
-                        .await;
-                }
-                if self
-                    .send(&Reply::new(220, "2.0.0", "ready to start TLS"))
-                    .await
-                    .is_err()
-                {
-                    return Step::Close;
-                }
-                return Step::StartTls;
-            }
-            Request::Auth { .. } => {
-                return self
-                    .error(Reply::new(
-                        502,
-                        "5.5.1",
-                        "no AUTH here: this port only receives DMARC and TLS reports",
-                    ))
-                    .await;
-            }
-            Request::Mail { from } => return self.mail(from.address, from.size).await,
-            Request::Rcpt { to } => return self.rcpt(&to.address).await,
-            Request::Data => return self.data().await,
+            Request::StartTls => self.starttls().await,
+            Request::Auth { .. } => self.error(Reply::new(
+                502,
+                "5.5.1",
+                "no AUTH here: this port only receives mail for herald's own addresses",
+            )),
+            Request::Mail { from } => self.mail(from.address, from.size),
+            Request::Rcpt { to } => self.rcpt(&to.address),
+            Request::Data => self.data().await,
             Request::Rset => {
                 self.reset();
-                Reply::new(250, "2.0.0", "reset")
+                self.reply(Reply::new(250, "2.0.0", "reset"));
             }
-            Request::Noop { .. } => Reply::new(250, "2.0.0", "OK"),
-            Request::Quit => return self.last(Reply::new(221, "2.0.0", "bye")).await,
-            other => {
-                return self
-                    .error(Reply::new(
-                        502,
-                        "5.5.1",
-                        format!("{} is not implemented here", other.name()),
-                    ))
-                    .await;
-            }
-        };
-        self.step(reply).await
-    }
-
-    /// Sends the session's last reply and ends it.
-    async fn last(&mut self, r: Reply) -> Step {
-        let _ = self.send(&r).await;
-        Step::Close
-    }
-
-    async fn step(&mut self, r: Reply) -> Step {
-        match self.send(&r).await {
-            Ok(()) => Step::Continue,
-            Err(_) => Step::Close,
+            Request::Noop { .. } => self.reply(Reply::new(250, "2.0.0", "OK")),
+            Request::Quit => self.last(Reply::new(221, "2.0.0", "bye")),
+            other => self.error(Reply::new(
+                502,
+                "5.5.1",
+                format!("{} is not implemented here", other.name()),
+            )),
         }
     }
 
-    async fn error(&mut self, r: Reply) -> Step {
-        self.errors += 1;
-        if self.send(&r).await.is_err() {
-            return Step::Close;
+    /// Ends the session after a read failure (a timeout gets a `421`).
+    fn io_failed(&mut self, e: io::Error) {
+        self.closing = true;
+        self.reset();
+        if e.kind() == io::ErrorKind::TimedOut {
+            let host = self.host.clone();
+            self.reply(Reply::new(
+                421,
+                "4.4.2",
+                format!("{host} timeout: nothing received in time; closing"),
+            ));
         }
-        if self.errors >= MAX_ERRORS {
-            return self
-                .last(Reply::new(421, "4.7.0", "too many errors; closing"))
-                .await;
-        }
-        Step::Continue
     }
 
-    async fn ehlo(&mut self, client: &str) -> Step {
+    fn ehlo(&mut self, client: &str) {
         self.helo = true;
         self.reset();
-        let host = &self.shared.cfg.server.hostname;
         let mut lines = vec![
-            format!("{host} hello {client}"),
+            format!("{} hello {client}", self.host),
             "PIPELINING".into(),
             format!("SIZE {}", self.shared.cfg.feedback.max_message_size),
             "8BITMIME".into(),
             "ENHANCEDSTATUSCODES".into(),
         ];
-        if !self.tls && self.shared.tls.is_some() {
+        if !self.conn.is_tls() && self.shared.tls.is_some() {
             lines.push("STARTTLS".into());
         }
         let last = lines.len() - 1;
-        let mut out = String::new();
         for (i, l) in lines.iter().enumerate() {
-            out.push_str(&format!("250{}{l}\r\n", if i == last { ' ' } else { '-' }));
-        }
-        match self.send_raw(out.as_bytes()).await {
-            Ok(()) => Step::Continue,
-            Err(_) => Step::Close,
+            let sep = if i == last { ' ' } else { '-' };
+            self.conn.queue(format!("250{sep}{l}\r\n").as_bytes());
         }
     }
 
-    async fn mail(&mut self, from: String, size: usize) -> Step {
+    async fn starttls(&mut self) {
+        let Some(acceptor) = self.shared.tls.clone().filter(|_| !self.conn.is_tls()) else {
+            return self.error(Reply::new(502, "5.5.1", "STARTTLS is not available here"));
+        };
+        self.reply(Reply::new(220, "2.0.0", "ready to start TLS"));
+        // Anything pipelined after STARTTLS was sent in the clear: the core drops it.
+        let timeout = self.shared.cfg.feedback.command_timeout;
+        if let Err(e) = self.conn.start_tls(&acceptor, timeout).await {
+            tracing::info!(client = %self.ip, error = %e, "feedback: TLS handshake failed");
+            self.closing = true;
+            return;
+        }
+        self.helo = false;
+        self.reset();
+    }
+
+    fn mail(&mut self, from: String, size: usize) {
         if !self.helo {
-            return self
-                .error(Reply::new(503, "5.5.1", "say EHLO or HELO first"))
-                .await;
+            return self.error(Reply::new(503, "5.5.1", "say EHLO or HELO first"));
         }
         if self.mail_from.is_some() {
-            return self
-                .error(Reply::new(503, "5.5.1", "MAIL already given; RSET first"))
-                .await;
+            return self.error(Reply::new(503, "5.5.1", "MAIL already given; RSET first"));
         }
         let max = self.shared.cfg.feedback.max_message_size;
         if size > max {
-            return self
-                .step(Reply::new(
-                    552,
-                    "5.3.4",
-                    format!("message size {size} exceeds the limit of {max} bytes for reports"),
-                ))
-                .await;
+            return self.reply(Reply::new(
+                552,
+                "5.3.4",
+                format!("message size {size} exceeds the limit of {max} bytes for reports"),
+            ));
         }
         if !self.shared.mail_allowed(self.ip) {
-            return self
-                .step(Reply::new(
-                    450,
-                    "4.7.1",
-                    format!(
-                        "too many reports from {} this hour (feedback.max_mails_per_hour_per_ip); \
-                         try again later",
-                        self.ip
-                    ),
-                ))
-                .await;
+            let ip = self.ip;
+            return self.reply(Reply::new(
+                450,
+                "4.7.1",
+                format!(
+                    "too many reports from {ip} this hour (feedback.max_mails_per_hour_per_ip); \
+                     try again later"
+                ),
+            ));
         }
         self.mail_from = Some(from);
-        self.step(Reply::new(250, "2.1.0", "sender OK")).await
+        self.reply(Reply::new(250, "2.1.0", "sender OK"));
     }
 
-    async fn rcpt(&mut self, to: &str) -> Step {
+    fn rcpt(&mut self, to: &str) {
         if self.mail_from.is_none() {
-            return self
-                .error(Reply::new(503, "5.5.1", "MAIL FROM first"))
-                .await;
+            return self.error(Reply::new(503, "5.5.1", "MAIL FROM first"));
         }
-        let f = &self.shared.cfg.feedback;
         let addr = to.trim().to_ascii_lowercase();
-        let ours = [f.dmarc_address(), f.tlsrpt_address()];
-        if !ours.iter().flatten().any(|a| *a == addr) {
-            let domain = f.domain.clone();
-            return self
-                .step(Reply::new(
-                    550,
-                    "5.1.1",
-                    format!(
-                        "<{to}>: no such mailbox here; this server only receives DMARC and TLS \
-                         reports at dmarc@{domain} and tlsrpt@{domain}"
-                    ),
-                ))
-                .await;
+        let Some(handler) = self.shared.routes.route(&addr).cloned() else {
+            let receives = self.shared.routes.describe();
+            return self.reply(Reply::new(
+                550,
+                "5.1.1",
+                format!(
+                    "<{to}>: no such mailbox here; this server only receives mail for {receives}"
+                ),
+            ));
+        };
+        if self.rcpts.len() >= MAX_RECIPIENTS {
+            return self.reply(Reply::new(452, "4.5.3", "too many recipients"));
         }
-        if self.rcpts.len() >= 10 {
-            return self
-                .step(Reply::new(452, "4.5.3", "too many recipients"))
-                .await;
+        if let Some(current) = &self.handler
+            && !Arc::ptr_eq(current, &handler)
+        {
+            return self.reply(Reply::new(
+                452,
+                "4.5.3",
+                format!("<{to}> is handled separately here; send it in a transaction of its own"),
+            ));
         }
+        self.handler = Some(handler);
         if !self.rcpts.contains(&addr) {
             self.rcpts.push(addr);
         }
-        self.step(Reply::new(250, "2.1.5", "recipient OK")).await
+        self.reply(Reply::new(250, "2.1.5", "recipient OK"));
     }
 
-    async fn data(&mut self) -> Step {
-        if self.mail_from.is_none() || self.rcpts.is_empty() {
-            return self
-                .error(Reply::new(503, "5.5.1", "MAIL and RCPT first"))
-                .await;
-        }
-        if self
-            .send(&Reply::new(
-                354,
-                "2.0.0",
-                "send the report; end with <CRLF>.<CRLF>",
-            ))
-            .await
-            .is_err()
-        {
-            return Step::Close;
-        }
+    async fn data(&mut self) {
+        let (Some(_), Some(handler)) = (&self.mail_from, self.handler.clone()) else {
+            return self.error(Reply::new(503, "5.5.1", "MAIL and RCPT first"));
+        };
         let max = self.shared.cfg.feedback.max_message_size;
-        let timeout = self.shared.cfg.feedback.data_timeout;
-        let mut body = Vec::new();
-        let mut oversize = false;
-        let mut line_start = true;
-        let mut piece = Vec::new();
-        loop {
-            piece.clear();
-            let read = tokio::time::timeout(
-                timeout,
-                (&mut self.io)
-                    .take(DATA_PIECE)
-                    .read_until(b'\n', &mut piece),
-            )
-            .await;
-            let n = match read {
-                Ok(Ok(n)) => n,
-                Ok(Err(_)) => return Step::Close,
-                Err(_) => {
-                    return self
-                        .last(Reply::new(421, "4.4.2", "timeout during DATA; closing"))
-                        .await;
-                }
-            };
-            if n == 0 {
-                return Step::Close;
-            }
-            let ends_line = piece.ends_with(b"\n");
-            let mut bytes: &[u8] = &piece;
-            if line_start {
-                if bytes == b".\r\n" || bytes == b".\n" {
-                    break;
-                }
-                if bytes.first() == Some(&b'.') {
-                    bytes = &bytes[1..];
-                }
-            }
-            line_start = ends_line;
-            if !oversize {
-                if body.len() + bytes.len() > max {
-                    oversize = true;
-                    body = Vec::new();
-                } else {
-                    body.extend_from_slice(bytes);
-                }
-            }
+        // Reports are often one long line of XML: lines are bounded by the size alone.
+        let limits = DataLimits {
+            max_size: max,
+            max_line: max,
+        };
+        self.conn
+            .queue(b"354 send the report; end with <CRLF>.<CRLF>\r\n");
+        if let Err(e) = self.conn.flush().await {
+            return self.io_failed(e);
         }
+        let deadline = tokio::time::Instant::now() + self.shared.cfg.feedback.data_timeout;
+        let mut raw = Vec::new();
+        let framed = data::read_data(&mut self.conn, limits, deadline, &mut raw).await;
+        let outcome = match framed {
+            Ok(outcome) => outcome,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                self.reset();
+                return self.last(Reply::new(421, "4.4.2", "timeout during DATA; closing"));
+            }
+            Err(e) => return self.io_failed(e),
+        };
         self.shared.count_mail(self.ip);
         let mail_from = self.mail_from.take().unwrap_or_default();
         let rcpts = std::mem::take(&mut self.rcpts);
-        if oversize {
-            return self
-                .step(Reply::new(
-                    552,
-                    "5.3.4",
-                    format!("report mail larger than {max} bytes (feedback.max_message_size)"),
-                ))
-                .await;
-        }
-        let reply = self.store(body, mail_from, rcpts).await;
-        self.step(reply).await
-    }
-
-    /// Parses and commits the mail; the reply says what was kept.
-    async fn store(&mut self, raw: Vec<u8>, mail_from: String, rcpts: Vec<String>) -> Reply {
-        let limits = Limits::from_config(&self.shared.cfg.feedback);
-        let store = self.shared.store.clone();
-        let mail = ReceivedMail {
-            received_at: crate::store::now(),
-            origin: self.ip.to_string(),
-            mail_from,
-            rcpt: rcpts.join(","),
-            raw,
+        self.handler = None;
+        let reply = match outcome {
+            Ok(_) => {
+                let mail = IncomingMail {
+                    client: self.ip,
+                    mail_from,
+                    rcpts,
+                    raw,
+                };
+                handler.handle(mail).await
+            }
+            Err(fault) => fault
+                .reply(&limits)
+                .unwrap_or_else(|| Reply::new(451, "4.3.0", "cannot take the mail right now")),
         };
-        let ip = self.ip;
-        let done = tokio::task::spawn_blocking(move || {
-            let items = parse_mail(&mail.raw, &limits);
-            store.accept(&mail, &items)
-        })
-        .await;
-        match done {
-            Ok(Ok(o)) => {
-                tracing::info!(client = %ip, stored = o.stored, duplicates = o.duplicates,
-                    rejected = o.rejected, "feedback: report mail accepted");
-                Reply::new(
-                    250,
-                    "2.0.0",
-                    format!(
-                        "report received: {} stored, {} duplicate, {} unreadable (kept for inspection)",
-                        o.stored, o.duplicates, o.rejected
-                    ),
-                )
-            }
-            Ok(Err(e)) => {
-                tracing::error!(client = %ip, error = %format!("{e:#}"), "feedback: cannot store report mail");
-                Reply::new(
-                    451,
-                    "4.3.0",
-                    "cannot store the report right now; please try again later",
-                )
-            }
-            Err(e) => {
-                tracing::error!(client = %ip, error = %e, "feedback: report parsing failed");
-                Reply::new(
-                    451,
-                    "4.3.0",
-                    "cannot process the report right now; please try again later",
-                )
-            }
-        }
+        self.reply(reply);
     }
 }

@@ -1,52 +1,9 @@
 //! Message hygiene: what herald checks and adds before a message is signed and spooled.
 //!
-//! A bare CR or bare LF anywhere in the data is refused (`550 5.6.0`) rather than normalised:
-//! such a message was produced by a broken or hostile client, and relaying it — even
-//! "repaired" — is what lets a sender smuggle a second message past the next hop
-//! (SMTP smuggling, CVE-2023-51764). Refusing makes the client's bug visible at once.
+//! Line endings and sizes are checked as the data is framed, the same on every listener
+//! ([`crate::smtp_server::data`]); this module adds the trace fields.
 
 use std::net::IpAddr;
-
-/// Tracks line endings across arbitrary slices (BDAT chunks): every CR must be followed by
-/// LF and every LF preceded by CR; also measures line lengths.
-#[derive(Debug, Default)]
-pub struct LineCheck {
-    prev_cr: bool,
-    line_len: usize,
-    /// A bare CR or bare LF was seen.
-    pub bare: bool,
-    /// The longest line seen, terminator included.
-    pub longest: usize,
-}
-
-impl LineCheck {
-    /// Feeds the next bytes.
-    pub fn feed(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.line_len += 1;
-            match b {
-                b'\n' => {
-                    if !self.prev_cr {
-                        self.bare = true;
-                    }
-                    self.longest = self.longest.max(self.line_len);
-                    self.line_len = 0;
-                }
-                _ if self.prev_cr => self.bare = true,
-                _ => {}
-            }
-            self.prev_cr = b == b'\r';
-        }
-        self.longest = self.longest.max(self.line_len);
-    }
-
-    /// Ends the data: a trailing CR is bare too.
-    pub fn finish(&mut self) {
-        if self.prev_cr {
-            self.bare = true;
-        }
-    }
-}
 
 pub use crate::headers::{has_header, header_end};
 
@@ -135,36 +92,6 @@ fn clean(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn check(chunks: &[&[u8]]) -> bool {
-        let mut c = LineCheck::default();
-        for ch in chunks {
-            c.feed(ch);
-        }
-        c.finish();
-        c.bare
-    }
-
-    #[test]
-    fn bare_line_endings_are_found_across_chunks() {
-        assert!(!check(&[b"a\r\nb\r\n"]));
-        assert!(!check(&[b"a\r", b"\nb\r\n"]));
-        assert!(check(&[b"a\nb\r\n"]));
-        assert!(check(&[b"a\r.\r\n"]));
-        assert!(check(&[b"a\r\n.\n"]));
-        assert!(check(&[b"a\r", b"x\r\n"]));
-        assert!(check(&[b"a\r\n", b"\n"]));
-        assert!(check(&[b"a\r"]));
-    }
-
-    #[test]
-    fn longest_line_is_measured() {
-        let mut c = LineCheck::default();
-        c.feed(b"abc\r\n");
-        c.feed(b"abcdefg");
-        c.feed(b"hi\r\n");
-        assert_eq!(c.longest, 11);
-    }
 
     #[test]
     fn headers_are_found_case_insensitively() {

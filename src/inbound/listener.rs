@@ -1,53 +1,32 @@
-//! Accept loops: one per listener. Each accepted connection gets a slot (total and per-IP
-//! limits, checked before any TLS handshake: `421 4.7.0` on plain-text listeners, an
-//! immediate close on implicit TLS) and its own task; the loop stops on shutdown.
+//! What happens to an accepted connection (the accept loop is the server core's,
+//! [`crate::smtp_server::Sessions`]): a slot (total and per-IP limits, checked before any TLS
+//! handshake: `421 4.7.0` on plain-text listeners, an immediate close on implicit TLS), the
+//! TLS handshake on the implicit-TLS port, the plain listener's network check, the session.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::net::TcpStream;
 
-use super::conn::{Conn, Stream};
 use super::session::Session;
 use super::{ListenerKind, Shared};
+use crate::smtp_server::{Conn, Slot, Stream, admission};
 
-/// Accepts connections until shutdown; every session holds a clone of `sessions`.
-pub(super) async fn run(
-    listener: TcpListener,
+/// Takes a slot under the settings in force now (a reload swaps them for later connections
+/// only); the returned future runs the connection to its end.
+pub(super) fn connection(
+    tcp: TcpStream,
+    ip: std::net::IpAddr,
     kind: ListenerKind,
-    current: tokio::sync::watch::Receiver<Arc<Shared>>,
-    sessions: mpsc::Sender<()>,
-) {
-    let mut shutdown = current.borrow().shutdown.clone();
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.changed() => break,
-            a = listener.accept() => a,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: back off briefly rather than spin.
-                tracing::warn!(listener = kind.name(), error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        // The settings in force now (a reload swaps them for later connections only).
-        let shared = current.borrow().clone();
-        let slot = shared.admit(peer.ip());
-        let guard = sessions.clone();
-        let open = crate::metrics::connection_opened(kind.name());
-        tokio::spawn(async move {
-            let _guard = guard;
-            let _open = open;
-            handle(tcp, peer.ip(), kind, shared, slot).await;
-        });
+    current: &tokio::sync::watch::Receiver<Arc<Shared>>,
+) -> impl Future<Output = ()> + Send + use<> {
+    let shared = current.borrow().clone();
+    let slot = shared.admit(ip);
+    let open = crate::metrics::connection_opened(kind.name());
+    async move {
+        let _open = open;
+        handle(tcp, ip, kind, shared, slot).await;
     }
-    drop(listener);
-    tracing::info!(listener = kind.name(), "stopped accepting");
 }
 
 async fn handle(
@@ -55,7 +34,7 @@ async fn handle(
     ip: std::net::IpAddr,
     kind: ListenerKind,
     shared: Arc<Shared>,
-    slot: Result<super::ConnSlot, &'static str>,
+    slot: Result<Slot, &'static str>,
 ) {
     let host = shared.cfg.server.hostname.clone();
     // Limits first, before any TLS: a refused connection holds its descriptor only as long
@@ -70,10 +49,7 @@ async fn handle(
                 return;
             }
             let mut conn = Conn::new(Stream::Plain(tcp));
-            conn.queue(
-                format!("421 4.7.0 {host} too many connections ({limit}); try again later\r\n")
-                    .as_bytes(),
-            );
+            conn.queue(&admission::too_many(&host, limit).to_wire());
             conn.close().await;
             return;
         }

@@ -5,11 +5,11 @@ use std::io;
 
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN};
 
-use super::conn::Line;
 use super::session::Session;
 use super::throttle::Refusal;
 use super::{ListenerKind, auth};
 use crate::reply::Reply;
+use crate::smtp_server::Line;
 
 impl Session {
     pub(super) async fn auth(&mut self, mechanism: u64, initial: String) {

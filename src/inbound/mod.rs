@@ -2,11 +2,10 @@
 //!
 //! [`bind`] binds every configured listener (before anything else starts, so a busy port
 //! fails fast); [`start`] starts accepting on them and returns [`Running`]; `herald serve` calls
-//! [`Running::shutdown`] on SIGTERM/SIGINT to stop accepting and let sessions finish.
+//! [`Running::shutdown`] on SIGTERM/SIGINT (through [`crate::node`]) to stop accepting and let sessions finish.
 
 pub mod auth;
 pub mod auth_cache;
-mod conn;
 pub mod fds;
 pub mod hygiene;
 mod listener;
@@ -22,16 +21,16 @@ pub mod tls;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{AppConfig, Config};
 use crate::signing::Signer;
+use crate::smtp_server::{Admission, Limit, Sessions, Slot};
 use crate::spool::Spool;
 
 /// Which door a client came through; it decides TLS and AUTH rules.
@@ -65,54 +64,26 @@ pub(crate) struct Shared {
     // Kept across reloads (counts and limits in force), hence shared between generations.
     throttle: Arc<throttle::Throttle>,
     rates: Arc<crate::ratelimit::AppLimits>,
-    conns: Arc<Mutex<Connections>>,
+    admission: Admission,
     // A new one per loaded configuration: a reload invalidates every cached login.
     auth_cache: auth_cache::AuthCache,
     shutdown: watch::Receiver<bool>,
 }
 
-#[derive(Default)]
-struct Connections {
-    total: usize,
-    per_ip: HashMap<IpAddr, usize>,
-}
-
-/// Holds one connection slot; released on drop.
-pub(crate) struct ConnSlot {
-    shared: Arc<Shared>,
-    ip: IpAddr,
-}
-
 impl Shared {
     /// Takes a connection slot, or says which limit is reached.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnSlot, &'static str> {
-        let mut c = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-        if c.total >= self.cfg.smtp.max_connections {
-            return Err("smtp.max_connections");
-        }
-        let n = c.per_ip.entry(ip).or_insert(0);
-        if *n >= self.cfg.smtp.max_connections_per_ip {
-            return Err("smtp.max_connections_per_ip");
-        }
-        *n += 1;
-        c.total += 1;
-        Ok(ConnSlot {
-            shared: self.clone(),
+    fn admit(&self, ip: IpAddr) -> Result<Slot, &'static str> {
+        self.admission.admit(
             ip,
-        })
-    }
-}
-
-impl Drop for ConnSlot {
-    fn drop(&mut self) {
-        let mut c = self.shared.conns.lock().unwrap_or_else(|p| p.into_inner());
-        c.total = c.total.saturating_sub(1);
-        if let Some(n) = c.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                c.per_ip.remove(&self.ip);
-            }
-        }
+            Limit {
+                max: self.cfg.smtp.max_connections,
+                setting: "smtp.max_connections",
+            },
+            Limit {
+                max: self.cfg.smtp.max_connections_per_ip,
+                setting: "smtp.max_connections_per_ip",
+            },
+        )
     }
 }
 
@@ -128,12 +99,12 @@ pub struct ClusterCounters {
 /// The number of SMTP connections open on this node, readable while herald runs (the
 /// cluster's node registry reports it).
 #[derive(Clone)]
-pub struct ConnectionGauge(Arc<Mutex<Connections>>);
+pub struct ConnectionGauge(Admission);
 
 impl ConnectionGauge {
     /// Connections open now.
     pub fn open(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).total
+        self.0.open()
     }
 }
 
@@ -143,10 +114,11 @@ pub struct Running {
     /// theirs.
     current: watch::Sender<Arc<Shared>>,
     config_file: String,
-    shutdown: watch::Sender<bool>,
-    listeners: Vec<JoinHandle<()>>,
-    sessions: mpsc::Receiver<()>,
+    sessions: Sessions,
 }
+
+/// The settings of new sessions after a reload, prepared but not yet in force.
+pub struct NextSessions(Arc<Shared>);
 
 /// The SMTP listen sockets, bound but not yet accepting: connections wait in the kernel
 /// backlog until [`start`].
@@ -186,7 +158,7 @@ pub async fn start(
     } else {
         None
     };
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let sessions = Sessions::new();
     let shared = Arc::new(Shared {
         apps: Arc::new(cfg.apps.clone().into_iter().collect()),
         throttle: Arc::new(match &cluster {
@@ -197,53 +169,50 @@ pub async fn start(
             Some(c) => crate::ratelimit::AppLimits::Shared(c.rates),
             None => crate::ratelimit::AppLimits::Local(policy::RateLimiter::default()),
         }),
-        conns: Arc::new(Mutex::new(Connections::default())),
+        admission: Admission::default(),
         auth_cache: auth_cache::AuthCache::new(cfg.smtp.auth_cache_ttl)?,
         cfg: cfg.clone(),
         signer,
         spool,
         tls,
-        shutdown: shutdown_rx,
+        shutdown: sessions.stopping(),
     });
     let (current, _) = watch::channel(shared.clone());
-    let (session_tx, session_rx) = mpsc::channel::<()>(1);
-    let mut listeners = Vec::new();
     for (kind, addr, socket) in bound.0 {
         tracing::info!(listener = kind.name(), %addr, "listening");
-        listeners.push(tokio::spawn(listener::run(
-            socket,
-            kind,
-            current.subscribe(),
-            session_tx.clone(),
-        )));
+        let settings = current.subscribe();
+        sessions.accept(socket, kind.name(), move |tcp, peer| {
+            listener::connection(tcp, peer.ip(), kind, &settings)
+        });
     }
     Ok(Running {
         current,
         config_file: config_file.to_string(),
-        shutdown: shutdown_tx,
-        listeners,
-        sessions: session_rx,
+        sessions,
     })
 }
 
 impl Running {
     /// A gauge of the connections open on this node.
     pub fn connections(&self) -> ConnectionGauge {
-        ConnectionGauge(self.current.borrow().conns.clone())
+        ConnectionGauge(self.current.borrow().admission.clone())
     }
 
-    /// Applies a reloaded configuration to new sessions: apps, passwords, senders, rate
-    /// limits, SMTP limits, DKIM keys (`signer`) and the certificate. Sessions in flight finish
-    /// with the settings they started with; connection counts, AUTH failure counts and rate
-    /// buckets carry over. Listen addresses are not re-bound (a restart does that). Fails,
-    /// changing nothing, when the new certificate cannot be loaded.
-    pub fn reload(&self, cfg: Arc<Config>, signer: Arc<Signer>) -> anyhow::Result<()> {
+    /// Puts together the settings of new sessions for a reloaded configuration, changing
+    /// nothing yet: apps, passwords, senders, rate limits, SMTP limits, DKIM keys (`signer`)
+    /// and the certificate. Fails when the new certificate cannot be loaded.
+    /// [`Running::apply_reload`] puts them in force.
+    pub fn prepare_reload(
+        &self,
+        cfg: Arc<Config>,
+        signer: Arc<Signer>,
+    ) -> anyhow::Result<NextSessions> {
         let old = self.current.borrow().clone();
         let tls = match &old.tls {
             Some(_) => Some(tls::acceptor(&cfg, &self.config_file)?),
             None => None,
         };
-        let next = Arc::new(Shared {
+        Ok(NextSessions(Arc::new(Shared {
             apps: Arc::new(cfg.apps.clone().into_iter().collect()),
             auth_cache: auth_cache::AuthCache::new(cfg.smtp.auth_cache_ttl)?,
             cfg,
@@ -252,31 +221,33 @@ impl Running {
             tls,
             throttle: old.throttle.clone(),
             rates: old.rates.clone(),
-            conns: old.conns.clone(),
+            admission: old.admission.clone(),
             shutdown: old.shutdown.clone(),
-        });
-        self.current.send_replace(next);
-        Ok(())
+        })))
+    }
+
+    /// Sessions that start from now on use `next`; those in flight finish with the settings
+    /// they started with. Connection counts, AUTH failure counts and rate buckets carry over;
+    /// listen addresses are not re-bound (a restart does that).
+    pub fn apply_reload(&self, next: NextSessions) {
+        self.current.send_replace(next.0);
     }
 
     /// Stops accepting, tells idle sessions to leave (`421`), and waits up to `grace` for
     /// sessions in flight. Returns true when every session finished in time.
-    pub async fn shutdown(mut self, grace: Duration) -> bool {
-        let _ = self.shutdown.send(true);
-        for l in self.listeners.drain(..) {
-            let _ = l.await;
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.sessions.stop_accepting().await;
+        tracing::info!(
+            event = "listeners_closed",
+            "all listeners closed; waiting for sessions in flight"
+        );
+        let done = self.sessions.wait(grace).await;
+        if !done {
+            tracing::warn!(
+                grace = %humantime::format_duration(grace),
+                "sessions still running after the grace period; closing them"
+            );
         }
-        tracing::info!("all listeners closed; waiting for sessions in flight");
-        // Every session holds a sender; recv() yields None once all have ended.
-        match tokio::time::timeout(grace, self.sessions.recv()).await {
-            Ok(_) => true,
-            Err(_) => {
-                tracing::warn!(
-                    grace = %humantime::format_duration(grace),
-                    "sessions still running after the grace period; closing them"
-                );
-                false
-            }
-        }
+        done
     }
 }

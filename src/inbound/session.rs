@@ -10,12 +10,11 @@ use smtp_proto::{
     MAIL_RET_HDRS, MAIL_SMTPUTF8, MailFrom, Request,
 };
 
-use super::conn::{Conn, Line};
-use super::hygiene::LineCheck;
 use super::policy::sender_allowed;
 use super::rawcheck::{self, RawVerdict};
 use super::{ListenerKind, Shared};
 use crate::reply::Reply;
+use crate::smtp_server::{Chunked, Conn, Line, admission};
 use crate::spool::StagedMessage;
 
 /// A message being submitted.
@@ -33,9 +32,9 @@ pub(super) struct Transaction {
 #[derive(Default)]
 pub(super) struct Chunks {
     pub(super) staged: Option<StagedMessage>,
-    pub(super) size: usize,
-    pub(super) check: LineCheck,
-    /// Writing to the staged file failed (the message is refused at the end of the chunk).
+    /// Size and line checks across the chunks.
+    pub(super) body: Chunked,
+    /// The staged file could not be made (the message is refused at the end of the chunk).
     pub(super) failed: Option<io::Error>,
 }
 
@@ -94,11 +93,7 @@ impl Session {
                     ),
                 )),
                 Next::Shutdown => {
-                    self.reply(Reply::new(
-                        421,
-                        "4.3.2",
-                        format!("{host} is shutting down; try again shortly"),
-                    ));
+                    self.reply(admission::shutting_down(&host));
                     break;
                 }
                 Next::Failed(e) => self.io_failed(e),

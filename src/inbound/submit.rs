@@ -6,7 +6,6 @@
 
 use std::io;
 
-use super::conn::Line;
 use super::hygiene::{self, Trace};
 use super::mailbox::{field_values, mailbox_list};
 use super::policy::sender_allowed;
@@ -14,23 +13,17 @@ use super::rawcheck::BdatSize;
 use super::session::Session;
 use crate::clock::unix_now;
 use crate::reply::Reply;
+use crate::smtp_server::data::{self, DataLimits, Fault};
 use crate::spool::{Envelope, StagedMessage};
 
 /// The largest header section herald reads into memory (to check `From:` and sign); a message
 /// whose header section is larger is refused.
 pub const MAX_HEADER_SECTION: usize = 1024 * 1024;
 
-/// Why a message was refused while it streamed in.
-enum Fault {
-    TooBig,
-    Bare,
-    LongLine,
-    Storage(io::Error),
-}
-
 impl Session {
-    /// DATA: `354`, then lines up to CRLF.CRLF. Only a dot line after a CRLF ends the data,
-    /// so `\n.\r\n` and friends never end a message early (they make it refused instead).
+    /// DATA: `354`, then the data framed by the server core ([`crate::smtp_server::data`]):
+    /// only CRLF.CRLF ends it, so `\n.\r\n` and friends never end a message early (they
+    /// make it refused instead). The bytes stream into a staged file in the spool.
     pub(super) async fn data(&mut self) {
         let Some(tx) = self.tx.as_ref() else {
             return self.error(Reply::new(503, "5.5.1", "send MAIL and RCPT first"));
@@ -41,12 +34,11 @@ impl Session {
         if tx.bdat.is_some() {
             return self.error(Reply::new(503, "5.5.1", "DATA cannot follow BDAT"));
         }
-        let max = tx.max_size;
-        let max_line = self.shared.cfg.smtp.max_line_length;
+        let limits = self.limits(tx.max_size);
         let timeout = self.shared.cfg.smtp.data_timeout;
         let mut staged = match self.shared.spool.stage() {
-            Ok(s) => Some(s),
-            Err(e) => return self.refuse(Fault::Storage(e), max),
+            Ok(s) => s,
+            Err(e) => return self.refuse(Fault::Sink(e), limits),
         };
         self.conn
             .queue(b"354 Start mail input; end with <CRLF>.<CRLF>\r\n");
@@ -55,53 +47,18 @@ impl Session {
             return self.io_failed(e);
         }
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut fault = None;
-        let mut size = 0usize;
-        let mut prev_crlf = true;
-        loop {
-            let line = match self.conn.read_line_until(max_line, deadline).await {
-                Ok(Line::Full(l)) => l,
-                Ok(Line::TooLong { crlf }) => {
-                    fault.get_or_insert(Fault::LongLine);
-                    staged = None;
-                    prev_crlf = crlf;
-                    continue;
-                }
-                Err(e) => return self.io_failed(e),
-            };
-            if prev_crlf && line == b".\r\n" {
-                break;
-            }
-            let crlf = line.ends_with(b"\r\n");
-            let text = &line[..line.len() - if crlf { 2 } else { 1 }];
-            if !crlf || text.contains(&b'\r') {
-                fault.get_or_insert(Fault::Bare);
-            }
-            let content = match line.split_first() {
-                Some((b'.', rest)) if prev_crlf => rest,
-                _ => line,
-            };
-            size += content.len();
-            if size > max {
-                fault = Some(Fault::TooBig);
-            }
-            if fault.is_some() {
-                staged = None;
-            } else if let Some(file) = staged.as_mut()
-                && let Err(e) = file.write(content)
-            {
-                fault = Some(Fault::Storage(e));
-                staged = None;
-            }
-            prev_crlf = crlf;
+        match data::read_data(&mut self.conn, limits, deadline, &mut staged).await {
+            Ok(Ok(_)) => self.accept(staged).await,
+            Ok(Err(fault)) => self.refuse(fault, limits),
+            Err(e) => self.io_failed(e),
         }
-        match (fault, staged) {
-            (Some(f), _) => self.refuse(f, max),
-            (None, Some(staged)) => self.accept(staged).await,
-            (None, None) => self.refuse(
-                Fault::Storage(io::Error::other("staged message missing")),
-                max,
-            ),
+    }
+
+    /// The data limits of the transaction (`max_size`: the app's or the listener's).
+    fn limits(&self, max_size: usize) -> DataLimits {
+        DataLimits {
+            max_size,
+            max_line: self.shared.cfg.smtp.max_line_length,
         }
     }
 
@@ -109,9 +66,8 @@ impl Session {
     /// the message is checked and accepted at `LAST`.
     pub(super) async fn bdat(&mut self, chunk_size: usize, last: bool) {
         let timeout = self.shared.cfg.smtp.data_timeout;
-        let max_line = self.shared.cfg.smtp.max_line_length;
         let ready = self.tx.as_ref().is_some_and(|t| !t.recipients.is_empty());
-        let max = self.tx.as_ref().map_or(0, |t| t.max_size);
+        let limits = self.limits(self.tx.as_ref().map_or(0, |t| t.max_size));
         let mut chunks = self
             .tx
             .as_mut()
@@ -129,16 +85,8 @@ impl Session {
                 if !ready {
                     return;
                 }
-                chunks.check.feed(bytes);
-                chunks.size += bytes.len();
-                if chunks.size > max {
-                    chunks.staged = None;
-                } else if let Some(file) = chunks.staged.as_mut()
-                    && let Err(e) = file.write(bytes)
-                {
-                    chunks.failed = Some(e);
-                    chunks.staged = None;
-                }
+                let sink = chunks.staged.as_mut().map(|s| s as &mut dyn data::DataSink);
+                chunks.body.feed(bytes, &limits, sink);
             })
             .await;
         if let Err(e) = read {
@@ -147,17 +95,14 @@ impl Session {
         if !ready {
             return self.error(Reply::new(503, "5.5.1", "send MAIL and RCPT before BDAT"));
         }
-        if chunks.size > max {
-            return self.refuse(Fault::TooBig, max);
-        }
-        if chunks.check.longest > max_line {
-            return self.refuse(Fault::LongLine, max);
+        if let Some(fault) = chunks.body.refused(&limits) {
+            return self.refuse(fault, limits);
         }
         if let Some(e) = chunks.failed.take() {
-            return self.refuse(Fault::Storage(e), max);
+            return self.refuse(Fault::Sink(e), limits);
         }
         if !last {
-            let size = chunks.size;
+            let size = chunks.body.size;
             if let Some(t) = self.tx.as_mut() {
                 t.bdat = Some(chunks);
             }
@@ -167,15 +112,15 @@ impl Session {
                 format!("{chunk_size} octets received, {size} in total"),
             ));
         }
-        chunks.check.finish();
-        if chunks.check.bare {
-            return self.refuse(Fault::Bare, max);
+        let staged = chunks.staged.take();
+        if let Err(fault) = chunks.body.finish() {
+            return self.refuse(fault, limits);
         }
-        match chunks.staged.take() {
+        match staged {
             Some(staged) => self.accept(staged).await,
             None => self.refuse(
-                Fault::Storage(io::Error::other("staged message missing")),
-                max,
+                Fault::Sink(io::Error::other("staged message missing")),
+                limits,
             ),
         }
     }
@@ -215,43 +160,26 @@ impl Session {
         }
     }
 
-    fn refuse(&mut self, fault: Fault, max: usize) {
+    fn refuse(&mut self, fault: Fault, limits: DataLimits) {
         self.tx = None;
-        let max_line = self.shared.cfg.smtp.max_line_length;
-        self.reply(match fault {
-            Fault::TooBig => Reply::new(
-                552,
-                "5.3.4",
-                format!("message too big: the limit is {max} bytes"),
-            ),
-            Fault::Bare => Reply::new(
-                550,
-                "5.6.0",
-                "message contains a bare CR or bare LF: every line must end with CRLF \
-                 (refused to prevent SMTP smuggling)",
-            ),
-            Fault::LongLine => Reply::new(
-                550,
-                "5.6.0",
-                format!("message has a line longer than {max_line} bytes; wrap or encode it"),
-            ),
-            Fault::Storage(e) => {
-                tracing::error!(client = %self.ip, error = %e,
-                    "cannot write the incoming message to the spool");
-                if e.raw_os_error() == Some(libc::ENOSPC) {
-                    Reply::new(
-                        452,
-                        "4.3.1",
-                        "herald's spool is out of disk space; try again later",
-                    )
-                } else {
-                    Reply::new(
-                        451,
-                        "4.3.0",
-                        "could not store the message safely; try again later",
-                    )
-                }
-            }
+        if let Some(reply) = fault.reply(&limits) {
+            return self.reply(reply);
+        }
+        let Fault::Sink(e) = fault else { return };
+        tracing::error!(client = %self.ip, error = %e,
+            "cannot write the incoming message to the spool");
+        self.reply(if e.raw_os_error() == Some(libc::ENOSPC) {
+            Reply::new(
+                452,
+                "4.3.1",
+                "herald's spool is out of disk space; try again later",
+            )
+        } else {
+            Reply::new(
+                451,
+                "4.3.0",
+                "could not store the message safely; try again later",
+            )
         });
     }
 
@@ -261,7 +189,7 @@ impl Session {
         let Some(tx) = self.tx.take() else { return };
         let body = match staged.map() {
             Ok(b) => b,
-            Err(e) => return self.refuse(Fault::Storage(e), tx.max_size),
+            Err(e) => return self.refuse(Fault::Sink(e), self.limits(tx.max_size)),
         };
         let window = &body[..body.len().min(MAX_HEADER_SECTION)];
         let header_len = hygiene::header_end(window);

@@ -296,6 +296,7 @@ fn log_attempt(
         addr = %addr,
         tls = %tls.map(|t| t.version.as_str()).unwrap_or("none"),
         policy = %hop.directive.label(),
+        tls_rule = %hop.reason,
         cert_verified = tls.is_some_and(|t| t.verified),
         recipients = job.recipients.len(),
         reply = %replies.join(" | "),

@@ -79,7 +79,8 @@ pub enum Route {
     },
 }
 
-/// Why a host gets the TLS it gets: the rule of the precedence list that decided.
+/// Why a host gets the TLS it gets: the rule of the precedence list that decided (logged on
+/// each delivery attempt as `tls_rule=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     /// `[delivery] relay_host`.

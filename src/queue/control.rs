@@ -14,18 +14,60 @@ use super::view::{ActionResult, MessageView};
 use crate::clock::{now_ms, unix_now};
 use crate::spool::SpooledMessage;
 
-fn done(message: impl Into<String>) -> ActionResult {
-    ActionResult {
-        ok: true,
-        message: message.into(),
+/// The outcome of an operator action on the queue; the admin endpoint answers each kind
+/// with its own HTTP status, `herald queue` prints the words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// Done: what happened.
+    Done(String),
+    /// The message is not in the queue (any more).
+    NotFound {
+        /// The queue id asked for.
+        id: String,
+    },
+    /// Not done because of the message's state (e.g. held): why, and what to do.
+    Refused(String),
+    /// The spool or the cluster's database failed: what could not be done.
+    Failed(String),
+}
+
+impl Control {
+    /// Whether the action was done.
+    pub fn ok(&self) -> bool {
+        matches!(self, Control::Done(_))
+    }
+
+    /// What happened, in words.
+    pub fn message(&self) -> String {
+        match self {
+            Control::Done(m) | Control::Refused(m) | Control::Failed(m) => m.clone(),
+            Control::NotFound { id } => format!("no message {id} in the queue"),
+        }
+    }
+
+    /// The JSON answer of the admin endpoint (`{ok, message}`), as `herald queue` reads it.
+    pub fn to_wire(&self) -> ActionResult {
+        ActionResult {
+            ok: self.ok(),
+            message: self.message(),
+        }
     }
 }
 
-fn refused(message: impl Into<String>) -> ActionResult {
-    ActionResult {
-        ok: false,
-        message: message.into(),
-    }
+fn done(message: impl Into<String>) -> Control {
+    Control::Done(message.into())
+}
+
+fn refused(message: impl Into<String>) -> Control {
+    Control::Refused(message.into())
+}
+
+fn failed(message: impl Into<String>) -> Control {
+    Control::Failed(message.into())
+}
+
+fn not_found(id: &str) -> Control {
+    Control::NotFound { id: id.to_string() }
 }
 
 impl QueueManager {
@@ -54,7 +96,7 @@ impl QueueManager {
 
     /// The queue an operator sees (or one message with `Some(id)`): this node's on a single
     /// node, the whole cluster's with `[cluster]`. `Err` when the database cannot be read.
-    pub async fn view(&self, id: Option<&str>) -> Result<Vec<MessageView>, ActionResult> {
+    pub async fn view(&self, id: Option<&str>) -> Result<Vec<MessageView>, Control> {
         if self.inner.spool.leases().is_none() {
             return Ok(match id {
                 Some(id) => self.show(id).into_iter().collect(),
@@ -68,7 +110,7 @@ impl QueueManager {
             None => Ok(Vec::new()),
         })
         .await
-        .map_err(|e| refused(format!("cannot read the cluster's queue: {e}")))?;
+        .map_err(|e| failed(format!("cannot read the cluster's queue: {e}")))?;
         let table = self.inner.table();
         Ok(entries
             .iter()
@@ -83,17 +125,17 @@ impl QueueManager {
     }
 
     /// Attempts `id` now (every pending recipient), wherever it is queued.
-    pub async fn retry(&self, id: &str) -> ActionResult {
+    pub async fn retry(&self, id: &str) -> Control {
         if self.inner.spool.leases().is_some() {
             return self.cluster_retry(Some(id)).await;
         }
         self.retry_local(id)
     }
 
-    fn retry_local(&self, id: &str) -> ActionResult {
+    fn retry_local(&self, id: &str) -> Control {
         let mut table = self.inner.table();
         let Some(entry) = table.entries.get_mut(id).filter(|e| !e.deleted) else {
-            return refused(format!("no message {id} in the queue"));
+            return not_found(id);
         };
         if entry.msg.state.held {
             return refused(format!("{id} is held; release it first"));
@@ -109,30 +151,30 @@ impl QueueManager {
     }
 
     /// Attempts every message that is not held, now.
-    pub async fn retry_all(&self) -> ActionResult {
+    pub async fn retry_all(&self) -> Control {
         if self.inner.spool.leases().is_some() {
             return self.cluster_retry(None).await;
         }
         let ids: Vec<String> = self.list().into_iter().map(|m| m.id).collect();
-        let scheduled = ids.iter().filter(|id| self.retry_local(id).ok).count();
+        let scheduled = ids.iter().filter(|id| self.retry_local(id).ok()).count();
         done(format!(
             "{scheduled} message(s) scheduled for an attempt now"
         ))
     }
 
     /// Holds (`true`) or releases (`false`) a message, recorded in its state.
-    pub async fn set_held(&self, id: &str, held: bool) -> ActionResult {
+    pub async fn set_held(&self, id: &str, held: bool) -> Control {
         if self.inner.spool.leases().is_some() {
             return self.cluster_set_held(id, held).await;
         }
         let Some(io) = self.inner.table().entries.get(id).map(|e| e.io.clone()) else {
-            return refused(format!("no message {id} in the queue"));
+            return not_found(id);
         };
         let _serial = io.lock().await;
         let state = {
             let mut table = self.inner.table();
             let Some(entry) = table.entries.get_mut(id).filter(|e| !e.deleted) else {
-                return refused(format!("no message {id} in the queue"));
+                return not_found(id);
             };
             if held {
                 entry.msg.state.hold();
@@ -151,7 +193,7 @@ impl QueueManager {
         let spool = self.inner.spool.clone();
         let owned = id.to_string();
         if let Err(e) = blocking(move || spool.write_state(&owned, &state)).await {
-            return refused(format!("cannot record the change for {id}: {e}"));
+            return failed(format!("cannot record the change for {id}: {e}"));
         }
         self.inner.wake.notify_one();
         if held {
@@ -162,18 +204,18 @@ impl QueueManager {
     }
 
     /// Deletes a message; with `bounce`, its sender is told which recipients were not reached.
-    pub async fn delete(&self, id: &str, bounce: bool) -> ActionResult {
+    pub async fn delete(&self, id: &str, bounce: bool) -> Control {
         if self.inner.spool.leases().is_some() {
             return self.cluster_delete(id, bounce).await;
         }
         let Some(io) = self.inner.table().entries.get(id).map(|e| e.io.clone()) else {
-            return refused(format!("no message {id} in the queue"));
+            return not_found(id);
         };
         let _serial = io.lock().await;
         let msg = {
             let mut table = self.inner.table();
             let Some(entry) = table.entries.get_mut(id).filter(|e| !e.deleted) else {
-                return refused(format!("no message {id} in the queue"));
+                return not_found(id);
             };
             entry.deleted = true;
             let msg = entry.msg.clone();
@@ -201,7 +243,7 @@ impl QueueManager {
         let spool = inner.spool.clone();
         let owned = id.to_string();
         if let Err(e) = blocking(move || spool.remove(&owned)).await {
-            return refused(format!("cannot remove {id}: {e}"));
+            return failed(format!("cannot remove {id}: {e}"));
         }
         tracing::info!(queue_id = %id, bounce, "message deleted by the operator");
         done(format!("{id} deleted{note}"))
@@ -210,12 +252,12 @@ impl QueueManager {
 
 /// The same actions on a cluster's shared queue.
 impl QueueManager {
-    async fn cluster_retry(&self, id: Option<&str>) -> ActionResult {
+    async fn cluster_retry(&self, id: Option<&str>) -> Control {
         if let Some(id) = id {
             match self.view(Some(id)).await {
                 Err(e) => return e,
                 Ok(found) if found.is_empty() => {
-                    return refused(format!("no message {id} in the queue"));
+                    return not_found(id);
                 }
                 Ok(found) if found.iter().any(|m| m.held) => {
                     return refused(format!("{id} is held; release it first"));
@@ -232,14 +274,14 @@ impl QueueManager {
         .await;
         self.inner.lease_wake.notify_one();
         match (result, id) {
-            (Err(e), _) => refused(format!("cannot record the retry: {e}")),
-            (Ok(0), Some(id)) => refused(format!("no message {id} in the queue")),
+            (Err(e), _) => failed(format!("cannot record the retry: {e}")),
+            (Ok(0), Some(id)) => not_found(id),
             (Ok(_), Some(id)) => done(format!("{id} scheduled for an attempt now")),
             (Ok(n), None) => done(format!("{n} message(s) scheduled for an attempt now")),
         }
     }
 
-    async fn cluster_set_held(&self, id: &str, held: bool) -> ActionResult {
+    async fn cluster_set_held(&self, id: &str, held: bool) -> Control {
         let spool = self.inner.spool.clone();
         let owned = id.to_string();
         let result = blocking(move || match spool.leases() {
@@ -249,26 +291,26 @@ impl QueueManager {
         .await;
         self.inner.lease_wake.notify_one();
         match result {
-            Err(e) => refused(format!("cannot record the change for {id}: {e}")),
-            Ok(false) => refused(format!("no message {id} in the queue")),
+            Err(e) => failed(format!("cannot record the change for {id}: {e}")),
+            Ok(false) => not_found(id),
             Ok(true) if held => done(format!("{id} held: no attempts until released")),
             Ok(true) => done(format!("{id} released")),
         }
     }
 
-    async fn cluster_delete(&self, id: &str, bounce: bool) -> ActionResult {
+    async fn cluster_delete(&self, id: &str, bounce: bool) -> Control {
         let inner = &self.inner;
         let msg = match self.view(Some(id)).await {
             Err(e) => return e,
             Ok(found) if found.is_empty() => {
-                return refused(format!("no message {id} in the queue"));
+                return not_found(id);
             }
             Ok(_) => {
                 let spool = inner.spool.clone();
                 let owned = id.to_string();
                 match blocking(move || spool.load(&owned)).await {
                     Ok(m) => m,
-                    Err(e) => return refused(format!("cannot read {id}: {e}")),
+                    Err(e) => return failed(format!("cannot read {id}: {e}")),
                 }
             }
         };
@@ -279,11 +321,11 @@ impl QueueManager {
             let owned = id.to_string();
             let data = match blocking(move || spool.read_message(&owned)).await {
                 Ok(d) => d,
-                Err(e) => return refused(format!("the bounce could not be built: {e}")),
+                Err(e) => return failed(format!("the bounce could not be built: {e}")),
             };
             note = match operator_bounce(inner, &msg, &data).await {
                 Ok(note) => note,
-                Err(e) => return refused(e),
+                Err(e) => return failed(e),
             };
         }
         let spool = inner.spool.clone();
@@ -294,8 +336,8 @@ impl QueueManager {
         })
         .await
         {
-            Err(e) => return refused(format!("cannot remove {id}: {e}")),
-            Ok(None) => return refused(format!("no message {id} in the queue")),
+            Err(e) => return failed(format!("cannot remove {id}: {e}")),
+            Ok(None) => return not_found(id),
             Ok(Some(_)) => {}
         }
         {

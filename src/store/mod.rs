@@ -6,9 +6,36 @@
 //! PostgreSQL so every node shows every node's reports.
 //! [`ReportStore::accept`] is the durability point: the raw mail and every report parsed from
 //! it are committed (fsynced) in one transaction before the listener answers `250`.
+//!
+//! # Adding a store (the pattern every table of herald follows)
+//! Storage is async at its boundary and never blocks a tokio worker:
+//! 1. **The interface**: a trait whose methods return [`BoxFuture`] (the one boxed-future
+//!    alias of herald's storage, so the trait works as `Arc<dyn …>`), errors as
+//!    [`StoreError`] (add a variant when a caller must tell a case apart). Like
+//!    [`ReportStore`] here.
+//! 2. **SQLite (single node)**: one file, one [`SqliteThread`]:
+//!    `SqliteThread::open(&path, "suppressions", |c| c.execute_batch(SCHEMA)).await?` opens it
+//!    on a thread of its own (WAL, `synchronous=FULL`); each method is
+//!    `self.db.call(move |conn| { … Ok(value) }).await`, the closure owning what it needs
+//!    (clone the arguments in). See [`sqlite::SqliteStore`].
+//! 3. **PostgreSQL (`[cluster]`)**: take the node's [`crate::cluster::Db`] (one pool per
+//!    node, from [`crate::cluster::open`], which also applies the migrations); the tables come
+//!    from a numbered migration in `src/cluster/migrations/`; each method is plain async
+//!    tokio-postgres: `let client = self.db.client().await?;` then
+//!    `client.query(…).await.map_err(DbError::doing("reading suppressions"))?`
+//!    ([`crate::cluster::DbError`]). See [`pg::PgStore`].
+//! 4. **Choosing**: an `open` like [`open`] here: PostgreSQL with `[cluster]`, else SQLite in
+//!    `data_dir`.
 
+mod error;
 pub mod pg;
 pub mod sqlite;
+mod sqlite_thread;
+
+pub use self::error::StoreError;
+pub use self::sqlite_thread::SqliteThread;
+/// The boxed future every storage trait method returns (object-safe async methods).
+pub use futures_util::future::BoxFuture;
 
 use std::net::IpAddr;
 use std::path::PathBuf;

@@ -5,6 +5,7 @@
 mod bombs;
 mod browser;
 mod flow;
+mod framing;
 mod records;
 mod samples;
 mod smtp;

@@ -1,5 +1,7 @@
 //! Runs herald as a child process, the way an operator does: a config file in a temp dir,
-//! `herald serve`, and a wait for its "ready" log line (never a sleep).
+//! `herald serve`, and a wait for its `event = "ready"` log line (never a sleep). Tests wait
+//! on herald's structured events ([`Herald::wait_for_event`]: a field `event`, in text or JSON
+//! log lines), not on the words of a message.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -93,7 +95,7 @@ impl Herald {
         )
         .expect("write config");
         let mut h = Herald::spawn(&config_path, config, &["serve"]);
-        h.wait_for_log("herald ready", Duration::from_secs(60));
+        h.wait_for_event("ready", Duration::from_secs(60));
         h
     }
 
@@ -134,6 +136,19 @@ impl Herald {
     /// or if herald exits first.
     pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> String {
         wait_for_line(&self.lines, &self.log, needle, timeout)
+    }
+
+    /// Waits for a stderr line with the structured field `event = <event>` (e.g. `ready`,
+    /// `reloaded`, `reload_refused`, `stopped`) and returns it; panics with the log after
+    /// `timeout` or if herald exits first.
+    pub fn wait_for_event(&mut self, event: &str, timeout: Duration) -> String {
+        wait_for_match(
+            &self.lines,
+            &self.log,
+            &format!("event {event:?}"),
+            timeout,
+            |l| has_event(l, event),
+        )
     }
 
     /// An address from the `[smtp]` section, e.g. `submission`.
@@ -245,14 +260,47 @@ pub fn wait_for_line(
     needle: &str,
     timeout: Duration,
 ) -> String {
+    wait_for_match(lines, log, &format!("{needle:?}"), timeout, |l| {
+        l.contains(needle)
+    })
+}
+
+/// True when a log line (text or JSON) carries the field `event` with the value `event`.
+pub fn has_event(line: &str, event: &str) -> bool {
+    [
+        format!("event=\"{event}\""),
+        format!("event={event}"),
+        format!("\"event\":\"{event}\""),
+    ]
+    .iter()
+    .any(|field| {
+        line.match_indices(field.as_str()).any(|(at, _)| {
+            // The whole field: not `prevent=…` nor a longer value.
+            let before = line[..at].chars().last();
+            let after = line[at + field.len()..].chars().next();
+            !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+        })
+    })
+}
+
+/// Waits for a line from `lines` that `matches` and returns it; panics (naming `what`) with
+/// the whole `log` after `timeout` or once the sender is gone (herald exited).
+pub fn wait_for_match(
+    lines: &mpsc::Receiver<String>,
+    log: &Mutex<Vec<String>>,
+    what: &str,
+    timeout: Duration,
+    matches: impl Fn(&str) -> bool,
+) -> String {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match lines.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return line,
+            Ok(line) if matches(&line) => return line,
             Ok(_) => {}
             Err(_) => panic!(
-                "herald did not log {needle:?} in {timeout:?}; log:\n{}",
+                "herald did not log {what} in {timeout:?}; log:\n{}",
                 log.lock().expect("log").join("\n")
             ),
         }

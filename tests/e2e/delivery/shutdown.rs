@@ -33,7 +33,7 @@ fn sigterm_mid_round_then_restart_delivers_each_message_once() {
     let status = h.wait_exit(WAIT);
     assert!(status.success(), "herald exits cleanly: {status:?}");
     // Log lines leave through their own thread; the last one, logged on the way out, too.
-    h.wait_for_log("herald stopped", WAIT);
+    h.wait_for_event("stopped", WAIT);
     let delivered_before = sink.messages().len();
     assert!(delivered_before >= 1, "the delivery in flight completed");
     drop(h);

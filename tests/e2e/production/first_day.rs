@@ -128,7 +128,7 @@ fn environment_overrides_lists_and_errors_name_the_variable() {
             "scanner@example.test, @alerts.example.test",
         )],
     );
-    h.wait_for_log("herald ready", Duration::from_secs(60));
+    h.wait_for_event("ready", Duration::from_secs(60));
     let stream = TcpStream::connect(plain).expect("connect plain listener");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))

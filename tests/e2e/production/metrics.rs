@@ -49,7 +49,7 @@ async fn metrics_parse_and_move() {
     let admin = crate::support::free_addr();
     crate::support::set(&mut cfg, "admin.listen", admin.to_string());
     let mut h = serve(dir.path(), &cfg, &[]);
-    h.wait_for_log("herald ready", Duration::from_secs(60));
+    h.wait_for_event("ready", Duration::from_secs(60));
     let before = get_metrics(admin, dir.path());
     // Labelled families appear with their first sample; the others from the start.
     for family in [
@@ -182,7 +182,7 @@ async fn tls_sessions_are_counted_for_opportunistic_delivery_too() {
     crate::support::set(&mut cfg, "dns.servers", dns.config_value());
     crate::support::set(&mut cfg, "delivery.port", i64::from(sink.addr().port()));
     let mut h = serve(dir.path(), &cfg, &[]);
-    h.wait_for_log("herald ready", Duration::from_secs(60));
+    h.wait_for_event("ready", Duration::from_secs(60));
     super::submit_as_demo(h.smtp_addr("submissions"), "user@plain.example", "clear").await;
     sink.wait_for_messages(1, Duration::from_secs(60));
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -55,7 +55,7 @@ async fn reload_keeps_sessions_applies_a_new_password_and_refuses_a_broken_file(
     let admin = crate::support::free_addr();
     crate::support::set(&mut cfg, "admin.listen", admin.to_string());
     let mut h = serve(dir.path(), &cfg, &[]);
-    h.wait_for_log("herald ready", Duration::from_secs(60));
+    h.wait_for_event("ready", Duration::from_secs(60));
     let config = dir.path().join("herald.toml");
     let submissions: SocketAddr = cfg["smtp"]["submissions"]
         .as_str()
@@ -76,7 +76,7 @@ async fn reload_keeps_sessions_applies_a_new_password_and_refuses_a_broken_file(
     crate::support::set(&mut cfg, "apps.demo.password_hash", new_hash);
     std::fs::write(&config, toml::to_string(&cfg).expect("toml")).expect("write");
     h.send_signal(1);
-    let line = h.wait_for_log("configuration reloaded", Duration::from_secs(60));
+    let line = h.wait_for_event("reloaded", Duration::from_secs(60));
     assert!(line.contains("apps (changed demo)"), "{line}");
     assert!(login(submissions, "demo", "a-new-password").await);
     assert!(!login(submissions, "demo", DEMO_PASSWORD).await);
@@ -86,7 +86,7 @@ async fn reload_keeps_sessions_applies_a_new_password_and_refuses_a_broken_file(
     // A broken file by SIGHUP: refused, logged, herald goes on with what it had.
     std::fs::write(&config, "[smtp]\nmax_recipients = 0\n").expect("write");
     h.send_signal(1);
-    let line = h.wait_for_log("reload refused", Duration::from_secs(60));
+    let line = h.wait_for_event("reload_refused", Duration::from_secs(60));
     assert!(line.contains("smtp.max_recipients"), "{line}");
     assert!(login(submissions, "demo", "a-new-password").await);
     assert!(command(&mut session, "NOOP").starts_with("250"));
@@ -174,7 +174,7 @@ async fn reload_applies_delivery_settings_and_the_dns_listener_records() {
     crate::support::set(&mut cfg, "spf.addresses", vec!["203.0.113.10"]);
     crate::support::set(&mut cfg, "dns_server.listen", listen.to_string());
     let mut h = serve(dir.path(), &cfg, &[]);
-    h.wait_for_log("herald ready", Duration::from_secs(60));
+    h.wait_for_event("ready", Duration::from_secs(60));
     let submissions = h.smtp_addr("submissions");
     let before = txt_at(listen, &format!("{include}."));
     assert!(
@@ -194,7 +194,7 @@ async fn reload_applies_delivery_settings_and_the_dns_listener_records() {
     )
     .expect("write");
     h.send_signal(1);
-    let line = h.wait_for_log("configuration reloaded", Duration::from_secs(60));
+    let line = h.wait_for_event("reloaded", Duration::from_secs(60));
     assert!(line.contains("delivery"), "{line}");
     assert!(!line.contains("kept until a restart"), "{line}");
 

@@ -33,7 +33,7 @@ fn readiness_and_stopping_are_sent_to_notify_socket() {
     assert!(first.lines().any(|l| l == "READY=1"), "{first:?}");
     // READY=1 comes no earlier than herald accepts mail (the log line may reach the test's
     // reader thread after the datagram: wait for it rather than race it).
-    h.wait_for_log("herald ready", Duration::from_secs(60));
+    h.wait_for_event("ready", Duration::from_secs(60));
     std::net::TcpStream::connect(
         cfg["smtp"]["submission"]
             .as_str()
@@ -54,7 +54,7 @@ fn json_log_lines_are_one_object_each() {
     let mut cfg = base_config(dir.path());
     crate::support::set(&mut cfg, "server.log_format", "json");
     let mut h = serve(dir.path(), &cfg, &[]);
-    let line = h.wait_for_log("herald ready", Duration::from_secs(60));
+    let line = h.wait_for_event("ready", Duration::from_secs(60));
     let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON object");
     assert_eq!(v["message"], "herald ready");
     assert_eq!(v["level"], "INFO");

@@ -62,7 +62,7 @@ async fn sigterm_lets_the_session_in_flight_finish_then_exits_0() {
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(rig.herald.child.id() as i32, libc::SIGTERM) };
     rig.herald
-        .wait_for_log("all listeners closed", Duration::from_secs(10));
+        .wait_for_event("listeners_closed", Duration::from_secs(10));
     assert!(
         client::tcp_from(crate::support::free_ip(), rig.addr("submission"))
             .await

@@ -1,0 +1,23 @@
+//! The SMTP server core every listener runs on (submission, plain, feedback, and the next
+//! ones: bounces, unsubscribe mailto), so that a framing or admission rule is written and
+//! tested once:
+//! - [`accept`]: the accept loop, one task per connection, and shutdown ([`Sessions`]);
+//! - [`admission`]: connection slots, in total and per client address, and the `421`s;
+//! - [`conn`]: the buffered connection: bounded lines with a whole-line deadline, replies
+//!   batched for pipelining, exact BDAT chunks, STARTTLS;
+//! - [`data`]: DATA and BDAT framing (dot-unstuffing, CRLF rules, size and line limits),
+//!   streaming to a [`data::DataSink`].
+//!
+//! A listener keeps only its own command set and what it does with a complete message.
+//! Layer: above [`crate::spool`] (a staged message is a sink), below [`crate::feedback`] and
+//! [`crate::inbound`].
+
+pub mod accept;
+pub mod admission;
+pub mod conn;
+pub mod data;
+
+pub use accept::Sessions;
+pub use admission::{Admission, Limit, Slot};
+pub use conn::{Conn, Line, Stream};
+pub use data::{Chunked, DataLimits, DataSink, Fault};

@@ -2,12 +2,11 @@
 //! host), REQUIRETLS's check on it, the transaction, and the one log line per attempt.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mail_auth::report::tlsrpt::ResultType;
 use mail_send::Credentials;
-
-use std::sync::Arc;
 
 use super::client::{
     OpenError, Session, Timeouts, TlsInfo, TlsMode, Transaction, TransactionError,

@@ -8,7 +8,9 @@
 //!
 //! `cargo bench --bench delivery` — tune with BENCH_CLIENTS (50), BENCH_MESSAGES (5000),
 //! BENCH_SIZE (4096 bytes), BENCH_KEY (`ed25519` or `rsa`), BENCH_PER_HOST (connections to the
-//! MX, default herald's 5), BENCH_THREADS=1 (list herald's threads by CPU).
+//! MX, default herald's 5), BENCH_THREADS=1 (list herald's threads by CPU), BENCH_HISTORY=0
+//! (`[history] enabled = false`: no events recorded; on by default, as shipped) and
+//! BENCH_WEBHOOK=1 (the app's events also POSTed, signed, to a loopback HTTPS endpoint).
 
 #[allow(dead_code)]
 #[path = "../tests/support/ca.rs"]
@@ -17,6 +19,9 @@ mod common;
 #[allow(dead_code)]
 #[path = "../tests/support/dns.rs"]
 mod dns;
+#[allow(dead_code)]
+#[path = "../tests/support/https.rs"]
+mod https;
 #[allow(dead_code)]
 #[path = "../tests/support/thread.rs"]
 mod thread;
@@ -61,14 +66,49 @@ fn main() {
         dns = dns.addr,
         port = mx_addr.port(),
     );
+    // [history] on as shipped unless BENCH_HISTORY=0; BENCH_WEBHOOK=1 adds the app's webhook.
+    let mut rest = rest;
+    if env_num("BENCH_HISTORY", 1) == 0 {
+        rest.push_str("[history]\nenabled = false\n");
+    }
+    let hook = (env_num("BENCH_WEBHOOK", 0) == 1).then(|| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("webhook listener");
+        let port = l.local_addr().expect("addr").port();
+        dns.add_a("hooks.example.test", Ipv4Addr::new(127, 0, 0, 1));
+        let server = https::HttpsServer::start(
+            l,
+            ca.server_config(&["hooks.example.test"], ca::Validity::Current),
+            vec![("/hook", https::Response::status(204))],
+        );
+        rest.push_str("[webhooks]\nallow_networks = [\"127.0.0.0/8\"]\n");
+        (server, port)
+    });
     // RUST_LOG (below) sets the log level: herald's own lines at info, others at warn.
-    let config = common::config(
+    let mut config = common::config(
         dir.path(),
         dir.path(),
         &format!("submission = \"{submission}\"\n"),
         &key,
         &rest,
     );
+    if let Some((_, port)) = &hook {
+        let root = dir.path().join("test-root.pem");
+        ca.write_root(&root);
+        config = config
+            .replacen(
+                "rate_limit = 0\n",
+                &format!(
+                    "rate_limit = 0\nwebhook_url = \"https://hooks.example.test:{port}/hook\"\n\
+                     webhook_secret = \"whsec_YmVuY2gtd2ViaG9vay1rZXktMzItYnl0ZXMtbG9uZyE=\"\n"
+                ),
+                1,
+            )
+            .replacen(
+                "[tls]\n",
+                &format!("[tls]\nextra_roots = [\"{}\"]\n", root.display()),
+                1,
+            );
+    }
     let herald = Herald::start(
         &dir.path().join("herald.toml"),
         &config,
@@ -128,6 +168,12 @@ fn main() {
         (submitted, elapsed)
     });
     let peak = rss_kb(pid, "VmHWM:");
+    if let Some((server, _)) = &hook {
+        println!(
+            "webhook: {} signed POSTs received by the end of the run",
+            server.posts().len()
+        );
+    }
     drop(herald);
     let (load_before, load_after, before, after) = readings.expect("readings of the run");
     let per_msg = |d: Duration| ms(d) / total as f64;

@@ -7,10 +7,12 @@
 //! What a route demands of TLS, and how TLS went, are plain values of [`tls_policy`].
 //!
 //! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`clock`], [`events`],
-//! [`fsutil`], [`headers`], [`trust`], [`resolver`], [`tls_policy`] → [`cluster`] → [`spool`] → [`signing`], [`mta_sts`], [`dns`] →
-//! [`outbound`] → [`own_mail`] → [`queue`] → [`report`] → [`smtp_server`] → [`feedback`] → [`inbound`] → [`admin`] → [`node`] → [`commands`].
+//! [`fsutil`], [`headers`], [`trust`], [`resolver`], [`tls_policy`] → [`cluster`] → [`spool`] → [`suppress`], [`guard`] → [`bounce`] → [`signing`], [`mta_sts`], [`dns`] →
+//! [`history`] → [`outbound`] → [`own_mail`] → [`queue`] → [`report`], [`webhook`] → [`smtp_server`] → [`feedback`] → [`inbound`] →
+//! [`admin`] → [`node`] → [`commands`].
 
 pub mod admin;
+pub mod bounce;
 pub mod clock;
 pub mod cluster;
 pub mod commands;
@@ -19,7 +21,9 @@ pub mod dns;
 pub mod events;
 pub mod feedback;
 pub mod fsutil;
+pub mod guard;
 pub mod headers;
+pub mod history;
 pub mod inbound;
 pub mod metrics;
 pub mod mta_sts;
@@ -37,5 +41,7 @@ pub mod signing;
 pub mod smtp_server;
 pub mod spool;
 pub mod store;
+pub mod suppress;
 pub mod tls_policy;
 pub mod trust;
+pub mod webhook;

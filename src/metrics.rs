@@ -178,6 +178,8 @@ impl Metrics {
             "From acceptance to delivery, per delivered recipient (retries included)",
             m.delivery_latency.clone(),
         );
+        crate::events::stats::register(&mut registry);
+        crate::bounce::metrics::register(&mut registry);
         Metrics { registry, ..m }
     }
 

@@ -114,6 +114,7 @@ impl OwnMail {
             tls: None,
             tls_report,
             tls_request: crate::spool::TlsRequest::Policy,
+            return_path_domain: None,
         };
         self.spool
             .store(envelope, signed)

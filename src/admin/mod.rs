@@ -15,6 +15,7 @@
 pub mod client;
 pub mod dmarc;
 pub mod guard;
+pub mod messages;
 pub mod token;
 
 use std::net::SocketAddr;
@@ -87,6 +88,7 @@ async fn index() -> axum::response::Html<&'static str> {
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>herald admin</title></head>\
          <body>\n<h1>herald admin</h1>\n<ul>\n<li><a href=\"/queue\">queue</a> (JSON)</li>\n\
          <li><a href=\"/metrics\">metrics</a></li>\n<li><a href=\"/dns\">DNS records</a> (JSON)</li>\n\
+         <li><a href=\"/messages/page\">message history</a></li>\n\
          <li><a href=\"/health\">health</a></li>\n</ul>\n</body></html>\n",
     )
 }

@@ -26,11 +26,26 @@ pub enum AppCommand {
         #[arg(long = "sender", required = true)]
         senders: Vec<String>,
     },
+    /// Each app's delivered, bounced, blocked and complained counts and rates over the last
+    /// 24 hours and 7 days, and whether its guard paused it (asks the running herald).
+    Stats {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End the pause of an app (its submissions are taken and its held mail is delivered
+    /// again; its counts start afresh).
+    Resume {
+        /// The app's name.
+        name: String,
+    },
 }
 
 /// Runs an `herald app` subcommand.
 pub async fn run(config: &Path, cmd: AppCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        AppCommand::Stats { json } => return stats(config, json).await,
+        AppCommand::Resume { name } => return resume(config, &name).await,
         AppCommand::HashPassword => {
             let password = if std::io::stdin().is_terminal() {
                 super::prompt::password_twice()?
@@ -92,7 +107,87 @@ pub async fn run(config: &Path, cmd: AppCommand) -> anyhow::Result<ExitCode> {
                 "# allow_tls_optional = false  # true: honour \"TLS-Required: No\" (RFC 8689) \
                  from this app, delivering despite MTA-STS/DANE"
             );
+            println!(
+                "# return_path_domain = \"bounces.example.com\"  # herald's own return path \
+                 (VERP): MX to herald's feedback listener"
+            );
+            println!("# forward_bounces = true      # pass bounces on to the app's MAIL FROM too");
+            println!("# suppression = true          # refuse suppressed recipients at RCPT");
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `herald app stats`: `GET /apps/stats` of the running herald.
+async fn stats(config: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let cfg = super::load_config(config)?;
+    let Some(base) = crate::admin::client::base_url(&cfg) else {
+        return Err(UsageError(
+            "[admin] listen is not set: app stats come from the running herald".into(),
+        )
+        .into());
+    };
+    let client = crate::admin::client::http_client(&cfg, std::time::Duration::from_secs(30))?;
+    let url = format!("{base}/apps/stats");
+    let resp = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url}: {e} (is herald running?)"))?;
+    if !resp.status().is_success() {
+        anyhow::bail!("{url} answered {}", resp.status());
+    }
+    let apps: serde_json::Value = serde_json::from_slice(&resp.bytes().await?)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&apps)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<16} {:>6} {:>9} {:>8} {:>7} {:>7} {:>9} {:>9} {:>9}  STATUS",
+        "APP", "WINDOW", "SENT", "DELIV", "HARD", "BLOCK", "HARD%", "BLOCK%", "COMPL%"
+    );
+    for a in apps.as_array().into_iter().flatten() {
+        let name = a["app"].as_str().unwrap_or("?");
+        let status = match a["paused"].as_str() {
+            Some(why) => format!("PAUSED: {why}"),
+            None => "flowing".into(),
+        };
+        for (w, counts, rates) in [("24h", "day", "rates_24h"), ("7d", "week", "rates_7d")] {
+            let c = &a[counts];
+            let r = &a[rates];
+            println!(
+                "{:<16} {:>6} {:>9} {:>8} {:>7} {:>7} {:>8.2}% {:>8.2}% {:>8.3}%  {}",
+                name,
+                w,
+                c["sent"].as_u64().unwrap_or(0),
+                c["delivered"].as_u64().unwrap_or(0),
+                c["hard"].as_u64().unwrap_or(0),
+                c["block"].as_u64().unwrap_or(0),
+                r["hard_bounce"].as_f64().unwrap_or(0.0),
+                r["block"].as_f64().unwrap_or(0.0),
+                r["complaint"].as_f64().unwrap_or(0.0),
+                if w == "24h" { status.as_str() } else { "" }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `herald app resume NAME`: records the resume in the store every node reads.
+async fn resume(config: &Path, name: &str) -> anyhow::Result<ExitCode> {
+    let cfg = super::load_config(config)?;
+    if !cfg.apps.contains_key(name) {
+        return Err(UsageError(format!("no app {name:?} in {}", config.display())).into());
+    }
+    let list = super::suppress::open(config).await?;
+    let was = crate::guard::resume(list.store(), name, crate::clock::unix_now()).await?;
+    if was {
+        println!(
+            "resumed {name}: running herald nodes take it up within {}",
+            humantime::format_duration(cfg.bounce.refresh_interval)
+        );
+    } else {
+        println!("{name} was not paused");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,13 +9,16 @@ pub mod dkim;
 pub mod dkim_activate;
 pub mod dmarc;
 pub mod dns;
+pub mod log;
 mod prompt;
 pub mod queue;
 pub mod reload;
 pub mod report;
 pub mod serve;
 pub mod sts;
+pub mod suppress;
 pub mod tls;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -71,6 +74,15 @@ pub enum Command {
     /// Several nodes on one PostgreSQL: the nodes, their load and configuration.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// The message history: what happened to each recipient (search).
+    #[command(subcommand)]
+    Log(log::LogCommand),
+    /// Webhooks to the apps: send a test event, make a secret.
+    #[command(subcommand)]
+    Webhook(webhook::WebhookCommand),
+    /// The suppression list: list, add, remove, import, export (CSV, JSON).
+    #[command(subcommand)]
+    Suppress(suppress::SuppressCommand),
 }
 
 /// A usage error: exit status 2.
@@ -94,6 +106,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Report(cmd) => report::run(&config, cmd).await,
         Command::Dmarc(cmd) => dmarc::run(&config, cmd).await,
         Command::Cluster(cmd) => cluster::run(&config, cmd).await,
+        Command::Log(cmd) => log::run(&config, cmd).await,
+        Command::Webhook(cmd) => webhook::run(&config, cmd).await,
+        Command::Suppress(cmd) => suppress::run(&config, cmd).await,
     };
     match result {
         Ok(code) => code,

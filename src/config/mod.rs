@@ -10,7 +10,11 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+mod bounce;
+mod history;
 mod services;
+pub use bounce::*;
+pub use history::*;
 pub use services::*;
 
 /// Default location of the configuration file, relative to the working directory.
@@ -85,6 +89,15 @@ pub struct Config {
     /// Several nodes on one PostgreSQL; absent, herald is a single node on its own files.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// The message history (events per recipient, searchable).
+    #[serde(default)]
+    pub history: HistoryConfig,
+    /// Signed webhook POSTs of events to the apps.
+    #[serde(default)]
+    pub webhooks: WebhooksConfig,
+    /// Bounces, complaints, the suppression list and the per-app guard (issue 24).
+    #[serde(default)]
+    pub bounce: BounceConfig,
 }
 
 /// Identity and process-wide settings.
@@ -263,6 +276,28 @@ pub struct AppConfig {
     /// and a message carrying the header from an app without it is refused.
     #[serde(default)]
     pub allow_tls_optional: bool,
+    /// Where herald POSTs this app's message events (`https://…`), signed with
+    /// `webhook_secret` the Standard Webhooks way.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// The webhook signing secret, `whsec_<base64>` (`herald webhook secret` makes one).
+    #[serde(default)]
+    pub webhook_secret: Option<WebhookSecret>,
+    /// herald's own return path for this app: a subdomain of its From: domain whose MX points
+    /// at herald's feedback listener. Set, MAIL FROM becomes a signed VERP address there.
+    #[serde(default)]
+    pub return_path_domain: Option<String>,
+    /// Whether a bounce received at the return path is still passed on to the app's own
+    /// MAIL FROM address (as when herald had none).
+    #[serde(default = "default_true")]
+    pub forward_bounces: bool,
+    /// Whether suppressed recipients are refused at RCPT (off for apps that must always try).
+    #[serde(default = "default_true")]
+    pub suppression: bool,
+    /// Whether this app's bounces and complaints suppress for its whole sending domain or
+    /// for the app alone.
+    #[serde(default)]
+    pub suppression_scope: SuppressionScope,
 }
 
 fn default_rate_limit() -> u32 {

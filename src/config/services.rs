@@ -151,7 +151,7 @@ pub struct FeedbackConfig {
     /// Time allowed for a command.
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
-    /// Time allowed between data blocks.
+    /// Time allowed for the whole message after `354` (a deadline, as `[smtp] data_timeout`).
     #[serde(with = "humantime_serde")]
     pub data_timeout: Duration,
     /// The report database; defaults to `<data_dir>/reports.sqlite`.

@@ -19,6 +19,9 @@ impl Config {
                     .into(),
             ));
         }
+        self.bounce
+            .check()
+            .map_err(|(key, problem)| err(&key, problem))?;
         if self.feedback.max_message_size < 1024 || self.feedback.max_report_size < 1024 {
             return Err(err(
                 "feedback.max_message_size",
@@ -61,6 +64,7 @@ impl Config {
                 format!("{} is not a readable file", anchor.display()),
             ));
         }
+        self.validate_history(file)?;
         if self.server.hostname.trim().is_empty() {
             return Err(err("server.hostname", "must not be empty".into()));
         }

@@ -8,8 +8,10 @@
 //! fails the mail path: each subscriber has a bounded channel, and a subscriber that falls
 //! behind loses events, which are counted ([`EventHub::dropped`]).
 
+pub mod stats;
+
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -183,6 +185,40 @@ impl Event {
     }
 }
 
+/// The `Message-ID:` of a header block (CRLF lines, folded lines joined), without angle
+/// brackets and at most 500 characters; `None` when absent or empty. For emitters.
+pub fn message_id(headers: &[u8]) -> Option<String> {
+    let mut lines = headers.split(|&b| b == b'\n').peekable();
+    while let Some(line) = lines.next() {
+        if line.is_empty() || line == b"\r" {
+            break;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if !line[..colon]
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"message-id")
+        {
+            continue;
+        }
+        let mut value = String::from_utf8_lossy(&line[colon + 1..]).into_owned();
+        while let Some(next) = lines.peek()
+            && next.first().is_some_and(|b| *b == b' ' || *b == b'\t')
+        {
+            value.push_str(&String::from_utf8_lossy(next));
+            lines.next();
+        }
+        let id = value
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .trim();
+        return (!id.is_empty()).then(|| id.chars().take(500).collect());
+    }
+    None
+}
+
 /// Where events go: every subscriber gets every event through its own bounded channel.
 /// Cloning is cheap (one `Arc`); a hub with no subscribers costs one lock per emit.
 #[derive(Clone, Default)]
@@ -194,6 +230,15 @@ pub struct EventHub {
 struct HubInner {
     subscribers: Mutex<Vec<mpsc::Sender<Arc<Event>>>>,
     dropped: AtomicU64,
+    node: OnceLock<String>,
+}
+
+/// The process's hub: every stage emits here (`events::hub().emit(…)`), and the history
+/// store and webhook outbox subscribe at start-up. One per process, as there is one node per
+/// process; a global spares threading a handle through every constructor of every stage.
+pub fn hub() -> &'static EventHub {
+    static HUB: OnceLock<EventHub> = OnceLock::new();
+    HUB.get_or_init(EventHub::new)
 }
 
 impl EventHub {
@@ -211,14 +256,35 @@ impl EventHub {
         rx
     }
 
+    /// Names the node events are stamped with when their emitter left `node` empty (the
+    /// first call wins).
+    pub fn set_node(&self, node: &str) {
+        let _ = self.inner.node.set(node.to_string());
+    }
+
+    /// Whether anyone listens: emitters skip building events (parsing a Message-ID, …)
+    /// when nobody does.
+    pub fn has_subscribers(&self) -> bool {
+        self.inner
+            .subscribers
+            .lock()
+            .map(|s| !s.is_empty())
+            .unwrap_or(false)
+    }
+
     /// Hands `event` to every subscriber without waiting; a full channel loses it (counted),
     /// a closed one is forgotten.
-    pub fn emit(&self, event: Event) {
+    pub fn emit(&self, mut event: Event) {
         let Ok(mut subs) = self.inner.subscribers.lock() else {
             return;
         };
         if subs.is_empty() {
             return;
+        }
+        if event.node.is_empty()
+            && let Some(node) = self.inner.node.get()
+        {
+            event.node = node.clone();
         }
         let event = Arc::new(event);
         subs.retain(|tx| match tx.try_send(event.clone()) {
@@ -255,6 +321,14 @@ mod tests {
         drop(a);
         hub.emit(Event::new(EventKind::Accepted, 3, "c@example.net"));
         assert_eq!(b.recv().await.map(|e| e.time), Some(3));
+    }
+
+    #[test]
+    fn message_id_is_found_case_insensitively_and_unfolded() {
+        let h = b"Subject: x\r\nmessage-ID:\r\n <abc@example.test>\r\nTo: y\r\n\r\nMessage-ID: <body>\r\n";
+        assert_eq!(message_id(h).as_deref(), Some("abc@example.test"));
+        assert_eq!(message_id(b"Subject: x\r\n\r\n"), None);
+        assert_eq!(message_id(b"Message-ID: <>\r\n"), None);
     }
 
     #[test]

@@ -45,6 +45,12 @@ pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Reply> + Send + 'a>>;
 pub trait MailHandler: Send + Sync {
     /// Handles one mail; the reply goes to the sender as the answer to its data.
     fn handle(&self, mail: IncomingMail) -> HandlerFuture<'_>;
+
+    /// Whether the handler takes mail for `rcpt` (lower-cased), checked at RCPT: the refusal
+    /// otherwise (e.g. a VERP address whose token does not verify). Takes all by default.
+    fn accept_rcpt(&self, _rcpt: &str) -> Result<(), Reply> {
+        Ok(())
+    }
 }
 
 /// The routing table (see the module doc).

@@ -265,6 +265,9 @@ impl Session {
                 ),
             ));
         };
+        if let Err(refusal) = handler.accept_rcpt(&addr) {
+            return self.reply(refusal);
+        }
         if self.rcpts.len() >= MAX_RECIPIENTS {
             return self.reply(Reply::new(452, "4.5.3", "too many recipients"));
         }

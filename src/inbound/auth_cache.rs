@@ -181,6 +181,12 @@ mod tests {
                 max_message_size: None,
                 rate_limit: 0,
                 allow_tls_optional: false,
+                webhook_url: None,
+                webhook_secret: None,
+                return_path_domain: None,
+                forward_bounces: true,
+                suppression: true,
+                suppression_scope: Default::default(),
             },
         );
         let apps = Arc::new(apps);

@@ -42,7 +42,8 @@ async fn handle(
     let _slot = match slot {
         Ok(s) => s,
         Err(limit) => {
-            tracing::info!(client = %ip, limit, listener = kind.name(), "refused: too many connections");
+            tracing::info!(event = "too_many_connections", client = %ip, limit, listener = kind.name(),
+                "refused: too many connections");
             if kind == ListenerKind::Submissions {
                 // No TLS yet to carry a reply: close at once (the client sees a reset
                 // handshake and retries later).

@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     // A new one per loaded configuration: a reload invalidates every cached login.
     auth_cache: auth_cache::AuthCache,
     shutdown: watch::Receiver<bool>,
+    /// Suppression list and app pauses (issue 24), once plugged in; kept across reloads.
+    after: Arc<std::sync::OnceLock<crate::bounce::AfterDelivery>>,
 }
 
 impl Shared {
@@ -176,6 +178,7 @@ pub async fn start(
         spool,
         tls,
         shutdown: sessions.stopping(),
+        after: Arc::default(),
     });
     let (current, _) = watch::channel(shared.clone());
     for (kind, addr, socket) in bound.0 {
@@ -193,6 +196,12 @@ pub async fn start(
 }
 
 impl Running {
+    /// Plugs in the suppression check at RCPT, the pause check at MAIL and the headers of
+    /// issue 24 (once; later calls are ignored).
+    pub fn attach_after_delivery(&self, after: crate::bounce::AfterDelivery) {
+        let _ = self.current.borrow().after.set(after);
+    }
+
     /// A gauge of the connections open on this node.
     pub fn connections(&self) -> ConnectionGauge {
         ConnectionGauge(self.current.borrow().admission.clone())
@@ -223,6 +232,7 @@ impl Running {
             rates: old.rates.clone(),
             admission: old.admission.clone(),
             shutdown: old.shutdown.clone(),
+            after: old.after.clone(),
         })))
     }
 

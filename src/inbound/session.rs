@@ -338,6 +338,12 @@ impl Session {
                 format!("sender <{}> is not allowed for {who}", from.address),
             ));
         }
+        if let Some(r) = self.app.as_deref().and_then(|app| {
+            let after = self.shared.after.get()?;
+            after.pause_refusal(app)
+        }) {
+            return self.reply(r);
+        }
         if let Some(app) = self.app.clone() {
             let per_minute = self.shared.apps.get(&app).map_or(0, |a| a.rate_limit);
             let rate = crate::ratelimit::Rate::per_minute(per_minute);
@@ -383,6 +389,11 @@ impl Session {
         };
         if to.is_empty() {
             return self.error(Reply::new(501, "5.1.3", "empty recipient address"));
+        }
+        if let Some(after) = self.shared.after.get()
+            && let Some(r) = after.rcpt_refusal(self.app.as_deref(), &tx.mail_from, &to)
+        {
+            return self.reply(r);
         }
         if !tx.recipients.iter().any(|r| r.eq_ignore_ascii_case(&to)) {
             if tx.recipients.len() >= max {

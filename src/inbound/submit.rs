@@ -251,6 +251,23 @@ impl Session {
             },
             chrono::Utc::now(),
         );
+        let mut trace = trace;
+        let after = self.shared.after.get();
+        if let (Some(after), Some(app)) = (after, self.app.as_deref()) {
+            trace.extend_from_slice(&after.headers(app, &tx.recipients, unix_now()));
+        }
+        let return_path_domain = self
+            .app
+            .as_ref()
+            .and_then(|a| self.shared.apps.get(a))
+            .and_then(|a| a.return_path_domain.clone())
+            .filter(|_| after.is_some());
+        // [history] what the `accepted` events need, taken before signing consumes it.
+        let accepted = crate::events::hub().has_subscribers().then(|| {
+            let message_id =
+                crate::events::message_id(&headers).or_else(|| crate::events::message_id(&trace));
+            (message_id, tx.recipients.clone())
+        });
         let head = match self.shared.signer.sign_parts(trace, headers, body).await {
             Ok((mut signatures, trace)) => {
                 signatures.extend_from_slice(&trace);
@@ -271,10 +288,12 @@ impl Session {
             tls: tls.clone(),
             tls_report: false,
             tls_request,
+            return_path_domain,
         };
         match self.shared.spool.commit(envelope, head, staged).await {
             Ok(id) => {
                 tracing::info!(
+                    event = "accepted",
                     queue_id = %id,
                     app = self.app.as_deref().unwrap_or("-"),
                     sender = %tx.mail_from,
@@ -286,6 +305,22 @@ impl Session {
                 );
                 self.reply(Reply::new(250, "2.0.0", format!("queued as {id}")));
                 crate::metrics::submission_answered(end_of_data.elapsed());
+                if let Some((message_id, rcpts)) = accepted {
+                    for rcpt in rcpts {
+                        let mut e = crate::events::Event::new(
+                            crate::events::EventKind::Accepted,
+                            unix_now(),
+                            rcpt,
+                        );
+                        e.app = self.app.clone();
+                        e.queue_id = Some(id.to_string());
+                        e.message_id = message_id.clone();
+                        e.sender = tx.mail_from.clone();
+                        e.remote = Some(format!("[{}]", self.ip));
+                        e.tls = tls.clone();
+                        crate::events::hub().emit(e);
+                    }
+                }
             }
             Err(e) => {
                 tracing::error!(client = %self.ip, error = %e, "cannot store message in the spool");

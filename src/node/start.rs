@@ -55,6 +55,10 @@ impl Node {
         let signer = Arc::new(Signer::load(&cfg)?);
         let mut backends = Backends::open(&cfg, path).await?;
         let mut node = Vec::<Box<dyn Subsystem>>::new();
+        // [history] subscribes to the event hub before anything can emit (the queue may settle
+        // recovered mail at once); its /messages pages and the webhooks start below.
+        let history =
+            crate::history::start(&cfg, backends.cluster.as_ref().map(|c| c.db.clone())).await?;
 
         // [report] counts TLS outcomes; with [cluster] the counts move to the database and one
         // node sends each report. The sender mails reports every interval through the spool.
@@ -103,7 +107,7 @@ impl Node {
             cfg,
             signer,
             backends,
-            events: EventHub::new(),
+            events: crate::events::hub().clone(),
             reporter,
             report_sender,
             sts: sts.clone(),
@@ -112,8 +116,20 @@ impl Node {
         let cfg = parts.cfg.clone();
 
         // ---- SUBSYSTEMS: start a new one here and `node.push` it (see the module doc). ----
-        // [feedback] the report listener (DMARC and TLS-RPT reports into the store).
-        if let Some(feedback) = subsystems::start_feedback(&parts, sockets.feedback.take()).await? {
+        // [bounce] bounces, complaints, the suppression list and the per-app guard.
+        let after = subsystems::start_after_delivery(&parts).await?;
+        parts.routes = std::mem::take(&mut parts.routes)
+            .merge(crate::suppress::admin::routes(after.suppressions.clone()))
+            .merge(crate::guard::admin::routes(
+                after.guard.clone(),
+                cfg.apps.keys().cloned().collect(),
+            ));
+        node.push(Box::new(subsystems::AfterDelivery(after.clone())));
+        // [feedback] the report listener (DMARC and TLS-RPT reports into the store; bounces
+        // and complaints to the after-delivery subsystem).
+        if let Some(feedback) =
+            subsystems::start_feedback(&parts, sockets.feedback.take(), &after).await?
+        {
             node.push(Box::new(feedback));
         }
         // /dmarc pages over the report store; /dns shows the records in force.
@@ -124,6 +140,12 @@ impl Node {
         let records = subsystems::DnsRecords::new(&cfg, &parts.signer);
         parts.routes = std::mem::take(&mut parts.routes).merge(records.routes());
         node.push(Box::new(records));
+        // [history] /messages (search, timelines); [webhooks] a sender per app with a webhook.
+        parts.routes = std::mem::take(&mut parts.routes)
+            .merge(crate::admin::messages::routes(history.clone()));
+        if let Some(h) = &history {
+            crate::webhook::start(&cfg, h)?;
+        }
         // ---- end of SUBSYSTEMS ----
 
         // [admin] the admin endpoint, with every route above and `POST /reload`.
@@ -148,6 +170,7 @@ impl Node {
             parts.backends.cluster_counters(),
         )
         .await?;
+        inbound.attach_after_delivery(after.clone());
         let gauge = inbound.connections();
         node.push(Box::new(subsystems::Inbound(Arc::new(inbound))));
         // [cluster] the heartbeat: this node's liveness, connections and config digest.

@@ -120,6 +120,7 @@ impl Subsystem for Inbound {
 pub(super) async fn start_feedback(
     parts: &Parts,
     socket: Option<tokio::net::TcpListener>,
+    after: &crate::bounce::AfterDelivery,
 ) -> anyhow::Result<Option<Feedback>> {
     let cfg = &parts.cfg;
     let tls = match cfg.feedback.listen {
@@ -131,9 +132,107 @@ pub(super) async fn start_feedback(
     // The feedback listener's routing table: recipient address or domain → handler. Add a
     // handler here (bounces to a return-path domain, complaints, a mailto unsubscribe
     // address); see `crate::feedback::routes`.
-    let routes = crate::feedback::Routes::reports(cfg, parts.backends.reports.clone());
+    let mut routes = crate::feedback::Routes::reports(cfg, parts.backends.reports.clone());
+    // Issue 24: bounces to the apps' return-path domains, complaints to the complaint address.
+    let bounces: Arc<dyn crate::feedback::MailHandler> = Arc::new(BounceMail(after.clone()));
+    for domain in cfg
+        .apps
+        .values()
+        .filter_map(|a| a.return_path_domain.as_deref())
+    {
+        routes = routes.domain(domain, bounces.clone());
+    }
+    if let Some(address) = after.complaint_address() {
+        routes = routes.address(&address, bounces);
+    }
     let listener = crate::feedback::start(cfg.clone(), routes, tls, socket).await?;
     Ok(listener.map(Feedback))
+}
+
+/// Bounces to the return path and ARF complaints (issue 24), on the feedback listener: a VERP
+/// address is taken at RCPT only with a valid token.
+struct BounceMail(crate::bounce::AfterDelivery);
+
+impl crate::feedback::MailHandler for BounceMail {
+    fn accept_rcpt(&self, rcpt: &str) -> Result<(), crate::reply::Reply> {
+        match self.0.rcpt(rcpt) {
+            Some(Ok(_)) => Ok(()),
+            Some(Err(refusal)) => Err(refusal),
+            None => Err(crate::reply::Reply::new(
+                550,
+                "5.1.1",
+                format!("<{rcpt}>: no such address here"),
+            )),
+        }
+    }
+
+    fn handle(
+        &self,
+        mail: crate::feedback::IncomingMail,
+    ) -> crate::feedback::routes::HandlerFuture<'_> {
+        Box::pin(async move {
+            let boxes: Vec<_> = mail
+                .rcpts
+                .iter()
+                .filter_map(|r| self.0.rcpt(r).and_then(Result::ok))
+                .collect();
+            self.0
+                .receive(&mail.client.to_string(), &boxes, &mail.raw)
+                .await
+        })
+    }
+}
+
+/// Bounces, complaints, suppression and the guard (issue 24): rules, thresholds and the
+/// apps' switches follow reloads.
+pub(super) struct AfterDelivery(pub(super) crate::bounce::AfterDelivery);
+
+impl Subsystem for AfterDelivery {
+    fn name(&self) -> &'static str {
+        "bounce"
+    }
+
+    fn prepare_reload(&self, next: &Next) -> anyhow::Result<Apply> {
+        let (after, cfg) = (self.0.clone(), next.cfg.clone());
+        Ok(Apply::new(move || after.reload(cfg)))
+    }
+}
+
+/// Starts the after-delivery subsystem and plugs it into the queue (VERP return paths, held
+/// apps, classes); bounces are passed on through the spool with the null sender.
+pub(super) async fn start_after_delivery(
+    parts: &Parts,
+) -> anyhow::Result<crate::bounce::AfterDelivery> {
+    let cfg = &parts.cfg;
+    let node = cfg
+        .cluster
+        .as_ref()
+        .map_or_else(|| cfg.server.hostname.clone(), |c| c.node_id());
+    let db = parts.backends.cluster.as_ref().map(|c| c.db.clone());
+    let after =
+        crate::bounce::AfterDelivery::start(cfg.clone(), db, parts.events.clone(), node).await?;
+    parts.queue.attach_after_delivery(after.clone());
+    let own = crate::own_mail::OwnMail::new(
+        parts.backends.spool.clone(),
+        parts.signer.clone(),
+        &cfg.server.hostname,
+    );
+    after.set_forwarder(Arc::new(move |to, raw| {
+        let own = own.clone();
+        Box::pin(async move {
+            own.send(crate::own_mail::Message {
+                mail_from: String::new(),
+                recipients: vec![to],
+                bytes: raw,
+                tls_report: false,
+                if_unsigned: crate::own_mail::IfUnsigned::SendAnyway,
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+        })
+    }));
+    Ok(after)
 }
 
 /// The DMARC/TLS-RPT report listener (`[feedback]`; its settings need a restart).

@@ -1,15 +1,16 @@
-//! A piece of delivery work as the queue hands it to outbound, and the one place that chooses
-//! what a delivery says in `MAIL FROM`.
+//! A piece of delivery work as the queue hands it to outbound.
 
 use std::sync::Arc;
 
-use crate::spool::{Envelope, MessageBytes, TlsRequest};
+use crate::spool::{MessageBytes, TlsRequest};
 
 /// A piece of work: one message, the recipients of one domain (or all, via the smart host).
 pub struct Job {
     /// Queue id, for logs.
     pub queue_id: String,
-    /// The reverse path the delivery uses (empty for `<>`): see [`mail_from`].
+    /// The reverse path the delivery gives in `MAIL FROM` (and a capture writes as
+    /// `Return-Path:`): the envelope's sender, or the queue's rewritten return path (VERP).
+    /// Empty for `<>`.
     pub mail_from: String,
     /// MAIL FROM parameters as submitted.
     pub mail_params: Vec<String>,
@@ -24,11 +25,4 @@ pub struct Job {
     /// What the submitter asked of TLS (REQUIRETLS, `TLS-Required: No`): see
     /// [`super::requiretls`].
     pub tls_request: TlsRequest,
-}
-
-/// The reverse path a delivery of this message gives in `MAIL FROM` (and a capture writes as
-/// `Return-Path:`): the envelope's sender. The one place to change it, e.g. for a rewritten
-/// return path (VERP) kept in the envelope.
-pub fn mail_from(envelope: &Envelope) -> String {
-    envelope.mail_from.clone()
 }

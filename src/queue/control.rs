@@ -171,7 +171,7 @@ impl QueueManager {
             return not_found(id);
         };
         let _serial = io.lock().await;
-        let state = {
+        let (state, events) = {
             let mut table = self.inner.table();
             let Some(entry) = table.entries.get_mut(id).filter(|e| !e.deleted) else {
                 return not_found(id);
@@ -181,6 +181,7 @@ impl QueueManager {
             } else {
                 entry.msg.state.release();
             }
+            let events = super::emit::operator(&entry.msg, held, crate::clock::unix_now());
             let due = if entry.in_flight {
                 None
             } else {
@@ -188,13 +189,14 @@ impl QueueManager {
             };
             let state = entry.msg.state.clone();
             table.schedule(id, due);
-            state
+            (state, events)
         };
         let spool = self.inner.spool.clone();
         let owned = id.to_string();
         if let Err(e) = blocking(move || spool.write_state(&owned, &state)).await {
             return failed(format!("cannot record the change for {id}: {e}"));
         }
+        super::emit::send(events);
         self.inner.wake.notify_one();
         if held {
             done(format!("{id} held: no attempts until released"))
@@ -235,7 +237,7 @@ impl QueueManager {
                 Ok(data) => {
                     note = operator_bounce(inner, &msg, &data)
                         .await
-                        .unwrap_or_else(|e| format!("; {e}"))
+                        .unwrap_or_else(|e| format!("; {}", e.message()))
                 }
                 Err(e) => note = format!("; the bounce could not be built: {e}"),
             }
@@ -325,7 +327,7 @@ impl QueueManager {
             };
             note = match operator_bounce(inner, &msg, &data).await {
                 Ok(note) => note,
-                Err(e) => return failed(e),
+                Err(e) => return e,
             };
         }
         let spool = inner.spool.clone();
@@ -363,12 +365,12 @@ impl QueueManager {
 }
 
 /// Queues the bounce of a message the operator deletes with `--bounce`: the note for the
-/// answer, or why it could not be queued.
+/// answer, or why it could not be queued ([`Control::Failed`]).
 async fn operator_bounce(
     inner: &Inner,
     msg: &SpooledMessage,
     data: &[u8],
-) -> Result<String, String> {
+) -> Result<String, Control> {
     let failures = operator_failures(&msg.state);
     let generation = inner.current();
     match dsn::queue_notice(
@@ -389,6 +391,6 @@ async fn operator_bounce(
             ))
         }
         Ok(None) => Ok("; no bounce (null sender)".into()),
-        Err(e) => Err(format!("the bounce could not be queued: {e}")),
+        Err(e) => Err(failed(format!("the bounce could not be queued: {e}"))),
     }
 }

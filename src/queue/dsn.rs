@@ -29,6 +29,8 @@ pub struct Failure {
     pub diagnostic: String,
     /// The host that gave it, as `name [address]`.
     pub remote: Option<String>,
+    /// The class of the refusal (issue 24), written as `X-Herald-Bounce-Class`.
+    pub class: Option<crate::events::BounceClass>,
 }
 
 /// Which notice to send.
@@ -131,6 +133,9 @@ pub fn build(n: &Notice<'_>) -> Vec<u8> {
             "Diagnostic-Code: smtp; {}\r\nLast-Attempt-Date: {now}\r\n",
             f.diagnostic
         ));
+        if let Some(class) = f.class {
+            status.push_str(&format!("X-Herald-Bounce-Class: {}\r\n", class.as_str()));
+        }
     }
     let headers = if n.redacted {
         redacted_headers(header_block(n.original))
@@ -250,6 +255,7 @@ mod tests {
             status: EnhancedStatus::parse(status).expect("status"),
             diagnostic: diagnostic.into(),
             remote: Some("mx.example.org [192.0.2.7]".into()),
+            class: None,
         }
     }
 

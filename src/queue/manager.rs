@@ -20,7 +20,7 @@ use crate::clock::{now_ms, unix_now};
 use crate::config::Config;
 use crate::mta_sts::StsResolver;
 use crate::outbound::deliver::Outbound;
-use crate::outbound::job::{Job, mail_from};
+use crate::outbound::job::Job;
 use crate::outbound::outcome::{Failure, RecipientResult};
 use crate::own_mail::OwnMail;
 use crate::signing::Signer;
@@ -124,6 +124,8 @@ pub(super) struct Inner {
     pub(super) leases_valid_until: Mutex<Option<Instant>>,
     /// Wakes the lease keeper at once (after an operator action, so the owner reloads).
     pub(super) lease_wake: Notify,
+    /// Bounces, suppression and the guard (issue 24): VERP return paths, held apps, events.
+    after: std::sync::OnceLock<crate::bounce::AfterDelivery>,
     _lock: SpoolLock,
 }
 
@@ -220,6 +222,7 @@ impl QueueManager {
             phase: watch::Sender::new(Phase::Running),
             leases_valid_until: Mutex::new(leases_valid_until),
             lease_wake: Notify::new(),
+            after: std::sync::OnceLock::new(),
             _lock: lock,
         });
         let (mut waiting, mut finished) = (0, Vec::new());
@@ -330,6 +333,12 @@ impl QueueManager {
         self.inner.wake.notify_one();
     }
 
+    /// Plugs in the after-delivery subsystem: VERP return paths, the guard's hold of paused
+    /// apps, and the events of each settled attempt (once; later calls are ignored).
+    pub fn attach_after_delivery(&self, after: crate::bounce::AfterDelivery) {
+        let _ = self.inner.after.set(after);
+    }
+
     /// The counters shown on `/metrics`.
     pub fn counters(&self) -> Counters {
         let c = &self.inner.counters;
@@ -353,6 +362,9 @@ async fn receive(inner: Arc<Inner>, mut arrivals: Arrivals) {
         inner.wake.notify_one();
     }
 }
+
+/// How often a paused app's held message looks again whether the app was resumed.
+const PAUSED_RECHECK_MS: u64 = 2_000;
 
 /// How long a shutdown waits, after cutting, for the cut rounds to record their state.
 const CUT_RECORDING: Duration = Duration::from_secs(10);
@@ -433,6 +445,20 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
             return;
         }
     };
+    let after = inner.after.get();
+    if let Some((app, why)) = after.and_then(|a| {
+        let app = msg.envelope.app.as_deref()?;
+        Some((app, a.guard.paused(app)?))
+    }) {
+        // The app is paused by its guard: its mail waits, other apps' flows.
+        tracing::debug!(queue_id = %id, app, reason = %why, "held: the app is paused");
+        let mut table = inner.table();
+        if let Some(entry) = table.entries.get_mut(id) {
+            entry.in_flight = false;
+        }
+        table.schedule(id, Some(now_ms() + PAUSED_RECHECK_MS));
+        return;
+    }
     let generation = inner.current();
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, r) in msg.state.recipients.iter().enumerate() {
@@ -452,15 +478,29 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
     let attempted: Vec<usize> = groups.values().flatten().copied().collect();
     let mut tasks = tokio::task::JoinSet::new();
     for (domain, idxs) in groups {
+        let recipients: Vec<String> = idxs
+            .iter()
+            .map(|&i| msg.state.recipients[i].address.clone())
+            .collect();
+        let mail_from = after
+            .and_then(|a| {
+                let e = &msg.envelope;
+                a.return_path(
+                    e.app.as_deref(),
+                    e.return_path_domain.as_deref(),
+                    &e.mail_from,
+                    id,
+                    &recipients,
+                    unix_now(),
+                )
+            })
+            .unwrap_or_else(|| msg.envelope.mail_from.clone());
         let job = Job {
             queue_id: id.to_string(),
-            mail_from: mail_from(&msg.envelope),
+            mail_from,
             mail_params: msg.envelope.mail_from_params.clone(),
             domain,
-            recipients: idxs
-                .iter()
-                .map(|&i| msg.state.recipients[i].address.clone())
-                .collect(),
+            recipients,
             message: data.clone(),
             tls_report: msg.envelope.tls_report,
             tls_request: msg.envelope.tls_request,
@@ -549,10 +589,12 @@ async fn finish_round(
             return;
         }
         let received = entry.msg.envelope.received_at;
-        let rules = Rules::of(&cfg.delivery);
+        let rules = Rules::of_config(cfg);
         let tried: Vec<usize> = results.iter().map(|(i, _)| *i).collect();
+        let for_events = super::emit::tried(&results);
         let settled = transition::settle(&mut entry.msg.state, received, results, now, &rules);
         record_outcomes(&entry.msg, &tried, received, now);
+        super::emit::settled(&entry.msg, data, &for_events, now);
         (entry.msg.clone(), settled)
     };
     let c = &inner.counters;

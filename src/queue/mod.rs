@@ -3,6 +3,7 @@
 
 pub mod control;
 pub mod dsn;
+mod emit;
 pub mod lease;
 pub mod manager;
 pub mod transition;

@@ -20,6 +20,8 @@ pub struct Rules<'a> {
     pub max_age: Duration,
     /// After how long a "still trying" notice goes to the sender (once), if at all.
     pub delay_notice: Option<Duration>,
+    /// The operator's classification rules (`[[bounce.rules]]`), before the shipped ones.
+    pub bounce_rules: &'a [crate::config::BounceRule],
 }
 
 impl<'a> Rules<'a> {
@@ -29,6 +31,15 @@ impl<'a> Rules<'a> {
             retry_schedule: &cfg.retry_schedule,
             max_age: cfg.max_age,
             delay_notice: cfg.delay_notice,
+            bounce_rules: &[],
+        }
+    }
+
+    /// The rules of a whole configuration: `[delivery]` and the `[bounce]` classification.
+    pub fn of_config(cfg: &'a crate::config::Config) -> Rules<'a> {
+        Rules {
+            bounce_rules: &cfg.bounce.rules,
+            ..Rules::of(&cfg.delivery)
         }
     }
 }
@@ -82,6 +93,11 @@ pub fn settle(
             continue;
         }
         rs.attempts += 1;
+        rs.class = r
+            .outcome
+            .as_ref()
+            .err()
+            .and_then(|f| classify(rules.bounce_rules, f));
         rs.last_reply = Some(r.describe());
         rs.last_status = Some(r.status());
         rs.last_host = r.host.clone();
@@ -97,6 +113,7 @@ pub fn settle(
                     status: f.status(),
                     diagnostic: f.to_string(),
                     remote: r.host,
+                    class: rs.class,
                 });
             }
             Err(f) if now >= expires => {
@@ -116,6 +133,7 @@ pub fn settle(
                     status,
                     diagnostic,
                     remote: r.host,
+                    class: rs.class,
                 });
             }
             Err(_) => {
@@ -144,6 +162,7 @@ pub fn settle(
                     .clone()
                     .unwrap_or_else(|| "451 4.4.7 not yet delivered".into()),
                 remote: r.last_host.clone(),
+                class: r.class,
             })
             .collect();
         if !settled.delay.is_empty() {
@@ -170,8 +189,30 @@ pub fn operator_failures(state: &DeliveryState) -> Vec<Failure> {
                     .unwrap_or_default()
             ),
             remote: r.last_host.clone(),
+            class: None,
         })
         .collect()
+}
+
+/// The class of a failed attempt (issue 24): a remote answer by the classification rules;
+/// a domain that cannot receive mail (null MX, no such domain) is a hard bounce; failures
+/// on herald's side or in transit have none.
+pub fn classify(
+    custom: &[crate::config::BounceRule],
+    f: &outcome::Failure,
+) -> Option<crate::events::BounceClass> {
+    use outcome::Failure as F;
+    match f {
+        F::Remote(a) | F::HostRefused { answer: a, .. } => Some(crate::bounce::classify(
+            custom,
+            a.code,
+            &a.status.map(|s| s.to_string()).unwrap_or_default(),
+            &a.text,
+        )),
+        F::NullMx { .. } => Some(crate::events::BounceClass::Hard),
+        F::NoRoute(e) if e.is_permanent() => Some(crate::events::BounceClass::Hard),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -188,6 +229,7 @@ mod tests {
             retry_schedule: &SCHEDULE,
             max_age: Duration::from_secs(24 * HOUR),
             delay_notice: delay_notice.map(Duration::from_secs),
+            bounce_rules: &[],
         }
     }
 
@@ -203,6 +245,7 @@ mod tests {
             tls: None,
             tls_report: false,
             tls_request: crate::spool::TlsRequest::Policy,
+            return_path_domain: None,
         })
     }
 

@@ -17,7 +17,7 @@ use mail_parser::{Address, HeaderName, HeaderValue, MessageParser};
 use crate::reply::Reply;
 
 /// The header fields herald signs when present, in the order listed in `h=`.
-pub const SIGNED_HEADERS: [&str; 15] = [
+pub const SIGNED_HEADERS: [&str; 18] = [
     "From",
     "To",
     "Cc",
@@ -33,6 +33,10 @@ pub const SIGNED_HEADERS: [&str; 15] = [
     "List-Id",
     "List-Unsubscribe",
     "List-Unsubscribe-Post",
+    // Issue 24: the feedback loop headers herald adds must be covered (RFC 9477 §3.1).
+    "Feedback-ID",
+    "CFBL-Address",
+    "CFBL-Feedback-ID",
 ];
 
 /// What signing needs to know about a message's header section.

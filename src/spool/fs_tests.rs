@@ -15,6 +15,7 @@ fn envelope() -> Envelope {
         tls: None,
         tls_report: false,
         tls_request: crate::spool::TlsRequest::Policy,
+        return_path_domain: None,
     }
 }
 

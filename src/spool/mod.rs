@@ -63,6 +63,10 @@ pub struct Envelope {
     /// existed, and for ordinary mail.
     #[serde(default, skip_serializing_if = "TlsRequest::is_policy")]
     pub tls_request: TlsRequest,
+    /// The app's return path had a VERP address made for it at delivery (issue 24); absent
+    /// for mail without one. Only inbound sets it, from the app's configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_path_domain: Option<String>,
 }
 
 /// What the submitter asked of TLS for one message (RFC 8689). Inbound sets it; outbound and
@@ -131,6 +135,9 @@ pub struct RecipientState {
     /// The host (name and address) last tried.
     #[serde(default)]
     pub last_host: Option<String>,
+    /// The class of the last refusal (issue 24: hard, soft, block, throttle, other).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<crate::events::BounceClass>,
 }
 
 /// The mutable part of a queued message: per-recipient state and operator flags.
@@ -161,6 +168,7 @@ impl DeliveryState {
                     last_reply: None,
                     last_status: None,
                     last_host: None,
+                    class: None,
                 })
                 .collect(),
             held: false,
@@ -238,6 +246,7 @@ mod tests {
             tls: None,
             tls_report: false,
             tls_request: TlsRequest::Policy,
+            return_path_domain: None,
         })
     }
 

@@ -4,12 +4,14 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod bounce;
 mod cluster;
 mod dane;
 mod delivery;
 mod dmarc;
 mod dns_check;
 mod hardening;
+mod history;
 mod mta_sts;
 mod production;
 mod requiretls;

@@ -3,6 +3,7 @@
 
 mod activate;
 mod first_day;
+mod in_process;
 mod metrics;
 mod reload;
 mod service;

@@ -83,6 +83,8 @@ pub struct Herald {
     /// Every line it has written to stderr so far.
     pub log: Arc<Mutex<Vec<String>>>,
     lines: mpsc::Receiver<String>,
+    /// The thread copying stderr into `log`; finished once herald's stderr is closed.
+    reader: std::thread::JoinHandle<()>,
 }
 
 impl Herald {
@@ -122,13 +124,14 @@ impl Herald {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn herald");
-        let (log, lines) = collect_stderr(&mut child);
+        let (log, lines, reader) = collect_stderr_until_closed(&mut child);
         Herald {
             child,
             config_path: config_path.to_path_buf(),
             config,
             log,
             lines,
+            reader,
         }
     }
 
@@ -179,11 +182,16 @@ impl Herald {
         }
     }
 
-    /// Waits for herald to exit; panics with the log if it has not within `timeout`.
+    /// Waits for herald to exit and for the last of its log lines; panics with the log if it
+    /// has not exited within `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait herald") {
+                // Every line herald wrote is in `log` once its stderr reached end of file.
+                while !self.reader.is_finished() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return status;
             }
             if std::time::Instant::now() >= deadline {
@@ -238,18 +246,30 @@ pub fn point_at(
 /// Copies a child's stderr lines to ours (prefixed `[herald]`), into a shared log and onto a
 /// channel, from a thread; returns the log and the channel's receiving end.
 pub fn collect_stderr(child: &mut Child) -> (Arc<Mutex<Vec<String>>>, mpsc::Receiver<String>) {
+    let (log, lines, _reader) = collect_stderr_until_closed(child);
+    (log, lines)
+}
+
+/// [`collect_stderr`], with the copying thread (it ends when the child's stderr closes).
+pub fn collect_stderr_until_closed(
+    child: &mut Child,
+) -> (
+    Arc<Mutex<Vec<String>>>,
+    mpsc::Receiver<String>,
+    std::thread::JoinHandle<()>,
+) {
     let stderr = child.stderr.take().expect("stderr piped");
     let log = Arc::new(Mutex::new(Vec::new()));
     let (tx, lines) = mpsc::channel();
     let log2 = log.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("[herald] {line}");
             log2.lock().expect("log").push(line.clone());
             let _ = tx.send(line);
         }
     });
-    (log, lines)
+    (log, lines, reader)
 }
 
 /// Waits for a line from `lines` containing `needle` and returns it; panics with the whole

@@ -202,6 +202,23 @@ impl SmtpSink {
         log.accepted.clone()
     }
 
+    /// Waits until at least `n` transactions were refused at end-of-data; panics on timeout.
+    pub fn wait_for_rejected(&self, n: usize, timeout: Duration) -> Vec<ReceivedMessage> {
+        let deadline = Instant::now() + timeout;
+        let mut log = self.shared.log.lock().expect("log");
+        while log.rejected.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "sink {} refused {} of {n} transactions in {timeout:?}",
+                self.addr,
+                log.rejected.len()
+            );
+            log = self.shared.changed.wait_timeout(log, left).expect("log").0;
+        }
+        log.rejected.clone()
+    }
+
     /// Appends a scripted RCPT reply (after those not yet consumed).
     pub fn script_rcpt(&self, reply: &str) {
         let mut queue = self.shared.rcpt_replies.lock().expect("script");

@@ -152,6 +152,7 @@ pub fn store_messages(
                 tls: None,
                 tls_report: false,
                 tls_request: herald::spool::TlsRequest::Policy,
+                return_path_domain: None,
             };
             ids.push(spool.store(envelope, data).await.expect("store"));
         }

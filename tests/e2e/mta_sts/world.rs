@@ -249,6 +249,7 @@ impl Relay {
             tls: None,
             tls_report: false,
             tls_request,
+            return_path_domain: None,
         };
         let data = format!(
             "From: app@example.test\r\nTo: user@{DOMAIN}\r\nSubject: {subject}\r\n\r\nPayroll.\r\n"

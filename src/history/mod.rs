@@ -1,0 +1,195 @@
+//! The message history: every [`Event`](crate::events::Event) the stages emit, stored for
+//! search (`herald log search`, `/messages`) and queued for the app's webhook.
+//!
+//! A subscriber of the process's [`EventHub`](crate::events::EventHub) with a writer thread of
+//! its own: events are taken from the hub's channel as they come and written in one
+//! transaction per batch (whatever has queued up meanwhile, up to [`WRITE_BATCH`]), so neither
+//! submission nor delivery ever waits on the database. If the writer falls behind by more than
+//! `[history] queue` events, new ones are lost and counted (`herald_events_lost`). Events older
+//! than `[history] retention` are pruned hourly.
+//!
+//! With `[cluster]` every batch is also copied into the cluster's PostgreSQL ([`pg`]), and
+//! search reads from there: any node answers for the whole cluster. The SQLite file stays
+//! (it holds this node's webhook outbox).
+
+pub mod db;
+pub mod payload;
+pub mod pg;
+pub mod search;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::cluster::Db;
+use crate::config::Config;
+use crate::events::{Event, stats};
+use db::HistoryDb;
+use pg::PgHistory;
+use search::Query;
+
+/// Most events written in one transaction.
+pub const WRITE_BATCH: usize = 2000;
+
+/// The history database of this configuration: `[history] database`, by default
+/// `<data_dir>/history.sqlite`.
+pub fn database_path(cfg: &Config) -> PathBuf {
+    cfg.history
+        .database
+        .clone()
+        .unwrap_or_else(|| cfg.server.data_dir.join("history.sqlite"))
+}
+
+/// The running history: the shared database and a signal that bumps after each write that
+/// queued webhook events.
+#[derive(Clone)]
+pub struct History {
+    /// Search, senders and pruning use this connection.
+    pub db: Arc<HistoryDb>,
+    /// With `[cluster]`: the shared table search reads.
+    pub pg: Option<PgHistory>,
+    /// Bumped after every write that put events in an outbox.
+    pub queued: watch::Receiver<u64>,
+}
+
+impl History {
+    /// Events matching `q`, newest first: from the cluster's table with `[cluster]`, else
+    /// from this node's file.
+    pub async fn search(&self, q: Query) -> anyhow::Result<Vec<db::StoredEvent>> {
+        match &self.pg {
+            Some(pg) => Ok(pg.search(&q).await?),
+            None => self.db.call(move |c| db::search(c, &q)).await,
+        }
+    }
+}
+
+/// Opens the history database (and with `cluster`, the shared table), subscribes to the hub
+/// and starts the writer thread and the hourly pruning; `None` when `[history] enabled =
+/// false`.
+pub async fn start(cfg: &Config, cluster: Option<Db>) -> anyhow::Result<Option<History>> {
+    if !cfg.history.enabled {
+        return Ok(None);
+    }
+    let path = database_path(cfg);
+    let db = Arc::new(HistoryDb::open(&path)?);
+    let conn = db::open(&path)?;
+    let pg = match cluster {
+        Some(c) => Some(PgHistory::open(c).await?),
+        None => None,
+    };
+    let hub = crate::events::hub();
+    hub.set_node(&match &cfg.cluster {
+        Some(c) => c.node_id(),
+        None => cfg.server.hostname.clone(),
+    });
+    let copies = pg.clone().map(|pg| {
+        let (tx, mut rx) = mpsc::channel::<Vec<Arc<Event>>>(256);
+        tokio::spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                if let Err(e) = pg.insert(&batch).await {
+                    stats::stats().lost.inc_by(batch.len() as u64);
+                    tracing::error!(error = %e, events = batch.len(), "history: cannot copy events to the cluster database");
+                }
+            }
+        });
+        tx
+    });
+    let rx = hub.subscribe(cfg.history.queue);
+    let apps: HashSet<String> = cfg
+        .apps
+        .iter()
+        .filter(|(_, a)| a.webhook_url.is_some())
+        .map(|(n, _)| n.clone())
+        .collect();
+    let (queued_tx, queued) = watch::channel(0u64);
+    let max_backlog = cfg.webhooks.max_backlog;
+    std::thread::Builder::new()
+        .name("history-writer".into())
+        .spawn(move || write_loop(rx, conn, apps, max_backlog, queued_tx, copies))?;
+    let retention = cfg.history.retention;
+    let pruning = db.clone();
+    let pg_pruning = pg.clone();
+    tokio::spawn(async move {
+        loop {
+            let before = crate::clock::unix_now().saturating_sub(retention.as_secs());
+            match pruning.call(move |c| db::prune(c, before)).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(events = n, "history: pruned events past retention"),
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "history: cannot prune"),
+            }
+            if let Some(pg) = &pg_pruning
+                && let Err(e) = pg.prune(before).await
+            {
+                tracing::warn!(error = %e, "history: cannot prune the cluster table");
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    });
+    tracing::info!(database = %path.display(), "history: recording message events");
+    Ok(Some(History { db, pg, queued }))
+}
+
+/// The writer thread: takes what has queued up, writes it in one transaction, repeats.
+fn write_loop(
+    mut rx: mpsc::Receiver<Arc<Event>>,
+    mut conn: rusqlite::Connection,
+    apps: HashSet<String>,
+    max_backlog: usize,
+    queued: watch::Sender<u64>,
+    copies: Option<mpsc::Sender<Vec<Arc<Event>>>>,
+) {
+    let hub = crate::events::hub();
+    let mut lost_seen = 0;
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        let s = stats::stats();
+        match db::insert(&mut conn, &batch, &|a| apps.contains(a), max_backlog) {
+            Ok(per_app) => {
+                s.stored.inc_by(batch.len() as u64);
+                let mut any = false;
+                for (app, n, overflow) in per_app {
+                    any |= n > 0;
+                    if overflow > 0 {
+                        s.overflow.get_or_create(&stats::app(&app)).inc_by(overflow);
+                        tracing::warn!(
+                            app,
+                            events = overflow,
+                            "webhook outbox full: events not queued"
+                        );
+                    }
+                    if n > 0 {
+                        s.backlog.get_or_create(&stats::app(&app)).inc_by(n as i64);
+                    }
+                }
+                if any {
+                    queued.send_modify(|v| *v += 1);
+                }
+                if let Some(tx) = &copies
+                    && tx.try_send(batch.clone()).is_err()
+                {
+                    s.lost.inc_by(batch.len() as u64);
+                }
+            }
+            Err(e) => {
+                s.lost.inc_by(batch.len() as u64);
+                tracing::error!(error = %e, events = batch.len(), "history: cannot write events");
+            }
+        }
+        batch.clear();
+        let lost = hub.dropped();
+        if lost > lost_seen {
+            s.lost.inc_by(lost - lost_seen);
+            lost_seen = lost;
+        }
+    }
+}

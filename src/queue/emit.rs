@@ -1,0 +1,92 @@
+//! The history events of the queue ([`crate::events`]): what an attempt settled for each
+//! recipient (delivered, deferred, bounced, expired), and an operator's hold or release.
+//! Built only when someone subscribes to the hub; emitting never waits.
+
+use crate::events::{Event, EventKind, hub};
+use crate::outbound::outcome::{Failure, RecipientResult};
+use crate::spool::{RecipientStatus, SpooledMessage};
+
+/// How each tried recipient's attempt went, taken before [`super::transition::settle`]
+/// consumes the results: `Some(permanent)` for an answer or failure, `None` when it was not
+/// attempted (shutdown). Empty when nobody listens.
+pub(super) fn tried(results: &[(usize, RecipientResult)]) -> Vec<(usize, Option<bool>)> {
+    if !hub().has_subscribers() {
+        return Vec::new();
+    }
+    results
+        .iter()
+        .map(|(i, r)| {
+            let how = match &r.outcome {
+                Ok(_) => Some(false),
+                Err(Failure::NotAttempted) => None,
+                Err(f) => Some(f.is_permanent()),
+            };
+            (*i, how)
+        })
+        .collect()
+}
+
+/// Emits one event per tried recipient of `msg` (its state already settled) at `now`.
+pub(super) fn settled(
+    msg: &SpooledMessage,
+    data: &[u8],
+    tried: &[(usize, Option<bool>)],
+    now: u64,
+) {
+    if tried.is_empty() {
+        return;
+    }
+    let message_id = crate::events::message_id(crate::headers::header_block(data));
+    for &(i, how) in tried {
+        let (Some(r), Some(permanent)) = (msg.state.recipients.get(i), how) else {
+            continue;
+        };
+        let kind = match r.status {
+            RecipientStatus::Delivered => EventKind::Delivered,
+            RecipientStatus::Pending => EventKind::Deferred,
+            RecipientStatus::Failed if permanent => EventKind::Bounced,
+            RecipientStatus::Failed => EventKind::Expired,
+        };
+        let mut e = base(msg, kind, now, &r.address);
+        e.message_id = message_id.clone();
+        e.remote = r.last_host.clone();
+        e.reply = r.last_reply.clone();
+        e.attempt = Some(r.attempts);
+        e.class = r.class;
+        hub().emit(e);
+    }
+}
+
+/// The `held` or `released` events of an operator's action, one per pending recipient
+/// (empty when nobody listens); emit them with [`send`] once the change is recorded.
+pub(super) fn operator(msg: &SpooledMessage, held: bool, now: u64) -> Vec<Event> {
+    if !hub().has_subscribers() {
+        return Vec::new();
+    }
+    let kind = if held {
+        EventKind::Held
+    } else {
+        EventKind::Released
+    };
+    msg.state
+        .recipients
+        .iter()
+        .filter(|r| r.status == RecipientStatus::Pending)
+        .map(|r| base(msg, kind, now, &r.address))
+        .collect()
+}
+
+/// Emits `events`.
+pub(super) fn send(events: Vec<Event>) {
+    for e in events {
+        hub().emit(e);
+    }
+}
+
+fn base(msg: &SpooledMessage, kind: EventKind, now: u64, rcpt: &str) -> Event {
+    let mut e = Event::new(kind, now, rcpt);
+    e.app = msg.envelope.app.clone();
+    e.queue_id = Some(msg.id.to_string());
+    e.sender = msg.envelope.mail_from.clone();
+    e
+}

@@ -1,0 +1,201 @@
+//! Webhooks to the apps: each app with a `webhook_url` gets its events POSTed in batches,
+//! signed the Standard Webhooks way ([`sign`]), from the durable outbox the history writer
+//! fills ([`crate::history`]).
+//!
+//! At least once: a batch leaves the database only when the endpoint answered `2xx`; until
+//! then it is retried with the same `webhook-id` and body, after `retry_initial`, doubling up
+//! to `retry_max`, for `give_up_after` (a day by default), then dropped and counted. Batches of
+//! one app go out in order, one at a time. A slow or dead endpoint only grows its app's outbox
+//! (bounded by `max_backlog`); mail never waits for it.
+
+pub mod client;
+pub mod sign;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::clock::{now_ms, unix_now};
+use crate::config::{Config, WebhooksConfig};
+use crate::events::stats;
+use crate::history::History;
+use crate::history::db::{self, HistoryDb};
+use client::{Client, Outcome};
+
+/// Starts one sender per app that has a webhook.
+pub fn start(cfg: &Config, history: &History) -> anyhow::Result<()> {
+    let apps: Vec<(String, String, Vec<u8>)> = cfg
+        .apps
+        .iter()
+        .filter_map(|(name, a)| {
+            let url = a.webhook_url.clone()?;
+            let key = a.webhook_secret.as_ref()?.key()?;
+            Some((name.clone(), url, key))
+        })
+        .collect();
+    if apps.is_empty() {
+        return Ok(());
+    }
+    let client = Client::new(cfg)?;
+    for (app, url, key) in apps {
+        tracing::info!(app, url, "webhook: sending events");
+        tokio::spawn(run_app(Sender {
+            app,
+            url,
+            key,
+            client: client.clone(),
+            db: history.db.clone(),
+            queued: history.queued.clone(),
+            settings: cfg.webhooks.clone(),
+        }));
+    }
+    Ok(())
+}
+
+/// One app's sender.
+struct Sender {
+    app: String,
+    url: String,
+    key: Vec<u8>,
+    client: Client,
+    db: Arc<HistoryDb>,
+    queued: watch::Receiver<u64>,
+    settings: WebhooksConfig,
+}
+
+/// The wait after the `attempts`-th failure: `retry_initial` doubling, at most `retry_max`.
+pub fn backoff(settings: &WebhooksConfig, attempts: u32) -> Duration {
+    let factor = 1u32 << attempts.saturating_sub(1).min(20);
+    settings
+        .retry_initial
+        .saturating_mul(factor)
+        .min(settings.retry_max)
+}
+
+async fn run_app(mut s: Sender) {
+    let label = stats::app(&s.app);
+    let st = stats::stats();
+    let app = s.app.clone();
+    if let Ok(n) = s.db.call(move |c| db::backlog(c, &app)).await {
+        st.backlog.get_or_create(&label).set(n as i64);
+    }
+    loop {
+        s.queued.mark_unchanged();
+        let (app, size) = (s.app.clone(), s.settings.batch_size);
+        let batch = match s
+            .db
+            .call(move |c| db::next_batch(c, &app, size, unix_now()))
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(app = s.app, error = %format!("{e:#}"), "webhook: cannot read the outbox");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        let Some(batch) = batch else {
+            if s.queued.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let id = batch.id;
+        if unix_now()
+            >= batch
+                .created
+                .saturating_add(s.settings.give_up_after.as_secs())
+        {
+            if let Err(e) = s.db.call(move |c| db::remove_batch(c, id)).await {
+                tracing::error!(app = s.app, error = %format!("{e:#}"), "webhook: cannot drop a batch");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+            st.dropped.get_or_create(&label).inc_by(batch.events);
+            st.backlog.get_or_create(&label).dec_by(batch.events as i64);
+            tracing::warn!(
+                app = s.app,
+                webhook_id = batch.webhook_id,
+                events = batch.events,
+                attempts = batch.attempts,
+                "webhook: batch dropped after the retry period"
+            );
+            continue;
+        }
+        let wait = batch.next_attempt.saturating_sub(now_ms());
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+        match s
+            .client
+            .post(&s.url, &s.key, &batch.webhook_id, &batch.body)
+            .await
+        {
+            Outcome::Accepted(status) => {
+                if let Err(e) = s.db.call(move |c| db::remove_batch(c, id)).await {
+                    tracing::error!(app = s.app, error = %format!("{e:#}"), "webhook: cannot remove a delivered batch (it will be sent again)");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    continue;
+                }
+                st.delivered.get_or_create(&label).inc();
+                st.backlog.get_or_create(&label).dec_by(batch.events as i64);
+                tracing::debug!(
+                    app = s.app,
+                    webhook_id = batch.webhook_id,
+                    events = batch.events,
+                    status,
+                    "webhook: batch delivered"
+                );
+            }
+            Outcome::Failed(why) => {
+                st.failures.get_or_create(&label).inc();
+                let attempts = batch.attempts + 1;
+                let wait = backoff(&s.settings, attempts);
+                let next = now_ms().saturating_add(wait.as_millis() as u64);
+                tracing::warn!(app = s.app, webhook_id = batch.webhook_id, attempts,
+                    retry_in = %humantime::format_duration(wait), error = why, "webhook: POST failed");
+                let why2 = why.clone();
+                if let Err(e) =
+                    s.db.call(move |c| db::retry_batch(c, id, next, &why2))
+                        .await
+                {
+                    tracing::error!(app = s.app, error = %format!("{e:#}"), "webhook: cannot record a failed attempt");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+/// `herald webhook test APP`: POSTs one signed `webhook.test` event to the app's endpoint now
+/// (not through the outbox) and says what came back.
+pub async fn send_test(cfg: &Config, app: &str) -> anyhow::Result<(String, Outcome)> {
+    let a = cfg
+        .apps
+        .get(app)
+        .ok_or_else(|| anyhow::anyhow!("no app {app:?} in [apps]"))?;
+    let url = a
+        .webhook_url
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("app {app:?} has no webhook_url"))?;
+    let key = a
+        .webhook_secret
+        .as_ref()
+        .and_then(|s| s.key())
+        .ok_or_else(|| anyhow::anyhow!("app {app:?} has no valid webhook_secret"))?;
+    let client = Client::new(cfg)?;
+    let now = unix_now();
+    let event = serde_json::json!({
+        "id": 0, "time": now, "kind": "test", "node": cfg.server.hostname, "app": app,
+        "recipient": "", "sender": "",
+    });
+    let mut body = crate::history::payload::body(&[event.to_string()], now);
+    // The type says it is a test, so receivers can tell it apart.
+    if let Some(rest) = body.strip_prefix(b"{\"type\":\"message.events\"".as_slice()) {
+        body = [b"{\"type\":\"webhook.test\"".as_slice(), rest].concat();
+    }
+    let id = crate::history::payload::new_webhook_id();
+    let outcome = client.post(&url, &key, &id, &body).await;
+    Ok((url, outcome))
+}

@@ -91,6 +91,13 @@ fn main() {
         &key,
         &rest,
     );
+    // BENCH_SUPPRESSED=N: N addresses on the suppression list first (none of them a
+    // recipient), so every RCPT looks up a list of realistic size (issue 24).
+    prefill_suppressions(
+        &dir.path().join("herald.toml"),
+        &config,
+        env_num("BENCH_SUPPRESSED", 0),
+    );
     if let Some((_, port)) = &hook {
         let root = dir.path().join("test-root.pem");
         ca.write_root(&root);
@@ -252,4 +259,27 @@ fn print_threads(
             println!("    {tid:>8} {name:<16} {:.3} ms per message", per_msg(cpu));
         }
     }
+}
+
+/// Puts `n` addresses on the suppression list with `herald suppress import` (CSV).
+fn prefill_suppressions(config_path: &std::path::Path, config: &str, n: usize) {
+    if n == 0 {
+        return;
+    }
+    std::fs::write(config_path, config).expect("config");
+    let mut csv = String::from("domain,address,reason\n");
+    for i in 0..n {
+        csv.push_str(&format!("example.test,gone-{i}@example.org,hard_bounce\n"));
+    }
+    let file = config_path.with_file_name("suppressed.csv");
+    std::fs::write(&file, csv).expect("csv");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("--config")
+        .arg(config_path)
+        .args(["suppress", "import"])
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("herald suppress import");
+    assert!(status.success(), "herald suppress import failed");
 }

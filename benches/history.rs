@@ -26,7 +26,7 @@ fn event(i: usize, start: u64) -> Event {
     let kind = match i % 4 {
         0 => EventKind::Accepted,
         1 => EventKind::Deferred,
-        2 if msg % 50 == 0 => EventKind::Bounced,
+        2 if msg.is_multiple_of(50) => EventKind::Bounced,
         2 => EventKind::Delivered,
         _ => EventKind::Deferred,
     };

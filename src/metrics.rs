@@ -179,7 +179,7 @@ impl Metrics {
             m.delivery_latency.clone(),
         );
         crate::events::stats::register(&mut registry);
-        crate::bounce::metrics::register(&mut registry);
+        crate::suppress::metrics::register(&mut registry);
         Metrics { registry, ..m }
     }
 

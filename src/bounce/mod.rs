@@ -6,7 +6,6 @@
 
 pub mod arf;
 pub mod dsn;
-pub mod metrics;
 pub mod rules;
 pub mod service;
 pub mod verp;

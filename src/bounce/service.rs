@@ -11,7 +11,8 @@ use crate::reply::Reply;
 use crate::suppress::{NewSuppression, Reason, Suppressions, sending_domain};
 
 use super::verp::{self, Token, TokenKey};
-use super::{arf, dsn, metrics};
+use super::{arf, dsn};
+use crate::suppress::metrics;
 
 /// Events the follower may fall behind by before it loses some (counted by the hub).
 const FOLLOW_CAPACITY: usize = 65_536;

@@ -149,12 +149,10 @@ pub async fn run(config: &Path, cmd: SuppressCommand) -> anyhow::Result<ExitCode
                 Format::Json => from_json(&text)?,
                 Format::Csv => from_csv(&text)?,
             };
-            let n = news.len();
-            for new in news {
-                list.record(new)
-                    .await
-                    .map_err(|e| UsageError(e.to_string()))?;
-            }
+            let n = list
+                .record_many(news)
+                .await
+                .map_err(|e| UsageError(e.to_string()))?;
             println!("imported {n} entr{}", if n == 1 { "y" } else { "ies" });
         }
         SuppressCommand::Export { format, domain } => {

@@ -6,4 +6,5 @@ pub mod authority;
 pub mod check;
 pub mod host;
 pub mod records;
+pub mod return_path;
 pub mod zone;

@@ -41,6 +41,9 @@ pub enum Purpose {
     ReportMx,
     /// RFC 7489 §7.1: the report domain agrees to receive a domain's DMARC reports.
     ReportAuthorization,
+    /// An app's return-path domain (issue 24): its MX to herald's feedback listener, and its
+    /// SPF record (the VERP MAIL FROM is checked against it).
+    ReturnPath,
 }
 
 /// One TXT record to publish.
@@ -337,6 +340,7 @@ pub fn build(cfg: &Config, keys: &[PublishedKey], only_domain: Option<&str>) -> 
             ),
         });
     }
+    records.extend(super::return_path::return_path_records(cfg, &addresses));
     if rua.is_none() {
         warnings.push(
             "[spf] dmarc_rua is not set: the DMARC records carry no rua= and you will receive \

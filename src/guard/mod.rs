@@ -183,7 +183,7 @@ impl Guard {
             let mut map = self.inner.paused.write().unwrap_or_else(|p| p.into_inner());
             for p in list {
                 if p.paused {
-                    crate::bounce::metrics::app_paused(&p.app, true);
+                    crate::suppress::metrics::app_paused(&p.app, true);
                     map.insert(p.app.clone(), p);
                 } else if let Some(old) = map.get(&p.app) {
                     if p.at >= old.at {
@@ -191,13 +191,13 @@ impl Guard {
                         resumed.push(p.app.clone());
                     }
                 } else {
-                    crate::bounce::metrics::app_paused(&p.app, false);
+                    crate::suppress::metrics::app_paused(&p.app, false);
                 }
             }
         }
         for app in resumed {
             tracing::info!(app = %app, event = "resumed", "guard: app resumed; its counts start afresh");
-            crate::bounce::metrics::app_paused(&app, false);
+            crate::suppress::metrics::app_paused(&app, false);
             self.inner
                 .windows
                 .lock()
@@ -281,9 +281,9 @@ impl Guard {
             };
             for (name, hours) in [("24h", 24), ("7d", WEEK_HOURS)] {
                 let c = w.sum(now, hours);
-                crate::bounce::metrics::app_rate(app, name, "hard_bounce", c.hard_rate());
-                crate::bounce::metrics::app_rate(app, name, "block", c.block_rate());
-                crate::bounce::metrics::app_rate(app, name, "complaint", c.complaint_rate());
+                crate::suppress::metrics::app_rate(app, name, "hard_bounce", c.hard_rate());
+                crate::suppress::metrics::app_rate(app, name, "block", c.block_rate());
+                crate::suppress::metrics::app_rate(app, name, "complaint", c.complaint_rate());
                 if c.sent < t.min_volume.max(1) {
                     continue;
                 }
@@ -339,8 +339,8 @@ impl Guard {
         tracing::warn!(app = %app, event = "paused", reason = %why,
             "guard: app paused; its submissions get 451 and its queued mail is held until \
              herald app resume {app}");
-        crate::bounce::metrics::app_paused(app, true);
-        crate::bounce::metrics::app_pause_started(app);
+        crate::suppress::metrics::app_paused(app, true);
+        crate::suppress::metrics::app_pause_started(app);
         let mut e = Event::new(EventKind::Paused, now, "");
         e.app = Some(app.to_string());
         e.node = self.inner.node.clone();

@@ -99,7 +99,7 @@ pub fn insert(
     webhook_apps: &dyn Fn(&str) -> bool,
     max_backlog: usize,
 ) -> rusqlite::Result<Vec<(String, u64, u64)>> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut per_app: Vec<(String, u64, u64)> = Vec::new();
     let mut room: Vec<(String, u64)> = Vec::new();
     {
@@ -310,7 +310,9 @@ pub fn next_batch(
     size: usize,
     now: u64,
 ) -> rusqlite::Result<Option<Batch>> {
-    let tx = conn.transaction()?;
+    // IMMEDIATE: this reads then writes; a deferred transaction would fail with
+    // SQLITE_BUSY(_SNAPSHOT) instead of waiting when the writer thread committed in between.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let existing = tx
         .query_row(
             "SELECT id, webhook_id, body, events, created, attempts, next_attempt

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod index;
+pub mod metrics;
 pub mod store;
 
 use std::sync::Arc;
@@ -198,6 +199,28 @@ impl Suppressions {
     /// Records `new` (a repeated event bumps the count and the last time) and updates the
     /// index.
     pub async fn record(&self, new: NewSuppression) -> std::io::Result<Entry> {
+        let entry = self.entry_of(new)?;
+        let stored = self.store.upsert(entry).await?;
+        self.index.put(&stored);
+        crate::suppress::metrics::suppression_added(stored.reason.as_str());
+        Ok(stored)
+    }
+
+    /// [`Suppressions::record`] for many (an import): one transaction on SQLite. Fails,
+    /// recording nothing, when one of them is not an address.
+    pub async fn record_many(&self, news: Vec<NewSuppression>) -> std::io::Result<usize> {
+        let entries = news
+            .into_iter()
+            .map(|n| self.entry_of(n))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let stored = self.store.upsert_many(entries).await?;
+        for e in &stored {
+            self.index.put(e);
+        }
+        Ok(stored.len())
+    }
+
+    fn entry_of(&self, new: NewSuppression) -> std::io::Result<Entry> {
         let expiry = match new.reason {
             Reason::HardBounce => self.hard_expiry,
             Reason::Complaint => self.complaint_expiry,
@@ -223,10 +246,7 @@ impl Suppressions {
                 ),
             ));
         }
-        let stored = self.store.upsert(entry).await?;
-        self.index.put(&stored);
-        crate::bounce::metrics::suppression_added(stored.reason.as_str());
-        Ok(stored)
+        Ok(entry)
     }
 
     /// Removes the entry for (`domain`, `app`, `address`); `app` `None` is the domain-wide one.

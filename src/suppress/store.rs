@@ -141,6 +141,51 @@ fn pg_entry(r: &tokio_postgres::Row) -> (Entry, bool) {
     )
 }
 
+/// The next sequence number of a SQLite store (each side's MAX uses its index).
+fn next_seq(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<i64> {
+    tx.query_row(
+        "SELECT MAX(COALESCE((SELECT MAX(seq) FROM suppressions), 0), \
+         COALESCE((SELECT MAX(seq) FROM app_pauses), 0)) + 1",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// Inserts or bumps one entry inside `tx`; the entry as stored.
+fn sqlite_upsert(tx: &rusqlite::Transaction<'_>, e: &Entry) -> rusqlite::Result<Entry> {
+    let seq = next_seq(tx)?;
+    tx.execute(
+        "INSERT INTO suppressions (domain, app, address, reason, detail, first_at, \
+         last_at, count, expires_at, removed, seq) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, 0, ?9) \
+         ON CONFLICT (domain, app, address) DO UPDATE SET \
+         reason = excluded.reason, detail = excluded.detail, \
+         last_at = excluded.last_at, expires_at = excluded.expires_at, seq = excluded.seq, \
+         count = CASE WHEN removed = 1 THEN 1 ELSE count + 1 END, \
+         first_at = CASE WHEN removed = 1 THEN excluded.first_at ELSE first_at END, \
+         removed = 0",
+        params![
+            e.domain,
+            e.app,
+            e.address,
+            e.reason.as_str(),
+            e.detail,
+            e.first_at,
+            e.last_at,
+            e.expires_at,
+            seq
+        ],
+    )?;
+    let row = tx.query_row(
+        &format!(
+            "SELECT {COLUMNS} FROM suppressions WHERE domain = ?1 AND app = ?2 AND address = ?3"
+        ),
+        params![e.domain, e.app, e.address],
+        row_entry,
+    )?;
+    Ok(row.0)
+}
+
 const COLUMNS: &str =
     "domain, app, address, reason, detail, first_at, last_at, count, expires_at, removed";
 
@@ -193,37 +238,44 @@ impl Store {
             Store::Sqlite(conn) => {
                 Self::sqlite_call(conn, move |c| {
                     let tx = c.transaction()?;
-                    let seq: i64 = tx.query_row(
-                        "SELECT COALESCE(MAX(seq), 0) + 1 FROM (SELECT seq FROM suppressions \
-                         UNION ALL SELECT seq FROM app_pauses)",
-                        [],
-                        |r| r.get(0),
-                    )?;
-                    tx.execute(
-                        "INSERT INTO suppressions (domain, app, address, reason, detail, first_at, \
-                         last_at, count, expires_at, removed, seq) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, 0, ?9) \
-                         ON CONFLICT (domain, app, address) DO UPDATE SET \
-                         reason = excluded.reason, detail = excluded.detail, \
-                         last_at = excluded.last_at, expires_at = excluded.expires_at, seq = excluded.seq, \
-                         count = CASE WHEN removed = 1 THEN 1 ELSE count + 1 END, \
-                         first_at = CASE WHEN removed = 1 THEN excluded.first_at ELSE first_at END, \
-                         removed = 0",
-                        params![
-                            e.domain, e.app, e.address, e.reason.as_str(), e.detail, e.first_at,
-                            e.last_at, e.expires_at, seq
-                        ],
-                    )?;
-                    let row = tx.query_row(
-                        &format!("SELECT {COLUMNS} FROM suppressions WHERE domain = ?1 AND app = ?2 AND address = ?3"),
-                        params![e.domain, e.app, e.address],
-                        row_entry,
-                    )?;
+                    let row = sqlite_upsert(&tx, &e)?;
                     tx.commit()?;
-                    Ok(row.0)
+                    Ok(row)
                 })
                 .await
             }
+            Store::Postgres(_) => self.pg_upsert(e).await,
+        }
+    }
+
+    /// [`Store::upsert`] for many entries: one transaction (one fsync) on SQLite.
+    pub async fn upsert_many(&self, entries: Vec<Entry>) -> std::io::Result<Vec<Entry>> {
+        match self {
+            Store::Sqlite(conn) => {
+                Self::sqlite_call(conn, move |c| {
+                    let tx = c.transaction()?;
+                    let mut out = Vec::with_capacity(entries.len());
+                    for e in &entries {
+                        out.push(sqlite_upsert(&tx, e)?);
+                    }
+                    tx.commit()?;
+                    Ok(out)
+                })
+                .await
+            }
+            Store::Postgres(_) => {
+                let mut out = Vec::with_capacity(entries.len());
+                for e in entries {
+                    out.push(self.pg_upsert(e).await?);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    async fn pg_upsert(&self, e: Entry) -> std::io::Result<Entry> {
+        match self {
+            Store::Sqlite(_) => Err(io("not PostgreSQL")),
             Store::Postgres(db) => {
                 let client = db.client().await?;
                 let row = client
@@ -259,12 +311,7 @@ impl Store {
             Store::Sqlite(conn) => {
                 Self::sqlite_call(conn, move |c| {
                     let tx = c.transaction()?;
-                    let seq: i64 = tx.query_row(
-                        "SELECT COALESCE(MAX(seq), 0) + 1 FROM (SELECT seq FROM suppressions \
-                         UNION ALL SELECT seq FROM app_pauses)",
-                        [],
-                        |r| r.get(0),
-                    )?;
+                    let seq = next_seq(&tx)?;
                     let n = tx.execute(
                         "UPDATE suppressions SET removed = 1, seq = ?4 \
                          WHERE domain = ?1 AND app = ?2 AND address = ?3 AND removed = 0",
@@ -384,12 +431,7 @@ impl Store {
             Store::Sqlite(conn) => {
                 Self::sqlite_call(conn, move |c| {
                     let tx = c.transaction()?;
-                    let seq: i64 = tx.query_row(
-                        "SELECT COALESCE(MAX(seq), 0) + 1 FROM (SELECT seq FROM suppressions \
-                         UNION ALL SELECT seq FROM app_pauses)",
-                        [],
-                        |r| r.get(0),
-                    )?;
+                    let seq = next_seq(&tx)?;
                     tx.execute(
                         "INSERT INTO app_pauses (app, paused, reason, at, seq) VALUES (?1, ?2, ?3, ?4, ?5) \
                          ON CONFLICT (app) DO UPDATE SET paused = excluded.paused, \

@@ -5,6 +5,7 @@
 mod cluster;
 mod complaints;
 mod delivery_time;
+mod dns;
 mod guard;
 mod return_path;
 
@@ -140,4 +141,24 @@ pub fn herald_cli(rig: &Rig, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A GET on the rig's admin endpoint with the token herald generated; the whole response.
+pub fn admin_get(rig: &Rig, data: &std::path::Path, path: &str) -> String {
+    use std::io::{Read, Write};
+    let addr: SocketAddr = rig.herald.config["admin"]["listen"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .expect("admin.listen");
+    let token = std::fs::read_to_string(data.join("admin.token")).expect("admin token file");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect admin");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        token.trim()
+    )
+    .expect("send");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    text
 }

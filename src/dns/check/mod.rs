@@ -10,6 +10,7 @@ pub mod dkim;
 mod dmarc;
 pub mod lookup;
 mod reports;
+mod return_path;
 mod spf;
 mod spf_walk;
 
@@ -260,4 +261,5 @@ async fn check_all(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     dkim::check(ctx, out).await;
     dmarc::check(ctx, out).await;
     dmarc::informational(ctx, out).await;
+    return_path::check(ctx, out).await;
 }

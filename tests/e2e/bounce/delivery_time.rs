@@ -56,6 +56,15 @@ async fn a_550_5_1_1_suppresses_the_address_and_the_next_submission_is_refused_a
         entries[0]["expires_at"].as_i64().is_some(),
         "hard bounces expire"
     );
+    // The admin endpoint: JSON and a page.
+    let json = super::admin_get(&rig, w.dir.path(), "/suppressions?domain=example.test");
+    assert!(json.starts_with("HTTP/1.1 200"), "{json}");
+    assert!(json.contains("\"address\":\"gone@example.org\""), "{json}");
+    let page = super::admin_get(&rig, w.dir.path(), "/suppressions/page");
+    assert!(
+        page.contains("<td>gone@example.org</td><td>hard_bounce</td>"),
+        "{page}"
+    );
     herald_cli(
         &rig,
         &["suppress", "remove", "example.test", "gone@example.org"],

@@ -66,7 +66,7 @@ fn main() {
     while i < total {
         let n = (total - i).min(2000);
         let batch: Vec<Arc<Event>> = (i..i + n).map(|j| Arc::new(event(j, start))).collect();
-        db::insert(&mut conn, &batch, &|_| false, 0).expect("insert");
+        db::insert(&mut conn, &batch, &|_| false, &|_| 0, 0).expect("insert");
         i += n;
     }
     let load = loading.elapsed();

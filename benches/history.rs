@@ -26,7 +26,7 @@ fn event(i: usize, start: u64) -> Event {
     let kind = match i % 4 {
         0 => EventKind::Accepted,
         1 => EventKind::Deferred,
-        2 if msg % 50 == 0 => EventKind::Bounced,
+        2 if msg.is_multiple_of(50) => EventKind::Bounced,
         2 => EventKind::Delivered,
         _ => EventKind::Deferred,
     };
@@ -66,7 +66,7 @@ fn main() {
     while i < total {
         let n = (total - i).min(2000);
         let batch: Vec<Arc<Event>> = (i..i + n).map(|j| Arc::new(event(j, start))).collect();
-        db::insert(&mut conn, &batch, &|_| false, 0).expect("insert");
+        db::insert(&mut conn, &batch, &|_| false, &|_| 0, 0).expect("insert");
         i += n;
     }
     let load = loading.elapsed();

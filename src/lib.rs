@@ -7,7 +7,7 @@
 //!
 //! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`clock`], [`events`],
 //! [`fsutil`], [`headers`], [`trust`], [`resolver`] → [`cluster`] → [`spool`] → [`suppress`], [`guard`] → [`bounce`] → [`signing`], [`mta_sts`], [`dns`] →
-//! [`history`] → [`outbound`] → [`own_mail`] → [`queue`] → [`report`], [`webhook`] → [`smtp_server`] → [`feedback`] → [`inbound`] →
+//! [`history`] → [`outbound`] → [`own_mail`] → [`queue`] → [`report`], [`webhook`] → [`smtp_server`] → [`feedback`] → [`web`] → [`inbound`] →
 //! [`admin`] → [`node`] → [`commands`].
 
 pub mod admin;
@@ -42,4 +42,5 @@ pub mod spool;
 pub mod store;
 pub mod suppress;
 pub mod trust;
+pub mod web;
 pub mod webhook;

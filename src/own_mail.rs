@@ -119,7 +119,7 @@ impl OwnMail {
         self.spool
             .store(envelope, signed)
             .await
-            .map_err(SendError::Spool)
+            .map_err(|e| SendError::Spool(e.into()))
     }
 }
 

@@ -38,7 +38,7 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
     let differ =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
 
-    let restart_only: [(&str, bool); 15] = [
+    let restart_only: [(&str, bool); 16] = [
         (
             "smtp.submission",
             old.smtp.submission != new.smtp.submission,
@@ -84,6 +84,10 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
             old.delivery.max_connections != new.delivery.max_connections,
         ),
         ("cluster", differ(&old.cluster, &new.cluster)),
+        (
+            "web (the public HTTPS listener)",
+            differ(&old.web, &new.web),
+        ),
     ];
     c.need_restart = restart_only
         .iter()

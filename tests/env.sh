@@ -16,6 +16,8 @@ TEST_PACKAGES=(
   systemd           # systemd-analyze verify checks config/herald.service
   util-linux        # script: a pseudo-terminal for the hash-password prompt test
   postgresql        # PostgreSQL 15 (initdb, postgres, psql): the cluster tests' shared database
+  pebble            # Let's Encrypt's test ACME server: herald's [web] certificates (tests/support/pebble.rs)
+  curl              # an independent HTTPS client for the [web] listener's certificate and pages
 )
 
 # One set of flags for every build (clippy, tests, engineers' machines), so nothing is compiled

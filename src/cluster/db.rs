@@ -18,7 +18,7 @@ pub type Client = deadpool_postgres::Object;
 
 /// Why the cluster's database could not do something, typed so that the spool and the stores
 /// keep it in their own errors and their callers choose the reply (a `451`, a log line).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DbError {
     /// No connection: the server is down or unreachable, or the pool stayed exhausted past
     /// `connect_timeout`.

@@ -135,7 +135,7 @@ fn generate(
     let mut config_block = String::new();
     let mut records = String::new();
     for (alg, selector, file) in plan {
-        let generated = keys::generate(alg, bits).map_err(anyhow::Error::msg)?;
+        let generated = keys::generate(alg, bits)?;
         keys::write_private_key(&file, &generated.pem)
             .map_err(|e| anyhow::anyhow!("{}: cannot write the key: {e}", file.display()))?;
         println!(
@@ -198,7 +198,7 @@ fn list(cfg: &crate::config::Config) -> ExitCode {
                     )
                 } else {
                     bad += 1;
-                    ("-".into(), problem)
+                    ("-".into(), problem.to_string())
                 }
             }
         };

@@ -73,7 +73,7 @@ pub struct RejectedArgs {
 /// Runs a `herald dmarc` subcommand.
 pub async fn run(config: &Path, cmd: DmarcCommand) -> anyhow::Result<ExitCode> {
     let cfg = super::load_config(config)?;
-    let store = store::open(&cfg)?;
+    let store = store::open(&cfg).await?;
     match cmd {
         DmarcCommand::Summary(a) => {
             let s = summary::build(&cfg, store.as_ref(), a.domain.as_deref(), a.days).await?;
@@ -122,7 +122,7 @@ pub async fn run(config: &Path, cmd: DmarcCommand) -> anyhow::Result<ExitCode> {
                         rcpt: "import".into(),
                         raw: raw.to_vec(),
                     };
-                    let o = store.accept(&mail, &items)?;
+                    let o = store.accept(&mail, &items).await?;
                     println!(
                         "{}: {} stored, {} duplicate, {} unreadable",
                         file.display(),
@@ -143,7 +143,7 @@ pub async fn run(config: &Path, cmd: DmarcCommand) -> anyhow::Result<ExitCode> {
             }
         }
         DmarcCommand::Rejected(a) => {
-            let list = store.rejected(a.limit)?;
+            let list = store.rejected(a.limit).await?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else if list.is_empty() {

@@ -31,7 +31,17 @@ pub async fn run(config: &Path, args: DnsArgs) -> anyhow::Result<ExitCode> {
     };
     let cfg = super::load_config(config)?;
     let keys = Signer::load(&cfg)?.published_keys();
-    let set = records::build(&cfg, &keys, args.domain.as_deref());
+    let mut set = records::build(&cfg, &keys, args.domain.as_deref());
+    // [web] hosted MTA-STS: the policy id depends on the live MX when none is configured.
+    if !cfg.web.mta_sts.is_empty() {
+        let resolver = crate::resolver::authenticator(&cfg.dns)?;
+        let (mut policies, problems) = crate::web::hosted_sts::all_policies(&cfg, &resolver).await;
+        let wanted = args.domain.as_deref().map(records::normalize_name);
+        policies.retain(|p| wanted.as_ref().is_none_or(|w| *w == p.domain));
+        set.records
+            .extend(crate::web::hosted_sts::records(&cfg, &policies));
+        set.warnings.extend(problems);
+    }
     for w in &set.warnings {
         eprintln!("herald: warning: {w}");
     }

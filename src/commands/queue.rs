@@ -158,7 +158,7 @@ fn report(r: &ActionResult) -> ExitCode {
 
 async fn offline(cfg: &Config, dir: &Path, cmd: QueueCommand) -> anyhow::Result<ExitCode> {
     let (spool, _arrivals) = Spool::open_dir(dir)?;
-    let messages = spool.recover()?;
+    let messages = spool.recover().await?;
     let find = |id: &str| messages.iter().find(|m| m.id == id).cloned();
     let missing = |id: &str| {
         report(&ActionResult {
@@ -191,7 +191,7 @@ async fn offline(cfg: &Config, dir: &Path, cmd: QueueCommand) -> anyhow::Result<
             let now = unix_now();
             for mut m in targets.iter().cloned() {
                 m.state.retry_now(now);
-                spool.write_state(&m.id, &m.state)?;
+                spool.write_state(&m.id, &m.state).await?;
             }
             format!(
                 "{} message(s) will be attempted as soon as herald starts",
@@ -204,13 +204,13 @@ async fn offline(cfg: &Config, dir: &Path, cmd: QueueCommand) -> anyhow::Result<
         QueueCommand::Hold { id } => {
             let mut m = find(&id).ok_or_else(|| anyhow::anyhow!("no message {id}"))?;
             m.state.hold();
-            spool.write_state(&id, &m.state)?;
+            spool.write_state(&id, &m.state).await?;
             format!("{id} held: no attempts until released")
         }
         QueueCommand::Release { id } => {
             let mut m = find(&id).ok_or_else(|| anyhow::anyhow!("no message {id}"))?;
             m.state.release();
-            spool.write_state(&id, &m.state)?;
+            spool.write_state(&id, &m.state).await?;
             format!("{id} released; it will be attempted when herald starts")
         }
         QueueCommand::Delete { id, bounce } => {
@@ -222,7 +222,7 @@ async fn offline(cfg: &Config, dir: &Path, cmd: QueueCommand) -> anyhow::Result<
                 let signer = std::sync::Arc::new(crate::signing::Signer::load(cfg)?);
                 let own =
                     crate::own_mail::OwnMail::new(spool.clone(), signer, &cfg.server.hostname);
-                let data = spool.read_message(&id)?;
+                let data = spool.read_message(&id).await?;
                 let failures = operator_failures(&m.state);
                 note = match crate::queue::dsn::queue_notice(
                     cfg,
@@ -241,7 +241,7 @@ async fn offline(cfg: &Config, dir: &Path, cmd: QueueCommand) -> anyhow::Result<
                     None => "; no bounce (null sender)".into(),
                 };
             }
-            spool.remove(&id)?;
+            spool.remove(&id).await?;
             format!("{id} deleted{note}")
         }
     };
@@ -368,7 +368,8 @@ async fn cluster_direct(
     let message = match cmd {
         QueueCommand::List => {
             let views: Vec<MessageView> = leases
-                .list_all(None)?
+                .list_all(None)
+                .await?
                 .iter()
                 .map(|e| MessageView::of_cluster(e, false))
                 .collect();
@@ -376,30 +377,30 @@ async fn cluster_direct(
             return Ok(ExitCode::SUCCESS);
         }
         QueueCommand::Show { id } => {
-            let Some(entry) = leases.list_all(Some(&id))?.into_iter().next() else {
+            let Some(entry) = leases.list_all(Some(&id)).await?.into_iter().next() else {
                 return Ok(missing(&id));
             };
             print_show(&MessageView::of_cluster(&entry, false));
             return Ok(ExitCode::SUCCESS);
         }
-        QueueCommand::Retry { id: Some(id), .. } => match leases.retry_now(Some(&id))? {
+        QueueCommand::Retry { id: Some(id), .. } => match leases.retry_now(Some(&id)).await? {
             0 => return Ok(missing(&id)),
             _ => format!("{id} scheduled for an attempt now"),
         },
         QueueCommand::Retry { id: None, .. } => format!(
             "{} message(s) scheduled for an attempt now",
-            leases.retry_now(None)?
+            leases.retry_now(None).await?
         ),
-        QueueCommand::Hold { id } => match leases.set_held(&id, true)? {
+        QueueCommand::Hold { id } => match leases.set_held(&id, true).await? {
             false => return Ok(missing(&id)),
             true => format!("{id} held: no attempts until released"),
         },
-        QueueCommand::Release { id } => match leases.set_held(&id, false)? {
+        QueueCommand::Release { id } => match leases.set_held(&id, false).await? {
             false => return Ok(missing(&id)),
             true => format!("{id} released"),
         },
         QueueCommand::Delete { id, bounce } => {
-            let Some(entry) = leases.list_all(Some(&id))?.into_iter().next() else {
+            let Some(entry) = leases.list_all(Some(&id)).await?.into_iter().next() else {
                 return Ok(missing(&id));
             };
             let mut note = String::new();
@@ -408,7 +409,7 @@ async fn cluster_direct(
                 let signer = std::sync::Arc::new(crate::signing::Signer::load(cfg)?);
                 let own =
                     crate::own_mail::OwnMail::new(spool.clone(), signer, &cfg.server.hostname);
-                let data = spool.read_message(&id)?;
+                let data = spool.read_message(&id).await?;
                 let failures = operator_failures(&entry.message.state);
                 note = match crate::queue::dsn::queue_notice(
                     cfg,
@@ -427,7 +428,7 @@ async fn cluster_direct(
                     None => "; no bounce (null sender)".into(),
                 };
             }
-            match leases.take(&id)? {
+            match leases.take(&id).await? {
                 None => return Ok(missing(&id)),
                 Some(_) => format!("{id} deleted{note}"),
             }

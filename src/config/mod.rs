@@ -16,6 +16,8 @@ mod services;
 pub use bounce::*;
 pub use history::*;
 pub use services::*;
+mod web;
+pub use web::*;
 
 /// Default location of the configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/herald.toml";
@@ -89,6 +91,9 @@ pub struct Config {
     /// Several nodes on one PostgreSQL; absent, herald is a single node on its own files.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// The public HTTPS listener: ACME certificates, hosted MTA-STS, one-click unsubscribe.
+    #[serde(default)]
+    pub web: WebConfig,
     /// The message history (events per recipient, searchable).
     #[serde(default)]
     pub history: HistoryConfig,
@@ -276,6 +281,9 @@ pub struct AppConfig {
     /// and a message carrying the header from an app without it is refused.
     #[serde(default)]
     pub allow_tls_optional: bool,
+    /// `"one-click"`: herald adds RFC 8058 unsubscribe headers to this app's mail.
+    #[serde(default)]
+    pub unsubscribe: UnsubscribeMode,
     /// Where herald POSTs this app's message events (`https://…`), signed with
     /// `webhook_secret` the Standard Webhooks way.
     #[serde(default)]
@@ -525,6 +533,14 @@ impl Config {
             .token_file
             .clone()
             .unwrap_or_else(|| self.server.data_dir.join("admin.token"))
+    }
+
+    /// The `[web]` directory: ACME account, certificate, unsubscribe secret and records.
+    pub fn web_dir(&self) -> PathBuf {
+        self.web
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("web"))
     }
 
     /// The TLS-RPT pending-report directory.

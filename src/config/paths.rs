@@ -28,6 +28,7 @@ impl Config {
         self.delivery.capture_dir.iter_mut().for_each(fix);
         self.admin.token_file.iter_mut().for_each(fix);
         self.feedback.database.iter_mut().for_each(fix);
+        self.web.dir.iter_mut().for_each(fix);
         if let Some(cluster) = &mut self.cluster {
             cluster.password_file.iter_mut().for_each(fix);
             cluster.tls_ca_file.iter_mut().for_each(fix);

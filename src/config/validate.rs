@@ -19,6 +19,13 @@ impl Config {
                     .into(),
             ));
         }
+        let unsubscribing: Vec<&str> = (self.apps.iter())
+            .filter(|(_, a)| a.unsubscribe == super::UnsubscribeMode::OneClick)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if let Err((key, problem)) = self.web.validate(&unsubscribing) {
+            return Err(err(&key, problem));
+        }
         self.bounce
             .check()
             .map_err(|(key, problem)| err(&key, problem))?;

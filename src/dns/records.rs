@@ -41,6 +41,10 @@ pub enum Purpose {
     ReportMx,
     /// RFC 7489 §7.1: the report domain agrees to receive a domain's DMARC reports.
     ReportAuthorization,
+    /// The MTA-STS announcement at `_mta-sts.<domain>` (policy hosted by herald's `[web]`).
+    MtaSts,
+    /// `mta-sts.<domain>`, the policy host, pointing at herald.
+    MtaStsHost,
     /// An app's return-path domain (issue 24): its MX to herald's feedback listener, and its
     /// SPF record (the VERP MAIL FROM is checked against it).
     ReturnPath,

@@ -135,11 +135,15 @@ impl MailHandler for ReportHandler {
                 rcpt: mail.rcpts.join(","),
                 raw: mail.raw,
             };
-            let done = tokio::task::spawn_blocking(move || {
+            let parsed = tokio::task::spawn_blocking(move || {
                 let items = parse_mail(&mail.raw, &limits);
-                store.accept(&mail, &items)
+                (mail, items)
             })
             .await;
+            let done = match parsed {
+                Ok((mail, items)) => Ok(store.accept(&mail, &items).await),
+                Err(e) => Err(e),
+            };
             match done {
                 Ok(Ok(o)) => {
                     tracing::info!(event = "report_received", client = %ip, stored = o.stored,

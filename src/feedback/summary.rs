@@ -156,8 +156,8 @@ pub async fn build(
 ) -> anyhow::Result<Summary> {
     let now = crate::store::now();
     let since = now - i64::from(days) * 86_400;
-    let rows = store.dmarc_rows(domain, since)?;
-    let counters = store.counters()?;
+    let rows = store.dmarc_rows(domain, since).await?;
+    let counters = store.counters().await?;
     let classifier = Classifier::new(cfg);
     let signing: BTreeSet<String> = cfg
         .dkim
@@ -174,7 +174,7 @@ pub async fn build(
         let signed = signing.contains(&name);
         domains.push(domain_summary(&classifier, name, signed, &rows, cfg).await);
     }
-    let tls_reports = store.tls_reports(since)?;
+    let tls_reports = store.tls_reports(since).await?;
     Ok(Summary {
         generated_at: now,
         days,

@@ -91,15 +91,17 @@ pub struct StoredEvent {
 }
 
 /// Inserts `events` in one transaction; each event of an app in `webhook_apps` also goes to
-/// that app's outbox while it holds fewer than `max_backlog` events. Returns, per app, how
-/// many events were queued and how many overflowed.
+/// that app's outbox while it holds fewer than `max_backlog` events (`backlog_of` tells how
+/// many it holds: the writer keeps the count, never a `count(*)` per batch). Returns, per app,
+/// how many events were queued and how many overflowed.
 pub fn insert(
     conn: &mut Connection,
     events: &[Arc<Event>],
     webhook_apps: &dyn Fn(&str) -> bool,
+    backlog_of: &dyn Fn(&str) -> u64,
     max_backlog: usize,
 ) -> rusqlite::Result<Vec<(String, u64, u64)>> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut per_app: Vec<(String, u64, u64)> = Vec::new();
     let mut room: Vec<(String, u64)> = Vec::new();
     {
@@ -132,7 +134,7 @@ pub fn insert(
             let i = match room.iter().position(|(a, _)| a == app) {
                 Some(i) => i,
                 None => {
-                    let left = (max_backlog as u64).saturating_sub(backlog_in(&tx, app)?);
+                    let left = (max_backlog as u64).saturating_sub(backlog_of(app));
                     room.push((app.to_string(), left));
                     per_app.push((app.to_string(), 0, 0));
                     room.len() - 1
@@ -310,7 +312,9 @@ pub fn next_batch(
     size: usize,
     now: u64,
 ) -> rusqlite::Result<Option<Batch>> {
-    let tx = conn.transaction()?;
+    // IMMEDIATE: this reads then writes; a deferred transaction would fail with
+    // SQLITE_BUSY(_SNAPSHOT) instead of waiting when the writer thread committed in between.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let existing = tx
         .query_row(
             "SELECT id, webhook_id, body, events, created, attempts, next_attempt
@@ -422,7 +426,7 @@ mod tests {
             ev(EventKind::Bounced, 12, "eve@example.net", "shop"),
             ev(EventKind::Delivered, 13, "ann@example.net", "other"),
         ];
-        let per_app = insert(&mut conn, &events, &|a| a == "shop", 2).unwrap();
+        let per_app = insert(&mut conn, &events, &|a| a == "shop", &|_| 0, 2).unwrap();
         assert_eq!(per_app, vec![("shop".to_string(), 2, 1)]);
 
         let q = Query {

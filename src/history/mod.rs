@@ -104,6 +104,16 @@ pub async fn start(cfg: &Config, cluster: Option<Db>) -> anyhow::Result<Option<H
         .filter(|(_, a)| a.webhook_url.is_some())
         .map(|(n, _)| n.clone())
         .collect();
+    // The backlog gauge is the writer's count of each app's waiting events (the senders
+    // lower it as batches leave): set from the database once, here, before anything writes.
+    for app in &apps {
+        let name = app.clone();
+        let n = db.call_now(move |c| db::backlog(c, &name))?;
+        stats::stats()
+            .backlog
+            .get_or_create(&stats::app(app))
+            .set(n as i64);
+    }
     let (queued_tx, queued) = watch::channel(0u64);
     let max_backlog = cfg.webhooks.max_backlog;
     std::thread::Builder::new()
@@ -153,7 +163,14 @@ fn write_loop(
             }
         }
         let s = stats::stats();
-        match db::insert(&mut conn, &batch, &|a| apps.contains(a), max_backlog) {
+        let backlog_of = |a: &str| s.backlog.get_or_create(&stats::app(a)).get().max(0) as u64;
+        match db::insert(
+            &mut conn,
+            &batch,
+            &|a| apps.contains(a),
+            &backlog_of,
+            max_backlog,
+        ) {
             Ok(per_app) => {
                 s.stored.inc_by(batch.len() as u64);
                 let mut any = false;

@@ -181,6 +181,7 @@ mod tests {
                 max_message_size: None,
                 rate_limit: 0,
                 allow_tls_optional: false,
+                unsubscribe: Default::default(),
                 webhook_url: None,
                 webhook_secret: None,
                 return_path_domain: None,

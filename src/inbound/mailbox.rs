@@ -38,11 +38,23 @@ pub fn field_values(headers: &[u8], name: &str) -> Vec<Vec<u8>> {
     out
 }
 
+/// What is wrong with an address field's syntax, in words for the sender's refusal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AddressSyntax(pub String);
+
+impl From<&str> for AddressSyntax {
+    fn from(s: &str) -> AddressSyntax {
+        AddressSyntax(s.to_string())
+    }
+}
+
 /// Parses a mailbox-list (the `From:` field body): one or more mailboxes separated by
 /// commas. Returns each mailbox's address as `local@domain` (a quoted local part keeps its
 /// quotes), or what is wrong.
-pub fn mailbox_list(value: &[u8]) -> Result<Vec<String>, String> {
-    let text = std::str::from_utf8(value).map_err(|_| "it is not valid UTF-8".to_string())?;
+pub fn mailbox_list(value: &[u8]) -> Result<Vec<String>, AddressSyntax> {
+    let text =
+        std::str::from_utf8(value).map_err(|_| AddressSyntax::from("it is not valid UTF-8"))?;
     let mut p = Parser {
         s: text.as_bytes(),
         i: 0,
@@ -57,11 +69,11 @@ pub fn mailbox_list(value: &[u8]) -> Result<Vec<String>, String> {
                 out.push(p.mailbox()?);
             }
             Some(c) => {
-                return Err(format!(
+                return Err(AddressSyntax(format!(
                     "unexpected {:?} after the address {}",
                     c as char,
                     out.last().map(String::as_str).unwrap_or("")
-                ));
+                )));
             }
         }
     }
@@ -83,7 +95,7 @@ impl Parser<'_> {
     }
 
     /// Skips folding white space and (nested) comments.
-    fn cfws(&mut self) -> Result<(), String> {
+    fn cfws(&mut self) -> Result<(), AddressSyntax> {
         loop {
             match self.peek() {
                 Some(b' ' | b'\t' | b'\r' | b'\n') => self.i += 1,
@@ -93,7 +105,7 @@ impl Parser<'_> {
         }
     }
 
-    fn comment(&mut self) -> Result<(), String> {
+    fn comment(&mut self) -> Result<(), AddressSyntax> {
         let mut depth = 0usize;
         while let Some(b) = self.peek() {
             self.i += 1;
@@ -131,7 +143,7 @@ impl Parser<'_> {
     }
 
     /// A quoted string, returned with its quotes and escapes as written.
-    fn quoted(&mut self) -> Result<String, String> {
+    fn quoted(&mut self) -> Result<String, AddressSyntax> {
         let start = self.i;
         self.i += 1;
         loop {
@@ -160,7 +172,7 @@ impl Parser<'_> {
     }
 
     /// One word of a display name or local part: an atom or a quoted string.
-    fn word(&mut self) -> Result<Option<String>, String> {
+    fn word(&mut self) -> Result<Option<String>, AddressSyntax> {
         self.cfws()?;
         match self.peek() {
             Some(b'"') => Ok(Some(self.quoted()?)),
@@ -169,7 +181,7 @@ impl Parser<'_> {
     }
 
     /// `name-addr / addr-spec`.
-    fn mailbox(&mut self) -> Result<String, String> {
+    fn mailbox(&mut self) -> Result<String, AddressSyntax> {
         self.cfws()?;
         let start = self.i;
         // Try name-addr: a phrase (possibly empty) then `<addr-spec>`.
@@ -192,7 +204,7 @@ impl Parser<'_> {
             let addr = self.addr_spec()?;
             self.cfws()?;
             if self.peek() != Some(b'>') {
-                return Err(format!("<{addr} is not closed with '>'"));
+                return Err(AddressSyntax(format!("<{addr} is not closed with '>'")));
             }
             self.i += 1;
             return Ok(addr);
@@ -203,17 +215,19 @@ impl Parser<'_> {
     }
 
     /// `local-part "@" domain`: exactly one `@` outside quotes.
-    fn addr_spec(&mut self) -> Result<String, String> {
+    fn addr_spec(&mut self) -> Result<String, AddressSyntax> {
         self.cfws()?;
         let local = match self.peek() {
             Some(b'"') => self.quoted()?,
             _ => self
                 .dot_atom()
-                .ok_or_else(|| self.unexpected("an address"))?,
+                .ok_or_else(|| AddressSyntax(self.unexpected("an address")))?,
         };
         self.cfws()?;
         if self.peek() != Some(b'@') {
-            return Err(self.unexpected(&format!("'@' after {local}")));
+            return Err(AddressSyntax(
+                self.unexpected(&format!("'@' after {local}")),
+            ));
         }
         self.i += 1;
         self.cfws()?;
@@ -230,14 +244,14 @@ impl Parser<'_> {
             }
             String::from_utf8_lossy(&self.s[start..self.i]).into_owned()
         } else {
-            let d = self
-                .dot_atom()
-                .ok_or_else(|| self.unexpected(&format!("a domain after {local}@")))?;
+            let d = self.dot_atom().ok_or_else(|| {
+                AddressSyntax(self.unexpected(&format!("a domain after {local}@")))
+            })?;
             if !d
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b >= 0x80)
             {
-                return Err(format!("{d} is not a domain name"));
+                return Err(AddressSyntax(format!("{d} is not a domain name")));
             }
             d
         };
@@ -256,7 +270,7 @@ impl Parser<'_> {
 mod tests {
     use super::*;
 
-    fn list(s: &str) -> Result<Vec<String>, String> {
+    fn list(s: &str) -> Result<Vec<String>, AddressSyntax> {
         mailbox_list(s.as_bytes())
     }
 

@@ -252,6 +252,17 @@ impl Session {
             chrono::Utc::now(),
         );
         let mut trace = trace;
+        // [web] one-click unsubscribe headers (RFC 8058), signed with the rest: for a message
+        // with one recipient (the link names it) whose app set none itself.
+        if let (Some(app), Some(oc), [rcpt]) = (
+            self.app.as_deref(),
+            crate::web::unsubscribe::installed(),
+            tx.recipients.as_slice(),
+        ) && crate::web::unsubscribe::wanted_by(&self.shared.cfg, Some(app))
+            && !hygiene::has_header(&headers, "List-Unsubscribe")
+        {
+            trace.extend_from_slice(&oc.header_fields(app, &tx.mail_from, rcpt));
+        }
         let after = self.shared.after.get();
         if let (Some(after), Some(app)) = (after, self.app.as_deref()) {
             trace.extend_from_slice(&after.headers(app, &tx.recipients, unix_now()));

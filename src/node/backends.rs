@@ -55,7 +55,7 @@ impl Backends {
         Ok(Backends {
             spool,
             arrivals: Some(arrivals),
-            reports: crate::store::open(cfg)?,
+            reports: crate::store::open_on(cfg, cluster.as_ref().map(|c| c.db.clone())).await?,
             cluster,
         })
     }

@@ -14,6 +14,8 @@ pub struct Sockets {
     pub feedback: Option<tokio::net::TcpListener>,
     /// `[dns_server] listen`.
     pub dns: Option<crate::dns::authority::DnsSockets>,
+    /// `[web] listen`.
+    pub web: Option<tokio::net::TcpListener>,
 }
 
 impl Sockets {
@@ -28,6 +30,7 @@ impl Sockets {
             },
             feedback: crate::feedback::bind(cfg).await?,
             dns: crate::dns::authority::bind(cfg).await?,
+            web: crate::web::bind(cfg).await?,
         })
     }
 }

@@ -124,6 +124,15 @@ impl Node {
                 cfg.apps.keys().cloned().collect(),
             ));
         node.push(Box::new(subsystems::AfterDelivery(after.clone())));
+        // [web] the public HTTPS listener (ACME certificates, hosted MTA-STS, unsubscribe
+        // pages); one-click unsubscribe (recording into the suppression list) is installed
+        // before the SMTP listeners add its headers and the feedback listener routes its
+        // mailto: address.
+        if let Some(web) =
+            subsystems::start_web(&parts, sockets.web.take(), after.suppressions.clone()).await?
+        {
+            node.push(Box::new(web));
+        }
         // [feedback] the report listener (DMARC and TLS-RPT reports into the store; bounces
         // and complaints to the after-delivery subsystem).
         if let Some(feedback) =

@@ -145,8 +145,52 @@ pub(super) async fn start_feedback(
     if let Some(address) = after.complaint_address() {
         routes = routes.address(&address, bounces);
     }
+    // [web] the mailto: variant of one-click unsubscribe (installed by `start_web`, first).
+    if let Some(oc) = crate::web::unsubscribe::installed()
+        && let Some(address) = oc.mailto_address()
+    {
+        let handler = Arc::new(crate::web::unsubscribe::mailto::MailtoHandler(oc.clone()));
+        routes = routes.address(address, handler);
+    }
     let listener = crate::feedback::start(cfg.clone(), routes, tls, socket).await?;
     Ok(listener.map(Feedback))
+}
+
+/// Starts `[web]` when it has a socket: one-click unsubscribe installed for the SMTP
+/// listeners, then the public HTTPS listener and its certificate task.
+pub(super) async fn start_web(
+    parts: &Parts,
+    socket: Option<tokio::net::TcpListener>,
+    suppressions: crate::suppress::Suppressions,
+) -> anyhow::Result<Option<Web>> {
+    let cfg = &parts.cfg;
+    let Some(socket) = socket else {
+        return Ok(None);
+    };
+    let one_click = Arc::new(crate::web::unsubscribe::OneClick::open(cfg, suppressions)?);
+    crate::web::unsubscribe::install(one_click.clone());
+    let cluster = parts.backends.cluster.as_ref().map(|c| c.db.clone());
+    Ok(Some(Web(crate::web::start(
+        cfg.clone(),
+        socket,
+        Some(one_click),
+        cluster,
+    )
+    .await?)))
+}
+
+/// The public HTTPS listener (`[web]`; its settings need a restart).
+pub(super) struct Web(crate::web::Running);
+
+impl Subsystem for Web {
+    fn name(&self) -> &'static str {
+        "web"
+    }
+
+    fn finish(&self) -> BoxFuture<'_> {
+        self.0.stop();
+        Box::pin(async {})
+    }
 }
 
 /// Bounces to the return path and ARF complaints (issue 24), on the feedback listener: a VERP

@@ -8,7 +8,7 @@
 use std::sync::atomic::Ordering;
 
 use super::dsn::{self, Kind};
-use super::manager::{Inner, QueueManager, blocking, next_due_ms};
+use super::manager::{Inner, QueueManager, next_due_ms};
 use super::transition::operator_failures;
 use super::view::{ActionResult, MessageView};
 use crate::clock::{now_ms, unix_now};
@@ -103,13 +103,10 @@ impl QueueManager {
                 None => self.list(),
             });
         }
-        let spool = self.inner.spool.clone();
-        let wanted = id.map(str::to_string);
-        let entries = blocking(move || match spool.leases() {
-            Some(l) => l.list_all(wanted.as_deref()),
+        let entries = match self.inner.spool.leases() {
+            Some(l) => l.list_all(id).await,
             None => Ok(Vec::new()),
-        })
-        .await
+        }
         .map_err(|e| failed(format!("cannot read the cluster's queue: {e}")))?;
         let table = self.inner.table();
         Ok(entries
@@ -191,9 +188,7 @@ impl QueueManager {
             table.schedule(id, due);
             (state, events)
         };
-        let spool = self.inner.spool.clone();
-        let owned = id.to_string();
-        if let Err(e) = blocking(move || spool.write_state(&owned, &state)).await {
+        if let Err(e) = self.inner.spool.write_state(id, &state).await {
             return failed(format!("cannot record the change for {id}: {e}"));
         }
         super::emit::send(events);
@@ -231,9 +226,7 @@ impl QueueManager {
         let inner = &self.inner;
         let mut note = String::new();
         if bounce {
-            let spool = inner.spool.clone();
-            let owned = id.to_string();
-            match blocking(move || spool.read_message(&owned)).await {
+            match inner.spool.read_message(id).await {
                 Ok(data) => {
                     note = operator_bounce(inner, &msg, &data)
                         .await
@@ -242,9 +235,7 @@ impl QueueManager {
                 Err(e) => note = format!("; the bounce could not be built: {e}"),
             }
         }
-        let spool = inner.spool.clone();
-        let owned = id.to_string();
-        if let Err(e) = blocking(move || spool.remove(&owned)).await {
+        if let Err(e) = inner.spool.remove(id).await {
             return failed(format!("cannot remove {id}: {e}"));
         }
         tracing::info!(queue_id = %id, bounce, "message deleted by the operator");
@@ -267,13 +258,10 @@ impl QueueManager {
                 Ok(_) => {}
             }
         }
-        let spool = self.inner.spool.clone();
-        let wanted = id.map(str::to_string);
-        let result = blocking(move || match spool.leases() {
-            Some(l) => l.retry_now(wanted.as_deref()),
+        let result = match self.inner.spool.leases() {
+            Some(l) => l.retry_now(id).await,
             None => Ok(0),
-        })
-        .await;
+        };
         self.inner.lease_wake.notify_one();
         match (result, id) {
             (Err(e), _) => failed(format!("cannot record the retry: {e}")),
@@ -284,13 +272,10 @@ impl QueueManager {
     }
 
     async fn cluster_set_held(&self, id: &str, held: bool) -> Control {
-        let spool = self.inner.spool.clone();
-        let owned = id.to_string();
-        let result = blocking(move || match spool.leases() {
-            Some(l) => l.set_held(&owned, held),
+        let result = match self.inner.spool.leases() {
+            Some(l) => l.set_held(id, held).await,
             None => Ok(false),
-        })
-        .await;
+        };
         self.inner.lease_wake.notify_one();
         match result {
             Err(e) => failed(format!("cannot record the change for {id}: {e}")),
@@ -307,21 +292,15 @@ impl QueueManager {
             Ok(found) if found.is_empty() => {
                 return not_found(id);
             }
-            Ok(_) => {
-                let spool = inner.spool.clone();
-                let owned = id.to_string();
-                match blocking(move || spool.load(&owned)).await {
-                    Ok(m) => m,
-                    Err(e) => return failed(format!("cannot read {id}: {e}")),
-                }
-            }
+            Ok(_) => match inner.spool.load(id).await {
+                Ok(m) => m,
+                Err(e) => return failed(format!("cannot read {id}: {e}")),
+            },
         };
         // The bounce is queued before the message goes: a failure leaves the message in place.
         let mut note = String::new();
         if bounce {
-            let spool = inner.spool.clone();
-            let owned = id.to_string();
-            let data = match blocking(move || spool.read_message(&owned)).await {
+            let data = match inner.spool.read_message(id).await {
                 Ok(d) => d,
                 Err(e) => return failed(format!("the bounce could not be built: {e}")),
             };
@@ -330,14 +309,10 @@ impl QueueManager {
                 Err(e) => return e,
             };
         }
-        let spool = inner.spool.clone();
-        let owned = id.to_string();
-        match blocking(move || match spool.leases() {
-            Some(l) => l.take(&owned),
+        match match inner.spool.leases() {
+            Some(l) => l.take(id).await,
             None => Ok(None),
-        })
-        .await
-        {
+        } {
             Err(e) => return failed(format!("cannot remove {id}: {e}")),
             Ok(None) => return not_found(id),
             Ok(Some(_)) => {}

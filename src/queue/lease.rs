@@ -15,15 +15,39 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::manager::{Inner, Phase, blocking, next_due_ms};
-use crate::spool::{ClusterEntry, QueueId};
+use super::manager::{Inner, Phase, next_due_ms};
+use crate::spool::{ClusterEntry, QueueId, Spool};
 
 /// Most messages adopted in one round (the rest at the next).
 const ADOPT_BATCH: usize = 500;
 
 /// How long after a successful renewal new attempts may still start.
-pub(super) fn valid_for(lease: Duration) -> Duration {
+fn valid_for(lease: Duration) -> Duration {
     lease / 2
+}
+
+/// The queue's lease work, as the manager sees it (this file extends [`Inner`] the way
+/// `control.rs` extends the manager, so the manager names nothing of this file).
+impl Inner {
+    /// Until when this node's leases count as held at start (recovery has just claimed them):
+    /// `None` on a single node.
+    pub(super) fn leases_valid_at_start(spool: &Spool) -> Option<Instant> {
+        spool
+            .leases()
+            .map(|l| Instant::now() + valid_for(l.lease()))
+    }
+
+    /// Starts the lease keeper ([`keep`]) when the spool is shared by a cluster.
+    pub(super) fn start_lease_keeper(self: &Arc<Self>) {
+        if self.spool.leases().is_some() {
+            tokio::spawn(keep(self.clone()));
+        }
+    }
+
+    /// Gives this node's leases up at a clean shutdown ([`release`]).
+    pub(super) async fn release_leases(self: &Arc<Self>) {
+        release(self).await;
+    }
 }
 
 /// How often the keeper looks for mail to adopt (a released lease is taken this soon).
@@ -31,7 +55,7 @@ const ADOPT_EVERY: Duration = Duration::from_secs(5);
 
 /// Renews and reconciles every `lease/4` (or at once when woken), adopts every
 /// [`ADOPT_EVERY`] at most, until shutdown.
-pub(super) async fn keep(inner: Arc<Inner>) {
+async fn keep(inner: Arc<Inner>) {
     let Some(lease) = inner.spool.leases().map(|l| l.lease()) else {
         return;
     };
@@ -66,12 +90,10 @@ async fn renew(
     reachable: &mut bool,
 ) -> bool {
     let before: Vec<QueueId> = inner.table().entries.keys().cloned().collect();
-    let spool = inner.spool.clone();
-    let renewed = blocking(move || match spool.leases() {
-        Some(l) => l.renew(),
+    let renewed = match inner.spool.leases() {
+        Some(l) => l.renew().await,
         None => Ok(Vec::new()),
-    })
-    .await;
+    };
     match renewed {
         Ok(held) => {
             *inner
@@ -139,9 +161,7 @@ async fn reconcile(inner: &Arc<Inner>, before: Vec<QueueId>, held: HashMap<Queue
         }
     }
     for (id, seq) in changed {
-        let spool = inner.spool.clone();
-        let owned = id.clone();
-        match blocking(move || spool.load(&owned)).await {
+        match inner.spool.load(&id).await {
             Ok(fresh) => {
                 let mut table = inner.table();
                 let due = table.entries.get_mut(&id).and_then(|entry| {
@@ -168,12 +188,10 @@ async fn adopt(inner: &Arc<Inner>) {
     if *inner.phase.borrow() != Phase::Running {
         return;
     }
-    let spool = inner.spool.clone();
-    let adopted = blocking(move || match spool.leases() {
-        Some(l) => l.adopt(ADOPT_BATCH),
+    let adopted = match inner.spool.leases() {
+        Some(l) => l.adopt(ADOPT_BATCH).await,
         None => Ok(Vec::new()),
-    })
-    .await;
+    };
     let adopted: Vec<ClusterEntry> = match adopted {
         Ok(list) => list,
         Err(e) => {
@@ -205,14 +223,12 @@ async fn adopt(inner: &Arc<Inner>) {
 }
 
 /// Gives this node's leases up at a clean shutdown, so the other nodes take its mail at once.
-pub(super) async fn release(inner: &Arc<Inner>) {
-    let spool = inner.spool.clone();
-    match blocking(move || match spool.leases() {
-        Some(l) => l.release_all(),
+async fn release(inner: &Arc<Inner>) {
+    let released = match inner.spool.leases() {
+        Some(l) => l.release_all().await,
         None => Ok(0),
-    })
-    .await
-    {
+    };
+    match released {
         Ok(0) => {}
         Ok(n) => tracing::info!(messages = n, "cluster: leases released for the other nodes"),
         Err(e) => tracing::warn!(error = %e,

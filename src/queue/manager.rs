@@ -172,15 +172,6 @@ pub(super) fn next_due_ms(msg: &SpooledMessage) -> Option<u64> {
     msg.state.next_attempt().map(|s| s.saturating_mul(1000))
 }
 
-/// Writes blocking spool I/O off the async reactor.
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
-) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| std::io::Error::other(format!("spool task failed: {e}")))?
-}
-
 impl QueueManager {
     /// Locks the spool, recovers every waiting message and starts delivering; messages stored
     /// later arrive through `arrivals`.
@@ -202,12 +193,9 @@ impl QueueManager {
                 )
             })?;
         let outbound = Arc::new(Outbound::new(&cfg, sts, tls_events)?);
-        let recovering = spool.clone();
-        let recovered = blocking(move || recovering.recover()).await?;
+        let recovered = spool.recover().await?;
         let concurrency = (cfg.delivery.max_connections * 2).max(4);
-        let leases_valid_until = spool
-            .leases()
-            .map(|l| Instant::now() + super::lease::valid_for(l.lease()));
+        let leases_valid_until = Inner::leases_valid_at_start(&spool);
         let own = OwnMail::new(spool.clone(), signer, &cfg.server.hostname);
         let inner = Arc::new(Inner {
             current: std::sync::RwLock::new(Arc::new(Generation { cfg, own, outbound })),
@@ -236,9 +224,8 @@ impl QueueManager {
             }
         }
         if !finished.is_empty() {
-            let spool = inner.spool.clone();
-            let results = blocking(move || Ok(spool.remove_batch(&finished))).await?;
-            results.into_iter().collect::<std::io::Result<()>>()?;
+            let results = inner.spool.remove_batch(&finished).await;
+            results.into_iter().collect::<Result<(), _>>()?;
         }
         tracing::info!(
             waiting,
@@ -247,9 +234,7 @@ impl QueueManager {
         );
         tokio::spawn(receive(inner.clone(), arrivals));
         tokio::spawn(schedule(inner.clone()));
-        if inner.spool.leases().is_some() {
-            tokio::spawn(super::lease::keep(inner.clone()));
-        }
+        inner.start_lease_keeper();
         Ok(QueueManager { inner })
     }
 
@@ -278,7 +263,7 @@ impl QueueManager {
         tokio::pin!(all_done);
         if tokio::time::timeout(grace, &mut all_done).await.is_ok() {
             tracing::info!("queue stopped: no delivery in flight");
-            super::lease::release(inner).await;
+            inner.release_leases().await;
             return;
         }
         let cut = inner
@@ -298,7 +283,7 @@ impl QueueManager {
             tracing::error!("queue stopped before every cut delivery was recorded");
         } else {
             tracing::info!("queue stopped");
-            super::lease::release(inner).await;
+            inner.release_leases().await;
         }
     }
 
@@ -424,7 +409,7 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
     let Some(msg) = inner.table().entries.get(id).map(|e| e.msg.clone()) else {
         return;
     };
-    let data = match inner.spool.read_message_async(id).await {
+    let data = match inner.spool.read_message(id).await {
         Ok(d) => Arc::new(d),
         Err(e) => {
             // A cluster's database comes back within seconds, or the lease keeper pauses

@@ -17,11 +17,9 @@
 use std::time::Duration;
 
 use super::build::{self, Reporter, day_of};
-use super::flush::FlushSummary;
-use super::send::ReportSender;
 use super::store::{DayCounts, OutboxItem};
 use crate::cluster::Db;
-use crate::cluster::db::io_error;
+use crate::cluster::db::{Client, io_error};
 
 /// How often a node moves its counts into the database.
 pub const SYNC_EVERY: Duration = Duration::from_secs(2);
@@ -151,70 +149,128 @@ impl ClusterReports {
         Ok(built)
     }
 
-    /// Sends every outbox report no other node is sending at this moment, each under its row
-    /// lock; adds what happened to `summary`.
-    pub async fn send_outbox(
-        &self,
-        sender: &ReportSender,
-        now: u64,
-        summary: &mut FlushSummary,
-    ) -> std::io::Result<()> {
-        let mut seen: Vec<String> = Vec::new();
+    /// Locks the next outbox report that no other node is sending at this moment and that
+    /// is not in `seen` (to which it is added); `None` when there is none left. An unreadable
+    /// report is dropped on the way.
+    pub async fn lock_next(&self, seen: &mut Vec<String>) -> std::io::Result<Option<LockedReport>> {
         loop {
-            let mut client = self.db.client().await?;
-            let tx = client
-                .transaction()
-                .await
-                .map_err(db_err("tls-rpt: outbox"))?;
+            let tx = OpenTx::begin(&self.db).await?;
             let Some(row) = tx
+                .client()?
                 .query_opt(
                     "SELECT report_id, item::text FROM herald_tlsrpt_outbox \
                      WHERE NOT (report_id = ANY($1)) ORDER BY created_at, report_id \
                      LIMIT 1 FOR UPDATE SKIP LOCKED",
-                    &[&seen],
+                    &[&*seen],
                 )
                 .await
                 .map_err(db_err("tls-rpt: outbox"))?
             else {
-                return Ok(());
+                tx.commit().await?;
+                return Ok(None);
             };
             let id: String = row.get(0);
             seen.push(id.clone());
             // As text: the report's date range borrows its strings while parsing.
             let text: String = row.get(1);
-            let mut item: OutboxItem = match serde_json::from_str(&text) {
-                Ok(i) => i,
+            match serde_json::from_str::<OutboxItem>(&text) {
+                Ok(item) => {
+                    return Ok(Some(LockedReport {
+                        tx,
+                        id,
+                        delivered_before: item.delivered.len(),
+                        item,
+                    }));
+                }
                 Err(e) => {
                     tracing::error!(report = %id, "tls-rpt: unreadable outbox item dropped: {e}");
-                    tx.execute(
-                        "DELETE FROM herald_tlsrpt_outbox WHERE report_id = $1",
-                        &[&id],
-                    )
-                    .await
-                    .map_err(db_err("tls-rpt: outbox"))?;
-                    tx.commit().await.map_err(db_err("tls-rpt: outbox"))?;
-                    continue;
+                    tx.client()?
+                        .execute(
+                            "DELETE FROM herald_tlsrpt_outbox WHERE report_id = $1",
+                            &[&id],
+                        )
+                        .await
+                        .map_err(db_err("tls-rpt: outbox"))?;
+                    tx.commit().await?;
                 }
-            };
-            let before = item.delivered.len();
-            let remove = super::flush::send_one(sender, &mut item, now, summary).await;
-            if remove {
-                tx.execute(
-                    "DELETE FROM herald_tlsrpt_outbox WHERE report_id = $1",
-                    &[&id],
-                )
-                .await
-                .map_err(db_err("tls-rpt: outbox"))?;
-            } else if item.delivered.len() != before {
-                let json = serde_json::to_value(&item).map_err(std::io::Error::other)?;
-                tx.execute(
-                    "UPDATE herald_tlsrpt_outbox SET item = $2 WHERE report_id = $1",
-                    &[&id, &json],
-                )
-                .await
-                .map_err(db_err("tls-rpt: outbox"))?;
             }
-            tx.commit().await.map_err(db_err("tls-rpt: outbox"))?;
+        }
+    }
+}
+
+/// An outbox report this node has locked (its row, in a transaction on a connection of its
+/// own) while sending it. [`LockedReport::finish`] records the outcome and commits.
+pub struct LockedReport {
+    tx: OpenTx,
+    id: String,
+    delivered_before: usize,
+    /// The report; sending records the `rua`s it reached in `delivered`.
+    pub item: OutboxItem,
+}
+
+impl LockedReport {
+    /// Removes the report when it is `done` with (sent, or given up), else records the
+    /// destinations it reached; commits, releasing the lock.
+    pub async fn finish(self, done: bool) -> std::io::Result<()> {
+        let client = self.tx.client()?;
+        if done {
+            client
+                .execute(
+                    "DELETE FROM herald_tlsrpt_outbox WHERE report_id = $1",
+                    &[&self.id],
+                )
+                .await
+                .map_err(db_err("tls-rpt: outbox"))?;
+        } else if self.item.delivered.len() != self.delivered_before {
+            let json = serde_json::to_value(&self.item).map_err(std::io::Error::other)?;
+            client
+                .execute(
+                    "UPDATE herald_tlsrpt_outbox SET item = $2 WHERE report_id = $1",
+                    &[&self.id, &json],
+                )
+                .await
+                .map_err(db_err("tls-rpt: outbox"))?;
+        }
+        self.tx.commit().await
+    }
+}
+
+/// A transaction that owns its connection. Dropped without [`OpenTx::commit`] (an error on
+/// the way), the connection is closed instead of going back to the pool, so the server rolls
+/// the transaction back and releases its row locks.
+struct OpenTx(Option<Client>);
+
+impl OpenTx {
+    async fn begin(db: &Db) -> std::io::Result<OpenTx> {
+        let client = db.client().await?;
+        client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(db_err("tls-rpt: outbox"))?;
+        Ok(OpenTx(Some(client)))
+    }
+
+    fn client(&self) -> std::io::Result<&Client> {
+        self.0
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("tls-rpt: outbox transaction already ended"))
+    }
+
+    async fn commit(mut self) -> std::io::Result<()> {
+        let Some(client) = self.0.take() else {
+            return Ok(());
+        };
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(db_err("tls-rpt: outbox"))
+    }
+}
+
+impl Drop for OpenTx {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(deadpool_postgres::Object::take(client));
         }
     }
 }

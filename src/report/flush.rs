@@ -59,10 +59,13 @@ async fn flush_days(
             built,
             ..FlushSummary::default()
         };
-        cluster
-            .send_outbox(sender, now, &mut summary)
-            .await
-            .map_err(|e| anyhow::anyhow!("tls-rpt: cluster report outbox: {e}"))?;
+        // Each report no other node is sending, under its row lock.
+        let outbox = |e| anyhow::anyhow!("tls-rpt: cluster report outbox: {e}");
+        let mut seen = Vec::new();
+        while let Some(mut locked) = cluster.lock_next(&mut seen).await.map_err(outbox)? {
+            let done = send_one(sender, &mut locked.item, now, &mut summary).await;
+            locked.finish(done).await.map_err(outbox)?;
+        }
         return Ok(summary);
     }
     let shared = reporter.shared.clone();
@@ -97,7 +100,7 @@ async fn flush_days(
 
 /// Sends one outbox report (or gives it up when too old), noting the outcome in `summary`;
 /// true when the report is done with (sent or given up), false to keep it for a retry.
-pub(super) async fn send_one(
+async fn send_one(
     sender: &ReportSender,
     item: &mut OutboxItem,
     now: u64,

@@ -159,7 +159,7 @@ impl Parts {
                     }
                     match self.post(url, &bytes).await {
                         Ok(()) => item.delivered.push(url.clone()),
-                        Err(e) => errors.push(e),
+                        Err(e) => errors.push(e.to_string()),
                     }
                 }
             }
@@ -169,7 +169,7 @@ impl Parts {
                 Ok(()) => item
                     .delivered
                     .extend(mailto.iter().map(|a| format!("mailto:{a}"))),
-                Err(e) => errors.push(e),
+                Err(e) => errors.push(e.to_string()),
             }
         }
         if errors.is_empty() {
@@ -179,7 +179,7 @@ impl Parts {
         }
     }
 
-    async fn post(&self, url: &str, bytes: &[u8]) -> Result<(), String> {
+    async fn post(&self, url: &str, bytes: &[u8]) -> Result<(), ReportSendError> {
         let response = self
             .client
             .post(url)
@@ -187,11 +187,17 @@ impl Parts {
             .body(bytes.to_vec())
             .send()
             .await
-            .map_err(|e| format!("POST {url}: {e}"))?;
+            .map_err(|source| ReportSendError::Post {
+                url: url.to_string(),
+                source,
+            })?;
         if response.status().is_success() {
             Ok(())
         } else {
-            Err(format!("POST {url}: answered {}", response.status()))
+            Err(ReportSendError::Status {
+                url: url.to_string(),
+                status: response.status(),
+            })
         }
     }
 
@@ -200,7 +206,7 @@ impl Parts {
         item: &OutboxItem,
         to: &[String],
         bytes: &[u8],
-    ) -> Result<(), String> {
+    ) -> Result<(), ReportSendError> {
         let mut message = Vec::with_capacity(bytes.len() * 2 + 2048);
         item.report
             .write_rfc5322_from_bytes(
@@ -211,7 +217,7 @@ impl Parts {
                 bytes,
                 &mut message,
             )
-            .map_err(|e| format!("cannot write the report message: {e}"))?;
+            .map_err(ReportSendError::Write)?;
         let sent = self
             .own
             .send(own_mail::Message {
@@ -225,13 +231,12 @@ impl Parts {
         let id = match sent {
             Ok(id) => id,
             Err(own_mail::SendError::Unsigned(reply)) => {
-                return Err(format!(
-                    "cannot DKIM-sign the report from {} ({reply:?}); configure a DKIM key for \
-                     its domain or set [report] contact to an address at a signed domain",
-                    self.from
-                ));
+                return Err(ReportSendError::Unsigned {
+                    from: self.from.clone(),
+                    reply: format!("{reply:?}"),
+                });
             }
-            Err(e) => return Err(format!("cannot queue the report message: {e}")),
+            Err(e) => return Err(ReportSendError::Queue(e.to_string())),
         };
         tracing::info!(
             queue_id = %id,
@@ -242,4 +247,43 @@ impl Parts {
         );
         Ok(())
     }
+}
+
+/// Why one TLS-RPT report could not be handed to one of its `rua` destinations (the report is
+/// retried; the words go to the log and `herald report`).
+#[derive(Debug, thiserror::Error)]
+pub enum ReportSendError {
+    /// The HTTPS POST failed before an answer.
+    #[error("POST {url}: {source}")]
+    Post {
+        /// The `rua=https:` destination.
+        url: String,
+        /// What went wrong.
+        source: reqwest::Error,
+    },
+    /// The endpoint answered, but not with success.
+    #[error("POST {url}: answered {status}")]
+    Status {
+        /// The `rua=https:` destination.
+        url: String,
+        /// Its answer.
+        status: reqwest::StatusCode,
+    },
+    /// The report could not be written as a message.
+    #[error("cannot write the report message: {0}")]
+    Write(std::io::Error),
+    /// No DKIM key signs the report's sender.
+    #[error(
+        "cannot DKIM-sign the report from {from} ({reply}); configure a DKIM key for its domain \
+         or set [report] contact to an address at a signed domain"
+    )]
+    Unsigned {
+        /// The report's sender.
+        from: String,
+        /// The signer's refusal.
+        reply: String,
+    },
+    /// The spool refused the message.
+    #[error("cannot queue the report message: {0}")]
+    Queue(String),
 }

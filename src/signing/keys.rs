@@ -22,6 +22,83 @@ use rustls::pki_types::pem::PemObject;
 
 use crate::config::DkimAlgorithm;
 
+/// Why a DKIM key cannot be used or made, in words an operator can act on (each message says
+/// what the file is instead, or what to run).
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Not PEM at all.
+    #[error(
+        "not a PEM private key ({0}); expected \"-----BEGIN PRIVATE KEY-----\" (PKCS#8) or \
+         \"-----BEGIN RSA PRIVATE KEY-----\" (PKCS#1), as `herald dkim generate` writes"
+    )]
+    NotPem(String),
+    /// PKCS#8 holding neither RSA nor Ed25519.
+    #[error(
+        "a PKCS#8 private key that is neither RSA nor Ed25519; DKIM signs with rsa-sha256 or \
+         ed25519-sha256"
+    )]
+    NotDkimAlgorithm,
+    /// A SEC1 elliptic-curve key.
+    #[error("an elliptic-curve (SEC1) private key; DKIM signs with RSA or Ed25519 only")]
+    EllipticCurve,
+    /// Some other PEM private key format.
+    #[error("an unsupported private key format; use PKCS#8 or PKCS#1 PEM")]
+    UnsupportedFormat,
+    /// RSA below [`MIN_RSA_BITS`].
+    #[error(
+        "an RSA key smaller than {MIN_RSA_BITS} bits; herald refuses them (1024-bit keys are weak \
+         and distrusted) — generate a new one with `herald dkim generate`"
+    )]
+    RsaTooSmall,
+    /// RSA above [`MAX_RSA_BITS`].
+    #[error(
+        "an RSA key larger than {MAX_RSA_BITS} bits; receivers need not verify those (RFC 8301) \
+         — use 2048 or 4096"
+    )]
+    RsaTooLarge,
+    /// aws-lc-rs or mail-auth refused the RSA key.
+    #[error("an invalid RSA private key ({0})")]
+    InvalidRsa(String),
+    /// A key size `herald dkim generate` does not offer.
+    #[error(
+        "{0}-bit RSA keys are not offered; use 2048 (default) or 4096 (1024 is refused as too weak)"
+    )]
+    UnofferedSize(u32),
+    /// The crypto library failed to make or encode a key.
+    #[error("key generation failed: {0}")]
+    Generation(String),
+    /// The key file does not exist.
+    #[error("file not found; create it with `herald dkim generate` or fix the path")]
+    NotFound,
+    /// The key file cannot be read.
+    #[error("cannot read: {0}")]
+    Unreadable(io::Error),
+    /// The path is a directory or a device.
+    #[error("not a regular file")]
+    NotRegularFile,
+    /// Group or others may read the key.
+    #[error(
+        "private key is accessible to group or others (mode {mode:04o}); run `chmod 600 {path}`"
+    )]
+    TooOpen {
+        /// The file's permission bits.
+        mode: u32,
+        /// The file, as configured.
+        path: String,
+    },
+    /// The file's key is not of the configured algorithm.
+    #[error("holds an {found} key but the configuration declares algorithm = \"{declared}\"")]
+    WrongAlgorithm {
+        /// What the file holds.
+        found: &'static str,
+        /// What `[[dkim.keys]] algorithm` says.
+        declared: &'static str,
+    },
+    /// A development key could not be written.
+    #[error("cannot write a generated development key: {0}")]
+    WriteDevKey(io::Error),
+}
+
 /// Smallest RSA key herald signs with (RFC 8301 allows 1024; receivers increasingly distrust it).
 pub const MIN_RSA_BITS: u32 = 2048;
 /// Largest RSA key herald signs with (RFC 8301: verifiers need not handle more than 4096).
@@ -54,13 +131,8 @@ pub fn txt_value(algorithm: DkimAlgorithm, public_b64: &str) -> String {
 
 /// Parses a PEM private key, working out which algorithm it holds. The error says what the file
 /// is instead, in words an operator can act on.
-pub fn parse_private_key(pem: &[u8]) -> Result<ParsedKey, String> {
-    let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| {
-        format!(
-            "not a PEM private key ({e}); expected \"-----BEGIN PRIVATE KEY-----\" (PKCS#8) or \
-             \"-----BEGIN RSA PRIVATE KEY-----\" (PKCS#1), as `herald dkim generate` writes"
-        )
-    })?;
+pub fn parse_private_key(pem: &[u8]) -> Result<ParsedKey, KeyError> {
+    let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| KeyError::NotPem(e.to_string()))?;
     match der {
         PrivateKeyDer::Pkcs1(ref k) => {
             let pair = RsaKeyPair::from_der(k.secret_pkcs1_der()).map_err(rsa_rejected)?;
@@ -74,11 +146,8 @@ pub fn parse_private_key(pem: &[u8]) -> Result<ParsedKey, String> {
                     Err(rsa_rejected(e))
                 }
                 Err(_) => {
-                    let ed = Ed25519Key::from_pkcs8_maybe_unchecked_der(bytes).map_err(|_| {
-                        "a PKCS#8 private key that is neither RSA nor Ed25519; DKIM signs with \
-                         rsa-sha256 or ed25519-sha256"
-                            .to_string()
-                    })?;
+                    let ed = Ed25519Key::from_pkcs8_maybe_unchecked_der(bytes)
+                        .map_err(|_| KeyError::NotDkimAlgorithm)?;
                     let public_b64 = STANDARD.encode(ed.public_key());
                     Ok(ParsedKey {
                         algorithm: DkimAlgorithm::Ed25519,
@@ -89,49 +158,33 @@ pub fn parse_private_key(pem: &[u8]) -> Result<ParsedKey, String> {
                 }
             }
         }
-        PrivateKeyDer::Sec1(_) => Err("an elliptic-curve (SEC1) private key; DKIM signs with \
-                                       RSA or Ed25519 only"
-            .into()),
-        _ => Err("an unsupported private key format; use PKCS#8 or PKCS#1 PEM".into()),
+        PrivateKeyDer::Sec1(_) => Err(KeyError::EllipticCurve),
+        _ => Err(KeyError::UnsupportedFormat),
     }
 }
 
-fn rsa_rejected(e: aws_lc_rs::error::KeyRejected) -> String {
+fn rsa_rejected(e: aws_lc_rs::error::KeyRejected) -> KeyError {
     match e.description_() {
-        "TooSmall" => too_small(),
-        "TooLarge" => too_large(),
-        other => format!("an invalid RSA private key ({other})"),
+        "TooSmall" => KeyError::RsaTooSmall,
+        "TooLarge" => KeyError::RsaTooLarge,
+        other => KeyError::InvalidRsa(other.to_string()),
     }
 }
 
-fn too_small() -> String {
-    format!(
-        "an RSA key smaller than {MIN_RSA_BITS} bits; herald refuses them (1024-bit keys are weak \
-         and distrusted) — generate a new one with `herald dkim generate`"
-    )
-}
-
-fn too_large() -> String {
-    format!(
-        "an RSA key larger than {MAX_RSA_BITS} bits; receivers need not verify those (RFC 8301) \
-         — use 2048 or 4096"
-    )
-}
-
-fn rsa_key(pair: &RsaKeyPair, der: PrivateKeyDer<'static>) -> Result<ParsedKey, String> {
+fn rsa_key(pair: &RsaKeyPair, der: PrivateKeyDer<'static>) -> Result<ParsedKey, KeyError> {
     let bits = u32::try_from(pair.public_modulus_len() * 8).unwrap_or(u32::MAX);
     if bits < MIN_RSA_BITS {
-        return Err(too_small());
+        return Err(KeyError::RsaTooSmall);
     }
     if bits > MAX_RSA_BITS {
-        return Err(too_large());
+        return Err(KeyError::RsaTooLarge);
     }
     let spki = pair
         .public_key()
         .as_der()
-        .map_err(|_| "an RSA key whose public half cannot be encoded".to_string())?;
+        .map_err(|_| KeyError::InvalidRsa("its public half cannot be encoded".into()))?;
     let key = RsaKey::<Sha256>::from_key_der(der)
-        .map_err(|e| format!("an RSA key mail-auth cannot sign with ({e})"))?;
+        .map_err(|e| KeyError::InvalidRsa(format!("mail-auth cannot sign with it: {e}")))?;
     Ok(ParsedKey {
         algorithm: DkimAlgorithm::Rsa,
         bits,
@@ -154,28 +207,24 @@ pub struct GeneratedKey {
 /// `DkimKeyPair::generate_rsa` (the pure-Rust `rsa` crate): constant-time keygen that takes
 /// milliseconds instead of seconds for 4096 bits, written as PKCS#8. Ed25519 keys come from
 /// mail-auth's `Ed25519Key::generate_pkcs8`.
-pub fn generate(algorithm: DkimAlgorithm, bits: u32) -> Result<GeneratedKey, String> {
+pub fn generate(algorithm: DkimAlgorithm, bits: u32) -> Result<GeneratedKey, KeyError> {
     let pkcs8: Vec<u8> = match algorithm {
         DkimAlgorithm::Rsa => {
             let size = match bits {
                 2048 => KeySize::Rsa2048,
                 3072 => KeySize::Rsa3072,
                 4096 => KeySize::Rsa4096,
-                other => {
-                    return Err(format!(
-                        "{other}-bit RSA keys are not offered; use 2048 (default) or 4096 \
-                         (1024 is refused as too weak)"
-                    ));
-                }
+                other => return Err(KeyError::UnofferedSize(other)),
             };
-            let pair = RsaKeyPair::generate(size).map_err(|_| "RSA key generation failed")?;
+            let pair = RsaKeyPair::generate(size)
+                .map_err(|_| KeyError::Generation("RSA key generation failed".into()))?;
             let der = pair
                 .as_der()
-                .map_err(|_| "encoding the new RSA key failed")?;
+                .map_err(|_| KeyError::Generation("encoding the new RSA key failed".into()))?;
             der.as_ref().to_vec()
         }
         DkimAlgorithm::Ed25519 => Ed25519Key::generate_pkcs8()
-            .map_err(|e| format!("Ed25519 key generation failed: {e}"))?,
+            .map_err(|e| KeyError::Generation(format!("Ed25519: {e}")))?,
     };
     let pem = pem_encode("PRIVATE KEY", &pkcs8);
     // Parse back exactly what will be written, so a generated key is checked like a loaded one.
@@ -216,37 +265,34 @@ pub fn write_private_key(path: &Path, pem: &str) -> io::Result<()> {
 }
 
 /// Why a key file cannot be used, before its contents are even looked at.
-pub fn check_file(path: &Path) -> Result<(), String> {
+pub fn check_file(path: &Path) -> Result<(), KeyError> {
     let meta = fs::metadata(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => "file not found; create it with `herald dkim generate` or fix \
-                                    the path"
-            .to_string(),
-        _ => format!("cannot read: {e}"),
+        io::ErrorKind::NotFound => KeyError::NotFound,
+        _ => KeyError::Unreadable(e),
     })?;
     if !meta.is_file() {
-        return Err("not a regular file".into());
+        return Err(KeyError::NotRegularFile);
     }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(format!(
-            "private key is accessible to group or others (mode {mode:04o}); run `chmod 600 {}`",
-            path.display()
-        ));
+        return Err(KeyError::TooOpen {
+            mode,
+            path: path.display().to_string(),
+        });
     }
     Ok(())
 }
 
 /// Reads and checks a key file: permissions, readability, contents, declared algorithm.
-pub fn load_file(path: &Path, declared: DkimAlgorithm) -> Result<ParsedKey, String> {
+pub fn load_file(path: &Path, declared: DkimAlgorithm) -> Result<ParsedKey, KeyError> {
     check_file(path)?;
-    let pem = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let pem = fs::read(path).map_err(KeyError::Unreadable)?;
     let parsed = parse_private_key(&pem)?;
     if parsed.algorithm != declared {
-        return Err(format!(
-            "holds an {} key but the configuration declares algorithm = \"{}\"",
-            display_algorithm(parsed.algorithm),
-            declared.as_str()
-        ));
+        return Err(KeyError::WrongAlgorithm {
+            found: display_algorithm(parsed.algorithm),
+            declared: declared.as_str(),
+        });
     }
     Ok(parsed)
 }
@@ -326,7 +372,8 @@ mod tests {
 
     #[test]
     fn garbage_is_refused_in_words() {
-        let err = parse_private_key(b"hello").err().unwrap_or_default();
+        let err = parse_private_key(b"hello").err().map(|e| e.to_string());
+        let err = err.unwrap_or_default();
         assert!(err.contains("not a PEM private key"), "{err}");
     }
 }

@@ -90,7 +90,7 @@ impl Signer {
                 .into());
             }
             let parsed = load_or_generate(k, &domain, cfg.dkim.allow_dev_keys)
-                .map_err(|problem| field_err("file", problem))?;
+                .map_err(|problem| field_err("file", problem.to_string()))?;
             published.push(PublishedKey {
                 domain: domain.clone(),
                 selector: selector.clone(),
@@ -265,15 +265,14 @@ fn load_or_generate(
     k: &DkimKeyConfig,
     domain: &str,
     allow_dev_keys: bool,
-) -> Result<keys::ParsedKey, String> {
+) -> Result<keys::ParsedKey, keys::KeyError> {
     let missing = matches!(
         std::fs::symlink_metadata(&k.file),
         Err(ref e) if e.kind() == std::io::ErrorKind::NotFound
     );
     if missing && allow_dev_keys {
         let generated = keys::generate(k.algorithm, keys::MIN_RSA_BITS)?;
-        keys::write_private_key(&k.file, &generated.pem)
-            .map_err(|e| format!("cannot write a generated development key: {e}"))?;
+        keys::write_private_key(&k.file, &generated.pem).map_err(keys::KeyError::WriteDevKey)?;
         let record = keys::zone_txt_record(
             &format!("{}._domainkey.{domain}", k.selector.to_ascii_lowercase()),
             &generated.parsed.txt(),

@@ -1,4 +1,5 @@
-//! The spool in one local directory ([`FsBackend`]).
+//! The spool in one local directory: [`Disk`], the blocking file work behind
+//! [`super::FsBackend`] (which runs it on its own threads).
 //!
 //! Layout: `tmp/` holds files being written (large messages being received included;
 //! discarded on recovery); `seg/` holds small messages, many to a file (see
@@ -37,7 +38,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use super::handle::{NewMessage, SpoolBackend};
+use super::handle::NewMessage;
 use super::segment::Segments;
 use super::staged::{MessageBytes, StagedMessage};
 use super::{DeliveryState, Envelope, QueueId, SpooledMessage};
@@ -50,8 +51,9 @@ const HEAD_ROOM: u64 = 8 * 1024;
 /// Spool files up to this size are read into memory for delivery rather than mapped.
 const READ_WHOLE: u64 = 64 * 1024;
 
-/// A spool in one local directory (layout in the module documentation).
-pub struct FsBackend {
+/// A spool in one local directory (layout in the module documentation); its methods block
+/// on the disk.
+pub(super) struct Disk {
     tmp: PathBuf,
     msg: PathBuf,
     /// `tmp/` and `msg/` kept open for syncfs(2) and the directory fsyncs (no open and close
@@ -64,7 +66,7 @@ pub struct FsBackend {
     segments: Segments,
 }
 
-impl FsBackend {
+impl Disk {
     /// One directory fsync for a group of entries made or removed in `msg/`; if it fails, every
     /// entry that had succeeded fails with it (its durability is not known).
     fn sync_msg_dir(&self, results: &mut [io::Result<()>]) {
@@ -82,14 +84,14 @@ impl FsBackend {
     }
 
     /// Opens (creating if needed) a spool directory.
-    pub fn open(dir: &Path) -> io::Result<FsBackend> {
+    pub(super) fn open(dir: &Path) -> io::Result<Disk> {
         let tmp = dir.join("tmp");
         let msg = dir.join("msg");
         fs::create_dir_all(&tmp)?;
         fs::create_dir_all(&msg)?;
         let segments = Segments::open(dir)?;
         sync_dir(dir)?;
-        Ok(FsBackend {
+        Ok(Disk {
             tmp_dir: File::open(&tmp)?,
             msg_dir: File::open(&msg)?,
             tmp,
@@ -131,12 +133,13 @@ impl FsBackend {
     }
 }
 
-impl SpoolBackend for FsBackend {
-    fn stage(&self) -> io::Result<StagedMessage> {
+impl Disk {
+    /// A new temporary file in `tmp/`, with room for the head in front.
+    pub(super) fn stage(&self) -> io::Result<StagedMessage> {
         StagedMessage::create_in(&self.tmp, HEAD_ROOM)
     }
 
-    fn write_batch(&self, batch: Vec<NewMessage>) -> Vec<io::Result<()>> {
+    pub(super) fn write_batch(&self, batch: Vec<NewMessage>) -> Vec<io::Result<()>> {
         // Append the small messages to the segment with one write; complete every file;
         // flush it all at once (the segment alone: fdatasync; with files: one syncfs(2));
         // then rename the files into place and sync the directory once.
@@ -194,7 +197,7 @@ impl SpoolBackend for FsBackend {
         results
     }
 
-    fn recover(&self) -> io::Result<Vec<SpooledMessage>> {
+    pub(super) fn recover(&self) -> io::Result<Vec<SpooledMessage>> {
         self.segments.clean()?;
         for entry in fs::read_dir(&self.tmp)? {
             let path = entry?.path();
@@ -241,7 +244,7 @@ impl SpoolBackend for FsBackend {
         Ok(out)
     }
 
-    fn load(&self, id: &str) -> io::Result<SpooledMessage> {
+    pub(super) fn load(&self, id: &str) -> io::Result<SpooledMessage> {
         let path = self.msg_path(id)?;
         let (envelope, size) = match self.segments.read(id)? {
             Some(payload) => {
@@ -282,7 +285,7 @@ impl SpoolBackend for FsBackend {
         })
     }
 
-    fn read_message(&self, id: &str) -> io::Result<MessageBytes> {
+    pub(super) fn read_message(&self, id: &str) -> io::Result<MessageBytes> {
         if let Some(mut payload) = self.segments.read(id)? {
             payload.drain(..after_first_line(&payload));
             return Ok(MessageBytes::from(payload));
@@ -306,18 +309,19 @@ impl SpoolBackend for FsBackend {
         MessageBytes::map(&file, start, total.saturating_sub(start))
     }
 
-    fn reads_locally(&self) -> bool {
-        true
-    }
-
-    fn write_state(&self, id: &str, state: &DeliveryState) -> io::Result<()> {
+    /// One state, written as a group of one (tests: another process writing).
+    #[cfg(test)]
+    pub(super) fn write_state(&self, id: &str, state: &DeliveryState) -> io::Result<()> {
         let batch = [(id.to_string(), state.clone())];
         self.write_state_batch(&batch)
             .pop()
             .unwrap_or_else(|| Err(io::Error::other("no result for the state written")))
     }
 
-    fn write_state_batch(&self, batch: &[(QueueId, DeliveryState)]) -> Vec<io::Result<()>> {
+    pub(super) fn write_state_batch(
+        &self,
+        batch: &[(QueueId, DeliveryState)],
+    ) -> Vec<io::Result<()>> {
         // Every file of the group (the state, and for a message still in a segment its own
         // message file) is written to tmp/ unflushed, then one syncfs(2) makes them all
         // durable, then they are renamed into msg/ and the directory is synced once: two
@@ -358,7 +362,7 @@ impl SpoolBackend for FsBackend {
         results
     }
 
-    fn remove(&self, id: &str) -> io::Result<()> {
+    pub(super) fn remove(&self, id: &str) -> io::Result<()> {
         // An operator's removal (or a message taken for a bounce) is flushed.
         let ids = [id.to_string()];
         self.remove_ids(&ids, true)
@@ -366,14 +370,14 @@ impl SpoolBackend for FsBackend {
             .unwrap_or_else(|| Err(io::Error::other("no result for the removal")))
     }
 
-    fn remove_batch(&self, ids: &[QueueId]) -> Vec<io::Result<()>> {
+    pub(super) fn remove_batch(&self, ids: &[QueueId]) -> Vec<io::Result<()>> {
         // Removal records are written but not flushed: the page cache survives a killed
         // herald, and after a power failure a message may be delivered again (Postfix does
         // not flush its removals either); the next group's flush usually carries them.
         self.remove_ids(ids, false)
     }
 
-    fn remove_in_place(&self, id: &str) -> Option<io::Result<()>> {
+    pub(super) fn remove_in_place(&self, id: &str) -> Option<io::Result<()>> {
         // A message moved out of its segment (it has a state file) needs unlinks and a
         // directory flush: the remover thread's work. A segment emptied here is deleted here
         // too, once per ~1 MB of mail.
@@ -385,7 +389,7 @@ impl SpoolBackend for FsBackend {
     }
 }
 
-impl FsBackend {
+impl Disk {
     /// Removes messages: a removal record for each segment message (flushed with `flush`),
     /// an unlink for each file, then one directory fsync when a file went.
     fn remove_ids(&self, ids: &[QueueId], flush: bool) -> Vec<io::Result<()>> {

@@ -1,4 +1,4 @@
-//! Writing the file-system spool's files ([`super::FsBackend`]): new messages made into
+//! Writing the file-system spool's files ([`super::Disk`]): new messages made into
 //! segment records or complete files, and the files of a state change, all in `tmp/` and
 //! unflushed; the caller flushes each group at once and renames the files into `msg/`.
 
@@ -9,12 +9,12 @@ use std::path::PathBuf;
 
 use tempfile::NamedTempFile;
 
-use super::FsBackend;
+use super::Disk;
 use crate::spool::DeliveryState;
 use crate::spool::handle::{NewMessage, new_queue_id};
 use crate::spool::staged::StagedBody;
 
-impl FsBackend {
+impl Disk {
     /// Writes a file in `tmp/`, unflushed (the caller flushes the group with syncfs(2)).
     pub(super) fn write_tmp(&self, name: &str, parts: &[&[u8]]) -> io::Result<PathBuf> {
         let path = self.tmp.join(name);
@@ -111,7 +111,7 @@ pub(super) enum Prepared {
 }
 
 /// Turns a new message into a segment record (when it was received in memory) or a file.
-pub(super) fn prepare(backend: &FsBackend, message: NewMessage) -> io::Result<Prepared> {
+pub(super) fn prepare(backend: &Disk, message: NewMessage) -> io::Result<Prepared> {
     let NewMessage {
         envelope,
         head,

@@ -1,4 +1,4 @@
-//! Tests of the file-system spool ([`super::FsBackend`]): segments, files, recovery.
+//! Tests of the file-system spool ([`super::Disk`], through [`crate::spool::FsBackend`]): segments, files, recovery.
 
 use super::*;
 use crate::spool::Spool;
@@ -40,7 +40,7 @@ async fn store_recover_update_remove() {
     assert_eq!(arrivals.recv().await.unwrap().id, id);
     // A partial write left by a crash is discarded on recovery.
     fs::write(dir.path().join("tmp/0000.msg"), b"{partial").unwrap();
-    let all = spool.recover().unwrap();
+    let all = spool.recover().await.unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].envelope, envelope());
     assert_eq!(all[0].size, 18);
@@ -51,16 +51,16 @@ async fn store_recover_update_remove() {
             .is_none()
     );
     assert_eq!(
-        &spool.read_message(&id).unwrap()[..],
+        &spool.read_message(&id).await.unwrap()[..],
         b"Subject: x\r\n\r\nhi\r\n"
     );
     let mut state = all[0].state.clone();
     state.recipients[0].status = super::super::RecipientStatus::Delivered;
-    spool.write_state(&id, &state).unwrap();
-    assert_eq!(spool.load(&id).unwrap().state, state);
-    spool.remove(&id).unwrap();
-    assert!(spool.recover().unwrap().is_empty());
-    assert!(spool.load("../etc").is_err());
+    spool.write_state(&id, &state).await.unwrap();
+    assert_eq!(spool.load(&id).await.unwrap().state, state);
+    spool.remove(&id).await.unwrap();
+    assert!(spool.recover().await.unwrap().is_empty());
+    assert!(spool.load("../etc").await.is_err());
 }
 
 #[tokio::test]
@@ -68,20 +68,19 @@ async fn state_changes_recorded_together_each_land_and_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _arrivals) = Spool::open_dir(dir.path()).unwrap();
     let ids = store_small(&spool, 5).await;
-    let writes: Vec<_> = ids
-        .iter()
-        .enumerate()
-        .map(|(n, id)| {
-            let (spool, id) = (spool.clone(), id.clone());
-            let mut state = spool.load(&id).unwrap().state;
-            state.recipients[0].attempts = n as u32 + 1;
-            tokio::spawn(async move { spool.record_state(&id, state).await })
-        })
-        .collect();
+    let mut writes = Vec::new();
+    for (n, id) in ids.iter().enumerate() {
+        let (spool, id) = (spool.clone(), id.clone());
+        let mut state = spool.load(&id).await.unwrap().state;
+        state.recipients[0].attempts = n as u32 + 1;
+        writes.push(tokio::spawn(
+            async move { spool.record_state(&id, state).await },
+        ));
+    }
     for write in writes {
         write.await.unwrap().unwrap();
     }
-    let reopened = FsBackend::open(dir.path()).unwrap();
+    let reopened = Disk::open(dir.path()).unwrap();
     for (n, id) in ids.iter().enumerate() {
         let attempts = reopened.load(id).unwrap().state.recipients[0].attempts;
         assert_eq!(attempts, n as u32 + 1, "{id}");
@@ -94,9 +93,9 @@ async fn removals_are_grouped_and_take_their_state_files_along() {
     let (spool, _arrivals) = Spool::open_dir(dir.path()).unwrap();
     let ids = store_small(&spool, 4).await;
     // One was deferred once (it has a state file); the others never were.
-    let mut state = spool.load(&ids[0]).unwrap().state;
+    let mut state = spool.load(&ids[0]).await.unwrap().state;
     state.recipients[0].attempts = 1;
-    spool.write_state(&ids[0], &state).unwrap();
+    spool.write_state(&ids[0], &state).await.unwrap();
     let removals: Vec<_> = ids
         .iter()
         .map(|id| {
@@ -107,7 +106,7 @@ async fn removals_are_grouped_and_take_their_state_files_along() {
     for removal in removals {
         removal.await.unwrap().unwrap();
     }
-    assert!(spool.recover().unwrap().is_empty());
+    assert!(spool.recover().await.unwrap().is_empty());
     assert!(
         fs::read_dir(dir.path().join("msg"))
             .unwrap()
@@ -120,10 +119,10 @@ async fn removals_are_grouped_and_take_their_state_files_along() {
         .store(envelope(), b"Subject: x\r\n\r\nhi\r\n".to_vec())
         .await
         .unwrap();
-    let other = FsBackend::open(dir.path()).unwrap();
+    let other = Disk::open(dir.path()).unwrap();
     other.write_state(&id, &state).unwrap();
-    spool.load(&id).unwrap();
-    assert_eq!(spool.remove_batch(std::slice::from_ref(&id)).len(), 1);
+    spool.load(&id).await.unwrap();
+    assert_eq!(spool.remove_batch(std::slice::from_ref(&id)).await.len(), 1);
     assert!(
         fs::read_dir(dir.path().join("msg"))
             .unwrap()
@@ -146,23 +145,23 @@ async fn a_small_message_needs_no_file_until_it_must_wait_for_a_later_attempt() 
     let files = |sub: &str| fs::read_dir(dir.path().join(sub)).unwrap().count();
     assert_eq!((files("tmp"), files("msg"), files("seg")), (0, 0, 1));
     let expected = [&b"Received: z\r\n"[..], text].concat();
-    assert_eq!(&spool.read_message(&id).unwrap()[..], &expected[..]);
-    assert_eq!(spool.load(&id).unwrap().size, expected.len() as u64);
+    assert_eq!(&spool.read_message(&id).await.unwrap()[..], &expected[..]);
+    assert_eq!(spool.load(&id).await.unwrap().size, expected.len() as u64);
 
     // Deferred: it moves to a file of its own, which a reopen keeps (one copy).
-    let mut state = spool.load(&id).unwrap().state;
+    let mut state = spool.load(&id).await.unwrap().state;
     state.recipients[0].attempts = 1;
-    spool.write_state(&id, &state).unwrap();
+    spool.write_state(&id, &state).await.unwrap();
     assert_eq!(files("msg"), 2, "message and state files");
     drop(spool);
     let (spool, _arrivals) = Spool::open_dir(dir.path()).unwrap();
-    let recovered = spool.recover().unwrap();
+    let recovered = spool.recover().await.unwrap();
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0].state.recipients[0].attempts, 1);
-    assert_eq!(&spool.read_message(&id).unwrap()[..], &expected[..]);
+    assert_eq!(&spool.read_message(&id).await.unwrap()[..], &expected[..]);
     assert_eq!(files("seg"), 0, "the emptied segment is gone");
     spool.remove_finished(&id).await.unwrap();
-    assert!(spool.recover().unwrap().is_empty());
+    assert!(spool.recover().await.unwrap().is_empty());
     assert_eq!(files("msg"), 0);
 }
 
@@ -174,7 +173,13 @@ async fn a_removed_segment_message_stays_removed_after_a_reopen() {
     spool.remove_finished(&ids[1]).await.unwrap();
     drop(spool);
     let (spool, _arrivals) = Spool::open_dir(dir.path()).unwrap();
-    let left: Vec<_> = spool.recover().unwrap().into_iter().map(|m| m.id).collect();
+    let left: Vec<_> = spool
+        .recover()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
     assert_eq!(left, [ids[0].clone(), ids[2].clone()]);
     let entries = spooled_entries(dir.path()).unwrap();
     assert_eq!(entries.len(), 2);
@@ -186,7 +191,7 @@ async fn only_a_removal_record_is_written_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let (spool, _arrivals) = Spool::open_dir(dir.path()).unwrap();
     let ids = store_small(&spool, 2).await;
-    let backend = FsBackend::open(dir.path()).unwrap();
+    let backend = Disk::open(dir.path()).unwrap();
     backend.recover().unwrap();
     // Deferred once: its own message and state files need unlinks and a directory flush.
     let mut state = backend.load(&ids[0]).unwrap().state;
@@ -215,7 +220,7 @@ async fn opening_a_spool_in_use_changes_nothing_until_recovery() {
         .await
         .unwrap();
     spool.remove_finished(&first).await.unwrap();
-    let second_herald = FsBackend::open(dir.path()).unwrap();
+    let second_herald = Disk::open(dir.path()).unwrap();
     drop(second_herald);
     let kept = spool
         .store(envelope(), b"Subject: 2\r\n\r\ny\r\n".to_vec())
@@ -223,10 +228,16 @@ async fn opening_a_spool_in_use_changes_nothing_until_recovery() {
         .unwrap();
     drop(spool);
     let (spool, _arrivals) = Spool::open_dir(dir.path()).unwrap();
-    let ids: Vec<_> = spool.recover().unwrap().into_iter().map(|m| m.id).collect();
+    let ids: Vec<_> = spool
+        .recover()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
     assert_eq!(ids, std::slice::from_ref(&kept));
     assert_eq!(
-        &spool.read_message(&kept).unwrap()[..],
+        &spool.read_message(&kept).await.unwrap()[..],
         b"Subject: 2\r\n\r\ny\r\n"
     );
 }
@@ -247,10 +258,10 @@ async fn a_staged_message_commits_whether_or_not_its_envelope_fits_in_front() {
             .commit(env.clone(), b"Received: z\r\n".to_vec(), body)
             .await
             .unwrap();
-        let loaded = spool.load(&id).unwrap();
+        let loaded = spool.load(&id).await.unwrap();
         assert_eq!(loaded.envelope, env);
         assert_eq!(loaded.size, 13 + 14 + 100_000);
-        let bytes = spool.read_message(&id).unwrap();
+        let bytes = spool.read_message(&id).await.unwrap();
         assert!(bytes.starts_with(b"Received: z\r\nSubject: x\r\n\r\nyyy"));
         assert_eq!(bytes.len(), 13 + 14 + 100_000);
     }

@@ -7,15 +7,15 @@
 //! with the headers herald puts in front of it (signatures, `Received:`).
 //!
 //! Durability: `commit` returns only once the backend has made the message durable. Concurrent
-//! commits are grouped: a committer thread takes every message waiting and hands them to
-//! [`SpoolBackend::write_batch`] together, so 50 concurrent sessions cost one flush, not 50.
+//! commits are grouped (see [`super::batch`]): the backend's committer takes every message
+//! waiting and stores them together, so 50 concurrent sessions cost one flush (or one
+//! transaction), not 50.
 //!
-//! State changes after an attempt ([`Spool::record_state`], to
-//! [`SpoolBackend::write_state_batch`]) and removals of delivered messages
-//! ([`Spool::remove_finished`], to [`SpoolBackend::remove_batch`]) are grouped the same way,
-//! each by its own thread: one directory flush for the group, with no hop through tokio's
-//! blocking pool per message. A removal that is only a record appended to a segment, with no
-//! flush, is written by the caller itself ([`SpoolBackend::remove_in_place`]). A removal is the one change that may be lost in a crash
+//! State changes after an attempt ([`Spool::record_state`]) and removals of delivered messages
+//! ([`Spool::remove_finished`]) are grouped the same way in the file spool, each by its own
+//! thread: one directory flush for the group, with no hop through tokio's blocking pool per
+//! message. A removal that is only a record appended to a segment, with no flush, is written
+//! by the caller itself. A removal is the one change that may be lost in a crash
 //! (between the remote's `250` and the flush; for a small message in a segment, whose removal
 //! record is not flushed at all, a power failure before the kernel writes it out): the
 //! message is then delivered again after the restart — a duplicate, never a loss, as DESIGN
@@ -25,60 +25,51 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::staged::{MessageBytes, StagedMessage};
-use super::{DeliveryState, Envelope, FsBackend, QueueId, SpooledMessage};
+use super::{BoxFuture, DeliveryState, Envelope, FsBackend, QueueId, SpoolError, SpooledMessage};
 
-/// Storage for queued messages. Every method that changes something is durable on return.
+/// Storage for queued messages, async at its boundary: a backend keeps its blocking work on
+/// threads of its own (the file spool's group-commit threads) or is async all through
+/// (PostgreSQL), so no caller ever blocks a tokio worker or needs the blocking pool. Every
+/// method that changes something is durable once its future completes.
 ///
-/// Methods block (the queue calls them from `spawn_blocking` or the committer thread); ids are
-/// the 20-hex-digit [`QueueId`]s from [`new_queue_id`], and a backend refuses anything else.
+/// Ids are the 20-hex-digit [`QueueId`]s from [`new_queue_id`]; a backend refuses anything else.
 pub trait SpoolBackend: Send + Sync + 'static {
     /// Creates the temporary file a new message is received into. It lives on local disk (for
     /// the file-system spool, in the spool itself, so committing is a rename); a dropped one is
-    /// removed, and [`SpoolBackend::recover`] discards any a crash left behind.
+    /// removed, and [`SpoolBackend::recover`] discards any a crash left behind. Local and
+    /// quick, so not async.
     fn stage(&self) -> io::Result<StagedMessage>;
-    /// Writes new messages (envelope, head and staged body) durably, all or each failing alone.
-    fn write_batch(&self, batch: Vec<NewMessage>) -> Vec<io::Result<()>>;
+    /// Stores a new message (envelope, head and staged body) durably, grouped with the other
+    /// messages waiting where the backend can (one flush, or one transaction, for the group).
+    fn commit(&self, message: NewMessage) -> BoxFuture<'_, Result<(), SpoolError>>;
     /// Lists every complete message, discarding partial writes left by a crash.
-    fn recover(&self) -> io::Result<Vec<SpooledMessage>>;
+    fn recover(&self) -> BoxFuture<'_, Result<Vec<SpooledMessage>, SpoolError>>;
     /// Loads one message's envelope, size and state.
-    fn load(&self, id: &str) -> io::Result<SpooledMessage>;
+    fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<SpooledMessage, SpoolError>>;
     /// The message bytes exactly as they will be delivered (mapped, not read into memory, where
     /// the backend can).
-    fn read_message(&self, id: &str) -> io::Result<MessageBytes>;
-    /// Whether [`SpoolBackend::read_message`] is cheap enough to call on an async worker thread
-    /// (a local file opened and mapped: a few microseconds, less than a hop through tokio's
-    /// blocking pool). A backend that reads over the network keeps the default, `false`.
-    fn reads_locally(&self) -> bool {
-        false
-    }
-    /// Replaces a message's delivery state atomically.
-    fn write_state(&self, id: &str, state: &DeliveryState) -> io::Result<()>;
-    /// Replaces several messages' states, each succeeding or failing alone; a backend may make
-    /// the whole group durable at once (one flush for all).
-    fn write_state_batch(&self, batch: &[(QueueId, DeliveryState)]) -> Vec<io::Result<()>> {
-        batch
-            .iter()
-            .map(|(id, state)| self.write_state(id, state))
-            .collect()
-    }
-    /// Removes a message and its state.
-    fn remove(&self, id: &str) -> io::Result<()>;
-    /// Removes several finished messages, each succeeding or failing alone; a backend may make
-    /// the whole group durable at once (one flush for all).
-    fn remove_batch(&self, ids: &[QueueId]) -> Vec<io::Result<()>> {
-        ids.iter().map(|id| self.remove(id)).collect()
-    }
-    /// Removes a finished message on the calling thread when that takes microseconds and
-    /// no flush (the file spool: a removal record appended to a segment), as
-    /// [`SpoolBackend::remove_batch`] would; `None` (the default) when it needs the remover
-    /// thread. Saves two thread wake-ups per delivered message.
-    fn remove_in_place(&self, _id: &str) -> Option<io::Result<()>> {
-        None
-    }
+    fn read_message<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<MessageBytes, SpoolError>>;
+    /// Replaces a message's delivery state atomically, grouped with the other state changes
+    /// waiting where the backend can.
+    fn write_state<'a>(
+        &'a self,
+        id: &'a str,
+        state: DeliveryState,
+    ) -> BoxFuture<'a, Result<(), SpoolError>>;
+    /// Removes a message and its state durably (an operator's deletion, a message taken for a
+    /// bounce).
+    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), SpoolError>>;
+    /// Removes delivered messages, grouped with the other removals waiting: the one change
+    /// that may be lost in a crash (module documentation). One result per id.
+    fn remove_finished<'a>(
+        &'a self,
+        ids: &'a [QueueId],
+    ) -> BoxFuture<'a, Vec<Result<(), SpoolError>>>;
     /// Leases on delivery work, for a backend several nodes share (PostgreSQL); `None` (the
     /// default, and the file spool) when this node alone delivers everything it stores.
     fn leases(&self) -> Option<&dyn Leases> {
@@ -95,25 +86,31 @@ pub trait Leases: Send + Sync {
     /// This node's id (the lease owner it writes).
     fn node_id(&self) -> &str;
     /// How long a lease lasts without renewal.
-    fn lease(&self) -> std::time::Duration;
+    fn lease(&self) -> Duration;
     /// Claims up to `limit` messages whose lease has expired (their node died or lost the
     /// database) or that no node holds; no two nodes adopt the same message.
-    fn adopt(&self, limit: usize) -> io::Result<Vec<ClusterEntry>>;
+    fn adopt(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ClusterEntry>, SpoolError>>;
     /// Extends every lease this node holds; returns each message's id and operator sequence
     /// (changed by [`Leases::set_held`] and [`Leases::retry_now`]). A message missing from
     /// the answer is no longer this node's (deleted, or adopted after an expired lease).
-    fn renew(&self) -> io::Result<Vec<(QueueId, i64)>>;
+    fn renew(&self) -> BoxFuture<'_, Result<Vec<(QueueId, i64)>, SpoolError>>;
     /// Gives up this node's leases (clean shutdown), so other nodes take its mail at once.
-    fn release_all(&self) -> io::Result<u64>;
+    fn release_all(&self) -> BoxFuture<'_, Result<u64, SpoolError>>;
     /// The whole cluster's queue (or one message), oldest first, with each lease owner.
-    fn list_all(&self, id: Option<&str>) -> io::Result<Vec<ClusterEntry>>;
+    fn list_all<'a>(
+        &'a self,
+        id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<ClusterEntry>, SpoolError>>;
     /// Holds or releases a message, whichever node holds it; false when there is none.
-    fn set_held(&self, id: &str, held: bool) -> io::Result<bool>;
+    fn set_held<'a>(&'a self, id: &'a str, held: bool) -> BoxFuture<'a, Result<bool, SpoolError>>;
     /// Makes a message (or, with `None`, every message not held) due now; how many.
-    fn retry_now(&self, id: Option<&str>) -> io::Result<u64>;
+    fn retry_now<'a>(&'a self, id: Option<&'a str>) -> BoxFuture<'a, Result<u64, SpoolError>>;
     /// Deletes a message from the cluster's queue, returning it and its bytes (for a bounce).
-    fn take(&self, id: &str) -> io::Result<Option<(SpooledMessage, MessageBytes)>>;
+    fn take<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Taken>, SpoolError>>;
 }
+
+/// A message taken out of the cluster's queue ([`Leases::take`]) and its bytes.
+pub type Taken = (SpooledMessage, MessageBytes);
 
 /// A message in a shared queue, with what the cluster knows about it.
 #[derive(Debug, Clone)]
@@ -139,66 +136,10 @@ pub struct NewMessage {
     pub body: StagedMessage,
 }
 
-/// A thread that takes every request waiting, hands the group to the backend at once and
-/// answers each request with its own result: the group commit shared by arrivals, state
-/// changes and removals. Async callers wait on a oneshot, never on tokio's blocking pool.
-struct Batcher<T> {
-    requests: mpsc::UnboundedSender<(T, oneshot::Sender<io::Result<()>>)>,
-    /// The thread's name, for the error when it has stopped.
-    name: &'static str,
-}
-
-impl<T> Clone for Batcher<T> {
-    fn clone(&self) -> Self {
-        Batcher {
-            requests: self.requests.clone(),
-            name: self.name,
-        }
-    }
-}
-
-impl<T: Send + 'static> Batcher<T> {
-    /// Starts the thread `name`, which runs `run` on the backend for each group.
-    fn start(
-        name: &'static str,
-        backend: Arc<dyn SpoolBackend>,
-        run: fn(&dyn SpoolBackend, Vec<T>) -> Vec<io::Result<()>>,
-    ) -> io::Result<Batcher<T>> {
-        let (requests, mut waiting) = mpsc::unbounded_channel::<(T, oneshot::Sender<_>)>();
-        std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || {
-                while let Some(first) = waiting.blocking_recv() {
-                    let mut group = vec![first];
-                    while let Ok(more) = waiting.try_recv() {
-                        group.push(more);
-                    }
-                    let (items, waiters): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-                    let results = run(backend.as_ref(), items);
-                    for (done, result) in waiters.into_iter().zip(results) {
-                        let _ = done.send(result);
-                    }
-                }
-            })?;
-        Ok(Batcher { requests, name })
-    }
-
-    /// Hands `item` to the thread; returns once its group is durable.
-    async fn submit(&self, item: T) -> io::Result<()> {
-        let stopped = || io::Error::other(format!("the spool's {} thread has stopped", self.name));
-        let (done, wait) = oneshot::channel();
-        self.requests.send((item, done)).map_err(|_| stopped())?;
-        wait.await.map_err(|_| stopped())?
-    }
-}
-
 /// The spool handle shared by inbound, delivery and the admin endpoint.
 #[derive(Clone)]
 pub struct Spool {
     backend: Arc<dyn SpoolBackend>,
-    committer: Batcher<NewMessage>,
-    state_writer: Batcher<(QueueId, DeliveryState)>,
-    remover: Batcher<QueueId>,
     arrivals: mpsc::UnboundedSender<SpooledMessage>,
 }
 
@@ -206,33 +147,21 @@ pub struct Spool {
 pub type Arrivals = mpsc::UnboundedReceiver<SpooledMessage>;
 
 impl Spool {
-    /// Opens the spool on `backend` and starts its group-commit threads (arrivals, state
-    /// changes, removals). Returns the spool and the stream of newly stored messages.
-    pub fn open(backend: Arc<dyn SpoolBackend>) -> io::Result<(Spool, Arrivals)> {
+    /// Opens the spool on `backend`. Returns the spool and the stream of newly stored
+    /// messages.
+    pub fn open(backend: Arc<dyn SpoolBackend>) -> Result<(Spool, Arrivals), SpoolError> {
         let (arrivals_tx, arrivals_rx) = mpsc::unbounded_channel();
-        let committer = Batcher::start("spool-commit", backend.clone(), |b, group| {
-            b.write_batch(group)
-        })?;
-        let state_writer = Batcher::start("spool-state", backend.clone(), |b, group| {
-            b.write_state_batch(&group)
-        })?;
-        let remover = Batcher::start("spool-remove", backend.clone(), |b, ids| {
-            b.remove_batch(&ids)
-        })?;
         Ok((
             Spool {
                 backend,
-                committer,
-                state_writer,
-                remover,
                 arrivals: arrivals_tx,
             },
             arrivals_rx,
         ))
     }
 
-    /// Opens a file-system spool in `dir`.
-    pub fn open_dir(dir: &Path) -> io::Result<(Spool, Arrivals)> {
+    /// Opens a file-system spool in `dir` (starting its group-commit threads).
+    pub fn open_dir(dir: &Path) -> Result<(Spool, Arrivals), SpoolError> {
         Spool::open(Arc::new(FsBackend::open(dir)?))
     }
 
@@ -242,7 +171,7 @@ impl Spool {
     }
 
     /// Stores a message held in memory (herald's own mail) durably and returns its queue id.
-    pub async fn store(&self, envelope: Envelope, data: Vec<u8>) -> io::Result<QueueId> {
+    pub async fn store(&self, envelope: Envelope, data: Vec<u8>) -> Result<QueueId, SpoolError> {
         let mut body = self.stage()?;
         body.write(&data)?;
         drop(data);
@@ -256,7 +185,7 @@ impl Spool {
         envelope: Envelope,
         head: Vec<u8>,
         body: StagedMessage,
-    ) -> io::Result<QueueId> {
+    ) -> Result<QueueId, SpoolError> {
         let id = new_queue_id();
         let size = head.len() as u64 + body.len();
         let state = DeliveryState::new(&envelope);
@@ -266,7 +195,7 @@ impl Spool {
             head,
             body,
         };
-        self.committer.submit(message).await?;
+        self.backend.commit(message).await?;
         let _ = self.arrivals.send(SpooledMessage {
             id: id.clone(),
             envelope,
@@ -277,43 +206,30 @@ impl Spool {
     }
 
     /// Every complete message in the spool (used at start-up and by `herald queue` offline).
-    pub fn recover(&self) -> io::Result<Vec<SpooledMessage>> {
-        self.backend.recover()
+    pub async fn recover(&self) -> Result<Vec<SpooledMessage>, SpoolError> {
+        self.backend.recover().await
     }
 
     /// One message's envelope, size and state.
-    pub fn load(&self, id: &str) -> io::Result<SpooledMessage> {
-        self.backend.load(id)
+    pub async fn load(&self, id: &str) -> Result<SpooledMessage, SpoolError> {
+        self.backend.load(id).await
     }
 
     /// The bytes to deliver (mapped read-only where the backend can).
-    pub fn read_message(&self, id: &str) -> io::Result<MessageBytes> {
-        self.backend.read_message(id)
+    pub async fn read_message(&self, id: &str) -> Result<MessageBytes, SpoolError> {
+        self.backend.read_message(id).await
     }
 
-    /// The bytes to deliver, from async code: read in place when the backend
-    /// [reads locally](SpoolBackend::reads_locally), else on tokio's blocking pool.
-    pub async fn read_message_async(&self, id: &str) -> io::Result<MessageBytes> {
-        if self.backend.reads_locally() {
-            return self.backend.read_message(id);
-        }
-        let (backend, id) = (self.backend.clone(), id.to_string());
-        tokio::task::spawn_blocking(move || backend.read_message(&id))
-            .await
-            .map_err(|e| io::Error::other(format!("spool task failed: {e}")))?
-    }
-
-    /// Records delivery progress atomically.
-    pub fn write_state(&self, id: &str, state: &DeliveryState) -> io::Result<()> {
-        self.backend.write_state(id, state)
+    /// Records delivery progress atomically (an operator's change).
+    pub async fn write_state(&self, id: &str, state: &DeliveryState) -> Result<(), SpoolError> {
+        self.backend.write_state(id, state.clone()).await
     }
 
     /// Records delivery progress after an attempt, grouped with the other state changes
     /// waiting (one directory flush for the group where the backend can); returns once its
-    /// group is durable. Called from async code: the file work happens on the spool's
-    /// state-writer thread.
-    pub async fn record_state(&self, id: &str, state: DeliveryState) -> io::Result<()> {
-        self.state_writer.submit((id.to_string(), state)).await
+    /// group is durable.
+    pub async fn record_state(&self, id: &str, state: DeliveryState) -> Result<(), SpoolError> {
+        self.backend.write_state(id, state).await
     }
 
     /// The backend's leases when several nodes share it (see [`Leases`]).
@@ -321,28 +237,28 @@ impl Spool {
         self.backend.leases()
     }
 
-    /// Removes a finished or deleted message.
-    pub fn remove(&self, id: &str) -> io::Result<()> {
-        self.backend.remove(id)
+    /// Removes a message an operator deleted (durably).
+    pub async fn remove(&self, id: &str) -> Result<(), SpoolError> {
+        self.backend.remove(id).await
     }
 
-    /// Removes several messages at once (one flush for the group where the backend can).
-    pub fn remove_batch(&self, ids: &[QueueId]) -> Vec<io::Result<()>> {
-        self.backend.remove_batch(ids)
+    /// Removes several finished messages at once (one flush for the group where the backend
+    /// can); one result per id.
+    pub async fn remove_batch(&self, ids: &[QueueId]) -> Vec<Result<(), SpoolError>> {
+        self.backend.remove_finished(ids).await
     }
 
     /// Removes a delivered message, grouped with the other removals waiting (module
-    /// documentation); returns once its group is durable. Called from async code: the file
-    /// work happens on the spool's remover thread, unless the backend can do it in place
-    /// ([`SpoolBackend::remove_in_place`]).
-    pub async fn remove_finished(&self, id: &str) -> io::Result<()> {
-        if let Some(done) = self.backend.remove_in_place(id) {
-            return done;
-        }
-        self.remover.submit(id.to_string()).await
+    /// documentation); returns once its group is done.
+    pub async fn remove_finished(&self, id: &str) -> Result<(), SpoolError> {
+        let ids = [id.to_string()];
+        self.backend
+            .remove_finished(&ids)
+            .await
+            .pop()
+            .unwrap_or(Err(SpoolError::Stopped("remover")))
     }
 }
-
 /// A new queue id: microseconds since the epoch, then a per-process counter and random bits,
 /// so ids sort by arrival and never collide across restarts.
 pub fn new_queue_id() -> QueueId {

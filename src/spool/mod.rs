@@ -7,7 +7,10 @@
 //! only once all are durable. The queue reads them back as [`SpooledMessage`]s and
 //! records each recipient's progress as a [`DeliveryState`].
 
+mod batch;
+mod error;
 mod fs;
+mod fs_backend;
 mod handle;
 mod lock;
 mod pg;
@@ -20,13 +23,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::reply::EnhancedStatus;
 
-pub use self::fs::{FsBackend, spooled_entries};
+pub use self::error::SpoolError;
+pub use self::fs::spooled_entries;
+pub use self::fs_backend::FsBackend;
 pub use self::handle::{
-    Arrivals, ClusterEntry, Leases, NewMessage, Spool, SpoolBackend, new_queue_id,
+    Arrivals, ClusterEntry, Leases, NewMessage, Spool, SpoolBackend, Taken, new_queue_id,
 };
 pub use self::lock::SpoolLock;
 pub use self::pg::PgBackend;
 pub use self::staged::{MessageBytes, StagedMessage};
+/// The boxed future the spool's async traits return (object-safe async methods; the same
+/// alias as [`crate::store::BoxFuture`]).
+pub use futures_util::future::BoxFuture;
 
 /// A queue identifier: 20 lowercase hex digits, sortable by arrival time.
 pub type QueueId = String;

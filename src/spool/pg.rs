@@ -19,18 +19,17 @@ use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 
+use super::batch::{Batcher, Results};
 use super::handle::{ClusterEntry, Leases, NewMessage, SpoolBackend};
 use super::staged::{MessageBytes, StagedMessage};
-use super::{DeliveryState, Envelope, QueueId, SpooledMessage};
-use crate::clock::unix_now;
-use crate::cluster::Db;
-use crate::cluster::db::io_error;
+use super::{BoxFuture, DeliveryState, Envelope, QueueId, SpoolError, SpooledMessage};
+use crate::cluster::{Db, DbError};
 
 /// Longest a single database operation may take before it counts as failed.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,8 +39,16 @@ const COLUMNS: &str = "id, envelope, size, state, held, control_seq, lease_owner
 
 /// The spool in the cluster's PostgreSQL database (module documentation).
 pub struct PgBackend {
+    shared: Arc<Shared>,
+    /// Groups new messages into one transaction.
+    committer: Batcher<NewMessage>,
+    /// Groups removals of delivered messages into one `DELETE`.
+    remover: Batcher<QueueId>,
+}
+
+/// What the backend's methods and its group-commit tasks share.
+struct Shared {
     db: Db,
-    runtime: tokio::runtime::Handle,
     /// Local directory for messages being received (before their commit).
     tmp: PathBuf,
     /// Delivered messages whose removal failed (database unreachable): retried at each
@@ -50,69 +57,158 @@ pub struct PgBackend {
 }
 
 impl PgBackend {
-    /// A backend on `db`, receiving messages into `staging_dir/tmp`. Call from within a
-    /// multi-threaded tokio runtime (the backend runs its queries on it).
-    pub fn open(db: Db, staging_dir: &Path) -> io::Result<PgBackend> {
+    /// A backend on `db`, receiving messages into `staging_dir/tmp`. Call from within a tokio
+    /// runtime (its group commits run as tasks there).
+    pub fn open(db: Db, staging_dir: &Path) -> Result<PgBackend, SpoolError> {
         let tmp = staging_dir.join("tmp");
         fs::create_dir_all(&tmp)?;
-        Ok(PgBackend {
+        let shared = Arc::new(Shared {
             db,
-            runtime: tokio::runtime::Handle::try_current()
-                .map_err(|e| io::Error::other(format!("no tokio runtime: {e}")))?,
             tmp,
             unremoved: Mutex::new(HashSet::new()),
+        });
+        let s = shared.clone();
+        let committer = Batcher::on_task("spool-commit", move |group| {
+            let s = s.clone();
+            Box::pin(async move { s.write_batch(group).await })
+        })?;
+        let s = shared.clone();
+        let remover = Batcher::on_task("spool-remove", move |ids: Vec<QueueId>| {
+            let s = s.clone();
+            Box::pin(async move { s.remove_batch(&ids).await })
+        })?;
+        Ok(PgBackend {
+            shared,
+            committer,
+            remover,
         })
     }
+}
 
+/// `fut` with the operation deadline.
+async fn timed<T>(fut: impl Future<Output = Result<T, DbError>>) -> Result<T, DbError> {
+    tokio::time::timeout(OPERATION_TIMEOUT, fut)
+        .await
+        .unwrap_or(Err(DbError::Timeout))
+}
+
+/// The same failure for every member of a group.
+fn all_failed(count: usize, e: &DbError) -> Results {
+    (0..count).map(|_| Err(e.clone().into())).collect()
+}
+
+impl Shared {
     fn unremoved(&self) -> MutexGuard<'_, HashSet<QueueId>> {
         self.unremoved.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Runs a query future to completion from blocking code (the spool's threads, tokio's
-    /// blocking pool, or a worker thread through `block_in_place`), with a deadline.
-    fn run<T>(&self, fut: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-        let timed = async {
-            match tokio::time::timeout(OPERATION_TIMEOUT, fut).await {
-                Ok(r) => r,
-                Err(_) => Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "cluster database did not answer in time",
-                )),
-            }
-        };
-        match tokio::runtime::Handle::try_current() {
-            // block_in_place would panic there; herald's own runtime is multi-threaded.
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread => Err(
-                io::Error::other("the cluster spool cannot be used from a single-threaded runtime"),
-            ),
-            Ok(_) => tokio::task::block_in_place(|| self.runtime.block_on(timed)),
-            Err(_) => self.runtime.block_on(timed),
-        }
     }
 
     fn lease_secs(&self) -> f64 {
         self.db.lease().as_secs_f64()
     }
 
-    async fn delete(&self, ids: &[QueueId]) -> io::Result<()> {
-        let client = self.db.client().await?;
-        client
-            .execute("DELETE FROM herald_messages WHERE id = ANY($1)", &[&ids])
-            .await
-            .map_err(|e| io_error("removing delivered messages", e))?;
-        Ok(())
+    async fn delete(&self, ids: &[QueueId]) -> Result<(), DbError> {
+        timed(async {
+            let client = self.db.client().await?;
+            client
+                .execute("DELETE FROM herald_messages WHERE id = ANY($1)", &[&ids])
+                .await
+                .map_err(DbError::doing("removing delivered messages"))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// A group of new messages in one transaction: all stored, or all failed.
+    async fn write_batch(&self, batch: Vec<NewMessage>) -> Results {
+        let count = batch.len();
+        let mut rows = Vec::with_capacity(count);
+        for m in batch {
+            let NewMessage {
+                id,
+                envelope,
+                head,
+                mut body,
+            } = m;
+            let mut bytes = head;
+            match body.map() {
+                Ok(b) => bytes.extend_from_slice(&b),
+                Err(e) => {
+                    let (kind, why) = (e.kind(), format!("reading the received message: {e}"));
+                    return (0..count)
+                        .map(|_| Err(io::Error::new(kind, why.clone()).into()))
+                        .collect();
+                }
+            }
+            rows.push((id, envelope, bytes));
+        }
+        let stored = timed(async {
+            let mut client = self.db.client().await?;
+            let tx = client
+                .transaction()
+                .await
+                .map_err(DbError::doing("storing messages"))?;
+            let insert = tx
+                .prepare(
+                    "INSERT INTO herald_messages (id, envelope, body, size, next_attempt, \
+                     accepted_by, lease_owner, lease_until) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $6, now() + make_interval(secs => $7))",
+                )
+                .await
+                .map_err(DbError::doing("storing messages"))?;
+            for (id, envelope, bytes) in &rows {
+                let size = bytes.len() as i64;
+                let due = envelope.received_at as i64;
+                tx.execute(
+                    &insert,
+                    &[
+                        id,
+                        &Json(envelope),
+                        bytes,
+                        &size,
+                        &due,
+                        &self.db.node_id(),
+                        &self.lease_secs(),
+                    ],
+                )
+                .await
+                .map_err(DbError::doing("storing a message"))?;
+            }
+            tx.commit()
+                .await
+                .map_err(DbError::doing("committing messages"))
+        })
+        .await;
+        match stored {
+            Ok(()) => (0..count).map(|_| Ok(())).collect(),
+            Err(e) => all_failed(count, &e),
+        }
+    }
+
+    /// Removes delivered messages with one statement; on failure they are kept for the next
+    /// renewal (and never delivered again by this node meanwhile).
+    async fn remove_batch(&self, ids: &[QueueId]) -> Results {
+        match self.delete(ids).await {
+            Ok(()) => ids.iter().map(|_| Ok(())).collect(),
+            Err(e) => {
+                self.unremoved().extend(ids.iter().cloned());
+                all_failed(ids.len(), &e)
+            }
+        }
     }
 }
 
 /// A queued message from a row of [`COLUMNS`].
-fn message(row: &Row) -> io::Result<SpooledMessage> {
-    let bad = |what: &str, e: tokio_postgres::Error| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("bad {what} in the database: {e}"),
-        )
+pub(super) fn message(row: &Row) -> Result<SpooledMessage, SpoolError> {
+    let id: String = row.try_get("id").map_err(|e| SpoolError::Corrupt {
+        id: String::new(),
+        what: "id",
+        detail: e.to_string(),
+    })?;
+    let bad = |what: &'static str, e: tokio_postgres::Error| SpoolError::Corrupt {
+        id: id.clone(),
+        what,
+        detail: e.to_string(),
     };
-    let id: String = row.try_get("id").map_err(|e| bad("id", e))?;
     let Json(envelope): Json<Envelope> = row.try_get("envelope").map_err(|e| bad("envelope", e))?;
     let size: i64 = row.try_get("size").map_err(|e| bad("size", e))?;
     let state: Option<Json<DeliveryState>> = row.try_get("state").map_err(|e| bad("state", e))?;
@@ -129,7 +225,7 @@ fn message(row: &Row) -> io::Result<SpooledMessage> {
     })
 }
 
-fn entry(row: &Row) -> io::Result<ClusterEntry> {
+fn entry(row: &Row) -> Result<ClusterEntry, SpoolError> {
     Ok(ClusterEntry {
         message: message(row)?,
         control_seq: row.try_get("control_seq").unwrap_or(0),
@@ -148,95 +244,15 @@ fn next_attempt(state: &DeliveryState) -> Option<i64> {
         .min()
 }
 
-fn not_found(id: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("no message {id} in the cluster's queue"),
-    )
-}
-
-impl SpoolBackend for PgBackend {
-    fn stage(&self) -> io::Result<StagedMessage> {
-        StagedMessage::create_in(&self.tmp, 0)
-    }
-
-    fn write_batch(&self, batch: Vec<NewMessage>) -> Vec<io::Result<()>> {
-        let count = batch.len();
-        let mut rows = Vec::with_capacity(count);
-        for m in batch {
-            let NewMessage {
-                id,
-                envelope,
-                head,
-                mut body,
-            } = m;
-            let mut bytes = head;
-            match body.map() {
-                Ok(b) => bytes.extend_from_slice(&b),
-                Err(e) => {
-                    let why = format!("reading the received message: {e}");
-                    return (0..count)
-                        .map(|_| Err(io::Error::other(why.clone())))
-                        .collect();
-                }
-            }
-            rows.push((id, envelope, bytes));
-        }
-        let result = self.run(async {
-            let mut client = self.db.client().await?;
-            let tx = client
-                .transaction()
-                .await
-                .map_err(|e| io_error("storing messages", e))?;
-            let insert = tx
-                .prepare(
-                    "INSERT INTO herald_messages (id, envelope, body, size, next_attempt, \
-                     accepted_by, lease_owner, lease_until) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $6, now() + make_interval(secs => $7))",
-                )
-                .await
-                .map_err(|e| io_error("storing messages", e))?;
-            for (id, envelope, bytes) in &rows {
-                let size = bytes.len() as i64;
-                let due = envelope.received_at as i64;
-                tx.execute(
-                    &insert,
-                    &[
-                        id,
-                        &Json(envelope),
-                        bytes,
-                        &size,
-                        &due,
-                        &self.db.node_id(),
-                        &self.lease_secs(),
-                    ],
-                )
-                .await
-                .map_err(|e| io_error("storing a message", e))?;
-            }
-            tx.commit()
-                .await
-                .map_err(|e| io_error("committing messages", e))
-        });
-        match result {
-            Ok(()) => (0..count).map(|_| Ok(())).collect(),
-            Err(e) => {
-                let (kind, why) = (e.kind(), e.to_string());
-                (0..count)
-                    .map(|_| Err(io::Error::new(kind, why.clone())))
-                    .collect()
-            }
-        }
-    }
-
-    fn recover(&self) -> io::Result<Vec<SpooledMessage>> {
+impl Shared {
+    async fn recover(&self) -> Result<Vec<SpooledMessage>, SpoolError> {
         // Messages half-received when this node's previous run died.
         for entry in fs::read_dir(&self.tmp)? {
             let _ = fs::remove_file(entry?.path());
         }
         // This node's own leases (a restart: its id is unique) and every unowned or expired
         // one; the rest belongs to live nodes.
-        let rows = self.run(async {
+        let rows = timed(async {
             let client = self.db.client().await?;
             client
                 .query(
@@ -253,15 +269,16 @@ impl SpoolBackend for PgBackend {
                     &[&self.db.node_id(), &self.lease_secs()],
                 )
                 .await
-                .map_err(|e| io_error("recovering the queue", e))
-        })?;
-        let mut out = rows.iter().map(message).collect::<io::Result<Vec<_>>>()?;
+                .map_err(DbError::doing("recovering the queue"))
+        })
+        .await?;
+        let mut out = rows.iter().map(message).collect::<Result<Vec<_>, _>>()?;
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
     }
 
-    fn load(&self, id: &str) -> io::Result<SpooledMessage> {
-        let row = self.run(async {
+    async fn load(&self, id: &str) -> Result<SpooledMessage, SpoolError> {
+        let row = timed(async {
             let client = self.db.client().await?;
             client
                 .query_opt(
@@ -269,64 +286,90 @@ impl SpoolBackend for PgBackend {
                     &[&id],
                 )
                 .await
-                .map_err(|e| io_error("loading a message", e))
-        })?;
-        message(&row.ok_or_else(|| not_found(id))?)
+                .map_err(DbError::doing("loading a message"))
+        })
+        .await?;
+        message(&row.ok_or_else(|| SpoolError::NotFound(id.to_string()))?)
     }
 
-    fn read_message(&self, id: &str) -> io::Result<MessageBytes> {
-        let row = self.run(async {
+    async fn read_message(&self, id: &str) -> Result<MessageBytes, SpoolError> {
+        let row = timed(async {
             let client = self.db.client().await?;
             client
                 .query_opt("SELECT body FROM herald_messages WHERE id = $1", &[&id])
                 .await
-                .map_err(|e| io_error("reading a message", e))
-        })?;
+                .map_err(DbError::doing("reading a message"))
+        })
+        .await?;
         let body: Vec<u8> = row
-            .ok_or_else(|| not_found(id))?
+            .ok_or_else(|| SpoolError::NotFound(id.to_string()))?
             .try_get(0)
-            .map_err(|e| io_error("reading a message", e))?;
+            .map_err(DbError::doing("reading a message"))?;
         Ok(MessageBytes::from(body))
     }
 
-    fn write_state(&self, id: &str, state: &DeliveryState) -> io::Result<()> {
-        let due = next_attempt(state);
-        let updated = self.run(async {
+    async fn write_state(&self, id: &str, state: DeliveryState) -> Result<(), SpoolError> {
+        let due = next_attempt(&state);
+        let updated = timed(async {
             let client = self.db.client().await?;
             client
                 .execute(
                     "UPDATE herald_messages SET state = $2, next_attempt = $3 \
                      WHERE id = $1 AND lease_owner = $4",
-                    &[&id, &Json(state), &due, &self.db.node_id()],
+                    &[&id, &Json(&state), &due, &self.db.node_id()],
                 )
                 .await
-                .map_err(|e| io_error("recording the delivery state", e))
-        })?;
+                .map_err(DbError::doing("recording the delivery state"))
+        })
+        .await?;
         if updated == 0 {
-            return Err(io::Error::other(format!(
-                "{id} is no longer this node's (deleted by an operator, or taken over by \
-                 another node after this node's lease expired)"
-            )));
+            return Err(SpoolError::LeaseLost(id.to_string()));
         }
         Ok(())
     }
+}
 
-    fn remove(&self, id: &str) -> io::Result<()> {
-        self.remove_batch(&[id.to_string()]).pop().unwrap_or(Ok(()))
+impl SpoolBackend for PgBackend {
+    fn stage(&self) -> io::Result<StagedMessage> {
+        StagedMessage::create_in(&self.shared.tmp, 0)
     }
 
-    fn remove_batch(&self, ids: &[QueueId]) -> Vec<io::Result<()>> {
-        match self.run(self.delete(ids)) {
-            Ok(()) => ids.iter().map(|_| Ok(())).collect(),
-            Err(e) => {
-                // Kept for the next renewal; never delivered again by this node meanwhile.
-                self.unremoved().extend(ids.iter().cloned());
-                let why = e.to_string();
-                ids.iter()
-                    .map(|_| Err(io::Error::other(why.clone())))
-                    .collect()
-            }
-        }
+    fn commit(&self, message: NewMessage) -> BoxFuture<'_, Result<(), SpoolError>> {
+        Box::pin(self.committer.submit(message))
+    }
+
+    fn recover(&self) -> BoxFuture<'_, Result<Vec<SpooledMessage>, SpoolError>> {
+        Box::pin(self.shared.recover())
+    }
+
+    fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<SpooledMessage, SpoolError>> {
+        Box::pin(self.shared.load(id))
+    }
+
+    fn read_message<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<MessageBytes, SpoolError>> {
+        Box::pin(self.shared.read_message(id))
+    }
+
+    fn write_state<'a>(
+        &'a self,
+        id: &'a str,
+        state: DeliveryState,
+    ) -> BoxFuture<'a, Result<(), SpoolError>> {
+        Box::pin(self.shared.write_state(id, state))
+    }
+
+    fn remove<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), SpoolError>> {
+        Box::pin(async move {
+            let ids = [id.to_string()];
+            self.shared.remove_batch(&ids).await.pop().unwrap_or(Ok(()))
+        })
+    }
+
+    fn remove_finished<'a>(
+        &'a self,
+        ids: &'a [QueueId],
+    ) -> BoxFuture<'a, Vec<Result<(), SpoolError>>> {
+        Box::pin(self.remover.submit_all(ids.to_vec()))
     }
 
     fn leases(&self) -> Option<&dyn Leases> {
@@ -335,7 +378,7 @@ impl SpoolBackend for PgBackend {
 }
 
 /// `a, b` → `m.a, m.b` (for RETURNING after an UPDATE … FROM, where names are ambiguous).
-fn prefixed(columns: &str) -> String {
+pub(super) fn prefixed(columns: &str) -> String {
     columns
         .split(", ")
         .map(|c| format!("m.{c}"))
@@ -343,168 +386,5 @@ fn prefixed(columns: &str) -> String {
         .join(", ")
 }
 
-impl Leases for PgBackend {
-    fn node_id(&self) -> &str {
-        self.db.node_id()
-    }
-
-    fn lease(&self) -> Duration {
-        self.db.lease()
-    }
-
-    fn adopt(&self, limit: usize) -> io::Result<Vec<ClusterEntry>> {
-        let limit = limit as i64;
-        let rows = self.run(async {
-            let client = self.db.client().await?;
-            client
-                .query(
-                    &format!(
-                        "UPDATE herald_messages m SET lease_owner = $1, \
-                         lease_until = now() + make_interval(secs => $2) \
-                         FROM (SELECT id FROM herald_messages \
-                               WHERE (lease_until IS NULL OR lease_until < now()) \
-                                 AND lease_owner IS DISTINCT FROM $1 \
-                               ORDER BY next_attempt NULLS LAST, id LIMIT $3 \
-                               FOR UPDATE SKIP LOCKED) c \
-                         WHERE m.id = c.id RETURNING {}",
-                        prefixed(COLUMNS)
-                    ),
-                    &[&self.db.node_id(), &self.lease_secs(), &limit],
-                )
-                .await
-                .map_err(|e| io_error("adopting expired leases", e))
-        })?;
-        rows.iter().map(entry).collect()
-    }
-
-    fn renew(&self) -> io::Result<Vec<(QueueId, i64)>> {
-        let unremoved: Vec<QueueId> = self.unremoved().iter().cloned().collect();
-        if !unremoved.is_empty() {
-            self.run(self.delete(&unremoved))?;
-            let mut set = self.unremoved();
-            for id in &unremoved {
-                set.remove(id);
-            }
-            tracing::info!(
-                messages = unremoved.len(),
-                "cluster: delivered messages removed now that the database answers"
-            );
-        }
-        let rows = self.run(async {
-            let client = self.db.client().await?;
-            client
-                .query(
-                    "UPDATE herald_messages SET lease_until = now() + make_interval(secs => $2) \
-                     WHERE lease_owner = $1 RETURNING id, control_seq",
-                    &[&self.db.node_id(), &self.lease_secs()],
-                )
-                .await
-                .map_err(|e| io_error("renewing leases", e))
-        })?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get(0).map_err(|e| io_error("renewing leases", e))?,
-                    r.try_get(1).map_err(|e| io_error("renewing leases", e))?,
-                ))
-            })
-            .collect()
-    }
-
-    fn release_all(&self) -> io::Result<u64> {
-        self.run(async {
-            let client = self.db.client().await?;
-            client
-                .execute(
-                    "UPDATE herald_messages SET lease_owner = NULL, lease_until = NULL \
-                     WHERE lease_owner = $1",
-                    &[&self.db.node_id()],
-                )
-                .await
-                .map_err(|e| io_error("releasing leases", e))
-        })
-    }
-
-    fn list_all(&self, id: Option<&str>) -> io::Result<Vec<ClusterEntry>> {
-        let rows = self.run(async {
-            let client = self.db.client().await?;
-            let sql = format!(
-                "SELECT {COLUMNS} FROM herald_messages \
-                 WHERE ($1::text IS NULL OR id = $1) ORDER BY id"
-            );
-            client
-                .query(&sql, &[&id])
-                .await
-                .map_err(|e| io_error("listing the queue", e))
-        })?;
-        rows.iter().map(entry).collect()
-    }
-
-    fn set_held(&self, id: &str, held: bool) -> io::Result<bool> {
-        let n = self.run(async {
-            let client = self.db.client().await?;
-            client
-                .execute(
-                    "UPDATE herald_messages SET held = $2, control_seq = control_seq + 1 \
-                     WHERE id = $1",
-                    &[&id, &held],
-                )
-                .await
-                .map_err(|e| io_error("holding or releasing", e))
-        })?;
-        Ok(n > 0)
-    }
-
-    fn retry_now(&self, id: Option<&str>) -> io::Result<u64> {
-        let now = unix_now();
-        self.run(async {
-            let mut client = self.db.client().await?;
-            let tx = client
-                .transaction()
-                .await
-                .map_err(|e| io_error("retrying", e))?;
-            let sql = format!(
-                "SELECT {COLUMNS} FROM herald_messages \
-                 WHERE id = $1 OR ($1::text IS NULL AND NOT held AND next_attempt IS NOT NULL) \
-                 FOR UPDATE"
-            );
-            let rows = tx
-                .query(&sql, &[&id])
-                .await
-                .map_err(|e| io_error("retrying", e))?;
-            let mut count = 0;
-            for row in &rows {
-                let mut m = message(row)?;
-                m.state.retry_now(now);
-                tx.execute(
-                    "UPDATE herald_messages SET state = $2, next_attempt = $3, \
-                     control_seq = control_seq + 1 WHERE id = $1",
-                    &[&m.id, &Json(&m.state), &next_attempt(&m.state)],
-                )
-                .await
-                .map_err(|e| io_error("retrying", e))?;
-                count += 1;
-            }
-            tx.commit().await.map_err(|e| io_error("retrying", e))?;
-            Ok(count)
-        })
-    }
-
-    fn take(&self, id: &str) -> io::Result<Option<(SpooledMessage, MessageBytes)>> {
-        let row = self.run(async {
-            let client = self.db.client().await?;
-            client
-                .query_opt(
-                    &format!("DELETE FROM herald_messages WHERE id = $1 RETURNING {COLUMNS}, body"),
-                    &[&id],
-                )
-                .await
-                .map_err(|e| io_error("deleting", e))
-        })?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let body: Vec<u8> = row.try_get("body").map_err(|e| io_error("deleting", e))?;
-        Ok(Some((message(&row)?, MessageBytes::from(body))))
-    }
-}
+#[path = "pg_leases.rs"]
+mod leases;

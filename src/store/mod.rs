@@ -45,6 +45,7 @@ use mail_auth::report::Report;
 use mail_auth::report::tlsrpt::TlsReport;
 use serde::Serialize;
 
+use crate::cluster::Db;
 use crate::config::Config;
 
 /// One mail as it arrived (or as it was imported), before parsing.
@@ -200,22 +201,33 @@ pub struct StoreCounters {
     pub rejected: u64,
 }
 
-/// Where reports live. Implementations must make [`ReportStore::accept`] durable before it
-/// returns: the listener answers `250` right after.
+/// Where reports live. Implementations must make [`ReportStore::accept`] durable before its
+/// future completes: the listener answers `250` right after.
 pub trait ReportStore: Send + Sync {
     /// Stores one mail and what was parsed from it, atomically and durably.
-    fn accept(&self, mail: &ReceivedMail, items: &[ParsedItem]) -> anyhow::Result<AcceptOutcome>;
+    fn accept<'a>(
+        &'a self,
+        mail: &'a ReceivedMail,
+        items: &'a [ParsedItem],
+    ) -> BoxFuture<'a, Result<AcceptOutcome, StoreError>>;
     /// DMARC rows whose reporting period ends at or after `since` (unix seconds), for one
     /// domain or all.
-    fn dmarc_rows(&self, domain: Option<&str>, since: i64) -> anyhow::Result<Vec<DmarcRow>>;
+    fn dmarc_rows<'a>(
+        &'a self,
+        domain: Option<&'a str>,
+        since: i64,
+    ) -> BoxFuture<'a, Result<Vec<DmarcRow>, StoreError>>;
     /// The most recently received rejected parts, newest first.
-    fn rejected(&self, limit: usize) -> anyhow::Result<Vec<RejectedPart>>;
+    fn rejected(&self, limit: usize) -> BoxFuture<'_, Result<Vec<RejectedPart>, StoreError>>;
     /// TLS-RPT reports whose period ends at or after `since`.
-    fn tls_reports(&self, since: i64) -> anyhow::Result<Vec<TlsReportSummary>>;
+    fn tls_reports(&self, since: i64) -> BoxFuture<'_, Result<Vec<TlsReportSummary>, StoreError>>;
     /// When a DMARC report for `domain` last arrived (unix seconds).
-    fn last_dmarc_report(&self, domain: &str) -> anyhow::Result<Option<i64>>;
+    fn last_dmarc_report<'a>(
+        &'a self,
+        domain: &'a str,
+    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>>;
     /// Counters since the store was created.
-    fn counters(&self) -> anyhow::Result<StoreCounters>;
+    fn counters(&self) -> BoxFuture<'_, Result<StoreCounters, StoreError>>;
 }
 
 /// The report database of this configuration: `[feedback] database`, by default
@@ -227,13 +239,26 @@ pub fn database_path(cfg: &Config) -> PathBuf {
         .unwrap_or_else(|| cfg.server.data_dir.join("reports.sqlite"))
 }
 
-/// Opens the configured store: the cluster's PostgreSQL with `[cluster]`, else SQLite in
-/// `data_dir`.
-pub fn open(cfg: &Config) -> anyhow::Result<Arc<dyn ReportStore>> {
-    if let Some(cluster) = &cfg.cluster {
-        return Ok(Arc::new(pg::PgStore::open(cluster)?));
+/// Opens the configured store: the cluster's PostgreSQL with `[cluster]` (connecting and
+/// applying the migrations, as a node does), else SQLite in `data_dir`. For the commands that
+/// run without a node.
+pub async fn open(cfg: &Config) -> anyhow::Result<Arc<dyn ReportStore>> {
+    let db = match &cfg.cluster {
+        Some(cluster) => Some(crate::cluster::open(cluster).await?),
+        None => None,
+    };
+    open_on(cfg, db).await
+}
+
+/// The store on the node's own cluster database `db` (one pool per node), or, without
+/// `[cluster]` (`db` is `None`), SQLite in `data_dir`.
+pub async fn open_on(cfg: &Config, db: Option<Db>) -> anyhow::Result<Arc<dyn ReportStore>> {
+    if let Some(db) = db {
+        return Ok(Arc::new(pg::PgStore::new(db)));
     }
-    Ok(Arc::new(sqlite::SqliteStore::open(&database_path(cfg))?))
+    Ok(Arc::new(
+        sqlite::SqliteStore::open(&database_path(cfg)).await?,
+    ))
 }
 
 /// Now, in unix seconds.

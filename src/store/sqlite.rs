@@ -1,18 +1,17 @@
 //! The embedded report store: one SQLite file in `data_dir` (WAL journal, `synchronous=FULL`,
-//! so a committed transaction survives a crash or power loss). One connection behind a mutex:
-//! report traffic is a few mails a day per receiver, far below what one writer handles.
+//! so a committed transaction survives a crash or power loss), on its own thread
+//! ([`SqliteThread`]): report traffic is a few mails a day per receiver, far below what one
+//! writer handles, and no query runs on a tokio worker.
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Mutex;
 
-use anyhow::Context;
 use mail_auth::report::{ActionDisposition, Disposition, DmarcResult, Report};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    AcceptOutcome, DmarcRow, ParsedItem, ReceivedMail, RejectedPart, ReportStore, StoreCounters,
-    TlsReportSummary,
+    AcceptOutcome, BoxFuture, DmarcRow, ParsedItem, ReceivedMail, RejectedPart, ReportStore,
+    SqliteThread, StoreCounters, StoreError, TlsReportSummary,
 };
 
 /// Schema version 1. Rows keep the report's metadata by reference; the raw mail is kept so a
@@ -76,31 +75,15 @@ CREATE TABLE IF NOT EXISTS counters (
 
 /// The SQLite report store.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    db: SqliteThread,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database at `path`, with WAL and full sync.
-    pub fn open(path: &Path) -> anyhow::Result<SqliteStore> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
-        }
-        let conn = Connection::open(path)
-            .with_context(|| format!("cannot open the report database {}", path.display()))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.execute_batch(SCHEMA)
-            .with_context(|| format!("cannot create the tables in {}", path.display()))?;
-        Ok(SqliteStore {
-            conn: Mutex::new(conn),
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// Opens (creating if needed) the database at `path`, with WAL and full sync, on its own
+    /// thread.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let db = SqliteThread::open(path, "reports", |c| c.execute_batch(SCHEMA)).await?;
+        Ok(SqliteStore { db })
     }
 }
 
@@ -161,7 +144,12 @@ pub(super) fn auth_results(rec: &mail_auth::report::Record) -> AuthResults {
 }
 
 /// Inserts a DMARC report and its rows; `false` when it was already stored.
-fn insert_dmarc(tx: &Transaction<'_>, mail_id: i64, at: i64, r: &Report) -> anyhow::Result<bool> {
+fn insert_dmarc(
+    tx: &Transaction<'_>,
+    mail_id: i64,
+    at: i64,
+    r: &Report,
+) -> Result<bool, StoreError> {
     let m = &r.report_metadata;
     let p = &r.policy_published;
     let inserted = tx.execute(
@@ -210,177 +198,220 @@ fn insert_dmarc(tx: &Transaction<'_>, mail_id: i64, at: i64, r: &Report) -> anyh
 }
 
 impl ReportStore for SqliteStore {
-    fn accept(&self, mail: &ReceivedMail, items: &[ParsedItem]) -> anyhow::Result<AcceptOutcome> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO mails (received_at, origin, mail_from, rcpt, raw) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![mail.received_at, mail.origin, mail.mail_from, mail.rcpt, mail.raw],
-        )?;
-        let mail_id = tx.last_insert_rowid();
-        let mut out = AcceptOutcome::default();
-        let (mut dmarc, mut tls) = (0, 0);
-        for item in items {
-            match item {
-                ParsedItem::Dmarc(r) => {
-                    if insert_dmarc(&tx, mail_id, mail.received_at, r)? {
-                        out.stored += 1;
-                        dmarc += 1;
-                    } else {
-                        out.duplicates += 1;
-                    }
-                }
-                ParsedItem::Tls(r) => {
-                    let n = tx.execute(
-                        "INSERT OR IGNORE INTO tls_reports
-                           (mail_id, org, report_id, begin_at, end_at, json)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        params![
-                            mail_id,
-                            r.organization_name.clone().unwrap_or_default(),
-                            r.report_id,
-                            r.date_range.start_datetime.to_timestamp(),
-                            r.date_range.end_datetime.to_timestamp(),
-                            serde_json::to_string(r)?,
-                        ],
-                    )?;
-                    if n == 1 {
-                        out.stored += 1;
-                        tls += 1;
-                    } else {
-                        out.duplicates += 1;
-                    }
-                }
-                ParsedItem::Rejected { part, error } => {
-                    tx.execute(
-                        "INSERT INTO rejected (mail_id, part, error) VALUES (?1, ?2, ?3)",
-                        params![mail_id, part, error],
-                    )?;
-                    out.rejected += 1;
-                }
-            }
-        }
-        bump(&tx, "mails", 1)?;
-        bump(&tx, "dmarc_reports", dmarc)?;
-        bump(&tx, "tls_reports", tls)?;
-        bump(&tx, "duplicates", out.duplicates)?;
-        bump(&tx, "rejected", out.rejected)?;
-        tx.commit()
-            .context("cannot commit the report to the database")?;
-        Ok(out)
+    fn accept<'a>(
+        &'a self,
+        mail: &'a ReceivedMail,
+        items: &'a [ParsedItem],
+    ) -> BoxFuture<'a, Result<AcceptOutcome, StoreError>> {
+        let (mail, items) = (mail.clone(), items.to_vec());
+        Box::pin(self.db.call(move |conn| accept(conn, &mail, &items)))
     }
 
-    fn dmarc_rows(&self, domain: Option<&str>, since: i64) -> anyhow::Result<Vec<DmarcRow>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT r.domain, r.org, r.report_id, r.begin_at, r.end_at, r.policy,
-                    w.source_ip, w.count, w.disposition, w.dkim_aligned, w.spf_aligned,
-                    w.header_from, w.dkim_json, w.spf_json
-             FROM dmarc_rows w JOIN dmarc_reports r ON w.report = r.id
-             WHERE r.end_at >= ?1 AND (?2 IS NULL OR r.domain = ?2)
-             ORDER BY r.domain, r.begin_at, w.id",
-        )?;
+    fn dmarc_rows<'a>(
+        &'a self,
+        domain: Option<&'a str>,
+        since: i64,
+    ) -> BoxFuture<'a, Result<Vec<DmarcRow>, StoreError>> {
         let domain = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
-        let rows = stmt.query_map(params![since, domain], |row| {
-            Ok((
-                DmarcRow {
-                    domain: row.get(0)?,
-                    org: row.get(1)?,
-                    report_id: row.get(2)?,
-                    begin: row.get(3)?,
-                    end: row.get(4)?,
-                    policy: row.get(5)?,
-                    source_ip: IpAddr::from([0, 0, 0, 0]),
-                    count: row.get::<_, i64>(7)?.max(0) as u64,
-                    disposition: row.get(8)?,
-                    dkim_aligned: row.get(9)?,
-                    spf_aligned: row.get(10)?,
-                    header_from: row.get(11)?,
-                    dkim: Vec::new(),
-                    spf: Vec::new(),
-                },
-                row.get::<_, String>(6)?,
-                row.get::<_, String>(12)?,
-                row.get::<_, String>(13)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for r in rows {
-            let (mut row, ip, dkim, spf) = r?;
-            let Ok(ip) = ip.parse() else { continue };
-            row.source_ip = ip;
-            row.dkim = serde_json::from_str(&dkim).unwrap_or_default();
-            row.spf = serde_json::from_str(&spf).unwrap_or_default();
-            out.push(row);
-        }
-        Ok(out)
+        Box::pin(self.db.call(move |conn| dmarc_rows(conn, domain, since)))
     }
 
-    fn rejected(&self, limit: usize) -> anyhow::Result<Vec<RejectedPart>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT j.mail_id, m.received_at, m.origin, j.part, j.error
-             FROM rejected j JOIN mails m ON j.mail_id = m.id
-             ORDER BY j.id DESC LIMIT ?1",
-        )?;
-        let rows = stmt.query_map(params![limit as i64], |row| {
-            Ok(RejectedPart {
-                mail_id: row.get(0)?,
-                received_at: row.get(1)?,
-                origin: row.get(2)?,
-                part: row.get(3)?,
-                error: row.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    fn rejected(&self, limit: usize) -> BoxFuture<'_, Result<Vec<RejectedPart>, StoreError>> {
+        Box::pin(self.db.call(move |conn| rejected(conn, limit)))
     }
 
-    fn tls_reports(&self, since: i64) -> anyhow::Result<Vec<TlsReportSummary>> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare_cached("SELECT json FROM tls_reports WHERE end_at >= ?1 ORDER BY begin_at")?;
-        let rows = stmt.query_map(params![since], |row| row.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for json in rows {
-            out.extend(TlsReportSummary::of_json(&json?));
-        }
-        Ok(out)
+    fn tls_reports(&self, since: i64) -> BoxFuture<'_, Result<Vec<TlsReportSummary>, StoreError>> {
+        Box::pin(self.db.call(move |conn| tls_reports(conn, since)))
     }
 
-    fn last_dmarc_report(&self, domain: &str) -> anyhow::Result<Option<i64>> {
-        let conn = self.lock();
-        let at = conn
-            .query_row(
-                "SELECT MAX(received_at) FROM dmarc_reports WHERE domain = ?1",
-                params![domain.trim_end_matches('.').to_ascii_lowercase()],
-                |row| row.get::<_, Option<i64>>(0),
-            )
-            .optional()?
-            .flatten();
-        Ok(at)
+    fn last_dmarc_report<'a>(
+        &'a self,
+        domain: &'a str,
+    ) -> BoxFuture<'a, Result<Option<i64>, StoreError>> {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        Box::pin(self.db.call(move |conn| {
+            let at = conn
+                .query_row(
+                    "SELECT MAX(received_at) FROM dmarc_reports WHERE domain = ?1",
+                    params![domain],
+                    |row| row.get::<_, Option<i64>>(0),
+                )
+                .optional()?
+                .flatten();
+            Ok(at)
+        }))
     }
 
-    fn counters(&self) -> anyhow::Result<StoreCounters> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached("SELECT name, value FROM counters")?;
-        let rows = stmt.query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-        })?;
-        let mut c = StoreCounters::default();
-        for r in rows {
-            let (name, v) = r?;
-            let v = v.max(0) as u64;
-            match name.as_str() {
-                "mails" => c.mails = v,
-                "dmarc_reports" => c.dmarc_reports = v,
-                "tls_reports" => c.tls_reports = v,
-                "duplicates" => c.duplicates = v,
-                "rejected" => c.rejected = v,
-                _ => {}
+    fn counters(&self) -> BoxFuture<'_, Result<StoreCounters, StoreError>> {
+        Box::pin(self.db.call(counters))
+    }
+}
+
+/// [`ReportStore::accept`] on the store's thread: one transaction.
+fn accept(
+    conn: &mut Connection,
+    mail: &ReceivedMail,
+    items: &[ParsedItem],
+) -> Result<AcceptOutcome, StoreError> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO mails (received_at, origin, mail_from, rcpt, raw) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            mail.received_at,
+            mail.origin,
+            mail.mail_from,
+            mail.rcpt,
+            mail.raw
+        ],
+    )?;
+    let mail_id = tx.last_insert_rowid();
+    let mut out = AcceptOutcome::default();
+    let (mut dmarc, mut tls) = (0, 0);
+    for item in items {
+        match item {
+            ParsedItem::Dmarc(r) => {
+                if insert_dmarc(&tx, mail_id, mail.received_at, r)? {
+                    out.stored += 1;
+                    dmarc += 1;
+                } else {
+                    out.duplicates += 1;
+                }
+            }
+            ParsedItem::Tls(r) => {
+                let n = tx.execute(
+                    "INSERT OR IGNORE INTO tls_reports
+                       (mail_id, org, report_id, begin_at, end_at, json)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        mail_id,
+                        r.organization_name.clone().unwrap_or_default(),
+                        r.report_id,
+                        r.date_range.start_datetime.to_timestamp(),
+                        r.date_range.end_datetime.to_timestamp(),
+                        serde_json::to_string(r)?,
+                    ],
+                )?;
+                if n == 1 {
+                    out.stored += 1;
+                    tls += 1;
+                } else {
+                    out.duplicates += 1;
+                }
+            }
+            ParsedItem::Rejected { part, error } => {
+                tx.execute(
+                    "INSERT INTO rejected (mail_id, part, error) VALUES (?1, ?2, ?3)",
+                    params![mail_id, part, error],
+                )?;
+                out.rejected += 1;
             }
         }
-        Ok(c)
     }
+    bump(&tx, "mails", 1)?;
+    bump(&tx, "dmarc_reports", dmarc)?;
+    bump(&tx, "tls_reports", tls)?;
+    bump(&tx, "duplicates", out.duplicates)?;
+    bump(&tx, "rejected", out.rejected)?;
+    tx.commit().map_err(StoreError::Commit)?;
+    Ok(out)
+}
+
+fn dmarc_rows(
+    conn: &mut Connection,
+    domain: Option<String>,
+    since: i64,
+) -> Result<Vec<DmarcRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT r.domain, r.org, r.report_id, r.begin_at, r.end_at, r.policy,
+                w.source_ip, w.count, w.disposition, w.dkim_aligned, w.spf_aligned,
+                w.header_from, w.dkim_json, w.spf_json
+         FROM dmarc_rows w JOIN dmarc_reports r ON w.report = r.id
+         WHERE r.end_at >= ?1 AND (?2 IS NULL OR r.domain = ?2)
+         ORDER BY r.domain, r.begin_at, w.id",
+    )?;
+    let rows = stmt.query_map(params![since, domain], |row| {
+        Ok((
+            DmarcRow {
+                domain: row.get(0)?,
+                org: row.get(1)?,
+                report_id: row.get(2)?,
+                begin: row.get(3)?,
+                end: row.get(4)?,
+                policy: row.get(5)?,
+                source_ip: IpAddr::from([0, 0, 0, 0]),
+                count: row.get::<_, i64>(7)?.max(0) as u64,
+                disposition: row.get(8)?,
+                dkim_aligned: row.get(9)?,
+                spf_aligned: row.get(10)?,
+                header_from: row.get(11)?,
+                dkim: Vec::new(),
+                spf: Vec::new(),
+            },
+            row.get::<_, String>(6)?,
+            row.get::<_, String>(12)?,
+            row.get::<_, String>(13)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (mut row, ip, dkim, spf) = r?;
+        let Ok(ip) = ip.parse() else { continue };
+        row.source_ip = ip;
+        row.dkim = serde_json::from_str(&dkim).unwrap_or_default();
+        row.spf = serde_json::from_str(&spf).unwrap_or_default();
+        out.push(row);
+    }
+    Ok(out)
+}
+
+fn rejected(conn: &mut Connection, limit: usize) -> Result<Vec<RejectedPart>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT j.mail_id, m.received_at, m.origin, j.part, j.error
+         FROM rejected j JOIN mails m ON j.mail_id = m.id
+         ORDER BY j.id DESC LIMIT ?1",
+    )?;
+    let rows = stmt.query_map(params![limit as i64], |row| {
+        Ok(RejectedPart {
+            mail_id: row.get(0)?,
+            received_at: row.get(1)?,
+            origin: row.get(2)?,
+            part: row.get(3)?,
+            error: row.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn tls_reports(conn: &mut Connection, since: i64) -> Result<Vec<TlsReportSummary>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT json FROM tls_reports WHERE end_at >= ?1 ORDER BY begin_at")?;
+    let rows = stmt.query_map(params![since], |row| row.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for json in rows {
+        out.extend(TlsReportSummary::of_json(&json?));
+    }
+    Ok(out)
+}
+
+fn counters(conn: &mut Connection) -> Result<StoreCounters, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT name, value FROM counters")?;
+    let rows = stmt.query_map([], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+    })?;
+    let mut c = StoreCounters::default();
+    for r in rows {
+        let (name, v) = r?;
+        let v = v.max(0) as u64;
+        match name.as_str() {
+            "mails" => c.mails = v,
+            "dmarc_reports" => c.dmarc_reports = v,
+            "tls_reports" => c.tls_reports = v,
+            "duplicates" => c.duplicates = v,
+            "rejected" => c.rejected = v,
+            _ => {}
+        }
+    }
+    Ok(c)
 }
 
 #[cfg(test)]
@@ -420,10 +451,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn stores_rows_counts_duplicates_once_and_keeps_rejections() {
+    #[tokio::test]
+    async fn stores_rows_counts_duplicates_once_and_keeps_rejections() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("r.sqlite")).unwrap();
+        let store = SqliteStore::open(&dir.path().join("r.sqlite"))
+            .await
+            .unwrap();
         let items = vec![
             ParsedItem::Dmarc(Box::new(report("r1"))),
             ParsedItem::Rejected {
@@ -431,23 +464,23 @@ mod tests {
                 error: "not a zip".into(),
             },
         ];
-        let o = store.accept(&mail(), &items).unwrap();
+        let o = store.accept(&mail(), &items).await.unwrap();
         assert_eq!((o.stored, o.duplicates, o.rejected), (1, 0, 1));
-        let o = store.accept(&mail(), &items[..1]).unwrap();
+        let o = store.accept(&mail(), &items[..1]).await.unwrap();
         assert_eq!((o.stored, o.duplicates), (0, 1));
-        let rows = store.dmarc_rows(Some("example.com"), 0).unwrap();
+        let rows = store.dmarc_rows(Some("example.com"), 0).await.unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].count, 7);
         assert_eq!(rows[0].policy, "quarantine");
         assert!(rows[0].passes());
-        let c = store.counters().unwrap();
+        let c = store.counters().await.unwrap();
         assert_eq!(
             (c.mails, c.dmarc_reports, c.duplicates, c.rejected),
             (2, 1, 1, 1)
         );
-        assert_eq!(store.rejected(10).unwrap()[0].error, "not a zip");
+        assert_eq!(store.rejected(10).await.unwrap()[0].error, "not a zip");
         assert_eq!(
-            store.last_dmarc_report("example.com").unwrap(),
+            store.last_dmarc_report("example.com").await.unwrap(),
             Some(1_700_100_000)
         );
     }

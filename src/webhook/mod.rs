@@ -76,10 +76,6 @@ pub fn backoff(settings: &WebhooksConfig, attempts: u32) -> Duration {
 async fn run_app(mut s: Sender) {
     let label = stats::app(&s.app);
     let st = stats::stats();
-    let app = s.app.clone();
-    if let Ok(n) = s.db.call(move |c| db::backlog(c, &app)).await {
-        st.backlog.get_or_create(&label).set(n as i64);
-    }
     loop {
         s.queued.mark_unchanged();
         let (app, size) = (s.app.clone(), s.settings.batch_size);

@@ -18,3 +18,4 @@ mod requiretls;
 mod signing;
 mod submission;
 mod support_selftest;
+mod web;

@@ -30,6 +30,7 @@ pub mod ca;
 pub mod dns;
 pub mod herald;
 pub mod https;
+pub mod pebble;
 pub mod postgres;
 pub mod smtp_sink;
 pub mod spool;

@@ -9,6 +9,7 @@
 pub mod dkim;
 mod dmarc;
 pub mod lookup;
+mod mta_sts;
 mod reports;
 mod return_path;
 mod spf;
@@ -261,5 +262,6 @@ async fn check_all(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     dkim::check(ctx, out).await;
     dmarc::check(ctx, out).await;
     dmarc::informational(ctx, out).await;
+    mta_sts::check(ctx, out).await;
     return_path::check(ctx, out).await;
 }

@@ -71,10 +71,10 @@ pub(super) async fn check(ctx: &Ctx<'_>, rua: &[String], out: &mut Vec<Finding>)
     }
     let path = crate::store::database_path(ctx.cfg);
     let last = if path.exists() {
-        crate::store::open(ctx.cfg)
-            .and_then(|s| s.last_dmarc_report(&ctx.domain))
-            .ok()
-            .flatten()
+        match crate::store::open(ctx.cfg).await {
+            Ok(s) => s.last_dmarc_report(&ctx.domain).await.ok().flatten(),
+            Err(_) => None,
+        }
     } else {
         None
     };

@@ -44,7 +44,7 @@ async fn over_dane_without_requiretls_at_the_mx_the_message_is_not_delivered() {
         .await;
     // Failed for good (5.7.30): the message leaves the queue, a redacted bounce is queued.
     let deadline = Instant::now() + WAIT;
-    while relay.spool.load(&id).is_ok() {
+    while relay.spool.load(&id).await.is_ok() {
         assert!(Instant::now() < deadline, "{id} is still queued");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

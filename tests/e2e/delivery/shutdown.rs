@@ -86,7 +86,10 @@ fn a_delivery_still_running_at_the_end_of_the_grace_period_is_cut_and_not_counte
         .expect("runtime");
     let msg = rt.block_on(async {
         let (spool, _arrivals) = Spool::open_dir(&w.dir.path().join("spool")).expect("spool");
-        spool.load(&id).expect("the cut message is still queued")
+        spool
+            .load(&id)
+            .await
+            .expect("the cut message is still queued")
     });
     let r = &msg.state.recipients[0];
     assert_eq!(r.status, RecipientStatus::Pending);

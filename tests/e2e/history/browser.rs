@@ -149,6 +149,24 @@ impl<'a> Session<'a> {
             .await;
     }
 
+    /// Waits until `css` matches (a click on a form's submit returns before the next page has
+    /// loaded); panics with the page after a deadline.
+    async fn wait_for(&self, css: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let found = self.find_all(css).await;
+            if !found.is_empty() {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {css} in: {}",
+                self.source().await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn close(self) {
         let path = format!("/session/{}", self.id);
         self.d.call(reqwest::Method::DELETE, &path, None).await;
@@ -183,10 +201,24 @@ fn messages_page_in_headless_chromium_searches_and_shows_the_timeline() {
         s.type_into("input[name=token]", &token).await;
         s.click("button[type=submit]").await;
 
-        s.go(&format!("http://{admin}/messages/page")).await;
+        // Logged in once the login POST has set its cookie: the page shows the form.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            s.go(&format!("http://{admin}/messages/page")).await;
+            if !s.find_all("form#search").await.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never logged in: {}",
+                s.source().await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         s.type_into("form#search input[name=recipient]", "bob@example.net")
             .await;
         s.click("form#search button[type=submit]").await;
+        s.wait_for("p#count").await;
         let messages = s.find_all("section.message").await;
         assert_eq!(
             messages.len(),

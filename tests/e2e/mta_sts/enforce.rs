@@ -93,7 +93,7 @@ async fn enforce_never_tries_an_mx_outside_the_policy() {
     relay.assert_still_queued(&id).await;
     assert_eq!(deep.connections(), 0, "herald connected to a.b.bank.test");
     assert_eq!(apex.connections(), 0, "herald connected to bank.test");
-    let msg = relay.spool.load(&id).expect("queued");
+    let msg = relay.spool.load(&id).await.expect("queued");
     let reply = msg.state.recipients[0]
         .last_reply
         .clone()

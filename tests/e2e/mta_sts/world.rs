@@ -285,7 +285,11 @@ impl Relay {
         let deadline = Instant::now() + WAIT;
         loop {
             // The spool on disk is the truth: the state is written after each attempt.
-            let msg = self.spool.load(id).expect("message still in the spool");
+            let msg = self
+                .spool
+                .load(id)
+                .await
+                .expect("message still in the spool");
             let rcpt = &msg.state.recipients[0];
             if rcpt.attempts >= 1 {
                 assert_eq!(rcpt.status, RecipientStatus::Pending, "{msg:?}");

@@ -21,14 +21,14 @@ async fn sigkill_right_after_250_keeps_the_message() {
     let cfg = rig.herald.config.clone();
     let herald = Herald::start(rig.dir.path(), cfg);
     let backend = FsBackend::open(&rig.dir.path().join("spool")).expect("open spool");
-    let all = backend.recover().expect("recover");
+    let all = backend.recover().await.expect("recover");
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].id, id);
     assert_eq!(
         all[0].envelope.recipients,
         vec!["r@example.org".to_string()]
     );
-    let bytes = backend.read_message(&id).expect("read message");
+    let bytes = backend.read_message(&id).await.expect("read message");
     assert!(String::from_utf8_lossy(&bytes).ends_with("Hello.\r\n"));
     drop(herald);
 }
@@ -46,7 +46,7 @@ async fn sigkill_mid_data_leaves_no_half_message() {
     let cfg = rig.herald.config.clone();
     let _herald = Herald::start(rig.dir.path(), cfg);
     let backend = FsBackend::open(&rig.dir.path().join("spool")).expect("open spool");
-    assert!(backend.recover().expect("recover").is_empty());
+    assert!(backend.recover().await.expect("recover").is_empty());
     assert!(spooled(rig.dir.path()).is_empty());
 }
 

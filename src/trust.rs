@@ -54,27 +54,73 @@ pub fn root_store(tls: &TlsConfig) -> anyhow::Result<RootCertStore> {
     Ok(roots)
 }
 
+/// Why a PEM file gives no certificate or key, naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not PEM.
+    #[error("{path}: bad PEM: {why}")]
+    BadPem {
+        /// The file.
+        path: String,
+        /// The parser's complaint.
+        why: String,
+    },
+    /// The file holds no block of the kind wanted.
+    #[error("{path} holds no {block} block")]
+    Missing {
+        /// The file.
+        path: String,
+        /// `CERTIFICATE` or `PRIVATE KEY`.
+        block: &'static str,
+    },
+}
+
+fn read_pem(path: &Path) -> Result<Vec<u8>, PemError> {
+    std::fs::read(path).map_err(|source| PemError::Unreadable {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
 /// Every `CERTIFICATE` block of a PEM file, in order; an error a person can act on when the
 /// file cannot be read, is not PEM, or holds none.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    let pem = read_pem(path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;
+        .map_err(|e| PemError::BadPem {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })?;
     if certs.is_empty() {
-        return Err(format!("{} holds no CERTIFICATE block", path.display()));
+        return Err(PemError::Missing {
+            path: path.display().to_string(),
+            block: "CERTIFICATE",
+        });
     }
     Ok(certs)
 }
 
 /// The first private key (PKCS#8, PKCS#1 or SEC1) of a PEM file.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
+    let pem = read_pem(path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => {
-            format!("{} holds no PRIVATE KEY block", path.display())
-        }
-        other => format!("{}: bad PEM: {other}", path.display()),
+        rustls::pki_types::pem::Error::NoItemsFound => PemError::Missing {
+            path: path.display().to_string(),
+            block: "PRIVATE KEY",
+        },
+        other => PemError::BadPem {
+            path: path.display().to_string(),
+            why: other.to_string(),
+        },
     })
 }
 
@@ -96,11 +142,13 @@ mod tests {
         assert!(
             load_certs(&path)
                 .expect_err("none")
+                .to_string()
                 .contains("no CERTIFICATE")
         );
         assert!(
             load_key(&path)
                 .expect_err("none")
+                .to_string()
                 .contains("no PRIVATE KEY")
         );
     }

@@ -17,6 +17,9 @@ use crate::suppress::metrics;
 /// Events the follower may fall behind by before it loses some (counted by the hub).
 const FOLLOW_CAPACITY: usize = 65_536;
 
+/// Why a bounce could not be passed on (the spool's or signer's own error, from a layer above).
+pub type ForwardError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Passes a bounce on to an app's own sender address: spools `raw` with the null sender `<>`
 /// (so it is never bounced in turn) to the address given; `Ok` once durable.
 pub type Forwarder = Arc<
@@ -24,7 +27,7 @@ pub type Forwarder = Arc<
             String,
             Vec<u8>,
         )
-            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ForwardError>> + Send>>
         + Send
         + Sync,
 >;

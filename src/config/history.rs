@@ -147,7 +147,7 @@ impl Config {
                 ));
             }
             if let Err(problem) = check_webhook_url(url, &w.allow_networks) {
-                return Err(err(format!("apps.{name}.webhook_url"), problem));
+                return Err(err(format!("apps.{name}.webhook_url"), problem.to_string()));
             }
             match secret {
                 None => {
@@ -223,20 +223,49 @@ pub fn webhook_address_allowed(ip: std::net::IpAddr, allowed: &[IpNet]) -> bool 
     is_public(ip) || allowed.iter().any(|n| n.contains(&ip))
 }
 
+/// Why a webhook URL is refused, in words for the configuration error or the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookUrlError {
+    /// Not a URL at all.
+    #[error("{url:?} is not a URL: {why}")]
+    NotUrl {
+        /// The URL as configured.
+        url: String,
+        /// The parser's complaint.
+        why: String,
+    },
+    /// Not `https://`.
+    #[error("{0:?} must be https:// (events carry addresses; herald only posts them encrypted)")]
+    NotHttps(String),
+    /// `user:password@` in the URL.
+    #[error("must not carry credentials (the signature authenticates herald)")]
+    Credentials,
+    /// No host part.
+    #[error("{0:?} has no host")]
+    NoHost(String),
+    /// A literal address that is not public and not allowed.
+    #[error(
+        "{0} is a loopback, link-local, private or reserved address: refused (server-side \
+         request forgery) unless [webhooks] allow_networks includes it"
+    )]
+    NotPublic(std::net::IpAddr),
+}
+
 /// A webhook URL must be `https://host[:port]/path`, without credentials; a literal address
 /// must be allowed ([`webhook_address_allowed`]). Names are checked again when resolved.
-pub fn check_webhook_url(url: &str, allowed: &[IpNet]) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+pub fn check_webhook_url(url: &str, allowed: &[IpNet]) -> Result<(), WebhookUrlError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| WebhookUrlError::NotUrl {
+        url: url.to_string(),
+        why: e.to_string(),
+    })?;
     if parsed.scheme() != "https" {
-        return Err(format!(
-            "{url:?} must be https:// (events carry addresses; herald only posts them encrypted)"
-        ));
+        return Err(WebhookUrlError::NotHttps(url.to_string()));
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err("must not carry credentials (the signature authenticates herald)".into());
+        return Err(WebhookUrlError::Credentials);
     }
     let Some(host) = parsed.host_str() else {
-        return Err(format!("{url:?} has no host"));
+        return Err(WebhookUrlError::NoHost(url.to_string()));
     };
     let ip = host
         .trim_start_matches('[')
@@ -246,10 +275,7 @@ pub fn check_webhook_url(url: &str, allowed: &[IpNet]) -> Result<(), String> {
     if let Some(ip) = ip
         && !webhook_address_allowed(ip, allowed)
     {
-        return Err(format!(
-            "{ip} is a loopback, link-local, private or reserved address: refused (server-side \
-             request forgery) unless [webhooks] allow_networks includes it"
-        ));
+        return Err(WebhookUrlError::NotPublic(ip));
     }
     Ok(())
 }

@@ -139,11 +139,11 @@ impl Config {
                 ));
             }
             for s in &app.senders {
-                validate_sender_pattern(s).map_err(|p| err(&key("senders"), p))?;
+                validate_sender_pattern(s).map_err(|p| err(&key("senders"), p.to_string()))?;
             }
         }
         for s in &self.smtp.plain_senders {
-            validate_sender_pattern(s).map_err(|p| err("smtp.plain_senders", p))?;
+            validate_sender_pattern(s).map_err(|p| err("smtp.plain_senders", p.to_string()))?;
         }
         for (i, k) in self.dkim.keys.iter().enumerate() {
             let key = |f: &str| format!("dkim.keys[{i}].{f}");
@@ -240,7 +240,12 @@ impl super::ClusterConfig {
     }
 }
 
-fn validate_sender_pattern(s: &str) -> Result<(), String> {
+/// A `senders` entry that is neither form herald matches.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is neither an address (user@example.com) nor a domain entry (@example.com)")]
+struct BadSenderPattern(String);
+
+fn validate_sender_pattern(s: &str) -> Result<(), BadSenderPattern> {
     let ok = match s.strip_prefix('@') {
         Some(domain) => !domain.is_empty() && !domain.contains('@'),
         None => s
@@ -250,8 +255,6 @@ fn validate_sender_pattern(s: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{s:?} is neither an address (user@example.com) nor a domain entry (@example.com)"
-        ))
+        Err(BadSenderPattern(s.to_string()))
     }
 }

@@ -153,7 +153,7 @@ pub fn read_payload(
         }
         Payload::Gzip => match read_bounded(MultiGzDecoder::new(bytes), limits) {
             Ok(doc) => out.push(document(name, &doc)),
-            Err(e) => out.push(rejected(name, &e)),
+            Err(e) => out.push(rejected(name, &e.to_string())),
         },
         Payload::Zip => read_zip(name, bytes, limits, out),
     }
@@ -197,7 +197,7 @@ fn read_zip(name: &str, bytes: &[u8], limits: &Limits, out: &mut Vec<ParsedItem>
                 out.push(document(&entry, &doc));
             }
             Err(e) => {
-                out.push(rejected(&entry, &e));
+                out.push(rejected(&entry, &e.to_string()));
                 return;
             }
         }
@@ -205,20 +205,29 @@ fn read_zip(name: &str, bytes: &[u8], limits: &Limits, out: &mut Vec<ParsedItem>
 }
 
 /// Reads at most `max_report_size` bytes; more is refused (a bomb or a runaway report).
-fn read_bounded(reader: impl Read, limits: &Limits) -> Result<Vec<u8>, String> {
+fn read_bounded(reader: impl Read, limits: &Limits) -> Result<Vec<u8>, Unpacking> {
     let cap = limits.max_report_size;
     let mut buf = Vec::with_capacity(cap.min(64 * 1024));
     reader
         .take(cap as u64 + 1)
         .read_to_end(&mut buf)
-        .map_err(|e| format!("cannot decompress: {e}"))?;
+        .map_err(Unpacking::Corrupt)?;
     if buf.len() > cap {
-        return Err(format!(
-            "decompresses to more than {cap} bytes (feedback.max_report_size); refused as a \
-             possible compression bomb"
-        ));
+        return Err(Unpacking::TooLarge(cap));
     }
     Ok(buf)
+}
+
+/// Why a compressed report part was not read.
+#[derive(Debug, thiserror::Error)]
+enum Unpacking {
+    #[error("cannot decompress: {0}")]
+    Corrupt(std::io::Error),
+    #[error(
+        "decompresses to more than {0} bytes (feedback.max_report_size); refused as a possible \
+         compression bomb"
+    )]
+    TooLarge(usize),
 }
 
 fn too_large(name: &str, limits: &Limits) -> ParsedItem {
@@ -259,29 +268,40 @@ fn dmarc_xml(name: &str, bytes: &[u8]) -> ParsedItem {
         Err(e) => return rejected(name, &format!("not a DMARC aggregate report: {e}")),
     };
     if let Err(e) = sane(&report) {
-        return rejected(name, &e);
+        return rejected(name, &e.to_string());
     }
     ParsedItem::Dmarc(Box::new(report))
 }
 
+/// What makes a well-formed DMARC report unusable (stored as the rejected part's reason).
+#[derive(Debug, thiserror::Error)]
+enum Insane {
+    #[error("report without org_name or report_id")]
+    NoIdentity,
+    #[error("report without policy_published/domain")]
+    NoDomain,
+    #[error("impossible date range: begin {0}, end {1} (unix seconds)")]
+    Dates(u64, u64),
+    #[error("report without any record")]
+    NoRecord,
+}
+
 /// Checks what the XML parser cannot: identity and dates that make sense.
-fn sane(r: &Report) -> Result<(), String> {
+fn sane(r: &Report) -> Result<(), Insane> {
     let m = &r.report_metadata;
     if m.org_name.trim().is_empty() || m.report_id.trim().is_empty() {
-        return Err("report without org_name or report_id".into());
+        return Err(Insane::NoIdentity);
     }
     if r.policy_published.domain.trim().is_empty() {
-        return Err("report without policy_published/domain".into());
+        return Err(Insane::NoDomain);
     }
     let (begin, end) = (m.date_range.begin, m.date_range.end);
     let tomorrow = crate::store::now().max(0) as u64 + 2 * 86_400;
     if begin == 0 || end < begin || end > tomorrow || end - begin > 31 * 86_400 {
-        return Err(format!(
-            "impossible date range: begin {begin}, end {end} (unix seconds)"
-        ));
+        return Err(Insane::Dates(begin, end));
     }
     if r.record.is_empty() {
-        return Err("report without any record".into());
+        return Err(Insane::NoRecord);
     }
     Ok(())
 }

@@ -219,8 +219,8 @@ impl Session {
                 "the plain listener (smtp.plain_senders)".to_string(),
             ),
         };
-        if let Err(why) = author_fields_allowed(&headers, &patterns, &who) {
-            return self.reply(Reply::new(550, "5.7.1", why));
+        if let Err(refusal) = author_fields_allowed(&headers, &patterns, &who) {
+            return self.reply(refusal);
         }
         let may_lower_tls = self
             .app
@@ -347,39 +347,52 @@ impl Session {
 
 /// The `From:` field (exactly one, a strict RFC 5322 mailbox-list) and the `Sender:` field
 /// (at most one, one mailbox) must name only addresses the client may use. `Reply-To:` is
-/// free. `Err` holds the words of the `550 5.7.1` refusal.
-fn author_fields_allowed(headers: &[u8], patterns: &[String], who: &str) -> Result<(), String> {
+/// free. `Err` is the `550 5.7.1` refusal.
+fn author_fields_allowed(headers: &[u8], patterns: &[String], who: &str) -> Result<(), Reply> {
     let froms = field_values(headers, "From");
     let from = match froms.as_slice() {
         [] => {
-            return Err(format!(
+            return Err(refuse(format!(
                 "the message has no From: header; add one with an address {who} may use"
-            ));
+            )));
         }
         [one] => one,
-        _ => return Err("the message has more than one From: header; send exactly one".into()),
+        _ => {
+            return Err(refuse(
+                "the message has more than one From: header; send exactly one",
+            ));
+        }
     };
     let addresses = mailbox_list(from).map_err(|e| {
-        format!("the From: header is not a valid RFC 5322 address list ({e}); fix its syntax")
+        refuse(format!(
+            "the From: header is not a valid RFC 5322 address list ({e}); fix its syntax"
+        ))
     })?;
     if let Some(bad) = addresses.iter().find(|a| !sender_allowed(patterns, a)) {
-        return Err(format!(
+        return Err(refuse(format!(
             "From: header address <{bad}> is not allowed for {who}"
-        ));
+        )));
     }
     let senders = field_values(headers, "Sender");
     match senders.as_slice() {
         [] => Ok(()),
         [one] => match mailbox_list(one).as_deref() {
             Ok([addr]) if sender_allowed(patterns, addr) => Ok(()),
-            Ok([addr]) => Err(format!(
+            Ok([addr]) => Err(refuse(format!(
                 "Sender: header address <{addr}> is not allowed for {who}"
-            )),
-            Ok(_) => Err("the Sender: header must name exactly one address".into()),
-            Err(e) => Err(format!(
+            ))),
+            Ok(_) => Err(refuse("the Sender: header must name exactly one address")),
+            Err(e) => Err(refuse(format!(
                 "the Sender: header is not a valid RFC 5322 address ({e}); fix its syntax"
-            )),
+            ))),
         },
-        _ => Err("the message has more than one Sender: header; send at most one".into()),
+        _ => Err(refuse(
+            "the message has more than one Sender: header; send at most one",
+        )),
     }
+}
+
+/// The `550 5.7.1` refusal of a message whose author fields the client may not use.
+fn refuse(words: impl Into<String>) -> Reply {
+    Reply::new(550, "5.7.1", words)
 }

@@ -53,8 +53,8 @@ pub fn acceptor(cfg: &Config, config_file: &str) -> anyhow::Result<TlsAcceptor> 
         }
         generate_dev_pair(&cfg.server.hostname, &tls.cert, &tls.key)?;
     }
-    let certs = crate::trust::load_certs(&tls.cert).map_err(|p| err("tls.cert", p))?;
-    let key = crate::trust::load_key(&tls.key).map_err(|p| err("tls.key", p))?;
+    let certs = crate::trust::load_certs(&tls.cert).map_err(|p| err("tls.cert", p.to_string()))?;
+    let key = crate::trust::load_key(&tls.key).map_err(|p| err("tls.key", p.to_string()))?;
     let mut server = ServerConfig::builder_with_provider(crate::trust::provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| err("tls", format!("TLS set-up failed: {e}")))?

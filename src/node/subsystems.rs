@@ -273,7 +273,7 @@ pub(super) async fn start_after_delivery(
             })
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| Box::new(e) as crate::bounce::service::ForwardError)
         })
     }));
     Ok(after)

@@ -37,20 +37,49 @@ pub struct Issued {
     pub certified: Arc<CertifiedKey>,
 }
 
+/// Why a certificate and key cannot be put in force (the old one stays; the words go to the
+/// log and `herald check`).
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    /// The chain is not PEM.
+    #[error("bad certificate PEM: {0}")]
+    CertPem(String),
+    /// The chain holds no certificate.
+    #[error("no certificate in the chain")]
+    EmptyChain,
+    /// The leaf certificate does not parse as X.509.
+    #[error("the certificate does not parse: {0}")]
+    Unparsable(String),
+    /// The key is not PEM.
+    #[error("bad private key PEM: {0}")]
+    KeyPem(String),
+    /// rustls cannot sign with the key.
+    #[error("unusable private key: {0}")]
+    UnusableKey(String),
+    /// A stored file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Unreadable {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
 impl Issued {
     /// Reads a chain and key from PEM text; `Err` says what is wrong with them.
-    pub fn from_pem(chain_pem: &str, key_pem: &str) -> Result<Issued, String> {
+    pub fn from_pem(chain_pem: &str, key_pem: &str) -> Result<Issued, CertError> {
         let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("bad certificate PEM: {e}"))?;
-        let leaf = chain.first().ok_or("no certificate in the chain")?;
+            .map_err(|e| CertError::CertPem(e.to_string()))?;
+        let leaf = chain.first().ok_or(CertError::EmptyChain)?;
         let (names, not_before, not_after) = leaf_facts(leaf)?;
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-            .map_err(|e| format!("bad private key PEM: {e}"))?;
+            .map_err(|e| CertError::KeyPem(e.to_string()))?;
         let signing = crate::trust::provider()
             .key_provider
             .load_private_key(key)
-            .map_err(|e| format!("unusable private key: {e}"))?;
+            .map_err(|e| CertError::UnusableKey(e.to_string()))?;
         Ok(Issued {
             chain_pem: chain_pem.to_string(),
             key_pem: key_pem.to_string(),
@@ -79,13 +108,13 @@ impl Issued {
 }
 
 /// The leaf's dNSName entries, notBefore and notAfter.
-fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64, i64), String> {
+fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64, i64), CertError> {
     use x509_cert::der::Decode;
     use x509_cert::der::oid::AssociatedOid;
     use x509_cert::ext::pkix::SubjectAltName;
     use x509_cert::ext::pkix::name::GeneralName;
     let cert = x509_cert::Certificate::from_der(leaf.as_ref())
-        .map_err(|e| format!("the certificate does not parse: {e}"))?;
+        .map_err(|e| CertError::Unparsable(e.to_string()))?;
     let validity = &cert.tbs_certificate.validity;
     let secs = |t: &x509_cert::time::Time| t.to_unix_duration().as_secs() as i64;
     let mut names = Vec::new();
@@ -192,17 +221,20 @@ impl CertFiles {
     }
 
     /// The stored certificate; `Ok(None)` when there is none yet.
-    pub fn load(&self) -> Result<Option<Issued>, String> {
+    pub fn load(&self) -> Result<Option<Issued>, CertError> {
+        let unreadable = |path: PathBuf| {
+            move |source| CertError::Unreadable {
+                path: path.display().to_string(),
+                source,
+            }
+        };
         let chain = match fs::read_to_string(self.chain()) {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read {}: {e}", self.chain().display())),
+            Err(e) => return Err(unreadable(self.chain())(e)),
         };
-        let key = fs::read_to_string(self.key())
-            .map_err(|e| format!("cannot read {}: {e}", self.key().display()))?;
-        Issued::from_pem(&chain, &key)
-            .map(Some)
-            .map_err(|e| format!("{}: {e}", self.chain().display()))
+        let key = fs::read_to_string(self.key()).map_err(unreadable(self.key()))?;
+        Issued::from_pem(&chain, &key).map(Some)
     }
 
     /// Stores a certificate: the key first (mode 0600), each file replaced whole.

@@ -44,12 +44,22 @@ pub fn render(domain: &str, sts: &HostedStsConfig, mx: &[String]) -> HostedPolic
     }
 }
 
+/// The domain's MX hosts could not be looked up, so its hosted policy has no `mx:` lines.
+#[derive(Debug, thiserror::Error)]
+#[error("MX of {domain}: {why}")]
+pub struct MxLookupError {
+    /// The hosted domain.
+    pub domain: String,
+    /// The resolver's answer.
+    pub why: String,
+}
+
 /// The `mx:` patterns for `domain`: the configured ones, else the domain's live MX hosts.
 pub async fn mx_patterns(
     resolver: &mail_auth::MessageAuthenticator,
     domain: &str,
     sts: &HostedStsConfig,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, MxLookupError> {
     if !sts.mx.is_empty() {
         return Ok(sts
             .mx
@@ -59,7 +69,10 @@ pub async fn mx_patterns(
     }
     let mut hosts = crate::outbound::resolve::mx_hosts(resolver, domain)
         .await
-        .map_err(|e| format!("MX of {domain}: {e}"))?;
+        .map_err(|e| MxLookupError {
+            domain: domain.to_string(),
+            why: e.to_string(),
+        })?;
     hosts.sort();
     hosts.dedup();
     Ok(hosts)
@@ -70,7 +83,7 @@ pub async fn policy_for(
     cfg: &Config,
     resolver: &mail_auth::MessageAuthenticator,
     domain: &str,
-) -> Option<Result<HostedPolicy, String>> {
+) -> Option<Result<HostedPolicy, MxLookupError>> {
     let (name, sts) = cfg
         .web
         .mta_sts

@@ -49,20 +49,48 @@ pub async fn points_at_herald(
     resolver: &mail_auth::MessageAuthenticator,
     name: &str,
     ours: &[IpAddr],
-) -> Result<(), String> {
+) -> Result<(), NotPointingHere> {
     let found = crate::outbound::resolve::addresses(resolver, name)
         .await
-        .map_err(|e| format!("{name}: {e}"))?;
+        .map_err(|e| NotPointingHere::Lookup {
+            name: name.to_string(),
+            why: e.to_string(),
+        })?;
     if found.iter().any(|ip| ours.contains(ip)) {
         return Ok(());
     }
-    Err(format!(
-        "{name} resolves to {} but herald's public addresses are {} (set [web] public_ips \
-         when herald is behind NAT); publish an A/AAAA record (or a CNAME to herald's host \
-         name) for {name}",
-        list(&found),
-        list(ours)
-    ))
+    Err(NotPointingHere::Elsewhere {
+        name: name.to_string(),
+        found: list(&found),
+        ours: list(ours),
+    })
+}
+
+/// Why a name gets no certificate order: its DNS does not lead to herald.
+#[derive(Debug, thiserror::Error)]
+pub enum NotPointingHere {
+    /// The look-up failed.
+    #[error("{name}: {why}")]
+    Lookup {
+        /// The name.
+        name: String,
+        /// The resolver's answer.
+        why: String,
+    },
+    /// It resolves to other addresses.
+    #[error(
+        "{name} resolves to {found} but herald's public addresses are {ours} (set [web] \
+         public_ips when herald is behind NAT); publish an A/AAAA record (or a CNAME to \
+         herald's host name) for {name}"
+    )]
+    Elsewhere {
+        /// The name.
+        name: String,
+        /// Where it points.
+        found: String,
+        /// herald's addresses.
+        ours: String,
+    },
 }
 
 /// The names of `wanted` that point at herald; each other one is logged with the reason.

@@ -64,7 +64,7 @@ impl Client {
     /// POSTs `body` to `url` with the Standard Webhooks headers, signed with `key`.
     pub async fn post(&self, url: &str, key: &[u8], webhook_id: &str, body: &[u8]) -> Outcome {
         if let Err(why) = crate::config::check_webhook_url(url, &self.allowed) {
-            return Outcome::Failed(why);
+            return Outcome::Failed(why.to_string());
         }
         let timestamp = crate::clock::unix_now();
         let signature = super::sign::signature(key, webhook_id, timestamp, body);

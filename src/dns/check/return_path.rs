@@ -19,7 +19,7 @@ pub(super) async fn check(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         .filter(|d| org(d) == mine)
     {
         match mx_hosts(ctx, &d).await {
-            Err(e) => out.push(Finding::new("return_path.mx", Status::Error, e)),
+            Err(e) => out.push(Finding::new("return_path.mx", Status::Error, e.to_string())),
             Ok(hosts) if hosts.contains(&host) => out.push(Finding::new(
                 "return_path.mx",
                 Status::Pass,
@@ -84,9 +84,9 @@ pub(super) async fn check(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
 }
 
 /// The MX host names of `domain`, normalised (empty when it has none).
-async fn mx_hosts(ctx: &Ctx<'_>, domain: &str) -> Result<Vec<String>, String> {
+async fn mx_hosts(ctx: &Ctx<'_>, domain: &str) -> Result<Vec<String>, MxError> {
     let name = hickory_resolver::proto::rr::Name::from_ascii(format!("{domain}."))
-        .map_err(|e| format!("{domain:?} is not a valid DNS name: {e}"))?;
+        .map_err(|e| MxError::BadName(domain.to_string(), e.to_string()))?;
     match ctx.auth.resolver().lookup(name, RecordType::MX).await {
         Ok(lookup) => Ok(lookup
             .answers()
@@ -99,6 +99,15 @@ async fn mx_hosts(ctx: &Ctx<'_>, domain: &str) -> Result<Vec<String>, String> {
             })
             .collect()),
         Err(_) if ctx.dns.count(domain, RecordType::MX).await.is_ok() => Ok(Vec::new()),
-        Err(e) => Err(format!("no answer for MX {domain}: {e}")),
+        Err(e) => Err(MxError::NoAnswer(domain.to_string(), e.to_string())),
     }
+}
+
+/// Why the return-path domain's MX could not be read.
+#[derive(Debug, thiserror::Error)]
+enum MxError {
+    #[error("{0:?} is not a valid DNS name: {1}")]
+    BadName(String, String),
+    #[error("no answer for MX {0}: {1}")]
+    NoAnswer(String, String),
 }

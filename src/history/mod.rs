@@ -53,9 +53,28 @@ pub struct History {
     pub pg: Option<PgHistory>,
     /// Bumped after every write that put events in an outbox.
     pub queued: watch::Receiver<u64>,
+    /// Becomes `true` when the writer thread has written everything and stopped.
+    pub written: watch::Receiver<bool>,
 }
 
 impl History {
+    /// Shutdown, once nothing emits any more: ends the hub's channels so the writer writes
+    /// what is still queued and stops; waits for that at most `grace`. Returns whether it
+    /// finished in time (what it had not written then is lost, and logged).
+    pub async fn flush(&self, grace: Duration) -> bool {
+        crate::events::hub().close();
+        let mut written = self.written.clone();
+        match tokio::time::timeout(grace, written.wait_for(|done| *done)).await {
+            Ok(_) => true,
+            Err(_) => {
+                tracing::warn!(
+                    "history: events still queued at the end of the grace period are lost"
+                );
+                false
+            }
+        }
+    }
+
     /// Events matching `q`, newest first: from the cluster's table with `[cluster]`, else
     /// from this node's file.
     pub async fn search(&self, q: Query) -> anyhow::Result<Vec<db::StoredEvent>> {
@@ -116,9 +135,13 @@ pub async fn start(cfg: &Config, cluster: Option<Db>) -> anyhow::Result<Option<H
     }
     let (queued_tx, queued) = watch::channel(0u64);
     let max_backlog = cfg.webhooks.max_backlog;
+    let (written_tx, written) = watch::channel(false);
     std::thread::Builder::new()
         .name("history-writer".into())
-        .spawn(move || write_loop(rx, conn, apps, max_backlog, queued_tx, copies))?;
+        .spawn(move || {
+            write_loop(rx, conn, apps, max_backlog, queued_tx, copies);
+            written_tx.send_replace(true);
+        })?;
     let retention = cfg.history.retention;
     let pruning = db.clone();
     let pg_pruning = pg.clone();
@@ -139,10 +162,16 @@ pub async fn start(cfg: &Config, cluster: Option<Db>) -> anyhow::Result<Option<H
         }
     });
     tracing::info!(database = %path.display(), "history: recording message events");
-    Ok(Some(History { db, pg, queued }))
+    Ok(Some(History {
+        db,
+        pg,
+        queued,
+        written,
+    }))
 }
 
-/// The writer thread: takes what has queued up, writes it in one transaction, repeats.
+/// The writer thread: takes what has queued up, writes it in one transaction, repeats; returns
+/// once the hub has closed its channel and everything queued is written.
 fn write_loop(
     mut rx: mpsc::Receiver<Arc<Event>>,
     mut conn: rusqlite::Connection,

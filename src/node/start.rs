@@ -153,6 +153,10 @@ impl Node {
             .merge(crate::admin::messages::routes(history.clone()));
         if let Some(h) = &history {
             crate::webhook::start(&cfg, h)?;
+            node.push(Box::new(subsystems::History {
+                history: h.clone(),
+                grace: cfg.server.grace_period,
+            }));
         }
         // ---- end of SUBSYSTEMS ----
 

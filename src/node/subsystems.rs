@@ -397,3 +397,23 @@ impl Subsystem for Heartbeat {
         Box::pin(async {})
     }
 }
+
+/// The message history (`[history]`): at shutdown its writer writes the events still queued.
+pub(super) struct History {
+    pub(super) history: crate::history::History,
+    pub(super) grace: Duration,
+}
+
+impl Subsystem for History {
+    fn name(&self) -> &'static str {
+        "history"
+    }
+
+    /// In `finish`, not `drain`: the deliveries and sessions that end during the drain emit
+    /// their events up to its last moment; only after it is nothing left to emit.
+    fn finish(&self) -> BoxFuture<'_> {
+        Box::pin(async move {
+            self.history.flush(self.grace).await;
+        })
+    }
+}

@@ -417,3 +417,19 @@ impl Subsystem for History {
         })
     }
 }
+
+/// The webhook senders (`[webhooks]`, each app's `webhook_url` / `webhook_secret`): they
+/// follow reloads.
+pub(super) struct Webhooks(pub(super) crate::webhook::Webhooks);
+
+impl Subsystem for Webhooks {
+    fn name(&self) -> &'static str {
+        "webhooks"
+    }
+
+    fn prepare_reload(&self, next: &Next) -> anyhow::Result<Apply> {
+        let prepared = self.0.prepare_reload(&next.cfg)?;
+        let hooks = self.0.clone();
+        Ok(Apply::new(move || hooks.apply_reload(prepared)))
+    }
+}

@@ -4,9 +4,10 @@
 //!
 //! Modules follow the mail's path: [`inbound`] → [`signing`] → [`spool`] → [`queue`] →
 //! [`outbound`] (with [`mta_sts`] and [`report`]); [`dns`] and [`admin`] serve the operator.
+//! What a route demands of TLS, and how TLS went, are plain values of [`tls_policy`].
 //!
 //! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`clock`], [`events`],
-//! [`fsutil`], [`headers`], [`trust`], [`resolver`] → [`cluster`] → [`spool`] → [`suppress`], [`guard`] → [`bounce`] → [`signing`], [`mta_sts`], [`dns`] →
+//! [`fsutil`], [`headers`], [`trust`], [`resolver`], [`tls_policy`] → [`cluster`] → [`spool`] → [`suppress`], [`guard`] → [`bounce`] → [`signing`], [`mta_sts`], [`dns`] →
 //! [`history`] → [`outbound`] → [`own_mail`] → [`queue`] → [`report`], [`webhook`] → [`smtp_server`] → [`feedback`] → [`web`] → [`inbound`] →
 //! [`admin`] → [`node`] → [`commands`].
 
@@ -41,6 +42,7 @@ pub mod smtp_server;
 pub mod spool;
 pub mod store;
 pub mod suppress;
+pub mod tls_policy;
 pub mod trust;
 pub mod web;
 pub mod webhook;

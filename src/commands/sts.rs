@@ -10,7 +10,8 @@ use crate::clock::unix_now;
 use crate::mta_sts::cache::CachedPolicy;
 use crate::mta_sts::discover::{self, Discovery};
 use crate::mta_sts::policy::mode_name;
-use crate::mta_sts::{Resolution, Source, StsResolver, TlsDirective, fetch};
+use crate::mta_sts::{Resolution, Source, StsResolver, fetch};
+use crate::tls_policy::TlsDirective;
 
 /// `herald sts` subcommands.
 #[derive(Debug, Subcommand)]

@@ -9,9 +9,10 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use crate::clock::unix_now;
-use crate::mta_sts::{StsResolver, TlsDirective};
+use crate::mta_sts::StsResolver;
 use crate::outbound::dane::{Dane, DanePlan, HostDane};
 use crate::outbound::resolve;
+use crate::tls_policy::TlsDirective;
 
 /// `herald tls` subcommands.
 #[derive(Debug, Subcommand)]

@@ -10,8 +10,8 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use super::Policy;
 use crate::fsutil::write_atomic;
+use crate::tls_policy::Policy;
 
 /// A policy as cached: what was fetched, when, and until when it applies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,7 +164,7 @@ impl PolicyCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mta_sts::Mode;
+    use crate::tls_policy::Mode;
 
     fn policy(id: &str, mode: Mode, max_age: u64) -> Policy {
         Policy {

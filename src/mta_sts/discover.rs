@@ -43,14 +43,27 @@ pub async fn discover(auth: &MessageAuthenticator, domain: &str) -> Discovery {
     }
 }
 
+/// A TXT look-up that failed (time-out, SERVFAIL): nothing is known, so try again later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("TXT {name}: {detail}")]
+pub struct TxtLookupError {
+    /// The name looked up.
+    pub name: String,
+    /// What the resolver said.
+    pub detail: String,
+}
+
 /// Looks up `_smtp._tls.<domain>` (RFC 8460 §3): where TLS reports for the domain go.
 /// `Ok(None)` when the domain publishes no usable record.
-pub async fn tlsrpt(auth: &MessageAuthenticator, domain: &str) -> Result<Option<TlsRpt>, String> {
+pub async fn tlsrpt(
+    auth: &MessageAuthenticator,
+    domain: &str,
+) -> Result<Option<TlsRpt>, TxtLookupError> {
     let name = format!("_smtp._tls.{}.", domain.trim_end_matches('.'));
     let records = match txt_records(auth, &name).await {
         Ok(records) => records,
         Err(TxtError::None) => return Ok(None),
-        Err(TxtError::Failed(e)) => return Err(format!("TXT {name}: {e}")),
+        Err(TxtError::Failed(detail)) => return Err(TxtLookupError { name, detail }),
     };
     let valid: Vec<TlsRpt> = records
         .iter()

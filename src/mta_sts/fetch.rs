@@ -14,9 +14,9 @@ use std::time::Duration;
 use mail_auth::MessageAuthenticator;
 use mail_auth::report::tlsrpt::ResultType;
 
-use super::Policy;
 use super::policy;
 use crate::config::Config;
+use crate::tls_policy::Policy;
 use crate::trust::root_store;
 
 /// The largest policy file accepted (RFC 8461 §3.3 suggests 64 KiB).

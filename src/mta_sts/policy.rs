@@ -2,7 +2,7 @@
 //! mail-auth only parses the TXT record. Anything invalid is an error the caller reports as
 //! `sts-policy-invalid`, never a crash.
 
-use super::{Mode, Policy};
+use crate::tls_policy::{Mode, Policy};
 
 /// The largest `max_age` RFC 8461 allows (about one year).
 pub const MAX_MAX_AGE: u64 = 31_557_600;

@@ -11,9 +11,9 @@ use mail_auth::MessageAuthenticator;
 use super::cache::{CachedPolicy, PolicyCache};
 use super::discover::{self, Discovery};
 use super::fetch::{self, FetchError};
-use super::{Mode, TlsDirective, TlsEvent, TlsSink};
 use crate::clock::unix_now;
 use crate::config::Config;
+use crate::tls_policy::{Mode, TlsDirective, TlsEvent, TlsSink};
 
 /// How long a failed fetch of one (domain, id) is remembered before it is tried again, so that
 /// a burst of messages to a broken domain does not fetch once per message.
@@ -145,12 +145,7 @@ impl StsResolver {
     /// The directive a resolution leads to, with `[delivery] require_tls` applied.
     pub fn directive_from(&self, resolution: &Resolution) -> TlsDirective {
         let required = self.require_tls || self.require_tls_domains.contains(&resolution.domain);
-        match resolution.directive() {
-            Some(d) if d.requires_verified_tls() => d,
-            _ if required => TlsDirective::Required,
-            Some(d) => d,
-            None => TlsDirective::Opportunistic,
-        }
+        TlsDirective::with_require_tls(resolution.directive(), required)
     }
 
     /// Resolves the MTA-STS policy of `domain` (DNS, cache, fetch), saying where it came from.

@@ -7,9 +7,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Apply, Next, Parts, Subsystem};
 use crate::config::Config;
-use crate::mta_sts::{StsResolver, TlsSink};
+use crate::mta_sts::StsResolver;
 use crate::reload::Changes;
 use crate::signing::Signer;
+use crate::tls_policy::TlsSink;
 
 /// Why a reload was refused; the running configuration is kept whole.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -10,11 +10,12 @@ use super::sockets::Sockets;
 use super::{Subsystem, subsystems};
 use crate::config::Config;
 use crate::events::EventHub;
-use crate::mta_sts::{StsResolver, TlsSink};
+use crate::mta_sts::StsResolver;
 use crate::queue::manager::QueueManager;
 use crate::report::TlsReporter;
 use crate::report::send::ReportSender;
 use crate::signing::Signer;
+use crate::tls_policy::TlsSink;
 
 /// Starts herald's subsystems from a configuration.
 pub struct Node;

@@ -69,7 +69,7 @@ impl Subsystem for Reports {
 /// The delivery queue (`sink`: where its deliveries report TLS outcomes).
 pub(super) struct Queue {
     pub(super) queue: crate::queue::manager::QueueManager,
-    pub(super) sink: Arc<dyn crate::mta_sts::TlsSink>,
+    pub(super) sink: Arc<dyn crate::tls_policy::TlsSink>,
 }
 
 impl Subsystem for Queue {

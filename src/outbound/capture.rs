@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::deliver::Job;
+use super::job::Job;
 use super::outcome::{Answer, Failure, RecipientResult};
 
 /// Where captured messages go.

@@ -1,6 +1,8 @@
-//! What the submitter asked of TLS (RFC 8689), applied at delivery. Delivery calls these at
-//! four points: choosing the directive, before connecting, on each open session, and when a
-//! host fails.
+//! What the submitter asked of TLS (RFC 8689), applied at delivery. The route plan
+//! ([`super::plan`]) applies [`directive`], [`check_route`] and [`check_host`] before any
+//! connection; an attempt checks each open session ([`check_session`]) and gives the flag in
+//! `MAIL FROM` ([`mail_params`]); the host loop keeps the failure that matters
+//! ([`next_host_failure`]).
 //!
 //! A `REQUIRETLS` message (§4.2.1) goes only to a next hop that was authenticated: an MX host
 //! allowed by an MTA-STS `enforce` policy (or DANE) over TLS whose certificate verified, or the
@@ -15,10 +17,9 @@
 //! certificate or policy failure no longer stops delivery.
 
 use super::client::Session;
-use super::deliver::Job;
 use super::outcome::Failure;
-use crate::mta_sts::{Mode, TlsDirective};
 use crate::spool::TlsRequest;
+use crate::tls_policy::{Mode, TlsDirective};
 
 /// The directive a message is delivered under. `TLS-Required: No` turns a recipient policy that
 /// demands verified TLS (MTA-STS `enforce`, DANE) into opportunistic TLS; herald's own
@@ -33,20 +34,19 @@ pub fn directive(request: TlsRequest, recipient: TlsDirective) -> TlsDirective {
     }
 }
 
-/// Before any connection: whether the route can carry a REQUIRETLS message at all. The smart
-/// host is configured by name and its certificate is verified against that name, so it is an
-/// authenticated next hop; an MX host is only when the directive authenticates it
+/// Before any connection to MX hosts: whether the route can carry a REQUIRETLS message at all.
+/// An MX host is an authenticated next hop only when the directive authenticates it
 /// ([`TlsDirective::authenticates_mx`]) or DANE does for at least one host (`dane_may`, checked
 /// host by host with [`check_host`]). A name from DNS that is not authenticated (no policy, a
-/// `testing` policy, `[delivery] require_tls` alone) is not enough (§4.2.1).
+/// `testing` policy, `[delivery] require_tls` alone) is not enough (§4.2.1). (The smart host,
+/// configured by name and verified against it, is authenticated: the plan does not ask.)
 pub fn check_route(
     request: TlsRequest,
     directive: &TlsDirective,
-    via_relay: bool,
     dane_may: bool,
     domain: &str,
 ) -> Result<(), Failure> {
-    if request != TlsRequest::RequireTls || via_relay || dane_may || directive.authenticates_mx() {
+    if request != TlsRequest::RequireTls || dane_may || directive.authenticates_mx() {
         return Ok(());
     }
     let (detail, permanent) = match directive {
@@ -89,10 +89,9 @@ pub fn check_route(
 pub fn check_host(
     request: TlsRequest,
     directive: &TlsDirective,
-    via_relay: bool,
     host: &str,
 ) -> Result<(), Failure> {
-    if request != TlsRequest::RequireTls || via_relay || directive.authenticates_mx() {
+    if request != TlsRequest::RequireTls || directive.authenticates_mx() {
         return Ok(());
     }
     Err(Failure::RequireTls {
@@ -104,12 +103,9 @@ pub fn check_host(
     })
 }
 
-/// On an open session (new or pooled), before the transaction: a REQUIRETLS message needs TLS
-/// whose certificate verified, and REQUIRETLS in the server's EHLO reply.
-pub fn check_session(request: TlsRequest, session: &Session) -> Result<(), Failure> {
-    if request != TlsRequest::RequireTls {
-        return Ok(());
-    }
+/// On an open session (new or pooled), before the transaction of a REQUIRETLS message: it
+/// needs TLS whose certificate verified, and REQUIRETLS in the server's EHLO reply.
+pub fn check_session(session: &Session) -> Result<(), Failure> {
     let host = &session.host;
     let detail = match &session.tls {
         None => format!("{host} is not using TLS"),
@@ -144,17 +140,16 @@ pub fn next_host_failure(previous: Failure, new: Failure) -> Failure {
     }
 }
 
-/// The `MAIL FROM` parameters for a job: the envelope's, with `REQUIRETLS` exactly when the
-/// message carries it (the session sends it only to a server that advertises it, which
-/// [`check_session`] has made sure of).
-pub fn mail_params(job: &Job) -> Vec<String> {
-    let mut params: Vec<String> = job
-        .mail_params
+/// The `MAIL FROM` parameters for a job: the envelope's (`submitted`), with `REQUIRETLS`
+/// exactly when the message carries it (the session sends it only to a server that advertises
+/// it, which [`check_session`] has made sure of).
+pub fn mail_params(submitted: &[String], requiretls: bool) -> Vec<String> {
+    let mut params: Vec<String> = submitted
         .iter()
         .filter(|p| !p.eq_ignore_ascii_case("REQUIRETLS"))
         .cloned()
         .collect();
-    if job.tls_request == TlsRequest::RequireTls {
+    if requiretls {
         params.push("REQUIRETLS".into());
     }
     params
@@ -165,7 +160,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::mta_sts::Policy;
+    use crate::tls_policy::Policy;
 
     fn sts(mode: Mode) -> TlsDirective {
         TlsDirective::Sts {
@@ -182,17 +177,16 @@ mod tests {
     #[test]
     fn only_an_authenticated_route_carries_requiretls() {
         let req = TlsRequest::RequireTls;
-        assert!(check_route(req, &sts(Mode::Enforce), false, false, "bank.test").is_ok());
-        assert!(check_route(req, &TlsDirective::Required, true, false, "relay").is_ok());
+        assert!(check_route(req, &sts(Mode::Enforce), false, "bank.test").is_ok());
         for d in [
             TlsDirective::Opportunistic,
             TlsDirective::Required,
             sts(Mode::Testing),
         ] {
             // DANE that may authenticate a host lets the route through, host by host.
-            assert!(check_route(req, &d, false, true, "bank.test").is_ok());
-            assert!(check_host(req, &d, false, "mx1.bank.test").is_err());
-            let f = check_route(req, &d, false, false, "bank.test").expect_err("refused");
+            assert!(check_route(req, &d, true, "bank.test").is_ok());
+            assert!(check_host(req, &d, "mx1.bank.test").is_err());
+            let f = check_route(req, &d, false, "bank.test").expect_err("refused");
             assert!(f.is_permanent(), "{f}");
             assert_eq!(f.status().to_string(), "5.7.30");
             assert!(
@@ -205,10 +199,10 @@ mod tests {
             result_type: mail_auth::report::tlsrpt::ResultType::StsPolicyFetchError,
             detail: "timed out".into(),
         };
-        let f = check_route(req, &failed, false, false, "bank.test").expect_err("deferred");
+        let f = check_route(req, &failed, false, "bank.test").expect_err("deferred");
         assert!(!f.is_permanent());
         assert_eq!(f.status().to_string(), "4.7.30");
-        assert!(check_route(TlsRequest::Policy, &failed, false, false, "bank.test").is_ok());
+        assert!(check_route(TlsRequest::Policy, &failed, false, "bank.test").is_ok());
     }
 
     #[test]
@@ -230,6 +224,16 @@ mod tests {
             directive(TlsRequest::Policy, sts(Mode::Enforce)),
             TlsDirective::Sts { .. }
         ));
+    }
+
+    #[test]
+    fn the_flag_is_given_exactly_when_the_message_carries_it() {
+        let submitted = ["BODY=8BITMIME".to_string(), "requiretls".to_string()];
+        assert_eq!(mail_params(&submitted, false), ["BODY=8BITMIME"]);
+        assert_eq!(
+            mail_params(&submitted, true),
+            ["BODY=8BITMIME", "REQUIRETLS"]
+        );
     }
 
     #[test]

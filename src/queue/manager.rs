@@ -18,12 +18,14 @@ use super::transition::{self, Rules};
 use super::view::Counters;
 use crate::clock::{now_ms, unix_now};
 use crate::config::Config;
-use crate::mta_sts::{StsResolver, TlsSink};
-use crate::outbound::deliver::{Job, Outbound};
+use crate::mta_sts::StsResolver;
+use crate::outbound::deliver::Outbound;
+use crate::outbound::job::Job;
 use crate::outbound::outcome::{Failure, RecipientResult};
 use crate::own_mail::OwnMail;
 use crate::signing::Signer;
 use crate::spool::{Arrivals, QueueId, RecipientStatus, Spool, SpoolLock, SpooledMessage};
+use crate::tls_policy::TlsSink;
 
 /// Handle on the running queue, shared with the admin endpoint.
 #[derive(Clone)]

@@ -27,8 +27,9 @@ use self::build::{Reporter, day_of};
 use self::store::{Counts, DayCounts, OutboxItem, ReportDir};
 use crate::clock::unix_now;
 use crate::config::Config;
-pub use crate::mta_sts::TlsOutcome;
-use crate::mta_sts::{Mode, TlsDirective, TlsEvent, TlsSink, policy};
+use crate::mta_sts::policy;
+pub use crate::tls_policy::TlsOutcome;
+use crate::tls_policy::{Mode, TlsDirective, TlsEvent, TlsSink};
 
 /// The admin endpoint route that runs [`flush`] in a serving herald (`POST`, answers the
 /// [`FlushSummary`] as JSON); `herald report flush` calls it first.

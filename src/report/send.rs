@@ -131,7 +131,7 @@ impl Parts {
         let record = match discover::tlsrpt(&self.auth, &item.domain).await {
             Ok(Some(record)) => record,
             Ok(None) => return SendOutcome::NoRecipient,
-            Err(e) => return SendOutcome::Retry(e),
+            Err(e) => return SendOutcome::Retry(e.to_string()),
         };
         let bytes = match gzip_json(&item.report) {
             Ok(bytes) => bytes,

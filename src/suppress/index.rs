@@ -61,6 +61,22 @@ impl Index {
         self.seq.fetch_max(seq, Ordering::Relaxed);
     }
 
+    /// Whether any entry names `address` (one hash look-up; a miss, the common case at RCPT,
+    /// allocates nothing unless the address needs normalising).
+    pub fn names(&self, address: &str) -> bool {
+        let map = self.by_address.read().unwrap_or_else(|p| p.into_inner());
+        if map.is_empty() {
+            return false;
+        }
+        if map.contains_key(address) {
+            return true;
+        }
+        address
+            .bytes()
+            .any(|b| b.is_ascii_uppercase() || b == b'<' || b == b' ')
+            && map.contains_key(&normalize_address(address))
+    }
+
     /// The active entry refusing mail from `app` at `domain` to `address`: the domain-wide one
     /// or the app's own.
     pub fn find(&self, domain: &str, app: &str, address: &str, now: i64) -> Option<Entry> {

@@ -26,6 +26,7 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod ca;
 pub mod dns;
 pub mod herald;

@@ -25,14 +25,15 @@ use hickory_resolver::proto::rr::rdata::tlsa::{CertUsage, Matching, Selector};
 use hickory_resolver::proto::rr::{RData, RecordType};
 use mail_auth::report::tlsrpt::ResultType;
 
-use super::dnssec::{SecureError, SecureResolver};
+use self::dnssec::{SecureError, SecureResolver};
 use super::outcome::Failure;
 use crate::config::Config;
-use crate::mta_sts::{TlsDirective, TlsEvent, TlsOutcome};
+use crate::tls_policy::{TlsDirective, TlsEvent, TlsOutcome};
 
+pub mod dnssec;
 mod verify;
 
-pub use crate::mta_sts::DaneTarget;
+pub use crate::tls_policy::DaneTarget;
 pub use verify::{DaneVerifier, TlsaMismatch};
 
 /// What DANE says about one MX host.

@@ -6,7 +6,8 @@
 
 use std::process::Command;
 
-use herald::mta_sts::{Mode, Source, StsResolver, TlsDirective};
+use herald::mta_sts::{Source, StsResolver};
+use herald::tls_policy::{Mode, TlsDirective};
 
 use super::world::{DOMAIN, POLICY_PATH, World};
 use crate::support::herald::herald_bin;

@@ -5,8 +5,8 @@ use std::io::Read;
 use std::process::Command;
 use std::sync::Arc;
 
-use herald::mta_sts::{Mode, Policy, TlsDirective};
 use herald::report::{TlsOutcome, TlsReporter};
+use herald::tls_policy::{Mode, Policy, TlsDirective};
 use mail_auth::report::tlsrpt::ResultType;
 use mail_parser::{MessageParser, MimeHeaders};
 

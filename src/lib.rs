@@ -7,7 +7,7 @@
 //! What a route demands of TLS, and how TLS went, are plain values of [`tls_policy`].
 //!
 //! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`clock`], [`events`],
-//! [`fsutil`], [`headers`], [`trust`], [`resolver`], [`tls_policy`] → [`cluster`] → [`spool`] → [`suppress`], [`guard`] → [`bounce`] → [`signing`], [`mta_sts`], [`dns`] →
+//! [`fsutil`], [`headers`], [`html`], [`trust`], [`resolver`], [`tls_policy`] → [`cluster`] → [`spool`] → [`suppress`], [`guard`] → [`bounce`] → [`signing`], [`mta_sts`], [`dns`] →
 //! [`history`] → [`outbound`] → [`own_mail`] → [`queue`] → [`report`], [`webhook`] → [`smtp_server`] → [`feedback`] → [`web`] → [`inbound`] →
 //! [`admin`] → [`node`] → [`commands`].
 
@@ -24,6 +24,7 @@ pub mod fsutil;
 pub mod guard;
 pub mod headers;
 pub mod history;
+pub mod html;
 pub mod inbound;
 pub mod metrics;
 pub mod mta_sts;

@@ -4,6 +4,7 @@
 //!
 //! Query parameters on both: `days` (default 14) and `domain`.
 
+use crate::html::escape as esc;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
@@ -82,15 +83,6 @@ async fn page(State(st): State<DmarcState>, Query(p): Query<Params>) -> Response
             .into_response(),
         Err(r) => r,
     }
-}
-
-/// Escapes text for HTML.
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:70rem}\

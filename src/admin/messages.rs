@@ -6,6 +6,7 @@
 //! `queue_id`, `status`, `since`, `until` (unix seconds, RFC 3339, or an age such as `2h`),
 //! `limit`.
 
+use crate::html::escape as esc;
 use std::collections::BTreeMap;
 
 use axum::extract::{Query, State};
@@ -92,15 +93,6 @@ async fn page(State(h): State<Option<History>>, Query(form): Query<Form>) -> Res
         body,
     )
         .into_response()
-}
-
-/// Escapes text for HTML.
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:75rem}\

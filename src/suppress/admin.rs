@@ -3,6 +3,7 @@
 //! /suppressions` (same body, without reason) and `GET /suppressions/page` (a table for a
 //! person). Behind the admin endpoint's token like every other route.
 
+use crate::html::escape;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
@@ -88,13 +89,6 @@ async fn remove(State(list): State<Suppressions>, Json(c): Json<Change>) -> Resp
             .into_response(),
         Err(e) => failed(e),
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 fn date(t: i64) -> String {

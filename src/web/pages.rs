@@ -1,6 +1,7 @@
 //! What the public listener answers: the hosted MTA-STS policy (by `Host:`), the unsubscribe
 //! confirmation page (`GET`, changes nothing) and the one-click `POST`, and 404 for the rest.
 
+use crate::html::escape;
 use std::sync::Arc;
 
 use axum::Router;
@@ -145,11 +146,4 @@ async fn unsubscribe(
                 .into_response()
         }
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }

@@ -297,6 +297,14 @@ impl EventHub {
         });
     }
 
+    /// Ends every subscriber's channel (at shutdown, once the stages have stopped emitting):
+    /// each subscriber still takes what is queued, then sees the end. Later events go nowhere.
+    pub fn close(&self) {
+        if let Ok(mut subs) = self.inner.subscribers.lock() {
+            subs.clear();
+        }
+    }
+
     /// Events lost because a subscriber's channel was full.
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)

@@ -80,6 +80,14 @@ pub fn open(path: &Path) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
+/// A [`StoredEvent`] serialized without copying its event (same JSON).
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    id: i64,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
 /// One stored event: its row id (stable, for de-duplication by receivers) and the event.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct StoredEvent {
@@ -104,6 +112,7 @@ pub fn insert(
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut per_app: Vec<(String, u64, u64)> = Vec::new();
     let mut room: Vec<(String, u64)> = Vec::new();
+    let mut json = Vec::with_capacity(512);
     {
         let mut ins = tx.prepare_cached(
             "INSERT INTO events (time, kind, node, app, queue_id, message_id, sender, recipient,
@@ -144,12 +153,17 @@ pub fn insert(
                 per_app[i].2 += 1;
                 continue;
             }
-            let stored = StoredEvent {
+            // Serialized by reference into one reused buffer: no copy of the event and no
+            // allocation per event (the JSON is what `StoredEvent` gives).
+            json.clear();
+            let stored = StoredRef {
                 id: tx.last_insert_rowid(),
-                event: (**e).clone(),
+                event: e,
             };
-            let json = serde_json::to_string(&stored).unwrap_or_default();
-            outbox.execute(params![app, json])?;
+            if serde_json::to_writer(&mut json, &stored).is_err() {
+                json.clear();
+            }
+            outbox.execute(params![app, std::str::from_utf8(&json).unwrap_or_default()])?;
             room[i].1 -= 1;
             per_app[i].1 += 1;
         }
@@ -466,5 +480,17 @@ mod tests {
         assert!(next_batch(&mut conn, "shop", 10, 400).unwrap().is_none());
         assert_eq!(backlog(&conn, "shop").unwrap(), 0);
         assert_eq!(prune(&conn, 12).unwrap(), 2);
+    }
+
+    #[test]
+    fn the_outbox_json_is_the_stored_events_json() {
+        let e = ev(EventKind::Delivered, 11, "bob@example.net", "shop");
+        let by_ref = serde_json::to_string(&StoredRef { id: 7, event: &e }).unwrap();
+        let owned = serde_json::to_string(&StoredEvent {
+            id: 7,
+            event: (*e).clone(),
+        })
+        .unwrap();
+        assert_eq!(by_ref, owned);
     }
 }

@@ -19,7 +19,7 @@ pub mod search;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -53,9 +53,51 @@ pub struct History {
     pub pg: Option<PgHistory>,
     /// Bumped after every write that put events in an outbox.
     pub queued: watch::Receiver<u64>,
+    /// The apps whose events the writer queues for a webhook, and the bound of each outbox
+    /// (`[webhooks] max_backlog`); they follow reloads ([`History::set_webhook_apps`]).
+    outboxes: Arc<RwLock<Outboxes>>,
+    /// Becomes `true` when the writer thread has written everything and stopped.
+    pub written: watch::Receiver<bool>,
+}
+
+/// Which apps' events go to an outbox, and how many may wait there.
+struct Outboxes {
+    apps: HashSet<String>,
+    max_backlog: usize,
 }
 
 impl History {
+    /// The apps whose events are queued for a webhook now.
+    pub fn webhook_apps(&self) -> HashSet<String> {
+        self.outboxes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .apps
+            .clone()
+    }
+
+    /// From the next batch on, queue the events of `apps` (bounded by `max_backlog`).
+    pub fn set_webhook_apps(&self, apps: HashSet<String>, max_backlog: usize) {
+        *self.outboxes.write().unwrap_or_else(|p| p.into_inner()) = Outboxes { apps, max_backlog };
+    }
+
+    /// Shutdown, once nothing emits any more: ends the hub's channels so the writer writes
+    /// what is still queued and stops; waits for that at most `grace`. Returns whether it
+    /// finished in time (what it had not written then is lost, and logged).
+    pub async fn flush(&self, grace: Duration) -> bool {
+        crate::events::hub().close();
+        let mut written = self.written.clone();
+        match tokio::time::timeout(grace, written.wait_for(|done| *done)).await {
+            Ok(_) => true,
+            Err(_) => {
+                tracing::warn!(
+                    "history: events still queued at the end of the grace period are lost"
+                );
+                false
+            }
+        }
+    }
+
     /// Events matching `q`, newest first: from the cluster's table with `[cluster]`, else
     /// from this node's file.
     pub async fn search(&self, q: Query) -> anyhow::Result<Vec<db::StoredEvent>> {
@@ -101,11 +143,14 @@ pub async fn start(cfg: &Config, cluster: Option<Db>) -> anyhow::Result<Option<H
     let apps: HashSet<String> = cfg
         .apps
         .iter()
-        .filter(|(_, a)| a.webhook_url.is_some())
+        .filter(|(_, a)| {
+            a.webhook_url.is_some() && a.webhook_secret.as_ref().and_then(|s| s.key()).is_some()
+        })
         .map(|(n, _)| n.clone())
         .collect();
     // The backlog gauge is the writer's count of each app's waiting events (the senders
-    // lower it as batches leave): set from the database once, here, before anything writes.
+    // lower it as batches leave): set from the database once, here, before anything writes
+    // (and by a reload for an app that gains a webhook).
     for app in &apps {
         let name = app.clone();
         let n = db.call_now(move |c| db::backlog(c, &name))?;
@@ -114,11 +159,19 @@ pub async fn start(cfg: &Config, cluster: Option<Db>) -> anyhow::Result<Option<H
             .get_or_create(&stats::app(app))
             .set(n as i64);
     }
+    let outboxes = Arc::new(RwLock::new(Outboxes {
+        apps,
+        max_backlog: cfg.webhooks.max_backlog,
+    }));
     let (queued_tx, queued) = watch::channel(0u64);
-    let max_backlog = cfg.webhooks.max_backlog;
+    let (written_tx, written) = watch::channel(false);
+    let writer_outboxes = outboxes.clone();
     std::thread::Builder::new()
         .name("history-writer".into())
-        .spawn(move || write_loop(rx, conn, apps, max_backlog, queued_tx, copies))?;
+        .spawn(move || {
+            write_loop(rx, conn, &writer_outboxes, queued_tx, copies);
+            written_tx.send_replace(true);
+        })?;
     let retention = cfg.history.retention;
     let pruning = db.clone();
     let pg_pruning = pg.clone();
@@ -139,15 +192,21 @@ pub async fn start(cfg: &Config, cluster: Option<Db>) -> anyhow::Result<Option<H
         }
     });
     tracing::info!(database = %path.display(), "history: recording message events");
-    Ok(Some(History { db, pg, queued }))
+    Ok(Some(History {
+        db,
+        pg,
+        queued,
+        outboxes,
+        written,
+    }))
 }
 
-/// The writer thread: takes what has queued up, writes it in one transaction, repeats.
+/// The writer thread: takes what has queued up, writes it in one transaction, repeats; returns
+/// once the hub has closed its channel and everything queued is written.
 fn write_loop(
     mut rx: mpsc::Receiver<Arc<Event>>,
     mut conn: rusqlite::Connection,
-    apps: HashSet<String>,
-    max_backlog: usize,
+    outboxes: &RwLock<Outboxes>,
     queued: watch::Sender<u64>,
     copies: Option<mpsc::Sender<Vec<Arc<Event>>>>,
 ) {
@@ -164,13 +223,17 @@ fn write_loop(
         }
         let s = stats::stats();
         let backlog_of = |a: &str| s.backlog.get_or_create(&stats::app(a)).get().max(0) as u64;
-        match db::insert(
-            &mut conn,
-            &batch,
-            &|a| apps.contains(a),
-            &backlog_of,
-            max_backlog,
-        ) {
+        let written = {
+            let o = outboxes.read().unwrap_or_else(|p| p.into_inner());
+            db::insert(
+                &mut conn,
+                &batch,
+                &|a| o.apps.contains(a),
+                &backlog_of,
+                o.max_backlog,
+            )
+        };
+        match written {
             Ok(per_app) => {
                 s.stored.inc_by(batch.len() as u64);
                 let mut any = false;

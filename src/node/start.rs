@@ -153,7 +153,13 @@ impl Node {
         parts.routes = std::mem::take(&mut parts.routes)
             .merge(crate::admin::messages::routes(history.clone()));
         if let Some(h) = &history {
-            crate::webhook::start(&cfg, h)?;
+            node.push(Box::new(subsystems::Webhooks(crate::webhook::start(
+                &cfg, h,
+            )?)));
+            node.push(Box::new(subsystems::History {
+                history: h.clone(),
+                grace: cfg.server.grace_period,
+            }));
         }
         // ---- end of SUBSYSTEMS ----
 

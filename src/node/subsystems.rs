@@ -397,3 +397,39 @@ impl Subsystem for Heartbeat {
         Box::pin(async {})
     }
 }
+
+/// The message history (`[history]`): at shutdown its writer writes the events still queued.
+pub(super) struct History {
+    pub(super) history: crate::history::History,
+    pub(super) grace: Duration,
+}
+
+impl Subsystem for History {
+    fn name(&self) -> &'static str {
+        "history"
+    }
+
+    /// In `finish`, not `drain`: the deliveries and sessions that end during the drain emit
+    /// their events up to its last moment; only after it is nothing left to emit.
+    fn finish(&self) -> BoxFuture<'_> {
+        Box::pin(async move {
+            self.history.flush(self.grace).await;
+        })
+    }
+}
+
+/// The webhook senders (`[webhooks]`, each app's `webhook_url` / `webhook_secret`): they
+/// follow reloads.
+pub(super) struct Webhooks(pub(super) crate::webhook::Webhooks);
+
+impl Subsystem for Webhooks {
+    fn name(&self) -> &'static str {
+        "webhooks"
+    }
+
+    fn prepare_reload(&self, next: &Next) -> anyhow::Result<Apply> {
+        let prepared = self.0.prepare_reload(&next.cfg)?;
+        let hooks = self.0.clone();
+        Ok(Apply::new(move || hooks.apply_reload(prepared)))
+    }
+}

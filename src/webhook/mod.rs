@@ -11,7 +11,8 @@
 pub mod client;
 pub mod sign;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -23,34 +24,132 @@ use crate::history::History;
 use crate::history::db::{self, HistoryDb};
 use client::{Client, Outcome};
 
-/// Starts one sender per app that has a webhook.
-pub fn start(cfg: &Config, history: &History) -> anyhow::Result<()> {
-    let apps: Vec<(String, String, Vec<u8>)> = cfg
-        .apps
+/// One app's endpoint: its URL and signing key.
+#[derive(Clone, PartialEq, Eq)]
+struct Endpoint {
+    url: String,
+    key: Vec<u8>,
+}
+
+/// The endpoints a configuration gives (apps with a `webhook_url` and a valid secret).
+fn endpoints(cfg: &Config) -> HashMap<String, Endpoint> {
+    cfg.apps
         .iter()
         .filter_map(|(name, a)| {
             let url = a.webhook_url.clone()?;
             let key = a.webhook_secret.as_ref()?.key()?;
-            Some((name.clone(), url, key))
+            Some((name.clone(), Endpoint { url, key }))
         })
-        .collect();
-    if apps.is_empty() {
-        return Ok(());
-    }
-    let client = Client::new(cfg)?;
-    for (app, url, key) in apps {
-        tracing::info!(app, url, "webhook: sending events");
-        tokio::spawn(run_app(Sender {
-            app,
-            url,
-            key,
-            client: client.clone(),
-            db: history.db.clone(),
-            queued: history.queued.clone(),
+        .collect()
+}
+
+/// The running senders, one per app with a webhook; they follow reloads
+/// ([`Webhooks::prepare_reload`], then [`Webhooks::apply_reload`]).
+#[derive(Clone)]
+pub struct Webhooks {
+    history: History,
+    running: Arc<Mutex<Running>>,
+}
+
+/// The senders in force and the `[webhooks]` settings they run with (as text, to compare).
+#[derive(Default)]
+struct Running {
+    senders: HashMap<String, (Endpoint, tokio::task::JoinHandle<()>)>,
+    settings: String,
+}
+
+/// A reload's webhook settings, checked and ready to put in force.
+pub struct Prepared {
+    endpoints: HashMap<String, Endpoint>,
+    client: Option<Client>,
+    settings: WebhooksConfig,
+    /// The outbox backlog of each app that had no webhook before.
+    backlogs: Vec<(String, u64)>,
+}
+
+/// Starts one sender per app that has a webhook.
+pub fn start(cfg: &Config, history: &History) -> anyhow::Result<Webhooks> {
+    let hooks = Webhooks {
+        history: history.clone(),
+        running: Arc::default(),
+    };
+    let prepared = hooks.prepare_reload(cfg)?;
+    hooks.apply_reload(prepared);
+    Ok(hooks)
+}
+
+impl Webhooks {
+    /// First phase of a reload: the endpoints of `cfg` and their HTTP client (which may fail
+    /// to build), and each new app's outbox backlog read from the database.
+    pub fn prepare_reload(&self, cfg: &Config) -> anyhow::Result<Prepared> {
+        let endpoints = endpoints(cfg);
+        let client = if endpoints.is_empty() {
+            None
+        } else {
+            Some(Client::new(cfg)?)
+        };
+        let known = self.history.webhook_apps();
+        let mut backlogs = Vec::new();
+        for app in endpoints.keys().filter(|a| !known.contains(*a)) {
+            let name = app.clone();
+            let n = self.history.db.call_now(move |c| db::backlog(c, &name))?;
+            backlogs.push((app.clone(), n));
+        }
+        Ok(Prepared {
+            endpoints,
+            client,
             settings: cfg.webhooks.clone(),
-        }));
+            backlogs,
+        })
     }
-    Ok(())
+
+    /// Second phase: stops the senders of apps whose webhook went or changed, starts those
+    /// of new or changed ones, and tells the history writer which apps' events to queue.
+    /// (A sender stopped mid-POST leaves its batch in the outbox: it is sent again.)
+    pub fn apply_reload(&self, p: Prepared) {
+        let mut guard = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let running = &mut *guard;
+        let settings = format!("{:?}", p.settings);
+        let settings_changed = running.settings != settings;
+        running.settings = settings;
+        running.senders.retain(|app, (endpoint, task)| {
+            let keep = !settings_changed && p.endpoints.get(app) == Some(endpoint);
+            if !keep {
+                task.abort();
+                tracing::info!(app, "webhook: sender stopped (reloaded)");
+            }
+            keep
+        });
+        for (app, n) in p.backlogs {
+            stats::stats()
+                .backlog
+                .get_or_create(&stats::app(&app))
+                .set(n as i64);
+        }
+        self.history.set_webhook_apps(
+            p.endpoints.keys().cloned().collect(),
+            p.settings.max_backlog,
+        );
+        let Some(client) = p.client else {
+            return;
+        };
+        for (app, endpoint) in p.endpoints {
+            if running.senders.contains_key(&app) {
+                continue;
+            }
+            tracing::info!(app, url = endpoint.url, "webhook: sending events");
+            let task = tokio::spawn(run_app(Sender {
+                app: app.clone(),
+                url: endpoint.url.clone(),
+                key: endpoint.key.clone(),
+                client: client.clone(),
+                db: self.history.db.clone(),
+                queued: self.history.queued.clone(),
+                settings: p.settings.clone(),
+            }));
+            running.senders.insert(app, (endpoint, task));
+        }
+    }
 }
 
 /// One app's sender.

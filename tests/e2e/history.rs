@@ -5,5 +5,6 @@
 
 mod browser;
 mod cluster;
+mod lifecycle;
 mod rig;
 mod webhooks;

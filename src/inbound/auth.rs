@@ -39,22 +39,9 @@ pub fn parse_plain(decoded: &[u8]) -> Option<(String, String)> {
 /// At most this many argon2 verifications run at once (one per core): each takes ~19 MiB and
 /// a burst of logins (or an attacker) must not turn into a burst of memory and threads.
 static VERIFY_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
-    return_large_allocations_to_the_os();
     let n = std::thread::available_parallelism().map_or(2, |n| n.get());
     tokio::sync::Semaphore::new(n)
 });
-
-/// glibc raises its mmap threshold after the first large block is freed, so later argon2
-/// blocks (~19 MiB each, on whichever blocking thread) come from per-thread heaps that are
-/// never given back: 50 logins left herald at 600 MB RSS. A fixed 1 MiB threshold makes every
-/// large block an mmap that is returned on free.
-fn return_large_allocations_to_the_os() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning; it is called once, before argon2 runs.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
-}
 
 /// Verifies `password` for app `user`; runs argon2 on the blocking pool, a few at a time.
 pub async fn verify(apps: Arc<HashMap<String, AppConfig>>, user: String, password: String) -> bool {

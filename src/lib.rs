@@ -11,6 +11,8 @@
 //! [`history`] → [`outbound`] → [`own_mail`] → [`queue`] → [`report`], [`webhook`] → [`smtp_server`] → [`feedback`] → [`web`] → [`inbound`] →
 //! [`admin`] → [`node`] → [`commands`].
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod admin;
 pub mod bounce;
 pub mod clock;

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use super::UsageError;
 
 /// Asks for a password twice at the terminal, without echo.
-pub fn password_twice() -> anyhow::Result<String> {
+pub(super) fn password_twice() -> anyhow::Result<String> {
     let tty = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -18,7 +18,7 @@ use crate::spool::{Envelope, StagedMessage};
 
 /// The largest header section herald reads into memory (to check `From:` and sign); a message
 /// whose header section is larger is refused.
-pub const MAX_HEADER_SECTION: usize = 1024 * 1024;
+pub(super) const MAX_HEADER_SECTION: usize = 1024 * 1024;
 
 impl Session {
     /// DATA: `354`, then the data framed by the server core ([`crate::smtp_server::data`]):

@@ -21,7 +21,7 @@ pub struct ReloadRefused {
 }
 
 /// A `POST /reload` waiting for its answer.
-pub type ReloadRequest = oneshot::Sender<Result<Changes, ReloadRefused>>;
+pub(super) type ReloadRequest = oneshot::Sender<Result<Changes, ReloadRefused>>;
 
 /// The running node.
 pub struct Running {

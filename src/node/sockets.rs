@@ -5,7 +5,7 @@
 use crate::config::Config;
 
 /// The bound, not yet serving, sockets (`None`: not configured).
-pub struct Sockets {
+pub(super) struct Sockets {
     /// `[smtp]` submission, submissions and plain.
     pub smtp: crate::inbound::Bound,
     /// `[admin] listen`.
@@ -21,7 +21,7 @@ pub struct Sockets {
 impl Sockets {
     /// Binds every configured listener; the error names the setting, address and OS error.
     /// A new listener adds its field above and one line here.
-    pub async fn bind(cfg: &Config) -> anyhow::Result<Sockets> {
+    pub(super) async fn bind(cfg: &Config) -> anyhow::Result<Sockets> {
         Ok(Sockets {
             smtp: crate::inbound::bind(cfg).await?,
             admin: match cfg.admin.listen {

@@ -32,7 +32,7 @@ use super::QueueId;
 use crate::fsutil::sync_dir;
 
 /// New messages start a new segment once the current one holds this many bytes.
-pub const SEGMENT_SIZE: u64 = 1024 * 1024;
+pub(super) const SEGMENT_SIZE: u64 = 1024 * 1024;
 
 const MAGIC: &[u8; 4] = b"HSG1";
 const HEADER: usize = 4 + 1 + 1 + 4 + 4;
@@ -66,7 +66,7 @@ struct State {
 }
 
 /// The segments of one spool (module documentation).
-pub struct Segments {
+pub(super) struct Segments {
     dir: PathBuf,
     state: Mutex<State>,
 }
@@ -75,7 +75,7 @@ impl Segments {
     /// Opens (creating if needed) `spool/seg` and reads every segment, changing nothing:
     /// another herald may be running on this spool until the caller holds its lock (torn
     /// tails are cut and empty segments deleted by [`Segments::clean`], under the lock).
-    pub fn open(spool: &Path) -> io::Result<Segments> {
+    pub(super) fn open(spool: &Path) -> io::Result<Segments> {
         let dir = spool.join("seg");
         fs::create_dir_all(&dir)?;
         let mut state = State {
@@ -115,7 +115,7 @@ impl Segments {
 
     /// At recovery, with the spool locked: deletes segments with no message left and cuts
     /// the torn tail a crash left at the end of a segment.
-    pub fn clean(&self) -> io::Result<()> {
+    pub(super) fn clean(&self) -> io::Result<()> {
         let mut guard = self.state();
         let state = &mut *guard;
         let current = state.current;
@@ -147,19 +147,19 @@ impl Segments {
     }
 
     /// Whether `id` is held in a segment.
-    pub fn contains(&self, id: &str) -> bool {
+    pub(super) fn contains(&self, id: &str) -> bool {
         self.state().index.contains_key(id)
     }
 
     /// Every message held in segments.
-    pub fn ids(&self) -> Vec<QueueId> {
+    pub(super) fn ids(&self) -> Vec<QueueId> {
         self.state().index.keys().cloned().collect()
     }
 
     /// Appends new messages, each `(id, payload parts)`, with one write to the current
     /// segment; with `sync`, flushes it before returning (else the caller flushes the file
     /// system). Nothing of the group is acknowledged if this fails.
-    pub fn append(&self, messages: &[(&str, [&[u8]; 3])], sync: bool) -> io::Result<()> {
+    pub(super) fn append(&self, messages: &[(&str, [&[u8]; 3])], sync: bool) -> io::Result<()> {
         let mut buf = Vec::new();
         let mut placed = Vec::with_capacity(messages.len());
         for (id, parts) in messages {
@@ -240,7 +240,7 @@ impl Segments {
     }
 
     /// A message's payload (envelope line, then the message); `None` when no segment holds it.
-    pub fn read(&self, id: &str) -> io::Result<Option<Vec<u8>>> {
+    pub(super) fn read(&self, id: &str) -> io::Result<Option<Vec<u8>>> {
         let (file, location) = {
             let state = self.state();
             let Some(location) = state.index.get(id).copied() else {
@@ -260,7 +260,7 @@ impl Segments {
     /// `sync`, the segments touched are flushed before returning; without, a crash may bring
     /// a removed message back (delivered twice, never lost). A segment left with no message
     /// is deleted.
-    pub fn remove(&self, ids: &[&str], sync: bool) -> io::Result<()> {
+    pub(super) fn remove(&self, ids: &[&str], sync: bool) -> io::Result<()> {
         let mut touched: Vec<Arc<File>> = Vec::new();
         let mut emptied = Vec::new();
         let mut result = Ok(());
@@ -315,7 +315,7 @@ impl Segments {
 
     /// Reads every message held in the segments of `spool` without changing anything (for
     /// inspection while a herald may be running).
-    pub fn peek(spool: &Path) -> io::Result<Vec<(QueueId, Vec<u8>)>> {
+    pub(super) fn peek(spool: &Path) -> io::Result<Vec<(QueueId, Vec<u8>)>> {
         let dir = spool.join("seg");
         let mut out = Vec::new();
         let files = match segment_files(&dir) {

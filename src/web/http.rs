@@ -18,11 +18,11 @@ use crate::config::Config;
 const ACME_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// instant-acme's [`HttpClient`] on herald's reqwest client.
-pub struct ReqwestAcme(reqwest::Client);
+pub(super) struct ReqwestAcme(reqwest::Client);
 
 impl ReqwestAcme {
     /// A client with herald's trust roots and name servers.
-    pub fn new(cfg: &Config) -> anyhow::Result<ReqwestAcme> {
+    pub(super) fn new(cfg: &Config) -> anyhow::Result<ReqwestAcme> {
         let auth = Arc::new(crate::resolver::authenticator(&cfg.dns)?);
         Ok(ReqwestAcme(crate::mta_sts::fetch::https_client(
             cfg,

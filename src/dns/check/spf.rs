@@ -18,7 +18,7 @@ const MAX_LOOKUPS: u32 = 10;
 const MAX_VOID: usize = 2;
 
 /// Whether a TXT record is an SPF record (`v=spf1` alone or followed by a space).
-pub fn is_spf(txt: &str) -> bool {
+pub(super) fn is_spf(txt: &str) -> bool {
     let t = txt.trim_start().as_bytes();
     t.len() >= 6 && t[..6].eq_ignore_ascii_case(b"v=spf1") && t.get(6).is_none_or(|b| *b == b' ')
 }

@@ -297,10 +297,6 @@ pub fn parse_class(s: &str) -> Option<BounceClass> {
     .find(|c| c.as_str() == s)
 }
 
-/// The columns [`row_event`] reads, after `id`.
-pub const COLUMNS: &str = "id, time, kind, node, app, queue_id, message_id, sender, recipient, \
-                           remote, tls, tls_policy, reply, attempt, class";
-
 /// Deletes events older than `before` (unix seconds), a chunk at a time so writers are never
 /// held up long; returns how many went.
 pub fn prune(conn: &Connection, before: u64) -> rusqlite::Result<u64> {

@@ -6,6 +6,10 @@ use serde::Deserialize;
 
 use crate::events::EventKind;
 
+/// The columns [`super::db::row_event`] reads, after `id`.
+const COLUMNS: &str = "id, time, kind, node, app, queue_id, message_id, sender, recipient, \
+                       remote, tls, tls_policy, reply, attempt, class";
+
 /// Most events one search returns.
 pub const MAX_LIMIT: usize = 10_000;
 
@@ -67,7 +71,7 @@ impl Query {
 
     /// The SQL and its bound values.
     pub fn sql(&self) -> (String, Vec<Value>) {
-        let mut sql = format!("SELECT {} FROM events WHERE 1 = 1", super::db::COLUMNS);
+        let mut sql = format!("SELECT {COLUMNS} FROM events WHERE 1 = 1");
         let mut values: Vec<Value> = Vec::new();
         let mut text = |sql: &mut String, column: &str, v: Option<&str>| {
             if let Some(v) = v {

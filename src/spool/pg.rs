@@ -245,6 +245,25 @@ fn next_attempt(state: &DeliveryState) -> Option<i64> {
 }
 
 impl Shared {
+    /// The row `sql` returns for `$1 = id`, if any, within the operation's deadline.
+    pub(super) async fn row_by_id(
+        &self,
+        sql: &str,
+        id: &str,
+        doing: &'static str,
+    ) -> Result<Option<tokio_postgres::Row>, DbError> {
+        timed(async {
+            let client = self.db.client().await?;
+            client
+                .query_opt(sql, &[&id])
+                .await
+                .map_err(DbError::doing(doing))
+        })
+        .await
+    }
+}
+
+impl Shared {
     async fn recover(&self) -> Result<Vec<SpooledMessage>, SpoolError> {
         // Messages half-received when this node's previous run died.
         for entry in fs::read_dir(&self.tmp)? {
@@ -278,17 +297,8 @@ impl Shared {
     }
 
     async fn load(&self, id: &str) -> Result<SpooledMessage, SpoolError> {
-        let row = timed(async {
-            let client = self.db.client().await?;
-            client
-                .query_opt(
-                    &format!("SELECT {COLUMNS} FROM herald_messages WHERE id = $1"),
-                    &[&id],
-                )
-                .await
-                .map_err(DbError::doing("loading a message"))
-        })
-        .await?;
+        let sql = format!("SELECT {COLUMNS} FROM herald_messages WHERE id = $1");
+        let row = self.row_by_id(&sql, id, "loading a message").await?;
         message(&row.ok_or_else(|| SpoolError::NotFound(id.to_string()))?)
     }
 

@@ -163,17 +163,8 @@ impl Shared {
     }
 
     async fn take(&self, id: &str) -> Result<Option<Taken>, SpoolError> {
-        let row = timed(async {
-            let client = self.db.client().await?;
-            client
-                .query_opt(
-                    &format!("DELETE FROM herald_messages WHERE id = $1 RETURNING {COLUMNS}, body"),
-                    &[&id],
-                )
-                .await
-                .map_err(DbError::doing("deleting"))
-        })
-        .await?;
+        let sql = format!("DELETE FROM herald_messages WHERE id = $1 RETURNING {COLUMNS}, body");
+        let row = self.row_by_id(&sql, id, "deleting").await?;
         let Some(row) = row else {
             return Ok(None);
         };

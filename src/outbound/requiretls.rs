@@ -157,21 +157,10 @@ pub fn mail_params(submitted: &[String], requiretls: bool) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::tls_policy::Policy;
 
     fn sts(mode: Mode) -> TlsDirective {
-        TlsDirective::Sts {
-            domain: "bank.test".into(),
-            policy: Arc::new(Policy {
-                id: "1".into(),
-                mode,
-                mx: vec!["*.bank.test".into()],
-                max_age: 86400,
-            }),
-        }
+        TlsDirective::test_sts(mode)
     }
 
     #[test]

@@ -96,10 +96,9 @@ impl TlsDirective {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sts(mode: Mode) -> TlsDirective {
+impl TlsDirective {
+    /// An MTA-STS directive for `bank.test` (MX `*.bank.test`) in `mode`, for unit tests.
+    pub(crate) fn test_sts(mode: Mode) -> TlsDirective {
         TlsDirective::Sts {
             domain: "bank.test".into(),
             policy: Arc::new(Policy {
@@ -109,6 +108,15 @@ mod tests {
                 max_age: 86400,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sts(mode: Mode) -> TlsDirective {
+        TlsDirective::test_sts(mode)
     }
 
     #[test]

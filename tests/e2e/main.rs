@@ -15,6 +15,7 @@ mod history;
 mod mta_sts;
 mod production;
 mod requiretls;
+mod shaping;
 mod signing;
 mod submission;
 mod support_selftest;

@@ -50,6 +50,8 @@ pub struct QueueSummary {
     pub held: u64,
     /// Messages being delivered now.
     pub in_flight: u64,
+    /// Messages due for an attempt now but not started yet (a backlog).
+    pub due: u64,
     /// Bytes queued.
     pub bytes: u64,
     /// By recipient domain, most waiting recipients first.
@@ -79,6 +81,9 @@ impl Tally {
         s.bytes += m.size;
         s.held += u64::from(m.state.held);
         s.in_flight += u64::from(in_flight);
+        s.due += u64::from(
+            !in_flight && !m.state.held && m.state.next_attempt().is_some_and(|t| t <= now),
+        );
         let mut waiting = 0u64;
         let mut seen: Vec<&str> = Vec::new();
         for r in &m.state.recipients {
@@ -160,8 +165,8 @@ impl QueueSummary {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{} message(s), {} recipient(s) waiting, {} held, {} being delivered, {} bytes",
-            self.messages, self.recipients, self.held, self.in_flight, self.bytes
+            "{} message(s), {} recipient(s) waiting, {} held, {} being delivered, {} due now, {} bytes",
+            self.messages, self.recipients, self.held, self.in_flight, self.due, self.bytes
         );
         let table = |out: &mut String, title: &str, rows: &[Count], limit: usize| {
             let _ = writeln!(out, "\n{title:<32} {:>10} {:>10}", "messages", "recipients");

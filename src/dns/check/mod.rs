@@ -10,6 +10,7 @@ pub mod dkim;
 mod dmarc;
 pub mod lookup;
 mod mta_sts;
+mod ptr;
 mod reports;
 mod return_path;
 mod spf;
@@ -264,4 +265,5 @@ async fn check_all(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     dmarc::informational(ctx, out).await;
     mta_sts::check(ctx, out).await;
     return_path::check(ctx, out).await;
+    ptr::check(ctx, out).await;
 }

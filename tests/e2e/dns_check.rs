@@ -7,6 +7,7 @@
 mod check;
 mod listener;
 mod ptr;
+mod readiness;
 mod records;
 
 use std::path::PathBuf;

@@ -284,6 +284,10 @@ pub struct AppConfig {
     /// `"one-click"`: herald adds RFC 8058 unsubscribe headers to this app's mail.
     #[serde(default)]
     pub unsubscribe: UnsubscribeMode,
+    /// Whether this app sends bulk mail (newsletters, marketing): the providers' bulk-sender
+    /// rules then apply to it, and `herald check` requires one-click unsubscribe.
+    #[serde(default)]
+    pub bulk: bool,
     /// Where herald POSTs this app's message events (`https://…`), signed with
     /// `webhook_secret` the Standard Webhooks way.
     #[serde(default)]

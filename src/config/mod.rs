@@ -13,9 +13,11 @@ use serde::Deserialize;
 mod bounce;
 mod history;
 mod services;
+mod shaping;
 pub use bounce::*;
 pub use history::*;
 pub use services::*;
+pub use shaping::*;
 mod web;
 pub use web::*;
 
@@ -103,6 +105,9 @@ pub struct Config {
     /// Bounces, complaints, the suppression list and the per-app guard (issue 24).
     #[serde(default)]
     pub bounce: BounceConfig,
+    /// Traffic shaping per destination (issue 29).
+    #[serde(default)]
+    pub shaping: ShapingConfig,
 }
 
 /// Identity and process-wide settings.

@@ -5,6 +5,7 @@
 //! and is asked by real DNS clients (hickory-resolver and `dig`) over UDP and TCP.
 
 mod check;
+mod dmarcbis;
 mod listener;
 mod ptr;
 mod readiness;

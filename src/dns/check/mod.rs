@@ -10,6 +10,7 @@ pub mod dkim;
 mod dmarc;
 pub mod lookup;
 mod mta_sts;
+mod orgdomain;
 mod ptr;
 pub mod readiness;
 mod reports;

@@ -18,6 +18,8 @@ pub use history::*;
 pub use services::*;
 mod web;
 pub use web::*;
+mod bimi;
+pub use bimi::*;
 
 /// Default location of the configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/herald.toml";
@@ -103,6 +105,9 @@ pub struct Config {
     /// Bounces, complaints, the suppression list and the per-app guard (issue 24).
     #[serde(default)]
     pub bounce: BounceConfig,
+    /// BIMI records per domain (`herald dns` prints them, `herald check` checks them).
+    #[serde(default)]
+    pub bimi: BimiConfig,
 }
 
 /// Identity and process-wide settings.

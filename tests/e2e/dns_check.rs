@@ -4,6 +4,7 @@
 //! against the support test DNS server on loopback; the listener runs inside `herald serve`
 //! and is asked by real DNS clients (hickory-resolver and `dig`) over UDP and TCP.
 
+mod bimi;
 mod check;
 mod dmarcbis;
 mod listener;

@@ -29,7 +29,12 @@ async fn fetch(
     })
 }
 
-pub(super) async fn check(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
+/// The DMARC checks; `enforcement` gets the policy in force, for BIMI.
+pub(super) async fn check(
+    ctx: &Ctx<'_>,
+    out: &mut Vec<Finding>,
+    enforcement: &mut Option<super::bimi::Enforcement>,
+) {
     let suggested = format!(
         "publish _dmarc.{}. TXT \"{}\"",
         ctx.domain,
@@ -149,6 +154,18 @@ pub(super) async fn check(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
                 dmarc.rua.iter().map(|u| u.uri()).collect::<Vec<_>>().join(", ")
             ),
         )
+    });
+    let pct = super::orgdomain::legacy_pct(record);
+    *enforcement = Some(super::bimi::Enforcement {
+        enforced: matches!(policy, Policy::Quarantine | Policy::Reject)
+            && !dmarc.t
+            && pct.as_deref().is_none_or(|p| p == "100"),
+        described: format!(
+            "now p={}{}{}",
+            policy_name(policy),
+            if dmarc.t { ", t=y" } else { "" },
+            pct.map(|p| format!(", pct={p}")).unwrap_or_default()
+        ),
     });
     dmarcbis_tags(record, &dmarc, out);
     out.push(alignment(ctx, dmarc.adkim, &walk).await);

@@ -7,7 +7,7 @@
 //! What a route demands of TLS, and how TLS went, are plain values of [`tls_policy`].
 //!
 //! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`providers`], [`clock`], [`events`],
-//! [`fsutil`], [`headers`], [`html`], [`trust`], [`resolver`], [`tls_policy`] → [`cluster`] → [`spool`] → [`suppress`], [`guard`] → [`bounce`] → [`signing`], [`mta_sts`], [`dns`] →
+//! [`fsutil`], [`headers`], [`html`], [`trust`], [`resolver`], [`tls_policy`] → [`cluster`] → [`spool`], [`shaping`] → [`suppress`], [`guard`] → [`bounce`] → [`signing`], [`mta_sts`], [`dns`] →
 //! [`history`] → [`outbound`] → [`own_mail`] → [`queue`] → [`report`], [`webhook`] → [`smtp_server`] → [`feedback`] → [`web`] → [`inbound`] →
 //! [`admin`] → [`node`] → [`commands`].
 
@@ -41,6 +41,7 @@ pub mod reply;
 pub mod report;
 pub mod resolver;
 pub mod service;
+pub mod shaping;
 pub mod signing;
 pub mod smtp_server;
 pub mod spool;

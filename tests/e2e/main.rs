@@ -16,6 +16,7 @@ mod mta_sts;
 mod power;
 mod production;
 mod requiretls;
+mod shaping;
 mod signing;
 mod submission;
 mod support_selftest;

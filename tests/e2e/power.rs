@@ -3,5 +3,6 @@
 //! write in memory until it is made durable and drops the rest on command.
 
 mod cut;
+mod disk;
 mod lazyfs;
 mod rig;

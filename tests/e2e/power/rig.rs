@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::delivery::common::{World, arrivals};
-use crate::submission::client::Client;
+use crate::submission::client::{Client, SmtpReply};
 use crate::support::herald::{Herald, has_event};
 use crate::support::lazyfs::LazyFs;
 use crate::support::smtp_sink::{SinkOptions, SmtpSink};
@@ -110,6 +110,13 @@ impl PowerRig {
         self.cut_now();
     }
 
+    /// Kills herald with `-9`; the disk keeps everything (no power cut).
+    pub fn kill(&mut self) {
+        if let Some(mut h) = self.herald.take() {
+            h.kill9();
+        }
+    }
+
     /// Kills herald (the machine is gone) and brings the disk back with what it kept.
     pub fn cut_now(&mut self) {
         self.lazy().power_cut();
@@ -159,7 +166,7 @@ impl PowerRig {
                         };
                         let subject = format!("cut-{n:06}");
                         let big = big_every > 0 && n % big_every as u64 == 0;
-                        let reply = submit(&mut c, &subject, big).await;
+                        let reply = submit(&mut c, &subject, big).await.map(|r| r.code);
                         if reply != Some(250) {
                             return;
                         }
@@ -170,6 +177,35 @@ impl PowerRig {
             while tasks.join_next().await.is_some() {}
         });
         self.acked.lock().expect("acked").len() - before
+    }
+
+    /// Sends one message per subject over one session, in order (`big`: over 64 KB, so
+    /// staged in a file); returns each end-of-data reply. Those answered 250 count as
+    /// acknowledged.
+    pub fn send_each(&self, subjects: &[&str], big: bool) -> Vec<SmtpReply> {
+        let addr = self
+            .herald
+            .as_ref()
+            .expect("herald")
+            .smtp_addr("submission");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let mut c = Client::submission_login(addr, self.tls.clone()).await;
+            let mut replies = Vec::new();
+            for subject in subjects {
+                let reply = submit(&mut c, subject, big)
+                    .await
+                    .expect("a reply to the message");
+                if reply.code == 250 {
+                    self.acked.lock().expect("acked").push(subject.to_string());
+                }
+                replies.push(reply);
+            }
+            replies
+        })
     }
 
     /// Starts herald one last time and waits until every acknowledged message has arrived;
@@ -211,7 +247,7 @@ impl PowerRig {
 
 /// One message over an open session: `Some(code)` of the end-of-data reply, `None` when the
 /// connection failed or a command before it was refused.
-async fn submit(c: &mut Client, subject: &str, big: bool) -> Option<u16> {
+async fn submit(c: &mut Client, subject: &str, big: bool) -> Option<SmtpReply> {
     let mut body = format!(
         "From: <app@example.test>\r\nTo: <bob@example.org>\r\nSubject: {subject}\r\n\
          Message-ID: <{subject}@example.test>\r\nDate: Mon, 7 Dec 2026 18:00:00 +0000\r\n\r\n\
@@ -233,7 +269,7 @@ async fn submit(c: &mut Client, subject: &str, big: bool) -> Option<u16> {
         }
     }
     c.send(format!("{body}.\r\n")).await;
-    c.try_reply().await.map(|r| r.code)
+    c.try_reply().await
 }
 
 /// A STARTTLS session logged in as the demo app; `None` when herald refused a step or closed

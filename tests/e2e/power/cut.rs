@@ -3,6 +3,8 @@
 //! a call stands for every instant before it), and during recovery. Every message answered
 //! 250 must be delivered; duplicates are counted.
 
+use std::time::{Duration, Instant};
+
 use rand::{Rng, SeedableRng};
 
 use super::rig::{PowerRig, Tally};
@@ -101,4 +103,36 @@ fn long_run_of_power_cuts() {
     sweep_one_group(&mut rig, true);
     random_cuts(&mut rig, cuts, seed());
     check(&rig.finish());
+}
+
+#[test]
+fn removals_are_flushed_within_a_second_so_a_later_cut_delivers_nothing_twice() {
+    let mut rig = PowerRig::new();
+    rig.start();
+    let subjects = ["flushed-1", "flushed-2", "flushed-3"];
+    assert!(
+        rig.send_each(&subjects, false)
+            .iter()
+            .all(|r| r.code == 250)
+    );
+    rig.sink.wait_for_messages(3, Duration::from_secs(30));
+    // herald records each delivery (a removal record, not flushed at once) after the MX's
+    // 250: wait for those records, then for the once-a-second flush that makes them durable.
+    let herald = rig.herald.as_mut().expect("herald");
+    for _ in 0..3 {
+        herald.wait_for_log("finished: every recipient", Duration::from_secs(30));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !rig.lazy().all_flushed() {
+        assert!(
+            Instant::now() < deadline,
+            "removal records still unflushed after 10 s"
+        );
+        // The flush is herald's timer: polled, with a deadline.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    rig.cut_now();
+    rig.cuts += 1;
+    let tally = rig.finish();
+    assert_eq!((tally.lost, tally.duplicates), (0, 0), "{tally:?}");
 }

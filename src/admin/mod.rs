@@ -16,6 +16,7 @@
 pub mod client;
 pub mod dmarc;
 pub mod guard;
+mod listener;
 pub mod messages;
 pub mod token;
 
@@ -77,7 +78,7 @@ pub async fn start(
     let router = router.layer(axum::middleware::from_fn_with_state(gate, guard::check));
     tracing::info!(%listen, token_file = %token_file.display(), "admin endpoint listening");
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
+        if let Err(e) = axum::serve(listener::CappedListener::new(listener), router).await {
             tracing::error!(error = %e, "admin endpoint stopped");
         }
     });

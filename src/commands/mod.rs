@@ -15,6 +15,7 @@ pub mod queue;
 pub mod reload;
 pub mod report;
 pub mod serve;
+pub mod service_files;
 pub mod sts;
 pub mod suppress;
 pub mod tls;

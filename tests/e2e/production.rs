@@ -7,6 +7,7 @@ mod first_day;
 mod in_process;
 mod metrics;
 mod reload;
+mod rollout;
 mod service;
 mod startup;
 

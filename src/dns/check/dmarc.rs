@@ -154,7 +154,13 @@ fn alignment(ctx: &Ctx<'_>, adkim: Alignment) -> Finding {
         Alignment::Strict => "strict",
         Alignment::Relaxed => "relaxed",
     };
-    let Some(d) = ctx.signing_domain.as_deref() else {
+    // Not yet active keys are judged as the signer will use them once activated.
+    let pending = ctx.signing_domain.is_none();
+    let Some(d) = ctx
+        .signing_domain
+        .as_deref()
+        .or(ctx.pending_domain.as_deref())
+    else {
         return Finding::new(
             "dmarc.alignment",
             Status::Fail,
@@ -174,12 +180,17 @@ fn alignment(ctx: &Ctx<'_>, adkim: Alignment) -> Finding {
         Alignment::Strict => d == ctx.domain,
         Alignment::Relaxed => organizational_domain(d) == organizational_domain(&ctx.domain),
     };
+    let signs = if pending {
+        "once its key is activated, herald signs"
+    } else {
+        "herald signs"
+    };
     if aligned {
         Finding::new(
             "dmarc.alignment",
             Status::Pass,
             format!(
-                "herald signs with d={d}, which aligns with {} ({mode} DKIM alignment)",
+                "{signs} with d={d}, which aligns with {} ({mode} DKIM alignment)",
                 ctx.domain
             ),
         )
@@ -188,7 +199,7 @@ fn alignment(ctx: &Ctx<'_>, adkim: Alignment) -> Finding {
             "dmarc.alignment",
             Status::Fail,
             format!(
-                "herald signs with d={d}, which does not align with {} under {mode} DKIM alignment (adkim=s)",
+                "{signs} with d={d}, which does not align with {} under {mode} DKIM alignment (adkim=s)",
                 ctx.domain
             ),
         )

@@ -13,9 +13,11 @@ use serde::Deserialize;
 mod bounce;
 mod history;
 mod services;
+mod shaping;
 pub use bounce::*;
 pub use history::*;
 pub use services::*;
+pub use shaping::*;
 mod web;
 pub use web::*;
 
@@ -103,6 +105,9 @@ pub struct Config {
     /// Bounces, complaints, the suppression list and the per-app guard (issue 24).
     #[serde(default)]
     pub bounce: BounceConfig,
+    /// Traffic shaping per destination (issue 29).
+    #[serde(default)]
+    pub shaping: ShapingConfig,
 }
 
 /// Identity and process-wide settings.
@@ -284,6 +289,10 @@ pub struct AppConfig {
     /// `"one-click"`: herald adds RFC 8058 unsubscribe headers to this app's mail.
     #[serde(default)]
     pub unsubscribe: UnsubscribeMode,
+    /// Whether this app sends bulk mail (newsletters, marketing): the providers' bulk-sender
+    /// rules then apply to it, and `herald check` requires one-click unsubscribe.
+    #[serde(default)]
+    pub bulk: bool,
     /// Where herald POSTs this app's message events (`https://…`), signed with
     /// `webhook_secret` the Standard Webhooks way.
     #[serde(default)]

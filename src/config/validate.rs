@@ -29,6 +29,7 @@ impl Config {
         self.bounce
             .check()
             .map_err(|(key, problem)| err(&key, problem))?;
+        (self.shaping.check()).map_err(|(key, problem)| err(&key, problem))?;
         if self.feedback.max_message_size < 1024 || self.feedback.max_report_size < 1024 {
             return Err(err(
                 "feedback.max_message_size",

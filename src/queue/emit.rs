@@ -18,7 +18,7 @@ pub(super) fn tried(results: &[(usize, RecipientResult)]) -> Vec<(usize, Option<
         .map(|(i, r)| {
             let how = match &r.outcome {
                 Ok(_) => Some(false),
-                Err(Failure::NotAttempted) => None,
+                Err(Failure::NotAttempted | Failure::Throttled { .. }) => None,
                 Err(f) => Some(f.is_permanent()),
             };
             (*i, how)

@@ -3,6 +3,7 @@
 
 mod activate;
 mod admin_path;
+mod example;
 mod first_day;
 mod in_process;
 mod metrics;

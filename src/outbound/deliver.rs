@@ -228,12 +228,14 @@ impl Outbound {
                 let addr = SocketAddr::new(ip, plan.port);
                 last_host = Some(format!("{} [{ip}]", host.host));
                 match self.connector.attempt(job, host, addr, credentials).await {
-                    Attempt::Done(outcomes) => {
+                    Attempt::Done(outcomes, tls) => {
                         return outcomes
                             .into_iter()
                             .map(|outcome| RecipientResult {
                                 outcome,
                                 host: last_host.clone(),
+                                tls: tls.clone(),
+                                tls_policy: Some(host.directive.label()),
                             })
                             .collect();
                     }
@@ -251,6 +253,8 @@ fn every(job: &Job, failure: Failure, host: Option<String>) -> Vec<RecipientResu
         RecipientResult {
             outcome: Err(failure),
             host,
+            tls: None,
+            tls_policy: None,
         };
         job.recipients.len()
     ]

@@ -45,6 +45,8 @@ pub enum Purpose {
     MtaSts,
     /// `mta-sts.<domain>`, the policy host, pointing at herald.
     MtaStsHost,
+    /// The BIMI record at `<selector>._bimi.<domain>` (`[bimi]`).
+    Bimi,
     /// An app's return-path domain (issue 24): its MX to herald's feedback listener, and its
     /// SPF record (the VERP MAIL FROM is checked against it).
     ReturnPath,
@@ -451,6 +453,17 @@ pub fn build(cfg: &Config, keys: &[PublishedKey], only_domain: Option<&str>) -> 
              every legitimate source passes, move to p=quarantine, then to p=reject"
                 .into(),
         ));
+        if let Some(b) = cfg.bimi.get(domain.as_str()) {
+            records.push(txt(
+                domain,
+                format!("{}._bimi.{domain}", b.selector),
+                b.record_value(),
+                Purpose::Bimi,
+                "BIMI: the logo receivers show beside your mail once DMARC is at quarantine or \
+                 reject (run `herald check` to see whether it qualifies)"
+                    .into(),
+            ));
+        }
         if let Some(rua) = cfg
             .report
             .own_rua

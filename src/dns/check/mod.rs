@@ -6,10 +6,13 @@
 //! ([`Status::Error`]) and fails the run like a failed check: a check that could not be made is
 //! never reported as passed.
 
+mod bimi;
+mod bimi_svg;
 pub mod dkim;
 mod dmarc;
 pub mod lookup;
 mod mta_sts;
+mod orgdomain;
 mod ptr;
 pub mod readiness;
 mod reports;
@@ -374,9 +377,11 @@ async fn check_all(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     };
     spf::check(ctx, &apex, out).await;
     dkim::check(ctx, out).await;
-    dmarc::check(ctx, out).await;
+    let mut enforcement = None;
+    dmarc::check(ctx, out, &mut enforcement).await;
     dmarc::informational(ctx, out).await;
     mta_sts::check(ctx, out).await;
     return_path::check(ctx, out).await;
     ptr::check(ctx, out).await;
+    bimi::check(ctx, enforcement.as_ref(), out).await;
 }

@@ -8,7 +8,8 @@
 //! - `GET /login` → a form taking the token; `POST /login` sets the login cookie
 //! - `GET /` → an index of the pages (HTML)
 //! - `GET /metrics` → counters, one `name value` per line (text)
-//! - `GET /queue` → every queued message; `GET /queue/{id}` → one
+//! - `GET /queue` → every queued message (`?limit=N&after=ID`: a page); `GET /queue/{id}` → one
+//! - `GET /queue/summary` → counts per destination, app and age, and traffic shaping
 //! - `POST /queue/{id}/retry`, `POST /queue/retry` (all), `POST /queue/{id}/hold`,
 //!   `POST /queue/{id}/release`, `DELETE /queue/{id}?bounce=true|false`
 
@@ -42,6 +43,7 @@ pub fn router(queue: QueueManager) -> Router {
         .route("/metrics", get(metrics))
         .route("/queue", get(list))
         .route("/queue/retry", post(retry_all))
+        .route("/queue/summary", get(summary))
         .route("/queue/{id}", get(show))
         .route("/queue/{id}", delete(remove))
         .route("/queue/{id}/retry", post(retry))
@@ -118,10 +120,21 @@ async fn metrics(State(q): State<QueueManager>) -> Response {
         .into_response()
 }
 
-/// The queue: this node's, or with `[cluster]` the whole cluster's.
-async fn list(State(q): State<QueueManager>) -> Response {
-    match q.view(None).await {
+/// The queue (or a page of it): this node's, or with `[cluster]` the whole cluster's.
+async fn list(
+    State(q): State<QueueManager>,
+    Query(page): Query<crate::queue::summary::Page>,
+) -> Response {
+    match q.page(&page).await {
         Ok(list) => Json(list).into_response(),
+        Err(e) => action(e),
+    }
+}
+
+/// What the queue holds per destination, app and age, and traffic shaping's state.
+async fn summary(State(q): State<QueueManager>) -> Response {
+    match q.summary().await {
+        Ok(s) => Json(s).into_response(),
         Err(e) => action(e),
     }
 }

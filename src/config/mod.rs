@@ -20,6 +20,8 @@ pub use services::*;
 pub use shaping::*;
 mod web;
 pub use web::*;
+mod bimi;
+pub use bimi::*;
 
 /// Default location of the configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/herald.toml";
@@ -105,6 +107,9 @@ pub struct Config {
     /// Bounces, complaints, the suppression list and the per-app guard (issue 24).
     #[serde(default)]
     pub bounce: BounceConfig,
+    /// BIMI records per domain (`herald dns` prints them, `herald check` checks them).
+    #[serde(default)]
+    pub bimi: BimiConfig,
     /// Traffic shaping per destination (issue 29).
     #[serde(default)]
     pub shaping: ShapingConfig,

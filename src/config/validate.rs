@@ -26,6 +26,7 @@ impl Config {
         if let Err((key, problem)) = self.web.validate(&unsubscribing) {
             return Err(err(&key, problem));
         }
+        super::validate_bimi(&self.bimi).map_err(|(key, problem)| err(&key, problem))?;
         self.bounce
             .check()
             .map_err(|(key, problem)| err(&key, problem))?;

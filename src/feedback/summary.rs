@@ -451,7 +451,11 @@ fn verdict(
         (
             "keep",
             false,
-            format!("p=reject is in force ({evidence}); keep reading the reports for new senders"),
+            format!(
+                "p=reject is in force ({evidence}); keep reading the reports for new senders. \
+                 Last step: BIMI, your logo beside your mail (`[bimi]`, then `herald check \
+                 {domain}` checks the record, the SVG Tiny PS logo and the VMC)"
+            ),
         )
     } else if !blockers.is_empty() {
         (

@@ -4,7 +4,9 @@
 //! against the support test DNS server on loopback; the listener runs inside `herald serve`
 //! and is asked by real DNS clients (hickory-resolver and `dig`) over UDP and TCP.
 
+mod bimi;
 mod check;
+mod dmarcbis;
 mod listener;
 mod ptr;
 mod readiness;

@@ -171,6 +171,11 @@ impl LazyFs {
         self.state().calls
     }
 
+    /// Whether every file's writes have been flushed (a cut now would lose no data).
+    pub fn all_flushed(&self) -> bool {
+        self.state().model.all_flushed()
+    }
+
     /// The next `n` file fsyncs fail with EIO.
     pub fn fail_fsyncs(&self, n: u32) {
         self.state().faults.failing_fsyncs = n;

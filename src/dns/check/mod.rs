@@ -6,10 +6,13 @@
 //! ([`Status::Error`]) and fails the run like a failed check: a check that could not be made is
 //! never reported as passed.
 
+mod bimi;
+mod bimi_svg;
 pub mod dkim;
 mod dmarc;
 pub mod lookup;
 mod mta_sts;
+mod orgdomain;
 mod ptr;
 pub mod readiness;
 mod reports;
@@ -227,6 +230,10 @@ pub(crate) struct Ctx<'a> {
     /// The domain whose active keys sign mail from the checked domain: the domain itself or
     /// the nearest parent with an active key, as the signer chooses.
     signing_domain: Option<String>,
+    /// When no key signs yet: the domain whose generated, not yet active keys will sign once
+    /// `herald dkim activate` switches them on (judged as if they did, so that `herald check`
+    /// can pass before activation, as the README's roll-out order needs).
+    pending_domain: Option<String>,
     include: String,
     addresses: Vec<IpNet>,
 }
@@ -268,6 +275,15 @@ pub async fn run_for(
                 .any(|k| k.active && normalize_name(&k.domain) == *d)
         })
         .map(str::to_string);
+    let pending_domain = signing_domain
+        .is_none()
+        .then(|| {
+            crate::signing::align::candidates(&domain)
+                .into_iter()
+                .find(|d| keys.iter().any(|k| normalize_name(&k.domain) == *d))
+                .map(str::to_string)
+        })
+        .flatten();
     let ctx = Ctx {
         cfg,
         auth,
@@ -275,6 +291,7 @@ pub async fn run_for(
         domain,
         keys,
         signing_domain,
+        pending_domain,
         include: normalize_name(&cfg.spf.include),
         addresses,
     };
@@ -360,9 +377,11 @@ async fn check_all(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     };
     spf::check(ctx, &apex, out).await;
     dkim::check(ctx, out).await;
-    dmarc::check(ctx, out).await;
+    let mut enforcement = None;
+    dmarc::check(ctx, out, &mut enforcement).await;
     dmarc::informational(ctx, out).await;
     mta_sts::check(ctx, out).await;
     return_path::check(ctx, out).await;
     ptr::check(ctx, out).await;
+    bimi::check(ctx, enforcement.as_ref(), out).await;
 }

@@ -179,3 +179,15 @@ fn a_privileged_port_without_the_capability_names_cap_net_bind_service() {
     assert!(err.contains("CAP_NET_BIND_SERVICE"), "{err}");
     assert!(err.contains("AmbientCapabilities"), "{err}");
 }
+
+#[test]
+fn reload_of_a_file_that_does_not_validate_exits_2_and_sends_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, err) = run(dir.path(), "[smtp]\nmax_recipients = 0\n", &[], &["reload"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("smtp.max_recipients"), "{err}");
+    assert!(
+        err.contains("nothing reloaded") && err.contains("keeps its configuration"),
+        "{err}"
+    );
+}

@@ -180,6 +180,7 @@ impl Metrics {
         );
         crate::events::stats::register(&mut registry);
         crate::suppress::metrics::register(&mut registry);
+        crate::shaping::metrics::register(&mut registry);
         Metrics { registry, ..m }
     }
 

@@ -442,7 +442,7 @@ impl AfterDelivery {
         reason: Reason,
         detail: &str,
         now: u64,
-    ) -> std::io::Result<()> {
+    ) -> Result<(), crate::suppress::SuppressError> {
         let scope = self
             .cfg()
             .apps

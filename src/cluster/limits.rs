@@ -285,6 +285,89 @@ pub async fn prune(db: &Db, keep: Duration) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The shaping table (issue 29): one row per destination that pushed back. Created on first
+/// use rather than by a numbered migration, so it never collides with another schema step; a
+/// later migration may adopt it unchanged.
+const SHAPING_TABLE: &str = "CREATE TABLE IF NOT EXISTS herald_shaping ( \
+     destination text PRIMARY KEY, \
+     held_until  timestamptz NOT NULL, \
+     reason      text NOT NULL, \
+     seq         bigint NOT NULL, \
+     node        text NOT NULL)";
+
+/// A destination's push-back as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushback {
+    /// The destination (a shaping rule's name or an MX host's parent domain).
+    pub destination: String,
+    /// How much longer it is held (database clock).
+    pub held_for: Duration,
+    /// The reply that caused it.
+    pub reason: String,
+    /// Grows with every push-back recorded for the destination.
+    pub seq: i64,
+    /// The node that recorded the latest.
+    pub node: String,
+}
+
+/// Records that `destination` pushed back, holding it for `hold` (database clock): one
+/// statement.
+pub async fn record_pushback(
+    db: &Db,
+    destination: &str,
+    hold: Duration,
+    why: &str,
+) -> std::io::Result<()> {
+    let client = db.client().await?;
+    let upsert = "INSERT INTO herald_shaping AS s (destination, held_until, reason, seq, node) \
+         VALUES ($1, clock_timestamp() + make_interval(secs => $2), $3, 1, $4) \
+         ON CONFLICT (destination) DO UPDATE SET \
+           held_until = greatest(s.held_until, excluded.held_until), \
+           reason = excluded.reason, seq = s.seq + 1, node = excluded.node";
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&destination, &hold.as_secs_f64(), &why, &db.node_id()];
+    if let Err(e) = client.execute(upsert, &params).await {
+        // The table may not exist yet: create it once and try again.
+        tracing::debug!(error = %e, "creating herald_shaping");
+        client
+            .batch_execute(SHAPING_TABLE)
+            .await
+            .map_err(|e| io_error("traffic shaping", e))?;
+        client
+            .execute(upsert, &params)
+            .await
+            .map_err(|e| io_error("traffic shaping", e))?;
+    }
+    Ok(())
+}
+
+/// The destinations held back now, cluster-wide: one query.
+pub async fn pushbacks(db: &Db) -> std::io::Result<Vec<Pushback>> {
+    let client = db.client().await?;
+    let select = "SELECT destination, extract(epoch FROM held_until - clock_timestamp())::float8, \
+                reason, seq, node FROM herald_shaping WHERE held_until > clock_timestamp()";
+    let rows = match client.query(select, &[]).await {
+        Ok(rows) => rows,
+        Err(_) => {
+            client
+                .batch_execute(SHAPING_TABLE)
+                .await
+                .map_err(|e| io_error("traffic shaping", e))?;
+            return Ok(Vec::new());
+        }
+    };
+    Ok(rows
+        .iter()
+        .map(|r| Pushback {
+            destination: r.get(0),
+            held_for: Duration::from_secs_f64(r.get::<_, f64>(1).clamp(0.0, 86_400.0)),
+            reason: r.get(2),
+            seq: r.get(3),
+            node: r.get(4),
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -114,6 +114,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("herald: {e:#}");
+            if let Some(hint) = hint_for(&format!("{e:#}")) {
+                eprintln!("  fix: {hint}");
+            }
             if e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<UsageError>().is_some()
             {
                 ExitCode::from(2)
@@ -122,6 +125,26 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         }
     }
+}
+
+/// What to do about an error the operating system gave, when its text alone would not say.
+fn hint_for(error: &str) -> Option<&'static str> {
+    let listening = error.contains("cannot listen") || error.contains("cannot bind");
+    if listening && error.contains("Permission denied") {
+        return Some(
+            "ports below 1024 need the CAP_NET_BIND_SERVICE capability: the shipped systemd \
+             unit grants it (AmbientCapabilities=CAP_NET_BIND_SERVICE); when starting herald \
+             by hand, run `setcap cap_net_bind_service=+ep \"$(command -v herald)\"` once, or \
+             listen on a port from 1024 up",
+        );
+    }
+    if listening && error.contains("Address already in use") {
+        return Some(
+            "another program (or another herald) listens there: `ss -ltnp` shows which; stop \
+             it or change the address in the config",
+        );
+    }
+    None
 }
 
 /// Loads the configuration; a [`ConfigError`] inside the error makes the exit status 2.

@@ -84,7 +84,7 @@ pub async fn open(config: &Path) -> anyhow::Result<Suppressions> {
         Some(c) => Some(crate::cluster::open(c).await?),
         None => None,
     };
-    Suppressions::open(&cfg, db).await
+    Ok(Suppressions::open(&cfg, db).await?)
 }
 
 /// Runs a `herald suppress` subcommand.

@@ -7,6 +7,7 @@
 //! ([`crate::store`]), and turned into per-source classes and a verdict per domain
 //! ([`summary`]).
 
+pub mod bounds;
 pub mod classify;
 pub mod parse;
 pub mod routes;

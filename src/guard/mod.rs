@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::config::BounceConfig;
 use crate::events::{BounceClass, Event, EventHub, EventKind};
+use crate::store::StoreError;
 use crate::suppress::store::{Pause, Store};
 
 const HOUR: u64 = 3600;
@@ -144,7 +145,7 @@ impl Guard {
         store: Store,
         hub: EventHub,
         node: String,
-    ) -> std::io::Result<Guard> {
+    ) -> Result<Guard, StoreError> {
         let g = Guard {
             inner: Arc::new(Inner {
                 thresholds: RwLock::new(cfg.clone()),
@@ -176,7 +177,7 @@ impl Guard {
 
     /// Reads the pause list from the store (pauses and resumes made elsewhere). An app resumed
     /// elsewhere starts counting afresh, so its old rates do not pause it again at once.
-    pub async fn refresh(&self) -> std::io::Result<()> {
+    pub async fn refresh(&self) -> Result<(), StoreError> {
         let list = self.inner.store.pauses().await?;
         let mut resumed = Vec::new();
         {
@@ -353,7 +354,7 @@ impl Guard {
 
     /// Resumes `app` on this node and in the store (other nodes follow at their refresh);
     /// its counts start afresh. False when it was not paused.
-    pub async fn resume(&self, app: &str, now: u64) -> std::io::Result<bool> {
+    pub async fn resume(&self, app: &str, now: u64) -> Result<bool, StoreError> {
         let was = resume(&self.inner.store, app, now).await?;
         self.refresh().await?;
         Ok(was)
@@ -386,7 +387,7 @@ impl Guard {
 
 /// Resumes `app` in `store` (the CLI); running nodes take it up within their refresh
 /// interval. False when it was not paused.
-pub async fn resume(store: &Store, app: &str, now: u64) -> std::io::Result<bool> {
+pub async fn resume(store: &Store, app: &str, now: u64) -> Result<bool, StoreError> {
     let was = store.pause_of(app).await?.is_some_and(|p| p.paused);
     store
         .set_pause(Pause {
@@ -412,7 +413,7 @@ mod tests {
     }
 
     async fn guard(dir: &std::path::Path) -> Guard {
-        let store = Store::sqlite(&dir.join("s.sqlite")).expect("store");
+        let store = Store::sqlite(&dir.join("s.sqlite")).await.expect("store");
         let cfg = BounceConfig {
             min_volume: 100,
             ..BounceConfig::default()
@@ -443,7 +444,9 @@ mod tests {
         assert_eq!(g.stats("news", t).day.hard, 12);
         assert!(g.paused("billing").is_none());
         // The CLI resumes it through the store; the guard takes it up and starts afresh.
-        let store = Store::sqlite(&dir.path().join("s.sqlite")).expect("store");
+        let store = Store::sqlite(&dir.path().join("s.sqlite"))
+            .await
+            .expect("store");
         assert!(resume(&store, "news", t + 1).await.expect("resume"));
         g.refresh().await.expect("refresh");
         assert!(g.paused("news").is_none());

@@ -93,6 +93,10 @@ impl Node {
             sink.clone(),
         )
         .await?;
+        if let Some(c) = &backends.cluster {
+            // Traffic shaping: push-backs shared by every node (issue 29).
+            crate::shaping::shared::start(c.db.clone(), crate::shaping::Shaper::new(&cfg));
+        }
         node.push(Box::new(subsystems::Queue {
             queue: queue.clone(),
             sink: sink.clone(),

@@ -46,6 +46,8 @@ pub(super) struct Connector {
     pub(super) pool: Pool,
     /// The TLS-RPT reporter (and `/metrics`).
     pub(super) tls_events: Arc<dyn TlsSink>,
+    /// Traffic shaping: limits per destination, and its reaction to push-backs.
+    pub(super) shaper: crate::shaping::Shaper,
 }
 
 impl Connector {
@@ -97,7 +99,13 @@ impl Connector {
             let tls = conn.session.tls.clone();
             let may_retry = reused && stale_retries < STALE_RETRIES;
             match result {
-                Ok(tx) if may_retry && tx.answers.iter().all(|a| a.code == 421) => {
+                Ok(tx)
+                    if may_retry
+                        && tx.answers.iter().all(|a| a.code == 421)
+                        && !tx.answers.iter().any(|a| {
+                            crate::shaping::is_reputation_deferral(a.code, a.status, &a.text)
+                        }) =>
+                {
                     // A pooled session the server is closing (shutdown or restart says 421
                     // before it hangs up): the message did not go; a fresh session may.
                     tracing::info!(queue_id = %job.queue_id, mx = %hop.host, %addr,
@@ -107,7 +115,12 @@ impl Connector {
                 Ok(tx) => {
                     let lines: Vec<String> = tx.answers.iter().map(|a| a.to_string()).collect();
                     log_attempt(job, hop, addr, tls.as_ref(), &lines, started);
-                    self.pool.release(conn);
+                    conn.deliveries += 1;
+                    if self.shaper.connection_spent(&hop.host, conn.deliveries) {
+                        conn.close();
+                    } else {
+                        self.pool.release(conn);
+                    }
                     return answered(tx, tls.map(|t| t.version));
                 }
                 Err(TransactionError::Stale(detail)) if may_retry => {

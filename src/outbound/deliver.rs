@@ -96,6 +96,7 @@ impl Outbound {
                     Duration::from_secs(5),
                 ),
                 tls_events,
+                shaper: crate::shaping::Shaper::new(cfg),
             },
             relay: Relay::from_config(cfg)?,
             capture: d.capture_dir.as_deref().map(Capture::new),
@@ -190,6 +191,7 @@ impl Outbound {
         };
         let mut last = Failure::NoHostReached;
         let mut last_host = None;
+        let mut throttled = None;
         for hop in &plan.hops {
             let host = match hop {
                 Hop::Try(host) => host,
@@ -212,6 +214,13 @@ impl Outbound {
                     continue;
                 }
             };
+            let _turn = match self.connector.shaper.admit(&host.host).await {
+                Ok(turn) => turn,
+                Err(held) => {
+                    throttled = Some(throttled_failure(held));
+                    continue;
+                }
+            };
             let addrs = match resolve::addresses(&self.resolver, &host.host).await {
                 Ok(a) => a,
                 Err(e) if e.is_permanent() && plan.implicit_mx => {
@@ -227,7 +236,9 @@ impl Outbound {
             for ip in addrs {
                 let addr = SocketAddr::new(ip, plan.port);
                 last_host = Some(format!("{} [{ip}]", host.host));
-                match self.connector.attempt(job, host, addr, credentials).await {
+                let attempt = self.connector.attempt(job, host, addr, credentials).await;
+                self.shaping_saw(&host.host, &attempt);
+                match attempt {
                     Attempt::Done(outcomes, tls) => {
                         return outcomes
                             .into_iter()
@@ -243,7 +254,41 @@ impl Outbound {
                 }
             }
         }
-        every(job, last, last_host)
+        match throttled {
+            // Every host that could be tried is held back: no attempt at all.
+            Some(held) if matches!(last, Failure::NoHostReached) => every(job, held, None),
+            _ => every(job, last, last_host),
+        }
+    }
+
+    /// Tells traffic shaping how an attempt at `mx` went.
+    fn shaping_saw(&self, mx: &str, attempt: &Attempt) {
+        let shaper = &self.connector.shaper;
+        let answers: Vec<&super::outcome::Answer> = match attempt {
+            Attempt::Done(outcomes, _) if outcomes.iter().any(|o| o.is_ok()) => {
+                return shaper.delivered(mx);
+            }
+            Attempt::Done(outcomes, _) => outcomes
+                .iter()
+                .filter_map(|o| match o {
+                    Err(Failure::Remote(a)) => Some(a),
+                    _ => None,
+                })
+                .collect(),
+            Attempt::NextHost(Failure::Remote(a)) => vec![a],
+            Attempt::NextHost(_) => Vec::new(),
+        };
+        if let Some(a) = answers.first() {
+            shaper.observe(mx, a.code, a.status, &a.text);
+        }
+    }
+}
+
+/// A destination held back by traffic shaping, as the failure its recipients wait with.
+fn throttled_failure(held: crate::shaping::Held) -> Failure {
+    Failure::Throttled {
+        destination: held.destination,
+        wait_secs: held.wait.as_secs_f64().ceil() as u64,
     }
 }
 

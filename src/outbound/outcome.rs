@@ -131,6 +131,15 @@ pub enum Failure {
     /// Not attempted: herald was shutting down before the attempt could finish. Temporary,
     /// and not counted as an attempt.
     NotAttempted,
+    /// Not attempted: traffic shaping holds the destination back (it pushed back, or the
+    /// message is over its rate). Temporary, not counted as an attempt; due again after
+    /// `wait_secs`.
+    Throttled {
+        /// The destination held back ([`crate::shaping`]).
+        destination: String,
+        /// Seconds until it may be tried again.
+        wait_secs: u64,
+    },
     /// herald could not finish the delivery on its own side (e.g. `[delivery] capture_dir`
     /// cannot be written). Temporary.
     Local(String),
@@ -174,6 +183,7 @@ impl Failure {
             | Failure::ConnectionLost { .. } => EnhancedStatus::new(4, 4, 2),
             Failure::NoHostReached => EnhancedStatus::new(4, 4, 1),
             Failure::NotAttempted => EnhancedStatus::new(4, 3, 2),
+            Failure::Throttled { .. } => EnhancedStatus::new(4, 4, 5),
             Failure::Local(_) => EnhancedStatus::new(4, 3, 0),
         }
     }
@@ -211,6 +221,14 @@ impl fmt::Display for Failure {
                 write!(f, "not attempted: herald was shutting down; will retry")
             }
             Failure::Local(detail) => write!(f, "{detail}"),
+            Failure::Throttled {
+                destination,
+                wait_secs,
+            } => write!(
+                f,
+                "not attempted: traffic shaping holds {destination} back for {wait_secs}s \
+                 (it asked herald to slow down, or the message is over its rate); will retry"
+            ),
         }
     }
 }

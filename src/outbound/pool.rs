@@ -77,6 +77,8 @@ pub struct Conn {
     pub session: Session,
     /// The key it is pooled under.
     pub key: Key,
+    /// Messages sent over it (traffic shaping closes it after a destination's share).
+    pub deliveries: u32,
     _slot: Slot,
 }
 
@@ -86,6 +88,7 @@ impl Conn {
         Conn {
             session,
             key,
+            deliveries: 0,
             _slot: slot,
         }
     }

@@ -30,7 +30,7 @@ pub(super) fn tried(results: &[(usize, RecipientResult)]) -> Vec<Tried> {
             index: *i,
             permanent: match &r.outcome {
                 Ok(_) => Some(false),
-                Err(Failure::NotAttempted) => None,
+                Err(Failure::NotAttempted | Failure::Throttled { .. }) => None,
                 Err(f) => Some(f.is_permanent()),
             },
             tls: r.tls.clone(),

@@ -92,6 +92,15 @@ pub fn settle(
             rs.last_reply = Some(f.to_string());
             continue;
         }
+        // Held back by traffic shaping: due when the hold ends, no attempt counted (but the
+        // expiry still applies).
+        if let Err(f @ outcome::Failure::Throttled { wait_secs, .. }) = &r.outcome
+            && now < expires
+        {
+            rs.next_attempt = now.saturating_add((*wait_secs).max(1)).min(expires);
+            rs.last_reply = Some(f.to_string());
+            continue;
+        }
         rs.attempts += 1;
         rs.class = r
             .outcome

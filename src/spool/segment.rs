@@ -192,12 +192,25 @@ impl Segments {
             file
         };
         if sync && let Err(e) = file.sync_data() {
+            // Linux drops the pages a failed flush could not write (they are marked clean),
+            // so a later flush of this file would succeed without them: a hole that recovery
+            // would take for the end of the segment, cutting every record after it. No group
+            // goes to this segment again; the next one starts a new segment.
+            self.retire(number);
             return Err(io::Error::new(
                 e.kind(),
                 format!("flushing spool segment {number:x}: {e}"),
             ));
         }
         Ok(())
+    }
+
+    /// New messages go to a new segment from now on (a flush of `number` failed).
+    fn retire(&self, number: u64) {
+        let mut state = self.state();
+        if state.current == number {
+            state.current += 1;
+        }
     }
 
     /// The segment new messages go to: a new one when the current one is full. A new

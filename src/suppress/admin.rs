@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::{Reason, Suppressions};
+use super::{Reason, SuppressError, Suppressions};
 
 #[derive(Deserialize)]
 struct ListParams {
@@ -36,7 +36,7 @@ pub fn routes(list: Suppressions) -> Router {
         .with_state(list)
 }
 
-fn failed(e: std::io::Error) -> Response {
+fn failed(e: SuppressError) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         Json(serde_json::json!({ "error": e.to_string() })),
@@ -70,7 +70,7 @@ async fn add(State(list): State<Suppressions>, Json(c): Json<Change>) -> Respons
         .await
     {
         Ok(entry) => Json(entry).into_response(),
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => (
+        Err(e @ SuppressError::NotAnAddress { .. }) => (
             StatusCode::BAD_REQUEST,
             Json(serde_json::json!({ "error": e.to_string() })),
         )

@@ -151,13 +151,29 @@ pub fn normalize_address(address: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// Why a change to the suppression list failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SuppressError {
+    /// The address or the domain given is not one (a caller's mistake: a `400`, a usage error).
+    #[error("not an address and domain: {address:?} for {domain:?}")]
+    NotAnAddress {
+        /// The address as given.
+        address: String,
+        /// The domain as given.
+        domain: String,
+    },
+    /// The store failed (the list is unchanged).
+    #[error("suppression list: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
 impl Suppressions {
     /// Opens the list of `cfg` (SQLite in `data_dir`, or the cluster's PostgreSQL when `db`
     /// is given) and loads the index.
-    pub async fn open(cfg: &Config, db: Option<crate::cluster::Db>) -> anyhow::Result<Self> {
+    pub async fn open(cfg: &Config, db: Option<crate::cluster::Db>) -> Result<Self, SuppressError> {
         let store = match db {
             Some(db) => Store::postgres(db).await?,
-            None => Store::sqlite(&store::sqlite_path(cfg))?,
+            None => Store::sqlite(&store::sqlite_path(cfg)).await?,
         };
         let list = Suppressions {
             store,
@@ -184,7 +200,7 @@ impl Suppressions {
         app: Option<&str>,
         address: &str,
         reason: Reason,
-    ) -> std::io::Result<Entry> {
+    ) -> Result<Entry, SuppressError> {
         self.record(NewSuppression {
             domain: domain.to_string(),
             app: app.map(str::to_string),
@@ -198,7 +214,7 @@ impl Suppressions {
 
     /// Records `new` (a repeated event bumps the count and the last time) and updates the
     /// index.
-    pub async fn record(&self, new: NewSuppression) -> std::io::Result<Entry> {
+    pub async fn record(&self, new: NewSuppression) -> Result<Entry, SuppressError> {
         let entry = self.entry_of(new)?;
         let stored = self.store.upsert(entry).await?;
         self.index.put(&stored);
@@ -208,11 +224,11 @@ impl Suppressions {
 
     /// [`Suppressions::record`] for many (an import): one transaction on SQLite. Fails,
     /// recording nothing, when one of them is not an address.
-    pub async fn record_many(&self, news: Vec<NewSuppression>) -> std::io::Result<usize> {
+    pub async fn record_many(&self, news: Vec<NewSuppression>) -> Result<usize, SuppressError> {
         let entries = news
             .into_iter()
             .map(|n| self.entry_of(n))
-            .collect::<std::io::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         let stored = self.store.upsert_many(entries).await?;
         for e in &stored {
             self.index.put(e);
@@ -220,7 +236,7 @@ impl Suppressions {
         Ok(stored.len())
     }
 
-    fn entry_of(&self, new: NewSuppression) -> std::io::Result<Entry> {
+    fn entry_of(&self, new: NewSuppression) -> Result<Entry, SuppressError> {
         let expiry = match new.reason {
             Reason::HardBounce => self.hard_expiry,
             Reason::Complaint => self.complaint_expiry,
@@ -238,13 +254,10 @@ impl Suppressions {
             expires_at: expiry.map(|d| new.at.saturating_add(d.as_secs() as i64)),
         };
         if entry.address.is_empty() || !entry.address.contains('@') || entry.domain.is_empty() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!(
-                    "not an address and domain: {:?} for {:?}",
-                    new.address, new.domain
-                ),
-            ));
+            return Err(SuppressError::NotAnAddress {
+                address: new.address,
+                domain: new.domain,
+            });
         }
         Ok(entry)
     }
@@ -256,7 +269,7 @@ impl Suppressions {
         domain: &str,
         app: Option<&str>,
         address: &str,
-    ) -> std::io::Result<bool> {
+    ) -> Result<bool, SuppressError> {
         let (domain, app, address) = (
             sending_domain(domain),
             app.unwrap_or("").to_string(),
@@ -268,7 +281,7 @@ impl Suppressions {
     }
 
     /// Every active entry, optionally only those of `domain`, oldest first.
-    pub async fn list(&self, domain: Option<&str>) -> std::io::Result<Vec<Entry>> {
+    pub async fn list(&self, domain: Option<&str>) -> Result<Vec<Entry>, SuppressError> {
         let now = crate::clock::unix_now() as i64;
         let domain = domain.map(sending_domain);
         let mut all = self.store.list(domain.as_deref()).await?;
@@ -277,7 +290,7 @@ impl Suppressions {
     }
 
     /// Brings the index in step with the store (changes made elsewhere).
-    pub async fn refresh(&self) -> std::io::Result<()> {
+    pub async fn refresh(&self) -> Result<(), SuppressError> {
         let since = self.index.seq();
         let (changes, seq) = self.store.changes_since(since).await?;
         {

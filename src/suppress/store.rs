@@ -1,5 +1,5 @@
 //! Where the suppression list and the guard's pause list are kept: SQLite in `data_dir` for a
-//! single node (one connection behind a mutex, on tokio's blocking threads; WAL, so the CLI can
+//! single node (one connection on a thread of its own, [`SqliteThread`]; WAL, so the CLI can
 //! write while herald runs), or the cluster's PostgreSQL (one list for all nodes).
 //!
 //! Every write takes a new sequence number, and a removal leaves a tombstone, so a reader can
@@ -8,14 +8,14 @@
 //! last number seen ([`OVERLAP`]), and applying a change twice is harmless.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 
 use super::index::Change;
 use super::{Entry, Reason};
-use crate::cluster::Db;
+use crate::cluster::{Db, DbError};
 use crate::config::Config;
+use crate::store::{SqliteThread, StoreError};
 
 /// How far before the last sequence number seen a PostgreSQL reader asks again.
 const OVERLAP: i64 = 1000;
@@ -96,13 +96,9 @@ pub struct Pause {
 #[derive(Clone)]
 pub enum Store {
     /// A single node's file.
-    Sqlite(Arc<Mutex<Connection>>),
+    Sqlite(SqliteThread),
     /// The cluster's database.
     Postgres(Db),
-}
-
-fn io(e: impl std::fmt::Display) -> std::io::Error {
-    std::io::Error::other(format!("suppression store: {e}"))
 }
 
 fn row_entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Entry, bool)> {
@@ -191,125 +187,74 @@ const COLUMNS: &str =
 
 impl Store {
     /// Opens (creating) the SQLite file at `path`, mode 0600.
-    pub fn sqlite(path: &Path) -> anyhow::Result<Store> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let conn = Connection::open(path)
-            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    pub async fn sqlite(path: &Path) -> Result<Store, StoreError> {
+        let db = SqliteThread::open(path, "suppress", |c| c.execute_batch(SQLITE_SCHEMA)).await?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         }
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SQLITE_SCHEMA)?;
-        Ok(Store::Sqlite(Arc::new(Mutex::new(conn))))
+        Ok(Store::Sqlite(db))
     }
 
     /// Uses the cluster's database, creating the tables if needed.
-    pub async fn postgres(db: Db) -> anyhow::Result<Store> {
-        let client = db.client().await?;
-        client.batch_execute(PG_SCHEMA).await.map_err(|e| {
-            anyhow::anyhow!("cluster database: creating the suppression tables: {e}")
-        })?;
+    pub async fn postgres(db: Db) -> Result<Store, StoreError> {
+        db.client()
+            .await?
+            .batch_execute(PG_SCHEMA)
+            .await
+            .map_err(DbError::doing("creating the suppression tables"))?;
         Ok(Store::Postgres(db))
-    }
-
-    async fn sqlite_call<T: Send + 'static>(
-        conn: &Arc<Mutex<Connection>>,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> std::io::Result<T> {
-        let conn = conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut c = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut c).map_err(io)
-        })
-        .await
-        .map_err(io)?
     }
 
     /// Inserts `e`, or bumps the count and last time of the entry already there (taking the
     /// new reason, detail and expiry). Returns the entry as stored.
-    pub async fn upsert(&self, e: Entry) -> std::io::Result<Entry> {
+    pub async fn upsert(&self, e: Entry) -> Result<Entry, StoreError> {
         match self {
             Store::Sqlite(conn) => {
-                Self::sqlite_call(conn, move |c| {
+                conn.call(move |c| {
                     let tx = c.transaction()?;
                     let row = sqlite_upsert(&tx, &e)?;
-                    tx.commit()?;
+                    tx.commit().map_err(StoreError::Commit)?;
                     Ok(row)
                 })
                 .await
             }
-            Store::Postgres(_) => self.pg_upsert(e).await,
+            Store::Postgres(db) => pg_upsert(db, e).await,
         }
     }
 
     /// [`Store::upsert`] for many entries: one transaction (one fsync) on SQLite.
-    pub async fn upsert_many(&self, entries: Vec<Entry>) -> std::io::Result<Vec<Entry>> {
+    pub async fn upsert_many(&self, entries: Vec<Entry>) -> Result<Vec<Entry>, StoreError> {
         match self {
             Store::Sqlite(conn) => {
-                Self::sqlite_call(conn, move |c| {
+                conn.call(move |c| {
                     let tx = c.transaction()?;
                     let mut out = Vec::with_capacity(entries.len());
                     for e in &entries {
                         out.push(sqlite_upsert(&tx, e)?);
                     }
-                    tx.commit()?;
+                    tx.commit().map_err(StoreError::Commit)?;
                     Ok(out)
                 })
                 .await
             }
-            Store::Postgres(_) => {
+            Store::Postgres(db) => {
                 let mut out = Vec::with_capacity(entries.len());
                 for e in entries {
-                    out.push(self.pg_upsert(e).await?);
+                    out.push(pg_upsert(db, e).await?);
                 }
                 Ok(out)
             }
         }
     }
 
-    async fn pg_upsert(&self, e: Entry) -> std::io::Result<Entry> {
-        match self {
-            Store::Sqlite(_) => Err(io("not PostgreSQL")),
-            Store::Postgres(db) => {
-                let client = db.client().await?;
-                let row = client
-                    .query_one(
-                        &format!(
-                            "INSERT INTO suppressions (domain, app, address, reason, detail, first_at, \
-                             last_at, count, expires_at, removed, seq) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, FALSE, nextval('herald_suppress_seq')) \
-                             ON CONFLICT (domain, app, address) DO UPDATE SET \
-                             reason = excluded.reason, detail = excluded.detail, \
-                             last_at = excluded.last_at, expires_at = excluded.expires_at, seq = excluded.seq, \
-                             count = CASE WHEN suppressions.removed THEN 1 ELSE suppressions.count + 1 END, \
-                             first_at = CASE WHEN suppressions.removed THEN excluded.first_at ELSE suppressions.first_at END, \
-                             removed = FALSE \
-                             RETURNING {COLUMNS}"
-                        ),
-                        &[
-                            &e.domain, &e.app, &e.address, &e.reason.as_str(), &e.detail,
-                            &e.first_at, &e.last_at, &e.expires_at,
-                        ],
-                    )
-                    .await
-                    .map_err(io)?;
-                Ok(pg_entry(&row).0)
-            }
-        }
-    }
-
     /// Marks the entry removed (a tombstone others see); true when an active one was there.
-    pub async fn remove(&self, domain: &str, app: &str, address: &str) -> std::io::Result<bool> {
+    pub async fn remove(&self, domain: &str, app: &str, address: &str) -> Result<bool, StoreError> {
         let (domain, app, address) = (domain.to_string(), app.to_string(), address.to_string());
         match self {
             Store::Sqlite(conn) => {
-                Self::sqlite_call(conn, move |c| {
+                conn.call(move |c| {
                     let tx = c.transaction()?;
                     let seq = next_seq(&tx)?;
                     let n = tx.execute(
@@ -317,7 +262,7 @@ impl Store {
                          WHERE domain = ?1 AND app = ?2 AND address = ?3 AND removed = 0",
                         params![domain, app, address, seq],
                     )?;
-                    tx.commit()?;
+                    tx.commit().map_err(StoreError::Commit)?;
                     Ok(n > 0)
                 })
                 .await
@@ -332,24 +277,26 @@ impl Store {
                         &[&domain, &app, &address],
                     )
                     .await
-                    .map_err(io)?;
+                    .map_err(DbError::doing("removing a suppression"))?;
                 Ok(n > 0)
             }
         }
     }
 
     /// Every entry not removed (expired ones included), optionally of one domain.
-    pub async fn list(&self, domain: Option<&str>) -> std::io::Result<Vec<Entry>> {
+    pub async fn list(&self, domain: Option<&str>) -> Result<Vec<Entry>, StoreError> {
         let domain = domain.map(str::to_string);
         match self {
             Store::Sqlite(conn) => {
-                Self::sqlite_call(conn, move |c| {
+                conn.call(move |c| {
                     let mut st = c.prepare(&format!(
                         "SELECT {COLUMNS} FROM suppressions WHERE removed = 0 \
                          AND (?1 IS NULL OR domain = ?1) ORDER BY first_at, address"
                     ))?;
                     let rows = st.query_map(params![domain], row_entry)?;
-                    rows.map(|r| r.map(|(e, _)| e)).collect()
+                    Ok(rows
+                        .map(|r| r.map(|(e, _)| e))
+                        .collect::<rusqlite::Result<_>>()?)
                 })
                 .await
             }
@@ -365,7 +312,7 @@ impl Store {
                         &[&domain],
                     )
                     .await
-                    .map_err(io)?;
+                    .map_err(DbError::doing("listing the suppressions"))?;
                 Ok(rows.iter().map(|r| pg_entry(r).0).collect())
             }
         }
@@ -373,7 +320,7 @@ impl Store {
 
     /// The changes after sequence `since` (from a little before it in PostgreSQL), and the
     /// highest sequence number among them.
-    pub async fn changes_since(&self, since: i64) -> std::io::Result<(Vec<Change>, i64)> {
+    pub async fn changes_since(&self, since: i64) -> Result<(Vec<Change>, i64), StoreError> {
         let to_change = |(e, removed): (Entry, bool)| {
             if removed {
                 Change::Removed(e.domain, e.app, e.address)
@@ -383,7 +330,7 @@ impl Store {
         };
         match self {
             Store::Sqlite(conn) => {
-                Self::sqlite_call(conn, move |c| {
+                conn.call(move |c| {
                     let mut st = c.prepare(&format!(
                         "SELECT {COLUMNS}, seq FROM suppressions WHERE seq > ?1 ORDER BY seq"
                     ))?;
@@ -413,7 +360,7 @@ impl Store {
                         &[&from],
                     )
                     .await
-                    .map_err(io)?;
+                    .map_err(DbError::doing("reading the suppression changes"))?;
                 let mut max = since;
                 let mut out = Vec::new();
                 for r in &rows {
@@ -426,10 +373,10 @@ impl Store {
     }
 
     /// Records that `app` is paused (with why) or resumed.
-    pub async fn set_pause(&self, p: Pause) -> std::io::Result<()> {
+    pub async fn set_pause(&self, p: Pause) -> Result<(), StoreError> {
         match self {
             Store::Sqlite(conn) => {
-                Self::sqlite_call(conn, move |c| {
+                conn.call(move |c| {
                     let tx = c.transaction()?;
                     let seq = next_seq(&tx)?;
                     tx.execute(
@@ -438,7 +385,7 @@ impl Store {
                          reason = excluded.reason, at = excluded.at, seq = excluded.seq",
                         params![p.app, p.paused as i64, p.reason, p.at, seq],
                     )?;
-                    tx.commit()
+                    tx.commit().map_err(StoreError::Commit)
                 })
                 .await
             }
@@ -453,17 +400,17 @@ impl Store {
                         &[&p.app, &p.paused, &p.reason, &p.at],
                     )
                     .await
-                    .map_err(io)?;
+                    .map_err(DbError::doing("storing an app's pause"))?;
                 Ok(())
             }
         }
     }
 
     /// Every app's last pause or resume.
-    pub async fn pauses(&self) -> std::io::Result<Vec<Pause>> {
+    pub async fn pauses(&self) -> Result<Vec<Pause>, StoreError> {
         match self {
             Store::Sqlite(conn) => {
-                Self::sqlite_call(conn, |c| {
+                conn.call(|c| {
                     let mut st =
                         c.prepare("SELECT app, paused, reason, at FROM app_pauses ORDER BY app")?;
                     let rows = st.query_map([], |r| {
@@ -474,7 +421,7 @@ impl Store {
                             at: r.get(3)?,
                         })
                     })?;
-                    rows.collect()
+                    Ok(rows.collect::<rusqlite::Result<_>>()?)
                 })
                 .await
             }
@@ -487,7 +434,7 @@ impl Store {
                         &[],
                     )
                     .await
-                    .map_err(io)?;
+                    .map_err(DbError::doing("reading the app pauses"))?;
                 Ok(rows
                     .iter()
                     .map(|r| Pause {
@@ -502,26 +449,55 @@ impl Store {
     }
 
     /// One app's last pause or resume, if any.
-    pub async fn pause_of(&self, app: &str) -> std::io::Result<Option<Pause>> {
+    pub async fn pause_of(&self, app: &str) -> Result<Option<Pause>, StoreError> {
         if let Store::Sqlite(conn) = self {
             let app = app.to_string();
-            return Self::sqlite_call(conn, move |c| {
-                c.query_row(
-                    "SELECT app, paused, reason, at FROM app_pauses WHERE app = ?1",
-                    params![app],
-                    |r| {
-                        Ok(Pause {
-                            app: r.get(0)?,
-                            paused: r.get::<_, i64>(1)? != 0,
-                            reason: r.get(2)?,
-                            at: r.get(3)?,
-                        })
-                    },
-                )
-                .optional()
-            })
-            .await;
+            return conn
+                .call(move |c| {
+                    c.query_row(
+                        "SELECT app, paused, reason, at FROM app_pauses WHERE app = ?1",
+                        params![app],
+                        |r| {
+                            Ok(Pause {
+                                app: r.get(0)?,
+                                paused: r.get::<_, i64>(1)? != 0,
+                                reason: r.get(2)?,
+                                at: r.get(3)?,
+                            })
+                        },
+                    )
+                    .optional()
+                    .map_err(StoreError::from)
+                })
+                .await;
         }
         Ok(self.pauses().await?.into_iter().find(|p| p.app == app))
     }
+}
+
+/// Inserts or bumps one entry in PostgreSQL; the entry as stored.
+async fn pg_upsert(db: &Db, e: Entry) -> Result<Entry, StoreError> {
+    let client = db.client().await?;
+    let row = client
+            .query_one(
+                &format!(
+                    "INSERT INTO suppressions (domain, app, address, reason, detail, first_at, \
+                     last_at, count, expires_at, removed, seq) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, FALSE, nextval('herald_suppress_seq')) \
+                     ON CONFLICT (domain, app, address) DO UPDATE SET \
+                     reason = excluded.reason, detail = excluded.detail, \
+                     last_at = excluded.last_at, expires_at = excluded.expires_at, seq = excluded.seq, \
+                     count = CASE WHEN suppressions.removed THEN 1 ELSE suppressions.count + 1 END, \
+                     first_at = CASE WHEN suppressions.removed THEN excluded.first_at ELSE suppressions.first_at END, \
+                     removed = FALSE \
+                     RETURNING {COLUMNS}"
+                ),
+                &[
+                    &e.domain, &e.app, &e.address, &e.reason.as_str(), &e.detail,
+                    &e.first_at, &e.last_at, &e.expires_at,
+                ],
+            )
+            .await
+            .map_err(DbError::doing("storing a suppression"))?;
+    Ok(pg_entry(&row).0)
 }

@@ -6,6 +6,7 @@ mod bombs;
 mod browser;
 mod flow;
 mod framing;
+mod limits;
 mod records;
 mod samples;
 mod smtp;

@@ -2,6 +2,7 @@
 //! first-day refusals, service-manager readiness, `herald dkim activate`, JSON logs.
 
 mod activate;
+mod admin_path;
 mod first_day;
 mod in_process;
 mod metrics;

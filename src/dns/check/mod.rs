@@ -10,6 +10,8 @@ pub mod dkim;
 mod dmarc;
 pub mod lookup;
 mod mta_sts;
+mod ptr;
+pub mod readiness;
 mod reports;
 mod return_path;
 mod spf;
@@ -91,8 +93,15 @@ pub struct Report {
     pub resolver: String,
     /// True when no finding failed or errored.
     pub ok: bool,
-    /// The findings in order: DNS, SPF, DKIM, DMARC, MTA-STS, TLS-RPT.
+    /// The findings in order: DNS, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, reverse DNS.
     pub findings: Vec<Finding>,
+    /// The app the verdict is about (`herald check --app`), if one was named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// Gmail's, Yahoo's and Microsoft's verdicts on mail herald sends as this domain.
+    pub readiness: Vec<readiness::Verdict>,
+    /// The providers' refusal codes herald has seen, explained.
+    pub seen: Vec<readiness::SeenCode>,
 }
 
 impl Report {
@@ -140,6 +149,70 @@ impl Report {
                 "something required is wrong (exit 1)"
             }
         ));
+        out.push_str(&self.render_readiness());
+        out
+    }
+
+    /// The providers' verdicts and the refusals seen, as text.
+    fn render_readiness(&self) -> String {
+        let mut out = format!(
+            "\nWill the big providers take this mail?{} (their bulk-sender rules)\n",
+            match &self.app {
+                Some(app) => format!(" (app {app})"),
+                None => String::new(),
+            }
+        );
+        for v in &self.readiness {
+            let failing: Vec<&str> = v
+                .rules
+                .iter()
+                .filter(|r| r.required && matches!(r.status, Status::Fail | Status::Error))
+                .map(|r| r.id)
+                .collect();
+            out.push_str(&format!("  {:<10} {}", v.provider, v.verdict));
+            if !failing.is_empty() {
+                out.push_str(&format!(": {}", failing.join(", ")));
+            }
+            out.push('\n');
+        }
+        // The rules are the same for the three but for which are required and the complaint
+        // ceiling: list them once, with who requires each.
+        let Some(first) = self.readiness.first() else {
+            return out;
+        };
+        for (i, rule) in first.rules.iter().enumerate() {
+            let by: Vec<&str> = self
+                .readiness
+                .iter()
+                .filter(|v| v.rules.get(i).is_some_and(|r| r.required))
+                .map(|v| v.provider)
+                .collect();
+            let required = if by.is_empty() {
+                "recommended".to_string()
+            } else {
+                format!("required by {}", by.join(", "))
+            };
+            out.push_str(&format!(
+                "  {:<5}  {:<11}  {}  ({required})\n",
+                rule.status.label(),
+                rule.id,
+                rule.evidence
+            ));
+            if let Some(fix) = &rule.fix {
+                out.push_str(&format!("  {:<5}  {:<11}  fix: {fix}\n", "", ""));
+            }
+        }
+        for seen in &self.seen {
+            out.push_str(&format!(
+                "  SEEN   {} {} ({} time{}): {}\n         e.g. {}\n",
+                seen.provider,
+                seen.code,
+                seen.count,
+                if seen.count == 1 { "" } else { "s" },
+                seen.meaning,
+                seen.example
+            ));
+        }
         out
     }
 }
@@ -164,6 +237,27 @@ pub async fn run(
     auth: &MessageAuthenticator,
     keys: &[PublishedKey],
     domain: &str,
+) -> Report {
+    run_for(
+        cfg,
+        auth,
+        keys,
+        domain,
+        None,
+        &readiness::Observed::default(),
+    )
+    .await
+}
+
+/// [`run`] for the mail of one app (`app`, or every app sending as `domain` when `None`), with
+/// what the running herald has seen (`observed`) for the providers' verdicts.
+pub async fn run_for(
+    cfg: &Config,
+    auth: &MessageAuthenticator,
+    keys: &[PublishedKey],
+    domain: &str,
+    app: Option<&str>,
+    observed: &readiness::Observed,
 ) -> Report {
     let (addresses, guessed) = records::egress_addresses(cfg);
     let domain = normalize_name(domain);
@@ -209,9 +303,12 @@ pub async fn run(
         )));
     }
     check_all(&ctx, &mut findings).await;
+    let apps = readiness::apps_for(cfg, &ctx.domain, app);
+    let verdicts = readiness::verdicts(cfg, &ctx.domain, &apps, &findings, observed);
     let ok = !findings
         .iter()
-        .any(|f| matches!(f.status, Status::Fail | Status::Error));
+        .any(|f| matches!(f.status, Status::Fail | Status::Error))
+        && verdicts.iter().all(|v| v.ready);
     Report {
         domain: ctx.domain.clone(),
         resolver: if cfg.dns.servers.is_empty() {
@@ -226,6 +323,9 @@ pub async fn run(
         },
         ok,
         findings,
+        app: app.map(str::to_string),
+        readiness: verdicts,
+        seen: readiness::seen_codes(&observed.replies),
     }
 }
 
@@ -264,4 +364,5 @@ async fn check_all(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     dmarc::informational(ctx, out).await;
     mta_sts::check(ctx, out).await;
     return_path::check(ctx, out).await;
+    ptr::check(ctx, out).await;
 }

@@ -116,7 +116,11 @@ impl OneClick {
 
     /// Records the unsubscribe a token names in the suppression list (a replay only bumps
     /// its count); `Ok(None)` for a token that is not genuine.
-    pub async fn record(&self, token: &str, via: &str) -> std::io::Result<Option<Subscription>> {
+    pub async fn record(
+        &self,
+        token: &str,
+        via: &str,
+    ) -> Result<Option<Subscription>, crate::suppress::SuppressError> {
         let Some(sub) = self.open_token(token) else {
             return Ok(None);
         };

@@ -6,7 +6,7 @@
 //! [`outbound`] (with [`mta_sts`] and [`report`]); [`dns`] and [`admin`] serve the operator.
 //! What a route demands of TLS, and how TLS went, are plain values of [`tls_policy`].
 //!
-//! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`clock`], [`events`],
+//! Layers, bottom up (an import only ever points down): [`config`], [`reply`], [`providers`], [`clock`], [`events`],
 //! [`fsutil`], [`headers`], [`html`], [`trust`], [`resolver`], [`tls_policy`] → [`cluster`] → [`spool`], [`shaping`] → [`suppress`], [`guard`] → [`bounce`] → [`signing`], [`mta_sts`], [`dns`] →
 //! [`history`] → [`outbound`] → [`own_mail`] → [`queue`] → [`report`], [`webhook`] → [`smtp_server`] → [`feedback`] → [`web`] → [`inbound`] →
 //! [`admin`] → [`node`] → [`commands`].
@@ -33,6 +33,7 @@ pub mod mta_sts;
 pub mod node;
 pub mod outbound;
 pub mod own_mail;
+pub mod providers;
 pub mod queue;
 pub mod ratelimit;
 pub mod reload;

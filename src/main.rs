@@ -25,5 +25,12 @@ async fn main() -> ExitCode {
     // SAFETY: sets one integer option of the allocator linked in above.
     unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     let cli = herald::commands::Cli::parse();
+    if !matches!(cli.command, herald::commands::Command::Serve(_)) {
+        // A command whose reader went away (`herald dkim list | head -1`) ends quietly, as
+        // other Unix tools do, instead of panicking on the broken pipe. `serve` keeps
+        // ignoring SIGPIPE: a peer closing a socket must never end the relay.
+        // SAFETY: sets the disposition of one signal before any thread writes output.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     herald::commands::run(cli).await
 }

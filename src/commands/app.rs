@@ -10,7 +10,6 @@ use clap::Subcommand;
 use rand::Rng;
 
 use super::UsageError;
-use crate::inbound::policy::valid_sender_pattern;
 
 /// `herald app` subcommands.
 #[derive(Debug, Subcommand)]
@@ -72,12 +71,11 @@ pub async fn run(config: &Path, cmd: AppCommand) -> anyhow::Result<ExitCode> {
                 ))
                 .into());
             }
-            if let Some(bad) = senders.iter().find(|s| !valid_sender_pattern(s)) {
-                return Err(UsageError(format!(
-                    "--sender {bad:?} is neither an address (user@example.com) nor a domain \
-                     entry (@example.com)"
-                ))
-                .into());
+            if let Some(problem) = senders
+                .iter()
+                .find_map(|s| crate::config::sender_pattern_problem(s))
+            {
+                return Err(UsageError(format!("--sender: {problem}")).into());
             }
             if app_exists(config, &name) {
                 eprintln!(

@@ -9,12 +9,14 @@ pub mod dkim;
 pub mod dkim_activate;
 pub mod dmarc;
 pub mod dns;
+pub mod docs;
 pub mod log;
 mod prompt;
 pub mod queue;
 pub mod reload;
 pub mod report;
 pub mod serve;
+pub mod service_files;
 pub mod sts;
 pub mod suppress;
 pub mod tls;
@@ -83,6 +85,12 @@ pub enum Command {
     /// The suppression list: list, add, remove, import, export (CSV, JSON).
     #[command(subcommand)]
     Suppress(suppress::SuppressCommand),
+    /// Write the man pages into a directory (for packaging).
+    #[command(hide = true)]
+    GenerateMan(docs::ManArgs),
+    /// Print a shell completion script (for packaging).
+    #[command(hide = true)]
+    Completions(docs::CompletionsArgs),
 }
 
 /// A usage error: exit status 2.
@@ -109,11 +117,16 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Log(cmd) => log::run(&config, cmd).await,
         Command::Webhook(cmd) => webhook::run(&config, cmd).await,
         Command::Suppress(cmd) => suppress::run(&config, cmd).await,
+        Command::GenerateMan(args) => docs::man(args),
+        Command::Completions(args) => docs::completions(args),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("herald: {e:#}");
+            if let Some(hint) = hint_for(&format!("{e:#}")) {
+                eprintln!("  fix: {hint}");
+            }
             if e.downcast_ref::<ConfigError>().is_some() || e.downcast_ref::<UsageError>().is_some()
             {
                 ExitCode::from(2)
@@ -122,6 +135,26 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         }
     }
+}
+
+/// What to do about an error the operating system gave, when its text alone would not say.
+fn hint_for(error: &str) -> Option<&'static str> {
+    let listening = error.contains("cannot listen") || error.contains("cannot bind");
+    if listening && error.contains("Permission denied") {
+        return Some(
+            "ports below 1024 need the CAP_NET_BIND_SERVICE capability: the shipped systemd \
+             unit grants it (AmbientCapabilities=CAP_NET_BIND_SERVICE); when starting herald \
+             by hand, run `setcap cap_net_bind_service=+ep \"$(command -v herald)\"` once, or \
+             listen on a port from 1024 up",
+        );
+    }
+    if listening && error.contains("Address already in use") {
+        return Some(
+            "another program (or another herald) listens there: `ss -ltnp` shows which; stop \
+             it or change the address in the config",
+        );
+    }
+    None
 }
 
 /// Loads the configuration; a [`ConfigError`] inside the error makes the exit status 2.

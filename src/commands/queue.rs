@@ -314,6 +314,12 @@ fn recipient_line(r: &crate::spool::RecipientState) -> String {
     if let Some(host) = &r.last_host {
         line.push_str(&format!(" ({host})"));
     }
+    if let Some(known) = r.last_reply.as_deref().and_then(crate::providers::explain) {
+        line.push_str(&format!(
+            "\n        {} {}: {}",
+            known.provider, known.code, known.meaning
+        ));
+    }
     line
 }
 

@@ -33,9 +33,21 @@ pub struct ReloadAnswer {
     pub message: String,
 }
 
-/// Runs `herald reload`: exit 0 when applied, 1 when refused or no herald answers.
+/// Runs `herald reload`: exit 0 when applied, 1 when the running herald refused it or none
+/// answers, 2 when the file does not validate here (then nothing is sent: the running herald
+/// would refuse it too, and keeps its configuration).
 pub async fn run(config: &Path, _args: ReloadArgs) -> anyhow::Result<ExitCode> {
-    let cfg = super::load_config(config)?;
+    let cfg = match super::load_config(config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("herald: {e:#}");
+            eprintln!(
+                "herald: nothing reloaded: the running herald keeps its configuration; fix the \
+                 file and run `herald reload` again"
+            );
+            return Ok(ExitCode::from(2));
+        }
+    };
     match request(&cfg).await {
         Ok(Requested::Reloaded(message)) => {
             println!("{message}");

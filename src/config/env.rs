@@ -3,6 +3,9 @@
 //! so an error caused by the environment names the variable rather than the file.
 
 use std::collections::HashMap;
+use std::path::Path;
+
+use super::ConfigError;
 
 /// The prefix of every override, followed by the section and key joined with `__`.
 pub const PREFIX: &str = "HERALD__";
@@ -68,15 +71,112 @@ pub fn source_map(
         .collect()
 }
 
-/// The variable that set `key` (or the section or list holding it), if one did.
+/// The variable that set `key` (or the section or list holding it, or a key below it), if
+/// one did.
 pub fn variable_for(overrides: &[(String, String, String)], key: &str) -> Option<String> {
     // `apps.demo.senders[1]` and `dkim.keys[0].file` come from `apps.demo.senders` / nothing.
     let key = key.split('[').next().unwrap_or(key).to_lowercase();
-    overrides
+    let exact = overrides
         .iter()
-        .filter(|(k, _, _)| *k == key || key.starts_with(&format!("{k}.")))
-        .map(|(_, name, _)| name.clone())
-        .next()
+        .find(|(k, _, _)| *k == key || key.starts_with(&format!("{k}.")));
+    // An unknown section (`servr`) is reported without the key below it.
+    let below = || {
+        overrides
+            .iter()
+            .find(|(k, _, _)| k.starts_with(&format!("{key}.")))
+    };
+    exact.or_else(below).map(|(_, name, _)| name.clone())
+}
+
+/// `e` blamed on the environment variable that caused it, if one did; an unknown setting
+/// also gets the variable it was probably meant to be.
+pub fn blame(overrides: &[(String, String, String)], e: ConfigError) -> ConfigError {
+    let Some(var) = variable_for(overrides, &e.key) else {
+        return e;
+    };
+    let mut problem = e.problem;
+    let unknown = problem
+        .strip_prefix("unknown setting \"")
+        .and_then(|rest| rest.split_once('"'))
+        .map(|(field, _)| field.to_string());
+    if let Some(field) = unknown {
+        let meant = problem
+            .split_once("did you mean \"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(m, _)| m.to_ascii_uppercase());
+        problem = match meant {
+            Some(meant) => {
+                let fixed: Vec<String> = var
+                    .split("__")
+                    .map(|part| {
+                        if part.eq_ignore_ascii_case(&field) {
+                            meant.clone()
+                        } else {
+                            part.to_string()
+                        }
+                    })
+                    .collect();
+                format!(
+                    "herald has no setting {:?} (from {var}); did you mean {}?",
+                    e.key,
+                    fixed.join("__")
+                )
+            }
+            None => format!("{var}: {problem}"),
+        };
+    }
+    ConfigError {
+        file: format!("environment variable {var}"),
+        problem,
+        ..e
+    }
+}
+
+/// An override of `apps.NAME.KEY` for an app the file does not define (an override changes an
+/// app, it does not create one, unless it also gives `password_hash` and `senders`).
+pub fn app_without_file_block(
+    overrides: &[(String, String, String)],
+    path: &Path,
+    file: &str,
+) -> Option<ConfigError> {
+    let doc: toml_edit::DocumentMut = std::fs::read_to_string(path).ok()?.parse().ok()?;
+    let defined: Vec<String> = doc
+        .get("apps")
+        .and_then(|a| a.as_table_like())
+        .map(|t| t.iter().map(|(k, _)| k.to_ascii_lowercase()).collect())
+        .unwrap_or_default();
+    for (key, var, _) in overrides {
+        let parts: Vec<&str> = key.split('.').collect();
+        let ["apps", app, _] = parts.as_slice() else {
+            continue;
+        };
+        if defined.iter().any(|d| d == app) {
+            continue;
+        }
+        let given = |k: &str| {
+            overrides
+                .iter()
+                .any(|(o, _, _)| *o == format!("apps.{app}.{k}"))
+        };
+        if given("password_hash") && given("senders") {
+            continue;
+        }
+        let list = if defined.is_empty() {
+            "it defines none".to_string()
+        } else {
+            format!("it defines {}", defined.join(", "))
+        };
+        return Some(ConfigError {
+            file: format!("environment variable {var}"),
+            key: format!("apps.{app}"),
+            problem: format!(
+                "there is no app {app:?} in {file} to override ({list}); add it to the file \
+                 first (`herald app add {app} --sender …` prints the block), or correct the \
+                 name in the variable"
+            ),
+        });
+    }
+    None
 }
 
 #[cfg(test)]

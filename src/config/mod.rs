@@ -20,6 +20,8 @@ pub use services::*;
 pub use shaping::*;
 mod web;
 pub use web::*;
+mod bimi;
+pub use bimi::*;
 
 /// Default location of the configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/herald.toml";
@@ -105,6 +107,9 @@ pub struct Config {
     /// Bounces, complaints, the suppression list and the per-app guard (issue 24).
     #[serde(default)]
     pub bounce: BounceConfig,
+    /// BIMI records per domain (`herald dns` prints them, `herald check` checks them).
+    #[serde(default)]
+    pub bimi: BimiConfig,
     /// Traffic shaping per destination (issue 29).
     #[serde(default)]
     pub shaping: ShapingConfig,
@@ -289,6 +294,10 @@ pub struct AppConfig {
     /// `"one-click"`: herald adds RFC 8058 unsubscribe headers to this app's mail.
     #[serde(default)]
     pub unsubscribe: UnsubscribeMode,
+    /// Whether this app sends bulk mail (newsletters, marketing): the providers' bulk-sender
+    /// rules then apply to it, and `herald check` requires one-click unsubscribe.
+    #[serde(default)]
+    pub bulk: bool,
     /// Where herald POSTs this app's message events (`https://…`), signed with
     /// `webhook_secret` the Standard Webhooks way.
     #[serde(default)]
@@ -462,6 +471,13 @@ impl Config {
                 problem: "file not found; pass --config PATH or run from the directory holding config/herald.toml".into(),
             });
         }
+        if let Err(e) = std::fs::File::open(path) {
+            return Err(ConfigError {
+                file,
+                key: "(file)".into(),
+                problem: paths::unreadable(path, &e),
+            });
+        }
         let overrides = env::overrides();
         let lists = env::list_keys(&overrides);
         let mut environment = config::Environment::with_prefix("HERALD")
@@ -473,13 +489,10 @@ impl Config {
         for key in &lists {
             environment = environment.with_list_parse_key(key);
         }
-        let blame = |e: ConfigError| match env::variable_for(&overrides, &e.key) {
-            Some(var) => ConfigError {
-                file: format!("environment variable {var}"),
-                ..e
-            },
-            None => e,
-        };
+        let blame = |e: ConfigError| env::blame(&overrides, e);
+        if let Some(e) = env::app_without_file_block(&overrides, path, &file) {
+            return Err(e);
+        }
         let raw = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
             .add_source(environment)
@@ -614,26 +627,19 @@ fn name_server_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Socket
         .collect()
 }
 
-fn from_config_error(file: &str, e: config::ConfigError) -> ConfigError {
-    let text = e.to_string();
-    // The config crate phrases most errors as "... for key `a.b`" or "... in <file>";
-    // pull the key out so the operator sees it first.
-    let key = text
-        .split('`')
-        .nth(1)
-        .filter(|k| !k.contains(' '))
-        .map(str::to_string)
-        .unwrap_or_else(|| "(file)".into());
-    ConfigError {
-        file: file.to_string(),
-        key,
-        problem: text,
-    }
-}
-
 pub mod env;
+mod errors;
 pub mod paths;
 mod validate;
+use errors::from_config_error;
+
+/// Why `s` cannot be a `senders` entry (a wildcard, or neither an address nor `@domain`), for
+/// commands that print config blocks.
+pub fn sender_pattern_problem(s: &str) -> Option<String> {
+    validate::validate_sender_pattern(s)
+        .err()
+        .map(|e| e.to_string())
+}
 
 #[cfg(test)]
 mod tests;

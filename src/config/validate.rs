@@ -26,6 +26,7 @@ impl Config {
         if let Err((key, problem)) = self.web.validate(&unsubscribing) {
             return Err(err(&key, problem));
         }
+        super::validate_bimi(&self.bimi).map_err(|(key, problem)| err(&key, problem))?;
         self.bounce
             .check()
             .map_err(|(key, problem)| err(&key, problem))?;
@@ -72,6 +73,7 @@ impl Config {
                 format!("{} is not a readable file", anchor.display()),
             ));
         }
+        validate_log_level(&self.server.log_level).map_err(|p| err("server.log_level", p))?;
         self.validate_history(file)?;
         if self.server.hostname.trim().is_empty() {
             return Err(err("server.hostname", "must not be empty".into()));
@@ -241,12 +243,55 @@ impl super::ClusterConfig {
     }
 }
 
+/// The levels `server.log_level` takes, alone or after `target=`.
+const LOG_LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+
+/// Refuses a `log_level` that is not a level or `target=level` list: `tracing` would read a
+/// bare word such as `verbose` as a module name and log nothing from herald at all.
+fn validate_log_level(filter: &str) -> Result<(), String> {
+    let levels = LOG_LEVELS.map(|l| format!("\"{l}\"")).join(", ");
+    let is_level = |w: &str| LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(w.trim()));
+    for directive in filter.split(',').map(str::trim) {
+        let level = match directive.rsplit_once('=') {
+            Some((target, level)) if !target.trim().is_empty() => level,
+            _ => directive,
+        };
+        if !is_level(level) {
+            return Err(format!(
+                "{directive:?} is not a log level; use one of {levels}, or a level per module \
+                 such as \"info,herald=debug\""
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(|_| ())
+        .map_err(|e| format!("{filter:?} is not a log filter ({e}); e.g. \"info\""))
+}
+
 /// A `senders` entry that is neither form herald matches.
 #[derive(Debug, thiserror::Error)]
-#[error("{0:?} is neither an address (user@example.com) nor a domain entry (@example.com)")]
-struct BadSenderPattern(String);
+#[error("{0}")]
+pub(crate) struct BadSenderPattern(String);
 
-fn validate_sender_pattern(s: &str) -> Result<(), BadSenderPattern> {
+/// Checks one `senders` entry; a wildcard (`*@example.com`) is refused with the form that
+/// means it (`@example.com`), since herald matches no wildcards.
+pub(crate) fn validate_sender_pattern(s: &str) -> Result<(), BadSenderPattern> {
+    if let Some((local, domain)) = s.rsplit_once('@')
+        && (local.contains('*') || local.contains('%'))
+    {
+        return Err(BadSenderPattern(format!(
+            "{s:?} has a wildcard, which herald does not match; write \"@{}\" for every \
+             address at {}",
+            domain.trim_start_matches("*."),
+            domain.trim_start_matches("*.")
+        )));
+    }
+    if s.contains('*') {
+        return Err(BadSenderPattern(format!(
+            "{s:?} has a wildcard, which herald does not match; list each domain as \
+             \"@example.com\" (subdomains are separate entries)"
+        )));
+    }
     let ok = match s.strip_prefix('@') {
         Some(domain) => !domain.is_empty() && !domain.contains('@'),
         None => s
@@ -256,6 +301,8 @@ fn validate_sender_pattern(s: &str) -> Result<(), BadSenderPattern> {
     if ok {
         Ok(())
     } else {
-        Err(BadSenderPattern(s.to_string()))
+        Err(BadSenderPattern(format!(
+            "{s:?} is neither an address (user@example.com) nor a domain entry (@example.com)"
+        )))
     }
 }

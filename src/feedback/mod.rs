@@ -7,11 +7,13 @@
 //! ([`crate::store`]), and turned into per-source classes and a verdict per domain
 //! ([`summary`]).
 
+pub mod bounds;
 pub mod classify;
 pub mod parse;
 pub mod routes;
 mod session;
 pub mod summary;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

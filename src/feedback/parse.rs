@@ -14,6 +14,7 @@ use mail_auth::report::Report;
 use mail_auth::report::tlsrpt::TlsReport;
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 
+use super::bounds::{self, MAX_RECORDS_PER_MAIL, MAX_REPORTS_PER_MAIL};
 use crate::store::ParsedItem;
 
 /// Bounds applied to every document.
@@ -143,16 +144,23 @@ pub fn read_payload(
     limits: &Limits,
     out: &mut Vec<ParsedItem>,
 ) {
+    if let Err(full) = room_for_report(out) {
+        return out.push(rejected(name, &full));
+    }
     match kind {
         Payload::Document => {
             if bytes.len() > limits.max_report_size {
                 out.push(too_large(name, limits));
             } else {
-                out.push(document(name, bytes));
+                let item = document(name, bytes, out);
+                out.push(item);
             }
         }
         Payload::Gzip => match read_bounded(MultiGzDecoder::new(bytes), limits) {
-            Ok(doc) => out.push(document(name, &doc)),
+            Ok(doc) => {
+                let item = document(name, &doc, out);
+                out.push(item);
+            }
             Err(e) => out.push(rejected(name, &e.to_string())),
         },
         Payload::Zip => read_zip(name, bytes, limits, out),
@@ -187,6 +195,9 @@ fn read_zip(name: &str, bytes: &[u8], limits: &Limits, out: &mut Vec<ParsedItem>
             continue;
         }
         let entry = format!("{name}/{}", file.name());
+        if let Err(full) = room_for_report(out) {
+            return out.push(rejected(&entry, &full));
+        }
         let bounded = Limits {
             max_report_size: budget,
             ..*limits
@@ -194,7 +205,8 @@ fn read_zip(name: &str, bytes: &[u8], limits: &Limits, out: &mut Vec<ParsedItem>
         match read_bounded(&mut file, &bounded) {
             Ok(doc) => {
                 budget = budget.saturating_sub(doc.len());
-                out.push(document(&entry, &doc));
+                let item = document(&entry, &doc, out);
+                out.push(item);
             }
             Err(e) => {
                 out.push(rejected(&entry, &e.to_string()));
@@ -240,28 +252,68 @@ fn too_large(name: &str, limits: &Limits) -> ParsedItem {
     )
 }
 
+/// Reports and DMARC records already read from this mail.
+fn read_so_far(out: &[ParsedItem]) -> (usize, usize) {
+    out.iter()
+        .fold((0, 0), |(reports, records), item| match item {
+            ParsedItem::Dmarc(r) => (reports + 1, records + r.record.len()),
+            ParsedItem::Tls(_) => (reports + 1, records),
+            ParsedItem::Rejected { .. } => (reports, records),
+        })
+}
+
+/// `Err` (the reason a further part is not read) once the mail has given
+/// [`MAX_REPORTS_PER_MAIL`] reports.
+fn room_for_report(out: &[ParsedItem]) -> Result<(), String> {
+    if read_so_far(out).0 >= MAX_REPORTS_PER_MAIL {
+        return Err(format!(
+            "more than {MAX_REPORTS_PER_MAIL} reports in one mail; this part was not read"
+        ));
+    }
+    Ok(())
+}
+
 /// Parses a decompressed document: XML is a DMARC aggregate report, JSON a TLS-RPT report.
-fn document(name: &str, bytes: &[u8]) -> ParsedItem {
+/// `before` is what the mail gave so far (its records count toward
+/// [`MAX_RECORDS_PER_MAIL`]).
+fn document(name: &str, bytes: &[u8], before: &[ParsedItem]) -> ParsedItem {
     let start = bytes
         .iter()
         .position(|b| !b.is_ascii_whitespace() && *b != 0xEF && *b != 0xBB && *b != 0xBF);
     match start.map(|i| bytes[i]) {
-        Some(b'<') => dmarc_xml(name, bytes),
+        Some(b'<') => dmarc_xml(name, bytes, read_so_far(before).1),
         Some(b'{') => match TlsReport::parse_json(bytes) {
-            Ok(r) => ParsedItem::Tls(Box::new(r)),
+            Ok(r) => match bounds::check_tls(&r) {
+                Ok(()) => ParsedItem::Tls(Box::new(r)),
+                Err(e) => rejected(name, &e.to_string()),
+            },
             Err(e) => rejected(name, &format!("not a TLS-RPT report: {e:?}")),
         },
         _ => rejected(name, "neither XML nor JSON"),
     }
 }
 
-fn dmarc_xml(name: &str, bytes: &[u8]) -> ParsedItem {
+/// A DMARC XML document; `records_before` are the records this mail gave already.
+fn dmarc_xml(name: &str, bytes: &[u8], records_before: usize) -> ParsedItem {
     if contains_ci(bytes, b"<!DOCTYPE") || contains_ci(bytes, b"<!ENTITY") {
         return rejected(
             name,
             "XML with a DTD or entity declarations is refused (DMARC reports have none; this is \
              how XML bombs are built)",
         );
+    }
+    match bounds::check_dmarc_xml(bytes) {
+        Err(e) => return rejected(name, &e.to_string()),
+        Ok(records) if records_before + records > MAX_RECORDS_PER_MAIL => {
+            return rejected(
+                name,
+                &format!(
+                    "more than {MAX_RECORDS_PER_MAIL} records in one mail ({records_before} read \
+                     before this report of {records}); this report was not read"
+                ),
+            );
+        }
+        Ok(_) => {}
     }
     let report = match Report::parse_xml(bytes) {
         Ok(r) => r,
@@ -280,8 +332,8 @@ enum Insane {
     NoIdentity,
     #[error("report without policy_published/domain")]
     NoDomain,
-    #[error("impossible date range: begin {0}, end {1} (unix seconds)")]
-    Dates(u64, u64),
+    #[error("{0}")]
+    Bounds(#[from] bounds::OutOfBounds),
     #[error("report without any record")]
     NoRecord,
 }
@@ -295,11 +347,8 @@ fn sane(r: &Report) -> Result<(), Insane> {
     if r.policy_published.domain.trim().is_empty() {
         return Err(Insane::NoDomain);
     }
-    let (begin, end) = (m.date_range.begin, m.date_range.end);
-    let tomorrow = crate::store::now().max(0) as u64 + 2 * 86_400;
-    if begin == 0 || end < begin || end > tomorrow || end - begin > 31 * 86_400 {
-        return Err(Insane::Dates(begin, end));
-    }
+    let as_secs = |t: u64| t.min(i64::MAX as u64) as i64;
+    bounds::check_period(as_secs(m.date_range.begin), as_secs(m.date_range.end))?;
     if r.record.is_empty() {
         return Err(Insane::NoRecord);
     }

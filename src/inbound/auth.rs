@@ -99,6 +99,7 @@ mod tests {
                 rate_limit: 0,
                 allow_tls_optional: false,
                 unsubscribe: Default::default(),
+                bulk: false,
                 webhook_url: None,
                 webhook_secret: None,
                 return_path_domain: None,

@@ -197,6 +197,7 @@ impl Shaper {
             Reaction::Suspend => {
                 "traffic shaping: destination suspended after a reputation or rate deferral"
             }
+            Reaction::Pause if hold.is_zero() => "traffic shaping: destination slowed after a 421",
             Reaction::Pause => "traffic shaping: destination paused after a 421",
         };
         tracing::warn!(destination = %name, hold = %humantime::format_duration(hold),

@@ -175,9 +175,94 @@ pub fn organizational_domain(domain: &str) -> &str {
     psl::domain_str(domain).unwrap_or(domain)
 }
 
+/// The names a DMARCbis DNS Tree Walk (RFC 9989 §4.10) asks `_dmarc.<name>` for, longest
+/// first: `domain` itself, then (for 8 labels or more) its last 7 labels, then one label less
+/// at a time down to the top-level domain: at most 8 queries whatever the name.
+pub fn tree_walk_names(domain: &str) -> Vec<&str> {
+    let total = domain.split('.').count();
+    let mut out = vec![domain];
+    let mut count = if total >= 8 { 7 } else { total - 1 };
+    while count >= 1 {
+        out.push(last_labels(domain, count));
+        count -= 1;
+    }
+    out
+}
+
+/// The suffix of `domain` made of its last `n` labels (the whole name when it has fewer).
+fn last_labels(domain: &str, n: usize) -> &str {
+    let dots: Vec<usize> = domain.match_indices('.').map(|(i, _)| i).collect();
+    match dots.len().checked_sub(n) {
+        Some(i) => dots.get(i).map(|&d| &domain[d + 1..]).unwrap_or(domain),
+        None => domain,
+    }
+}
+
+/// A DMARC record's `psd=` tag, as the tree walk reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PsdTag {
+    /// `psd=y`: the name is a public suffix domain; the walk stops there.
+    Yes,
+    /// `psd=n`: the name is an organizational domain; the walk stops there.
+    No,
+    /// No `psd=` tag (or `psd=u`).
+    Unset,
+}
+
+/// The organizational domain of `start` from the records a tree walk found, longest name first
+/// (RFC 9989 §4.10.2): the first `psd=n` name; else one label below the first `psd=y` name other
+/// than `start`; else the found name with the fewest labels; `start` itself when none was found.
+pub fn tree_walk_org<'a>(start: &'a str, found: &[(&'a str, PsdTag)]) -> &'a str {
+    for (name, psd) in found {
+        match psd {
+            PsdTag::No => return name,
+            PsdTag::Yes if *name != start => {
+                return last_labels(start, name.split('.').count() + 1);
+            }
+            _ => {}
+        }
+    }
+    found.last().map(|(name, _)| *name).unwrap_or(start)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tree_walk_asks_at_most_eight_names_and_picks_the_organizational_domain() {
+        assert_eq!(
+            tree_walk_names("a.b.example.com"),
+            ["a.b.example.com", "b.example.com", "example.com", "com"]
+        );
+        let long = "1.2.3.4.5.6.7.8.9.example.com";
+        let names = tree_walk_names(long);
+        assert_eq!(names.len(), 8);
+        assert_eq!(names[1], "5.6.7.8.9.example.com", "seven labels");
+        assert_eq!(tree_walk_names("com"), ["com"]);
+
+        use PsdTag::*;
+        // The record with the fewest labels wins, unless psd= says otherwise.
+        let start = "mail.news.example.com";
+        assert_eq!(
+            tree_walk_org(
+                start,
+                &[("news.example.com", Unset), ("example.com", Unset)]
+            ),
+            "example.com"
+        );
+        assert_eq!(
+            tree_walk_org(start, &[("news.example.com", No), ("example.com", Unset)]),
+            "news.example.com"
+        );
+        assert_eq!(tree_walk_org(start, &[("com", Yes)]), "example.com");
+        assert_eq!(tree_walk_org(start, &[]), start, "no record: itself");
+        // A subdomain whose parent publishes nothing is its own organizational domain.
+        assert_eq!(
+            tree_walk_org("news.example.com", &[("news.example.com", Unset)]),
+            "news.example.com"
+        );
+    }
 
     #[test]
     fn candidates_stop_at_the_organizational_domain() {

@@ -42,7 +42,7 @@ use super::handle::NewMessage;
 use super::segment::Segments;
 use super::staged::{MessageBytes, StagedMessage};
 use super::{DeliveryState, Envelope, QueueId, SpooledMessage};
-use crate::fsutil::{sync_dir, sync_filesystem};
+use crate::fsutil::{sync_dir, sync_filesystem, syncfs_flushes};
 
 /// Room kept in front of a message being received, for its envelope line and herald's
 /// headers (DKIM signatures, `Received:`); enough for a few dozen recipients.
@@ -64,6 +64,9 @@ pub(super) struct Disk {
     with_state: Mutex<HashSet<QueueId>>,
     /// Small messages, many to a file.
     segments: Segments,
+    /// Whether one syncfs(2) flushes a group's files (ext4, xfs, btrfs); elsewhere (FUSE, NFS,
+    /// anything not known to pass it on) each file is flushed on its own before it is renamed.
+    syncfs: bool,
 }
 
 impl Disk {
@@ -91,8 +94,15 @@ impl Disk {
         fs::create_dir_all(&msg)?;
         let segments = Segments::open(dir)?;
         sync_dir(dir)?;
+        let tmp_dir = File::open(&tmp)?;
+        let syncfs = syncfs_flushes(&tmp_dir);
+        if !syncfs {
+            tracing::info!(spool = %dir.display(),
+                "the spool's file system is not known to flush on syncfs(2): each file is fsynced on its own");
+        }
         Ok(Disk {
-            tmp_dir: File::open(&tmp)?,
+            tmp_dir,
+            syncfs,
             msg_dir: File::open(&msg)?,
             tmp,
             msg,
@@ -162,10 +172,17 @@ impl Disk {
         let appended = if records.is_empty() {
             Ok(())
         } else {
-            self.segments.append(&records, !has_files)
+            self.segments.append(&records, !has_files || !self.syncfs)
         };
         let flushed = match appended {
-            Ok(()) if has_files => sync_filesystem(&self.tmp_dir),
+            Ok(()) if has_files && self.syncfs => sync_filesystem(&self.tmp_dir),
+            Ok(()) if has_files => prepared
+                .iter()
+                .filter_map(|(_, p)| match p {
+                    Ok(Prepared::File(tmp)) => Some(tmp.as_file().sync_data()),
+                    _ => None,
+                })
+                .collect(),
             other => other,
         };
         if let Err(e) = flushed {
@@ -330,7 +347,8 @@ impl Disk {
             .iter()
             .map(|(id, state)| self.write_state_files(id, state))
             .collect();
-        if written.iter().any(|w| w.is_ok())
+        if self.syncfs
+            && written.iter().any(|w| w.is_ok())
             && let Err(e) = sync_filesystem(&self.tmp_dir)
         {
             for w in written.iter_mut().filter(|w| w.is_ok()) {
@@ -375,6 +393,13 @@ impl Disk {
         // herald, and after a power failure a message may be delivered again (Postfix does
         // not flush its removals either); the next group's flush usually carries them.
         self.remove_ids(ids, false)
+    }
+
+    /// Flushes the removal records of the last second (see [`Segments::flush_removals`]).
+    pub(super) fn flush_removals(&self) {
+        if let Err(e) = self.segments.flush_removals() {
+            tracing::warn!(error = %e, "cannot flush removal records in the spool's segments");
+        }
     }
 
     pub(super) fn remove_in_place(&self, id: &str) -> Option<io::Result<()>> {

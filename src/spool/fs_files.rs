@@ -15,7 +15,8 @@ use crate::spool::handle::{NewMessage, new_queue_id};
 use crate::spool::staged::StagedBody;
 
 impl Disk {
-    /// Writes a file in `tmp/`, unflushed (the caller flushes the group with syncfs(2)).
+    /// Writes a file in `tmp/`: unflushed where the caller flushes the group with one
+    /// syncfs(2), else flushed here (a file system syncfs(2) does not reach).
     pub(super) fn write_tmp(&self, name: &str, parts: &[&[u8]]) -> io::Result<PathBuf> {
         let path = self.tmp.join(name);
         let mut file = OpenOptions::new()
@@ -23,8 +24,19 @@ impl Disk {
             .create(true)
             .truncate(true)
             .open(&path)?;
-        for part in parts {
-            file.write_all(part)?;
+        let written = parts
+            .iter()
+            .try_for_each(|part| file.write_all(part))
+            .and_then(|()| {
+                if self.syncfs {
+                    Ok(())
+                } else {
+                    file.sync_data()
+                }
+            });
+        if let Err(e) = written {
+            let _ = fs::remove_file(&path);
+            return Err(e);
         }
         Ok(path)
     }

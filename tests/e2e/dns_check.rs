@@ -4,8 +4,12 @@
 //! against the support test DNS server on loopback; the listener runs inside `herald serve`
 //! and is asked by real DNS clients (hickory-resolver and `dig`) over UDP and TCP.
 
+mod bimi;
 mod check;
+mod dmarcbis;
 mod listener;
+mod ptr;
+mod readiness;
 mod records;
 
 use std::path::PathBuf;
@@ -18,6 +22,9 @@ use super::support::herald::herald_bin;
 
 pub(super) const DOMAIN: &str = "example.test";
 pub(super) const INCLUDE: &str = "_spf.relay.example.test";
+pub(super) const EHLO: &str = "herald.example.test";
+pub(super) const EGRESS_V4: &str = "203.0.113.10";
+pub(super) const EGRESS_V6: &str = "2001:db8::10";
 pub(super) const INCLUDE_VALUE: &str = "v=spf1 ip4:203.0.113.10 ip6:2001:db8::10 -all";
 
 /// One test's world: a temp dir with herald's config and keys, and a test DNS server.
@@ -114,7 +121,17 @@ allow_dev_keys = true
             &format!("_dmarc.{DOMAIN}"),
             "v=DMARC1; p=reject; rua=mailto:dmarc@example.test",
         );
+        self.publish_reverse_dns();
         json
+    }
+
+    /// Forward-confirmed reverse DNS for both egress addresses, named as herald's EHLO.
+    pub(super) fn publish_reverse_dns(&self) {
+        for ip in [EGRESS_V4, EGRESS_V6] {
+            let ip: std::net::IpAddr = ip.parse().expect("address");
+            self.dns.add_ptr(ip, EHLO);
+            self.dns.add_ip(EHLO, ip);
+        }
     }
 
     /// `herald check example.test --json`: the exit code and the parsed report.

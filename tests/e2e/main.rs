@@ -13,6 +13,7 @@ mod dns_check;
 mod hardening;
 mod history;
 mod mta_sts;
+mod power;
 mod production;
 mod requiretls;
 mod shaping;

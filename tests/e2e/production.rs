@@ -2,10 +2,13 @@
 //! first-day refusals, service-manager readiness, `herald dkim activate`, JSON logs.
 
 mod activate;
+mod admin_path;
+mod example;
 mod first_day;
 mod in_process;
 mod metrics;
 mod reload;
+mod rollout;
 mod service;
 mod startup;
 

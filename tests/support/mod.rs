@@ -31,6 +31,7 @@ pub mod ca;
 pub mod dns;
 pub mod herald;
 pub mod https;
+pub mod lazyfs;
 pub mod pebble;
 pub mod postgres;
 pub mod smtp_sink;

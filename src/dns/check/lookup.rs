@@ -2,6 +2,8 @@
 //! found, an authoritative "nothing here" (NXDOMAIN or no data), and a failure to get an answer
 //! at all (timeout, refused, SERVFAIL) — which is never treated as a pass.
 
+use std::net::IpAddr;
+
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
@@ -103,6 +105,57 @@ impl<'a> Dns<'a> {
             }
             Err(e) => classify(e, query),
         }
+    }
+
+    /// The host names the PTR records of `ip` give (lower case, no trailing dot).
+    pub async fn ptr(&self, ip: IpAddr) -> Result<Answer<Vec<String>>, LookupFailure> {
+        let fqdn = Name::from(ip);
+        let query = format!("PTR {fqdn}");
+        match self.auth.resolver().lookup(fqdn, RecordType::PTR).await {
+            Ok(lookup) => {
+                let names: Vec<String> = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| match &r.data {
+                        RData::PTR(ptr) => {
+                            Some(ptr.0.to_ascii().trim_end_matches('.').to_ascii_lowercase())
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                Ok(if names.is_empty() {
+                    Answer::NoData
+                } else {
+                    Answer::Found(names)
+                })
+            }
+            Err(e) => classify(e, query),
+        }
+    }
+
+    /// The addresses (A and AAAA) of `name`; void when it has neither.
+    pub async fn addresses(&self, name: &str) -> Result<Answer<Vec<IpAddr>>, LookupFailure> {
+        let mut found = Vec::new();
+        let mut nxdomain = false;
+        for rtype in [RecordType::A, RecordType::AAAA] {
+            let query = format!("{rtype} {name}");
+            let fqdn = to_name(name, &query)?;
+            match self.auth.resolver().lookup(fqdn, rtype).await {
+                Ok(lookup) => found.extend(lookup.answers().iter().filter_map(|r| match &r.data {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                    _ => None,
+                })),
+                Err(e) => nxdomain |= classify::<()>(e, query)? == Answer::NxDomain,
+            }
+        }
+        Ok(if !found.is_empty() {
+            Answer::Found(found)
+        } else if nxdomain {
+            Answer::NxDomain
+        } else {
+            Answer::NoData
+        })
     }
 
     /// Whether `name` has an address record (A or AAAA); void when it has neither.

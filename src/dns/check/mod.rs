@@ -6,10 +6,15 @@
 //! ([`Status::Error`]) and fails the run like a failed check: a check that could not be made is
 //! never reported as passed.
 
+mod bimi;
+mod bimi_svg;
 pub mod dkim;
 mod dmarc;
 pub mod lookup;
 mod mta_sts;
+mod orgdomain;
+mod ptr;
+pub mod readiness;
 mod reports;
 mod return_path;
 mod spf;
@@ -91,8 +96,15 @@ pub struct Report {
     pub resolver: String,
     /// True when no finding failed or errored.
     pub ok: bool,
-    /// The findings in order: DNS, SPF, DKIM, DMARC, MTA-STS, TLS-RPT.
+    /// The findings in order: DNS, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, reverse DNS.
     pub findings: Vec<Finding>,
+    /// The app the verdict is about (`herald check --app`), if one was named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// Gmail's, Yahoo's and Microsoft's verdicts on mail herald sends as this domain.
+    pub readiness: Vec<readiness::Verdict>,
+    /// The providers' refusal codes herald has seen, explained.
+    pub seen: Vec<readiness::SeenCode>,
 }
 
 impl Report {
@@ -140,6 +152,70 @@ impl Report {
                 "something required is wrong (exit 1)"
             }
         ));
+        out.push_str(&self.render_readiness());
+        out
+    }
+
+    /// The providers' verdicts and the refusals seen, as text.
+    fn render_readiness(&self) -> String {
+        let mut out = format!(
+            "\nWill the big providers take this mail?{} (their bulk-sender rules)\n",
+            match &self.app {
+                Some(app) => format!(" (app {app})"),
+                None => String::new(),
+            }
+        );
+        for v in &self.readiness {
+            let failing: Vec<&str> = v
+                .rules
+                .iter()
+                .filter(|r| r.required && matches!(r.status, Status::Fail | Status::Error))
+                .map(|r| r.id)
+                .collect();
+            out.push_str(&format!("  {:<10} {}", v.provider, v.verdict));
+            if !failing.is_empty() {
+                out.push_str(&format!(": {}", failing.join(", ")));
+            }
+            out.push('\n');
+        }
+        // The rules are the same for the three but for which are required and the complaint
+        // ceiling: list them once, with who requires each.
+        let Some(first) = self.readiness.first() else {
+            return out;
+        };
+        for (i, rule) in first.rules.iter().enumerate() {
+            let by: Vec<&str> = self
+                .readiness
+                .iter()
+                .filter(|v| v.rules.get(i).is_some_and(|r| r.required))
+                .map(|v| v.provider)
+                .collect();
+            let required = if by.is_empty() {
+                "recommended".to_string()
+            } else {
+                format!("required by {}", by.join(", "))
+            };
+            out.push_str(&format!(
+                "  {:<5}  {:<11}  {}  ({required})\n",
+                rule.status.label(),
+                rule.id,
+                rule.evidence
+            ));
+            if let Some(fix) = &rule.fix {
+                out.push_str(&format!("  {:<5}  {:<11}  fix: {fix}\n", "", ""));
+            }
+        }
+        for seen in &self.seen {
+            out.push_str(&format!(
+                "  SEEN   {} {} ({} time{}): {}\n         e.g. {}\n",
+                seen.provider,
+                seen.code,
+                seen.count,
+                if seen.count == 1 { "" } else { "s" },
+                seen.meaning,
+                seen.example
+            ));
+        }
         out
     }
 }
@@ -154,6 +230,10 @@ pub(crate) struct Ctx<'a> {
     /// The domain whose active keys sign mail from the checked domain: the domain itself or
     /// the nearest parent with an active key, as the signer chooses.
     signing_domain: Option<String>,
+    /// When no key signs yet: the domain whose generated, not yet active keys will sign once
+    /// `herald dkim activate` switches them on (judged as if they did, so that `herald check`
+    /// can pass before activation, as the README's roll-out order needs).
+    pending_domain: Option<String>,
     include: String,
     addresses: Vec<IpNet>,
 }
@@ -165,6 +245,27 @@ pub async fn run(
     keys: &[PublishedKey],
     domain: &str,
 ) -> Report {
+    run_for(
+        cfg,
+        auth,
+        keys,
+        domain,
+        None,
+        &readiness::Observed::default(),
+    )
+    .await
+}
+
+/// [`run`] for the mail of one app (`app`, or every app sending as `domain` when `None`), with
+/// what the running herald has seen (`observed`) for the providers' verdicts.
+pub async fn run_for(
+    cfg: &Config,
+    auth: &MessageAuthenticator,
+    keys: &[PublishedKey],
+    domain: &str,
+    app: Option<&str>,
+    observed: &readiness::Observed,
+) -> Report {
     let (addresses, guessed) = records::egress_addresses(cfg);
     let domain = normalize_name(domain);
     let signing_domain = crate::signing::align::candidates(&domain)
@@ -174,6 +275,15 @@ pub async fn run(
                 .any(|k| k.active && normalize_name(&k.domain) == *d)
         })
         .map(str::to_string);
+    let pending_domain = signing_domain
+        .is_none()
+        .then(|| {
+            crate::signing::align::candidates(&domain)
+                .into_iter()
+                .find(|d| keys.iter().any(|k| normalize_name(&k.domain) == *d))
+                .map(str::to_string)
+        })
+        .flatten();
     let ctx = Ctx {
         cfg,
         auth,
@@ -181,6 +291,7 @@ pub async fn run(
         domain,
         keys,
         signing_domain,
+        pending_domain,
         include: normalize_name(&cfg.spf.include),
         addresses,
     };
@@ -209,9 +320,12 @@ pub async fn run(
         )));
     }
     check_all(&ctx, &mut findings).await;
+    let apps = readiness::apps_for(cfg, &ctx.domain, app);
+    let verdicts = readiness::verdicts(cfg, &ctx.domain, &apps, &findings, observed);
     let ok = !findings
         .iter()
-        .any(|f| matches!(f.status, Status::Fail | Status::Error));
+        .any(|f| matches!(f.status, Status::Fail | Status::Error))
+        && verdicts.iter().all(|v| v.ready);
     Report {
         domain: ctx.domain.clone(),
         resolver: if cfg.dns.servers.is_empty() {
@@ -226,6 +340,9 @@ pub async fn run(
         },
         ok,
         findings,
+        app: app.map(str::to_string),
+        readiness: verdicts,
+        seen: readiness::seen_codes(&observed.replies),
     }
 }
 
@@ -260,8 +377,11 @@ async fn check_all(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     };
     spf::check(ctx, &apex, out).await;
     dkim::check(ctx, out).await;
-    dmarc::check(ctx, out).await;
+    let mut enforcement = None;
+    dmarc::check(ctx, out, &mut enforcement).await;
     dmarc::informational(ctx, out).await;
     mta_sts::check(ctx, out).await;
     return_path::check(ctx, out).await;
+    ptr::check(ctx, out).await;
+    bimi::check(ctx, enforcement.as_ref(), out).await;
 }

@@ -4,6 +4,10 @@
 //! signs, stores and delivers to a loopback MX found through a loopback DNS server. PostgreSQL
 //! 15 is started from Debian's packages (as in the tests) in a temporary directory.
 //!
+//! With PostgreSQL it also counts the database's transactions per message (`pg_stat_database`:
+//! committed and rolled back, every node's, background work such as lease renewal included):
+//! one statement outside a transaction is one, so this is a floor on the round trips.
+//!
 //! `cargo bench --bench cluster` — tune with BENCH_CLIENTS (30), BENCH_MESSAGES (3000 per
 //! set-up), BENCH_SIZE (4096 bytes).
 
@@ -35,14 +39,23 @@ fn free_addr() -> SocketAddr {
     common::free_addr()
 }
 
-/// One set-up's figures: (submitted per second, delivered per second end to end).
+/// Transactions the database has seen so far (all databases, committed and rolled back).
+fn transactions(pg: &postgres::Postgres) -> f64 {
+    pg.query("SELECT sum(xact_commit + xact_rollback) FROM pg_stat_database")
+        .trim()
+        .parse()
+        .unwrap_or(0.0)
+}
+
+/// One set-up's figures: (submitted per second, delivered per second end to end, database
+/// transactions per message).
 fn run(
     name: &str,
     nodes: usize,
     pg: Option<&postgres::Postgres>,
     dns: &dns::DnsServer,
     (clients, total, size): (usize, usize, usize),
-) -> (f64, f64) {
+) -> (f64, f64, f64) {
     let ca = ca::TestCa::new();
     let times = Times::new(total);
     let mx = start_mx(times.clone());
@@ -85,6 +98,7 @@ fn run(
         .expect("runtime");
     let tls = ca.client_config_trusting();
     let next = Arc::new(AtomicUsize::new(0));
+    let xacts_before = pg.map(transactions);
     let started = Instant::now();
     let submitted = rt.block_on(async {
         let done = times.done.notified();
@@ -115,9 +129,16 @@ fn run(
     });
     let elapsed = started.elapsed();
     drop(heralds);
+    // Backends report their counts when they end or within a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let per_message = match (pg, xacts_before) {
+        (Some(pg), Some(before)) => (transactions(pg) - before) / total as f64,
+        _ => 0.0,
+    };
     (
         total as f64 / submitted.as_secs_f64(),
         total as f64 / elapsed.as_secs_f64(),
+        per_message,
     )
 }
 
@@ -152,12 +173,19 @@ fn main() {
     println!(
         "herald cluster benchmark: {total} messages of {size} bytes, {clients} clients (STARTTLS + AUTH PLAIN, DKIM ed25519), spread over the nodes"
     );
-    println!("  set-up                        submitted/s   delivered/s (end to end)");
-    for (name, (sub, e2e)) in [
+    println!(
+        "  set-up                        submitted/s   delivered/s (end to end)   DB transactions/message"
+    );
+    for (name, (sub, e2e, db)) in [
         ("1 node, file spool", file),
         ("1 node, PostgreSQL", pg1),
         ("3 nodes, one PostgreSQL", pg3),
     ] {
-        println!("  {name:<28}  {sub:>11.0}   {e2e:>11.0}");
+        let db = if db > 0.0 {
+            format!("{db:.1}")
+        } else {
+            "-".into()
+        };
+        println!("  {name:<28}  {sub:>11.0}   {e2e:>11.0}   {db:>23}");
     }
 }

@@ -11,6 +11,9 @@
 //! MX, default herald's 5), BENCH_THREADS=1 (list herald's threads by CPU), BENCH_HISTORY=0
 //! (`[history] enabled = false`: no events recorded; on by default, as shipped) and
 //! BENCH_WEBHOOK=1 (the app's events also POSTed, signed, to a loopback HTTPS endpoint).
+//! BENCH_PERF="stat -e task-clock,context-switches -o FILE" (or "record -g -o FILE") runs
+//! `perf` with those arguments on herald over exactly the timed span; BENCH_HERALD=PATH runs
+//! another herald binary (before/after comparisons).
 
 #[allow(dead_code)]
 #[path = "../tests/support/ca.rs"]
@@ -151,8 +154,14 @@ fn main() {
                 ))
             })
             .collect();
+        let mut perf = std::env::var("BENCH_PERF")
+            .ok()
+            .map(|args| Perf::attach(&args, pid, dir.path()));
         // The clock and the CPU readings start once every app has done STARTTLS and AUTH.
         barrier.wait().await;
+        if let Some(p) = &mut perf {
+            p.command("enable");
+        }
         let load_before = load_average();
         let cpu_before = (cpu_time(&pid_text), cpu_time("self"), thread_cpu(pid));
         let started = Instant::now();
@@ -166,6 +175,9 @@ fn main() {
                 .expect("every message delivered within 10 minutes");
         }
         let elapsed = started.elapsed();
+        if let Some(p) = perf {
+            p.stop();
+        }
         readings = Some((
             load_before,
             load_average(),
@@ -258,6 +270,64 @@ fn print_threads(
         for (cpu, tid, name) in busy {
             println!("    {tid:>8} {name:<16} {:.3} ms per message", per_msg(cpu));
         }
+    }
+}
+
+/// `perf` attached to herald (BENCH_PERF), counting or sampling only while enabled through
+/// its control FIFO: exactly the timed span, not the logins before it.
+struct Perf {
+    child: std::process::Child,
+    ctl: std::fs::File,
+    ack: std::io::BufReader<std::fs::File>,
+}
+
+impl Perf {
+    /// Starts `perf ARGS -D -1 --control fifo:… -p PID`, its events disabled.
+    fn attach(args: &str, pid: u32, dir: &std::path::Path) -> Perf {
+        let (ctl, ack) = (dir.join("perf-ctl"), dir.join("perf-ack"));
+        for f in [&ctl, &ack] {
+            let ok = std::process::Command::new("mkfifo")
+                .arg(f)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "mkfifo {}", f.display());
+        }
+        let mut words = args.split_whitespace();
+        let sub = words.next().expect("BENCH_PERF names a perf command");
+        let child = std::process::Command::new("perf")
+            .arg(sub)
+            .args(["-D", "-1", "--control"])
+            .arg(format!("fifo:{},{}", ctl.display(), ack.display()))
+            .args(words)
+            .arg("-p")
+            .arg(pid.to_string())
+            .spawn()
+            .expect("start perf (BENCH_PERF)");
+        let ctl = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&ctl)
+            .expect("perf control fifo");
+        let ack = std::io::BufReader::new(std::fs::File::open(&ack).expect("perf ack fifo"));
+        Perf { child, ctl, ack }
+    }
+
+    /// Sends `enable` or `disable` and waits for perf's `ack`.
+    fn command(&mut self, cmd: &str) {
+        use std::io::{BufRead, Write};
+        self.ctl
+            .write_all(format!("{cmd}\n").as_bytes())
+            .expect("perf control");
+        let mut line = String::new();
+        let _ = self.ack.read_line(&mut line);
+    }
+
+    /// Disables the events and stops perf the way Ctrl-C does, so it writes its output.
+    fn stop(mut self) {
+        self.command("disable");
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
     }
 }
 

@@ -66,7 +66,14 @@ fn main() {
     while i < total {
         let n = (total - i).min(2000);
         let batch: Vec<Arc<Event>> = (i..i + n).map(|j| Arc::new(event(j, start))).collect();
-        db::insert(&mut conn, &batch, &|_| false, &|_| 0, 0).expect("insert");
+        let rules = db::OutboxRules {
+            webhook_apps: &|_| false,
+            backlog_of: &|_| 0,
+            max_backlog: 0,
+            batch_size: 100,
+            now: start,
+        };
+        db::insert(&mut conn, &batch, &rules).expect("insert");
         i += n;
     }
     let load = loading.elapsed();

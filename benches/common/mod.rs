@@ -162,7 +162,11 @@ impl Herald {
         forward_warnings: bool,
     ) -> Herald {
         std::fs::write(config_path, config).expect("config");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
+        // BENCH_HERALD: another build of herald (e.g. an older commit's, for before/after runs
+        // of the same bench).
+        let bin =
+            std::env::var_os("BENCH_HERALD").unwrap_or_else(|| env!("CARGO_BIN_EXE_herald").into());
+        let mut cmd = Command::new(bin);
         cmd.arg("--config")
             .arg(config_path)
             .arg("serve")

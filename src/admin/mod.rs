@@ -4,18 +4,22 @@
 //! router before [`start`] are covered without code of their own.
 //!
 //! Routes (JSON unless noted):
-//! - `GET /health` → `ok` (text, no token needed)
+//! - `GET /health` → `ok` (text, no token needed); `503` and the reason when the spool cannot
+//!   take mail (read-only or full file system)
 //! - `GET /login` → a form taking the token; `POST /login` sets the login cookie
 //! - `GET /` → an index of the pages (HTML)
 //! - `GET /metrics` → counters, one `name value` per line (text)
-//! - `GET /queue` → every queued message; `GET /queue/{id}` → one
+//! - `GET /queue` → every queued message (`?limit=N&after=ID`: a page); `GET /queue/{id}` → one
+//! - `GET /queue/summary` → counts per destination, app and age, and traffic shaping
 //! - `POST /queue/{id}/retry`, `POST /queue/retry` (all), `POST /queue/{id}/hold`,
 //!   `POST /queue/{id}/release`, `DELETE /queue/{id}?bounce=true|false`
 
 pub mod client;
 pub mod dmarc;
 pub mod guard;
+mod listener;
 pub mod messages;
+mod session;
 pub mod token;
 
 use std::net::SocketAddr;
@@ -35,17 +39,26 @@ use crate::queue::manager::QueueManager;
 /// The admin routes over a running queue (other areas may merge their own routes in).
 pub fn router(queue: QueueManager) -> Router {
     Router::new()
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health", get(health))
         .route("/", get(index))
         .route("/metrics", get(metrics))
         .route("/queue", get(list))
         .route("/queue/retry", post(retry_all))
+        .route("/queue/summary", get(summary))
         .route("/queue/{id}", get(show))
         .route("/queue/{id}", delete(remove))
         .route("/queue/{id}/retry", post(retry))
         .route("/queue/{id}/hold", post(hold))
         .route("/queue/{id}/release", post(release))
         .with_state(queue)
+}
+
+/// `ok`, or `503` and why the spool cannot take mail (a read-only or full disk).
+async fn health() -> (StatusCode, String) {
+    match crate::spool::fault() {
+        None => (StatusCode::OK, "ok\n".into()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    }
 }
 
 /// Binds `admin.listen` before anything else starts (a busy port fails start-up fast);
@@ -71,11 +84,13 @@ pub async fn start(
     let gate = Arc::new(guard::Gate {
         token: token::load_or_create(&token_file)?,
         hostname: cfg.server.hostname.to_ascii_lowercase(),
+        sessions: session::Sessions::default(),
     });
     let router = router.layer(axum::middleware::from_fn_with_state(gate, guard::check));
     tracing::info!(%listen, token_file = %token_file.display(), "admin endpoint listening");
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
+        let app = router.into_make_service_with_connect_info::<listener::Peer>();
+        if let Err(e) = axum::serve(listener::CappedListener::new(listener), app).await {
             tracing::error!(error = %e, "admin endpoint stopped");
         }
     });
@@ -114,10 +129,21 @@ async fn metrics(State(q): State<QueueManager>) -> Response {
         .into_response()
 }
 
-/// The queue: this node's, or with `[cluster]` the whole cluster's.
-async fn list(State(q): State<QueueManager>) -> Response {
-    match q.view(None).await {
+/// The queue (or a page of it): this node's, or with `[cluster]` the whole cluster's.
+async fn list(
+    State(q): State<QueueManager>,
+    Query(page): Query<crate::queue::summary::Page>,
+) -> Response {
+    match q.page(&page).await {
         Ok(list) => Json(list).into_response(),
+        Err(e) => action(e),
+    }
+}
+
+/// What the queue holds per destination, app and age, and traffic shaping's state.
+async fn summary(State(q): State<QueueManager>) -> Response {
+    match q.summary().await {
+        Ok(s) => Json(s).into_response(),
         Err(e) => action(e),
     }
 }

@@ -134,10 +134,27 @@ fn generate(
 
     let mut config_block = String::new();
     let mut records = String::new();
+    super::service_files::warn_if_not_service_user(cfg);
+    let service = super::service_files::ServiceUser::of(cfg);
     for (alg, selector, file) in plan {
         let generated = keys::generate(alg, bits)?;
-        keys::write_private_key(&file, &generated.pem)
-            .map_err(|e| anyhow::anyhow!("{}: cannot write the key: {e}", file.display()))?;
+        let new_dir = file.parent().filter(|d| !d.exists());
+        keys::write_private_key(&file, &generated.pem).map_err(|e| {
+            let fix = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                "; run this as the service user (`sudo -u herald herald …`) or as root"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("{}: cannot write the key: {e}{fix}", file.display())
+        })?;
+        for path in new_dir.into_iter().chain([file.as_path()]) {
+            super::service_files::give_to_service_user(path, service.as_ref()).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: cannot give it to the service user: {e}; run `chown` on it yourself",
+                    path.display()
+                )
+            })?;
+        }
         println!(
             "Wrote {} ({} {} bits, mode 0600).",
             file.display(),

@@ -59,6 +59,7 @@ pub async fn activate(
         return Ok(ExitCode::from(1));
     }
     println!("{}", finding.message);
+    super::service_files::warn_if_not_service_user(cfg);
     set_active(config_path, &domain, &selector)?;
     println!(
         "{}: set active = true for {selector}._domainkey.{domain}",
@@ -133,12 +134,9 @@ fn set_active(config_path: &Path, domain: &str, selector: &str) -> anyhow::Resul
     write_replacing(config_path, doc.to_string().as_bytes())
 }
 
-/// Replaces `path` with `bytes` atomically, keeping its permissions.
+/// Replaces `path` with `bytes` atomically, keeping its owner, group and mode (run as root,
+/// the service user must still be able to read it).
 fn write_replacing(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    crate::fsutil::write_atomic(dir, path, bytes)
+    super::service_files::replace_keeping_owner(path, bytes)
         .map_err(|e| anyhow::anyhow!("{}: cannot replace it: {e}", path.display()))
 }

@@ -9,12 +9,14 @@ pub mod dkim;
 pub mod dkim_activate;
 pub mod dmarc;
 pub mod dns;
+pub mod docs;
 pub mod log;
 mod prompt;
 pub mod queue;
 pub mod reload;
 pub mod report;
 pub mod serve;
+pub mod service_files;
 pub mod sts;
 pub mod suppress;
 pub mod tls;
@@ -83,6 +85,12 @@ pub enum Command {
     /// The suppression list: list, add, remove, import, export (CSV, JSON).
     #[command(subcommand)]
     Suppress(suppress::SuppressCommand),
+    /// Write the man pages into a directory (for packaging).
+    #[command(hide = true)]
+    GenerateMan(docs::ManArgs),
+    /// Print a shell completion script (for packaging).
+    #[command(hide = true)]
+    Completions(docs::CompletionsArgs),
 }
 
 /// A usage error: exit status 2.
@@ -109,6 +117,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Log(cmd) => log::run(&config, cmd).await,
         Command::Webhook(cmd) => webhook::run(&config, cmd).await,
         Command::Suppress(cmd) => suppress::run(&config, cmd).await,
+        Command::GenerateMan(args) => docs::man(args),
+        Command::Completions(args) => docs::completions(args),
     };
     match result {
         Ok(code) => code,

@@ -16,6 +16,7 @@ use clap::Subcommand;
 
 use crate::clock::unix_now;
 use crate::config::Config;
+use crate::queue::summary::{Page, QueueSummary, Tally};
 use crate::queue::transition::operator_failures;
 use crate::queue::view::{ActionResult, MessageView};
 use crate::spool::{RecipientStatus, Spool, SpoolLock};
@@ -23,8 +24,21 @@ use crate::spool::{RecipientStatus, Spool, SpoolLock};
 /// `herald queue` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
-    /// List queued messages with each recipient's state.
-    List,
+    /// List queued messages with each recipient's state, in queue-id order.
+    List {
+        /// At most this many messages (a page); the next page starts `--after` the last id.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Only messages whose queue id sorts after this one.
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Counts per destination domain, per app and per age, and traffic shaping's state.
+    Summary {
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show one message.
     Show {
         /// Queue id.
@@ -106,11 +120,22 @@ async fn online(
     cmd: QueueCommand,
 ) -> anyhow::Result<ExitCode> {
     let req = match &cmd {
-        QueueCommand::List => {
-            let list = client.get(format!("{base}/queue")).send().await?;
-            let list: Vec<MessageView> = json(list).await?;
-            print_list(&list);
+        QueueCommand::List { limit, after } => {
+            let mut req = client.get(format!("{base}/queue"));
+            if let Some(limit) = limit {
+                req = req.query(&[("limit", limit.to_string())]);
+            }
+            if let Some(after) = after {
+                req = req.query(&[("after", after)]);
+            }
+            let list: Vec<MessageView> = json(req.send().await?).await?;
+            print_page(&list, *limit);
             return Ok(ExitCode::SUCCESS);
+        }
+        QueueCommand::Summary { json: as_json } => {
+            let resp = client.get(format!("{base}/queue/summary")).send().await?;
+            let summary: QueueSummary = json(resp).await?;
+            return print_summary(&summary, *as_json);
         }
         QueueCommand::Show { id } => {
             let resp = client.get(format!("{base}/queue/{id}")).send().await?;
@@ -167,11 +192,20 @@ async fn offline(cfg: &Config, dir: &Path, cmd: QueueCommand) -> anyhow::Result<
         })
     };
     let result = match cmd {
-        QueueCommand::List => {
-            let views: Vec<MessageView> =
+        QueueCommand::List { limit, after } => {
+            let mut views: Vec<MessageView> =
                 messages.iter().map(|m| MessageView::of(m, false)).collect();
-            print_list(&views);
+            views.sort_by(|a, b| a.id.cmp(&b.id));
+            print_page(&Page { limit, after }.of(views), limit);
             return Ok(ExitCode::SUCCESS);
+        }
+        QueueCommand::Summary { json } => {
+            let mut tally = Tally::default();
+            let now = unix_now();
+            for m in &messages {
+                tally.add(m, false, now);
+            }
+            return print_summary(&tally.finish(), json);
         }
         QueueCommand::Show { id } => {
             let Some(m) = find(&id) else {
@@ -331,6 +365,28 @@ fn print_list(list: &[MessageView]) {
     println!("{} message(s), {waiting} recipient(s) waiting", list.len());
 }
 
+/// A page of the list, and where the next one starts when it was full.
+fn print_page(list: &[MessageView], limit: Option<usize>) {
+    print_list(list);
+    if let (Some(limit), Some(last)) = (limit, list.last())
+        && list.len() >= limit
+    {
+        eprintln!(
+            "herald queue: more may follow: herald queue list --limit {limit} --after {}",
+            last.id
+        );
+    }
+}
+
+fn print_summary(summary: &QueueSummary, as_json: bool) -> anyhow::Result<ExitCode> {
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(summary)?);
+    } else {
+        print!("{}", summary.render());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn print_show(m: &MessageView) {
     println!("id:        {}", m.id);
     println!("sender:    {}", sender(m));
@@ -372,15 +428,23 @@ async fn cluster_direct(
         })
     };
     let message = match cmd {
-        QueueCommand::List => {
+        QueueCommand::List { limit, after } => {
             let views: Vec<MessageView> = leases
                 .list_all(None)
                 .await?
                 .iter()
                 .map(|e| MessageView::of_cluster(e, false))
                 .collect();
-            print_list(&views);
+            print_page(&Page { limit, after }.of(views), limit);
             return Ok(ExitCode::SUCCESS);
+        }
+        QueueCommand::Summary { json } => {
+            let mut tally = Tally::default();
+            let now = unix_now();
+            for e in leases.list_all(None).await? {
+                tally.add(&e.message, false, now);
+            }
+            return print_summary(&tally.finish(), json);
         }
         QueueCommand::Show { id } => {
             let Some(entry) = leases.list_all(Some(&id)).await?.into_iter().next() else {

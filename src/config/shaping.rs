@@ -21,7 +21,9 @@ pub struct ShapingConfig {
     /// (`4.7.28`, `4.7.650`, `TSS04`).
     #[serde(with = "humantime_serde")]
     pub suspend_for: Duration,
-    /// How long a destination is paused after any other `421` (the server sheds load).
+    /// How long a destination is paused after any other `421` (the server sheds load). By
+    /// default none: a busy host halves the destination's limits, and the delivery goes on
+    /// to its next MX host at once (RFC 5321 §5.1); a reputation deferral is what suspends.
     #[serde(with = "humantime_serde")]
     pub pause_for: Duration,
     /// How much of its limits a destination wins back with each message delivered after a
@@ -43,7 +45,7 @@ impl Default for ShapingConfig {
             enabled: true,
             builtin_rules: true,
             suspend_for: Duration::from_secs(15 * 60),
-            pause_for: Duration::from_secs(60),
+            pause_for: Duration::ZERO,
             recover_step: 0.1,
             min_factor: 0.1,
             default_limits: ShapingLimits::default(),

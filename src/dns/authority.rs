@@ -28,12 +28,18 @@ use crate::dns::records::{self, DEFAULT_TTL};
 use crate::ratelimit::{Rate, RateLimiter};
 use crate::signing::PublishedKey;
 
+mod tcp;
+
 /// Largest UDP answer offered to EDNS clients (the DNS flag day 2020 value).
 const MAX_UDP_PAYLOAD: u16 = 1232;
 /// How long a TCP client may stay idle before it is disconnected.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 /// Most source addresses tracked by the rate limiter before idle ones are forgotten.
 const MAX_TRACKED_SOURCES: usize = 10_000;
+/// Most DNS-over-TCP connections open at once (TCP is the rare fallback for truncated
+/// answers): a connection beyond it is closed at accept, so the listener never holds more
+/// descriptors than this (counted in herald's start-up check, [`crate::inbound::fds`]).
+pub const MAX_TCP_CONNECTIONS: usize = 64;
 
 /// One name herald is authoritative for: the apex of a one-name zone.
 struct OwnName {
@@ -42,10 +48,12 @@ struct OwnName {
     ns: Record,
 }
 
-/// Answers queries for herald's own names; REFUSED for anything else.
+/// Answers queries for herald's own names; REFUSED for anything else. Cloning shares the
+/// zones and the rate limiter (the UDP server and the TCP listener answer as one).
+#[derive(Clone)]
 pub struct Authority {
     zones: SharedZones,
-    limiter: RateLimiter<IpAddr>,
+    limiter: Arc<RateLimiter<IpAddr>>,
 }
 
 /// What the listener serves; a reload swaps it whole, so a query sees either the old records
@@ -69,7 +77,7 @@ impl Authority {
             zones: Arc::new(RwLock::new(Arc::new(Zones::new(
                 names, hostname, rate_limit,
             )?))),
-            limiter: RateLimiter::new(MAX_TRACKED_SOURCES),
+            limiter: Arc::new(RateLimiter::new(MAX_TRACKED_SOURCES)),
         })
     }
 
@@ -271,6 +279,14 @@ pub struct DnsListener {
     zones: SharedZones,
     /// The address it answers on (UDP and TCP).
     pub local_addr: SocketAddr,
+    /// The TCP accept loop (its connections end with it).
+    tcp: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DnsListener {
+    fn drop(&mut self) {
+        self.tcp.abort();
+    }
 }
 
 impl DnsListener {
@@ -289,6 +305,7 @@ impl DnsListener {
 
     /// Stops accepting queries and waits for the tasks to end.
     pub async fn shutdown(mut self) {
+        self.tcp.abort();
         if let Err(e) = self.server.shutdown_gracefully().await {
             tracing::debug!(error = %e, "dns listener shut down with an error");
         }
@@ -356,16 +373,18 @@ async fn bind_addr(addr: SocketAddr) -> anyhow::Result<DnsSockets> {
     })
 }
 
-/// Answers for `authority` on the bound sockets.
+/// Answers for `authority` on the bound sockets: UDP through hickory's server, TCP through
+/// herald's own accept loop ([`tcp::serve`]), which caps the connections.
 fn serve(sockets: DnsSockets, authority: Authority) -> DnsListener {
     let zones = authority.zones.clone();
+    let tcp = tokio::spawn(tcp::serve(sockets.tcp, authority.clone()));
     let mut server = Server::new(authority);
     server.register_socket(sockets.udp);
-    server.register_listener(sockets.tcp, TCP_IDLE, 16);
     DnsListener {
         server,
         zones,
         local_addr: sockets.local_addr,
+        tcp,
     }
 }
 

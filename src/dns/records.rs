@@ -262,12 +262,27 @@ pub fn unsigned_bounce_warning(cfg: &Config, keys: &[PublishedKey]) -> Option<St
             keys.iter()
                 .any(|k| k.active && normalize_name(&k.domain) == d)
         });
+    let waiting = crate::signing::align::candidates(&domain)
+        .into_iter()
+        .find_map(|d| keys.iter().find(|k| normalize_name(&k.domain) == d));
     (!signed).then(|| {
+        let fix = match waiting {
+            Some(k) => format!(
+                "its key {} is not active yet: once DNS serves it, run `herald dkim activate {} \
+                 {}`",
+                k.selector,
+                normalize_name(&k.domain),
+                k.selector
+            ),
+            None => format!(
+                "run `herald dkim generate --domain {domain}`, publish it and `herald dkim \
+                 activate` it"
+            ),
+        };
         format!(
             "bounces and delay notices come from MAILER-DAEMON@{domain} (the domain of [server] \
              hostname, or [delivery] dsn_domain) and no active DKIM key aligns with {domain}: \
-             they go out unsigned and DMARC-strict receivers may reject them; run `herald dkim \
-             generate --domain {domain}`, publish it and `herald dkim activate` it"
+             they go out unsigned and DMARC-strict receivers may reject them; {fix}"
         )
     })
 }
@@ -378,6 +393,7 @@ pub fn build(cfg: &Config, keys: &[PublishedKey], only_domain: Option<&str>) -> 
                  {domain}` and check [[dkim.keys]]"
             ));
         }
+        let domain_keys_active = domain_keys.iter().any(|k| k.active);
         for key in domain_keys {
             let note = if key.active {
                 format!(
@@ -386,14 +402,24 @@ pub fn build(cfg: &Config, keys: &[PublishedKey], only_domain: Option<&str>) -> 
                     key.algorithm.as_str(),
                     key.bits
                 )
-            } else {
+            } else if !domain_keys_active {
                 format!(
-                    "DKIM key {} ({} {} bits), retiring: herald no longer signs with it; keep \
-                     it published a few days so mail already sent still verifies, then remove \
-                     it",
+                    "DKIM key {} ({} {} bits), not active yet: publish this record, then run \
+                     `herald dkim activate {domain} {}` once DNS serves it",
                     key.selector,
                     key.algorithm.as_str(),
-                    key.bits
+                    key.bits,
+                    key.selector
+                )
+            } else {
+                format!(
+                    "DKIM key {} ({} {} bits), not signing (active = false): a new key is \
+                     switched on with `herald dkim activate {domain} {}` once DNS serves this \
+                     record; a retired one stays published a few days, then is removed",
+                    key.selector,
+                    key.algorithm.as_str(),
+                    key.bits,
+                    key.selector
                 )
             };
             let mut rec = txt(
@@ -573,7 +599,14 @@ mod tests {
         assert_eq!(set.records[4].value, "v=DMARC1; p=none");
         assert!(set.warnings.iter().any(|w| w.contains("dmarc_rua")));
         assert_eq!(set.records[2].active, Some(false));
-        assert!(set.records[2].note.contains("retiring"));
+        assert!(set.records[2].note.contains("not signing"));
+        // A domain whose only key is not active yet: "activate", never "remove it".
+        let pending = build(&cfg, &[key("example.net", "s1", false)], None);
+        let note = &pending.records[1].note;
+        assert!(
+            note.contains("not active yet") && note.contains("herald dkim activate example.net s1"),
+            "{note}"
+        );
         let zone = crate::dns::zone::render(&set);
         assert!(
             zone.contains("new._domainkey.example.com. 3600 IN TXT (\n    \"v=DKIM1; k=rsa; p=AAA")

@@ -226,9 +226,12 @@ pub struct EventHub {
     inner: Arc<HubInner>,
 }
 
+/// One subscriber: its channel, and which events it wants (`None`: all).
+type Subscriber = (mpsc::Sender<Arc<Event>>, Option<fn(&Event) -> bool>);
+
 #[derive(Default)]
 struct HubInner {
-    subscribers: Mutex<Vec<mpsc::Sender<Arc<Event>>>>,
+    subscribers: Mutex<Vec<Subscriber>>,
     dropped: AtomicU64,
     node: OnceLock<String>,
 }
@@ -249,9 +252,27 @@ impl EventHub {
 
     /// A new subscriber whose channel holds up to `capacity` events it has not yet taken.
     pub fn subscribe(&self, capacity: usize) -> mpsc::Receiver<Arc<Event>> {
+        self.add(capacity, None)
+    }
+
+    /// A new subscriber that gets only the events `wanted` says yes to: the others cost it
+    /// nothing (no wake-up of its task for events it would skip).
+    pub fn subscribe_where(
+        &self,
+        capacity: usize,
+        wanted: fn(&Event) -> bool,
+    ) -> mpsc::Receiver<Arc<Event>> {
+        self.add(capacity, Some(wanted))
+    }
+
+    fn add(
+        &self,
+        capacity: usize,
+        wanted: Option<fn(&Event) -> bool>,
+    ) -> mpsc::Receiver<Arc<Event>> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         if let Ok(mut subs) = self.inner.subscribers.lock() {
-            subs.push(tx);
+            subs.push((tx, wanted));
         }
         rx
     }
@@ -287,13 +308,18 @@ impl EventHub {
             event.node = node.clone();
         }
         let event = Arc::new(event);
-        subs.retain(|tx| match tx.try_send(event.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.inner.dropped.fetch_add(1, Ordering::Relaxed);
-                true
+        subs.retain(|(tx, wanted)| {
+            if wanted.is_some_and(|w| !w(&event)) {
+                return !tx.is_closed();
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            match tx.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
         });
     }
 
@@ -329,6 +355,20 @@ mod tests {
         drop(a);
         hub.emit(Event::new(EventKind::Accepted, 3, "c@example.net"));
         assert_eq!(b.recv().await.map(|e| e.time), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_filtered_subscriber_gets_only_what_it_wants() {
+        let hub = EventHub::new();
+        let mut all = hub.subscribe(8);
+        let mut bounces = hub.subscribe_where(8, |e| e.kind == EventKind::Bounced);
+        hub.emit(Event::new(EventKind::Accepted, 1, "a@example.net"));
+        hub.emit(Event::new(EventKind::Bounced, 2, "a@example.net"));
+        assert_eq!(all.recv().await.map(|e| e.time), Some(1));
+        assert_eq!(all.recv().await.map(|e| e.time), Some(2));
+        assert_eq!(bounces.recv().await.map(|e| e.time), Some(2));
+        assert!(bounces.try_recv().is_err());
+        assert_eq!(hub.dropped(), 0);
     }
 
     #[test]

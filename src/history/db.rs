@@ -98,28 +98,55 @@ pub struct StoredEvent {
     pub event: Event,
 }
 
-/// Inserts `events` in one transaction; each event of an app in `webhook_apps` also goes to
-/// that app's outbox while it holds fewer than `max_backlog` events (`backlog_of` tells how
-/// many it holds: the writer keeps the count, never a `count(*)` per batch). Returns, per app,
-/// how many events were queued and how many overflowed.
+/// Where the writer's events go besides the history: which apps have a webhook, how many
+/// events each may have waiting, and how many go in one POST.
+pub struct OutboxRules<'a> {
+    /// Whether the app has a webhook.
+    pub webhook_apps: &'a dyn Fn(&str) -> bool,
+    /// How many events the app has waiting (the writer keeps the count, never a `count(*)`).
+    pub backlog_of: &'a dyn Fn(&str) -> u64,
+    /// `[webhooks] max_backlog`.
+    pub max_backlog: usize,
+    /// `[webhooks] batch_size`: most events in one POST.
+    pub batch_size: usize,
+    /// Unix seconds now (the batches' creation time).
+    pub now: u64,
+}
+
+/// One app's events of a write, as the webhook bodies they go out in.
+struct AppOutbox {
+    app: String,
+    /// Events it may still queue (`max_backlog` less its backlog).
+    room: u64,
+    /// Events queued now, and events refused because the outbox was full.
+    queued: u64,
+    overflow: u64,
+    /// The body being filled, and how many events it holds.
+    body: Vec<u8>,
+    in_body: usize,
+}
+
+/// Inserts `events` in one transaction. The events of an app with a webhook also go, in the
+/// same transaction, into ready-made webhook batches (one row per app and POST, its body
+/// written here once) while the app has fewer than `max_backlog` events waiting. Returns,
+/// per app, how many events were queued and how many overflowed.
 pub fn insert(
     conn: &mut Connection,
     events: &[Arc<Event>],
-    webhook_apps: &dyn Fn(&str) -> bool,
-    backlog_of: &dyn Fn(&str) -> u64,
-    max_backlog: usize,
+    rules: &OutboxRules<'_>,
 ) -> rusqlite::Result<Vec<(String, u64, u64)>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let mut per_app: Vec<(String, u64, u64)> = Vec::new();
-    let mut room: Vec<(String, u64)> = Vec::new();
-    let mut json = Vec::with_capacity(512);
+    let mut apps: Vec<AppOutbox> = Vec::new();
     {
         let mut ins = tx.prepare_cached(
             "INSERT INTO events (time, kind, node, app, queue_id, message_id, sender, recipient,
              remote, tls, tls_policy, reply, attempt, class)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?;
-        let mut outbox = tx.prepare_cached("INSERT INTO outbox (app, event) VALUES (?1, ?2)")?;
+        let mut batch = tx.prepare_cached(
+            "INSERT INTO webhook_batches (webhook_id, app, body, events, created, next_attempt)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
         for e in events {
             ins.execute(params![
                 e.time as i64,
@@ -137,39 +164,77 @@ pub fn insert(
                 e.attempt,
                 e.class.map(|c| c.as_str()),
             ])?;
-            let Some(app) = e.app.as_deref().filter(|a| webhook_apps(a)) else {
+            let Some(app) = e.app.as_deref().filter(|a| (rules.webhook_apps)(a)) else {
                 continue;
             };
-            let i = match room.iter().position(|(a, _)| a == app) {
+            let i = match apps.iter().position(|o| o.app == app) {
                 Some(i) => i,
                 None => {
-                    let left = (max_backlog as u64).saturating_sub(backlog_of(app));
-                    room.push((app.to_string(), left));
-                    per_app.push((app.to_string(), 0, 0));
-                    room.len() - 1
+                    apps.push(AppOutbox {
+                        app: app.to_string(),
+                        room: (rules.max_backlog as u64).saturating_sub((rules.backlog_of)(app)),
+                        queued: 0,
+                        overflow: 0,
+                        body: Vec::new(),
+                        in_body: 0,
+                    });
+                    apps.len() - 1
                 }
             };
-            if room[i].1 == 0 {
-                per_app[i].2 += 1;
+            let o = &mut apps[i];
+            if o.room == 0 {
+                o.overflow += 1;
                 continue;
             }
-            // Serialized by reference into one reused buffer: no copy of the event and no
-            // allocation per event (the JSON is what `StoredEvent` gives).
-            json.clear();
+            if o.in_body == 0 {
+                o.body = super::payload::begin(rules.now);
+            } else {
+                o.body.push(b',');
+            }
+            // Serialized by reference straight into the body: no copy of the event (the JSON
+            // is what `StoredEvent` gives).
             let stored = StoredRef {
                 id: tx.last_insert_rowid(),
                 event: e,
             };
-            if serde_json::to_writer(&mut json, &stored).is_err() {
-                json.clear();
+            if serde_json::to_writer(&mut o.body, &stored).is_err() {
+                o.body.extend_from_slice(b"null");
             }
-            outbox.execute(params![app, std::str::from_utf8(&json).unwrap_or_default()])?;
-            room[i].1 -= 1;
-            per_app[i].1 += 1;
+            o.in_body += 1;
+            o.room -= 1;
+            o.queued += 1;
+            if o.in_body >= rules.batch_size.max(1) {
+                seal(&mut batch, o, rules.now)?;
+            }
+        }
+        for o in apps.iter_mut().filter(|o| o.in_body > 0) {
+            seal(&mut batch, o, rules.now)?;
         }
     }
     tx.commit()?;
-    Ok(per_app)
+    Ok(apps
+        .into_iter()
+        .map(|o| (o.app, o.queued, o.overflow))
+        .collect())
+}
+
+/// Ends `o`'s body and stores it as a new batch, due now.
+fn seal(
+    batch: &mut rusqlite::CachedStatement<'_>,
+    o: &mut AppOutbox,
+    now: u64,
+) -> rusqlite::Result<()> {
+    super::payload::finish(&mut o.body);
+    batch.execute(params![
+        super::payload::new_webhook_id(),
+        o.app,
+        o.body,
+        o.in_body as i64,
+        now as i64,
+        now.saturating_mul(1000) as i64
+    ])?;
+    o.in_body = 0;
+    Ok(())
 }
 
 /// Events of `app` waiting: in the outbox and in unacknowledged batches.
@@ -313,18 +378,24 @@ pub fn prune(conn: &Connection, before: u64) -> rusqlite::Result<u64> {
     }
 }
 
-/// The oldest batch of `app` (due or not); if there is none, a new one made from up to
-/// `size` outbox events (moved out of the outbox in the same transaction), or `None` when
-/// the outbox is empty too.
+/// Removes the batch `done` (acknowledged, or given up), if any, and returns the oldest batch
+/// of `app` (due or not), in one transaction: one trip to the database per POST. The writer
+/// makes the batches; if there is none, one is made from up to `size` rows of the per-event
+/// `outbox` table that herald versions before 2026-12-07 filled (moved out of it in the same
+/// transaction), or `None` when that is empty too.
 pub fn next_batch(
     conn: &mut Connection,
     app: &str,
+    done: Option<i64>,
     size: usize,
     now: u64,
 ) -> rusqlite::Result<Option<Batch>> {
     // IMMEDIATE: this reads then writes; a deferred transaction would fail with
     // SQLITE_BUSY(_SNAPSHOT) instead of waiting when the writer thread committed in between.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    if let Some(id) = done {
+        tx.execute("DELETE FROM webhook_batches WHERE id = ?1", params![id])?;
+    }
     let existing = tx
         .query_row(
             "SELECT id, webhook_id, body, events, created, attempts, next_attempt
@@ -344,6 +415,7 @@ pub fn next_batch(
         )
         .optional()?;
     if existing.is_some() {
+        tx.commit()?;
         return Ok(existing);
     }
     let mut ids = Vec::new();
@@ -361,6 +433,7 @@ pub fn next_batch(
         }
     }
     let Some(&last) = ids.last() else {
+        tx.commit()?;
         return Ok(None);
     };
     let body = super::payload::body(&events, now);
@@ -392,12 +465,6 @@ pub fn next_batch(
         attempts: 0,
         next_attempt: now.saturating_mul(1000),
     }))
-}
-
-/// Removes a batch (acknowledged, or given up).
-pub fn remove_batch(conn: &Connection, id: i64) -> rusqlite::Result<()> {
-    conn.execute("DELETE FROM webhook_batches WHERE id = ?1", params![id])?;
-    Ok(())
 }
 
 /// Records a failed attempt and when to try again (unix milliseconds).
@@ -436,7 +503,7 @@ mod tests {
             ev(EventKind::Bounced, 12, "eve@example.net", "shop"),
             ev(EventKind::Delivered, 13, "ann@example.net", "other"),
         ];
-        let per_app = insert(&mut conn, &events, &|a| a == "shop", &|_| 0, 2).unwrap();
+        let per_app = insert(&mut conn, &events, &rules(&|a| a == "shop", 2, 10)).unwrap();
         assert_eq!(per_app, vec![("shop".to_string(), 2, 1)]);
 
         let q = Query {
@@ -456,26 +523,96 @@ mod tests {
             "eve@example.net"
         );
 
-        let b = next_batch(&mut conn, "shop", 10, 100).unwrap().unwrap();
+        let b = next_batch(&mut conn, "shop", None, 10, 100)
+            .unwrap()
+            .unwrap();
         assert_eq!(b.events, 2);
         assert_eq!(backlog(&conn, "shop").unwrap(), 2);
-        let again = next_batch(&mut conn, "shop", 10, 200).unwrap().unwrap();
+        let again = next_batch(&mut conn, "shop", None, 10, 200)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (again.id, &again.webhook_id, &again.body),
             (b.id, &b.webhook_id, &b.body)
         );
         retry_batch(&conn, b.id, 5_000, "down").unwrap();
         assert_eq!(
-            next_batch(&mut conn, "shop", 10, 300)
+            next_batch(&mut conn, "shop", None, 10, 300)
                 .unwrap()
                 .unwrap()
                 .attempts,
             1
         );
-        remove_batch(&conn, b.id).unwrap();
-        assert!(next_batch(&mut conn, "shop", 10, 400).unwrap().is_none());
+        assert!(
+            next_batch(&mut conn, "shop", Some(b.id), 10, 400)
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(backlog(&conn, "shop").unwrap(), 0);
         assert_eq!(prune(&conn, 12).unwrap(), 2);
+    }
+
+    fn rules<'a>(
+        apps: &'a dyn Fn(&str) -> bool,
+        max_backlog: usize,
+        batch_size: usize,
+    ) -> OutboxRules<'a> {
+        OutboxRules {
+            webhook_apps: apps,
+            backlog_of: &|_| 0,
+            max_backlog,
+            batch_size,
+            now: 100,
+        }
+    }
+
+    #[test]
+    fn the_writer_makes_batches_of_batch_size_in_order_and_old_outbox_rows_still_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open(&dir.path().join("h.sqlite")).unwrap();
+        // A row of the per-event outbox an older herald left behind.
+        conn.execute(
+            "INSERT INTO outbox (app, event) VALUES ('shop', '{\"id\":0}')",
+            [],
+        )
+        .unwrap();
+        let events: Vec<_> = (1..=5)
+            .map(|t| {
+                ev(
+                    EventKind::Delivered,
+                    t,
+                    &format!("r{t}@example.net"),
+                    "shop",
+                )
+            })
+            .collect();
+        let per_app = insert(&mut conn, &events, &rules(&|_| true, 100, 2)).unwrap();
+        assert_eq!(per_app, vec![("shop".to_string(), 5, 0)]);
+        assert_eq!(backlog(&conn, "shop").unwrap(), 6);
+        let mut times = Vec::new();
+        let mut done = None;
+        while let Some(b) = next_batch(&mut conn, "shop", done, 2, 100).unwrap() {
+            let v: serde_json::Value = serde_json::from_slice(&b.body).unwrap();
+            let events = v["data"]["events"].as_array().unwrap();
+            assert_eq!(events.len() as u64, b.events);
+            times.push(
+                events
+                    .iter()
+                    .map(|e| e["time"].as_u64())
+                    .collect::<Vec<_>>(),
+            );
+            done = Some(b.id);
+        }
+        assert_eq!(
+            times,
+            vec![
+                vec![Some(1), Some(2)],
+                vec![Some(3), Some(4)],
+                vec![Some(5)],
+                vec![None]
+            ]
+        );
+        assert_eq!(backlog(&conn, "shop").unwrap(), 0);
     }
 
     #[test]

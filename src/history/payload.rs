@@ -8,22 +8,38 @@
 
 use rand::RngCore;
 
-/// The body for `events` (each already JSON, as the outbox holds them), made at `now`.
+/// The body for `events` (each already JSON), made at `now`.
 pub fn body(events: &[String], now: u64) -> Vec<u8> {
+    let mut out = begin(now);
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(e.as_bytes());
+    }
+    finish(&mut out);
+    out
+}
+
+/// The start of a body made at `now`, up to its first event: the writer appends the events'
+/// JSON (comma-separated) straight after it, then [`finish`]es it.
+pub fn begin(now: u64) -> Vec<u8> {
     let timestamp = chrono::DateTime::from_timestamp(now as i64, 0)
         .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_default();
-    let mut out = format!(
-        "{{\"type\":\"message.events\",\"timestamp\":\"{timestamp}\",\"data\":{{\"events\":["
+    let mut out = Vec::with_capacity(16 * 1024);
+    out.extend_from_slice(
+        format!(
+            "{{\"type\":\"message.events\",\"timestamp\":\"{timestamp}\",\"data\":{{\"events\":["
+        )
+        .as_bytes(),
     );
-    for (i, e) in events.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(e);
-    }
-    out.push_str("]}}");
-    out.into_bytes()
+    out
+}
+
+/// Closes a body [`begin`] started.
+pub fn finish(body: &mut Vec<u8>) {
+    body.extend_from_slice(b"]}}");
 }
 
 /// A fresh `webhook-id`: `msg_` and 128 random bits in hex.

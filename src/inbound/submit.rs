@@ -335,11 +335,21 @@ impl Session {
             }
             Err(e) => {
                 tracing::error!(client = %self.ip, error = %e, "cannot store message in the spool");
-                self.reply(Reply::new(
-                    451,
-                    "4.3.0",
-                    "could not store the message safely; try again later",
-                ));
+                let full = matches!(&e, crate::spool::SpoolError::Io(io)
+                    if io.kind() == std::io::ErrorKind::StorageFull);
+                self.reply(if full {
+                    Reply::new(
+                        452,
+                        "4.3.1",
+                        "herald's spool is out of disk space; try again later",
+                    )
+                } else {
+                    Reply::new(
+                        451,
+                        "4.3.0",
+                        "could not store the message safely; try again later",
+                    )
+                });
             }
         }
     }

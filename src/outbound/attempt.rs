@@ -26,8 +26,9 @@ const STALE_RETRIES: u32 = 4;
 /// How an attempt at one address ended.
 pub(super) enum Attempt {
     /// The server answered for each recipient (delivered or refused), or the connection broke
-    /// mid-transaction: the job is over for this round.
-    Done(Vec<Result<Answer, Failure>>),
+    /// mid-transaction: the job is over for this round. With the session's TLS version (`None`
+    /// in clear text).
+    Done(Vec<Result<Answer, Failure>>, Option<String>),
     /// Nothing was sent: the next address or host may take the message.
     NextHost(Failure),
 }
@@ -120,7 +121,7 @@ impl Connector {
                     } else {
                         self.pool.release(conn);
                     }
-                    return answered(tx);
+                    return answered(tx, tls.map(|t| t.version));
                 }
                 Err(TransactionError::Stale(detail)) if may_retry => {
                     // The server closed this idle session (or restarted) while it was pooled:
@@ -143,7 +144,10 @@ impl Connector {
                         started,
                     );
                     conn.close();
-                    return Attempt::Done(vec![Err(failure); job.recipients.len()]);
+                    return Attempt::Done(
+                        vec![Err(failure); job.recipients.len()],
+                        tls.map(|t| t.version),
+                    );
                 }
             }
             stale_retries += 1;
@@ -270,7 +274,7 @@ fn tls_outcome(
 
 /// The server's answers as the job's outcome: all `421` means the host is going away (the
 /// next host may take the message); otherwise one result per recipient.
-fn answered(tx: Transaction) -> Attempt {
+fn answered(tx: Transaction, tls: Option<String>) -> Attempt {
     if let Some(first) = tx.answers.first()
         && tx.answers.iter().all(|a| a.code == 421)
     {
@@ -287,6 +291,7 @@ fn answered(tx: Transaction) -> Attempt {
                 }
             })
             .collect(),
+        tls,
     )
 }
 

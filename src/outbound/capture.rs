@@ -71,6 +71,8 @@ impl Capture {
             .map(|_| RecipientResult {
                 outcome: outcome.clone(),
                 host: Some(format!("capture_dir {}", self.dir.display())),
+                tls: None,
+                tls_policy: None,
             })
             .collect()
     }

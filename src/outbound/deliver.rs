@@ -239,12 +239,14 @@ impl Outbound {
                 let attempt = self.connector.attempt(job, host, addr, credentials).await;
                 self.shaping_saw(&host.host, &attempt);
                 match attempt {
-                    Attempt::Done(outcomes) => {
+                    Attempt::Done(outcomes, tls) => {
                         return outcomes
                             .into_iter()
                             .map(|outcome| RecipientResult {
                                 outcome,
                                 host: last_host.clone(),
+                                tls: tls.clone(),
+                                tls_policy: Some(host.directive.label()),
                             })
                             .collect();
                     }
@@ -263,10 +265,10 @@ impl Outbound {
     fn shaping_saw(&self, mx: &str, attempt: &Attempt) {
         let shaper = &self.connector.shaper;
         let answers: Vec<&super::outcome::Answer> = match attempt {
-            Attempt::Done(outcomes) if outcomes.iter().any(|o| o.is_ok()) => {
+            Attempt::Done(outcomes, _) if outcomes.iter().any(|o| o.is_ok()) => {
                 return shaper.delivered(mx);
             }
-            Attempt::Done(outcomes) => outcomes
+            Attempt::Done(outcomes, _) => outcomes
                 .iter()
                 .filter_map(|o| match o {
                     Err(Failure::Remote(a)) => Some(a),
@@ -296,6 +298,8 @@ fn every(job: &Job, failure: Failure, host: Option<String>) -> Vec<RecipientResu
         RecipientResult {
             outcome: Err(failure),
             host,
+            tls: None,
+            tls_policy: None,
         };
         job.recipients.len()
     ]

@@ -240,6 +240,12 @@ pub struct RecipientResult {
     pub outcome: Result<Answer, Failure>,
     /// The host tried, as `name [address]`.
     pub host: Option<String>,
+    /// The TLS version of the session that answered (`TLSv1.3`), `None` in clear text or
+    /// when no session answered.
+    pub tls: Option<String>,
+    /// The TLS policy the answering host was tried under (`mta-sts enforce`, `dane`,
+    /// `opportunistic`, …), when a session answered.
+    pub tls_policy: Option<&'static str>,
 }
 
 impl RecipientResult {

@@ -6,39 +6,47 @@ use crate::events::{Event, EventKind, hub};
 use crate::outbound::outcome::{Failure, RecipientResult};
 use crate::spool::{RecipientStatus, SpooledMessage};
 
-/// How each tried recipient's attempt went, taken before [`super::transition::settle`]
-/// consumes the results: `Some(permanent)` for an answer or failure, `None` when it was not
-/// attempted (shutdown). Empty when nobody listens.
-pub(super) fn tried(results: &[(usize, RecipientResult)]) -> Vec<(usize, Option<bool>)> {
+/// How one tried recipient's attempt went, taken from its result before
+/// [`super::transition::settle`] consumes it.
+pub(super) struct Tried {
+    /// The recipient's index in the message.
+    index: usize,
+    /// `Some(permanent)` for an answer or failure, `None` when it was not attempted
+    /// (shutdown).
+    permanent: Option<bool>,
+    /// The TLS version of the session that answered, and the policy it ran under.
+    tls: Option<String>,
+    tls_policy: Option<&'static str>,
+}
+
+/// What the events of an attempt need from its results; empty when nobody listens.
+pub(super) fn tried(results: &[(usize, RecipientResult)]) -> Vec<Tried> {
     if !hub().has_subscribers() {
         return Vec::new();
     }
     results
         .iter()
-        .map(|(i, r)| {
-            let how = match &r.outcome {
+        .map(|(i, r)| Tried {
+            index: *i,
+            permanent: match &r.outcome {
                 Ok(_) => Some(false),
                 Err(Failure::NotAttempted | Failure::Throttled { .. }) => None,
                 Err(f) => Some(f.is_permanent()),
-            };
-            (*i, how)
+            },
+            tls: r.tls.clone(),
+            tls_policy: r.tls_policy,
         })
         .collect()
 }
 
 /// Emits one event per tried recipient of `msg` (its state already settled) at `now`.
-pub(super) fn settled(
-    msg: &SpooledMessage,
-    data: &[u8],
-    tried: &[(usize, Option<bool>)],
-    now: u64,
-) {
+pub(super) fn settled(msg: &SpooledMessage, data: &[u8], tried: Vec<Tried>, now: u64) {
     if tried.is_empty() {
         return;
     }
     let message_id = crate::events::message_id(crate::headers::header_block(data));
-    for &(i, how) in tried {
-        let (Some(r), Some(permanent)) = (msg.state.recipients.get(i), how) else {
+    for t in tried {
+        let (Some(r), Some(permanent)) = (msg.state.recipients.get(t.index), t.permanent) else {
             continue;
         };
         let kind = match r.status {
@@ -53,6 +61,8 @@ pub(super) fn settled(
         e.reply = r.last_reply.clone();
         e.attempt = Some(r.attempts);
         e.class = r.class;
+        e.tls = t.tls;
+        e.tls_policy = t.tls_policy.map(str::to_string);
         hub().emit(e);
     }
 }

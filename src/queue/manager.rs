@@ -521,6 +521,8 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
                         RecipientResult {
                             outcome: Err(Failure::NotAttempted),
                             host: None,
+                            tls: None,
+                            tls_policy: None,
                         },
                     )
                 }));
@@ -564,7 +566,7 @@ async fn finish_round(
     let now = unix_now();
     let generation = inner.current();
     let cfg = &generation.cfg;
-    let (msg, settled) = {
+    let (msg, settled, for_events) = {
         let mut table = inner.table();
         let Some(entry) = table.entries.get_mut(id) else {
             return;
@@ -579,9 +581,10 @@ async fn finish_round(
         let for_events = super::emit::tried(&results);
         let settled = transition::settle(&mut entry.msg.state, received, results, now, &rules);
         record_outcomes(&entry.msg, &tried, received, now);
-        super::emit::settled(&entry.msg, data, &for_events, now);
-        (entry.msg.clone(), settled)
+        (entry.msg.clone(), settled, for_events)
     };
+    // The events are built from the copy, after the queue's table is unlocked.
+    super::emit::settled(&msg, data, for_events, now);
     let c = &inner.counters;
     c.delivered.fetch_add(settled.delivered, Ordering::Relaxed);
     c.deferred.fetch_add(settled.deferred, Ordering::Relaxed);

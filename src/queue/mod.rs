@@ -6,5 +6,6 @@ pub mod dsn;
 mod emit;
 pub mod lease;
 pub mod manager;
+pub mod summary;
 pub mod transition;
 pub mod view;

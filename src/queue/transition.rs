@@ -262,6 +262,8 @@ mod tests {
         RecipientResult {
             outcome,
             host: Some("mx.example.org [192.0.2.1]".into()),
+            tls: None,
+            tls_policy: None,
         }
     }
 

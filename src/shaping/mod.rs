@@ -82,9 +82,14 @@ pub struct Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         if let Some(name) = self.destination.take() {
-            if let Some(s) = states().get_mut(&name) {
+            let mut all = states();
+            if let Some(s) = all.get_mut(&name) {
                 s.finished();
+                if s.is_idle(Instant::now()) {
+                    all.remove(&name);
+                }
             }
+            drop(all);
             table().freed.notify_waiters();
         }
     }
@@ -192,6 +197,7 @@ impl Shaper {
             Reaction::Suspend => {
                 "traffic shaping: destination suspended after a reputation or rate deferral"
             }
+            Reaction::Pause if hold.is_zero() => "traffic shaping: destination slowed after a 421",
             Reaction::Pause => "traffic shaping: destination paused after a 421",
         };
         tracing::warn!(destination = %name, hold = %humantime::format_duration(hold),
@@ -252,11 +258,12 @@ pub struct DestinationView {
     pub pushbacks: u64,
 }
 
-/// Every destination not at its full limits or running deliveries now, by name.
+/// Every destination held back, slowed, or with deliveries running now, by name.
 pub fn snapshot() -> Vec<DestinationView> {
     let now = Instant::now();
     let mut out: Vec<DestinationView> = states()
         .iter()
+        .filter(|(_, s)| !s.is_idle(now))
         .map(|(name, s)| DestinationView {
             destination: name.clone(),
             limits: s.factor,

@@ -109,18 +109,22 @@ impl Signer {
                         algorithm: parsed.algorithm,
                         key: Arc::new(parsed.key),
                     }));
+            } else {
+                // A domain with keys that do not sign yet: an empty entry, so its mail is
+                // refused with "activate" rather than "generate".
+                domains.entry(domain).or_default();
             }
         }
         for keys in domains.values_mut() {
             keys.sort_by_key(|k| k.algorithm != DkimAlgorithm::Rsa);
         }
-        if domains.is_empty() {
+        if domains.values().all(Vec::is_empty) {
             tracing::warn!(
                 "no active DKIM key is configured: every message will be refused with 550 5.7.1 \
                  until one is added ([[dkim.keys]], see `herald dkim generate`)"
             );
         }
-        for (domain, keys) in &domains {
+        for (domain, keys) in domains.iter().filter(|(_, keys)| !keys.is_empty()) {
             let list: Vec<String> = keys
                 .iter()
                 .map(|k| format!("{} ({})", k.selector, k.algorithm.as_str()))
@@ -222,7 +226,7 @@ impl Signer {
         let from = align::normalize_domain(from_domain)?;
         align::candidates(&from)
             .into_iter()
-            .find(|d| self.domains.contains_key(*d))
+            .find(|d| self.domains.get(*d).is_some_and(|keys| !keys.is_empty()))
             .map(str::to_string)
     }
 
@@ -242,11 +246,24 @@ fn sign_now(
 ) -> Result<Vec<u8>, Reply> {
     let inspected = align::inspect(headers)?;
     let from = inspected.from_domain.as_str();
-    let keys = align::candidates(from)
-        .into_iter()
-        .find_map(|d| domains.get(d))
+    let candidates = align::candidates(from);
+    let keys = candidates
+        .iter()
+        .find_map(|d| domains.get(*d).filter(|keys| !keys.is_empty()))
         .ok_or_else(|| {
             let org = align::organizational_domain(from);
+            if let Some(waiting) = candidates.iter().find(|d| domains.contains_key(**d)) {
+                return Reply::new(
+                    550,
+                    "5.7.1",
+                    format!(
+                        "the DKIM key for {waiting} is not active yet, so herald cannot sign \
+                         mail from {from}; once DNS serves it (`herald check {waiting}`), run \
+                         `herald dkim activate {waiting} SELECTOR` (`herald dkim list` shows \
+                         the selector)"
+                    ),
+                );
+            }
             Reply::new(
                 550,
                 "5.7.1",

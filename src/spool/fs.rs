@@ -395,6 +395,13 @@ impl Disk {
         self.remove_ids(ids, false)
     }
 
+    /// Flushes the removal records of the last second (see [`Segments::flush_removals`]).
+    pub(super) fn flush_removals(&self) {
+        if let Err(e) = self.segments.flush_removals() {
+            tracing::warn!(error = %e, "cannot flush removal records in the spool's segments");
+        }
+    }
+
     pub(super) fn remove_in_place(&self, id: &str) -> Option<io::Result<()>> {
         // A message moved out of its segment (it has a state file) needs unlinks and a
         // directory flush: the remover thread's work. A segment emptied here is deleted here

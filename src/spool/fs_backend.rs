@@ -16,6 +16,10 @@ use super::handle::{NewMessage, SpoolBackend};
 use super::staged::{MessageBytes, StagedMessage};
 use super::{BoxFuture, DeliveryState, QueueId, SpoolError, SpooledMessage};
 
+/// How often removal records written since are flushed: a power cut undoes (delivers again)
+/// at most the removals of this last interval.
+const REMOVAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The spool in one local directory, async at its boundary (module documentation).
 pub struct FsBackend {
     disk: Arc<Disk>,
@@ -34,18 +38,36 @@ fn typed(results: Vec<io::Result<()>>) -> Vec<Result<(), SpoolError>> {
 
 impl FsBackend {
     /// Opens (creating if needed) a spool directory and starts its group-commit threads
-    /// (`spool-commit`, `spool-state`, `spool-remove`).
+    /// (`spool-commit`, `spool-state`, `spool-remove`) and the thread that flushes removal
+    /// records once a second (`spool-flush`).
     pub fn open(dir: &Path) -> io::Result<FsBackend> {
         let disk = Arc::new(Disk::open(dir)?);
         let d = disk.clone();
-        let committer =
-            Batcher::on_thread("spool-commit", move |group| typed(d.write_batch(group)))?;
+        let committer = Batcher::on_thread("spool-commit", move |group| {
+            let results = d.write_batch(group);
+            super::health::record(&results);
+            typed(results)
+        })?;
         let d = disk.clone();
         let state_writer = Batcher::on_thread("spool-state", move |group| {
-            typed(d.write_state_batch(&group))
+            let results = d.write_state_batch(&group);
+            super::health::record(&results);
+            typed(results)
         })?;
         let d = disk.clone();
         let remover = Batcher::on_thread("spool-remove", move |ids| typed(d.remove_batch(&ids)))?;
+        let d = Arc::downgrade(&disk);
+        std::thread::Builder::new()
+            .name("spool-flush".into())
+            .spawn(move || {
+                // Ends with the backend (the last strong reference to the disk).
+                while let Some(disk) = {
+                    std::thread::sleep(REMOVAL_FLUSH);
+                    d.upgrade()
+                } {
+                    disk.flush_removals();
+                }
+            })?;
         Ok(FsBackend {
             disk,
             committer,

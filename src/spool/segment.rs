@@ -21,7 +21,7 @@
 //! to wait for a later attempt moves out to a file of its own (`FsBackend`), so a deferred
 //! message never keeps a segment alive for days.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -63,6 +63,8 @@ struct State {
     current: u64,
     segments: HashMap<u64, Segment>,
     index: HashMap<QueueId, Location>,
+    /// Segments holding removal records not flushed yet ([`Segments::flush_removals`]).
+    unflushed: BTreeSet<u64>,
 }
 
 /// The segments of one spool (module documentation).
@@ -82,6 +84,7 @@ impl Segments {
             current: 1,
             segments: HashMap::new(),
             index: HashMap::new(),
+            unflushed: BTreeSet::new(),
         };
         for (number, path) in segment_files(&dir)? {
             state.current = state.current.max(number + 1);
@@ -309,6 +312,9 @@ impl Segments {
                     emptied.push(number);
                 } else {
                     touched.push(segment.file.clone());
+                    if !sync {
+                        state.unflushed.insert(number);
+                    }
                 }
                 for id in &ids {
                     state.index.remove(*id);
@@ -324,6 +330,25 @@ impl Segments {
             }
         }
         result
+    }
+
+    /// Flushes the removal records written since the last call, one `fdatasync` per segment
+    /// that has any: run about once a second, so that a power cut brings back (to be
+    /// delivered again) only the removals of the last second, whatever the kernel's
+    /// write-back does (a FUSE or network file system may keep them unwritten for good).
+    pub(super) fn flush_removals(&self) -> io::Result<()> {
+        let files: Vec<Arc<File>> = {
+            let mut state = self.state();
+            let numbers = std::mem::take(&mut state.unflushed);
+            numbers
+                .iter()
+                .filter_map(|n| state.segments.get(n).map(|s| s.file.clone()))
+                .collect()
+        };
+        for file in files {
+            file.sync_data()?;
+        }
+        Ok(())
     }
 
     /// Reads every message held in the segments of `spool` without changing anything (for

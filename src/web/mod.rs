@@ -29,6 +29,10 @@ use self::certs::{ACME_TLS_ALPN, CertResolver};
 use self::unsubscribe::OneClick;
 use crate::config::Config;
 
+/// Most connections the public listener holds at once; one beyond is closed at accept (counted
+/// in herald's start-up check, [`crate::inbound::fds`], so it cannot reach the spool's reserve).
+pub const MAX_CONNECTIONS: usize = 256;
+
 /// Binds `[web] listen` (before anything else starts, so a busy port fails start-up fast).
 pub async fn bind(cfg: &Config) -> anyhow::Result<Option<TcpListener>> {
     let Some(listen) = cfg.web.listen else {
@@ -85,6 +89,7 @@ pub async fn start(
     let listen = socket.local_addr()?;
     tracing::info!(%listen, names = ?names::wanted(&cfg), "web: public HTTPS listener");
     let timeout = cfg.web.request_timeout;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let serve = tokio::spawn(async move {
         loop {
             let (tcp, peer) = match socket.accept().await {
@@ -95,9 +100,14 @@ pub async fn start(
                     continue;
                 }
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "web: connection refused: too many connections");
+                continue;
+            };
             let acceptor = acceptor.clone();
             let router = router.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let served = tokio::time::timeout(timeout, serve_one(acceptor, router, tcp, peer));
                 if served.await.is_err() {
                     tracing::debug!(%peer, "web: connection closed at the request timeout");

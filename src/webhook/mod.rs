@@ -129,6 +129,7 @@ impl Webhooks {
         self.history.set_webhook_apps(
             p.endpoints.keys().cloned().collect(),
             p.settings.max_backlog,
+            p.settings.batch_size,
         );
         let Some(client) = p.client else {
             return;
@@ -172,15 +173,26 @@ pub fn backoff(settings: &WebhooksConfig, attempts: u32) -> Duration {
         .min(settings.retry_max)
 }
 
+/// A batch that left the outbox's count: acknowledged (`true`) or given up, with its size.
+struct Finished {
+    id: i64,
+    events: u64,
+    acknowledged: bool,
+}
+
 async fn run_app(mut s: Sender) {
     let label = stats::app(&s.app);
     let st = stats::stats();
+    // The batch just finished is removed in the same trip to the database that reads the
+    // next one; its counters move once that removal is committed.
+    let mut finished: Option<Finished> = None;
     loop {
         s.queued.mark_unchanged();
         let (app, size) = (s.app.clone(), s.settings.batch_size);
+        let done = finished.as_ref().map(|f| f.id);
         let batch = match s
             .db
-            .call(move |c| db::next_batch(c, &app, size, unix_now()))
+            .call(move |c| db::next_batch(c, &app, done, size, unix_now()))
             .await
         {
             Ok(b) => b,
@@ -190,25 +202,25 @@ async fn run_app(mut s: Sender) {
                 continue;
             }
         };
+        if let Some(f) = finished.take() {
+            if f.acknowledged {
+                st.delivered.get_or_create(&label).inc();
+            } else {
+                st.dropped.get_or_create(&label).inc_by(f.events);
+            }
+            st.backlog.get_or_create(&label).dec_by(f.events as i64);
+        }
         let Some(batch) = batch else {
             if s.queued.changed().await.is_err() {
                 return;
             }
             continue;
         };
-        let id = batch.id;
         if unix_now()
             >= batch
                 .created
                 .saturating_add(s.settings.give_up_after.as_secs())
         {
-            if let Err(e) = s.db.call(move |c| db::remove_batch(c, id)).await {
-                tracing::error!(app = s.app, error = %format!("{e:#}"), "webhook: cannot drop a batch");
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                continue;
-            }
-            st.dropped.get_or_create(&label).inc_by(batch.events);
-            st.backlog.get_or_create(&label).dec_by(batch.events as i64);
             tracing::warn!(
                 app = s.app,
                 webhook_id = batch.webhook_id,
@@ -216,6 +228,11 @@ async fn run_app(mut s: Sender) {
                 attempts = batch.attempts,
                 "webhook: batch dropped after the retry period"
             );
+            finished = Some(Finished {
+                id: batch.id,
+                events: batch.events,
+                acknowledged: false,
+            });
             continue;
         }
         let wait = batch.next_attempt.saturating_sub(now_ms());
@@ -228,13 +245,6 @@ async fn run_app(mut s: Sender) {
             .await
         {
             Outcome::Accepted(status) => {
-                if let Err(e) = s.db.call(move |c| db::remove_batch(c, id)).await {
-                    tracing::error!(app = s.app, error = %format!("{e:#}"), "webhook: cannot remove a delivered batch (it will be sent again)");
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    continue;
-                }
-                st.delivered.get_or_create(&label).inc();
-                st.backlog.get_or_create(&label).dec_by(batch.events as i64);
                 tracing::debug!(
                     app = s.app,
                     webhook_id = batch.webhook_id,
@@ -242,6 +252,11 @@ async fn run_app(mut s: Sender) {
                     status,
                     "webhook: batch delivered"
                 );
+                finished = Some(Finished {
+                    id: batch.id,
+                    events: batch.events,
+                    acknowledged: true,
+                });
             }
             Outcome::Failed(why) => {
                 st.failures.get_or_create(&label).inc();
@@ -250,6 +265,7 @@ async fn run_app(mut s: Sender) {
                 let next = now_ms().saturating_add(wait.as_millis() as u64);
                 tracing::warn!(app = s.app, webhook_id = batch.webhook_id, attempts,
                     retry_in = %humantime::format_duration(wait), error = why, "webhook: POST failed");
+                let id = batch.id;
                 let why2 = why.clone();
                 if let Err(e) =
                     s.db.call(move |c| db::retry_batch(c, id, next, &why2))

@@ -2,4 +2,8 @@
 //! (issue 28). The spool lives on the lazy file system of `support::lazyfs`, which keeps every
 //! write in memory until it is made durable and drops the rest on command.
 
+mod cut;
+mod disk;
 mod lazyfs;
+mod resolver;
+mod rig;

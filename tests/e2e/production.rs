@@ -3,10 +3,12 @@
 
 mod activate;
 mod admin_path;
+mod example;
 mod first_day;
 mod in_process;
 mod metrics;
 mod reload;
+mod rollout;
 mod service;
 mod startup;
 

@@ -171,6 +171,11 @@ impl LazyFs {
         self.state().calls
     }
 
+    /// Whether every file's writes have been flushed (a cut now would lose no data).
+    pub fn all_flushed(&self) -> bool {
+        self.state().model.all_flushed()
+    }
+
     /// The next `n` file fsyncs fail with EIO.
     pub fn fail_fsyncs(&self, n: u32) {
         self.state().faults.failing_fsyncs = n;
@@ -203,7 +208,17 @@ impl LazyFs {
         if let Some(session) = self.session.take()
             && let Err(e) = session.umount_and_join()
         {
-            eprintln!("lazyfs: unmounting {}: {e}", self.mountpoint.display());
+            // Still busy (a process holds a file open): detach it, so no dead mount is left
+            // behind once this process ends.
+            eprintln!(
+                "lazyfs: unmounting {}: {e}; detaching",
+                self.mountpoint.display()
+            );
+            use std::os::unix::ffi::OsStrExt;
+            if let Ok(path) = std::ffi::CString::new(self.mountpoint.as_os_str().as_bytes()) {
+                // SAFETY: a valid NUL-terminated path for the duration of the call.
+                unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+            }
         }
     }
 }

@@ -30,13 +30,16 @@ pub fn public_key(txt: &str) -> Option<Vec<u8>> {
 pub(super) async fn check(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
     // The keys of the domain that signs (the domain itself or a parent), or, when none is
     // active, any retired keys of the domain itself (still worth a word if published).
-    let d = ctx.signing_domain.as_deref().unwrap_or(&ctx.domain);
+    let pending = ctx.signing_domain.is_none();
+    let d = (ctx.signing_domain.as_deref())
+        .or(ctx.pending_domain.as_deref())
+        .unwrap_or(&ctx.domain);
     let keys: Vec<&PublishedKey> = ctx
         .keys
         .iter()
         .filter(|k| normalize_name(&k.domain) == d)
         .collect();
-    if ctx.signing_domain.is_none() {
+    if ctx.signing_domain.is_none() && ctx.pending_domain.is_none() {
         out.push(
             Finding::new(
                 "dkim.keys",
@@ -53,8 +56,37 @@ pub(super) async fn check(ctx: &Ctx<'_>, out: &mut Vec<Finding>) {
         );
     }
     for key in keys {
-        out.push(check_key(&ctx.dns, key).await);
+        if pending {
+            out.push(check_not_yet_active(&ctx.dns, key).await);
+        } else {
+            out.push(check_key(&ctx.dns, key).await);
+        }
     }
+}
+
+/// A generated key that does not sign yet (no key of its domain does): judged as if it
+/// signed, so the check passes once DNS serves it — the moment to run `herald dkim activate`.
+async fn check_not_yet_active(dns: &super::lookup::Dns<'_>, key: &PublishedKey) -> Finding {
+    let mut as_active = key.clone();
+    as_active.active = true;
+    let mut finding = check_key(dns, &as_active).await;
+    let activate = format!(
+        "herald dkim activate {} {}",
+        normalize_name(&key.domain),
+        key.selector.to_ascii_lowercase()
+    );
+    if finding.status == Status::Pass {
+        finding.message = format!(
+            "{} publishes the key generated for herald (not active yet): run `{activate}` to \
+             let it sign",
+            key.record_name()
+        );
+    } else if let Some(fix) = finding.fix.take() {
+        finding.fix = Some(format!(
+            "{fix}; once DNS serves it, run `{activate}` (the key is not active yet)"
+        ));
+    }
+    finding
 }
 
 /// Whether DNS (the configured resolver `auth`) serves exactly `key`'s public key at its
@@ -96,7 +128,11 @@ async fn check_key(dns: &super::lookup::Dns<'_>, key: &PublishedKey) -> Finding 
                 Finding::new(
                     id,
                     Status::Pass,
-                    format!("retired selector {} is no longer published", key.selector),
+                    format!(
+                        "selector {} (active = false) is not published: fine for a retired key; \
+                         a new one must be published before `herald dkim activate`",
+                        key.selector
+                    ),
                 )
             };
         }
@@ -187,22 +223,23 @@ async fn check_key(dns: &super::lookup::Dns<'_>, key: &PublishedKey) -> Finding 
             id,
             Status::Warn,
             format!(
-                "retired selector {} is still published; herald no longer signs with it",
+                "selector {} is published but does not sign (active = false)",
                 key.selector
             ),
         )
         .fix(format!(
-            "once mail signed with it has been delivered (a few days after retiring it), delete the TXT record at {name} and the [[dkim.keys]] entry"
+            "a new key: `herald dkim activate {domain} {}`; a retired one: once mail signed with it has been delivered (a few days), delete the TXT record at {name} and the [[dkim.keys]] entry",
+            key.selector.to_ascii_lowercase()
         )),
         (false, false) => Finding::new(
             id,
             Status::Warn,
             format!(
-                "retired selector {} is still published, with a key that is not herald's",
+                "selector {} (active = false) is published with a key that is not herald's",
                 key.selector
             ),
         )
-        .fix(format!("delete the TXT record at {name} unless another sender uses it")),
+        .fix(format!("a new key: {publish}; a retired one: delete the TXT record at {name} unless another sender uses it")),
     }
 }
 

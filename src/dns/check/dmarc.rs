@@ -282,7 +282,13 @@ async fn alignment(ctx: &Ctx<'_>, adkim: Alignment, walk: &super::orgdomain::Wal
         Alignment::Strict => "strict",
         Alignment::Relaxed => "relaxed",
     };
-    let Some(d) = ctx.signing_domain.as_deref() else {
+    // Not yet active keys are judged as the signer will use them once activated.
+    let pending = ctx.signing_domain.is_none();
+    let Some(d) = ctx
+        .signing_domain
+        .as_deref()
+        .or(ctx.pending_domain.as_deref())
+    else {
         return Finding::new(
             "dmarc.alignment",
             Status::Fail,
@@ -330,12 +336,17 @@ async fn alignment(ctx: &Ctx<'_>, adkim: Alignment, walk: &super::orgdomain::Wal
             ctx.domain, ctx.domain
         ));
     }
+    let signs = if pending {
+        "once its key is activated, herald signs"
+    } else {
+        "herald signs"
+    };
     if aligned {
         Finding::new(
             "dmarc.alignment",
             Status::Pass,
             format!(
-                "herald signs with d={d}, which aligns with {} ({mode} DKIM alignment)",
+                "{signs} with d={d}, which aligns with {} ({mode} DKIM alignment)",
                 ctx.domain
             ),
         )
@@ -344,7 +355,7 @@ async fn alignment(ctx: &Ctx<'_>, adkim: Alignment, walk: &super::orgdomain::Wal
             "dmarc.alignment",
             Status::Fail,
             format!(
-                "herald signs with d={d}, which does not align with {} under {mode} DKIM alignment (adkim=s)",
+                "{signs} with d={d}, which does not align with {} under {mode} DKIM alignment (adkim=s)",
                 ctx.domain
             ),
         )

@@ -230,6 +230,10 @@ pub(crate) struct Ctx<'a> {
     /// The domain whose active keys sign mail from the checked domain: the domain itself or
     /// the nearest parent with an active key, as the signer chooses.
     signing_domain: Option<String>,
+    /// When no key signs yet: the domain whose generated, not yet active keys will sign once
+    /// `herald dkim activate` switches them on (judged as if they did, so that `herald check`
+    /// can pass before activation, as the README's roll-out order needs).
+    pending_domain: Option<String>,
     include: String,
     addresses: Vec<IpNet>,
 }
@@ -271,6 +275,15 @@ pub async fn run_for(
                 .any(|k| k.active && normalize_name(&k.domain) == *d)
         })
         .map(str::to_string);
+    let pending_domain = signing_domain
+        .is_none()
+        .then(|| {
+            crate::signing::align::candidates(&domain)
+                .into_iter()
+                .find(|d| keys.iter().any(|k| normalize_name(&k.domain) == *d))
+                .map(str::to_string)
+        })
+        .flatten();
     let ctx = Ctx {
         cfg,
         auth,
@@ -278,6 +291,7 @@ pub async fn run_for(
         domain,
         keys,
         signing_domain,
+        pending_domain,
         include: normalize_name(&cfg.spf.include),
         addresses,
     };

@@ -87,7 +87,11 @@ async fn gmail_421_4_7_28_is_a_block_retried_and_never_a_suppression() {
             ..SinkOptions::default()
         },
     );
-    let mut rig = start(&w, config(&w));
+    let mut cfg = config(&w);
+    // Traffic shaping suspends a destination after a reputation deferral (15 minutes by
+    // default): short here, so the retry comes within the test.
+    crate::delivery::common::set(&mut cfg, "shaping", "suspend_for", "1s");
+    let mut rig = start(&w, cfg);
     let mut c = rig.login("demo").await;
     let r = try_submit(&mut c, "app@example.test", "bob@example.org", "blocked").await;
     assert_eq!(r.code, 250, "{r:?}");

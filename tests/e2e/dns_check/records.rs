@@ -32,8 +32,8 @@ fn dns_prints_every_record_and_zone_output_loads_in_named_checkzone() {
         "_smtp._tls.example.test. 3600 IN TXT \"v=TLSRPTv1; rua=mailto:tlsrpt@example.test\""
     ));
     assert!(
-        zone.contains("retiring"),
-        "the retiring key is marked: {zone}"
+        zone.contains("not signing"),
+        "the inactive key is marked: {zone}"
     );
     // The RSA key does not fit one character-string: it is split, in parentheses.
     assert!(

@@ -173,3 +173,73 @@ async fn a_flood_of_half_open_tls_connections_neither_starves_the_spool_nor_new_
     );
     drop(flood);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_dns_tcp_connections_cannot_take_the_spool_reserve_under_nofile_1024() {
+    use crate::support::dns::DnsServer;
+    use crate::support::smtp_sink::{SinkOptions, SmtpSink};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tls = certs(dir.path());
+    let dns = DnsServer::start();
+    let mx = crate::support::free_addr();
+    let sink = SmtpSink::start(
+        std::net::TcpListener::bind(mx).expect("bind the MX"),
+        SinkOptions::default(),
+    );
+    let mx_ip = match mx.ip() {
+        std::net::IpAddr::V4(ip) => ip,
+        std::net::IpAddr::V6(_) => unreachable!("loopback v4"),
+    };
+    dns.add_mx("example.org", 10, "mx.example.org");
+    dns.add_a("mx.example.org", mx_ip);
+    let dns_listen = crate::support::free_addr();
+    let mut cfg = base_config(dir.path());
+    crate::support::set(&mut cfg, "dns.servers", dns.config_value());
+    crate::support::set(&mut cfg, "delivery.port", mx.port() as i64);
+    crate::support::set(&mut cfg, "smtp.max_connections", 100);
+    crate::support::set(&mut cfg, "delivery.max_connections", 10);
+    crate::support::set(&mut cfg, "dns_server.listen", dns_listen.to_string());
+    crate::support::set(&mut cfg, "spf.include", "_spf.example.test");
+    crate::support::set(&mut cfg, "spf.addresses", vec!["192.0.2.1".to_string()]);
+    let h = Limited::spawn(dir.path(), &cfg, 1024, 1024);
+    h.wait_logged("herald ready", Duration::from_secs(60));
+    let addr = |l: &str| -> std::net::SocketAddr {
+        cfg["smtp"][l]
+            .as_str()
+            .expect("listener")
+            .parse()
+            .expect("addr")
+    };
+
+    // 1,100 idle DNS-over-TCP connections (more than the descriptors herald may open).
+    let attacker = crate::support::free_ip();
+    let mut flood = Vec::new();
+    for _ in 0..1100 {
+        match tcp_from(attacker, dns_listen).await {
+            Ok(c) => flood.push(c),
+            Err(e) => panic!("connect to the DNS listener: {e}"),
+        }
+    }
+    h.wait_logged("dns: TCP connection refused", Duration::from_secs(30));
+
+    // Authenticated submission still works, end of data included, and the mail is delivered.
+    let mut app = Client::submission_login(addr("submission"), tls.clone()).await;
+    app.expect("MAIL FROM:<app@example.test>", 250).await;
+    app.expect("RCPT TO:<r@example.org>", 250).await;
+    app.expect("DATA", 354).await;
+    app.send(format!("{BODY}\r\n.\r\n")).await;
+    let r = app.reply().await;
+    assert_eq!(r.code, 250, "end of DATA under the DNS flood: {r:?}");
+    let got = tokio::task::spawn_blocking(move || {
+        sink.wait_for_messages(1, Duration::from_secs(30)).len()
+    })
+    .await
+    .expect("sink");
+    assert_eq!(got, 1, "the message was delivered during the flood");
+    assert!(
+        !h.logged("Too many open files"),
+        "herald ran out of descriptors"
+    );
+    drop(flood);
+}

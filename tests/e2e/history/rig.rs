@@ -48,14 +48,16 @@ impl Rig {
     pub fn new(hook_status: u16) -> Rig {
         let mut w = World::new(1);
         w.dns.add_mx("example.net", 10, "mx.example.net");
+        let ca = TestCa::new();
         let sink = w.sink(
             "mx.example.net",
             SinkOptions {
                 rcpt_reply_for: vec![("gone@example.net".into(), "550 5.1.1 no such user".into())],
+                // STARTTLS offered: the delivered events say which TLS the delivery used.
+                tls: Some(ca.server_config(&["mx.example.net"], Validity::Current)),
                 ..SinkOptions::default()
             },
         );
-        let ca = TestCa::new();
         ca.write_root(&w.dir.path().join("test-root.pem"));
         let l = crate::support::listener();
         let addr = l.local_addr().expect("addr");

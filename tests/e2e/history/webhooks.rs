@@ -56,6 +56,14 @@ fn delivered_and_bounced_are_searchable_and_reach_the_endpoint_signed_through_an
         "{bob:?}"
     );
     assert_eq!(bob[0]["attempt"], 1);
+    // The TLS of the delivery and the policy it ran under (no MTA-STS, no DANE here).
+    assert!(
+        bob[0]["tls"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("TLSv1.")),
+        "{bob:?}"
+    );
+    assert_eq!(bob[0]["tls_policy"], "opportunistic", "{bob:?}");
     let queue_id = bob[0]["queue_id"].as_str().unwrap_or_default().to_string();
     let timeline = log_search(&h, &["--queue-id", &queue_id]);
     let kinds: Vec<&str> = timeline.iter().filter_map(|e| e["kind"].as_str()).collect();

@@ -125,6 +125,11 @@ impl Model {
             .ok_or(libc::ENOENT)
     }
 
+    /// Whether a power cut now would lose nothing: no file has unflushed writes.
+    pub fn all_flushed(&self) -> bool {
+        self.nodes.values().all(|n| n.pending.is_empty())
+    }
+
     /// Bytes held by every file now (what a full disk counts).
     pub fn used(&self) -> u64 {
         self.nodes.values().map(|n| n.data.len() as u64).sum()

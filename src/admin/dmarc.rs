@@ -140,6 +140,17 @@ fn render_domain(d: &DomainSummary) -> String {
         d.pass_rate,
         esc(&d.policy)
     );
+    if d.unverified.reports > 0 {
+        out.push_str(&format!(
+            "<p class=\"unverified\"><strong>Unverified:</strong> {} report{} claiming {} \
+             messages, naming {}: not counted, their mail is not authenticated for the \
+             organization it names.</p>",
+            d.unverified.reports,
+            if d.unverified.reports == 1 { "" } else { "s" },
+            d.unverified.messages,
+            esc(&d.unverified.reporters.join(", "))
+        ));
+    }
     out.push_str(&format!(
         "<div class=\"verdict {}\"><strong>Next step: {}</strong><br>{}</div>",
         if d.verdict.safe { "safe" } else { "hold" },

@@ -5,8 +5,11 @@
 //! - `Host` must be an IP literal, `localhost` or `server.hostname` (any port): a page on
 //!   another site that rebinds its DNS name to 127.0.0.1 is refused (DNS rebinding).
 //! - Every path except `/health` and `/login` needs the token: `Authorization: Bearer <token>`
-//!   (the CLI) or the `herald_admin` cookie set by the `/login` form (a browser). The cookie is
-//!   `HttpOnly; SameSite=Strict`, so a browser never sends it on a request another site starts.
+//!   (the CLI) or the `herald_admin` cookie set by the `/login` form (a browser). The cookie
+//!   holds a random session value that expires after 12 hours and ends at `/logout`
+//!   ([`super::session`]), never the token; it is `HttpOnly; SameSite=Strict`, so a browser
+//!   never sends it on a request another site starts. `/login` refuses an address for 5
+//!   minutes after 5 wrong tokens.
 //! - A request that can change state (anything but GET/HEAD) carrying an `Origin` or
 //!   `Sec-Fetch-Site` header must come from this endpoint's own origin.
 
@@ -14,7 +17,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -28,6 +31,8 @@ pub struct Gate {
     pub token: String,
     /// `server.hostname`, lower case.
     pub hostname: String,
+    /// Browser sessions and the login throttle.
+    pub(super) sessions: super::session::Sessions,
 }
 
 /// The middleware: Host check, token or cookie, same-origin for state changes.
@@ -58,9 +63,10 @@ pub async fn check(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> R
         "/health" => return next.run(req).await,
         "/login" if req.method() == Method::GET => return login_form(StatusCode::OK, ""),
         "/login" if req.method() == Method::POST => return login(&gate, req).await,
+        "/logout" => return logout(&gate, req.headers()),
         _ => {}
     }
-    if !authorized(req.headers(), &gate.token) {
+    if !authorized(req.headers(), &gate.token, &gate.sessions) {
         return unauthorized();
     }
     next.run(req).await
@@ -116,8 +122,8 @@ fn same_origin(headers: &HeaderMap, host: &str) -> bool {
     }
 }
 
-/// The bearer token or the login cookie matches.
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
+/// The bearer token matches, or the login cookie is a live session.
+fn authorized(headers: &HeaderMap, token: &str, sessions: &super::session::Sessions) -> bool {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -129,17 +135,39 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
     if bearer.is_some_and(|b| equal(b, token)) {
         return true;
     }
+    session_cookies(headers).any(|v| sessions.valid(v))
+}
+
+/// The values of the login cookie in `headers`.
+fn session_cookies(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .any(|(k, v)| k == COOKIE && equal(v, token))
+        .filter(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v)
+}
+
+/// `/logout`: ends the browser's session, clears its cookie and sends it to `/login`.
+fn logout(gate: &Gate, headers: &HeaderMap) -> Response {
+    for v in session_cookies(headers) {
+        gate.sessions.end(v);
+    }
+    Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, "/login")
+        .header(
+            header::SET_COOKIE,
+            format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+        )
+        .body(Body::empty())
+        .unwrap_or_else(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "cannot build the reply"))
 }
 
 /// Constant-time comparison, so response timing says nothing about the token.
-fn equal(a: &str, b: &str) -> bool {
+pub(super) fn equal(a: &str, b: &str) -> bool {
     aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
 }
 
@@ -177,8 +205,22 @@ fn login_form(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-/// `POST /login` with `token=...` (a form): sets the cookie and redirects to `/`.
+/// `POST /login` with `token=...` (a form): starts a session, sets its cookie and redirects to
+/// `/`. Throttled per client address ([`super::session::MAX_LOGIN_FAILURES`]).
 async fn login(gate: &Gate, req: Request) -> Response {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<super::listener::Peer>>()
+        .map(|c| c.0.0.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    if let Err(wait) = gate.sessions.login_allowed(ip) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, wait.to_string())],
+            format!("herald admin: too many wrong tokens from {ip}; try again in {wait} seconds\n"),
+        )
+            .into_response();
+    }
     let body = match axum::body::to_bytes(req.into_body(), 8 * 1024).await {
         Ok(b) => b,
         Err(_) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, "login form too large"),
@@ -188,15 +230,25 @@ async fn login(gate: &Gate, req: Request) -> Response {
         .map(|(_, v)| v.trim().to_string())
         .unwrap_or_default();
     if !equal(&token, &gate.token) {
-        tracing::info!("admin login with a wrong token");
+        let failures = gate.sessions.failed(ip);
+        if failures == super::session::MAX_LOGIN_FAILURES {
+            tracing::warn!(%ip, failures, "admin login: too many wrong tokens; this address is refused for a while");
+        } else {
+            tracing::debug!(%ip, failures, "admin login with a wrong token");
+        }
         return login_form(StatusCode::UNAUTHORIZED, "That token is not right.");
     }
+    gate.sessions.succeeded(ip);
+    let session = gate.sessions.start();
     Response::builder()
         .status(StatusCode::SEE_OTHER)
         .header(header::LOCATION, "/")
         .header(
             header::SET_COOKIE,
-            format!("{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"),
+            format!(
+                "{COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+                super::session::SESSION_TTL.as_secs()
+            ),
         )
         .body(Body::empty())
         .unwrap_or_else(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "cannot build the reply"))
@@ -236,20 +288,25 @@ mod tests {
 
     #[test]
     fn tokens_and_cookies() {
+        let sessions = super::super::session::Sessions::default();
         let mut h = HeaderMap::new();
-        assert!(!authorized(&h, "secret-token"));
+        assert!(!authorized(&h, "secret-token", &sessions));
         h.insert(
             header::AUTHORIZATION,
             "Bearer secret-token".parse().unwrap(),
         );
-        assert!(authorized(&h, "secret-token"));
+        assert!(authorized(&h, "secret-token", &sessions));
+        let id = sessions.start();
         let mut h = HeaderMap::new();
         h.insert(
             header::COOKIE,
-            "a=b; herald_admin=secret-token".parse().unwrap(),
+            format!("a=b; herald_admin={id}").parse().unwrap(),
         );
-        assert!(authorized(&h, "secret-token"));
-        h.insert(header::COOKIE, "herald_admin=wrong".parse().unwrap());
-        assert!(!authorized(&h, "secret-token"));
+        assert!(authorized(&h, "secret-token", &sessions));
+        h.insert(header::COOKIE, "herald_admin=secret-token".parse().unwrap());
+        assert!(
+            !authorized(&h, "secret-token", &sessions),
+            "the token itself is no cookie"
+        );
     }
 }

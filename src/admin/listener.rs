@@ -111,3 +111,16 @@ impl AsyncWrite for CappedStream {
         self.tcp.is_write_vectored()
     }
 }
+
+/// The client's address of an admitted connection (for the login throttle), as axum's
+/// `ConnectInfo<Peer>`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, CappedListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, CappedListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}

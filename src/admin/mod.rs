@@ -19,6 +19,7 @@ pub mod dmarc;
 pub mod guard;
 mod listener;
 pub mod messages;
+mod session;
 pub mod token;
 
 use std::net::SocketAddr;
@@ -83,11 +84,13 @@ pub async fn start(
     let gate = Arc::new(guard::Gate {
         token: token::load_or_create(&token_file)?,
         hostname: cfg.server.hostname.to_ascii_lowercase(),
+        sessions: session::Sessions::default(),
     });
     let router = router.layer(axum::middleware::from_fn_with_state(gate, guard::check));
     tracing::info!(%listen, token_file = %token_file.display(), "admin endpoint listening");
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener::CappedListener::new(listener), router).await {
+        let app = router.into_make_service_with_connect_info::<listener::Peer>();
+        if let Err(e) = axum::serve(listener::CappedListener::new(listener), app).await {
             tracing::error!(error = %e, "admin endpoint stopped");
         }
     });

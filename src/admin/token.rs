@@ -7,9 +7,21 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// Reads the token from `path`, creating the file (0600, 256 random bits as hex) when it does
-/// not exist yet. An empty or unreadable file is an error naming the path.
+/// not exist yet or is empty (a new token replaces it, with a warning). A short token or an
+/// unreadable file is an error naming the path.
 pub fn load_or_create(path: &Path) -> anyhow::Result<String> {
     match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => {
+            tracing::warn!(path = %path.display(),
+                "the admin token file is empty; replacing it with a new token (mode 0600)");
+            std::fs::remove_file(path).map_err(|e| {
+                anyhow::anyhow!(
+                    "admin.token_file: cannot replace the empty {}: {e}",
+                    path.display()
+                )
+            })?;
+            load_or_create(path)
+        }
         Ok(text) => {
             let token = text.trim().to_string();
             if token.len() < 16 {
@@ -81,5 +93,16 @@ mod tests {
         assert_eq!(load_or_create(&path).unwrap(), t1);
         assert_eq!(read(&path).unwrap(), Some(t1));
         assert_eq!(read(&dir.path().join("none")).unwrap(), None);
+    }
+
+    #[test]
+    fn an_empty_token_file_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.token");
+        std::fs::write(&path, "\n").unwrap();
+        let t = load_or_create(&path).unwrap();
+        assert_eq!(t.len(), 64);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -31,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "shared_state",
         sql: include_str!("migrations/0002_shared_state.sql"),
     },
+    Migration {
+        version: 3,
+        name: "dmarc_verified",
+        sql: include_str!("migrations/0003_dmarc_verified.sql"),
+    },
 ];
 
 /// The advisory lock key held while migrating ("herald" in ASCII).

@@ -13,6 +13,7 @@ pub mod parse;
 pub mod routes;
 mod session;
 pub mod summary;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -21,9 +21,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use super::parse::{Limits, parse_mail};
+use super::verify::{Verifier, verified_reports};
 use crate::config::Config;
 use crate::reply::Reply;
-use crate::store::{ReceivedMail, ReportStore};
+use crate::store::{ParsedItem, ReceivedMail, ReportStore};
 
 /// A complete mail as the listener received it.
 #[derive(Debug, Clone)]
@@ -81,6 +82,7 @@ impl Routes {
         let handler: Arc<dyn MailHandler> = Arc::new(ReportHandler {
             limits: Limits::from_config(&cfg.feedback),
             store,
+            verifier: Arc::new(Verifier::new(cfg)),
         });
         let f = &cfg.feedback;
         [f.dmarc_address(), f.tlsrpt_address()]
@@ -120,6 +122,8 @@ impl Routes {
 struct ReportHandler {
     limits: Limits,
     store: Arc<dyn ReportStore>,
+    /// Who really sent a report ([`super::verify`]).
+    verifier: Arc<Verifier>,
 }
 
 impl MailHandler for ReportHandler {
@@ -134,6 +138,7 @@ impl MailHandler for ReportHandler {
                 mail_from: mail.mail_from,
                 rcpt: mail.rcpts.join(","),
                 raw: mail.raw,
+                verified: Vec::new(),
             };
             let parsed = tokio::task::spawn_blocking(move || {
                 let items = parse_mail(&mail.raw, &limits);
@@ -141,7 +146,15 @@ impl MailHandler for ReportHandler {
             })
             .await;
             let done = match parsed {
-                Ok((mail, items)) => Ok(store.accept(&mail, &items).await),
+                Ok((mut mail, items)) => {
+                    if items.iter().any(|i| matches!(i, ParsedItem::Dmarc(_))) {
+                        let orgs = (self.verifier)
+                            .authenticated_orgs(&mail.raw, ip, &mail.mail_from)
+                            .await;
+                        mail.verified = verified_reports(&items, &orgs);
+                    }
+                    Ok(store.accept(&mail, &items).await)
+                }
                 Err(e) => Err(e),
             };
             match done {

@@ -65,6 +65,20 @@ pub struct DomainSummary {
     pub sources: Vec<Source>,
     /// What to do next.
     pub verdict: Verdict,
+    /// Reports whose mail was not authenticated for the organization they name: shown here,
+    /// never counted above ([`super::verify`]).
+    pub unverified: Unverified,
+}
+
+/// The unverified reports of one domain.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Unverified {
+    /// Reports.
+    pub reports: usize,
+    /// Messages they claim.
+    pub messages: u64,
+    /// The organizations they name.
+    pub reporters: Vec<String>,
 }
 
 /// One UTC day.
@@ -189,16 +203,19 @@ async fn domain_summary(
     classifier: &Classifier,
     domain: String,
     signed_by_herald: bool,
-    rows: &[DmarcRow],
+    all_rows: &[DmarcRow],
     cfg: &Config,
 ) -> DomainSummary {
+    let (rows, forged): (Vec<&DmarcRow>, Vec<&DmarcRow>) =
+        all_rows.iter().partition(|r| r.verified);
+    let unverified = unverified(&forged);
     let mut reports = BTreeSet::new();
     let mut reporters = BTreeSet::new();
     let mut daily: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut per_ip: HashMap<IpAddr, Source> = HashMap::new();
     let mut dkim_seen: HashMap<IpAddr, Vec<(String, String, String)>> = HashMap::new();
     let (mut first, mut last, mut latest_policy) = (i64::MAX, 0i64, (0i64, String::new()));
-    for r in rows {
+    for r in rows.iter().copied() {
         reports.insert((r.org.clone(), r.report_id.clone()));
         reporters.insert(r.org.clone());
         first = first.min(r.begin);
@@ -271,7 +288,7 @@ async fn domain_summary(
     };
     let policy = latest_policy.1;
     let rua = crate::dns::records::dmarc_rua_for(cfg);
-    let verdict = verdict(
+    let mut verdict = verdict(
         &domain,
         &policy,
         messages,
@@ -280,6 +297,16 @@ async fn domain_summary(
         &sources,
         rua,
     );
+    if unverified.reports > 0 {
+        verdict.text.push_str(&format!(
+            " ({} unverified report{} claiming {} messages, from {}, not counted: their mail \
+             is not authenticated for the organization they name)",
+            unverified.reports,
+            if unverified.reports == 1 { "" } else { "s" },
+            unverified.messages,
+            unverified.reporters.join(", ")
+        ));
+    }
     DomainSummary {
         domain,
         signed_by_herald,
@@ -300,6 +327,24 @@ async fn domain_summary(
             .collect(),
         sources,
         verdict,
+        unverified,
+    }
+}
+
+/// Counts the unverified reports' rows.
+fn unverified(rows: &[&DmarcRow]) -> Unverified {
+    let mut reports = BTreeSet::new();
+    let mut reporters = BTreeSet::new();
+    let mut messages: u64 = 0;
+    for r in rows {
+        reports.insert((r.org.as_str(), r.report_id.as_str()));
+        reporters.insert(r.org.clone());
+        messages = messages.saturating_add(r.count);
+    }
+    Unverified {
+        reports: reports.len(),
+        messages,
+        reporters: reporters.into_iter().collect(),
     }
 }
 

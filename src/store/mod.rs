@@ -61,6 +61,21 @@ pub struct ReceivedMail {
     pub rcpt: String,
     /// The message as received.
     pub raw: Vec<u8>,
+    /// The DMARC reports of this mail, as `(org_name, report_id)`, that may move a verdict:
+    /// their mail is authenticated for the reporting organization's domain
+    /// ([`crate::feedback::verify`]), or the operator imported them. The others are stored
+    /// as unverified.
+    pub verified: Vec<(String, String)>,
+}
+
+impl ReceivedMail {
+    /// Whether the DMARC report `r` of this mail is verified (see [`ReceivedMail::verified`]).
+    pub fn vouches_for(&self, r: &Report) -> bool {
+        let m = &r.report_metadata;
+        self.verified
+            .iter()
+            .any(|(org, id)| *org == m.org_name && *id == m.report_id)
+    }
 }
 
 /// What parsing found in one mail: reports, or a part that could not be read.
@@ -121,6 +136,9 @@ pub struct DmarcRow {
     pub dkim: Vec<(String, String, String)>,
     /// SPF results seen: `(domain, result)`.
     pub spf: Vec<(String, String)>,
+    /// Whether the report's mail was authenticated for its reporting organization (only
+    /// verified rows move a verdict; see [`ReceivedMail::verified`]).
+    pub verified: bool,
 }
 
 impl DmarcRow {
@@ -259,6 +277,21 @@ pub async fn open_on(cfg: &Config, db: Option<Db>) -> anyhow::Result<Arc<dyn Rep
     Ok(Arc::new(
         sqlite::SqliteStore::open(&database_path(cfg)).await?,
     ))
+}
+
+/// Every DMARC report among `items` as `(org_name, report_id)`: for reports the operator
+/// imports, which they vouch for ([`ReceivedMail::verified`]).
+pub fn imported(items: &[ParsedItem]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            ParsedItem::Dmarc(r) => Some((
+                r.report_metadata.org_name.clone(),
+                r.report_metadata.report_id.clone(),
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Now, in unix seconds.

@@ -61,7 +61,7 @@ impl PgStore {
         for item in items {
             match item {
                 ParsedItem::Dmarc(r) => {
-                    if insert_dmarc(&tx, mail_id, mail.received_at, r).await? {
+                    if insert_dmarc(&tx, mail_id, mail.received_at, r, mail.vouches_for(r)).await? {
                         out.stored += 1;
                         dmarc += 1;
                     } else {
@@ -126,7 +126,7 @@ impl PgStore {
             .query(
                 "SELECT r.domain, r.org, r.report_id, r.begin_at, r.end_at, r.policy, \
                         w.source_ip, w.count, w.disposition, w.dkim_aligned, \
-                        w.spf_aligned, w.header_from, w.dkim_json, w.spf_json \
+                        w.spf_aligned, w.header_from, w.dkim_json, w.spf_json, r.verified \
                  FROM herald_dmarc_rows w JOIN herald_dmarc_reports r ON w.report = r.id \
                  WHERE r.end_at >= $1 AND ($2::text IS NULL OR r.domain = $2) \
                  ORDER BY r.domain, r.begin_at, w.id",
@@ -154,6 +154,7 @@ impl PgStore {
                 header_from: row.get(11),
                 dkim: serde_json::from_str(row.get(12)).unwrap_or_default(),
                 spf: serde_json::from_str(row.get(13)).unwrap_or_default(),
+                verified: row.get(14),
             });
         }
         Ok(out)
@@ -253,14 +254,16 @@ async fn insert_dmarc(
     mail_id: i64,
     at: i64,
     r: &Report,
+    verified: bool,
 ) -> Result<bool, StoreError> {
     let m = &r.report_metadata;
     let p = &r.policy_published;
     let inserted = tx
         .query_opt(
             "INSERT INTO herald_dmarc_reports \
-               (mail_id, org, report_id, domain, begin_at, end_at, policy, received_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+               (mail_id, org, report_id, domain, begin_at, end_at, policy, received_at, \
+                verified) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (org, report_id) DO NOTHING RETURNING id",
             &[
                 &mail_id,
@@ -271,6 +274,7 @@ async fn insert_dmarc(
                 &(m.date_range.end.min(i64::MAX as u64) as i64),
                 &disposition_word(p.p),
                 &at,
+                &verified,
             ],
         )
         .await

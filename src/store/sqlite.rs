@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS dmarc_reports (
     end_at INTEGER NOT NULL,
     policy TEXT NOT NULL,
     received_at INTEGER NOT NULL,
+    verified INTEGER NOT NULL DEFAULT 0,
     UNIQUE (org, report_id)
 );
 CREATE INDEX IF NOT EXISTS dmarc_reports_domain ON dmarc_reports(domain, end_at);
@@ -82,9 +83,27 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, with WAL and full sync, on its own
     /// thread.
     pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let db = SqliteThread::open(path, "reports", |c| c.execute_batch(SCHEMA)).await?;
+        let db = SqliteThread::open(path, "reports", |c| {
+            c.execute_batch(SCHEMA)?;
+            add_verified_column(c)
+        })
+        .await?;
         Ok(SqliteStore { db })
     }
+}
+
+/// Databases made before reports were verified get the `verified` column; their reports
+/// count as unverified (nobody checked who sent them).
+fn add_verified_column(c: &Connection) -> rusqlite::Result<()> {
+    let has: bool = c
+        .prepare("SELECT 1 FROM pragma_table_info('dmarc_reports') WHERE name = 'verified'")?
+        .exists([])?;
+    if !has {
+        c.execute_batch(
+            "ALTER TABLE dmarc_reports ADD COLUMN verified INTEGER NOT NULL DEFAULT 0",
+        )?;
+    }
+    Ok(())
 }
 
 fn bump(tx: &Transaction<'_>, name: &str, by: usize) -> rusqlite::Result<()> {
@@ -149,13 +168,14 @@ fn insert_dmarc(
     mail_id: i64,
     at: i64,
     r: &Report,
+    verified: bool,
 ) -> Result<bool, StoreError> {
     let m = &r.report_metadata;
     let p = &r.policy_published;
     let inserted = tx.execute(
         "INSERT OR IGNORE INTO dmarc_reports
-           (mail_id, org, report_id, domain, begin_at, end_at, policy, received_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+           (mail_id, org, report_id, domain, begin_at, end_at, policy, received_at, verified)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             mail_id,
             m.org_name,
@@ -164,7 +184,8 @@ fn insert_dmarc(
             m.date_range.begin.min(i64::MAX as u64) as i64,
             m.date_range.end.min(i64::MAX as u64) as i64,
             disposition_word(p.p),
-            at
+            at,
+            verified
         ],
     )?;
     if inserted == 0 {
@@ -270,7 +291,7 @@ fn accept(
     for item in items {
         match item {
             ParsedItem::Dmarc(r) => {
-                if insert_dmarc(&tx, mail_id, mail.received_at, r)? {
+                if insert_dmarc(&tx, mail_id, mail.received_at, r, mail.vouches_for(r))? {
                     out.stored += 1;
                     dmarc += 1;
                 } else {
@@ -324,7 +345,7 @@ fn dmarc_rows(
     let mut stmt = conn.prepare_cached(
         "SELECT r.domain, r.org, r.report_id, r.begin_at, r.end_at, r.policy,
                 w.source_ip, w.count, w.disposition, w.dkim_aligned, w.spf_aligned,
-                w.header_from, w.dkim_json, w.spf_json
+                w.header_from, w.dkim_json, w.spf_json, r.verified
          FROM dmarc_rows w JOIN dmarc_reports r ON w.report = r.id
          WHERE r.end_at >= ?1 AND (?2 IS NULL OR r.domain = ?2)
          ORDER BY r.domain, r.begin_at, w.id",
@@ -346,6 +367,7 @@ fn dmarc_rows(
                 header_from: row.get(11)?,
                 dkim: Vec::new(),
                 spf: Vec::new(),
+                verified: row.get(14)?,
             },
             row.get::<_, String>(6)?,
             row.get::<_, String>(12)?,
@@ -448,6 +470,7 @@ mod tests {
             mail_from: String::new(),
             rcpt: "dmarc@reports.test".into(),
             raw: b"Subject: x\r\n\r\nx\r\n".to_vec(),
+            verified: Vec::new(),
         }
     }
 

@@ -5,6 +5,7 @@
 mod bombs;
 mod browser;
 mod flow;
+mod forged;
 mod framing;
 mod limits;
 mod records;
@@ -26,9 +27,14 @@ pub(super) const FEEDBACK: &str = "reports.relay.example.test";
 /// herald's egress address.
 pub(super) const HERALD_IP: &str = "203.0.113.10";
 
+/// The reporting organizations of the tests' reports, whose DKIM keys `dns` publishes.
+pub(super) const REPORTERS: &[&str] = &["google.com", "microsoft.com", "yahooinc.com"];
+
 /// A herald config with `[feedback]` on a fresh loopback address, signing keys for
-/// example.com and example.org, `[spf] addresses`, and DNS on `dns`.
+/// example.com and example.org, `[spf] addresses`, and DNS on `dns` (which publishes the
+/// reporters' DKIM keys, [`REPORTERS`]).
 pub(super) fn feedback_config(dir: &Path, dns: &DnsServer) -> (toml::Table, SocketAddr) {
+    samples::publish_reporter_keys(dns, REPORTERS);
     let mut cfg = base_config(dir);
     let listen = super::support::free_addr();
     super::support::set(&mut cfg, "feedback.listen", listen.to_string());

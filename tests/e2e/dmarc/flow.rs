@@ -137,11 +137,13 @@ pub(super) fn story() -> Vec<(Report, &'static str)> {
 
 /// The mail a receiver sends for a report.
 pub(super) fn mail_for(r: &Report, sender: &str, to: &str) -> Vec<u8> {
-    match sender {
+    let mail = match sender {
         "google" => samples::google_mail(r, to),
         "microsoft" => samples::multipart_gzip_mail(r, "dmarcreport@microsoft.com", to),
         _ => samples::multipart_gzip_mail(r, "noreply@dmarc.yahoo.com", to),
-    }
+    };
+    // Signed by the reporting organization, as the large reporters sign theirs.
+    samples::dkim_signed(mail, r.reporter_domain())
 }
 
 /// The test DNS: SPF of example.com lists herald and Microsoft 365's range; example.org lists

@@ -151,7 +151,28 @@ async fn the_admin_endpoint_needs_the_token_and_refuses_rebinding_and_cross_orig
             && cookie_line.contains("Path=/"),
         "{cookie_line}"
     );
-    let cookie = format!("herald_admin={token}");
+    // The cookie is a session value, never the token itself.
+    assert!(!cookie_line.contains(&token), "{cookie_line}");
+    assert!(cookie_line.contains("Max-Age=43200"), "{cookie_line}");
+    let cookie = cookie_line
+        .split_once(':')
+        .and_then(|(_, v)| v.trim().split(';').next())
+        .expect("cookie value")
+        .to_string();
+    let token_cookie = format!("herald_admin={token}");
+    assert_eq!(
+        http(
+            admin,
+            "GET",
+            "/queue",
+            &[("Cookie", token_cookie.as_str())],
+            ""
+        )
+        .await
+        .0,
+        401,
+        "the token is no cookie"
+    );
     let with_cookie = [("Cookie", cookie.as_str())];
     let (status, list) = http(admin, "GET", "/queue", &with_cookie, "").await;
     assert_eq!(status, 200);
@@ -187,6 +208,12 @@ async fn the_admin_endpoint_needs_the_token_and_refuses_rebinding_and_cross_orig
             .1
     ));
 
+    // Logging out ends the session.
+    let (status, text) = http(admin, "POST", "/logout", &with_cookie, "").await;
+    assert_eq!(status, 303, "{text}");
+    assert!(text.contains("Max-Age=0"), "{text}");
+    assert_eq!(http(admin, "GET", "/queue", &with_cookie, "").await.0, 401);
+
     // The CLI reads the token file itself.
     let out = std::process::Command::new(crate::support::herald::herald_bin())
         .arg("--config")
@@ -204,4 +231,62 @@ async fn the_admin_endpoint_needs_the_token_and_refuses_rebinding_and_cross_orig
             .await
             .1
     ));
+}
+
+#[tokio::test]
+async fn an_empty_token_file_is_replaced_and_login_is_throttled_per_address() {
+    let admin = crate::support::free_addr();
+    let rig = rig(|cfg| {
+        crate::support::set(cfg, "admin.listen", admin.to_string());
+        let data = cfg["server"]["data_dir"]
+            .as_str()
+            .expect("data_dir")
+            .to_string();
+        std::fs::create_dir_all(&data).expect("data dir");
+        std::fs::write(std::path::Path::new(&data).join("admin.token"), "\n").expect("write");
+    });
+    let token_file = rig.dir.path().join("admin.token");
+    let token = std::fs::read_to_string(&token_file)
+        .expect("read token")
+        .trim()
+        .to_string();
+    assert_eq!(token.len(), 64, "a new token replaced the empty file");
+    let mode = std::fs::metadata(&token_file)
+        .expect("meta")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "token file mode {mode:o}");
+
+    let urlenc = [("Content-Type", "application/x-www-form-urlencoded")];
+    for _ in 0..5 {
+        let (status, _) = http(admin, "POST", "/login", &urlenc, "token=guess").await;
+        assert_eq!(status, 401);
+    }
+    // Refused now, the right token included, with the wait in Retry-After.
+    let (status, text) = http(admin, "POST", "/login", &urlenc, &format!("token={token}")).await;
+    assert_eq!(status, 429, "{text}");
+    assert!(text.to_ascii_lowercase().contains("retry-after:"), "{text}");
+    assert!(
+        !rig.herald
+            .log
+            .lock()
+            .expect("log")
+            .iter()
+            .any(|l| l.contains(" INFO ") && l.contains("wrong token")),
+        "wrong tokens are not logged at info"
+    );
+    // The CLI's bearer token is not throttled.
+    let bearer = format!("Bearer {token}");
+    assert_eq!(
+        http(
+            admin,
+            "GET",
+            "/queue",
+            &[("Authorization", bearer.as_str())],
+            ""
+        )
+        .await
+        .0,
+        200
+    );
 }

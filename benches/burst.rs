@@ -102,7 +102,12 @@ fn main() {
         &rest,
     );
     let load_before = load_average();
-    let herald = Herald::start(&dir.path().join("herald.toml"), &config, Some("warn"), true);
+    let herald = Herald::start(
+        &dir.path().join("herald.toml"),
+        &config,
+        Some("warn,herald=info"),
+        true,
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -87,7 +87,7 @@ fn main() {
     );
     let config = dir.path().join("herald.toml");
     let load_before = load_average();
-    let herald = Herald::start(&config, &config_text, Some("warn"), true);
+    let herald = Herald::start(&config, &config_text, Some("warn,herald=info"), true);
     let idle = rss_kb(herald.pid, "VmRSS:");
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -127,7 +127,7 @@ fn main() {
     drop(herald);
 
     let restart = Instant::now();
-    let again = Herald::start(&config, &config_text, Some("warn"), true);
+    let again = Herald::start(&config, &config_text, Some("warn,herald=info"), true);
     let ready = restart.elapsed().as_secs_f64();
     wait_settled(&config);
     let after_restart = rss_kb(again.pid, "VmRSS:");

@@ -159,8 +159,8 @@ fn main() {
     let herald = Herald::start(
         &dir.path().join("herald.toml"),
         &config,
-        Some("warn"),
-        false,
+        Some("warn,herald=info"),
+        true,
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -4,7 +4,8 @@
 //! router before [`start`] are covered without code of their own.
 //!
 //! Routes (JSON unless noted):
-//! - `GET /health` → `ok` (text, no token needed)
+//! - `GET /health` → `ok` (text, no token needed); `503` and the reason when the spool cannot
+//!   take mail (read-only or full file system)
 //! - `GET /login` → a form taking the token; `POST /login` sets the login cookie
 //! - `GET /` → an index of the pages (HTML)
 //! - `GET /metrics` → counters, one `name value` per line (text)
@@ -38,7 +39,7 @@ use crate::queue::manager::QueueManager;
 /// The admin routes over a running queue (other areas may merge their own routes in).
 pub fn router(queue: QueueManager) -> Router {
     Router::new()
-        .route("/health", get(|| async { "ok\n" }))
+        .route("/health", get(health))
         .route("/", get(index))
         .route("/metrics", get(metrics))
         .route("/queue", get(list))
@@ -50,6 +51,14 @@ pub fn router(queue: QueueManager) -> Router {
         .route("/queue/{id}/hold", post(hold))
         .route("/queue/{id}/release", post(release))
         .with_state(queue)
+}
+
+/// `ok`, or `503` and why the spool cannot take mail (a read-only or full disk).
+async fn health() -> (StatusCode, String) {
+    match crate::spool::fault() {
+        None => (StatusCode::OK, "ok\n".into()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    }
 }
 
 /// Binds `admin.listen` before anything else starts (a busy port fails start-up fast);

@@ -139,8 +139,14 @@ fn generate(
     for (alg, selector, file) in plan {
         let generated = keys::generate(alg, bits)?;
         let new_dir = file.parent().filter(|d| !d.exists());
-        keys::write_private_key(&file, &generated.pem)
-            .map_err(|e| anyhow::anyhow!("{}: cannot write the key: {e}", file.display()))?;
+        keys::write_private_key(&file, &generated.pem).map_err(|e| {
+            let fix = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                "; run this as the service user (`sudo -u herald herald …`) or as root"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("{}: cannot write the key: {e}{fix}", file.display())
+        })?;
         for path in new_dir.into_iter().chain([file.as_path()]) {
             super::service_files::give_to_service_user(path, service.as_ref()).map_err(|e| {
                 anyhow::anyhow!(

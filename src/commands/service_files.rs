@@ -118,17 +118,7 @@ fn effective_uid() -> u32 {
 
 /// The name of user `uid` from /etc/passwd, else the number.
 fn user_name(uid: u32) -> String {
-    fs::read_to_string("/etc/passwd")
-        .ok()
-        .and_then(|passwd| {
-            passwd.lines().find_map(|line| {
-                let mut fields = line.split(':');
-                let name = fields.next()?;
-                let id: u32 = fields.nth(1)?.parse().ok()?;
-                (id == uid).then(|| name.to_string())
-            })
-        })
-        .unwrap_or_else(|| format!("uid {uid}"))
+    crate::config::paths::id_name("/etc/passwd", uid)
 }
 
 #[cfg(test)]

@@ -471,6 +471,13 @@ impl Config {
                 problem: "file not found; pass --config PATH or run from the directory holding config/herald.toml".into(),
             });
         }
+        if let Err(e) = std::fs::File::open(path) {
+            return Err(ConfigError {
+                file,
+                key: "(file)".into(),
+                problem: paths::unreadable(path, &e),
+            });
+        }
         let overrides = env::overrides();
         let lists = env::list_keys(&overrides);
         let mut environment = config::Environment::with_prefix("HERALD")

@@ -64,3 +64,42 @@ pub fn relative_to(path: &Path, base: &Path) -> PathBuf {
         .map(Path::to_path_buf)
         .unwrap_or_else(|_| path.to_path_buf())
 }
+
+/// Why the config file at `path` cannot be opened, with what to do: the packaged file is
+/// readable by root and the service's group only.
+pub fn unreadable(path: &Path, e: &std::io::Error) -> String {
+    use std::os::unix::fs::MetadataExt;
+    if e.kind() != std::io::ErrorKind::PermissionDenied {
+        return format!("cannot read the file: {e}");
+    }
+    let who = std::fs::metadata(path)
+        .map(|m| {
+            format!(
+                " (it is {}:{}, mode {:04o})",
+                id_name("/etc/passwd", m.uid()),
+                id_name("/etc/group", m.gid()),
+                m.mode() & 0o7777
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "cannot read the file: {e}{who}; the package installs it root:herald, mode 0640: run \
+         herald as root, as the service user (`sudo -u herald herald …`), or as a member of \
+         the file's group"
+    )
+}
+
+/// The name of `id` in a passwd or group file, else the number.
+pub fn id_name(file: &str, id: u32) -> String {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                let found: u32 = fields.nth(1)?.parse().ok()?;
+                (found == id).then(|| name.to_string())
+            })
+        })
+        .unwrap_or_else(|| id.to_string())
+}

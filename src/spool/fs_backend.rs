@@ -43,11 +43,16 @@ impl FsBackend {
     pub fn open(dir: &Path) -> io::Result<FsBackend> {
         let disk = Arc::new(Disk::open(dir)?);
         let d = disk.clone();
-        let committer =
-            Batcher::on_thread("spool-commit", move |group| typed(d.write_batch(group)))?;
+        let committer = Batcher::on_thread("spool-commit", move |group| {
+            let results = d.write_batch(group);
+            super::health::record(&results);
+            typed(results)
+        })?;
         let d = disk.clone();
         let state_writer = Batcher::on_thread("spool-state", move |group| {
-            typed(d.write_state_batch(&group))
+            let results = d.write_state_batch(&group);
+            super::health::record(&results);
+            typed(results)
         })?;
         let d = disk.clone();
         let remover = Batcher::on_thread("spool-remove", move |ids| typed(d.remove_batch(&ids)))?;

@@ -12,6 +12,7 @@ mod error;
 mod fs;
 mod fs_backend;
 mod handle;
+mod health;
 mod lock;
 mod pg;
 mod segment;
@@ -29,6 +30,7 @@ pub use self::fs_backend::FsBackend;
 pub use self::handle::{
     Arrivals, ClusterEntry, Leases, NewMessage, Spool, SpoolBackend, Taken, new_queue_id,
 };
+pub use self::health::fault;
 pub use self::lock::SpoolLock;
 pub use self::pg::PgBackend;
 pub use self::staged::{MessageBytes, StagedMessage};

@@ -7,4 +7,4 @@ mod deliver;
 mod failures;
 mod requiretls;
 mod show;
-mod world;
+pub(crate) mod world;

@@ -5,4 +5,5 @@
 mod cut;
 mod disk;
 mod lazyfs;
+mod resolver;
 mod rig;

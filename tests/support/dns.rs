@@ -30,6 +30,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::thread::{ServerThread, stopped};
 
+#[path = "dns/misbehave.rs"]
+mod misbehave;
 #[path = "dns/signing.rs"]
 mod signing;
 use signing::{Dnssec, sign_response};
@@ -72,6 +74,8 @@ struct Shared {
     queries: AtomicUsize,
     /// (lower-case name without trailing dot, type) of every question, in order.
     asked: Mutex<Vec<(String, RecordType)>>,
+    /// What it does wrong on purpose ([`misbehave`]).
+    misbehave: Mutex<misbehave::Misbehaviour>,
 }
 
 /// A running authoritative test DNS server; stops when dropped.
@@ -126,6 +130,7 @@ impl DnsServer {
             }),
             queries: AtomicUsize::new(0),
             asked: Mutex::new(Vec::new()),
+            misbehave: Mutex::default(),
         });
         let shared2 = shared.clone();
         let thread = ServerThread::spawn("test-dns", move |stop| {
@@ -341,6 +346,49 @@ impl DnsServer {
             .any(|(n, t)| *n == k && t.to_string().eq_ignore_ascii_case(rtype))
     }
 
+    /// Never answers questions about `name` (of type `rtype`, or any type): the client times
+    /// out, as behind a resolver that cannot reach that zone's servers.
+    pub fn time_out(&self, name: &str, rtype: Option<RecordType>) {
+        self.misbehave().silence(key(name), rtype);
+    }
+
+    /// Never answers questions of type `rtype` (e.g. every DNSKEY or DS look-up).
+    pub fn time_out_type(&self, rtype: RecordType) {
+        self.misbehave().silence_type(rtype);
+    }
+
+    /// Strips every DNSSEC record (RRSIG, NSEC, DNSKEY, DS) from its answers, as a resolver or
+    /// middlebox that does not pass them on.
+    pub fn strip_dnssec(&self) {
+        self.misbehave().strip_dnssec = true;
+    }
+
+    /// Answers SERVFAIL to every other question about `name`.
+    pub fn flaky(&self, name: &str) {
+        self.misbehave().make_flaky(key(name));
+    }
+
+    /// Truncates every UDP answer (TC=1, no records): clients must ask again over TCP.
+    pub fn truncate_every_udp_answer(&self) {
+        self.misbehave().truncate_udp = true;
+    }
+
+    /// Answers every question about `name` with an A record for another name, `decoy`, at
+    /// `ip`: a resolver (or spoofer) answering the wrong question.
+    pub fn answer_for_wrong_name(&self, name: &str, decoy: &str, ip: Ipv4Addr) {
+        let decoy = self::name(decoy);
+        self.misbehave().answer_for_wrong_name(key(name), decoy, ip);
+    }
+
+    /// Ends every misbehaviour switched on above.
+    pub fn behave(&self) {
+        *self.misbehave() = misbehave::Misbehaviour::default();
+    }
+
+    fn misbehave(&self) -> std::sync::MutexGuard<'_, misbehave::Misbehaviour> {
+        self.shared.misbehave.lock().expect("misbehave lock")
+    }
+
     /// `[dns] servers` value for herald's config.
     pub fn config_value(&self) -> toml::Value {
         toml::Value::Array(vec![toml::Value::String(self.addr.to_string())])
@@ -379,6 +427,13 @@ fn answer(shared: &Shared, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
         .lock()
         .expect("asked")
         .push((k.clone(), query.query_type()));
+    let flaky = {
+        let mut m = shared.misbehave.lock().expect("misbehave");
+        if m.is_silent(&k, query.query_type()) {
+            return None;
+        }
+        m.flaky_now(&k)
+    };
     let zone = shared.zone.lock().expect("zone lock");
     let ttl = zone.ttl;
     let mut present: Vec<RecordType> = zone
@@ -389,7 +444,7 @@ fn answer(shared: &Shared, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
     present.sort();
     present.dedup();
     match zone.records.get(&k) {
-        _ if zone.failing.contains(&k) => {
+        _ if zone.failing.contains(&k) || flaky => {
             response.metadata.response_code = ResponseCode::ServFail;
         }
         None if zone.has_descendants(&k) => {
@@ -459,8 +514,13 @@ fn answer(shared: &Shared, packet: &[u8], udp: bool) -> Option<Vec<u8>> {
             }
         }
     }
+    let truncate = {
+        let m = shared.misbehave.lock().expect("misbehave");
+        m.spoil(&k, &mut response);
+        m.truncate_udp
+    };
     let bytes = response.to_vec().ok()?;
-    if udp && bytes.len() > payload {
+    if udp && (bytes.len() > payload || truncate) {
         return response.truncate().to_vec().ok();
     }
     Some(bytes)

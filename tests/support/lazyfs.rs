@@ -208,7 +208,17 @@ impl LazyFs {
         if let Some(session) = self.session.take()
             && let Err(e) = session.umount_and_join()
         {
-            eprintln!("lazyfs: unmounting {}: {e}", self.mountpoint.display());
+            // Still busy (a process holds a file open): detach it, so no dead mount is left
+            // behind once this process ends.
+            eprintln!(
+                "lazyfs: unmounting {}: {e}; detaching",
+                self.mountpoint.display()
+            );
+            use std::os::unix::ffi::OsStrExt;
+            if let Ok(path) = std::ffi::CString::new(self.mountpoint.as_os_str().as_bytes()) {
+                // SAFETY: a valid NUL-terminated path for the duration of the call.
+                unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+            }
         }
     }
 }

@@ -213,6 +213,18 @@ impl SecureResolver {
         }
     }
 
+    /// Whether validation has been seen to work (the trust anchor's zone validated) since
+    /// start; always in trust-AD mode. Until then a failed DNSSEC look-up says nothing about
+    /// the domain: DANE is not applied, as when validation is unavailable. After, it fails
+    /// closed: a signed domain never falls back to unauthenticated TLS because its keys
+    /// could not be fetched.
+    pub fn validated_once(&self) -> bool {
+        match &*self.mode {
+            Mode::Validating { root_ok, .. } => root_ok.load(Ordering::Acquire),
+            Mode::TrustAd { .. } => true,
+        }
+    }
+
     /// Looks up `name`/`rtype` and says whether the answer was DNSSEC-secure.
     pub async fn lookup(&self, name: &str, rtype: RecordType) -> Result<Secured, SecureError> {
         let mut fqdn = Name::from_ascii(name.trim_end_matches('.'))
@@ -264,6 +276,13 @@ async fn validated(
             if answers.iter().any(|r| r.proof == Proof::Bogus) {
                 return Err(SecureError::Bogus(format!("{what}: bogus signature")));
             }
+            // Neither proven secure nor proven insecure (a DNSKEY or DS look-up on the way
+            // timed out): not "unsigned", which would switch DANE off for a signed domain.
+            if answers.iter().any(|r| r.proof == Proof::Indeterminate) {
+                return Err(SecureError::Failed(format!(
+                    "{what}: DNSSEC status could not be established (a key look-up failed)"
+                )));
+            }
             Ok(Secured {
                 canonical: canonical_of(&answers, rtype),
                 secure: !answers.is_empty() && answers.iter().all(|r| r.proof == Proof::Secure),
@@ -285,6 +304,11 @@ async fn validated(
                 .collect();
             if proofs.contains(&Proof::Bogus) {
                 return Err(SecureError::Bogus(format!("{what}: bogus denial")));
+            }
+            if proofs.contains(&Proof::Indeterminate) && !proofs.contains(&Proof::Secure) {
+                return Err(SecureError::Failed(format!(
+                    "{what}: DNSSEC status of the denial could not be established"
+                )));
             }
             Ok(Secured {
                 records: Vec::new(),

@@ -162,6 +162,11 @@ impl Dane {
         }
         let mx_secure = match self.resolver.lookup(&domain, RecordType::MX).await {
             Ok(answer) => answer.secure,
+            Err(e) if !self.resolver.validated_once() => {
+                return not_applicable(format!(
+                    "DNSSEC validation has not worked yet through [dns] servers ({e})"
+                ));
+            }
             Err(e) => {
                 let detail = format!("MX of {domain}: {e}");
                 return DanePlan {

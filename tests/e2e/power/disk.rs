@@ -66,12 +66,24 @@ fn a_full_disk_answers_452_delivers_what_is_queued_and_accepts_again_once_space_
 #[test]
 fn a_read_only_spool_answers_451_and_still_delivers_what_it_holds() {
     let mut rig = PowerRig::new();
+    let admin = crate::support::free_addr();
+    crate::support::set(&mut rig.cfg, "admin.listen", admin.to_string());
     rig.sink.pause_data();
     rig.start();
+    assert!(
+        health(admin).starts_with("HTTP/1.1 200"),
+        "{}",
+        health(admin)
+    );
     assert_eq!(codes(&rig.send_each(&["ro-1", "ro-2"], false)), [250, 250]);
     rig.lazy().set_read_only(true);
-    let refused = rig.send_each(&["ro-3", "ro-big"], false);
+    let refused = rig.send_each(&["ro-3", "ro-4"], false);
     assert_eq!(codes(&refused), [451, 451], "{refused:?}");
+    let said = health(admin);
+    assert!(
+        said.starts_with("HTTP/1.1 503") && said.contains("read-only file system"),
+        "{said}"
+    );
     rig.sink.resume_data();
     rig.sink.wait_for_messages(2, Duration::from_secs(30));
     // The operator repairs the file system and restarts herald: nothing accepted is lost
@@ -80,4 +92,18 @@ fn a_read_only_spool_answers_451_and_still_delivers_what_it_holds() {
     rig.kill();
     let tally = rig.finish();
     assert_eq!((tally.acknowledged, tally.lost), (2, 0), "{tally:?}");
+}
+
+/// The admin endpoint's `/health` (no token needed): status line, headers and body.
+fn health(admin: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(admin).expect("connect admin");
+    write!(
+        s,
+        "GET /health HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read");
+    text
 }

@@ -245,6 +245,15 @@ impl PowerRig {
     }
 }
 
+impl Drop for PowerRig {
+    /// herald first (its open files would keep the file system busy), then the file system,
+    /// before the test directory holding its mountpoint goes.
+    fn drop(&mut self) {
+        self.kill();
+        self.lazy = None;
+    }
+}
+
 /// One message over an open session: `Some(code)` of the end-of-data reply, `None` when the
 /// connection failed or a command before it was refused.
 async fn submit(c: &mut Client, subject: &str, big: bool) -> Option<SmtpReply> {

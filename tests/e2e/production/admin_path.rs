@@ -191,3 +191,35 @@ fn reload_of_a_file_that_does_not_validate_exits_2_and_sends_nothing() {
         "{err}"
     );
 }
+
+#[test]
+fn a_config_the_user_cannot_read_says_who_may() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("herald.toml");
+    std::fs::write(&config, "[server]\nhostname = \"relay.example.test\"\n").expect("write");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+    // SAFETY: geteuid has no preconditions.
+    let mut cmd = if unsafe { libc::geteuid() } == 0 {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(herald_bin());
+        c
+    } else {
+        Command::new(herald_bin())
+    };
+    let out = cmd
+        .arg("--config")
+        .arg(&config)
+        .arg("dns")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run herald");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cannot read the file") && err.contains("sudo -u herald"),
+        "{err}"
+    );
+}

@@ -148,6 +148,9 @@ pub struct FeedbackConfig {
     /// Report transactions (MAIL FROM) accepted from one IP address per hour; past that,
     /// `450 4.7.1` and the sender retries later.
     pub max_mails_per_hour_per_ip: u32,
+    /// DMARC report rows one sending address may add in 24 hours; reports past it are kept
+    /// as unreadable with the reason (0: no bound).
+    pub max_rows_per_sender_per_day: u64,
     /// Time allowed for a command.
     #[serde(with = "humantime_serde")]
     pub command_timeout: Duration,
@@ -170,6 +173,7 @@ impl Default for FeedbackConfig {
             max_connections: 100,
             max_connections_per_ip: 10,
             max_mails_per_hour_per_ip: 200,
+            max_rows_per_sender_per_day: 100_000,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
             database: None,

@@ -8,6 +8,8 @@
 
 use mail_auth::report::tlsrpt::TlsReport;
 
+use crate::store::ParsedItem;
+
 /// Most `<record>` elements in one DMARC report: a larger one is refused before it is parsed
 /// (so its rows never sit in memory).
 pub const MAX_RECORDS_PER_REPORT: usize = 10_000;
@@ -158,6 +160,39 @@ pub fn check_tls(r: &TlsReport) -> Result<(), OutOfBounds> {
         return Err(OutOfBounds::Total(total));
     }
     Ok(())
+}
+
+/// Keeps the DMARC reports of `items` that fit `allowance` rows (what the sender may still add
+/// today, `feedback.max_rows_per_sender_per_day` minus what it added); the others become
+/// unreadable parts with the reason.
+pub fn within_sender_allowance(
+    items: Vec<ParsedItem>,
+    allowance: u64,
+    limit: u64,
+) -> Vec<ParsedItem> {
+    let mut left = allowance;
+    items
+        .into_iter()
+        .map(|item| match item {
+            ParsedItem::Dmarc(r) if r.record.len() as u64 > left => ParsedItem::Rejected {
+                part: format!("report {}", r.report_metadata.report_id)
+                    .chars()
+                    .take(200)
+                    .collect(),
+                error: format!(
+                    "this sender already sent {} DMARC rows in the last 24 hours; at most {limit} \
+                     are stored per sending address and day \
+                     (feedback.max_rows_per_sender_per_day)",
+                    limit - left
+                ),
+            },
+            ParsedItem::Dmarc(r) => {
+                left -= r.record.len() as u64;
+                ParsedItem::Dmarc(r)
+            }
+            other => other,
+        })
+        .collect()
 }
 
 #[cfg(test)]

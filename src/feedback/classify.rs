@@ -4,9 +4,12 @@
 //! **unknown** (forged, or a sender nobody listed). With its PTR name, for a person to
 //! recognise it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Mutex;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use mail_auth::MessageAuthenticator;
 use mail_auth::spf::verify::SpfParameters;
@@ -43,10 +46,17 @@ pub struct Classifier {
     herald_keys: HashSet<(String, String)>,
     helo: String,
     auth: Option<MessageAuthenticator>,
+    /// After this, no more DNS questions: one summary's look-ups share [`DNS_BUDGET`].
+    deadline: Instant,
+    /// PTR names already looked up (a source reported for several domains is asked once).
+    ptrs: Mutex<HashMap<IpAddr, Option<String>>>,
 }
 
 /// How long one DNS question may take before the source is classified without it.
-const DNS_TIMEOUT: Duration = Duration::from_secs(8);
+const DNS_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long all the DNS questions of one classifier (one summary) may take together: with a
+/// dead resolver a summary costs this much, not a timeout per domain and source.
+const DNS_BUDGET: Duration = Duration::from_secs(5);
 
 impl Classifier {
     /// A classifier for `cfg` (without DNS when no resolver can be built).
@@ -68,7 +78,16 @@ impl Classifier {
                 .collect(),
             helo: cfg.server.hostname.clone(),
             auth,
+            deadline: Instant::now() + DNS_BUDGET,
+            ptrs: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// When the next DNS question must be answered by: [`DNS_TIMEOUT`] from now, at most the
+    /// classifier's deadline; `None` once the budget is spent.
+    fn dns_deadline(&self) -> Option<Instant> {
+        let now = Instant::now();
+        (now < self.deadline).then(|| (now + DNS_TIMEOUT).min(self.deadline))
     }
 
     /// The class of `ip` sending as `domain`, and why, given the DKIM signatures receivers saw
@@ -90,7 +109,8 @@ impl Classifier {
             let eval = auth.verify_spf(SpfParameters::verify_mail_from(
                 ip, &self.helo, &self.helo, &sender,
             ));
-            if let Ok(out) = tokio::time::timeout(DNS_TIMEOUT, eval).await
+            if let Some(by) = self.dns_deadline()
+                && let Ok(out) = tokio::time::timeout_at(by, eval).await
                 && out.result() == mail_auth::SpfResult::Pass
             {
                 return (
@@ -117,19 +137,29 @@ impl Classifier {
         )
     }
 
-    /// The PTR name of `ip`, if it has one.
+    /// The PTR name of `ip`, if it has one (asked once per classifier, within its budget).
     pub async fn ptr(&self, ip: IpAddr) -> Option<String> {
+        if let Some(known) = self.ptrs.lock().unwrap_or_else(|p| p.into_inner()).get(&ip) {
+            return known.clone();
+        }
         let auth = self.auth.as_ref()?;
-        let lookup = tokio::time::timeout(DNS_TIMEOUT, auth.resolver().reverse_lookup(ip))
-            .await
-            .ok()?
-            .ok()?;
-        lookup.answers().iter().find_map(|r| match &r.data {
-            hickory_resolver::proto::rr::RData::PTR(name) => {
-                Some(name.to_string().trim_end_matches('.').to_string())
-            }
-            _ => None,
-        })
+        let by = self.dns_deadline()?;
+        let name = match tokio::time::timeout_at(by, auth.resolver().reverse_lookup(ip)).await {
+            Ok(Ok(lookup)) => lookup.answers().iter().find_map(|r| match &r.data {
+                hickory_resolver::proto::rr::RData::PTR(name) => {
+                    Some(name.to_string().trim_end_matches('.').to_string())
+                }
+                _ => None,
+            }),
+            // No answer in time: not cached, the next summary asks again.
+            Err(_) => return None,
+            Ok(Err(_)) => None,
+        };
+        self.ptrs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ip, name.clone());
+        name
     }
 }
 

@@ -83,6 +83,7 @@ impl Routes {
             limits: Limits::from_config(&cfg.feedback),
             store,
             verifier: Arc::new(Verifier::new(cfg)),
+            max_rows_per_day: cfg.feedback.max_rows_per_sender_per_day,
         });
         let f = &cfg.feedback;
         [f.dmarc_address(), f.tlsrpt_address()]
@@ -124,6 +125,8 @@ struct ReportHandler {
     store: Arc<dyn ReportStore>,
     /// Who really sent a report ([`super::verify`]).
     verifier: Arc<Verifier>,
+    /// `feedback.max_rows_per_sender_per_day`.
+    max_rows_per_day: u64,
 }
 
 impl MailHandler for ReportHandler {
@@ -146,8 +149,20 @@ impl MailHandler for ReportHandler {
             })
             .await;
             let done = match parsed {
-                Ok((mut mail, items)) => {
+                Ok((mut mail, mut items)) => {
                     if items.iter().any(|i| matches!(i, ParsedItem::Dmarc(_))) {
+                        // 0 turns the bound off.
+                        let limit = match self.max_rows_per_day {
+                            0 => u64::MAX,
+                            n => n,
+                        };
+                        let since = mail.received_at - 86_400;
+                        let used = store.rows_from(&mail.origin, since).await.unwrap_or(0);
+                        items = super::bounds::within_sender_allowance(
+                            items,
+                            limit.saturating_sub(used),
+                            limit,
+                        );
                         let orgs = (self.verifier)
                             .authenticated_orgs(&mail.raw, ip, &mail.mail_from)
                             .await;

@@ -10,7 +10,14 @@
 //! Failures are also counted per user name (`auth_max_user_failures`), so guesses spread over
 //! many addresses are limited too. A user name that is over its limit is refused for at most
 //! `auth_block`, and never from an address that logged in as that user successfully within
-//! the window: the real app keeps working while someone else guesses its password.
+//! the window: the real app keeps working while someone else guesses its password. An address
+//! that never failed is slowed, not refused: one verification at a time per user name, each
+//! after [`SLOW_LOGIN`], so the app's correct password works from a new address too while
+//! guesses spread over fresh addresses stay at one per [`SLOW_LOGIN`].
+//!
+//! A block ends after `auth_block` even when that is shorter than `auth_failure_window`: the
+//! failures that caused it are then forgotten (otherwise they would keep the address refused
+//! for the whole window and `auth_block` would have no effect).
 //!
 //! With `[cluster]` the same rules also run on counts every node shares ([`SharedFailures`],
 //! kept in PostgreSQL by `crate::cluster::limits`): each verification is reserved and its
@@ -55,6 +62,8 @@ struct Counter {
     blocked_until: Option<Instant>,
     /// Addresses that logged in successfully (users only), with when.
     good: HashMap<IpAddr, Instant>,
+    /// Slowed verifications in flight (users only): at most one.
+    slow_in_flight: usize,
 }
 
 impl Counter {
@@ -67,7 +76,10 @@ impl Counter {
             self.failures.pop_front();
         }
         if self.blocked_until.is_some_and(|u| u <= now) {
+            // The block is over: what caused it is forgotten (auth_block is effective even
+            // when shorter than the window).
             self.blocked_until = None;
+            self.failures.clear();
         }
         self.good
             .retain(|_, t| now.saturating_duration_since(*t) < window);
@@ -75,16 +87,14 @@ impl Counter {
 
     /// How long this counter refuses attempts, if it does.
     fn refused_for(&self, now: Instant, max: usize, window: Duration) -> Option<Duration> {
-        let blocked = self.blocked_until.map(|u| u.saturating_duration_since(now));
-        let full = (self.failures.len() >= max).then(|| {
+        if let Some(until) = self.blocked_until {
+            return Some(until.saturating_duration_since(now));
+        }
+        (self.failures.len() >= max).then(|| {
             self.failures.front().map_or(Duration::ZERO, |t| {
                 (*t + window).saturating_duration_since(now)
             })
-        });
-        match (blocked, full) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        }
+        })
     }
 
     fn idle(&self) -> bool {
@@ -92,11 +102,14 @@ impl Counter {
             && self.in_flight == 0
             && self.blocked_until.is_none()
             && self.good.is_empty()
+            && self.slow_in_flight == 0
     }
 }
 
 enum Try {
     Reserved,
+    /// Reserved, slowed: the user name is over its limit, the address never failed.
+    Slow,
     Refused(Refusal),
     Busy,
 }
@@ -110,7 +123,13 @@ pub struct Attempt<'a> {
     done: bool,
     /// The reservation in the cluster's counts, if there is one.
     shared: Option<i64>,
+    /// A slowed verification ([`SLOW_LOGIN`]).
+    slow: bool,
 }
+
+/// How long a verification waits when its user name is over its failure limit and the
+/// address never failed (see the module doc).
+pub const SLOW_LOGIN: Duration = Duration::from_secs(2);
 
 /// Longest an attempt waits for room (verifications in flight from the same address).
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -236,7 +255,20 @@ impl Throttle {
                         user,
                         done: false,
                         shared: None,
+                        slow: false,
                     });
+                }
+                Try::Slow => {
+                    let attempt = Attempt {
+                        throttle: self,
+                        ip,
+                        user,
+                        done: false,
+                        shared: None,
+                        slow: true,
+                    };
+                    tokio::time::sleep(SLOW_LOGIN).await;
+                    return Ok(attempt);
                 }
                 Try::Refused(r) => return Err(r),
                 Try::Busy => {
@@ -268,12 +300,25 @@ impl Throttle {
             return Try::Refused(Refusal::Address(d));
         }
         let ip_busy = c.failures.len() + c.in_flight >= max_ip;
+        let clean = c.failures.is_empty();
         let u = st.users.entry(user.to_string()).or_default();
         u.expire(now, window);
         let trusted = u.good.contains_key(&ip);
         if let Some(d) = u.refused_for(now, max_user, window).filter(|_| !trusted) {
-            // Never longer than auth_block, whatever the window.
-            return Try::Refused(Refusal::User(d.min(self.block)));
+            if !clean {
+                // Never longer than auth_block, whatever the window.
+                return Try::Refused(Refusal::User(d.min(self.block)));
+            }
+            // An address that never failed: slowed, one at a time, never locked out.
+            if u.slow_in_flight > 0 || ip_busy {
+                return Try::Busy;
+            }
+            u.slow_in_flight += 1;
+            u.in_flight += 1;
+            if let Some(c) = st.ips.get_mut(&ip) {
+                c.in_flight += 1;
+            }
+            return Try::Slow;
         }
         let user_busy = !trusted && u.failures.len() + u.in_flight >= max_user;
         if ip_busy || user_busy {
@@ -286,13 +331,16 @@ impl Throttle {
         Try::Reserved
     }
 
-    fn release(&self, ip: IpAddr, user: &str) {
+    fn release(&self, ip: IpAddr, user: &str, slow: bool) {
         let mut st = self.lock();
         if let Some(c) = st.ips.get_mut(&ip) {
             c.in_flight = c.in_flight.saturating_sub(1);
         }
         if let Some(u) = st.users.get_mut(user) {
             u.in_flight = u.in_flight.saturating_sub(1);
+            if slow {
+                u.slow_in_flight = u.slow_in_flight.saturating_sub(1);
+            }
         }
     }
 
@@ -330,7 +378,7 @@ impl Attempt<'_> {
     pub async fn succeeded(mut self) {
         self.done = true;
         let t = self.throttle;
-        t.release(self.ip, &self.user);
+        t.release(self.ip, &self.user, self.slow);
         t.record_success(self.ip, &self.user, Instant::now());
         t.resolved.notify_waiters();
         self.resolve_shared(true).await;
@@ -341,7 +389,7 @@ impl Attempt<'_> {
     pub async fn failed(mut self) -> Duration {
         self.done = true;
         let t = self.throttle;
-        t.release(self.ip, &self.user);
+        t.release(self.ip, &self.user, self.slow);
         let (count, ip_blocked, user_blocked) =
             t.record_failure(self.ip, &self.user, Instant::now());
         t.resolved.notify_waiters();
@@ -375,7 +423,7 @@ impl Attempt<'_> {
 impl Drop for Attempt<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.throttle.release(self.ip, &self.user);
+            self.throttle.release(self.ip, &self.user, self.slow);
             self.throttle.resolved.notify_waiters();
         }
         // A reservation left without a verdict is forgotten (the database also ignores
@@ -452,11 +500,38 @@ mod tests {
             let from = ip(&format!("127.0.1.{i}"));
             t.reserve(from, "APP").await.unwrap().failed().await;
         }
+        // An address that failed is refused for the name ...
+        let failed_once = ip("127.0.1.0");
         assert!(matches!(
-            t.reserve(ip("127.0.2.1"), "app").await.err(),
+            t.reserve(failed_once, "app").await.err(),
             Some(Refusal::User(d)) if d <= Duration::from_secs(60)
         ));
         assert!(t.reserve(good, "app").await.is_ok());
+        // ... one that never failed is slowed, one at a time, never refused.
+        let fresh = ip("127.0.2.1");
+        assert!(matches!(
+            t.try_reserve(fresh, "app", Instant::now()),
+            Try::Slow
+        ));
+        assert!(matches!(
+            t.try_reserve(ip("127.0.2.2"), "app", Instant::now()),
+            Try::Busy
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_block_shorter_than_the_window_ends_on_time() {
+        let t = throttle(3, 100); // window 600 s, block 60 s
+        let a = ip("127.0.0.2");
+        for _ in 0..3 {
+            t.reserve(a, "x").await.unwrap().failed().await;
+        }
+        assert!(matches!(
+            t.try_reserve(a, "x", Instant::now()),
+            Try::Refused(Refusal::Address(d)) if d <= Duration::from_secs(60)
+        ));
+        let after_block = Instant::now() + Duration::from_secs(61);
+        assert!(matches!(t.try_reserve(a, "x", after_block), Try::Reserved));
     }
 
     #[tokio::test]

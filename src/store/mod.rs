@@ -246,6 +246,13 @@ pub trait ReportStore: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<i64>, StoreError>>;
     /// Counters since the store was created.
     fn counters(&self) -> BoxFuture<'_, Result<StoreCounters, StoreError>>;
+    /// DMARC rows stored from mails that came from `origin` (a client address) since `since`
+    /// (unix seconds), for the per-sender daily bound.
+    fn rows_from<'a>(
+        &'a self,
+        origin: &'a str,
+        since: i64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>>;
 }
 
 /// The report database of this configuration: `[feedback] database`, by default

@@ -347,4 +347,26 @@ impl ReportStore for PgStore {
     fn counters(&self) -> BoxFuture<'_, Result<StoreCounters, StoreError>> {
         Box::pin(self.counters())
     }
+
+    fn rows_from<'a>(
+        &'a self,
+        origin: &'a str,
+        since: i64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let client = self.db.client().await?;
+            let n: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM herald_report_mails m \
+                       JOIN herald_dmarc_reports r ON r.mail_id = m.id \
+                       JOIN herald_dmarc_rows w ON w.report = r.id \
+                     WHERE m.origin = $1 AND m.received_at >= $2",
+                    &[&origin, &since],
+                )
+                .await
+                .map_err(DbError::doing("counting a sender's DMARC rows"))?
+                .get(0);
+            Ok(n.max(0) as u64)
+        })
+    }
 }

@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS dmarc_rows (
     spf_json TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dmarc_rows_report ON dmarc_rows(report);
+CREATE INDEX IF NOT EXISTS mails_origin ON mails(origin, received_at);
+CREATE INDEX IF NOT EXISTS dmarc_reports_mail ON dmarc_reports(mail_id);
 CREATE TABLE IF NOT EXISTS tls_reports (
     id INTEGER PRIMARY KEY,
     mail_id INTEGER NOT NULL REFERENCES mails(id),
@@ -265,6 +267,25 @@ impl ReportStore for SqliteStore {
 
     fn counters(&self) -> BoxFuture<'_, Result<StoreCounters, StoreError>> {
         Box::pin(self.db.call(counters))
+    }
+
+    fn rows_from<'a>(
+        &'a self,
+        origin: &'a str,
+        since: i64,
+    ) -> BoxFuture<'a, Result<u64, StoreError>> {
+        let origin = origin.to_string();
+        Box::pin(self.db.call(move |conn| {
+            let n: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM mails m
+                   JOIN dmarc_reports r ON r.mail_id = m.id
+                   JOIN dmarc_rows w ON w.report = r.id
+                 WHERE m.origin = ?1 AND m.received_at >= ?2",
+                params![origin, since],
+                |row| row.get(0),
+            )?;
+            Ok(n.max(0) as u64)
+        }))
     }
 }
 

@@ -27,6 +27,13 @@ fn dmarc_page_in_headless_chromium_needs_the_token_and_shows_chart_and_sources()
             250
         );
     }
+    // A forged report (unsigned, a made-up organization): shown as unverified, not counted.
+    let mut forged = story().remove(0).0;
+    forged.org = "Made Up Mail";
+    forged.email = "reports@forger.test";
+    forged.report_id = "forged-1".into();
+    let mail = super::samples::multipart_gzip_mail(&forged, "reports@forger.test", &rcpt);
+    assert_eq!(deliver(listen, &rcpt, &mail).code, 250);
     let token = std::fs::read_to_string(dir.path().join("admin.token"))
         .expect("admin token file in data_dir")
         .trim()
@@ -64,6 +71,10 @@ fn dmarc_page_in_headless_chromium_needs_the_token_and_shows_chart_and_sources()
         assert_eq!(rows.len(), 4, "four sources for example.com");
         let html = s.source().await;
         assert!(html.contains("Next step: quarantine"), "{html}");
+        assert!(
+            html.contains("<strong>Unverified:</strong> 1 report") && html.contains("Made Up Mail"),
+            "{html}"
+        );
         assert!(html.contains("198.51.100.7"));
         let png = s.screenshot().await;
         assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG screenshot");

@@ -2,6 +2,8 @@
 //! sequences that submission refuses (`smuggling_sequences_never_yield_a_second_message` in
 //! `submission.rs`) are refused here the same way, and nothing is stored.
 
+use std::io::Write;
+
 use super::flow::{mail_for, story};
 use super::smtp::Client;
 use super::{FEEDBACK, feedback_config, start, summary};
@@ -49,4 +51,41 @@ fn a_bare_lf_end_of_data_is_refused_as_submission_refuses_it_and_nothing_is_stor
         "nothing stored, smuggled or not: {s:#}"
     );
     assert_eq!(s["counters"]["dmarc_reports"], 0, "{s:#}");
+}
+
+#[test]
+fn a_report_dripped_byte_by_byte_is_cut_off_at_data_timeout_for_the_whole_transfer() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start();
+    let (mut cfg, listen) = feedback_config(dir.path(), &dns);
+    crate::support::set(&mut cfg, "feedback.data_timeout", "2s");
+    let h = start(dir.path(), cfg);
+    let rcpt = format!("dmarc@{FEEDBACK}");
+    let (mut c, _) = Client::connect(listen);
+    assert_eq!(c.cmd("EHLO receiver.test").code, 250);
+    assert_eq!(c.cmd("MAIL FROM:<>").code, 250);
+    assert_eq!(c.cmd(&format!("RCPT TO:<{rcpt}>")).code, 250);
+    assert_eq!(c.cmd("DATA").code, 354);
+    // One byte every 100 ms: each read is well inside 2 s, the whole transfer is not. A
+    // writer thread drips while this one waits for herald's answer.
+    let mut w = c.writer();
+    let dripper = std::thread::spawn(move || {
+        for _ in 0..600 {
+            if w.write_all(b"x").is_err() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+    let start = std::time::Instant::now();
+    let r = c.read();
+    let took = start.elapsed();
+    assert_eq!(r.code, 421, "{r:?}");
+    assert!(r.text.starts_with("4.4.2"), "{r:?}");
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "the transfer went on for {took:?} (data_timeout 2 s)"
+    );
+    let _ = dripper.join();
+    assert_eq!(summary(&h.config_path)["counters"]["mails"], 0);
 }

@@ -166,6 +166,40 @@ fn gzip_report_of_rows(id: &str, rows: usize) -> Vec<u8> {
 }
 
 #[test]
+fn one_sending_address_adds_at_most_its_daily_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start();
+    let (mut cfg, listen) = feedback_config(dir.path(), &dns);
+    crate::support::set(&mut cfg, "feedback.max_rows_per_sender_per_day", 10_000);
+    let h = start(dir.path(), cfg);
+    let rcpt = format!("dmarc@{FEEDBACK}");
+    let one = |id: &str| {
+        mail_with_parts(
+            "dmarc@big.test",
+            &rcpt,
+            &[(format!("{id}.xml.gz"), gzip_report_of_rows(id, 6_000))],
+        )
+    };
+    let reply = deliver(listen, &rcpt, &one("first"));
+    assert!(reply.text.contains("1 stored"), "{reply:?}");
+    let reply = deliver(listen, &rcpt, &one("second"));
+    assert!(
+        reply.text.contains("0 stored") && reply.text.contains("1 unreadable"),
+        "{reply:?}"
+    );
+    let rejected = rejected(&h.config_path);
+    assert!(
+        rejected.iter().any(|r| r["part"] == "report second"
+            && r["error"]
+                .as_str()
+                .unwrap()
+                .contains("max_rows_per_sender_per_day")),
+        "{rejected:#?}"
+    );
+    assert_eq!(summary(&h.config_path)["counters"]["dmarc_reports"], 1);
+}
+
+#[test]
 fn report_mails_that_expand_to_millions_of_rows_are_refused_in_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
     let dns = DnsServer::start();

@@ -47,6 +47,11 @@ impl Client {
         self.read()
     }
 
+    /// A second handle on the connection, for writing from another thread.
+    pub fn writer(&self) -> TcpStream {
+        self.w.try_clone().expect("clone the connection")
+    }
+
     /// Writes `bytes` as they are, without waiting for a reply (part of a message's data).
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.w.write_all(bytes).unwrap();

@@ -99,13 +99,14 @@ async fn guesses_spread_over_addresses_are_limited_per_user_name_but_the_app_kee
     let app_ip = crate::support::free_ip();
     let mut app = rig.tls_session_from(app_ip).await;
     app.expect(&plain_cmd("demo", DEMO_PASSWORD), 235).await;
-    // Three attackers, one guess each, then a fourth is refused for the name.
-    for i in 0..3 {
-        let mut c = rig.tls_session_from(crate::support::free_ip()).await;
+    // Three attackers, one guess each; then an address that failed is refused for the name.
+    let attackers: Vec<_> = (0..3).map(|_| crate::support::free_ip()).collect();
+    for (i, ip) in attackers.iter().enumerate() {
+        let mut c = rig.tls_session_from(*ip).await;
         c.expect(&plain_cmd("demo", &format!("guess{i}")), 535)
             .await;
     }
-    let mut c = rig.tls_session_from(crate::support::free_ip()).await;
+    let mut c = rig.tls_session_from(attackers[0]).await;
     let r = c.cmd(&plain_cmd("demo", DEMO_PASSWORD)).await;
     assert_eq!(r.code, 421, "{r:?}");
     assert!(r.text.contains("user name"), "{r:?}");
@@ -113,6 +114,9 @@ async fn guesses_spread_over_addresses_are_limited_per_user_name_but_the_app_kee
         &rig.herald,
         "too many failed AUTH attempts for this user name",
     );
+    // A new address of the app that never failed is slowed, never locked out.
+    let mut scaled = rig.tls_session_from(crate::support::free_ip()).await;
+    scaled.expect(&plain_cmd("demo", DEMO_PASSWORD), 235).await;
     // The app's own address still logs in.
     let mut again = rig.tls_session_from(app_ip).await;
     again.expect(&plain_cmd("demo", DEMO_PASSWORD), 235).await;
@@ -122,4 +126,36 @@ fn plain_cmd(user: &str, pass: &str) -> String {
     use base64::Engine;
     let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{pass}"));
     format!("AUTH PLAIN {token}")
+}
+
+#[tokio::test]
+async fn an_auth_block_shorter_than_the_failure_window_ends_after_auth_block() {
+    let rig = rig(|cfg| {
+        throttle_config(cfg, 2);
+        crate::support::set(cfg, "smtp.auth_failure_window", "10m");
+        crate::support::set(cfg, "smtp.auth_block", "1s");
+    });
+    let ip = crate::support::free_ip();
+    for i in 0..2 {
+        let mut c = rig.tls_session_from(ip).await;
+        c.expect(&plain_cmd("demo", &format!("guess{i}")), 535)
+            .await;
+    }
+    let mut c = rig.tls_session_from(ip).await;
+    let r = c.cmd(&plain_cmd("demo", DEMO_PASSWORD)).await;
+    assert_eq!(r.code, 421, "blocked: {r:?}");
+    // The block ends after auth_block (1 s), not after the 10-minute window.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let mut c = rig.tls_session_from(ip).await;
+        let r = c.cmd(&plain_cmd("demo", DEMO_PASSWORD)).await;
+        if r.code == 235 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still refused long after auth_block: {r:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

@@ -7,6 +7,7 @@ mod browser;
 mod flow;
 mod forged;
 mod framing;
+mod lazy_disk;
 mod limits;
 mod records;
 mod samples;

@@ -4,10 +4,10 @@
 
 mod bombs;
 mod browser;
+mod durability;
 mod flow;
 mod forged;
 mod framing;
-mod lazy_disk;
 mod limits;
 mod records;
 mod samples;

@@ -1,7 +1,8 @@
-//! The report store on a failing and a forgetful disk (issue 28): the database's directory is
-//! the lazy file system of `support::lazyfs`. A report whose commit could not be made durable
-//! is answered 451 (never 250) and stored once when its sender tries again; every report
-//! answered 250 is still there after a power cut.
+//! The report store when the storage misbehaves (issue 28). SQLite: the database's directory
+//! is the lazy file system of `support::lazyfs`; a report whose commit could not be made
+//! durable is answered 451 (never 250) and stored once when its sender tries again, and every
+//! report answered 250 is still there after a power cut. PostgreSQL (`[cluster]`): sessions
+//! ended mid-transaction cost a 451 and a retry, never a report answered 250.
 
 use std::path::Path;
 
@@ -122,4 +123,68 @@ fn reports_answered_250_survive_a_power_cut_and_a_full_disk_gets_451() {
     stored_one(&rig.send(2));
     rig.power_cut_and_restart();
     assert_eq!(rig.stored(), 3, "a report answered 250 was lost");
+}
+
+/// Ends every session herald holds in the cluster's PostgreSQL; one `t` per session ended.
+const TERMINATE: &str = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE application_name LIKE 'herald %' AND pid <> pg_backend_pid()";
+
+#[test]
+fn with_postgres_ending_sessions_mid_transaction_every_report_answered_250_is_stored_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dns = DnsServer::start();
+    let pg = crate::support::postgres::Postgres::start();
+    let (mut cfg, listen) = feedback_config(dir.path(), &dns);
+    for (key, value) in crate::cluster::common::node_config(dir.path(), &pg, "node-r") {
+        if key == "cluster" {
+            cfg.insert(key, value);
+        }
+    }
+    let h = start(dir.path(), cfg);
+    let rcpt = format!("dmarc@{FEEDBACK}");
+    let reports = story();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (mut terminated, mut refused) = (0, 0);
+    std::thread::scope(|s| {
+        let sender = s.spawn(|| {
+            let mut refused = 0;
+            for (r, sender) in &reports {
+                // As a receiver does: the report again after each 4xx.
+                for attempt in 0.. {
+                    let reply = deliver(listen, &rcpt, &mail_for(r, sender, &rcpt));
+                    if reply.code == 250 {
+                        // "1 duplicate" when the session ended after the server committed
+                        // but before herald heard it (a 451 for a stored report).
+                        let once = ["1 stored", "1 duplicate"];
+                        assert!(once.iter().any(|w| reply.text.contains(w)), "{reply:?}");
+                        break;
+                    }
+                    assert_eq!(reply.code, 451, "{reply:?}");
+                    assert!(attempt < 50, "herald never recovered: {reply:?}");
+                    refused += 1;
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            refused
+        });
+        // Sessions end again and again while the reports arrive (each round is one psql).
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            terminated += pg.query(TERMINATE).lines().filter(|l| *l == "t").count();
+        }
+        refused = sender.join().expect("sender");
+    });
+    eprintln!(
+        "{} reports: {refused} answers 451, {terminated} database sessions ended",
+        reports.len()
+    );
+    assert!(terminated >= 3, "the test ended herald's sessions");
+    // Exactly one row each: nothing lost, nothing stored twice.
+    assert_eq!(
+        pg.query("SELECT count(*) FROM herald_dmarc_reports"),
+        reports.len().to_string()
+    );
+    assert_eq!(
+        summary(&h.config_path)["counters"]["dmarc_reports"],
+        reports.len() as u64
+    );
 }

@@ -18,6 +18,7 @@ TEST_PACKAGES=(
   postgresql        # PostgreSQL 15 (initdb, postgres, psql): the cluster tests' shared database
   pebble            # Let's Encrypt's test ACME server: herald's [web] certificates (tests/support/pebble.rs)
   curl              # an independent HTTPS client for the [web] listener's certificate and pages
+  fuse3             # fusermount3 and /dev/fuse: the lazy file system of the power-cut tests (tests/support/lazyfs.rs)
 )
 
 # One set of flags for every build (clippy, tests, engineers' machines), so nothing is compiled

@@ -18,19 +18,23 @@
 //!
 //! Durability of a group of new messages: the segment records are written with one write;
 //! then one `fdatasync` of the segment flushes them (or, when the group also has files, one
-//! syncfs(2) flushes everything), the files are renamed into `msg/`, and the directory is
-//! fsynced once for the whole group.
+//! syncfs(2) flushes everything — only on file systems known to pass it on, see
+//! [`crate::fsutil::syncfs_flushes`]; elsewhere the segment and each file get their own
+//! `fdatasync`), the files are renamed into `msg/`, and the directory is fsynced once for the
+//! whole group.
 //!
 //! State changes are grouped the same way ([`SpoolBackend::write_state_batch`]): each state,
 //! and each message moving out of its segment, is written to `tmp/` unflushed; one syncfs(2)
-//! flushes them all, they are renamed into `msg/`, and the directory is fsynced once.
+//! flushes them all (or each is flushed on its own, as above), they are renamed into `msg/`,
+//! and the directory is fsynced once.
 //!
 //! Removals are grouped too ([`SpoolBackend::remove_batch`]): a segment message gets a
-//! removal record (written, not flushed: a power failure may bring it back, delivered twice,
-//! never lost), a file is unlinked and the directory fsynced once. The backend remembers
-//! which messages have a `.state` file (written here, or found when loading), so removing a
-//! message delivered at its first attempt touches no state file; should it ever miss one,
-//! recovery removes the orphaned state at the next start.
+//! removal record (written, not flushed at once: the `spool-flush` thread flushes them once a
+//! second, so a power failure may bring back the last second's, delivered twice, never lost),
+//! a file is unlinked and the directory fsynced once. The backend remembers which messages
+//! have a `.state` file (written here, or found when loading), so removing a message
+//! delivered at its first attempt touches no state file; should it ever miss one, recovery
+//! removes the orphaned state at the next start.
 
 use std::collections::HashSet;
 use std::fs::{self, File};

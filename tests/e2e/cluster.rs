@@ -8,4 +8,5 @@ mod reports;
 mod schema;
 mod spool;
 mod status;
+mod terminated;
 mod tlsrpt;

@@ -4,6 +4,7 @@
 
 mod bombs;
 mod browser;
+mod durability;
 mod flow;
 mod forged;
 mod framing;

@@ -19,14 +19,14 @@ use crate::support::{self};
 const WAIT: Duration = Duration::from_secs(60);
 
 /// One node: its directory, the running herald and a TLS config trusting its certificate.
-struct Node {
+pub(super) struct Node {
     _dir: tempfile::TempDir,
-    herald: Herald,
-    tls: Arc<rustls::ClientConfig>,
+    pub(super) herald: Herald,
+    pub(super) tls: Arc<rustls::ClientConfig>,
 }
 
 /// `n` nodes on `pg`, delivering through `world` (DNS, MX port), with a short lease.
-fn nodes(world: &World, pg: &Postgres, n: usize, lease: &str) -> Vec<Node> {
+pub(super) fn nodes(world: &World, pg: &Postgres, n: usize, lease: &str) -> Vec<Node> {
     (0..n)
         .map(|i| {
             let dir = tempfile::tempdir().expect("tempdir");
@@ -47,7 +47,7 @@ fn nodes(world: &World, pg: &Postgres, n: usize, lease: &str) -> Vec<Node> {
         .collect()
 }
 
-fn body(tag: &str) -> String {
+pub(super) fn body(tag: &str) -> String {
     format!(
         "From: <app@example.test>\r\nTo: <r@example.org>\r\nSubject: {tag}\r\n\
          Message-ID: <{tag}@example.test>\r\n\r\nHello from the cluster tests."
@@ -69,7 +69,7 @@ async fn submit(node: &Node, tags: &[String]) -> Vec<(u16, String)> {
 }
 
 /// Polls `cond` until true; panics with `what` after `WAIT`.
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+pub(super) fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -78,14 +78,14 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn queued(pg: &Postgres) -> usize {
+pub(super) fn queued(pg: &Postgres) -> usize {
     pg.query("SELECT count(*) FROM herald_messages")
         .parse()
         .expect("count")
 }
 
 /// Each Message-ID's arrivals at the sink, keyed by tag.
-fn seen(sink: &SmtpSink) -> HashMap<String, usize> {
+pub(super) fn seen(sink: &SmtpSink) -> HashMap<String, usize> {
     arrivals(sink)
         .into_iter()
         .map(|(id, n)| {

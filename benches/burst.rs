@@ -114,10 +114,11 @@ fn main() {
         .build()
         .expect("runtime");
     let tls = ca.client_config_trusting();
-    let next = Arc::new(AtomicUsize::new(0));
     let mut rounds = Vec::new();
     for round in 1..=2 {
         let to = round * domains;
+        // Each app takes the next index until it passes `to`: a counter per burst.
+        let next = Arc::new(AtomicUsize::new(to - domains));
         let queries_before = dns.queries();
         let started = Instant::now();
         rt.block_on(async {
@@ -138,6 +139,10 @@ fn main() {
             }
         });
         let submitted = started.elapsed();
+        eprintln!(
+            "burst {round}: submitted in {:.1} s; waiting for delivery",
+            submitted.as_secs_f64()
+        );
         let deadline = Instant::now() + Duration::from_secs(900);
         while times.delivered_count.load(Ordering::SeqCst) < to {
             assert!(

@@ -158,7 +158,7 @@ fn main() {
     println!("  herald queue summary --json   {summary:.2} s (CLI, through the admin endpoint)");
     println!("  herald queue list --limit 100 {page:.2} s");
     println!(
-        "  herald queue list (all)       {list:.2} s ({:.0} MB of text)",
+        "  herald queue list (all)       {list:.2} s ({:.1} MB of text)",
         list_bytes as f64 / 1e6
     );
     println!("  restart until herald ready    {ready:.2} s");

@@ -33,9 +33,10 @@ use crate::config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
 #[derive(Debug, Parser)]
 #[command(name = "herald", version, about, long_about = None)]
 pub struct Cli {
-    /// Configuration file.
-    #[arg(long, short, global = true, default_value = DEFAULT_CONFIG_PATH, env = "HERALD_CONFIG")]
-    pub config: PathBuf,
+    /// Configuration file [default: config/herald.toml, else /etc/herald/herald.toml (where
+    /// the package installs it)].
+    #[arg(long, short, global = true, env = "HERALD_CONFIG")]
+    pub config: Option<PathBuf>,
     /// The subcommand.
     #[command(subcommand)]
     pub command: Command,
@@ -100,7 +101,7 @@ pub struct UsageError(pub String);
 
 /// Runs the parsed command line and maps errors to exit codes.
 pub async fn run(cli: Cli) -> ExitCode {
-    let config = cli.config.clone();
+    let config = cli.config.clone().unwrap_or_else(default_config_path);
     let result = match cli.command {
         Command::Serve(args) => serve::run(&config, args).await,
         Command::Reload(args) => reload::run(&config, args).await,
@@ -134,6 +135,18 @@ pub async fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(1)
             }
         }
+    }
+}
+
+/// The configuration file when none is named: `config/herald.toml` in the current directory
+/// (a checkout), else the package's `/etc/herald/herald.toml` when it exists.
+fn default_config_path() -> PathBuf {
+    let local = PathBuf::from(DEFAULT_CONFIG_PATH);
+    let packaged = PathBuf::from(crate::config::PACKAGED_CONFIG_PATH);
+    if !local.exists() && packaged.exists() {
+        packaged
+    } else {
+        local
     }
 }
 

@@ -20,6 +20,7 @@ pub async fn run(config: &Path, _args: ServeArgs) -> anyhow::Result<ExitCode> {
     let cfg = super::load_config(config)?;
     // Dropped last (declared early): lines logged while shutting down still go out.
     let _log = super::init_server_logging(&cfg.server.log_level, cfg.server.log_format);
+    super::service_files::warn_if_serving_as_other_user(&cfg);
     let mut node = Node::start(config, cfg).await?;
     // SIGHUP and `herald reload` (POST /reload) re-read the file; a bad one is refused and
     // the running configuration kept.

@@ -67,6 +67,28 @@ pub fn warn_if_not_service_user(cfg: &Config) {
     }
 }
 
+/// Warns (in the log) when `herald serve` runs as someone other than the owner of its data
+/// directory: what it creates there (spool files, stores) would be unreadable by the service
+/// when it next starts as that owner.
+pub fn warn_if_serving_as_other_user(cfg: &Config) {
+    let Some(service) = ServiceUser::of(cfg) else {
+        return;
+    };
+    let me = effective_uid();
+    if me != service.uid {
+        let name = user_name(service.uid);
+        tracing::warn!(
+            "serving as {}, but the data directory {} belongs to {name}: files created now \
+             (spool, stores) will belong to {} and the service running as {name} may not read \
+             them; start it as that user (`systemctl start herald`, or `sudo -u {name} herald \
+             serve`)",
+            user_name(me),
+            service.data_dir.display(),
+            user_name(me)
+        );
+    }
+}
+
 /// Replaces `path` with `bytes` atomically (a temporary file beside it, renamed over it), the
 /// new file keeping the old one's owner, group and mode.
 pub fn replace_keeping_owner(path: &Path, bytes: &[u8]) -> io::Result<()> {

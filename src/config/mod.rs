@@ -26,6 +26,10 @@ pub use bimi::*;
 /// Default location of the configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/herald.toml";
 
+/// Where the Debian package installs the configuration; used when [`DEFAULT_CONFIG_PATH`] does
+/// not exist and no file is named.
+pub const PACKAGED_CONFIG_PATH: &str = "/etc/herald/herald.toml";
+
 /// The argon2id hash of the README's demo password (`herald-demo-password`), shipped in the
 /// development config. A production config (neither `allow_dev_certs` nor `allow_dev_keys`)
 /// that contains it is refused: anyone who read the README could log in.
@@ -468,7 +472,10 @@ impl Config {
             return Err(ConfigError {
                 file,
                 key: "(file)".into(),
-                problem: "file not found; pass --config PATH or run from the directory holding config/herald.toml".into(),
+                problem: "file not found; pass --config PATH (or set HERALD_CONFIG), or run from \
+                          the directory holding config/herald.toml; without either, herald reads \
+                          /etc/herald/herald.toml (the package's)"
+                    .into(),
             });
         }
         if let Err(e) = std::fs::File::open(path) {

@@ -214,3 +214,34 @@ fn cluster_section_is_optional_validated_and_never_holds_a_password() {
             .is_empty()
     );
 }
+
+#[test]
+fn log_levels_and_filters_are_accepted_and_bare_words_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for good in [
+        "info",
+        "WARN",
+        "info,herald=debug",
+        "herald::smtp_server=trace,warn",
+        "off",
+    ] {
+        let p = write(dir.path(), &format!("[server]\nlog_level = \"{good}\"\n"));
+        assert!(Config::load(&p).is_ok(), "{good}");
+    }
+    for bad in ["verbose", "info,verbose", "herald=loud", ""] {
+        let p = write(dir.path(), &format!("[server]\nlog_level = \"{bad}\"\n"));
+        let e = Config::load(&p).unwrap_err();
+        assert_eq!(e.key, "server.log_level", "{bad}: {e}");
+        assert!(e.problem.contains("\"info,herald=debug\""), "{e}");
+    }
+}
+
+#[test]
+fn sender_wildcards_are_refused_with_the_form_that_works() {
+    assert!(sender_pattern_problem("@example.com").is_none());
+    assert!(sender_pattern_problem("billing@example.com").is_none());
+    let p = sender_pattern_problem("*@example.com").unwrap();
+    assert!(p.contains("write \"@example.com\""), "{p}");
+    let p = sender_pattern_problem("@*.example.com").unwrap();
+    assert!(p.contains("wildcard"), "{p}");
+}

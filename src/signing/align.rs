@@ -4,6 +4,11 @@
 //! `From:` domain: the domain itself, or a parent of it down to its organizational domain
 //! (the registrable domain under the Public Suffix List). The nearest configured one wins.
 //!
+//! DMARCbis (RFC 9989) finds the organizational domain by a DNS tree walk instead of the list;
+//! the walk's pure parts are here ([`tree_walk_names`], [`tree_walk_org`]) and `herald check`
+//! runs it, naming every domain where the two differ. Signing itself stays on the list: key
+//! choice happens per message, synchronously, where a DNS walk has no place.
+//!
 //! Refusals, and why these codes:
 //! - no aligned key: `550 5.7.1` (delivery not authorized): herald's policy forbids sending
 //!   mail it cannot sign aligned.

@@ -25,3 +25,19 @@ pub(super) fn record(results: &[io::Result<()>]) {
     };
     *FAULT.lock().unwrap_or_else(|p| p.into_inner()) = fault;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_that_fails_whole_sets_the_fault_and_one_written_clears_it() {
+        let ro = || io::Error::from(io::ErrorKind::ReadOnlyFilesystem);
+        record(&[Err(ro()), Err(ro())]);
+        assert!(fault().is_some_and(|f| f.starts_with("spool: read-only file system")));
+        record(&[]);
+        assert!(fault().is_some(), "an empty group says nothing");
+        record(&[Ok(()), Err(ro())]);
+        assert_eq!(fault(), None, "the spool can write again");
+    }
+}

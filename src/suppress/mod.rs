@@ -293,35 +293,37 @@ impl Suppressions {
     pub async fn refresh(&self) -> Result<(), SuppressError> {
         let since = self.index.seq();
         let (changes, seq) = self.store.changes_since(since).await?;
-        {
-            // Changes made elsewhere (the CLI, another node), logged once each.
-            let now = crate::clock::unix_now() as i64;
-            for c in &changes {
-                match c {
-                    index::Change::Put(e)
-                        if self
-                            .index
-                            .find(&e.domain, &e.app, &e.address, now)
-                            .is_none() =>
-                    {
-                        tracing::info!(event = "suppression_synced", domain = %e.domain,
-                            address = %e.address, reason = e.reason.as_str(),
-                            "suppression list: address added elsewhere");
-                    }
-                    index::Change::Removed(d, a, addr)
-                        if self
-                            .index
-                            .find(d, a, addr, now)
-                            .is_some_and(|e| e.app == *a) =>
-                    {
-                        tracing::info!(event = "unsuppressed", domain = %d, address = %addr,
-                            "suppression list: address removed");
-                    }
-                    _ => {}
+        // Changes made elsewhere (the CLI, another node), logged once each, after the index
+        // has them (a reader of the log can rely on the change being in force).
+        let now = crate::clock::unix_now() as i64;
+        let news: Vec<&index::Change> = changes
+            .iter()
+            .filter(|c| match c {
+                index::Change::Put(e) => self
+                    .index
+                    .find(&e.domain, &e.app, &e.address, now)
+                    .is_none(),
+                index::Change::Removed(d, a, addr) => self
+                    .index
+                    .find(d, a, addr, now)
+                    .is_some_and(|e| e.app == *a),
+            })
+            .collect();
+        let lines: Vec<index::Change> = news.into_iter().cloned().collect();
+        self.index.apply(changes, seq);
+        for c in lines {
+            match c {
+                index::Change::Put(e) => {
+                    tracing::info!(event = "suppression_synced", domain = %e.domain,
+                        address = %e.address, reason = e.reason.as_str(),
+                        "suppression list: address added elsewhere");
+                }
+                index::Change::Removed(d, _, addr) => {
+                    tracing::info!(event = "unsuppressed", domain = %d, address = %addr,
+                        "suppression list: address removed");
                 }
             }
         }
-        self.index.apply(changes, seq);
         Ok(())
     }
 

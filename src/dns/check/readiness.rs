@@ -401,3 +401,26 @@ pub(super) fn seen_codes(replies: &[String]) -> Vec<SeenCode> {
     out.sort_by_key(|s| std::cmp::Reverse(s.count));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_seen_are_grouped_by_code_most_frequent_first() {
+        let replies: Vec<String> = [
+            "421-4.7.28 [203.0.113.10] Our system has detected an unusual rate of unsolicited mail",
+            "550 5.1.1 user unknown",
+            "421-4.7.28 [203.0.113.10] Our system has detected an unusual rate of unsolicited mail",
+            "421 4.7.0 [TSS04] Messages from 203.0.113.10 temporarily deferred",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let seen = seen_codes(&replies);
+        assert_eq!(seen.len(), 2, "the unknown code is left out");
+        assert_eq!((seen[0].code, seen[0].count), ("4.7.28", 2));
+        assert_eq!((seen[1].provider, seen[1].count), ("Yahoo", 1));
+        assert!(seen[1].example.contains("TSS04"));
+    }
+}

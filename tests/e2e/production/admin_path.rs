@@ -223,3 +223,24 @@ fn a_config_the_user_cannot_read_says_who_may() {
         "{err}"
     );
 }
+
+#[test]
+fn serving_as_another_user_than_the_data_directory_owner_warns() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to give the data directory to another user");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = crate::support::herald::base_config(dir.path());
+    std::os::unix::fs::chown(dir.path(), Some(65534), Some(65534)).expect("chown");
+    let config = dir.path().join("herald.toml");
+    std::fs::write(&config, toml::to_string(&cfg).expect("toml")).expect("write");
+    let mut h = crate::support::herald::Herald::spawn(&config, cfg, &["serve"]);
+    let line = h.wait_for_log("belongs to nobody", std::time::Duration::from_secs(60));
+    assert!(
+        line.contains("serving as root") && line.contains("sudo -u nobody herald serve"),
+        "{line}"
+    );
+    h.terminate();
+}

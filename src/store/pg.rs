@@ -258,6 +258,27 @@ async fn insert_dmarc(
 ) -> Result<bool, StoreError> {
     let m = &r.report_metadata;
     let p = &r.policy_published;
+    if verified {
+        // An unverified report holding this id (a forger guessing a receiver's next id) gives
+        // way to the verified one.
+        let forged = tx
+            .query_opt(
+                "SELECT id FROM herald_dmarc_reports \
+                 WHERE org = $1 AND report_id = $2 AND NOT verified",
+                &[&m.org_name, &m.report_id],
+            )
+            .await
+            .map_err(DbError::doing("storing a DMARC report"))?;
+        if let Some(row) = forged {
+            let id: i64 = row.get(0);
+            tx.execute("DELETE FROM herald_dmarc_rows WHERE report = $1", &[&id])
+                .await
+                .map_err(DbError::doing("replacing an unverified DMARC report"))?;
+            tx.execute("DELETE FROM herald_dmarc_reports WHERE id = $1", &[&id])
+                .await
+                .map_err(DbError::doing("replacing an unverified DMARC report"))?;
+        }
+    }
     let inserted = tx
         .query_opt(
             "INSERT INTO herald_dmarc_reports \

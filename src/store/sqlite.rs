@@ -174,6 +174,21 @@ fn insert_dmarc(
 ) -> Result<bool, StoreError> {
     let m = &r.report_metadata;
     let p = &r.policy_published;
+    if verified {
+        // An unverified report holding this id (a forger guessing a receiver's next id) gives
+        // way to the verified one.
+        let forged: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM dmarc_reports WHERE org = ?1 AND report_id = ?2 AND verified = 0",
+                params![m.org_name, m.report_id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(id) = forged {
+            tx.execute("DELETE FROM dmarc_rows WHERE report = ?1", params![id])?;
+            tx.execute("DELETE FROM dmarc_reports WHERE id = ?1", params![id])?;
+        }
+    }
     let inserted = tx.execute(
         "INSERT OR IGNORE INTO dmarc_reports
            (mail_id, org, report_id, domain, begin_at, end_at, policy, received_at, verified)

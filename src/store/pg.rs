@@ -12,8 +12,8 @@ use tokio_postgres::Transaction;
 
 use super::sqlite::{action_word, auth_results, disposition_word};
 use super::{
-    AcceptOutcome, BoxFuture, DmarcRow, ParsedItem, ReceivedMail, RejectedPart, ReportStore,
-    StoreCounters, StoreError, TlsReportSummary,
+    AcceptOutcome, BoxFuture, DmarcAggregate, DmarcRow, ParsedItem, ReceivedMail, RejectedPart,
+    ReportStore, StoreCounters, StoreError, TlsReportSummary,
 };
 use crate::cluster::{Db, DbError};
 
@@ -348,6 +348,17 @@ impl ReportStore for PgStore {
     ) -> BoxFuture<'a, Result<Vec<DmarcRow>, StoreError>> {
         let domain = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
         Box::pin(self.dmarc_rows(domain, since))
+    }
+
+    fn dmarc_aggregate<'a>(
+        &'a self,
+        domain: Option<&'a str>,
+        since: i64,
+    ) -> BoxFuture<'a, Result<DmarcAggregate, StoreError>> {
+        let domain = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
+        Box::pin(super::pg_aggregate::dmarc_aggregate(
+            &self.db, domain, since,
+        ))
     }
 
     fn rejected(&self, limit: usize) -> BoxFuture<'_, Result<Vec<RejectedPart>, StoreError>> {

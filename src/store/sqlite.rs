@@ -10,8 +10,8 @@ use mail_auth::report::{ActionDisposition, Disposition, DmarcResult, Report};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    AcceptOutcome, BoxFuture, DmarcRow, ParsedItem, ReceivedMail, RejectedPart, ReportStore,
-    SqliteThread, StoreCounters, StoreError, TlsReportSummary,
+    AcceptOutcome, BoxFuture, DmarcAggregate, DmarcRow, ParsedItem, ReceivedMail, RejectedPart,
+    ReportStore, SqliteThread, StoreCounters, StoreError, TlsReportSummary,
 };
 
 /// Schema version 1. Rows keep the report's metadata by reference; the raw mail is kept so a
@@ -252,6 +252,18 @@ impl ReportStore for SqliteStore {
     ) -> BoxFuture<'a, Result<Vec<DmarcRow>, StoreError>> {
         let domain = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
         Box::pin(self.db.call(move |conn| dmarc_rows(conn, domain, since)))
+    }
+
+    fn dmarc_aggregate<'a>(
+        &'a self,
+        domain: Option<&'a str>,
+        since: i64,
+    ) -> BoxFuture<'a, Result<DmarcAggregate, StoreError>> {
+        let domain = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
+        Box::pin(
+            self.db
+                .call(move |conn| super::sqlite_aggregate::dmarc_aggregate(conn, domain, since)),
+        )
     }
 
     fn rejected(&self, limit: usize) -> BoxFuture<'_, Result<Vec<RejectedPart>, StoreError>> {

@@ -188,11 +188,14 @@ impl Session {
         batch: &[u8],
         replies: usize,
     ) -> mail_send::Result<Vec<smtp_proto::Response<String>>> {
-        let client = &mut self.client;
-        tokio::time::timeout(client.timeout, async {
-            client.stream.write_all(batch).await?;
-            client.stream.flush().await?;
-            client.read_many(replies).await
+        let stream = &mut self.client.stream;
+        tokio::time::timeout(self.client.timeout, async {
+            stream.write_all(batch).await?;
+            stream.flush().await?;
+            read_replies(stream, replies)
+                .await
+                .or_else(|broken| closing(replies, broken))
+                .map_err(|(_, e)| e)
         })
         .await
         .map_err(|_| mail_send::Error::Timeout)?
@@ -224,13 +227,17 @@ impl Session {
                 stream.write_all(&out).await?;
                 stream.flush().await
             };
-            written.await.map_err(|e| (0, mail_send::Error::Io(e)))?;
-            read_replies(stream, replies).await
+            written
+                .await
+                .map_err(|e| (Vec::new(), mail_send::Error::Io(e)))?;
+            read_replies(stream, replies)
+                .await
+                .or_else(|broken| closing(replies, broken))
         })
         .await;
         match sent {
             Ok(Ok(replies)) => Ok(replies),
-            Ok(Err((0, e))) => Err(envelope_err(e)),
+            Ok(Err((got, e))) if got.is_empty() => Err(envelope_err(e)),
             Ok(Err((_, e))) => Err(TransactionError::Lost(mail_err(e))),
             Err(_) => Err(TransactionError::Lost(
                 "no reply to the message (BDAT) within the time limit".into(),
@@ -303,20 +310,21 @@ fn dot_stuff(mut slice: &[u8], line_start: &mut bool, out: &mut Vec<u8>) {
     }
 }
 
-/// Reads `count` replies (pipelined commands, in order). On failure, also says how many had
-/// come, which tells a dead connection (none) from a transaction broken half-way.
-async fn read_replies(
-    stream: &mut Stream,
-    count: usize,
-) -> Result<Vec<Response<String>>, (usize, mail_send::Error)> {
+/// Replies read before the connection broke, and how it broke.
+type Broken = (Vec<Response<String>>, mail_send::Error);
+
+/// Reads `count` replies (pipelined commands, in order). On failure, also gives the replies
+/// that had come, which tells a dead connection (none) from a transaction broken half-way, and
+/// keeps a server's last words (a `421` before it closes).
+async fn read_replies(stream: &mut Stream, count: usize) -> Result<Vec<Response<String>>, Broken> {
     let mut buf = [0u8; 1024];
     let mut replies = Vec::with_capacity(count);
     let mut parser = ResponseReceiver::default();
     while replies.len() < count {
         let read = match stream.read(&mut buf).await {
-            Ok(0) => return Err((replies.len(), mail_send::Error::UnparseableReply)),
+            Ok(0) => return Err((replies, mail_send::Error::UnparseableReply)),
             Ok(n) => n,
-            Err(e) => return Err((replies.len(), mail_send::Error::Io(e))),
+            Err(e) => return Err((replies, mail_send::Error::Io(e))),
         };
         let mut bytes = buf[..read].iter();
         while replies.len() < count {
@@ -326,11 +334,22 @@ async fn read_replies(
                     parser.reset();
                 }
                 Err(smtp_proto::Error::NeedsMoreData { .. }) => break,
-                Err(_) => return Err((replies.len(), mail_send::Error::UnparseableReply)),
+                Err(_) => return Err((replies, mail_send::Error::UnparseableReply)),
             }
         }
     }
     Ok(replies)
+}
+
+/// A server may answer any command with `421` and close (RFC 5321 §3.8): when one of the
+/// replies that came before the connection ended is a `421`, it answers the whole
+/// transaction (every later command, MAIL or RCPT or DATA, gets it: a deferral with the
+/// server's own words, classified like any other), instead of an unreadable broken session.
+fn closing(count: usize, broken: Broken) -> Result<Vec<Response<String>>, Broken> {
+    match broken.0.iter().find(|r| r.code == 421) {
+        Some(last_words) => Ok(vec![last_words.clone(); count]),
+        None => Err(broken),
+    }
 }
 
 /// An error at the start of the envelope: a dead connection (an I/O error such as a broken

@@ -114,3 +114,31 @@ async fn gmail_421_4_7_28_is_a_block_retried_and_never_a_suppression() {
     assert_eq!(demo["day"]["block"], 1, "{stats}");
     assert_eq!(demo["day"]["hard"], 0, "{stats}");
 }
+
+/// A server may answer RCPT with `421` and close (RFC 5321 §3.8): herald reads those last words
+/// as the deferral they are (classified, with the server's reply), not as a broken session,
+/// and delivers on the next attempt.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_421_at_rcpt_then_close_is_a_deferral_with_the_servers_words() {
+    let mut w = World::new(1);
+    w.dns.add_mx("example.org", 10, "mx.example.org");
+    let mx = w.sink(
+        "mx.example.org",
+        SinkOptions {
+            rcpt_replies: vec!["421 4.3.2 shutting down for maintenance, try again later".into()],
+            ..SinkOptions::default()
+        },
+    );
+    let mut rig = start(&w, config(&w));
+    let mut c = rig.login("demo").await;
+    let r = try_submit(&mut c, "app@example.test", "carol@example.org", "closing").await;
+    assert_eq!(r.code, 250, "{r:?}");
+    let line = rig.herald.wait_for_event("classified", WAIT);
+    assert!(line.contains("deferred"), "{line}");
+    assert!(
+        line.contains("421 4.3.2 shutting down for maintenance"),
+        "the server's own reply is recorded: {line}"
+    );
+    // Retried and delivered on the next attempt.
+    mx.wait_for_messages(1, WAIT);
+}

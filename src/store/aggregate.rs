@@ -8,7 +8,7 @@ use std::net::IpAddr;
 /// Everything the summary reads, for one domain or all.
 #[derive(Debug, Clone, Default)]
 pub struct DmarcAggregate {
-    /// Message counts per (domain, verified, source, day, result).
+    /// Message counts per (domain, source, day, result); one group per domain for the unverified.
     pub groups: Vec<DmarcGroup>,
     /// One entry per stored report that has at least one row.
     pub reports: Vec<DmarcReportFacts>,
@@ -18,7 +18,9 @@ pub struct DmarcAggregate {
     pub source_dkim: Vec<SourceDkim>,
 }
 
-/// The messages of one (domain, verified, source, UTC day, result) group.
+/// The messages of one (domain, source, UTC day, result) group of verified reports. The
+/// unverified reports of a domain, which only ever show their total, are one group (source
+/// `0.0.0.0`, day 0, no result), however many rows a forger sends.
 #[derive(Debug, Clone)]
 pub struct DmarcGroup {
     /// The policy domain.

@@ -19,10 +19,13 @@ pub(super) async fn dmarc_aggregate(
     let rows = client
         .query(
             &format!(
-                "SELECT r.domain, r.verified, w.source_ip, \
-                        r.begin_at - ((r.begin_at % 86400) + 86400) % 86400, \
-                        w.dkim_aligned, w.spf_aligned, \
-                        CASE WHEN w.disposition IN ('quarantine', 'reject') \
+                "SELECT r.domain, r.verified, \
+                        CASE WHEN r.verified THEN w.source_ip ELSE '0.0.0.0' END, \
+                        CASE WHEN r.verified \
+                             THEN r.begin_at - ((r.begin_at % 86400) + 86400) % 86400 \
+                             ELSE 0 END, \
+                        r.verified AND w.dkim_aligned, r.verified AND w.spf_aligned, \
+                        CASE WHEN r.verified AND w.disposition IN ('quarantine', 'reject') \
                              THEN w.disposition ELSE '' END, \
                         SUM(GREATEST(w.count, 0))::bigint \
                  {PERIOD} \

@@ -594,8 +594,11 @@ fn duration_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Duration>
         .iter()
         .filter(|s| !s.is_empty())
         .map(|s| {
-            humantime::parse_duration(s)
-                .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration: {e}")))
+            humantime::parse_duration(s).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "{s:?} is not a duration ({e}); e.g. [\"1m\", \"5m\", \"1h\"]"
+                ))
+            })
         })
         .collect()
 }
@@ -609,7 +612,10 @@ fn ip_or_net_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, 
             s.parse::<IpNet>()
                 .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
                 .map_err(|_| {
-                    serde::de::Error::custom(format!("{s:?} is not an IP address or network"))
+                    serde::de::Error::custom(format!(
+                        "{s:?} is not an IP address or network; e.g. \"203.0.113.10\" or \
+                         \"203.0.113.0/24\""
+                    ))
                 })
         })
         .collect()

@@ -9,7 +9,10 @@ use serde::Serialize;
 
 use super::classify::{Classifier, SourceClass};
 use crate::config::Config;
-use crate::store::{DmarcRow, ReportStore, StoreCounters, TlsReportSummary};
+use crate::store::{
+    DmarcGroup, DmarcReportFacts, ReportStore, SourceDkim, SourceOrg, StoreCounters,
+    TlsReportSummary,
+};
 
 /// A legitimate source must pass DMARC for at least this share of its mail before tightening.
 pub const LEGIT_PASS_THRESHOLD: f64 = 98.0;
@@ -170,7 +173,7 @@ pub async fn build(
 ) -> anyhow::Result<Summary> {
     let now = crate::store::now();
     let since = now - i64::from(days) * 86_400;
-    let rows = store.dmarc_rows(domain, since).await?;
+    let aggregate = store.dmarc_aggregate(domain, since).await?;
     let counters = store.counters().await?;
     let classifier = Classifier::new(cfg);
     let signing: BTreeSet<String> = cfg
@@ -179,14 +182,33 @@ pub async fn build(
         .iter()
         .map(|k| k.domain.trim_end_matches('.').to_ascii_lowercase())
         .collect();
-    let mut by_domain: BTreeMap<String, Vec<DmarcRow>> = BTreeMap::new();
-    for r in rows {
-        by_domain.entry(r.domain.clone()).or_default().push(r);
+    let mut by_domain: BTreeMap<String, DomainData> = BTreeMap::new();
+    for g in aggregate.groups {
+        by_domain
+            .entry(g.domain.clone())
+            .or_default()
+            .groups
+            .push(g);
+    }
+    for r in aggregate.reports {
+        if let Some(d) = by_domain.get_mut(&r.domain) {
+            d.reports.push(r);
+        }
+    }
+    for o in aggregate.source_orgs {
+        if let Some(d) = by_domain.get_mut(&o.domain) {
+            d.source_orgs.push(o);
+        }
+    }
+    for k in aggregate.source_dkim {
+        if let Some(d) = by_domain.get_mut(&k.domain) {
+            d.source_dkim.push(k);
+        }
     }
     let mut domains = Vec::new();
-    for (name, rows) in by_domain {
+    for (name, data) in by_domain {
         let signed = signing.contains(&name);
-        domains.push(domain_summary(&classifier, name, signed, &rows, cfg).await);
+        domains.push(domain_summary(&classifier, name, signed, data, cfg).await);
     }
     let tls_reports = store.tls_reports(since).await?;
     Ok(Summary {
@@ -199,35 +221,48 @@ pub async fn build(
     })
 }
 
+/// One domain's share of a [`crate::store::DmarcAggregate`].
+#[derive(Default)]
+struct DomainData {
+    groups: Vec<DmarcGroup>,
+    reports: Vec<DmarcReportFacts>,
+    source_orgs: Vec<SourceOrg>,
+    source_dkim: Vec<SourceDkim>,
+}
+
 async fn domain_summary(
     classifier: &Classifier,
     domain: String,
     signed_by_herald: bool,
-    all_rows: &[DmarcRow],
+    mut data: DomainData,
     cfg: &Config,
 ) -> DomainSummary {
-    let (rows, forged): (Vec<&DmarcRow>, Vec<&DmarcRow>) =
-        all_rows.iter().partition(|r| r.verified);
-    let unverified = unverified(&forged);
+    let unverified = unverified(&data);
     let mut reports = BTreeSet::new();
     let mut reporters = BTreeSet::new();
     let mut daily: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut per_ip: HashMap<IpAddr, Source> = HashMap::new();
     let mut dkim_seen: HashMap<IpAddr, Vec<(String, String, String)>> = HashMap::new();
     let (mut first, mut last, mut latest_policy) = (i64::MAX, 0i64, (0i64, String::new()));
-    for r in rows.iter().copied() {
-        reports.insert((r.org.clone(), r.report_id.clone()));
+    // Reports in the order their rows were stored and read: the latest period's policy wins,
+    // a tie going to the report read last.
+    data.reports.sort_by_key(|r| (r.begin, r.last_row));
+    for r in data.reports.iter().filter(|r| r.verified) {
+        reports.insert((r.org.as_str(), r.report_id.as_str()));
         reporters.insert(r.org.clone());
         first = first.min(r.begin);
         last = last.max(r.end);
         if r.end >= latest_policy.0 {
             latest_policy = (r.end, r.policy.clone());
         }
-        let day = daily.entry(utc_date(r.begin)).or_default();
-        day.0 += r.count;
-        day.1 += if r.passes() { r.count } else { 0 };
-        let s = per_ip.entry(r.source_ip).or_insert_with(|| Source {
-            ip: r.source_ip,
+    }
+    for g in data.groups.iter().filter(|g| g.verified) {
+        let passing = if g.passes() { g.count } else { 0 };
+        let day = daily.entry(utc_date(g.day)).or_default();
+        day.0 = day.0.saturating_add(g.count);
+        day.1 = day.1.saturating_add(passing);
+        let s = per_ip.entry(g.source_ip).or_insert_with(|| Source {
+            ip: g.source_ip,
             ptr: None,
             class: SourceClass::Unknown,
             why: String::new(),
@@ -239,24 +274,30 @@ async fn domain_summary(
             rejected: 0,
             reporters: Vec::new(),
         });
-        s.messages += r.count;
-        s.pass += if r.passes() { r.count } else { 0 };
-        s.dkim_aligned += if r.dkim_aligned { r.count } else { 0 };
-        s.spf_aligned += if r.spf_aligned { r.count } else { 0 };
-        match r.disposition.as_str() {
-            "quarantine" => s.quarantined += r.count,
-            "reject" => s.rejected += r.count,
+        s.messages = s.messages.saturating_add(g.count);
+        s.pass = s.pass.saturating_add(passing);
+        if g.dkim_aligned {
+            s.dkim_aligned = s.dkim_aligned.saturating_add(g.count);
+        }
+        if g.spf_aligned {
+            s.spf_aligned = s.spf_aligned.saturating_add(g.count);
+        }
+        match g.disposition.as_str() {
+            "quarantine" => s.quarantined = s.quarantined.saturating_add(g.count),
+            "reject" => s.rejected = s.rejected.saturating_add(g.count),
             _ => {}
         }
-        if !s.reporters.contains(&r.org) {
-            s.reporters.push(r.org.clone());
+    }
+    // Reporters and signatures in the order they first appeared.
+    data.source_orgs.sort_by_key(|o| o.first);
+    for o in data.source_orgs {
+        if let Some(s) = per_ip.get_mut(&o.source_ip) {
+            s.reporters.push(o.org);
         }
-        let seen = dkim_seen.entry(r.source_ip).or_default();
-        for sig in &r.dkim {
-            if !seen.contains(sig) {
-                seen.push(sig.clone());
-            }
-        }
+    }
+    data.source_dkim.sort_by_key(|k| k.first);
+    for k in data.source_dkim {
+        dkim_seen.entry(k.source_ip).or_default().push(k.signature);
     }
     let mut sources: Vec<Source> = per_ip.into_values().collect();
     sources.sort_by(|a, b| b.messages.cmp(&a.messages).then(a.ip.cmp(&b.ip)));
@@ -331,16 +372,19 @@ async fn domain_summary(
     }
 }
 
-/// Counts the unverified reports' rows.
-fn unverified(rows: &[&DmarcRow]) -> Unverified {
+/// Counts the unverified reports and the messages they claim.
+fn unverified(data: &DomainData) -> Unverified {
     let mut reports = BTreeSet::new();
     let mut reporters = BTreeSet::new();
-    let mut messages: u64 = 0;
-    for r in rows {
+    for r in data.reports.iter().filter(|r| !r.verified) {
         reports.insert((r.org.as_str(), r.report_id.as_str()));
         reporters.insert(r.org.clone());
-        messages = messages.saturating_add(r.count);
     }
+    let messages = data
+        .groups
+        .iter()
+        .filter(|g| !g.verified)
+        .fold(0u64, |sum, g| sum.saturating_add(g.count));
     Unverified {
         reports: reports.len(),
         messages,

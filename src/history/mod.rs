@@ -2,9 +2,10 @@
 //! search (`herald log search`, `/messages`) and queued for the app's webhook.
 //!
 //! A subscriber of the process's [`EventHub`](crate::events::EventHub) with a writer thread of
-//! its own: events are taken from the hub's channel as they come and written in one
-//! transaction per batch (whatever has queued up meanwhile, up to [`WRITE_BATCH`]), so neither
-//! submission nor delivery ever waits on the database. If the writer falls behind by more than
+//! its own (at a lower CPU priority): after the first event it lets more gather for
+//! [`LINGER`], then writes them in one transaction (up to [`WRITE_BATCH`]), with the webhook
+//! batches of the apps that have one, so neither submission nor delivery ever waits on the
+//! database. If the writer falls behind by more than
 //! `[history] queue` events, new ones are lost and counted (`herald_events_lost`). Events older
 //! than `[history] retention` are pruned hourly.
 //!

@@ -27,11 +27,15 @@
 //! 4. **Choosing**: an `open` like [`open`] here: PostgreSQL with `[cluster]`, else SQLite in
 //!    `data_dir`.
 
+mod aggregate;
 mod error;
 pub mod pg;
+mod pg_aggregate;
 pub mod sqlite;
+mod sqlite_aggregate;
 mod sqlite_thread;
 
+pub use self::aggregate::{DmarcAggregate, DmarcGroup, DmarcReportFacts, SourceDkim, SourceOrg};
 pub use self::error::StoreError;
 pub use self::sqlite_thread::SqliteThread;
 /// The boxed future every storage trait method returns (object-safe async methods).
@@ -235,6 +239,13 @@ pub trait ReportStore: Send + Sync {
         domain: Option<&'a str>,
         since: i64,
     ) -> BoxFuture<'a, Result<Vec<DmarcRow>, StoreError>>;
+    /// The same rows aggregated in the database ([`DmarcAggregate`]): what the summary reads,
+    /// in memory bounded by the (domain, source, day, result) groups, not by the rows.
+    fn dmarc_aggregate<'a>(
+        &'a self,
+        domain: Option<&'a str>,
+        since: i64,
+    ) -> BoxFuture<'a, Result<DmarcAggregate, StoreError>>;
     /// The most recently received rejected parts, newest first.
     fn rejected(&self, limit: usize) -> BoxFuture<'_, Result<Vec<RejectedPart>, StoreError>>;
     /// TLS-RPT reports whose period ends at or after `since`.

@@ -12,8 +12,8 @@ use tokio_postgres::Transaction;
 
 use super::sqlite::{action_word, auth_results, disposition_word};
 use super::{
-    AcceptOutcome, BoxFuture, DmarcRow, ParsedItem, ReceivedMail, RejectedPart, ReportStore,
-    StoreCounters, StoreError, TlsReportSummary,
+    AcceptOutcome, BoxFuture, DmarcAggregate, DmarcRow, ParsedItem, ReceivedMail, RejectedPart,
+    ReportStore, StoreCounters, StoreError, TlsReportSummary,
 };
 use crate::cluster::{Db, DbError};
 
@@ -258,6 +258,27 @@ async fn insert_dmarc(
 ) -> Result<bool, StoreError> {
     let m = &r.report_metadata;
     let p = &r.policy_published;
+    if verified {
+        // An unverified report holding this id (a forger guessing a receiver's next id) gives
+        // way to the verified one.
+        let forged = tx
+            .query_opt(
+                "SELECT id FROM herald_dmarc_reports \
+                 WHERE org = $1 AND report_id = $2 AND NOT verified",
+                &[&m.org_name, &m.report_id],
+            )
+            .await
+            .map_err(DbError::doing("storing a DMARC report"))?;
+        if let Some(row) = forged {
+            let id: i64 = row.get(0);
+            tx.execute("DELETE FROM herald_dmarc_rows WHERE report = $1", &[&id])
+                .await
+                .map_err(DbError::doing("replacing an unverified DMARC report"))?;
+            tx.execute("DELETE FROM herald_dmarc_reports WHERE id = $1", &[&id])
+                .await
+                .map_err(DbError::doing("replacing an unverified DMARC report"))?;
+        }
+    }
     let inserted = tx
         .query_opt(
             "INSERT INTO herald_dmarc_reports \
@@ -327,6 +348,17 @@ impl ReportStore for PgStore {
     ) -> BoxFuture<'a, Result<Vec<DmarcRow>, StoreError>> {
         let domain = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
         Box::pin(self.dmarc_rows(domain, since))
+    }
+
+    fn dmarc_aggregate<'a>(
+        &'a self,
+        domain: Option<&'a str>,
+        since: i64,
+    ) -> BoxFuture<'a, Result<DmarcAggregate, StoreError>> {
+        let domain = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
+        Box::pin(super::pg_aggregate::dmarc_aggregate(
+            &self.db, domain, since,
+        ))
     }
 
     fn rejected(&self, limit: usize) -> BoxFuture<'_, Result<Vec<RejectedPart>, StoreError>> {

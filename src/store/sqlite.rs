@@ -10,8 +10,8 @@ use mail_auth::report::{ActionDisposition, Disposition, DmarcResult, Report};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    AcceptOutcome, BoxFuture, DmarcRow, ParsedItem, ReceivedMail, RejectedPart, ReportStore,
-    SqliteThread, StoreCounters, StoreError, TlsReportSummary,
+    AcceptOutcome, BoxFuture, DmarcAggregate, DmarcRow, ParsedItem, ReceivedMail, RejectedPart,
+    ReportStore, SqliteThread, StoreCounters, StoreError, TlsReportSummary,
 };
 
 /// Schema version 1. Rows keep the report's metadata by reference; the raw mail is kept so a
@@ -174,6 +174,21 @@ fn insert_dmarc(
 ) -> Result<bool, StoreError> {
     let m = &r.report_metadata;
     let p = &r.policy_published;
+    if verified {
+        // An unverified report holding this id (a forger guessing a receiver's next id) gives
+        // way to the verified one.
+        let forged: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM dmarc_reports WHERE org = ?1 AND report_id = ?2 AND verified = 0",
+                params![m.org_name, m.report_id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(id) = forged {
+            tx.execute("DELETE FROM dmarc_rows WHERE report = ?1", params![id])?;
+            tx.execute("DELETE FROM dmarc_reports WHERE id = ?1", params![id])?;
+        }
+    }
     let inserted = tx.execute(
         "INSERT OR IGNORE INTO dmarc_reports
            (mail_id, org, report_id, domain, begin_at, end_at, policy, received_at, verified)
@@ -237,6 +252,18 @@ impl ReportStore for SqliteStore {
     ) -> BoxFuture<'a, Result<Vec<DmarcRow>, StoreError>> {
         let domain = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
         Box::pin(self.db.call(move |conn| dmarc_rows(conn, domain, since)))
+    }
+
+    fn dmarc_aggregate<'a>(
+        &'a self,
+        domain: Option<&'a str>,
+        since: i64,
+    ) -> BoxFuture<'a, Result<DmarcAggregate, StoreError>> {
+        let domain = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
+        Box::pin(
+            self.db
+                .call(move |conn| super::sqlite_aggregate::dmarc_aggregate(conn, domain, since)),
+        )
     }
 
     fn rejected(&self, limit: usize) -> BoxFuture<'_, Result<Vec<RejectedPart>, StoreError>> {

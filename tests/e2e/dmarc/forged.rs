@@ -19,8 +19,16 @@ fn forged_reports_under_made_up_organizations_leave_the_verdict_and_are_shown_un
     let h = start(dir.path(), cfg);
     let rcpt = format!("dmarc@{FEEDBACK}");
 
-    // One genuine report from Google (signed): one day of reports, so "wait".
+    // A forger sends first, under Google's name and the id Google's next report will have ...
     let (genuine, sender) = story().remove(7);
+    let mut squatter: Report = genuine.clone();
+    for row in &mut squatter.rows {
+        row.count = 1;
+    }
+    let mail = samples::multipart_gzip_mail(&squatter, "reports@forger.test", &rcpt);
+    assert!(deliver(listen, &rcpt, &mail).text.contains("1 stored"));
+    // ... and the genuine report (signed by google.com) still takes its place: one day of
+    // reports, so "wait".
     let reply = deliver(listen, &rcpt, &mail_for(&genuine, sender, &rcpt));
     assert!(reply.text.contains("1 stored"), "{reply:?}");
     let before = summary(&h.config_path);
@@ -62,7 +70,8 @@ fn forged_reports_under_made_up_organizations_leave_the_verdict_and_are_shown_un
     }
 
     let after = summary(&h.config_path);
-    assert_eq!(after["counters"]["dmarc_reports"], 9);
+    // Ten stored over time; the squatter was replaced by the genuine report.
+    assert_eq!(after["counters"]["dmarc_reports"], 10);
     let com = domain(&after, "example.com");
     assert_eq!(com["verdict"]["next"], "wait", "{com:#}");
     assert_eq!(com["verdict"]["safe"], false);

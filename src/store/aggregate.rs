@@ -1,0 +1,95 @@
+//! The DMARC rows of a period, aggregated in the database ([`super::ReportStore::dmarc_aggregate`]):
+//! what `herald dmarc summary` and `/dmarc` need, in memory bounded by the distinct
+//! (domain, source, day, result) groups and the reports, never by the stored rows (a year of
+//! a large domain's reports is millions of rows).
+
+use std::net::IpAddr;
+
+/// Everything the summary reads, for one domain or all.
+#[derive(Debug, Clone, Default)]
+pub struct DmarcAggregate {
+    /// Message counts per (domain, verified, source, day, result).
+    pub groups: Vec<DmarcGroup>,
+    /// One entry per stored report that has at least one row.
+    pub reports: Vec<DmarcReportFacts>,
+    /// Where each organization first reported each source (verified reports only).
+    pub source_orgs: Vec<SourceOrg>,
+    /// Where each DKIM signature was first seen per source (verified reports only).
+    pub source_dkim: Vec<SourceDkim>,
+}
+
+/// The messages of one (domain, verified, source, UTC day, result) group.
+#[derive(Debug, Clone)]
+pub struct DmarcGroup {
+    /// The policy domain.
+    pub domain: String,
+    /// Whether the reports' mail was authenticated for their organization.
+    pub verified: bool,
+    /// The sending IP.
+    pub source_ip: IpAddr,
+    /// Start (unix seconds, UTC midnight) of the day the reports' periods begin.
+    pub day: i64,
+    /// DMARC's DKIM verdict.
+    pub dkim_aligned: bool,
+    /// DMARC's SPF verdict.
+    pub spf_aligned: bool,
+    /// `quarantine`, `reject`, or empty for anything else.
+    pub disposition: String,
+    /// Messages, summed.
+    pub count: u64,
+}
+
+impl DmarcGroup {
+    /// True when the messages passed DMARC (an aligned DKIM or SPF pass).
+    pub fn passes(&self) -> bool {
+        self.dkim_aligned || self.spf_aligned
+    }
+}
+
+/// One report's own facts.
+#[derive(Debug, Clone)]
+pub struct DmarcReportFacts {
+    /// The policy domain.
+    pub domain: String,
+    /// Whether its mail was authenticated for its organization.
+    pub verified: bool,
+    /// Reporting organization.
+    pub org: String,
+    /// The report's id at that organization.
+    pub report_id: String,
+    /// Start of its period (unix seconds).
+    pub begin: i64,
+    /// End of its period (unix seconds).
+    pub end: i64,
+    /// Published `p=` as the receiver saw it.
+    pub policy: String,
+    /// Its last row's id: with `begin`, the order rows were read in.
+    pub last_row: i64,
+}
+
+/// The first row (by report start, then row id) in which `org` reported `source_ip`.
+#[derive(Debug, Clone)]
+pub struct SourceOrg {
+    /// The policy domain.
+    pub domain: String,
+    /// The sending IP.
+    pub source_ip: IpAddr,
+    /// Reporting organization.
+    pub org: String,
+    /// `(report start, row id)` of its first row: the order reporters are listed in.
+    pub first: (i64, i64),
+}
+
+/// The first row (by report start, row id, position) in which a DKIM signature was seen for
+/// `source_ip`.
+#[derive(Debug, Clone)]
+pub struct SourceDkim {
+    /// The policy domain.
+    pub domain: String,
+    /// The sending IP.
+    pub source_ip: IpAddr,
+    /// `(domain, selector, result)`.
+    pub signature: (String, String, String),
+    /// `(report start, row id, position in the row)`: the order signatures are listed in.
+    pub first: (i64, i64, i64),
+}

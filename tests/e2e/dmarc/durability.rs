@@ -109,7 +109,7 @@ fn a_report_whose_commit_fsync_fails_gets_451_and_is_stored_once_when_sent_again
 }
 
 #[test]
-fn reports_answered_250_survive_a_power_cut_and_a_full_disk_gets_451() {
+fn reports_answered_250_survive_a_power_cut_and_a_full_disk_gets_452() {
     let mut rig = ReportRig::new();
     // The first report creates the database: its name must be durable too.
     stored_one(&rig.send(0));
@@ -118,7 +118,8 @@ fn reports_answered_250_survive_a_power_cut_and_a_full_disk_gets_451() {
     stored_one(&rig.send(1));
     rig.lazy().set_full(true);
     let refused = rig.send(2);
-    assert_eq!(refused.code, 451, "{refused:?}");
+    assert_eq!(refused.code, 452, "{refused:?}");
+    assert!(refused.text.starts_with("4.3.1"), "{refused:?}");
     rig.lazy().set_full(false);
     stored_one(&rig.send(2));
     rig.power_cut_and_restart();

@@ -25,7 +25,12 @@ struct ReportRig {
 }
 
 impl ReportRig {
+    /// The database in `reports/<sub>reports.sqlite` (`sub`: a directory herald creates).
     fn new() -> ReportRig {
+        ReportRig::with_database("")
+    }
+
+    fn with_database(sub: &str) -> ReportRig {
         let dir = tempfile::tempdir().expect("tempdir");
         let dns = DnsServer::start();
         super::flow::publish_spf(&dns);
@@ -33,7 +38,10 @@ impl ReportRig {
         let db_dir = dir.path().join("reports");
         std::fs::create_dir_all(&db_dir).expect("mountpoint");
         let lazy = LazyFs::mount(&db_dir);
-        let db = db_dir.join("reports.sqlite").display().to_string();
+        let db = db_dir
+            .join(format!("{sub}reports.sqlite"))
+            .display()
+            .to_string();
         crate::support::set(&mut cfg, "feedback.database", db);
         let herald = Some(start(dir.path(), cfg.clone()));
         ReportRig {
@@ -110,8 +118,8 @@ fn a_report_whose_commit_fsync_fails_gets_451_and_is_stored_once_when_sent_again
 
 #[test]
 fn reports_answered_250_survive_a_power_cut_and_a_full_disk_gets_452() {
-    let mut rig = ReportRig::new();
-    // The first report creates the database: its name must be durable too.
+    // herald creates the database, and the directory it is in: both names must be durable.
+    let mut rig = ReportRig::with_database("store/");
     stored_one(&rig.send(0));
     rig.power_cut_and_restart();
     assert_eq!(rig.stored(), 1, "the report answered 250 was lost");

@@ -186,6 +186,14 @@ impl MailHandler for ReportHandler {
                         ),
                     )
                 }
+                Ok(Err(e)) if e.is_disk_full() => {
+                    tracing::error!(client = %ip, error = %format!("{e:#}"), "feedback: cannot store report mail");
+                    Reply::new(
+                        452,
+                        "4.3.1",
+                        "out of disk space for reports; please try again later",
+                    )
+                }
                 Ok(Err(e)) => {
                     tracing::error!(client = %ip, error = %format!("{e:#}"), "feedback: cannot store report mail");
                     Reply::new(

@@ -50,3 +50,16 @@ pub enum StoreError {
     #[error("the {0} database thread has stopped")]
     Stopped(&'static str),
 }
+
+impl StoreError {
+    /// Whether SQLite found the disk full (`SQLITE_FULL`): the sender is told `452 4.3.1`, as
+    /// the spool tells apps, rather than a generic `451`.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Sqlite(e) | StoreError::Commit(e) => {
+                e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+            }
+            _ => false,
+        }
+    }
+}

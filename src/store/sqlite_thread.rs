@@ -100,8 +100,9 @@ impl SqliteThread {
 
 /// Opens the file with herald's durability settings.
 fn connect(path: &Path) -> Result<Connection, StoreError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        create_dir_durably(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_path_buf(),
             source,
         })?;
@@ -111,6 +112,14 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
         source,
     };
     let conn = Connection::open(path).map_err(open)?;
+    // SQLite flushes the directory for its journal and WAL, never for the database file it
+    // creates: flush the name here, before anything is acknowledged.
+    if let Some(dir) = dir {
+        sync_dir(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
     conn.busy_timeout(Duration::from_secs(10)).map_err(open)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(open)?;
@@ -119,6 +128,27 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(open)?;
     Ok(conn)
+}
+
+/// `create_dir_all`, then a flush of the parent of each directory it created (a power cut
+/// must not take away the directory, with the database in it, after a commit was flushed).
+fn create_dir_durably(dir: &Path) -> std::io::Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .collect();
+    std::fs::create_dir_all(dir)?;
+    for created in missing {
+        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// fsync(2) on a directory: its names (new files, new directories) become durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

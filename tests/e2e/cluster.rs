@@ -8,5 +8,5 @@ mod reports;
 mod schema;
 mod spool;
 mod status;
-mod terminated;
+pub mod terminated;
 mod tlsrpt;

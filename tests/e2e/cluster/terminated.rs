@@ -36,15 +36,22 @@ fn terminated_database_sessions_lose_no_acknowledged_mail_and_herald_reconnects_
     let done = AtomicBool::new(false);
     let mut terminated = 0;
     let (addr, tls) = (node.herald.smtp_addr("submission"), node.tls.clone());
+    // Logged in before the first session ends (a login is not what is tested here).
+    let clients: Vec<Client> = rt.block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..SUBMITTERS {
+            clients.push(Client::submission_login(addr, tls.clone()).await);
+        }
+        clients
+    });
     std::thread::scope(|s| {
         s.spawn(|| {
+            let _done = DoneWhenDropped(&done);
             rt.block_on(async {
                 let mut tasks = tokio::task::JoinSet::new();
-                for c in 0..SUBMITTERS {
-                    let tls = tls.clone();
+                for (c, mut client) in clients.into_iter().enumerate() {
                     let outcomes = outcomes.clone();
                     tasks.spawn(async move {
-                        let mut client = Client::submission_login(addr, tls).await;
                         for i in 0..PER_SUBMITTER {
                             let tag = format!("term-{c}-{i}");
                             let (code, text) = submit_one(&mut client, &tag).await;
@@ -56,7 +63,6 @@ fn terminated_database_sessions_lose_no_acknowledged_mail_and_herald_reconnects_
                     r.expect("a submitter");
                 }
             });
-            done.store(true, Ordering::SeqCst);
         });
         // Every two answers, herald's sessions go (whatever they are doing: idle in the pool,
         // mid-INSERT, at COMMIT).
@@ -131,4 +137,13 @@ async fn submit_one(c: &mut Client, tag: &str) -> (u16, String) {
     c.send(format!("{}\r\n.\r\n", body(tag))).await;
     let r = c.reply().await;
     (r.code, r.text)
+}
+
+/// Tells the terminating loop to stop when the submitters end, also when one panics.
+pub(crate) struct DoneWhenDropped<'a>(pub(crate) &'a AtomicBool);
+
+impl Drop for DoneWhenDropped<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new file:
 /// write a temporary file, fsync it, rename it over `path`, fsync the directory. A file that
 /// is replaced keeps its permissions (a config file holding password hashes stays private).
-pub fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     let name = path
         .file_name()
@@ -36,14 +36,14 @@ pub fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Makes a directory's entries (creations, renames, removals) durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// Flushes every dirty page of the file system holding the open directory `dir` with one
 /// syncfs(2): one flush for many files written since the last one (the spool's group commit,
 /// which keeps its directory open rather than opening it for every group).
-pub fn sync_filesystem(dir: &File) -> io::Result<()> {
+pub(crate) fn sync_filesystem(dir: &File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: syncfs only reads the descriptor, which `dir` keeps open for the call.
     if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
@@ -59,7 +59,7 @@ pub fn sync_filesystem(dir: &File) -> io::Result<()> {
 /// does not where the kernel has no request to pass it on: an ordinary FUSE file system
 /// receives no call at all for syncfs(2) (only virtiofs does), so the data stays wherever the
 /// file system keeps it unflushed. Elsewhere the caller fsyncs each file it wrote.
-pub fn syncfs_flushes(dir: &File) -> bool {
+pub(crate) fn syncfs_flushes(dir: &File) -> bool {
     use std::os::fd::AsRawFd;
     // SAFETY: statfs is plain integers, for which all zeros is a valid value.
     let mut stat: libc::statfs = unsafe { std::mem::zeroed() };

@@ -4,7 +4,7 @@
 
 /// Length of the header block including the blank line that ends it (or the whole message
 /// when it has no body).
-pub fn header_end(msg: &[u8]) -> usize {
+pub(crate) fn header_end(msg: &[u8]) -> usize {
     if msg.starts_with(b"\r\n") {
         return 2;
     }
@@ -15,7 +15,7 @@ pub fn header_end(msg: &[u8]) -> usize {
 }
 
 /// The header fields alone, each with its CRLF, without the blank line that ends them.
-pub fn header_block(msg: &[u8]) -> &[u8] {
+pub(crate) fn header_block(msg: &[u8]) -> &[u8] {
     let block = &msg[..header_end(msg)];
     if block == b"\r\n" {
         return &[];
@@ -27,7 +27,7 @@ pub fn header_block(msg: &[u8]) -> &[u8] {
 }
 
 /// True when the header block holds a field named `name` (case-insensitive).
-pub fn has_header(headers: &[u8], name: &str) -> bool {
+pub(crate) fn has_header(headers: &[u8], name: &str) -> bool {
     headers.split(|&b| b == b'\n').any(|line| {
         line.len() > name.len()
             && line[..name.len()].eq_ignore_ascii_case(name.as_bytes())

@@ -2,7 +2,7 @@
 //! unsubscribe page), so one escaping rule covers them all.
 
 /// `s` with `&`, `<`, `>`, `"` and `'` escaped, safe inside element text and quoted attributes.
-pub fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

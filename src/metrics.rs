@@ -19,7 +19,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Distinct destination domains given their own label; later ones are counted as `other`.
-pub const MAX_DOMAINS: usize = 100;
+pub(crate) const MAX_DOMAINS: usize = 100;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AppLabel {
@@ -199,7 +199,7 @@ impl Metrics {
 }
 
 /// A message was accepted for `app` (`-` for the plain listener).
-pub fn message_accepted(app: &str) {
+pub(crate) fn message_accepted(app: &str) {
     metrics()
         .accepted
         .get_or_create(&AppLabel { app: app.into() })
@@ -208,7 +208,7 @@ pub fn message_accepted(app: &str) {
 
 /// A command or message of `app` was refused with `reply` (`550 5.7.1 …`); the reason label
 /// is derived from the reply's code, so it stays a small fixed set.
-pub fn message_refused(app: &str, reply: &str) {
+pub(crate) fn message_refused(app: &str, reply: &str) {
     metrics()
         .refused
         .get_or_create(&RefusalLabels {
@@ -219,7 +219,7 @@ pub fn message_refused(app: &str, reply: &str) {
 }
 
 /// The reason label for an SMTP refusal, from its (enhanced) status code.
-pub fn refusal_reason(reply: &str) -> &'static str {
+pub(crate) fn refusal_reason(reply: &str) -> &'static str {
     let mut words = reply.split_whitespace();
     let code = words.next().unwrap_or("");
     let enhanced = words.next().unwrap_or("");
@@ -242,7 +242,7 @@ pub fn refusal_reason(reply: &str) -> &'static str {
 
 /// What became of one recipient in one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The MX took it.
     Delivered,
     /// Temporary failure: retried later.
@@ -252,7 +252,7 @@ pub enum Outcome {
 }
 
 /// A recipient at `domain` came to `outcome`.
-pub fn recipient(outcome: Outcome, domain: &str) {
+pub(crate) fn recipient(outcome: Outcome, domain: &str) {
     let m = metrics();
     let label = m.domain_label(domain);
     match outcome {
@@ -263,18 +263,18 @@ pub fn recipient(outcome: Outcome, domain: &str) {
 }
 
 /// A delivered recipient's message was accepted `latency` ago.
-pub fn delivered_after(latency: Duration) {
+pub(crate) fn delivered_after(latency: Duration) {
     metrics().delivery_latency.observe(latency.as_secs_f64());
 }
 
 /// A DSN (bounce or delay notice) was queued.
-pub fn dsn_sent() {
+pub(crate) fn dsn_sent() {
     metrics().dsn_sent.inc();
 }
 
 /// An outbound session ran under `policy` (`mta-sts-enforce`, `mta-sts-testing`, `dane`,
 /// `required`, `opportunistic`) with `result` (`success`, a TLS-RPT result type, or `plaintext`).
-pub fn tls_session(policy: &str, result: &str) {
+pub(crate) fn tls_session(policy: &str, result: &str) {
     metrics()
         .tls
         .get_or_create(&TlsLabels {
@@ -285,7 +285,7 @@ pub fn tls_session(policy: &str, result: &str) {
 }
 
 /// A DKIM signature was made for `domain` with `algorithm` (`rsa`, `ed25519`).
-pub fn dkim_signature(domain: &str, algorithm: &str) {
+pub(crate) fn dkim_signature(domain: &str, algorithm: &str) {
     metrics()
         .dkim
         .get_or_create(&DkimLabels {
@@ -296,7 +296,7 @@ pub fn dkim_signature(domain: &str, algorithm: &str) {
 }
 
 /// A configuration reload came to `outcome` (`applied` or `refused`).
-pub fn reload(outcome: &str) {
+pub(crate) fn reload(outcome: &str) {
     metrics()
         .reloads
         .get_or_create(&OutcomeLabel {
@@ -306,24 +306,24 @@ pub fn reload(outcome: &str) {
 }
 
 /// A submission's end of DATA was answered after `latency`.
-pub fn submission_answered(latency: Duration) {
+pub(crate) fn submission_answered(latency: Duration) {
     metrics().submission_latency.observe(latency.as_secs_f64());
 }
 
 /// The queue holds `messages`, the oldest accepted `oldest` ago.
-pub fn set_queue(messages: usize, oldest: Duration) {
+pub(crate) fn set_queue(messages: usize, oldest: Duration) {
     let m = metrics();
     m.queue_messages.set(messages as i64);
     m.queue_oldest.set(oldest.as_secs_f64());
 }
 
 /// An open inbound connection on `listener`, counted until dropped.
-pub struct ConnectionGauge {
+pub(crate) struct ConnectionGauge {
     listener: &'static str,
 }
 
 /// Counts an inbound connection on `listener` while the returned guard lives.
-pub fn connection_opened(listener: &'static str) -> ConnectionGauge {
+pub(crate) fn connection_opened(listener: &'static str) -> ConnectionGauge {
     metrics()
         .connections
         .get_or_create(&ListenerLabel {
@@ -345,7 +345,7 @@ impl Drop for ConnectionGauge {
 }
 
 /// The exposition text (OpenMetrics / Prometheus text format).
-pub fn render() -> String {
+pub(crate) fn render() -> String {
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &metrics().registry) {
         tracing::error!("metrics: cannot encode: {e}");
@@ -354,7 +354,7 @@ pub fn render() -> String {
 }
 
 /// The `Content-Type` of [`render`]'s text.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[cfg(test)]
 mod tests {

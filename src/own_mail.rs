@@ -16,7 +16,7 @@ use crate::spool::{Envelope, QueueId, Spool};
 
 /// The domain herald speaks for in its own mail: the organizational domain (public suffix
 /// list) of its host name, e.g. `example.com` for `mail.example.com`.
-pub fn herald_domain(hostname: &str) -> String {
+pub(crate) fn herald_domain(hostname: &str) -> String {
     let host = hostname.trim_end_matches('.').to_ascii_lowercase();
     organizational_domain(&host).to_string()
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A boxed future, for the object-safe traits of shared (cluster) state.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// How many events per period a key may have; `0` means unlimited.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -73,7 +73,7 @@ pub trait SharedBuckets: Send + Sync {
 
 /// The per-app message limits (`[apps.X] rate_limit`): in memory on a single node, shared
 /// through the cluster's database with `[cluster]`.
-pub enum AppLimits {
+pub(crate) enum AppLimits {
     /// This node's own buckets.
     Local(RateLimiter<String>),
     /// Buckets every node of the cluster takes from.
@@ -83,7 +83,11 @@ pub enum AppLimits {
 impl AppLimits {
     /// Takes one message from `app`'s allowance; see [`SharedBuckets::take`] for the result.
     /// A shared bucket is keyed `app:NAME`.
-    pub async fn take(&self, app: &str, rate: Rate) -> std::io::Result<Result<(), Duration>> {
+    pub(crate) async fn take(
+        &self,
+        app: &str,
+        rate: Rate,
+    ) -> std::io::Result<Result<(), Duration>> {
         match self {
             AppLimits::Local(l) => Ok(l.take(app, rate)),
             AppLimits::Shared(_) if rate.unlimited() => Ok(Ok(())),
@@ -94,7 +98,7 @@ impl AppLimits {
 
 /// Token buckets by key; keys whose bucket has refilled completely are forgotten once
 /// `max_keys` are tracked (they carry no state), so a flood of sources cannot grow it.
-pub struct RateLimiter<K> {
+pub(crate) struct RateLimiter<K> {
     buckets: Mutex<HashMap<K, (f64, Instant)>>,
     max_keys: usize,
 }
@@ -108,7 +112,7 @@ impl<K> Default for RateLimiter<K> {
 
 impl<K> RateLimiter<K> {
     /// A limiter that tracks up to `max_keys` keys before forgetting full buckets.
-    pub fn new(max_keys: usize) -> RateLimiter<K> {
+    pub(crate) fn new(max_keys: usize) -> RateLimiter<K> {
         RateLimiter {
             buckets: Mutex::new(HashMap::new()),
             max_keys: max_keys.max(1),
@@ -119,7 +123,7 @@ impl<K> RateLimiter<K> {
 impl<K: Hash + Eq> RateLimiter<K> {
     /// Takes one token from `key`'s bucket at `rate`. On refusal, returns how long until the
     /// next token.
-    pub fn take<Q>(&self, key: &Q, rate: Rate) -> Result<(), Duration>
+    pub(crate) fn take<Q>(&self, key: &Q, rate: Rate) -> Result<(), Duration>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
@@ -128,7 +132,7 @@ impl<K: Hash + Eq> RateLimiter<K> {
     }
 
     /// [`RateLimiter::take`] at a given instant (for tests).
-    pub fn take_at<Q>(&self, key: &Q, rate: Rate, now: Instant) -> Result<(), Duration>
+    pub(crate) fn take_at<Q>(&self, key: &Q, rate: Rate, now: Instant) -> Result<(), Duration>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,

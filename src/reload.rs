@@ -33,7 +33,7 @@ impl Changes {
 }
 
 /// Compares the running configuration with a new one.
-pub fn diff(old: &Config, new: &Config) -> Changes {
+pub(crate) fn diff(old: &Config, new: &Config) -> Changes {
     let mut c = Changes::default();
     let differ =
         |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
@@ -158,7 +158,7 @@ pub fn diff(old: &Config, new: &Config) -> Changes {
 
 /// Whether the MTA-STS resolver must be rebuilt: its DNS servers, its own settings, or the
 /// `[delivery]` TLS requirements it folds into each directive changed.
-pub fn sts_changed(old: &Config, new: &Config) -> bool {
+pub(crate) fn sts_changed(old: &Config, new: &Config) -> bool {
     format!("{:?}", (&old.dns, &old.mta_sts, &old.tls))
         != format!("{:?}", (&new.dns, &new.mta_sts, &new.tls))
         || old.delivery.require_tls != new.delivery.require_tls

@@ -6,12 +6,12 @@
 use sd_notify::NotifyState;
 
 /// Herald accepts work: systemd considers the unit started (and `systemctl start` returns).
-pub fn notify_ready() {
+pub(crate) fn notify_ready() {
     send(&[NotifyState::Ready, NotifyState::Status("accepting mail")]);
 }
 
 /// A reload has begun; follow with [`notify_ready`] when it is over (applied or refused).
-pub fn notify_reloading() {
+pub(crate) fn notify_reloading() {
     match NotifyState::monotonic_usec_now() {
         Ok(now) => send(&[NotifyState::Reloading, now]),
         Err(_) => send(&[NotifyState::Reloading]),
@@ -19,7 +19,7 @@ pub fn notify_reloading() {
 }
 
 /// Shutdown has begun: systemd waits for the process to exit.
-pub fn notify_stopping() {
+pub(crate) fn notify_stopping() {
     send(&[
         NotifyState::Stopping,
         NotifyState::Status("draining sessions"),
@@ -34,7 +34,7 @@ fn send(states: &[NotifyState<'_>]) {
 
 /// What a signal asks herald to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignalRequest {
+pub(crate) enum SignalRequest {
     /// SIGTERM or SIGINT: stop accepting, drain, exit.
     Shutdown,
     /// SIGHUP: re-read the configuration (never a reason to exit).
@@ -44,7 +44,7 @@ pub enum SignalRequest {
 /// The process's SIGTERM, SIGINT and SIGHUP handlers, installed once at start-up — before
 /// readiness is announced, so a signal that arrives right after `READY=1` is never lost nor
 /// left to the default action (which, for SIGHUP, kills the process).
-pub struct Signals {
+pub(crate) struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
@@ -52,7 +52,7 @@ pub struct Signals {
 
 impl Signals {
     /// Installs the handlers.
-    pub fn install() -> std::io::Result<Signals> {
+    pub(crate) fn install() -> std::io::Result<Signals> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
@@ -62,7 +62,7 @@ impl Signals {
     }
 
     /// Waits for the next signal.
-    pub async fn next(&mut self) -> SignalRequest {
+    pub(crate) async fn next(&mut self) -> SignalRequest {
         tokio::select! {
             _ = self.term.recv() => {
                 tracing::info!("SIGTERM received");

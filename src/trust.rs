@@ -14,18 +14,18 @@ use crate::config::TlsConfig;
 
 /// The crypto provider every rustls configuration in herald is built with (aws-lc-rs, the
 /// backend mail-auth signs with too).
-pub fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// Installs [`provider`] as the process-wide rustls default (reqwest needs one); a no-op when
 /// one is already installed.
-pub fn install_default_provider() {
+pub(crate) fn install_default_provider() {
     let _ = CryptoProvider::install_default(rustls::crypto::aws_lc_rs::default_provider());
 }
 
 /// The trust roots for outbound TLS: the web PKI (webpki-roots) plus `[tls] extra_roots`.
-pub fn root_store(tls: &TlsConfig) -> anyhow::Result<RootCertStore> {
+pub(crate) fn root_store(tls: &TlsConfig) -> anyhow::Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for path in &tls.extra_roots {
@@ -56,7 +56,7 @@ pub fn root_store(tls: &TlsConfig) -> anyhow::Result<RootCertStore> {
 
 /// Why a PEM file gives no certificate or key, naming the file.
 #[derive(Debug, thiserror::Error)]
-pub enum PemError {
+pub(crate) enum PemError {
     /// The file cannot be read.
     #[error("cannot read {path}: {source}")]
     Unreadable {
@@ -92,7 +92,7 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, PemError> {
 
 /// Every `CERTIFICATE` block of a PEM file, in order; an error a person can act on when the
 /// file cannot be read, is not PEM, or holds none.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
+pub(crate) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
     let pem = read_pem(path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -110,7 +110,7 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError>
 }
 
 /// The first private key (PKCS#8, PKCS#1 or SEC1) of a PEM file.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
+pub(crate) fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
     let pem = read_pem(path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => PemError::Missing {

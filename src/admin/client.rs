@@ -8,7 +8,7 @@ use crate::config::Config;
 /// A client for the admin endpoint at `[admin] listen`, sending the token when the token file
 /// exists (a herald that never started has none yet; its endpoint does not answer either).
 /// Fails when the file exists but cannot be read, saying what to do.
-pub fn http_client(cfg: &Config, timeout: Duration) -> anyhow::Result<reqwest::Client> {
+pub(crate) fn http_client(cfg: &Config, timeout: Duration) -> anyhow::Result<reqwest::Client> {
     // reqwest is built without a default TLS provider; it needs one even for plain HTTP.
     crate::trust::install_default_provider();
     let mut headers = reqwest::header::HeaderMap::new();
@@ -30,6 +30,6 @@ pub fn http_client(cfg: &Config, timeout: Duration) -> anyhow::Result<reqwest::C
 }
 
 /// `http://<[admin] listen>`, when the endpoint is configured.
-pub fn base_url(cfg: &Config) -> Option<String> {
+pub(crate) fn base_url(cfg: &Config) -> Option<String> {
     cfg.admin.listen.map(|l| format!("http://{l}"))
 }

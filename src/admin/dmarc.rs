@@ -37,7 +37,7 @@ fn default_days() -> u32 {
 }
 
 /// The `/dmarc` routes over the report store.
-pub fn routes(cfg: Arc<Config>, store: Arc<dyn ReportStore>) -> Router {
+pub(crate) fn routes(cfg: Arc<Config>, store: Arc<dyn ReportStore>) -> Router {
     Router::new()
         .route("/dmarc", get(json))
         .route("/dmarc/page", get(page))
@@ -96,7 +96,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}\
 .muted{color:#666}";
 
 /// The whole page.
-pub fn render_page(s: &Summary) -> String {
+pub(crate) fn render_page(s: &Summary) -> String {
     let mut out = format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <title>herald — DMARC reports</title><style>{STYLE}</style></head><body>\

@@ -23,10 +23,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 /// Name of the login cookie.
-pub const COOKIE: &str = "herald_admin";
+pub(crate) const COOKIE: &str = "herald_admin";
 
 /// What the gate checks against.
-pub struct Gate {
+pub(crate) struct Gate {
     /// The admin token.
     pub token: String,
     /// `server.hostname`, lower case.
@@ -36,7 +36,7 @@ pub struct Gate {
 }
 
 /// The middleware: Host check, token or cookie, same-origin for state changes.
-pub async fn check(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Response {
+pub(crate) async fn check(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Response {
     let headers = req.headers();
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
         return refuse(StatusCode::BAD_REQUEST, "a Host header is required");
@@ -74,7 +74,7 @@ pub async fn check(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> R
 
 /// True for an IP literal (IPv6 in brackets), `localhost` or `hostname`, each with an
 /// optional `:port`.
-pub fn host_allowed(host: &str, hostname: &str) -> bool {
+pub(crate) fn host_allowed(host: &str, hostname: &str) -> bool {
     let name = if let Some(rest) = host.strip_prefix('[') {
         match rest.split_once(']') {
             Some((ip, port)) if port.is_empty() || valid_port(port) => {

@@ -20,7 +20,7 @@ use crate::history::db::StoredEvent;
 use crate::history::search::Form;
 
 /// The `/messages` routes over the history (`None`: `[history]` is off, they say so).
-pub fn routes(history: Option<History>) -> Router {
+pub(crate) fn routes(history: Option<History>) -> Router {
     Router::new()
         .route("/messages", get(json))
         .route("/messages/page", get(page))
@@ -115,7 +115,7 @@ fn time(t: u64) -> String {
 }
 
 /// The whole page: the form (filled with `form`), then the messages found.
-pub fn render_page(form: &Form, found: Result<&[StoredEvent], &str>) -> String {
+pub(crate) fn render_page(form: &Form, found: Result<&[StoredEvent], &str>) -> String {
     let field = |name: &str, label: &str, value: &str| {
         format!(
             "<label>{label}<input name=\"{name}\" value=\"{}\"></label>",

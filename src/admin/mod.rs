@@ -14,13 +14,13 @@
 //! - `POST /queue/{id}/retry`, `POST /queue/retry` (all), `POST /queue/{id}/hold`,
 //!   `POST /queue/{id}/release`, `DELETE /queue/{id}?bounce=true|false`
 
-pub mod client;
-pub mod dmarc;
-pub mod guard;
+pub(crate) mod client;
+pub(crate) mod dmarc;
+pub(crate) mod guard;
 mod listener;
-pub mod messages;
+pub(crate) mod messages;
 mod session;
-pub mod token;
+pub(crate) mod token;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,7 +37,7 @@ use crate::queue::control::Control;
 use crate::queue::manager::QueueManager;
 
 /// The admin routes over a running queue (other areas may merge their own routes in).
-pub fn router(queue: QueueManager) -> Router {
+pub(crate) fn router(queue: QueueManager) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/", get(index))
@@ -63,7 +63,7 @@ async fn health() -> (StatusCode, String) {
 
 /// Binds `admin.listen` before anything else starts (a busy port fails start-up fast);
 /// [`start`] serves on it.
-pub async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+pub(crate) async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("admin.listen: cannot listen on {listen}: {e}"))
@@ -71,7 +71,7 @@ pub async fn bind(listen: SocketAddr) -> anyhow::Result<tokio::net::TcpListener>
 
 /// Serves `router` on `listener` (from [`bind`]) in the background behind the token and Host
 /// gate (`guard`), creating the token file on first start; errors stop start-up.
-pub async fn start(
+pub(crate) async fn start(
     cfg: &Config,
     listen: SocketAddr,
     listener: tokio::net::TcpListener,

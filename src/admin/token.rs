@@ -9,7 +9,7 @@ use std::path::Path;
 /// Reads the token from `path`, creating the file (0600, 256 random bits as hex) when it does
 /// not exist yet or is empty (a new token replaces it, with a warning). A short token or an
 /// unreadable file is an error naming the path.
-pub fn load_or_create(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn load_or_create(path: &Path) -> anyhow::Result<String> {
     match std::fs::read_to_string(path) {
         Ok(text) if text.trim().is_empty() => {
             tracing::warn!(path = %path.display(),
@@ -66,7 +66,7 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<String> {
 }
 
 /// Reads an existing token file (the CLI side); `Ok(None)` when there is none yet.
-pub fn read(path: &Path) -> anyhow::Result<Option<String>> {
+pub(crate) fn read(path: &Path) -> anyhow::Result<Option<String>> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text.trim().to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -9,7 +9,7 @@ use super::verp::token_of_local_part;
 
 /// What a complaint says, before its token is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Complaint {
+pub(crate) struct Complaint {
     /// `abuse`, `fraud`, `virus`, `other`, … (an `auth-failure` or `not-spam` is no complaint).
     pub feedback_type: String,
     /// The tokens found (reference header first, then return paths).
@@ -19,10 +19,10 @@ pub struct Complaint {
 }
 
 /// The header herald signs into every message of an app, holding its reference token.
-pub const REFERENCE_HEADER: &str = "CFBL-Feedback-ID";
+pub(crate) const REFERENCE_HEADER: &str = "CFBL-Feedback-ID";
 
 /// Parses `raw` as an ARF report; `None` when it is not one, or reports no complaint.
-pub fn parse(raw: &[u8]) -> Option<Complaint> {
+pub(crate) fn parse(raw: &[u8]) -> Option<Complaint> {
     let fb = Feedback::parse_rfc5322(raw).ok()?;
     let kind = match fb.feedback_type() {
         FeedbackType::Abuse => "abuse",

@@ -7,7 +7,7 @@ use mail_parser::{MessageParser, MimeHeaders, PartType};
 
 /// One recipient's failure as a returned bounce reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Returned {
+pub(crate) struct Returned {
     /// The recipient (`Final-Recipient`, else `Original-Recipient`, else an address in the
     /// text).
     pub recipient: String,
@@ -23,7 +23,7 @@ pub struct Returned {
 
 impl Returned {
     /// Whether this is a permanent failure (what suppresses and counts).
-    pub fn is_failure(&self) -> bool {
+    pub(crate) fn is_failure(&self) -> bool {
         self.action.eq_ignore_ascii_case("failed")
     }
 }
@@ -31,7 +31,7 @@ impl Returned {
 /// The failures reported in `raw` (at most `max` recipients). `candidates` helps read a
 /// non-standard bounce: the first of them found in its text is the recipient (the verified
 /// token says which addresses it can be about).
-pub fn parse(raw: &[u8], candidates: impl Fn(&str) -> bool, max: usize) -> Vec<Returned> {
+pub(crate) fn parse(raw: &[u8], candidates: impl Fn(&str) -> bool, max: usize) -> Vec<Returned> {
     let Some(msg) = MessageParser::new().parse(raw) else {
         return Vec::new();
     };
@@ -75,7 +75,7 @@ pub fn parse(raw: &[u8], candidates: impl Fn(&str) -> bool, max: usize) -> Vec<R
 
 /// The `From:` address of the original message a bounce returns (its
 /// `text/rfc822-headers` or `message/rfc822` part), if any.
-pub fn original_from(raw: &[u8]) -> Option<String> {
+pub(crate) fn original_from(raw: &[u8]) -> Option<String> {
     let msg = MessageParser::new().parse(raw)?;
     for part in msg.parts.iter() {
         let headers: &[u8] = if part.is_content_type("text", "rfc822-headers") {

@@ -4,11 +4,11 @@
 //! subsystem ([`service::AfterDelivery`]), which also keeps the suppression list
 //! ([`crate::suppress`]) and the per-app guard ([`crate::guard`]) fed from the event hub.
 
-pub mod arf;
-pub mod dsn;
-pub mod rules;
-pub mod service;
-pub mod verp;
+pub(crate) mod arf;
+pub(crate) mod dsn;
+pub(crate) mod rules;
+pub(crate) mod service;
+pub(crate) mod verp;
 
-pub use rules::classify;
-pub use service::AfterDelivery;
+pub(crate) use rules::classify;
+pub(crate) use service::AfterDelivery;

@@ -14,7 +14,7 @@ use BounceClass::{Block, Hard, Other, Soft, Throttle};
 
 /// The rules herald ships, most specific first. Sources: Gmail's SMTP error reference, the
 /// Microsoft 365 NDR reference, Yahoo's sender hub (TSxx), and RFC 3463.
-pub const SHIPPED: &[Shipped] = &[
+pub(crate) const SHIPPED: &[Shipped] = &[
     // Gmail: authentication and bulk-sender requirements, reputation, rate.
     (0, "4.7.26", "", Block),
     (0, "5.7.26", "", Block),
@@ -115,7 +115,7 @@ pub const SHIPPED: &[Shipped] = &[
 /// The class of a refusal with `code`, enhanced `status` (`5.1.1`, or empty) and `text`: the
 /// first matching rule of `custom`, then of [`SHIPPED`], then by the reply code alone (`5xx`
 /// without a better clue: [`BounceClass::Other`]; `4xx`: [`BounceClass::Soft`]).
-pub fn classify(custom: &[BounceRule], code: u16, status: &str, text: &str) -> BounceClass {
+pub(crate) fn classify(custom: &[BounceRule], code: u16, status: &str, text: &str) -> BounceClass {
     let lower = text.to_ascii_lowercase();
     for r in custom {
         if matches(

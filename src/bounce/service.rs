@@ -36,11 +36,11 @@ fn followed(e: &Event) -> bool {
 }
 
 /// Why a bounce could not be passed on (the spool's or signer's own error, from a layer above).
-pub type ForwardError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type ForwardError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Passes a bounce on to an app's own sender address: spools `raw` with the null sender `<>`
 /// (so it is never bounced in turn) to the address given; `Ok` once durable.
-pub type Forwarder = Arc<
+pub(crate) type Forwarder = Arc<
     dyn Fn(
             String,
             Vec<u8>,
@@ -581,7 +581,7 @@ fn sender_matches(patterns: &[String], address: &str) -> bool {
 }
 
 /// The token key file of `cfg`.
-pub fn key_path(cfg: &Config) -> std::path::PathBuf {
+pub(crate) fn key_path(cfg: &Config) -> std::path::PathBuf {
     cfg.bounce
         .token_key_file
         .clone()

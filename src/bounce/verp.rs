@@ -14,7 +14,7 @@ use std::path::Path;
 use aws_lc_rs::{digest, hmac};
 
 /// The prefix of a VERP local part.
-pub const PREFIX: &str = "b-";
+pub(crate) const PREFIX: &str = "b-";
 
 const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 const BODY: usize = 22;
@@ -90,7 +90,7 @@ pub struct Token {
 
 /// Why a token was not taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TokenError {
+pub(crate) enum TokenError {
     /// Not a token at all (wrong prefix, length or characters).
     #[error("no token")]
     Malformed,
@@ -111,7 +111,7 @@ fn tag(s: &str) -> [u8; 4] {
 
 /// What a token names as its recipient: the address when the transaction had one recipient,
 /// else `@domain` (each transaction goes to one domain).
-pub fn recipient_tag_source(recipients: &[String]) -> String {
+pub(crate) fn recipient_tag_source(recipients: &[String]) -> String {
     match recipients {
         [one] => one.to_ascii_lowercase(),
         many => {
@@ -145,7 +145,7 @@ impl Token {
 
 /// A signed token for message `queue_id` (20 hex digits) of `app`, to `recipient_source`
 /// ([`recipient_tag_source`]), valid until `expires_at`.
-pub fn make(
+pub(crate) fn make(
     key: &TokenKey,
     queue_id: &str,
     app: &str,
@@ -169,7 +169,7 @@ pub fn make(
 }
 
 /// The VERP address for one transaction: `b-<token>@<domain>`.
-pub fn address(
+pub(crate) fn address(
     key: &TokenKey,
     domain: &str,
     queue_id: &str,
@@ -188,7 +188,7 @@ pub fn address(
 }
 
 /// Verifies `token` (the part after `b-`, any case) at time `now`.
-pub fn verify(key: &TokenKey, token: &str, now: u64) -> Result<Token, TokenError> {
+pub(crate) fn verify(key: &TokenKey, token: &str, now: u64) -> Result<Token, TokenError> {
     let bytes = unbase32(&token.to_ascii_lowercase()).ok_or(TokenError::Malformed)?;
     if bytes.len() != BODY + MAC {
         return Err(TokenError::Malformed);
@@ -216,7 +216,7 @@ pub fn verify(key: &TokenKey, token: &str, now: u64) -> Result<Token, TokenError
 }
 
 /// The token in a VERP local part (`b-<token>`), if it has the shape of one.
-pub fn token_of_local_part(local: &str) -> Option<&str> {
+pub(crate) fn token_of_local_part(local: &str) -> Option<&str> {
     let t = local
         .get(..PREFIX.len())
         .filter(|p| p.eq_ignore_ascii_case(PREFIX))

@@ -14,7 +14,7 @@ use tokio_postgres::config::SslMode;
 use crate::config::{ClusterConfig, ClusterTls};
 
 /// A pooled connection to the cluster's database.
-pub type Client = deadpool_postgres::Object;
+pub(crate) type Client = deadpool_postgres::Object;
 
 /// Why the cluster's database could not do something, typed so that the spool and the stores
 /// keep it in their own errors and their callers choose the reply (a `451`, a log line).
@@ -161,7 +161,7 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// An error from a query, as an [`std::io::Error`] with its cause.
-pub fn io_error(context: &str, e: tokio_postgres::Error) -> std::io::Error {
+pub(crate) fn io_error(context: &str, e: tokio_postgres::Error) -> std::io::Error {
     std::io::Error::other(format!("{context}: {}", describe(&e)))
 }
 

@@ -21,13 +21,13 @@ const PENDING_TTL: f64 = 60.0;
 
 /// The cluster-wide limits on the cluster's database.
 #[derive(Clone, Debug)]
-pub struct PgLimits {
+pub(crate) struct PgLimits {
     db: Db,
 }
 
 impl PgLimits {
     /// Limits counted in `db`.
-    pub fn new(db: Db) -> PgLimits {
+    pub(crate) fn new(db: Db) -> PgLimits {
         PgLimits { db }
     }
 
@@ -266,7 +266,7 @@ impl SharedFailures for PgLimits {
 
 /// Forgets what no limit looks at any more: AUTH attempts older than `keep`, and rate buckets
 /// untouched for an hour (a bucket refills completely within a minute).
-pub async fn prune(db: &Db, keep: Duration) -> std::io::Result<()> {
+pub(crate) async fn prune(db: &Db, keep: Duration) -> std::io::Result<()> {
     let client = db.client().await?;
     client
         .execute(
@@ -297,7 +297,7 @@ const SHAPING_TABLE: &str = "CREATE TABLE IF NOT EXISTS herald_shaping ( \
 
 /// A destination's push-back as the cluster knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pushback {
+pub(crate) struct Pushback {
     /// The destination (a shaping rule's name or an MX host's parent domain).
     pub destination: String,
     /// How much longer it is held (database clock).
@@ -312,7 +312,7 @@ pub struct Pushback {
 
 /// Records that `destination` pushed back, holding it for `hold` (database clock): one
 /// statement.
-pub async fn record_pushback(
+pub(crate) async fn record_pushback(
     db: &Db,
     destination: &str,
     hold: Duration,
@@ -342,7 +342,7 @@ pub async fn record_pushback(
 }
 
 /// The destinations held back now, cluster-wide: one query.
-pub async fn pushbacks(db: &Db) -> std::io::Result<Vec<Pushback>> {
+pub(crate) async fn pushbacks(db: &Db) -> std::io::Result<Vec<Pushback>> {
     let client = db.client().await?;
     let select = "SELECT destination, extract(epoch FROM held_until - clock_timestamp())::float8, \
                 reason, seq, node FROM herald_shaping WHERE held_until > clock_timestamp()";

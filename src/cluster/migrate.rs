@@ -10,7 +10,7 @@ use crate::cluster::Db;
 use crate::cluster::db::io_error;
 
 /// One schema step: its version (strictly increasing from 1), name and SQL.
-pub struct Migration {
+pub(crate) struct Migration {
     /// The schema version this step brings the database to.
     pub version: i32,
     /// A short name, recorded beside the version.
@@ -20,7 +20,7 @@ pub struct Migration {
 }
 
 /// Every migration this herald knows, in order.
-pub const MIGRATIONS: &[Migration] = &[
+pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "spool",
@@ -42,13 +42,13 @@ pub const MIGRATIONS: &[Migration] = &[
 const MIGRATION_LOCK: i64 = 0x6865_7261_6c64;
 
 /// The newest schema version this binary knows.
-pub fn latest() -> i32 {
+pub(crate) fn latest() -> i32 {
     MIGRATIONS.last().map(|m| m.version).unwrap_or(0)
 }
 
 /// Brings the database's schema up to [`latest`] and returns the version; refuses a database
 /// whose schema is newer.
-pub async fn apply(db: &Db) -> anyhow::Result<i32> {
+pub(crate) async fn apply(db: &Db) -> anyhow::Result<i32> {
     let mut client = db.client().await?;
     let tx = client
         .transaction()

@@ -6,16 +6,16 @@
 //! Layer: above [`crate::config`], below [`crate::spool`]; [`limits`] implements traits
 //! defined by [`crate::ratelimit`] and [`crate::inbound::throttle`].
 
-pub mod db;
-pub mod limits;
-pub mod migrate;
-pub mod nodes;
+pub(crate) mod db;
+pub(crate) mod limits;
+pub(crate) mod migrate;
+pub(crate) mod nodes;
 
-pub use db::{Db, DbError};
+pub(crate) use db::{Db, DbError};
 
 /// Connects to the cluster's database and brings its schema up to date (see [`migrate`]):
 /// what `herald serve` does first when `[cluster]` is set.
-pub async fn open(cfg: &crate::config::ClusterConfig) -> anyhow::Result<Db> {
+pub(crate) async fn open(cfg: &crate::config::ClusterConfig) -> anyhow::Result<Db> {
     let db = Db::connect(cfg)?;
     let version = migrate::apply(&db).await?;
     tracing::info!(

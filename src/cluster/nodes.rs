@@ -17,9 +17,9 @@ use crate::cluster::Db;
 use crate::cluster::db::io_error;
 
 /// How often a node reports itself.
-pub const HEARTBEAT: Duration = Duration::from_secs(10);
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(10);
 /// A node not heard from for this long is shown dead.
-pub const DEAD_AFTER: Duration = Duration::from_secs(30);
+pub(crate) const DEAD_AFTER: Duration = Duration::from_secs(30);
 
 /// Keys never part of the digest (per node, or secret), at any depth.
 const PER_NODE_KEYS: &[&str] = &[
@@ -42,7 +42,7 @@ const PER_NODE_TABLES: &[&str] = &["cluster", "admin"];
 
 /// The digest of the settings in `path` that every node of a cluster should share (see the
 /// module documentation), as 16 hex digits (the first 64 bits of a SHA-256).
-pub fn config_digest(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn config_digest(path: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     let doc: toml_edit::DocumentMut = text
@@ -175,7 +175,7 @@ impl NodeInfo {
 }
 
 /// Records this node as started now (a restart replaces its previous row).
-pub async fn register(db: &Db, info: &NodeInfo) -> std::io::Result<()> {
+pub(crate) async fn register(db: &Db, info: &NodeInfo) -> std::io::Result<()> {
     let client = db.client().await?;
     client
         .execute(
@@ -192,7 +192,7 @@ pub async fn register(db: &Db, info: &NodeInfo) -> std::io::Result<()> {
 
 /// Heartbeats until the task is aborted: last seen, config digest (a reload may change it)
 /// and `connections()`; prunes AUTH attempts older than `auth_keep` on the way.
-pub fn spawn_heartbeat(
+pub(crate) fn spawn_heartbeat(
     db: Db,
     info: NodeInfo,
     connections: impl Fn() -> usize + Send + 'static,
@@ -240,7 +240,7 @@ pub fn spawn_heartbeat(
 
 /// One node as `herald cluster status` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct NodeStatus {
+pub(crate) struct NodeStatus {
     /// `[cluster] node_id`.
     pub node_id: String,
     /// Host name.
@@ -265,7 +265,7 @@ pub struct NodeStatus {
 
 /// What [`forget`] did with a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Forgotten {
+pub(crate) enum Forgotten {
     /// Its registry row is gone.
     Removed,
     /// It heartbeated within [`DEAD_AFTER`]: kept (stop it first).
@@ -277,7 +277,7 @@ pub enum Forgotten {
 /// Removes a dead node (a machine retired or renamed) from the registry, so `herald cluster
 /// status` stops listing it. An alive node is refused. Its queued mail is unaffected: other
 /// nodes took its leases over when they expired.
-pub async fn forget(db: &Db, node_id: &str) -> std::io::Result<Forgotten> {
+pub(crate) async fn forget(db: &Db, node_id: &str) -> std::io::Result<Forgotten> {
     let client = db.client().await?;
     let removed = client
         .execute(
@@ -302,7 +302,7 @@ pub async fn forget(db: &Db, node_id: &str) -> std::io::Result<Forgotten> {
 }
 
 /// Every registered node, alive ones first, by id.
-pub async fn status(db: &Db) -> std::io::Result<Vec<NodeStatus>> {
+pub(crate) async fn status(db: &Db) -> std::io::Result<Vec<NodeStatus>> {
     let client = db.client().await?;
     let rows = client
         .query(

@@ -39,7 +39,7 @@ const MAX_TRACKED_SOURCES: usize = 10_000;
 /// Most DNS-over-TCP connections open at once (TCP is the rare fallback for truncated
 /// answers): a connection beyond it is closed at accept, so the listener never holds more
 /// descriptors than this (counted in herald's start-up check, [`crate::inbound::fds`]).
-pub const MAX_TCP_CONNECTIONS: usize = 64;
+pub(crate) const MAX_TCP_CONNECTIONS: usize = 64;
 
 /// One name herald is authoritative for: the apex of a one-name zone.
 struct OwnName {
@@ -51,7 +51,7 @@ struct OwnName {
 /// Answers queries for herald's own names; REFUSED for anything else. Cloning shares the
 /// zones and the rate limiter (the UDP server and the TCP listener answer as one).
 #[derive(Clone)]
-pub struct Authority {
+pub(crate) struct Authority {
     zones: SharedZones,
     limiter: Arc<RateLimiter<IpAddr>>,
 }
@@ -68,7 +68,7 @@ type SharedZones = Arc<RwLock<Arc<Zones>>>;
 impl Authority {
     /// Builds the answers for `names` (owner name → TXT character-strings); `hostname` is the
     /// server named in the synthesized SOA and NS records.
-    pub fn new(
+    pub(crate) fn new(
         names: &[(String, Vec<String>)],
         hostname: &str,
         rate_limit: u32,
@@ -271,11 +271,12 @@ fn fqdn(name: &str) -> anyhow::Result<Name> {
 }
 
 /// Records for a reloaded configuration, ready to be served ([`DnsListener::prepare_reload`]).
-pub struct NextZones(Arc<Zones>);
+pub(crate) struct NextZones(Arc<Zones>);
 
 /// A running listener; dropping it stops answering.
-pub struct DnsListener {
-    server: Server<Authority>,
+pub(crate) struct DnsListener {
+    /// The UDP server: held, never read (dropping it stops answering).
+    _server: Server<Authority>,
     zones: SharedZones,
     /// The address it answers on (UDP and TCP).
     pub local_addr: SocketAddr,
@@ -292,28 +293,24 @@ impl Drop for DnsListener {
 impl DnsListener {
     /// Builds the records of a reloaded configuration (the SPF include, DKIM selectors, the
     /// rate limit), changing nothing yet; [`DnsListener::apply_reload`] serves them.
-    pub fn prepare_reload(&self, cfg: &Config, keys: &[PublishedKey]) -> anyhow::Result<NextZones> {
+    pub(crate) fn prepare_reload(
+        &self,
+        cfg: &Config,
+        keys: &[PublishedKey],
+    ) -> anyhow::Result<NextZones> {
         let names = records::served_names(cfg, keys);
         let zones = Zones::new(&names, &cfg.server.hostname, cfg.dns_server.rate_limit)?;
         Ok(NextZones(Arc::new(zones)))
     }
 
     /// Serves `next` from the next query on.
-    pub fn apply_reload(&self, next: NextZones) {
+    pub(crate) fn apply_reload(&self, next: NextZones) {
         *self.zones.write().unwrap_or_else(|p| p.into_inner()) = next.0;
-    }
-
-    /// Stops accepting queries and waits for the tasks to end.
-    pub async fn shutdown(mut self) {
-        self.tcp.abort();
-        if let Err(e) = self.server.shutdown_gracefully().await {
-            tracing::debug!(error = %e, "dns listener shut down with an error");
-        }
     }
 }
 
 /// The DNS listen sockets (UDP and TCP on one port), bound but not yet answering.
-pub struct DnsSockets {
+pub(crate) struct DnsSockets {
     udp: tokio::net::UdpSocket,
     tcp: tokio::net::TcpListener,
     local_addr: SocketAddr,
@@ -321,7 +318,7 @@ pub struct DnsSockets {
 
 /// Binds `[dns_server] listen` when set, before anything else starts (a busy port fails
 /// start-up fast); [`start`] answers on the sockets.
-pub async fn bind(cfg: &Config) -> anyhow::Result<Option<DnsSockets>> {
+pub(crate) async fn bind(cfg: &Config) -> anyhow::Result<Option<DnsSockets>> {
     let Some(addr) = cfg.dns_server.listen else {
         return Ok(None);
     };
@@ -331,7 +328,7 @@ pub async fn bind(cfg: &Config) -> anyhow::Result<Option<DnsSockets>> {
 /// Starts answering on `sockets` (from [`bind`]; `None` when not configured), serving the
 /// include and the DKIM selectors of `keys`. Keep the returned value alive for as long as it
 /// should answer.
-pub async fn start(
+pub(crate) async fn start(
     cfg: &Config,
     keys: &[PublishedKey],
     sockets: Option<DnsSockets>,
@@ -381,7 +378,7 @@ fn serve(sockets: DnsSockets, authority: Authority) -> DnsListener {
     let mut server = Server::new(authority);
     server.register_socket(sockets.udp);
     DnsListener {
-        server,
+        _server: server,
         zones,
         local_addr: sockets.local_addr,
         tcp,

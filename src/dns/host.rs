@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 /// The host's global unicast addresses (no loopback, private, link-local, documentation or
 /// other special-purpose ranges), read from the interfaces (`if-addrs`, getifaddrs(3)).
-pub fn global_addresses() -> Vec<IpAddr> {
+pub(crate) fn global_addresses() -> Vec<IpAddr> {
     let mut out: Vec<IpAddr> = match if_addrs::get_if_addrs() {
         Ok(interfaces) => interfaces.iter().map(|i| i.ip()).collect(),
         Err(e) => {
@@ -20,7 +20,7 @@ pub fn global_addresses() -> Vec<IpAddr> {
 }
 
 /// Whether an address is routable on the public Internet.
-pub fn is_global(ip: &IpAddr) -> bool {
+pub(crate) fn is_global(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
             let o = v4.octets();

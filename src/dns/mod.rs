@@ -2,9 +2,9 @@
 //! optional authoritative listener for the SPF include ([`authority`]), and `herald check
 //! DOMAIN` ([`check`]); [`host`] finds this machine's public addresses when none are configured.
 
-pub mod authority;
-pub mod check;
-pub mod host;
-pub mod records;
-pub mod return_path;
-pub mod zone;
+pub(crate) mod authority;
+pub(crate) mod check;
+pub(crate) mod host;
+pub(crate) mod records;
+pub(crate) mod return_path;
+pub(crate) mod zone;

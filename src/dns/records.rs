@@ -15,18 +15,18 @@ use crate::signing::PublishedKey;
 use crate::signing::align::organizational_domain;
 
 /// TTL suggested for every record (one hour: short enough to fix mistakes quickly).
-pub const DEFAULT_TTL: u32 = 3600;
+pub(crate) const DEFAULT_TTL: u32 = 3600;
 
 /// Size above which an SPF record risks answers too large for UDP (RFC 7208 §3.4).
-pub const SPF_SIZE_ADVICE: usize = 450;
+pub(crate) const SPF_SIZE_ADVICE: usize = 450;
 
 /// Longest character-string in a TXT record (RFC 1035 §3.3).
-pub const TXT_STRING_MAX: usize = 255;
+pub(crate) const TXT_STRING_MAX: usize = 255;
 
 /// What a record is for; lets tools and the listener pick records without parsing comments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Purpose {
+pub(crate) enum Purpose {
     /// Herald's own SPF include (`_spf.relay.example.net`).
     SpfInclude,
     /// A DKIM public key at `<selector>._domainkey.<domain>`.
@@ -54,7 +54,7 @@ pub enum Purpose {
 
 /// One TXT record to publish.
 #[derive(Debug, Clone, Serialize)]
-pub struct DnsRecord {
+pub(crate) struct DnsRecord {
     /// The zone the record most likely belongs in (the signing domain, or the include's
     /// parent), used to group the output.
     pub zone: String,
@@ -80,7 +80,7 @@ pub struct DnsRecord {
 
 /// Every record to publish, with the warnings the operator must read.
 #[derive(Debug, Clone, Serialize)]
-pub struct RecordSet {
+pub(crate) struct RecordSet {
     /// The include name (`[spf] include`), empty when not configured.
     pub include: String,
     /// Herald's egress addresses listed in the include.
@@ -95,7 +95,7 @@ pub struct RecordSet {
 
 /// Herald's egress addresses: `[spf] addresses`, or the host's global addresses when none are
 /// configured (second value true: they must be confirmed by the operator).
-pub fn egress_addresses(cfg: &Config) -> (Vec<IpNet>, bool) {
+pub(crate) fn egress_addresses(cfg: &Config) -> (Vec<IpNet>, bool) {
     if !cfg.spf.addresses.is_empty() {
         return (cfg.spf.addresses.clone(), false);
     }
@@ -107,7 +107,7 @@ pub fn egress_addresses(cfg: &Config) -> (Vec<IpNet>, bool) {
 }
 
 /// The SPF mechanisms for a list of networks: `ip4:203.0.113.10 ip6:2001:db8::/64`.
-pub fn ip_mechanisms(addresses: &[IpNet]) -> Vec<String> {
+pub(crate) fn ip_mechanisms(addresses: &[IpNet]) -> Vec<String> {
     addresses
         .iter()
         .map(|net| {
@@ -125,7 +125,7 @@ pub fn ip_mechanisms(addresses: &[IpNet]) -> Vec<String> {
 }
 
 /// The include record's value: `v=spf1 ip4:… ip6:… -all`.
-pub fn include_value(cfg: &Config, addresses: &[IpNet]) -> String {
+pub(crate) fn include_value(cfg: &Config, addresses: &[IpNet]) -> String {
     let mut parts = vec!["v=spf1".to_string()];
     parts.extend(ip_mechanisms(addresses));
     parts.push(cfg.spf.qualifier.clone());
@@ -133,7 +133,7 @@ pub fn include_value(cfg: &Config, addresses: &[IpNet]) -> String {
 }
 
 /// The SPF record a signing domain should carry.
-pub fn domain_spf_value(cfg: &Config, addresses: &[IpNet]) -> String {
+pub(crate) fn domain_spf_value(cfg: &Config, addresses: &[IpNet]) -> String {
     if cfg.spf.include.is_empty() {
         let mut parts = vec!["v=spf1".to_string()];
         parts.extend(ip_mechanisms(addresses));
@@ -145,7 +145,7 @@ pub fn domain_spf_value(cfg: &Config, addresses: &[IpNet]) -> String {
 }
 
 /// A `mailto:` URI from a configured address that may or may not carry the scheme.
-pub fn mailto(address: &str) -> String {
+pub(crate) fn mailto(address: &str) -> String {
     let a = address.trim();
     if a.contains(':') {
         a.to_string()
@@ -156,7 +156,7 @@ pub fn mailto(address: &str) -> String {
 
 /// The address DMARC aggregate reports go to: herald's own `dmarc@<feedback.domain>` when
 /// the feedback listener is configured, else `[spf] dmarc_rua` (without `mailto:`).
-pub fn dmarc_rua_for(cfg: &Config) -> Option<String> {
+pub(crate) fn dmarc_rua_for(cfg: &Config) -> Option<String> {
     if let Some(own) = cfg.feedback.dmarc_address() {
         return Some(own);
     }
@@ -174,7 +174,7 @@ pub fn dmarc_rua_for(cfg: &Config) -> Option<String> {
 }
 
 /// The starting DMARC record: `p=none` with reports to [`dmarc_rua_for`].
-pub fn dmarc_value(cfg: &Config) -> String {
+pub(crate) fn dmarc_value(cfg: &Config) -> String {
     match dmarc_rua_for(cfg) {
         Some(rua) => format!("v=DMARC1; p=none; rua={}", mailto(&rua)),
         None => "v=DMARC1; p=none".into(),
@@ -184,7 +184,7 @@ pub fn dmarc_value(cfg: &Config) -> String {
 /// The RFC 7489 §7.1 authorization record a report address outside `domain`'s organization
 /// needs (`<domain>._report._dmarc.<report domain>`), as `(zone, name)`; `None` when the
 /// report address is inside the domain's organization and receivers need no authorization.
-pub fn report_authorization(domain: &str, rua: &str) -> Option<(String, String)> {
+pub(crate) fn report_authorization(domain: &str, rua: &str) -> Option<(String, String)> {
     let rua_domain = normalize_name(rua.rsplit_once('@').map(|(_, d)| d).unwrap_or(rua));
     let domain = normalize_name(domain);
     if rua_domain.is_empty() || organizational_domain(&rua_domain) == organizational_domain(&domain)
@@ -199,7 +199,7 @@ pub fn report_authorization(domain: &str, rua: &str) -> Option<(String, String)>
 
 /// Splits a TXT value into character-strings of at most 255 bytes, never inside a UTF-8
 /// character.
-pub fn split_txt(value: &str) -> Vec<String> {
+pub(crate) fn split_txt(value: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
     for ch in value.chars() {
@@ -215,7 +215,7 @@ pub fn split_txt(value: &str) -> Vec<String> {
 }
 
 /// Lower-cases a DNS name and drops a trailing dot.
-pub fn normalize_name(name: &str) -> String {
+pub(crate) fn normalize_name(name: &str) -> String {
     name.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
@@ -254,7 +254,7 @@ fn txt(zone: &str, name: String, value: String, purpose: Purpose, note: String) 
 
 /// A warning when herald's own mail (bounces, delay notices, from `cfg.dsn_domain()`) would go
 /// out unsigned because no active key aligns with that domain; `None` when it is signed.
-pub fn unsigned_bounce_warning(cfg: &Config, keys: &[PublishedKey]) -> Option<String> {
+pub(crate) fn unsigned_bounce_warning(cfg: &Config, keys: &[PublishedKey]) -> Option<String> {
     let domain = cfg.dsn_domain();
     let signed = crate::signing::align::candidates(&domain)
         .into_iter()
@@ -288,7 +288,7 @@ pub fn unsigned_bounce_warning(cfg: &Config, keys: &[PublishedKey]) -> Option<St
 }
 
 /// Builds every record to publish; `only_domain` keeps the include and that domain's records.
-pub fn build(cfg: &Config, keys: &[PublishedKey], only_domain: Option<&str>) -> RecordSet {
+pub(crate) fn build(cfg: &Config, keys: &[PublishedKey], only_domain: Option<&str>) -> RecordSet {
     let (addresses, guessed) = egress_addresses(cfg);
     let include = normalize_name(&cfg.spf.include);
     let mut warnings = Vec::new();
@@ -501,18 +501,18 @@ pub fn build(cfg: &Config, keys: &[PublishedKey], only_domain: Option<&str>) -> 
 }
 
 /// The same records as JSON, for `herald dns --format json` and the admin endpoint's `/dns`.
-pub fn render_json(cfg: &Config, keys: &[PublishedKey]) -> serde_json::Value {
+pub(crate) fn render_json(cfg: &Config, keys: &[PublishedKey]) -> serde_json::Value {
     set_to_json(&build(cfg, keys, None))
 }
 
 /// A built record set as JSON.
-pub fn set_to_json(set: &RecordSet) -> serde_json::Value {
+pub(crate) fn set_to_json(set: &RecordSet) -> serde_json::Value {
     serde_json::to_value(set).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
 }
 
 /// The names herald's authoritative listener answers and their TXT character-strings: the
 /// include, and every DKIM selector (answered when the operator delegates it).
-pub fn served_names(cfg: &Config, keys: &[PublishedKey]) -> Vec<(String, Vec<String>)> {
+pub(crate) fn served_names(cfg: &Config, keys: &[PublishedKey]) -> Vec<(String, Vec<String>)> {
     build(cfg, keys, None)
         .records
         .into_iter()

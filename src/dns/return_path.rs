@@ -8,12 +8,12 @@ use crate::config::Config;
 use crate::dns::records::{DnsRecord, Purpose, normalize_name, split_txt};
 
 /// The SPF value of a return-path domain: herald's include, or its addresses.
-pub fn spf_value(cfg: &Config, addresses: &[IpNet]) -> String {
+pub(crate) fn spf_value(cfg: &Config, addresses: &[IpNet]) -> String {
     crate::dns::records::domain_spf_value(cfg, addresses)
 }
 
 /// The return-path domains of the configuration, normalised, without repeats.
-pub fn domains(cfg: &Config) -> Vec<String> {
+pub(crate) fn domains(cfg: &Config) -> Vec<String> {
     let mut all: Vec<String> = cfg
         .apps
         .values()
@@ -26,7 +26,7 @@ pub fn domains(cfg: &Config) -> Vec<String> {
 }
 
 /// MX and SPF records of every return-path domain.
-pub fn return_path_records(cfg: &Config, addresses: &[IpNet]) -> Vec<DnsRecord> {
+pub(crate) fn return_path_records(cfg: &Config, addresses: &[IpNet]) -> Vec<DnsRecord> {
     let host = normalize_name(&cfg.server.hostname);
     let zone = |d: &str| psl::domain_str(d).unwrap_or(d).to_string();
     let mut out = Vec::new();

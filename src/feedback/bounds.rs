@@ -12,26 +12,26 @@ use crate::store::ParsedItem;
 
 /// Most `<record>` elements in one DMARC report: a larger one is refused before it is parsed
 /// (so its rows never sit in memory).
-pub const MAX_RECORDS_PER_REPORT: usize = 10_000;
+pub(crate) const MAX_RECORDS_PER_REPORT: usize = 10_000;
 /// Most reports (DMARC or TLS-RPT) read from one mail; the parts after that are kept as
 /// rejected.
-pub const MAX_REPORTS_PER_MAIL: usize = 8;
+pub(crate) const MAX_REPORTS_PER_MAIL: usize = 8;
 /// Most DMARC records read from one mail, over all its reports.
-pub const MAX_RECORDS_PER_MAIL: usize = 20_000;
+pub(crate) const MAX_RECORDS_PER_MAIL: usize = 20_000;
 /// Largest message count of one record (`<count>`): one source address, one day, one receiver.
-pub const MAX_ROW_COUNT: u64 = 1_000_000_000;
+pub(crate) const MAX_ROW_COUNT: u64 = 1_000_000_000;
 /// Largest message count of one report (DMARC rows, or TLS-RPT sessions), summed.
-pub const MAX_REPORT_MESSAGES: u64 = 10_000_000_000;
+pub(crate) const MAX_REPORT_MESSAGES: u64 = 10_000_000_000;
 /// Reports dated before this (2012-01-01, DMARC's first year) make no sense.
-pub const EARLIEST_REPORT: i64 = 1_325_376_000;
+pub(crate) const EARLIEST_REPORT: i64 = 1_325_376_000;
 /// Longest reporting period of one report (receivers send daily; 31 days allows a monthly one).
-pub const MAX_PERIOD_SECS: i64 = 31 * 86_400;
+pub(crate) const MAX_PERIOD_SECS: i64 = 31 * 86_400;
 /// How far in the future a report's period may end (clock skew, time zones).
-pub const MAX_FUTURE_SECS: i64 = 2 * 86_400;
+pub(crate) const MAX_FUTURE_SECS: i64 = 2 * 86_400;
 
 /// Why a report's numbers or dates are refused (stored as the rejected part's reason).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum OutOfBounds {
+pub(crate) enum OutOfBounds {
     /// More records than [`MAX_RECORDS_PER_REPORT`].
     #[error(
         "report with more than {MAX_RECORDS_PER_REPORT} records ({0} found); refused unread \
@@ -58,7 +58,7 @@ pub enum OutOfBounds {
 /// Checks a DMARC XML document's record count and every `<count>` on its bytes, without
 /// building anything: a refused report costs one pass over the bytes. Returns the number of
 /// records.
-pub fn check_dmarc_xml(xml: &[u8]) -> Result<usize, OutOfBounds> {
+pub(crate) fn check_dmarc_xml(xml: &[u8]) -> Result<usize, OutOfBounds> {
     let records = elements(xml, b"record").count();
     if records > MAX_RECORDS_PER_REPORT {
         return Err(OutOfBounds::TooManyRecords(records));
@@ -134,7 +134,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Checks a reporting period (unix seconds) against the bounds above and the clock.
-pub fn check_period(begin: i64, end: i64) -> Result<(), OutOfBounds> {
+pub(crate) fn check_period(begin: i64, end: i64) -> Result<(), OutOfBounds> {
     let now = crate::store::now();
     if begin < EARLIEST_REPORT
         || end < begin
@@ -147,7 +147,7 @@ pub fn check_period(begin: i64, end: i64) -> Result<(), OutOfBounds> {
 }
 
 /// Checks a parsed TLS-RPT report's period and session counts.
-pub fn check_tls(r: &TlsReport) -> Result<(), OutOfBounds> {
+pub(crate) fn check_tls(r: &TlsReport) -> Result<(), OutOfBounds> {
     check_period(
         r.date_range.start_datetime.to_timestamp(),
         r.date_range.end_datetime.to_timestamp(),
@@ -165,7 +165,7 @@ pub fn check_tls(r: &TlsReport) -> Result<(), OutOfBounds> {
 /// Keeps the DMARC reports of `items` that fit `allowance` rows (what the sender may still add
 /// today, `feedback.max_rows_per_sender_per_day` minus what it added); the others become
 /// unreadable parts with the reason.
-pub fn within_sender_allowance(
+pub(crate) fn within_sender_allowance(
     items: Vec<ParsedItem>,
     allowance: u64,
     limit: u64,

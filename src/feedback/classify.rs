@@ -41,7 +41,7 @@ impl SourceClass {
 }
 
 /// Classifies addresses for one configuration; DNS through `[dns] servers`.
-pub struct Classifier {
+pub(crate) struct Classifier {
     addresses: Vec<ipnet::IpNet>,
     herald_keys: HashSet<(String, String)>,
     helo: String,
@@ -60,7 +60,7 @@ const DNS_BUDGET: Duration = Duration::from_secs(5);
 
 impl Classifier {
     /// A classifier for `cfg` (without DNS when no resolver can be built).
-    pub fn new(cfg: &Config) -> Classifier {
+    pub(crate) fn new(cfg: &Config) -> Classifier {
         let auth = match crate::resolver::authenticator(&cfg.dns) {
             Ok(a) => Some(a),
             Err(e) => {
@@ -92,7 +92,7 @@ impl Classifier {
 
     /// The class of `ip` sending as `domain`, and why, given the DKIM signatures receivers saw
     /// on its mail (`(d=, s=, result)`).
-    pub async fn classify(
+    pub(crate) async fn classify(
         &self,
         domain: &str,
         ip: IpAddr,
@@ -138,7 +138,7 @@ impl Classifier {
     }
 
     /// The PTR name of `ip`, if it has one (asked once per classifier, within its budget).
-    pub async fn ptr(&self, ip: IpAddr) -> Option<String> {
+    pub(crate) async fn ptr(&self, ip: IpAddr) -> Option<String> {
         if let Some(known) = self.ptrs.lock().unwrap_or_else(|p| p.into_inner()).get(&ip) {
             return known.clone();
         }
@@ -168,6 +168,6 @@ fn norm(s: &str) -> String {
 }
 
 /// The organizational domain (relaxed DMARC alignment), e.g. `mail.example.com` → `example.com`.
-pub fn org_domain(domain: &str) -> String {
+pub(crate) fn org_domain(domain: &str) -> String {
     crate::signing::align::organizational_domain(&norm(domain)).to_string()
 }

@@ -7,13 +7,13 @@
 //! ([`crate::store`]), and turned into per-source classes and a verdict per domain
 //! ([`summary`]).
 
-pub mod bounds;
-pub mod classify;
-pub mod parse;
-pub mod routes;
+pub(crate) mod bounds;
+pub(crate) mod classify;
+pub(crate) mod parse;
+pub(crate) mod routes;
 mod session;
-pub mod summary;
-pub mod verify;
+pub(crate) mod summary;
+pub(crate) mod verify;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-pub use routes::{IncomingMail, MailHandler, Routes};
+pub(crate) use routes::{IncomingMail, MailHandler, Routes};
 
 use crate::config::Config;
 use crate::smtp_server::{Admission, Limit, Sessions, Slot};
@@ -95,7 +95,7 @@ impl Shared {
 
 /// Binds `[feedback] listen` when set, before anything else starts (a busy port fails
 /// start-up fast); [`start`] accepts on it.
-pub async fn bind(cfg: &Config) -> anyhow::Result<Option<TcpListener>> {
+pub(crate) async fn bind(cfg: &Config) -> anyhow::Result<Option<TcpListener>> {
     let Some(addr) = cfg.feedback.listen else {
         return Ok(None);
     };
@@ -109,7 +109,7 @@ pub async fn bind(cfg: &Config) -> anyhow::Result<Option<TcpListener>> {
 /// receiving the mail `routes` has handlers for. `tls` is herald's certificate (`[tls]`,
 /// built by the caller, which owns the listeners' TLS) for STARTTLS; without it the listener
 /// offers none.
-pub async fn start(
+pub(crate) async fn start(
     cfg: Arc<Config>,
     routes: Routes,
     tls: Option<TlsAcceptor>,
@@ -142,7 +142,7 @@ pub async fn start(
 }
 
 /// The running report listener, for a clean shutdown.
-pub struct FeedbackListener {
+pub(crate) struct FeedbackListener {
     sessions: Sessions,
 }
 
@@ -150,7 +150,7 @@ impl FeedbackListener {
     /// Stops accepting, tells sessions waiting for a command to leave (`421`), and waits up
     /// to `grace` for the others: a report in the middle of its DATA is still stored and
     /// answered `250` (as submission sessions are, see [`crate::inbound`]).
-    pub async fn shutdown(&self, grace: Duration) {
+    pub(crate) async fn shutdown(&self, grace: Duration) {
         if !self.sessions.drain(grace).await {
             tracing::warn!("feedback: sessions still running after the grace period; closing them");
         }

@@ -19,7 +19,7 @@ use crate::store::ParsedItem;
 
 /// Bounds applied to every document.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Largest decompressed document, in bytes.
     pub max_report_size: usize,
     /// Most files read from one zip archive.
@@ -28,7 +28,7 @@ pub struct Limits {
 
 impl Limits {
     /// The limits of `[feedback]`.
-    pub fn from_config(cfg: &crate::config::FeedbackConfig) -> Limits {
+    pub(crate) fn from_config(cfg: &crate::config::FeedbackConfig) -> Limits {
         Limits {
             max_report_size: cfg.max_report_size,
             max_zip_entries: cfg.max_zip_entries,
@@ -43,7 +43,7 @@ const MAX_PARTS: usize = 32;
 
 /// Every report in one mail; parts that should have been reports and are not become
 /// [`ParsedItem::Rejected`]. A mail without any report part yields one rejection.
-pub fn parse_mail(raw: &[u8], limits: &Limits) -> Vec<ParsedItem> {
+pub(crate) fn parse_mail(raw: &[u8], limits: &Limits) -> Vec<ParsedItem> {
     let mut out = Vec::new();
     walk_mail(raw, limits, 0, &mut out);
     if out.is_empty() {
@@ -103,7 +103,7 @@ fn walk_mail(raw: &[u8], limits: &Limits, depth: usize, out: &mut Vec<ParsedItem
 
 /// What a part or file holds, from its content type or name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Payload {
+pub(crate) enum Payload {
     /// A plain XML or JSON document.
     Document,
     /// gzip-compressed document.
@@ -137,7 +137,7 @@ fn kind_of(ctype: &str, subtype: &str, name: &str) -> Option<Payload> {
 }
 
 /// Reads one attachment or file of a known kind.
-pub fn read_payload(
+pub(crate) fn read_payload(
     name: &str,
     kind: Payload,
     bytes: &[u8],
@@ -370,7 +370,7 @@ fn rejected(part: &str, error: &str) -> ParsedItem {
 /// Reads a file saved elsewhere (`herald dmarc import`): `.xml`, `.json`, `.gz`, `.zip`, a
 /// single mail (`.eml`) or a mailbox (mbox: messages separated by `From ` lines). Returns each
 /// message (or the file itself) with what was found in it.
-pub fn parse_file<'a>(
+pub(crate) fn parse_file<'a>(
     name: &str,
     bytes: &'a [u8],
     limits: &Limits,
@@ -391,7 +391,7 @@ pub fn parse_file<'a>(
 }
 
 /// The messages of an mbox file (lines starting `From ` separate them).
-pub fn split_mbox(bytes: &[u8]) -> Vec<&[u8]> {
+pub(crate) fn split_mbox(bytes: &[u8]) -> Vec<&[u8]> {
     let mut starts = vec![0];
     let mut i = 0;
     while let Some(p) = bytes[i..].windows(6).position(|w| w == b"\nFrom ") {

@@ -28,7 +28,7 @@ use crate::store::{ParsedItem, ReceivedMail, ReportStore};
 
 /// A complete mail as the listener received it.
 #[derive(Debug, Clone)]
-pub struct IncomingMail {
+pub(crate) struct IncomingMail {
     /// The client's address.
     pub client: IpAddr,
     /// The envelope sender (often empty: reports and bounces use the null sender).
@@ -40,10 +40,10 @@ pub struct IncomingMail {
 }
 
 /// The reply a handler's future resolves to.
-pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Reply> + Send + 'a>>;
+pub(crate) type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Reply> + Send + 'a>>;
 
 /// What happens to the mail for some of the listener's addresses.
-pub trait MailHandler: Send + Sync {
+pub(crate) trait MailHandler: Send + Sync {
     /// Handles one mail; the reply goes to the sender as the answer to its data.
     fn handle(&self, mail: IncomingMail) -> HandlerFuture<'_>;
 
@@ -56,21 +56,21 @@ pub trait MailHandler: Send + Sync {
 
 /// The routing table (see the module doc).
 #[derive(Clone, Default)]
-pub struct Routes {
+pub(crate) struct Routes {
     addresses: HashMap<String, Arc<dyn MailHandler>>,
     domains: HashMap<String, Arc<dyn MailHandler>>,
 }
 
 impl Routes {
     /// Routes mail for `address` (case-insensitive) to `handler`.
-    pub fn address(mut self, address: &str, handler: Arc<dyn MailHandler>) -> Routes {
+    pub(crate) fn address(mut self, address: &str, handler: Arc<dyn MailHandler>) -> Routes {
         self.addresses
             .insert(address.trim().to_ascii_lowercase(), handler);
         self
     }
 
     /// Routes mail for every address `@domain` (case-insensitive) to `handler`.
-    pub fn domain(mut self, domain: &str, handler: Arc<dyn MailHandler>) -> Routes {
+    pub(crate) fn domain(mut self, domain: &str, handler: Arc<dyn MailHandler>) -> Routes {
         let d = domain.trim().trim_end_matches('.').to_ascii_lowercase();
         self.domains.insert(d, handler);
         self
@@ -78,7 +78,7 @@ impl Routes {
 
     /// herald's report addresses (`[feedback] domain`): DMARC aggregate and TLS reports,
     /// parsed and stored in `store`.
-    pub fn reports(cfg: &Config, store: Arc<dyn ReportStore>) -> Routes {
+    pub(crate) fn reports(cfg: &Config, store: Arc<dyn ReportStore>) -> Routes {
         let handler: Arc<dyn MailHandler> = Arc::new(ReportHandler {
             limits: Limits::from_config(&cfg.feedback),
             store,
@@ -95,7 +95,7 @@ impl Routes {
     }
 
     /// The handler for `rcpt` (lower-cased, trimmed), if the table has one.
-    pub fn route(&self, rcpt: &str) -> Option<&Arc<dyn MailHandler>> {
+    pub(crate) fn route(&self, rcpt: &str) -> Option<&Arc<dyn MailHandler>> {
         if let Some(h) = self.addresses.get(rcpt) {
             return Some(h);
         }
@@ -105,7 +105,7 @@ impl Routes {
 
     /// What the listener receives, for the refusal of other recipients:
     /// `dmarc@example.com, tlsrpt@example.com`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut all: Vec<String> = self.addresses.keys().cloned().collect();
         all.sort();
         let mut domains: Vec<String> = self.domains.keys().map(|d| format!("@{d}")).collect();

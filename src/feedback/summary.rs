@@ -15,12 +15,12 @@ use crate::store::{
 };
 
 /// A legitimate source must pass DMARC for at least this share of its mail before tightening.
-pub const LEGIT_PASS_THRESHOLD: f64 = 98.0;
+pub(crate) const LEGIT_PASS_THRESHOLD: f64 = 98.0;
 /// Failing mail from unknown sources above this share of the domain's mail blocks tightening:
 /// that much is more likely a real sender nobody listed than forgery.
-pub const UNKNOWN_FAIL_THRESHOLD: f64 = 2.0;
+pub(crate) const UNKNOWN_FAIL_THRESHOLD: f64 = 2.0;
 /// Days of reports wanted before a policy change is advised.
-pub const MIN_DAYS: i64 = 7;
+pub(crate) const MIN_DAYS: i64 = 7;
 /// Sources looked up in DNS at most per domain (the rest are shown as unknown, unresolved).
 const MAX_CLASSIFIED: usize = 200;
 
@@ -165,7 +165,7 @@ fn percent(part: u64, whole: u64) -> f64 {
 }
 
 /// Builds the summary of the last `days` days, for one domain or all.
-pub async fn build(
+pub(crate) async fn build(
     cfg: &Config,
     store: &dyn ReportStore,
     domain: Option<&str>,
@@ -558,7 +558,7 @@ fn verdict(
 }
 
 /// `YYYY-MM-DD` of a unix time, in UTC.
-pub fn utc_date(t: i64) -> String {
+pub(crate) fn utc_date(t: i64) -> String {
     chrono::DateTime::from_timestamp(t, 0)
         .map(|d| d.format("%Y-%m-%d").to_string())
         .unwrap_or_else(|| "1970-01-01".into())

@@ -21,7 +21,7 @@ use crate::store::ParsedItem;
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Checks report mail against herald's resolver (`[dns] servers`).
-pub struct Verifier {
+pub(crate) struct Verifier {
     auth: Option<MessageAuthenticator>,
     helo: String,
 }
@@ -29,7 +29,7 @@ pub struct Verifier {
 impl Verifier {
     /// A verifier on the configured resolver; without one (unreadable system configuration),
     /// every report is unverified (logged once here).
-    pub fn new(cfg: &Config) -> Verifier {
+    pub(crate) fn new(cfg: &Config) -> Verifier {
         let auth = match crate::resolver::authenticator(&cfg.dns) {
             Ok(a) => Some(a),
             Err(e) => {
@@ -45,7 +45,7 @@ impl Verifier {
 
     /// The organizational domains the mail is authenticated for: the `d=` of every passing
     /// DKIM signature, and the envelope sender's domain when SPF passes for `client`.
-    pub async fn authenticated_orgs(
+    pub(crate) async fn authenticated_orgs(
         &self,
         raw: &[u8],
         client: IpAddr,
@@ -83,7 +83,7 @@ impl Verifier {
 
 /// The reporting organization's domain: the domain of `<email>`, else `<org_name>` when it
 /// is a domain name (`google.com`); `None` when the report names none.
-pub fn reporter_domain(r: &Report) -> Option<String> {
+pub(crate) fn reporter_domain(r: &Report) -> Option<String> {
     let m = &r.report_metadata;
     if let Some((_, d)) = m.email.trim().rsplit_once('@')
         && d.contains('.')
@@ -99,7 +99,7 @@ pub fn reporter_domain(r: &Report) -> Option<String> {
 
 /// The DMARC reports among `items` (as `(org_name, report_id)`) whose reporting organization
 /// is one of `orgs`, the domains the mail is authenticated for.
-pub fn verified_reports(items: &[ParsedItem], orgs: &[String]) -> Vec<(String, String)> {
+pub(crate) fn verified_reports(items: &[ParsedItem], orgs: &[String]) -> Vec<(String, String)> {
     items
         .iter()
         .filter_map(|item| match item {

@@ -21,7 +21,7 @@ struct ResumeParams {
 }
 
 /// The routes, for the configured `apps`.
-pub fn routes(guard: Guard, apps: Vec<String>) -> Router {
+pub(crate) fn routes(guard: Guard, apps: Vec<String>) -> Router {
     Router::new()
         .route("/apps/stats", get(stats))
         .route("/apps/resume", post(resume))

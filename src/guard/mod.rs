@@ -7,7 +7,7 @@
 //! Pauses are kept in the suppression store (so the CLI and every cluster node see them);
 //! the counts are this node's own.
 
-pub mod admin;
+pub(crate) mod admin;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -387,7 +387,7 @@ impl Guard {
 
 /// Resumes `app` in `store` (the CLI); running nodes take it up within their refresh
 /// interval. False when it was not paused.
-pub async fn resume(store: &Store, app: &str, now: u64) -> Result<bool, StoreError> {
+pub(crate) async fn resume(store: &Store, app: &str, now: u64) -> Result<bool, StoreError> {
     let was = store.pause_of(app).await?.is_some_and(|p| p.paused);
     store
         .set_pause(Pause {

@@ -16,13 +16,13 @@ const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$0m7V1yn5Ew6d3eO6l9EeE2BR0ht1sqmZ2m1W1x6oI1A";
 
 /// Decodes a base64 SASL response; `None` when it is not base64.
-pub fn decode_b64(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_b64(text: &str) -> Option<Vec<u8>> {
     B64.decode(text.trim().as_bytes()).ok()
 }
 
 /// Splits an AUTH PLAIN response (`authzid NUL authcid NUL password`) into user and password.
 /// An authorization identity, if given, must equal the user.
-pub fn parse_plain(decoded: &[u8]) -> Option<(String, String)> {
+pub(crate) fn parse_plain(decoded: &[u8]) -> Option<(String, String)> {
     let mut parts = decoded.split(|&b| b == 0);
     let authz = parts.next()?;
     let user = parts.next()?;
@@ -44,7 +44,11 @@ static VERIFY_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::La
 });
 
 /// Verifies `password` for app `user`; runs argon2 on the blocking pool, a few at a time.
-pub async fn verify(apps: Arc<HashMap<String, AppConfig>>, user: String, password: String) -> bool {
+pub(crate) async fn verify(
+    apps: Arc<HashMap<String, AppConfig>>,
+    user: String,
+    password: String,
+) -> bool {
     let Ok(_slot) = VERIFY_SLOTS.acquire().await else {
         return false;
     };

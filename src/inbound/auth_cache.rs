@@ -28,13 +28,8 @@ const ENTRIES_PER_APP: usize = 4;
 /// tests: the way to see that the cache works without timing anything.
 static ARGON2_VERIFICATIONS: AtomicU64 = AtomicU64::new(0);
 
-/// How many argon2 verifications this process has started.
-pub fn argon2_verifications() -> u64 {
-    ARGON2_VERIFICATIONS.load(Ordering::Relaxed)
-}
-
 /// Verified credentials, by app, for `ttl`.
-pub struct AuthCache {
+pub(crate) struct AuthCache {
     ttl: Duration,
     key: hmac::Key,
     entries: Mutex<HashMap<String, Vec<Entry>>>,
@@ -47,7 +42,7 @@ struct Entry {
 
 impl AuthCache {
     /// A cache keeping successes for `ttl` (zero disables it), under a fresh random key.
-    pub fn new(ttl: Duration) -> anyhow::Result<AuthCache> {
+    pub(crate) fn new(ttl: Duration) -> anyhow::Result<AuthCache> {
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new())
             .map_err(|_| anyhow::anyhow!("no randomness for the AUTH cache key"))?;
         Ok(AuthCache {
@@ -59,7 +54,7 @@ impl AuthCache {
 
     /// Checks `password` for app `user`: from the cache when a recent success matches,
     /// otherwise with argon2 (which then fills the cache on success).
-    pub async fn verify(
+    pub(crate) async fn verify(
         &self,
         apps: &Arc<HashMap<String, AppConfig>>,
         user: String,

@@ -16,11 +16,11 @@ const BASE_RESERVE: u64 = 256;
 
 /// Most connections the admin endpoint holds at once (it is for one operator and a few
 /// scrapers); one beyond is closed at accept.
-pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+pub(crate) const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// Descriptors herald's listeners may hold at most, each listener that is configured at its
 /// cap, with what each one is (for the start-up check's message).
-pub fn listener_caps(cfg: &Config) -> Vec<(&'static str, u64)> {
+pub(crate) fn listener_caps(cfg: &Config) -> Vec<(&'static str, u64)> {
     let mut caps = vec![("smtp.max_connections", cfg.smtp.max_connections as u64)];
     if cfg.feedback.listen.is_some() {
         caps.push((
@@ -45,14 +45,14 @@ pub fn listener_caps(cfg: &Config) -> Vec<(&'static str, u64)> {
 
 /// Descriptors herald needs besides client connections: the fixed reserve plus two per
 /// outbound delivery connection (the socket and its DNS look-ups).
-pub fn reserve(cfg: &Config) -> u64 {
+pub(crate) fn reserve(cfg: &Config) -> u64 {
     BASE_RESERVE + 2 * cfg.delivery.max_connections as u64
 }
 
 /// Raises the soft `nofile` limit to the hard one and checks that every listener's cap
 /// ([`listener_caps`]) plus [`reserve`] fit. Returns the limit in force. A [`ConfigError`]
 /// (exit status 2) names what to change when it does not fit.
-pub fn raise_nofile(cfg: &Config, file: &str) -> Result<u64, ConfigError> {
+pub(crate) fn raise_nofile(cfg: &Config, file: &str) -> Result<u64, ConfigError> {
     let caps = listener_caps(cfg);
     let listeners: u64 = caps.iter().map(|(_, n)| n).sum();
     let others = listeners - cfg.smtp.max_connections as u64;

@@ -5,10 +5,10 @@
 
 use std::net::IpAddr;
 
-pub use crate::headers::{has_header, header_end};
+pub(crate) use crate::headers::{has_header, header_end};
 
 /// How the message arrived, for the `Received:` header.
-pub struct Trace<'a> {
+pub(crate) struct Trace<'a> {
     /// The client's EHLO/HELO name.
     pub helo: &'a str,
     /// True after EHLO (ESMTP), false after HELO.
@@ -25,7 +25,7 @@ pub struct Trace<'a> {
 
 /// The header fields herald puts in front of the client's message (whose header section is
 /// `headers`): `Received:` first, then `Date:` and `Message-ID:` when the client left them out.
-pub fn trace_fields(
+pub(crate) fn trace_fields(
     headers: &[u8],
     trace: &Trace<'_>,
     now: chrono::DateTime<chrono::Utc>,

@@ -6,7 +6,7 @@
 
 /// The unfolded values of every header field called `name` (case-insensitive) in the header
 /// block `headers` (bytes up to and including the blank line).
-pub fn field_values(headers: &[u8], name: &str) -> Vec<Vec<u8>> {
+pub(crate) fn field_values(headers: &[u8], name: &str) -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = Vec::new();
     let mut current: Option<Vec<u8>> = None;
     for line in headers.split(|&b| b == b'\n') {
@@ -41,7 +41,7 @@ pub fn field_values(headers: &[u8], name: &str) -> Vec<Vec<u8>> {
 /// What is wrong with an address field's syntax, in words for the sender's refusal.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct AddressSyntax(pub String);
+pub(crate) struct AddressSyntax(pub String);
 
 impl From<&str> for AddressSyntax {
     fn from(s: &str) -> AddressSyntax {
@@ -52,7 +52,7 @@ impl From<&str> for AddressSyntax {
 /// Parses a mailbox-list (the `From:` field body): one or more mailboxes separated by
 /// commas. Returns each mailbox's address as `local@domain` (a quoted local part keeps its
 /// quotes), or what is wrong.
-pub fn mailbox_list(value: &[u8]) -> Result<Vec<String>, AddressSyntax> {
+pub(crate) fn mailbox_list(value: &[u8]) -> Result<Vec<String>, AddressSyntax> {
     let text =
         std::str::from_utf8(value).map_err(|_| AddressSyntax::from("it is not valid UTF-8"))?;
     let mut p = Parser {

@@ -4,20 +4,20 @@
 //! fails fast); [`start`] starts accepting on them and returns [`Running`]; `herald serve` calls
 //! [`Running::shutdown`] on SIGTERM/SIGINT (through [`crate::node`]) to stop accepting and let sessions finish.
 
-pub mod auth;
-pub mod auth_cache;
-pub mod fds;
-pub mod hygiene;
+pub(crate) mod auth;
+pub(crate) mod auth_cache;
+pub(crate) mod fds;
+pub(crate) mod hygiene;
 mod listener;
 mod login;
-pub mod mailbox;
-pub mod policy;
-pub mod rawcheck;
+pub(crate) mod mailbox;
+pub(crate) mod policy;
+pub(crate) mod rawcheck;
 mod requiretls;
 mod session;
 mod submit;
-pub mod throttle;
-pub mod tls;
+pub(crate) mod throttle;
+pub(crate) mod tls;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -35,7 +35,7 @@ use crate::spool::Spool;
 
 /// Which door a client came through; it decides TLS and AUTH rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerKind {
+pub(crate) enum ListenerKind {
     /// Port 587 style: plain until STARTTLS, AUTH only after TLS.
     Submission,
     /// Port 465 style: TLS from the first byte.
@@ -101,17 +101,17 @@ pub struct ClusterCounters {
 /// The number of SMTP connections open on this node, readable while herald runs (the
 /// cluster's node registry reports it).
 #[derive(Clone)]
-pub struct ConnectionGauge(Admission);
+pub(crate) struct ConnectionGauge(Admission);
 
 impl ConnectionGauge {
     /// Connections open now.
-    pub fn open(&self) -> usize {
+    pub(crate) fn open(&self) -> usize {
         self.0.open()
     }
 }
 
 /// The running listeners and the sessions they started.
-pub struct Running {
+pub(crate) struct Running {
     /// The settings new sessions start with; a reload replaces them, sessions in flight keep
     /// theirs.
     current: watch::Sender<Arc<Shared>>,
@@ -120,15 +120,15 @@ pub struct Running {
 }
 
 /// The settings of new sessions after a reload, prepared but not yet in force.
-pub struct NextSessions(Arc<Shared>);
+pub(crate) struct NextSessions(Arc<Shared>);
 
 /// The SMTP listen sockets, bound but not yet accepting: connections wait in the kernel
 /// backlog until [`start`].
-pub struct Bound(Vec<(ListenerKind, std::net::SocketAddr, TcpListener)>);
+pub(crate) struct Bound(Vec<(ListenerKind, std::net::SocketAddr, TcpListener)>);
 
 /// Binds every configured SMTP listener (`[smtp] submission`, `submissions`, `plain`). Fails
 /// with the setting, the address and the OS error when an address cannot be bound.
-pub async fn bind(cfg: &Config) -> anyhow::Result<Bound> {
+pub(crate) async fn bind(cfg: &Config) -> anyhow::Result<Bound> {
     let mut bound = Vec::new();
     for (kind, addr) in [
         (ListenerKind::Submission, cfg.smtp.submission),
@@ -146,7 +146,7 @@ pub async fn bind(cfg: &Config) -> anyhow::Result<Bound> {
 
 /// Starts accepting on the listeners [`bind`] bound. Fails (config error, exit 2) when TLS
 /// material is missing.
-pub async fn start(
+pub(crate) async fn start(
     cfg: Arc<Config>,
     config_file: &str,
     signer: Arc<Signer>,
@@ -198,12 +198,12 @@ pub async fn start(
 impl Running {
     /// Plugs in the suppression check at RCPT, the pause check at MAIL and the headers of
     /// issue 24 (once; later calls are ignored).
-    pub fn attach_after_delivery(&self, after: crate::bounce::AfterDelivery) {
+    pub(crate) fn attach_after_delivery(&self, after: crate::bounce::AfterDelivery) {
         let _ = self.current.borrow().after.set(after);
     }
 
     /// A gauge of the connections open on this node.
-    pub fn connections(&self) -> ConnectionGauge {
+    pub(crate) fn connections(&self) -> ConnectionGauge {
         ConnectionGauge(self.current.borrow().admission.clone())
     }
 
@@ -211,7 +211,7 @@ impl Running {
     /// nothing yet: apps, passwords, senders, rate limits, SMTP limits, DKIM keys (`signer`)
     /// and the certificate. Fails when the new certificate cannot be loaded.
     /// [`Running::apply_reload`] puts them in force.
-    pub fn prepare_reload(
+    pub(crate) fn prepare_reload(
         &self,
         cfg: Arc<Config>,
         signer: Arc<Signer>,
@@ -239,13 +239,13 @@ impl Running {
     /// Sessions that start from now on use `next`; those in flight finish with the settings
     /// they started with. Connection counts, AUTH failure counts and rate buckets carry over;
     /// listen addresses are not re-bound (a restart does that).
-    pub fn apply_reload(&self, next: NextSessions) {
+    pub(crate) fn apply_reload(&self, next: NextSessions) {
         self.current.send_replace(next.0);
     }
 
     /// Stops accepting, tells idle sessions to leave (`421`), and waits up to `grace` for
     /// sessions in flight. Returns true when every session finished in time.
-    pub async fn shutdown(&self, grace: Duration) -> bool {
+    pub(crate) async fn shutdown(&self, grace: Duration) -> bool {
         self.sessions.stop_accepting().await;
         tracing::info!(
             event = "listeners_closed",

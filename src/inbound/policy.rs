@@ -2,11 +2,9 @@
 //! addresses and `@domain` entries), in the envelope and in the `From:` header alike, and only
 //! so many messages per minute.
 
-use mail_parser::{HeaderName, MessageParser};
-
 /// True when `address` matches one of `patterns` (`user@example.com` or `@example.com`).
 /// Domains compare case-insensitively, and so do local parts (as every mailbox provider does).
-pub fn sender_allowed(patterns: &[String], address: &str) -> bool {
+pub(crate) fn sender_allowed(patterns: &[String], address: &str) -> bool {
     let address = address.trim().trim_end_matches('.').to_ascii_lowercase();
     let Some((local, domain)) = address.rsplit_once('@') else {
         return false;
@@ -23,38 +21,8 @@ pub fn sender_allowed(patterns: &[String], address: &str) -> bool {
     })
 }
 
-/// Checks a sender pattern as the config does (`herald app add` uses it).
-pub fn valid_sender_pattern(s: &str) -> bool {
-    match s.strip_prefix('@') {
-        Some(domain) => !domain.is_empty() && !domain.contains('@'),
-        None => s
-            .split_once('@')
-            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@')),
-    }
-}
-
-/// Every address in every `From:` header field of `header_block` (the bytes up to and
-/// including the blank line). Group syntax and display names are handled by mail-parser.
-pub fn header_from_addresses(header_block: &[u8]) -> Vec<String> {
-    let Some(msg) = MessageParser::new().parse_headers(header_block) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for value in msg.header_values(HeaderName::From) {
-        if let Some(addrs) = value.as_address() {
-            for a in addrs.iter() {
-                match a.address() {
-                    Some(s) => out.push(s.to_string()),
-                    None => out.push(String::new()),
-                }
-            }
-        }
-    }
-    out
-}
-
 /// Messages-per-minute limits per app: herald's one rate limiter, keyed by app name.
-pub type RateLimiter = crate::ratelimit::RateLimiter<String>;
+pub(crate) type RateLimiter = crate::ratelimit::RateLimiter<String>;
 
 #[cfg(test)]
 mod tests {
@@ -76,27 +44,6 @@ mod tests {
         assert!(!sender_allowed(&pats, ""));
         assert!(!sender_allowed(&pats, "@example.test"));
         assert!(!sender_allowed(&pats, "example.test"));
-    }
-
-    #[test]
-    fn sender_patterns_validate() {
-        assert!(valid_sender_pattern("@example.com"));
-        assert!(valid_sender_pattern("a@example.com"));
-        assert!(!valid_sender_pattern("example.com"));
-        assert!(!valid_sender_pattern("@"));
-        assert!(!valid_sender_pattern("a@b@c"));
-    }
-
-    #[test]
-    fn header_from_is_parsed_with_display_names_and_multiple_fields() {
-        let h = b"From: \"Billing, Inc\" <billing@shop.test>\r\nTo: x@y.test\r\n\r\n";
-        assert_eq!(header_from_addresses(h), vec!["billing@shop.test"]);
-        let h = b"From: a@x.test, b@y.test\r\nFrom: c@z.test\r\n\r\n";
-        assert_eq!(
-            header_from_addresses(h),
-            vec!["a@x.test", "b@y.test", "c@z.test"]
-        );
-        assert!(header_from_addresses(b"Subject: none\r\n\r\n").is_empty());
     }
 
     #[test]

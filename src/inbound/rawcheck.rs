@@ -6,7 +6,7 @@ use crate::reply::Reply;
 
 /// What the raw line says about a command that must not reach the parser.
 #[derive(Debug, PartialEq, Eq)]
-pub enum RawVerdict {
+pub(crate) enum RawVerdict {
     /// Parse the line normally.
     Parse,
     /// Refuse the command with this reply; the session goes on.
@@ -18,7 +18,7 @@ pub enum RawVerdict {
 
 /// Why a BDAT size is refused.
 #[derive(Debug, PartialEq, Eq)]
-pub enum BdatSize {
+pub(crate) enum BdatSize {
     /// Not a decimal number.
     Unparsable,
     /// A number larger than the message size limit: the size when it fits in 64 bits (the
@@ -28,7 +28,7 @@ pub enum BdatSize {
 
 /// Looks at `line` (terminator included) before it is parsed; `max_size` is the message
 /// size limit in force.
-pub fn check(line: &[u8], max_size: usize) -> RawVerdict {
+pub(crate) fn check(line: &[u8], max_size: usize) -> RawVerdict {
     let body = line
         .strip_suffix(b"\r\n")
         .or_else(|| line.strip_suffix(b"\n"))

@@ -32,10 +32,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::config::SmtpConfig;
-pub use crate::ratelimit::{Limits, Refusal, SharedFailures, SharedTry};
+pub(crate) use crate::ratelimit::{Limits, Refusal, SharedFailures, SharedTry};
 
 /// Failed-AUTH bookkeeping per client address and per user name.
-pub struct Throttle {
+pub(crate) struct Throttle {
     max_failures: usize,
     max_user_failures: usize,
     window: Duration,
@@ -116,7 +116,7 @@ enum Try {
 
 /// A reserved verification: report its verdict with [`Attempt::succeeded`] or
 /// [`Attempt::failed`]. Dropped without a verdict, it frees its place uncounted.
-pub struct Attempt<'a> {
+pub(crate) struct Attempt<'a> {
     throttle: &'a Throttle,
     ip: IpAddr,
     user: String,
@@ -129,7 +129,7 @@ pub struct Attempt<'a> {
 
 /// How long a verification waits when its user name is over its failure limit and the
 /// address never failed (see the module doc).
-pub const SLOW_LOGIN: Duration = Duration::from_secs(2);
+pub(crate) const SLOW_LOGIN: Duration = Duration::from_secs(2);
 
 /// Longest an attempt waits for room (verifications in flight from the same address).
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -140,7 +140,7 @@ const PRUNE_ABOVE: usize = 100_000;
 
 impl Throttle {
     /// A throttle with the `[smtp] auth_*` settings.
-    pub fn new(cfg: &SmtpConfig) -> Throttle {
+    pub(crate) fn new(cfg: &SmtpConfig) -> Throttle {
         Throttle {
             max_failures: (cfg.auth_max_failures.max(1)) as usize,
             max_user_failures: (cfg.auth_max_user_failures.max(1)) as usize,
@@ -154,7 +154,7 @@ impl Throttle {
     }
 
     /// This throttle, also counting in `shared` (the cluster's database).
-    pub fn with_shared(mut self, shared: Arc<dyn SharedFailures>) -> Throttle {
+    pub(crate) fn with_shared(mut self, shared: Arc<dyn SharedFailures>) -> Throttle {
         self.shared = Some(shared);
         self
     }
@@ -174,7 +174,7 @@ impl Throttle {
 
     /// `Err(remaining)` while `ip` is refused after too many failures (checked before the
     /// SASL exchange, so a blocked client is not even asked for credentials).
-    pub async fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+    pub(crate) async fn check(&self, ip: IpAddr) -> Result<(), Duration> {
         self.check_local(ip)?;
         let Some(shared) = &self.shared else {
             return Ok(());
@@ -205,7 +205,7 @@ impl Throttle {
     /// Reserves one verification of `user` from `ip`, waiting (at most 30 s) while other
     /// verifications from the same address or for the same user hold every place left (with
     /// `[cluster]`: on this node, then on any node).
-    pub async fn reserve(&self, ip: IpAddr, user: &str) -> Result<Attempt<'_>, Refusal> {
+    pub(crate) async fn reserve(&self, ip: IpAddr, user: &str) -> Result<Attempt<'_>, Refusal> {
         let deadline = tokio::time::Instant::now() + MAX_WAIT;
         let mut attempt = self.reserve_local(ip, user, deadline).await?;
         let Some(shared) = &self.shared else {
@@ -375,7 +375,7 @@ impl Throttle {
 
 impl Attempt<'_> {
     /// The verification succeeded: the place is freed; earlier failures stay counted.
-    pub async fn succeeded(mut self) {
+    pub(crate) async fn succeeded(mut self) {
         self.done = true;
         let t = self.throttle;
         t.release(self.ip, &self.user, self.slow);
@@ -386,7 +386,7 @@ impl Attempt<'_> {
 
     /// The verification failed: counted for the address and the user name. Returns how long
     /// the session should wait before answering (`auth_failure_delay` × failures, ≤ 10 s).
-    pub async fn failed(mut self) -> Duration {
+    pub(crate) async fn failed(mut self) -> Duration {
         self.done = true;
         let t = self.throttle;
         t.release(self.ip, &self.user, self.slow);

@@ -13,7 +13,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{Config, ConfigError};
 
 /// Builds the TLS acceptor for the listeners, generating a dev pair if allowed and needed.
-pub fn acceptor(cfg: &Config, config_file: &str) -> anyhow::Result<TlsAcceptor> {
+pub(crate) fn acceptor(cfg: &Config, config_file: &str) -> anyhow::Result<TlsAcceptor> {
     let tls = &cfg.tls;
     let err = |key: &str, problem: String| ConfigError {
         file: config_file.to_string(),

@@ -11,13 +11,13 @@ use super::outcome::{Answer, Failure, RecipientResult};
 
 /// Where captured messages go.
 #[derive(Debug, Clone)]
-pub struct Capture {
+pub(crate) struct Capture {
     dir: PathBuf,
 }
 
 impl Capture {
     /// Captures into `dir` (created on first use).
-    pub fn new(dir: &Path) -> Capture {
+    pub(crate) fn new(dir: &Path) -> Capture {
         Capture {
             dir: dir.to_path_buf(),
         }
@@ -25,7 +25,7 @@ impl Capture {
 
     /// The file a job is written to: `<queue id>.<recipient domain>.eml`, one per domain, as
     /// one SMTP transaction per domain would be.
-    pub fn path_for(&self, job: &Job) -> PathBuf {
+    pub(crate) fn path_for(&self, job: &Job) -> PathBuf {
         let domain: String = job
             .domain
             .chars()
@@ -42,7 +42,7 @@ impl Capture {
 
     /// Writes `job` to its file; every recipient is delivered (`250`) once the file is durable,
     /// or deferred with the I/O error.
-    pub async fn deliver(&self, job: &Job) -> Vec<RecipientResult> {
+    pub(crate) async fn deliver(&self, job: &Job) -> Vec<RecipientResult> {
         let path = self.path_for(job);
         let dir = self.dir.clone();
         let bytes = render(job);

@@ -14,13 +14,13 @@ use tokio::net::TcpStream;
 
 use crate::reply::EnhancedStatus;
 
-pub use super::outcome::Answer;
-pub use super::stream::Stream;
+pub(crate) use super::outcome::Answer;
+pub(crate) use super::stream::Stream;
 use super::tls::{OutboundTls, result_type};
 
 /// How a session must treat TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
+pub(crate) enum TlsMode {
     /// STARTTLS when offered, any certificate (verification recorded).
     Opportunistic,
     /// STARTTLS required, certificate verified against the host name.
@@ -31,7 +31,7 @@ pub enum TlsMode {
 
 /// What TLS a session ended up with.
 #[derive(Debug, Clone)]
-pub struct TlsInfo {
+pub(crate) struct TlsInfo {
     /// `TLSv1.3` or `TLSv1.2`.
     pub version: String,
     /// Whether the certificate verified and matched the host name.
@@ -44,7 +44,7 @@ pub struct TlsInfo {
 
 /// Why a session could not be set up.
 #[derive(Debug, Clone)]
-pub enum OpenError {
+pub(crate) enum OpenError {
     /// TCP connect failed or timed out.
     Connect(String),
     /// The server refused us (greeting, EHLO or AUTH not 2xx).
@@ -70,7 +70,7 @@ impl std::fmt::Display for OpenError {
 
 /// Per-stage time limits (RFC 5321 §4.5.3.2).
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     /// Connect and greeting.
     pub connect: Duration,
     /// Each command.
@@ -80,14 +80,12 @@ pub struct Timeouts {
 }
 
 /// An open, greeted (and possibly encrypted and authenticated) SMTP session.
-pub struct Session {
+pub(crate) struct Session {
     pub(super) client: SmtpClient<Stream>,
     pub(super) ehlo: EhloResponse<String>,
     pub(super) timeouts: Timeouts,
     /// The host name the session was opened for (SNI, certificate name).
     pub host: String,
-    /// The address connected to.
-    pub addr: SocketAddr,
     /// TLS, when established.
     pub tls: Option<TlsInfo>,
     /// Transactions completed on this session.
@@ -98,7 +96,7 @@ pub struct Session {
 
 /// The outcome of one mail transaction: one final answer per recipient, in order.
 #[derive(Debug, Clone)]
-pub struct Transaction {
+pub(crate) struct Transaction {
     /// The final answer for each recipient (its RCPT reply when refused, else the reply to the
     /// end of data or to BDAT LAST).
     pub answers: Vec<Answer>,
@@ -107,7 +105,7 @@ pub struct Transaction {
 /// How a transaction failed: whether the server can have taken anything of it decides whether
 /// the message may go at once over another connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TransactionError {
+pub(crate) enum TransactionError {
     /// The connection was already dead when the transaction began (EOF, reset or broken pipe
     /// before any reply to the envelope): nothing of this transaction reached the server. On a
     /// reused idle session this is the remote having closed or restarted since.
@@ -118,7 +116,7 @@ pub enum TransactionError {
 
 impl TransactionError {
     /// What went wrong, for logs and replies.
-    pub fn detail(&self) -> &str {
+    pub(crate) fn detail(&self) -> &str {
         match self {
             TransactionError::Stale(d) | TransactionError::Lost(d) => d,
         }
@@ -136,7 +134,7 @@ pub(super) fn mail_err(e: mail_send::Error) -> String {
 impl Session {
     /// Connects to `addr`, reads the greeting, says EHLO as `helo`, starts TLS per `mode`,
     /// and authenticates with `credentials` when given.
-    pub async fn open(
+    pub(crate) async fn open(
         addr: SocketAddr,
         host: &str,
         helo: &str,
@@ -221,7 +219,6 @@ impl Session {
             ehlo,
             timeouts,
             host: host.to_string(),
-            addr,
             tls: tls_info,
             transactions: 0,
             broken: false,
@@ -255,12 +252,12 @@ impl Session {
     }
 
     /// Whether the server advertised REQUIRETLS (RFC 8689) in its EHLO reply.
-    pub fn offers_requiretls(&self) -> bool {
+    pub(crate) fn offers_requiretls(&self) -> bool {
         self.ehlo.has_capability(EXT_REQUIRE_TLS)
     }
 
     /// Says QUIT and closes (errors ignored: the session is over either way).
-    pub async fn quit(mut self) {
+    pub(crate) async fn quit(mut self) {
         self.client.timeout = Duration::from_secs(5).min(self.timeouts.command);
         let _ = self.client.cmd(b"QUIT\r\n").await;
         let _ = self.client.stream.shutdown().await;

@@ -58,7 +58,7 @@ impl Relay {
 }
 
 /// Everything delivery needs, shared by all jobs.
-pub struct Outbound {
+pub(crate) struct Outbound {
     port: u16,
     resolver: MessageAuthenticator,
     sts: Arc<StsResolver>,
@@ -71,7 +71,7 @@ pub struct Outbound {
 impl Outbound {
     /// Builds delivery from configuration, with the MTA-STS resolver to ask and the sink that
     /// receives how TLS went with each MX (the TLS-RPT reporter).
-    pub fn new(
+    pub(crate) fn new(
         cfg: &Config,
         sts: Arc<StsResolver>,
         tls_events: Arc<dyn TlsSink>,
@@ -104,12 +104,12 @@ impl Outbound {
     }
 
     /// Whether everything goes through the smart host (one job per message, not per domain).
-    pub fn uses_relay(&self) -> bool {
+    pub(crate) fn uses_relay(&self) -> bool {
         self.relay.is_some()
     }
 
     /// Attempts delivery of `job`; one result per recipient, in order.
-    pub async fn deliver(&self, job: &Job) -> Vec<RecipientResult> {
+    pub(crate) async fn deliver(&self, job: &Job) -> Vec<RecipientResult> {
         if let Some(capture) = &self.capture {
             return capture.deliver(job).await;
         }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::spool::{MessageBytes, TlsRequest};
 
 /// A piece of work: one message, the recipients of one domain (or all, via the smart host).
-pub struct Job {
+pub(crate) struct Job {
     /// Queue id, for logs.
     pub queue_id: String,
     /// The reverse path the delivery gives in `MAIL FROM` (and a capture writes as

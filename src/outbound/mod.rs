@@ -5,16 +5,16 @@
 //! [`crate::tls_policy::TlsEvent`].
 
 mod attempt;
-pub mod capture;
-pub mod client;
-pub mod dane;
-pub mod deliver;
-pub mod job;
-pub mod outcome;
-pub mod plan;
-pub mod pool;
-pub mod requiretls;
-pub mod resolve;
-pub mod stream;
-pub mod tls;
+pub(crate) mod capture;
+pub(crate) mod client;
+pub(crate) mod dane;
+pub(crate) mod deliver;
+pub(crate) mod job;
+pub(crate) mod outcome;
+pub(crate) mod plan;
+pub(crate) mod pool;
+pub(crate) mod requiretls;
+pub(crate) mod resolve;
+pub(crate) mod stream;
+pub(crate) mod tls;
 mod transaction;

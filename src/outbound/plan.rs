@@ -34,7 +34,7 @@ use crate::tls_policy::{Mode, TlsDirective, TlsEvent, TlsOutcome};
 
 /// What the message itself asks of TLS (from the spooled envelope).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MessageTls {
+pub(crate) struct MessageTls {
     /// herald's own TLS-RPT report (RFC 8460 §3: delivered despite the failures it reports).
     pub tls_report: bool,
     /// REQUIRETLS, `TLS-Required: No`, or nothing.
@@ -44,20 +44,20 @@ pub struct MessageTls {
 impl MessageTls {
     /// Whether the recipient's MTA-STS policy (and `require_tls`) is asked for: not for
     /// herald's own report, which ignores it.
-    pub fn needs_sts(self) -> bool {
+    pub(crate) fn needs_sts(self) -> bool {
         !self.tls_report
     }
 
     /// Whether DANE records are looked up: not for herald's own report, nor for a message
     /// with `TLS-Required: No`, which sets DANE aside.
-    pub fn needs_dane(self) -> bool {
+    pub(crate) fn needs_dane(self) -> bool {
         !self.tls_report && self.request != TlsRequest::TlsOptional
     }
 }
 
 /// Where a job goes, as resolved before planning.
 #[derive(Debug, Clone)]
-pub enum Route {
+pub(crate) enum Route {
     /// `[delivery] relay_host`: everything through one configured host.
     SmartHost {
         /// The host name (checked against its certificate).
@@ -82,7 +82,7 @@ pub enum Route {
 /// Why a host gets the TLS it gets: the rule of the precedence list that decided (logged on
 /// each delivery attempt as `tls_rule=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// `[delivery] relay_host`.
     SmartHost,
     /// herald's own TLS-RPT report.
@@ -138,7 +138,7 @@ impl fmt::Display for Reason {
 
 /// One host to connect to, and how.
 #[derive(Debug, Clone)]
-pub struct HostTls {
+pub(crate) struct HostTls {
     /// The host name (or address literal).
     pub host: String,
     /// Strict (verified, no fall-back) or opportunistic.
@@ -154,7 +154,7 @@ pub struct HostTls {
 
 /// One step of the plan, in MX order.
 #[derive(Debug, Clone)]
-pub enum Hop {
+pub(crate) enum Hop {
     /// Connect to this host.
     Try(HostTls),
     /// DANE forbids this host now (DNSSEC trouble, or `dane-required` unmet): it is passed
@@ -180,7 +180,7 @@ pub enum Hop {
 
 /// The hosts a job goes to, in order, with their TLS.
 #[derive(Debug, Clone)]
-pub struct RoutePlan {
+pub(crate) struct RoutePlan {
     /// The port to connect to.
     pub port: u16,
     /// Each host in order.
@@ -194,7 +194,7 @@ pub struct RoutePlan {
 
 /// A route refused before connecting.
 #[derive(Debug, Clone)]
-pub struct Refusal {
+pub(crate) struct Refusal {
     /// What every recipient of the job fails with.
     pub failure: Failure,
     /// The domain's directive's label, for the log line.
@@ -205,7 +205,7 @@ pub struct Refusal {
 
 impl Refusal {
     /// The log line's message.
-    pub fn what(&self) -> &'static str {
+    pub(crate) fn what(&self) -> &'static str {
         match self.failure {
             Failure::NoMxMatchesPolicy { .. } => "delivery attempt: no MX allowed",
             _ => "delivery attempt: REQUIRETLS not possible",
@@ -214,7 +214,7 @@ impl Refusal {
 }
 
 /// The plan for delivering a message asking `message` to `domain` over `route`.
-pub fn plan(domain: &str, message: MessageTls, route: Route) -> Result<RoutePlan, Refusal> {
+pub(crate) fn plan(domain: &str, message: MessageTls, route: Route) -> Result<RoutePlan, Refusal> {
     let requiretls = message.request == TlsRequest::RequireTls;
     match route {
         // The smart host is configured by name and verified against it: an authenticated

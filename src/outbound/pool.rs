@@ -12,7 +12,7 @@ use super::client::Session;
 
 /// What a reusable session is keyed by: host name, address, and whether TLS was strict.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Key {
+pub(crate) struct Key {
     /// MX (or relay) host name.
     pub host: String,
     /// The address connected to.
@@ -48,7 +48,7 @@ impl Inner {
 }
 
 /// The right to hold one open connection; giving it back (drop) wakes waiters.
-pub struct Slot {
+pub(crate) struct Slot {
     pool: Weak<Inner>,
     host: String,
 }
@@ -72,7 +72,7 @@ impl Drop for Slot {
 }
 
 /// An open session together with its slot.
-pub struct Conn {
+pub(crate) struct Conn {
     /// The SMTP session.
     pub session: Session,
     /// The key it is pooled under.
@@ -84,7 +84,7 @@ pub struct Conn {
 
 impl Conn {
     /// Pairs a freshly opened session with the slot reserved for it.
-    pub fn new(session: Session, key: Key, slot: Slot) -> Conn {
+    pub(crate) fn new(session: Session, key: Key, slot: Slot) -> Conn {
         Conn {
             session,
             key,
@@ -94,7 +94,7 @@ impl Conn {
     }
 
     /// Says QUIT in the background and frees the slot afterwards.
-    pub fn close(self) {
+    pub(crate) fn close(self) {
         tokio::spawn(async move {
             let Conn { session, _slot, .. } = self;
             session.quit().await;
@@ -104,7 +104,7 @@ impl Conn {
 }
 
 /// A reused idle session, or the right to open a new one.
-pub enum Acquired {
+pub(crate) enum Acquired {
     /// An idle session to the same host, address and TLS strictness.
     Reused(Box<Conn>),
     /// A reserved slot: open a session and pair it with [`Conn::new`].
@@ -113,13 +113,13 @@ pub enum Acquired {
 
 /// The connection pool shared by every delivery.
 #[derive(Clone)]
-pub struct Pool {
+pub(crate) struct Pool {
     inner: Arc<Inner>,
 }
 
 impl Pool {
     /// A pool with these limits; idle sessions are closed after `idle_for`.
-    pub fn new(max_total: usize, max_per_host: usize, idle_for: Duration) -> Pool {
+    pub(crate) fn new(max_total: usize, max_per_host: usize, idle_for: Duration) -> Pool {
         let inner = Arc::new(Inner {
             state: Mutex::new(State::default()),
             gates: Mutex::new(HashMap::new()),
@@ -157,7 +157,7 @@ impl Pool {
 
     /// Waits for a turn at `host` (at most `max_per_host` at once, first come first served);
     /// hold the permit for the whole attempt, then [`Pool::acquire`] rarely has to wait.
-    pub async fn gate(&self, host: &str) -> Option<OwnedSemaphorePermit> {
+    pub(crate) async fn gate(&self, host: &str) -> Option<OwnedSemaphorePermit> {
         let gate = {
             let mut gates = self.inner.gates.lock().unwrap_or_else(|p| p.into_inner());
             gates
@@ -169,7 +169,7 @@ impl Pool {
     }
 
     /// Waits for an idle session or a free slot for `key`, within both limits.
-    pub async fn acquire(&self, key: &Key) -> Acquired {
+    pub(crate) async fn acquire(&self, key: &Key) -> Acquired {
         loop {
             let notified = self.inner.notify.notified();
             tokio::pin!(notified);
@@ -226,7 +226,7 @@ impl Pool {
     /// Closes every idle session for `key`: one of them was found dead (the server closed it or
     /// restarted), so the others opened to the same server before are most likely dead too,
     /// and the next [`Pool::acquire`] for `key` opens a fresh connection instead of trying them.
-    pub fn discard_idle(&self, key: &Key) {
+    pub(crate) fn discard_idle(&self, key: &Key) {
         let stale = self.inner.lock().idle.remove(key).unwrap_or_default();
         for (conn, _) in stale {
             conn.close();
@@ -234,7 +234,7 @@ impl Pool {
     }
 
     /// Gives a session back: kept idle for reuse unless it is broken.
-    pub fn release(&self, conn: Conn) {
+    pub(crate) fn release(&self, conn: Conn) {
         if conn.session.broken {
             conn.close();
             return;

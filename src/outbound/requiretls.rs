@@ -24,7 +24,7 @@ use crate::tls_policy::{Mode, TlsDirective};
 /// The directive a message is delivered under. `TLS-Required: No` turns a recipient policy that
 /// demands verified TLS (MTA-STS `enforce`, DANE) into opportunistic TLS; herald's own
 /// `[delivery] require_tls` stays, since that is the administrator's rule, not the recipient's.
-pub fn directive(request: TlsRequest, recipient: TlsDirective) -> TlsDirective {
+pub(crate) fn directive(request: TlsRequest, recipient: TlsDirective) -> TlsDirective {
     let recipients_rule =
         recipient.requires_verified_tls() && !matches!(recipient, TlsDirective::Required);
     if request == TlsRequest::TlsOptional && recipients_rule {
@@ -40,7 +40,7 @@ pub fn directive(request: TlsRequest, recipient: TlsDirective) -> TlsDirective {
 /// host by host with [`check_host`]). A name from DNS that is not authenticated (no policy, a
 /// `testing` policy, `[delivery] require_tls` alone) is not enough (§4.2.1). (The smart host,
 /// configured by name and verified against it, is authenticated: the plan does not ask.)
-pub fn check_route(
+pub(crate) fn check_route(
     request: TlsRequest,
     directive: &TlsDirective,
     dane_may: bool,
@@ -86,7 +86,7 @@ pub fn check_route(
 /// Before connecting to one MX host: a REQUIRETLS message goes only to a host its directive
 /// (the domain's, or DANE's for this host) authenticates. A host that is not is skipped, as one
 /// that does not advertise REQUIRETLS is (§4.2.1: the other MX hosts are tried first).
-pub fn check_host(
+pub(crate) fn check_host(
     request: TlsRequest,
     directive: &TlsDirective,
     host: &str,
@@ -105,7 +105,7 @@ pub fn check_host(
 
 /// On an open session (new or pooled), before the transaction of a REQUIRETLS message: it
 /// needs TLS whose certificate verified, and REQUIRETLS in the server's EHLO reply.
-pub fn check_session(session: &Session) -> Result<(), Failure> {
+pub(crate) fn check_session(session: &Session) -> Result<(), Failure> {
     let host = &session.host;
     let detail = match &session.tls {
         None => format!("{host} is not using TLS"),
@@ -127,7 +127,7 @@ pub fn check_session(session: &Session) -> Result<(), Failure> {
 /// Which failure a job keeps as hosts fail one after another: a host that fell short of
 /// REQUIRETLS does not hide an earlier host that failed for a passing reason (it may qualify
 /// next time, so the message waits rather than bounces).
-pub fn next_host_failure(previous: Failure, new: Failure) -> Failure {
+pub(crate) fn next_host_failure(previous: Failure, new: Failure) -> Failure {
     let passing = !previous.is_permanent()
         && !matches!(
             previous,
@@ -143,7 +143,7 @@ pub fn next_host_failure(previous: Failure, new: Failure) -> Failure {
 /// The `MAIL FROM` parameters for a job: the envelope's (`submitted`), with `REQUIRETLS`
 /// exactly when the message carries it (the session sends it only to a server that advertises
 /// it, which [`check_session`] has made sure of).
-pub fn mail_params(submitted: &[String], requiretls: bool) -> Vec<String> {
+pub(crate) fn mail_params(submitted: &[String], requiretls: bool) -> Vec<String> {
     let mut params: Vec<String> = submitted
         .iter()
         .filter(|p| !p.eq_ignore_ascii_case("REQUIRETLS"))

@@ -65,7 +65,7 @@ impl std::fmt::Display for ResolveError {
 }
 
 /// The hosts to try for `domain`, best first (host names, or an address literal).
-pub async fn mx_hosts(
+pub(crate) async fn mx_hosts(
     resolver: &MessageAuthenticator,
     domain: &str,
 ) -> Result<Vec<String>, ResolveError> {
@@ -118,7 +118,7 @@ pub async fn mx_hosts(
 }
 
 /// The IPv4 and IPv6 addresses of `host` (IPv4 first); an address literal is itself.
-pub async fn addresses(
+pub(crate) async fn addresses(
     resolver: &MessageAuthenticator,
     host: &str,
 ) -> Result<Vec<IpAddr>, ResolveError> {

@@ -23,7 +23,7 @@ use crate::config::TlsConfig;
 
 /// The connectors and verifier used for every outbound TLS session.
 #[derive(Clone)]
-pub struct OutboundTls {
+pub(crate) struct OutboundTls {
     /// Fails the handshake unless the certificate verifies and matches the host name.
     pub strict: TlsConnector,
     /// Accepts any certificate; verification is recorded with [`OutboundTls::verify`].
@@ -35,7 +35,7 @@ pub struct OutboundTls {
 
 impl OutboundTls {
     /// Builds the connectors from the webpki roots and `[tls] extra_roots`.
-    pub fn new(cfg: &TlsConfig) -> anyhow::Result<OutboundTls> {
+    pub(crate) fn new(cfg: &TlsConfig) -> anyhow::Result<OutboundTls> {
         let provider = crate::trust::provider();
         let roots = crate::trust::root_store(cfg)?;
         let verifier =
@@ -65,7 +65,7 @@ impl OutboundTls {
 
     /// A copy whose strict connector (and [`OutboundTls::verify`]) checks the chain against
     /// the TLSA records of `target` instead of the WebPKI roots.
-    pub fn for_dane(&self, target: Arc<DaneTarget>) -> anyhow::Result<OutboundTls> {
+    pub(crate) fn for_dane(&self, target: Arc<DaneTarget>) -> anyhow::Result<OutboundTls> {
         let provider = crate::trust::provider();
         let verifier = Arc::new(DaneVerifier::new(target, provider.clone()));
         let config = ClientConfig::builder_with_provider(provider)
@@ -85,7 +85,7 @@ impl OutboundTls {
     /// The name to send in SNI when connecting to MX host `host`: for a DANE-protected host,
     /// its TLSA base domain (RFC 7672 §8.1: the end of a secure CNAME chain, whose server
     /// may hold a certificate for that name only); otherwise `host` itself.
-    pub fn server_name<'a>(&'a self, host: &'a str) -> &'a str {
+    pub(crate) fn server_name<'a>(&'a self, host: &'a str) -> &'a str {
         match &self.dane {
             Some(dane) => dane.target().base.as_str(),
             None => host.trim_end_matches('.'),
@@ -93,7 +93,11 @@ impl OutboundTls {
     }
 
     /// Runs the real WebPKI verification on a presented chain for `host`.
-    pub fn verify(&self, chain: &[CertificateDer<'_>], host: &str) -> Result<(), rustls::Error> {
+    pub(crate) fn verify(
+        &self,
+        chain: &[CertificateDer<'_>],
+        host: &str,
+    ) -> Result<(), rustls::Error> {
         let Some((end_entity, intermediates)) = chain.split_first() else {
             return Err(rustls::Error::NoCertificatesPresented);
         };
@@ -153,7 +157,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 }
 
 /// The TLS-RPT result type (RFC 8460 §4.3) for a TLS failure.
-pub fn result_type(error: &rustls::Error) -> ResultType {
+pub(crate) fn result_type(error: &rustls::Error) -> ResultType {
     match error {
         rustls::Error::InvalidCertificate(cert) => match cert {
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {

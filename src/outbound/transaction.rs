@@ -18,7 +18,7 @@ impl Session {
     /// message after DATA, or as one BDAT chunk where CHUNKING is offered too.
     /// An `Err` means the connection broke; [`TransactionError::Stale`] when that was before the
     /// server answered anything of it.
-    pub async fn send(
+    pub(crate) async fn send(
         &mut self,
         mail_from: &str,
         mail_params: &[String],

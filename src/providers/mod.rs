@@ -7,7 +7,7 @@
 
 /// One known refusal: the code as it appears in the reply, and what it means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KnownCode {
+pub(crate) struct KnownCode {
     /// The provider that uses it.
     pub provider: &'static str,
     /// The token matched in the reply text (an enhanced status code or a bracketed tag).
@@ -17,7 +17,7 @@ pub struct KnownCode {
 }
 
 /// The table, most specific first (a reply is explained by its first match).
-pub const KNOWN_CODES: &[KnownCode] = &[
+pub(crate) const KNOWN_CODES: &[KnownCode] = &[
     KnownCode {
         provider: "Gmail",
         code: "5.7.25",
@@ -121,7 +121,7 @@ pub const KNOWN_CODES: &[KnownCode] = &[
 ];
 
 /// The table's explanation of a reply, if it carries a known code.
-pub fn explain(reply: &str) -> Option<&'static KnownCode> {
+pub(crate) fn explain(reply: &str) -> Option<&'static KnownCode> {
     KNOWN_CODES.iter().find(|k| has_token(reply, k.code))
 }
 

@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// Distinct destinations given their own label.
-pub const MAX_DESTINATIONS: usize = 100;
+pub(crate) const MAX_DESTINATIONS: usize = 100;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DestinationLabel {
@@ -34,7 +34,7 @@ fn families() -> &'static Families {
 }
 
 /// Adds the families to herald's registry.
-pub fn register(registry: &mut Registry) {
+pub(crate) fn register(registry: &mut Registry) {
     let f = families();
     registry.register(
         "herald_shaping_limits_ratio",

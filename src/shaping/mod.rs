@@ -12,9 +12,9 @@
 //! reload replaces the rules, not what destinations said. With `[cluster]`, push-backs are
 //! shared through the database ([`shared`]), so every node slows down together.
 
-pub mod metrics;
+pub(crate) mod metrics;
 mod rules;
-pub mod shared;
+pub(crate) mod shared;
 mod state;
 
 use std::collections::HashMap;
@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-pub use rules::{Destination, reaction};
-pub use state::Reaction;
+pub(crate) use rules::{Destination, reaction};
+pub(crate) use state::Reaction;
 use state::{Decision, DestState};
 
 use crate::config::{Config, ShapingConfig};
@@ -52,7 +52,7 @@ fn states() -> MutexGuard<'static, HashMap<String, DestState>> {
 
 /// The shaping rules of one configuration; cheap to clone.
 #[derive(Clone)]
-pub struct Shaper {
+pub(crate) struct Shaper {
     inner: Arc<Settings>,
 }
 
@@ -67,7 +67,7 @@ struct Settings {
 
 /// A destination held back: its messages wait `wait` without an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Held {
+pub(crate) struct Held {
     /// The destination's name.
     pub destination: String,
     /// How long until it may be tried again.
@@ -75,7 +75,7 @@ pub struct Held {
 }
 
 /// A running delivery to a destination; dropping it frees its connection slot.
-pub struct Ticket {
+pub(crate) struct Ticket {
     destination: Option<String>,
 }
 
@@ -98,12 +98,12 @@ impl Drop for Ticket {
 impl Shaper {
     /// The rules of `cfg` (`[shaping]`, and `[delivery] max_connections_per_host` for a
     /// destination without a connection limit of its own).
-    pub fn new(cfg: &Config) -> Shaper {
+    pub(crate) fn new(cfg: &Config) -> Shaper {
         Shaper::of(&cfg.shaping, cfg.delivery.max_connections_per_host as u32)
     }
 
     /// The rules of a `[shaping]` section with the pool's per-host limit `per_host`.
-    pub fn of(cfg: &ShapingConfig, per_host: u32) -> Shaper {
+    pub(crate) fn of(cfg: &ShapingConfig, per_host: u32) -> Shaper {
         Shaper {
             inner: Arc::new(Settings {
                 enabled: cfg.enabled,
@@ -117,13 +117,13 @@ impl Shaper {
     }
 
     /// The destination MX host `mx` belongs to.
-    pub fn destination(&self, mx: &str) -> Destination {
+    pub(crate) fn destination(&self, mx: &str) -> Destination {
         self.inner.matcher.destination(mx)
     }
 
     /// Waits for a turn to deliver to `mx`'s destination (within its connection and rate
     /// limits); `Err` when it is held back (suspended, paused, or far over its rate).
-    pub async fn admit(&self, mx: &str) -> Result<Ticket, Held> {
+    pub(crate) async fn admit(&self, mx: &str) -> Result<Ticket, Held> {
         if !self.inner.enabled {
             return Ok(Ticket { destination: None });
         }
@@ -165,7 +165,7 @@ impl Shaper {
 
     /// What `mx` answered (any reply to the session or the transaction that was not a
     /// success): a push-back holds its destination and halves its limits.
-    pub fn observe(&self, mx: &str, code: u16, status: Option<EnhancedStatus>, text: &str) {
+    pub(crate) fn observe(&self, mx: &str, code: u16, status: Option<EnhancedStatus>, text: &str) {
         if !self.inner.enabled {
             return;
         }
@@ -206,7 +206,7 @@ impl Shaper {
     }
 
     /// A message to `mx` was delivered: its destination wins back a step of its limits.
-    pub fn delivered(&self, mx: &str) {
+    pub(crate) fn delivered(&self, mx: &str) {
         if !self.inner.enabled {
             return;
         }
@@ -229,7 +229,7 @@ impl Shaper {
 
     /// Whether a connection to `mx` that carried `deliveries` messages has had its share and
     /// is closed rather than kept for reuse.
-    pub fn connection_spent(&self, mx: &str, deliveries: u32) -> bool {
+    pub(crate) fn connection_spent(&self, mx: &str, deliveries: u32) -> bool {
         let limit = self.destination(mx).limits.messages_per_connection;
         self.inner.enabled && limit > 0 && deliveries >= limit
     }
@@ -237,7 +237,11 @@ impl Shaper {
 
 /// Whether a reply is a reputation or rate deferral (the server means it, even on a reused
 /// connection: never retried at once elsewhere).
-pub fn is_reputation_deferral(code: u16, status: Option<EnhancedStatus>, text: &str) -> bool {
+pub(crate) fn is_reputation_deferral(
+    code: u16,
+    status: Option<EnhancedStatus>,
+    text: &str,
+) -> bool {
     reaction(code, status, text) == Some(Reaction::Suspend)
 }
 
@@ -259,7 +263,7 @@ pub struct DestinationView {
 }
 
 /// Every destination held back, slowed, or with deliveries running now, by name.
-pub fn snapshot() -> Vec<DestinationView> {
+pub(crate) fn snapshot() -> Vec<DestinationView> {
     let now = Instant::now();
     let mut out: Vec<DestinationView> = states()
         .iter()

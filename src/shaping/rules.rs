@@ -10,7 +10,7 @@ use crate::reply::EnhancedStatus;
 
 /// A destination's name and the limits in force for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Destination {
+pub(crate) struct Destination {
     /// The rule's name, or the MX host's parent domain.
     pub name: String,
     /// Its limits (`connections` resolved to a number).
@@ -100,7 +100,7 @@ impl Matcher {
 /// How a reply pushes back, if it does: a reputation or rate deferral suspends (Gmail's
 /// `4.7.28`, Microsoft's `4.7.650`, Yahoo's `TSS04`/`TS04`, and `4.7.0` replies that say
 /// "rate" or "reputation"); any other `421` pauses. Permanent and other replies do not.
-pub fn reaction(code: u16, status: Option<EnhancedStatus>, text: &str) -> Option<Reaction> {
+pub(crate) fn reaction(code: u16, status: Option<EnhancedStatus>, text: &str) -> Option<Reaction> {
     if !(400..500).contains(&code) {
         return None;
     }

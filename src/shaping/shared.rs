@@ -15,7 +15,7 @@ use super::{Reaction, Shaper};
 use crate::cluster::Db;
 
 /// How often a node looks for push-backs the others saw.
-pub const SYNC_EVERY: Duration = Duration::from_secs(2);
+pub(crate) const SYNC_EVERY: Duration = Duration::from_secs(2);
 
 struct Pushback {
     destination: String,
@@ -41,7 +41,7 @@ pub(super) fn publish(destination: &str, hold: Duration, why: &str) {
 
 /// Starts sharing push-backs through `db` (once per process): writes this node's, applies the
 /// others' with `shaper`'s floor.
-pub fn start(db: Db, shaper: Shaper) {
+pub(crate) fn start(db: Db, shaper: Shaper) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Pushback>();
     if sink().set(tx).is_err() {
         return;

@@ -24,7 +24,7 @@ pub(super) enum Decision {
 
 /// How hard a destination pushed back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reaction {
+pub(crate) enum Reaction {
     /// A reputation or rate deferral (`4.7.28`, `4.7.650`, `TSS04`): suspend for a while.
     Suspend,
     /// Any other `421`: the server sheds load; pause briefly.

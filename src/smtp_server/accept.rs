@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// The sessions of one or more listeners, and their shutdown.
-pub struct Sessions {
+pub(crate) struct Sessions {
     stop: watch::Sender<bool>,
     token: Mutex<Option<mpsc::Sender<()>>>,
     ended: tokio::sync::Mutex<mpsc::Receiver<()>>,
@@ -28,7 +28,7 @@ impl Default for Sessions {
 
 impl Sessions {
     /// No listener yet.
-    pub fn new() -> Sessions {
+    pub(crate) fn new() -> Sessions {
         let (token, ended) = mpsc::channel(1);
         Sessions {
             stop: watch::channel(false).0,
@@ -40,13 +40,13 @@ impl Sessions {
 
     /// Becomes true when shutdown begins; a session waiting for a command then says
     /// [`super::admission::shutting_down`] and ends.
-    pub fn stopping(&self) -> watch::Receiver<bool> {
+    pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
         self.stop.subscribe()
     }
 
     /// Accepts on `socket` until shutdown; `session` runs each connection (client address
     /// given) in a task of its own. `listener` names it in logs.
-    pub fn accept<F, Fut>(&self, socket: TcpListener, listener: &'static str, mut session: F)
+    pub(crate) fn accept<F, Fut>(&self, socket: TcpListener, listener: &'static str, mut session: F)
     where
         F: FnMut(TcpStream, SocketAddr) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -89,14 +89,14 @@ impl Sessions {
 
     /// Stops accepting, tells idle sessions to leave, and waits up to `grace` for sessions in
     /// flight. Returns true when every session finished in time.
-    pub async fn drain(&self, grace: Duration) -> bool {
+    pub(crate) async fn drain(&self, grace: Duration) -> bool {
         self.stop_accepting().await;
         self.wait(grace).await
     }
 
     /// Shutdown's first half: every accept loop has ended and idle sessions were told to leave
     /// when this returns.
-    pub async fn stop_accepting(&self) {
+    pub(crate) async fn stop_accepting(&self) {
         let _ = self.stop.send(true);
         let loops = std::mem::take(&mut *self.loops.lock().unwrap_or_else(|p| p.into_inner()));
         for l in loops {
@@ -107,7 +107,7 @@ impl Sessions {
 
     /// Shutdown's second half: waits up to `grace` for the sessions still running; true when
     /// all ended in time.
-    pub async fn wait(&self, grace: Duration) -> bool {
+    pub(crate) async fn wait(&self, grace: Duration) -> bool {
         // Every session holds a token; recv() yields None once all have ended.
         let mut ended = self.ended.lock().await;
         tokio::time::timeout(grace, ended.recv()).await.is_ok()

@@ -9,7 +9,7 @@ use crate::reply::Reply;
 
 /// A connection limit and the setting that sets it (named in refusals and logs).
 #[derive(Debug, Clone, Copy)]
-pub struct Limit {
+pub(crate) struct Limit {
     /// Connections allowed.
     pub max: usize,
     /// The setting, e.g. `smtp.max_connections`.
@@ -18,7 +18,7 @@ pub struct Limit {
 
 /// The connections a listener (or a group of listeners) holds; cheap to clone.
 #[derive(Clone, Default)]
-pub struct Admission(Arc<Mutex<Counts>>);
+pub(crate) struct Admission(Arc<Mutex<Counts>>);
 
 #[derive(Default)]
 struct Counts {
@@ -27,14 +27,19 @@ struct Counts {
 }
 
 /// One connection slot; released on drop.
-pub struct Slot {
+pub(crate) struct Slot {
     admission: Admission,
     ip: IpAddr,
 }
 
 impl Admission {
     /// Takes a slot for `ip` under the limits in force now, or says which limit is reached.
-    pub fn admit(&self, ip: IpAddr, total: Limit, per_ip: Limit) -> Result<Slot, &'static str> {
+    pub(crate) fn admit(
+        &self,
+        ip: IpAddr,
+        total: Limit,
+        per_ip: Limit,
+    ) -> Result<Slot, &'static str> {
         let mut c = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if c.total >= total.max {
             return Err(total.setting);
@@ -52,7 +57,7 @@ impl Admission {
     }
 
     /// Connections open now.
-    pub fn open(&self) -> usize {
+    pub(crate) fn open(&self) -> usize {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).total
     }
 }
@@ -72,7 +77,7 @@ impl Drop for Slot {
 
 /// The reply to a connection refused for `limit` (sent before closing, where the listener
 /// can still speak in the clear).
-pub fn too_many(host: &str, limit: &str) -> Reply {
+pub(crate) fn too_many(host: &str, limit: &str) -> Reply {
     Reply::new(
         421,
         "4.7.0",
@@ -82,7 +87,7 @@ pub fn too_many(host: &str, limit: &str) -> Reply {
 
 /// The reply to a session waiting for a command when herald shuts down (nothing of a
 /// transaction in progress was acknowledged; the client tries again later).
-pub fn shutting_down(host: &str) -> Reply {
+pub(crate) fn shutting_down(host: &str) -> Reply {
     Reply::new(
         421,
         "4.3.2",

@@ -12,7 +12,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 /// The transport under the session: plain TCP until STARTTLS, or TLS.
-pub enum Stream {
+pub(crate) enum Stream {
     /// Plain TCP.
     Plain(TcpStream),
     /// TLS over TCP (implicit or after STARTTLS).
@@ -20,7 +20,7 @@ pub enum Stream {
 }
 
 /// What [`Conn::read_line`] found.
-pub enum Line<'a> {
+pub(crate) enum Line<'a> {
     /// A complete line, terminator (LF, usually CRLF) included.
     Full(&'a [u8]),
     /// A line longer than allowed; it has been read and thrown away up to its LF.
@@ -32,7 +32,7 @@ pub enum Line<'a> {
 }
 
 /// A buffered client connection.
-pub struct Conn {
+pub(crate) struct Conn {
     stream: Option<Stream>,
     rbuf: Vec<u8>,
     rpos: usize,
@@ -43,7 +43,7 @@ const READ_CHUNK: usize = 16 * 1024;
 
 impl Conn {
     /// Wraps an accepted stream.
-    pub fn new(stream: Stream) -> Conn {
+    pub(crate) fn new(stream: Stream) -> Conn {
         Conn {
             stream: Some(stream),
             rbuf: Vec::with_capacity(READ_CHUNK),
@@ -53,17 +53,17 @@ impl Conn {
     }
 
     /// True when the client has sent bytes the session has not consumed yet.
-    pub fn has_buffered_input(&self) -> bool {
+    pub(crate) fn has_buffered_input(&self) -> bool {
         self.rpos < self.rbuf.len()
     }
 
     /// Queues bytes to send; they go out before the next read or on [`Conn::flush`].
-    pub fn queue(&mut self, bytes: &[u8]) {
+    pub(crate) fn queue(&mut self, bytes: &[u8]) {
         self.wbuf.extend_from_slice(bytes);
     }
 
     /// Sends every queued byte.
-    pub async fn flush(&mut self) -> io::Result<()> {
+    pub(crate) async fn flush(&mut self) -> io::Result<()> {
         if self.wbuf.is_empty() {
             return Ok(());
         }
@@ -106,7 +106,11 @@ impl Conn {
     /// the whole line, not per read, so a client dripping a byte at a time cannot hold the
     /// connection (slowloris). Lines longer than `max` are consumed and reported as
     /// [`Line::TooLong`] without being buffered whole.
-    pub async fn read_line(&mut self, max: usize, timeout: Duration) -> io::Result<Line<'_>> {
+    pub(crate) async fn read_line(
+        &mut self,
+        max: usize,
+        timeout: Duration,
+    ) -> io::Result<Line<'_>> {
         // A pipelined command already here is answered together with the ones before it
         // (RFC 2920): replies go out when the session would otherwise wait for input.
         if memchr_lf(&self.rbuf[self.rpos..]).is_none() {
@@ -116,7 +120,11 @@ impl Conn {
     }
 
     /// Like [`Conn::read_line`], with a deadline shared by several lines (the whole of DATA).
-    pub async fn read_line_until(&mut self, max: usize, deadline: Instant) -> io::Result<Line<'_>> {
+    pub(crate) async fn read_line_until(
+        &mut self,
+        max: usize,
+        deadline: Instant,
+    ) -> io::Result<Line<'_>> {
         let mut too_long = false;
         let mut last_discarded = 0u8;
         loop {
@@ -149,7 +157,7 @@ impl Conn {
 
     /// Reads exactly `n` bytes, handing them to `sink` piece by piece (never all buffered).
     /// The whole chunk must arrive within `timeout` of the moment replies so far were sent.
-    pub async fn read_chunk(
+    pub(crate) async fn read_chunk(
         &mut self,
         mut n: usize,
         timeout: Duration,
@@ -175,7 +183,11 @@ impl Conn {
 
     /// Performs the TLS handshake on a plain connection. Input the client pipelined after
     /// STARTTLS is discarded: it was sent in the clear and must not be acted on (CVE-2011-0411).
-    pub async fn start_tls(&mut self, acceptor: &TlsAcceptor, timeout: Duration) -> io::Result<()> {
+    pub(crate) async fn start_tls(
+        &mut self,
+        acceptor: &TlsAcceptor,
+        timeout: Duration,
+    ) -> io::Result<()> {
         self.flush().await?;
         self.rbuf.clear();
         self.rpos = 0;
@@ -190,12 +202,12 @@ impl Conn {
     }
 
     /// True once TLS is active.
-    pub fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         matches!(self.stream, Some(Stream::Tls(_)))
     }
 
     /// TLS protocol version and cipher suite, e.g. `TLSv1.3 TLS13_AES_256_GCM_SHA384`.
-    pub fn tls_info(&self) -> Option<String> {
+    pub(crate) fn tls_info(&self) -> Option<String> {
         match &self.stream {
             Some(Stream::Tls(s)) => {
                 let (_, conn) = s.get_ref();
@@ -216,7 +228,7 @@ impl Conn {
     }
 
     /// Flushes and closes the connection (TLS close_notify included).
-    pub async fn close(&mut self) {
+    pub(crate) async fn close(&mut self) {
         let _ = self.flush().await;
         match self.stream.as_mut() {
             Some(Stream::Plain(s)) => {

@@ -16,7 +16,7 @@ use super::conn::{Conn, Line};
 use crate::reply::Reply;
 
 /// Where the bytes of a message go while they stream in.
-pub trait DataSink {
+pub(crate) trait DataSink {
     /// Takes the next bytes of the message (dot-unstuffed, line endings as sent).
     fn write(&mut self, bytes: &[u8]) -> io::Result<()>;
 }
@@ -36,7 +36,7 @@ impl DataSink for crate::spool::StagedMessage {
 
 /// The limits data is read under.
 #[derive(Debug, Clone, Copy)]
-pub struct DataLimits {
+pub(crate) struct DataLimits {
     /// Largest message, in bytes (after dot-unstuffing).
     pub max_size: usize,
     /// Longest line, terminator included.
@@ -46,7 +46,7 @@ pub struct DataLimits {
 /// Why data was refused while it streamed in. Once refused, nothing more goes to the sink;
 /// the data is still read to its end so the session stays in step.
 #[derive(Debug)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Larger than [`DataLimits::max_size`].
     TooBig,
     /// A bare CR or bare LF.
@@ -60,7 +60,7 @@ pub enum Fault {
 impl Fault {
     /// The reply to a message refused for a framing fault (`None` for [`Fault::Sink`]: the
     /// listener says what its storage failure means).
-    pub fn reply(&self, limits: &DataLimits) -> Option<Reply> {
+    pub(crate) fn reply(&self, limits: &DataLimits) -> Option<Reply> {
         Some(match self {
             Fault::TooBig => Reply::new(
                 552,
@@ -89,7 +89,7 @@ impl Fault {
 /// Reads DATA after the `354` up to CRLF `.` CRLF, all of it within `deadline`, into `sink`.
 /// `Ok(Ok(size))`: the message is complete in the sink; `Ok(Err(fault))`: refused (the data
 /// was read to its end); `Err`: the connection failed or timed out (end the session).
-pub async fn read_data<S: DataSink + ?Sized>(
+pub(crate) async fn read_data<S: DataSink + ?Sized>(
     conn: &mut Conn,
     limits: DataLimits,
     deadline: Instant,
@@ -139,7 +139,7 @@ pub async fn read_data<S: DataSink + ?Sized>(
 /// A message arriving in BDAT chunks: each chunk's bytes are checked and passed on as they
 /// arrive ([`Chunked::feed`]); [`Chunked::finish`] at `BDAT … LAST` gives the verdict.
 #[derive(Debug, Default)]
-pub struct Chunked {
+pub(crate) struct Chunked {
     /// Bytes received so far.
     pub size: usize,
     check: LineCheck,
@@ -148,7 +148,12 @@ pub struct Chunked {
 
 impl Chunked {
     /// Checks `bytes` and hands them to `sink` (nothing more once the message is refused).
-    pub fn feed(&mut self, bytes: &[u8], limits: &DataLimits, sink: Option<&mut dyn DataSink>) {
+    pub(crate) fn feed(
+        &mut self,
+        bytes: &[u8],
+        limits: &DataLimits,
+        sink: Option<&mut dyn DataSink>,
+    ) {
         self.check.feed(bytes);
         self.size += bytes.len();
         if self.size > limits.max_size {
@@ -164,7 +169,7 @@ impl Chunked {
 
     /// A fault found so far that refuses the message at once, at the end of this chunk
     /// (too big, a line too long, the sink failed); a bare line ending waits for LAST.
-    pub fn refused(&mut self, limits: &DataLimits) -> Option<Fault> {
+    pub(crate) fn refused(&mut self, limits: &DataLimits) -> Option<Fault> {
         if self.size > limits.max_size {
             return Some(Fault::TooBig);
         }
@@ -175,7 +180,7 @@ impl Chunked {
     }
 
     /// The data is complete (`LAST`): `Err` when it holds a bare CR or bare LF.
-    pub fn finish(mut self) -> Result<usize, Fault> {
+    pub(crate) fn finish(mut self) -> Result<usize, Fault> {
         self.check.finish();
         if self.check.bare {
             return Err(Fault::Bare);
@@ -187,7 +192,7 @@ impl Chunked {
 /// Tracks line endings across arbitrary slices (BDAT chunks): every CR must be followed by
 /// LF and every LF preceded by CR; also measures line lengths.
 #[derive(Debug, Default)]
-pub struct LineCheck {
+pub(crate) struct LineCheck {
     prev_cr: bool,
     line_len: usize,
     /// A bare CR or bare LF was seen.
@@ -198,7 +203,7 @@ pub struct LineCheck {
 
 impl LineCheck {
     /// Feeds the next bytes.
-    pub fn feed(&mut self, bytes: &[u8]) {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
         for &b in bytes {
             self.line_len += 1;
             match b {
@@ -218,7 +223,7 @@ impl LineCheck {
     }
 
     /// Ends the data: a trailing CR is bare too.
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if self.prev_cr {
             self.bare = true;
         }

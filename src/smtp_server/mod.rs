@@ -12,12 +12,12 @@
 //! Layer: above [`crate::spool`] (a staged message is a sink), below [`crate::feedback`] and
 //! [`crate::inbound`].
 
-pub mod accept;
-pub mod admission;
-pub mod conn;
-pub mod data;
+pub(crate) mod accept;
+pub(crate) mod admission;
+pub(crate) mod conn;
+pub(crate) mod data;
 
-pub use accept::Sessions;
-pub use admission::{Admission, Limit, Slot};
-pub use conn::{Conn, Line, Stream};
-pub use data::{Chunked, DataLimits, DataSink, Fault};
+pub(crate) use accept::Sessions;
+pub(crate) use admission::{Admission, Limit, Slot};
+pub(crate) use conn::{Conn, Line, Stream};
+pub(crate) use data::Chunked;

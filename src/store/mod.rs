@@ -29,17 +29,19 @@
 
 mod aggregate;
 mod error;
-pub mod pg;
+pub(crate) mod pg;
 mod pg_aggregate;
-pub mod sqlite;
+pub(crate) mod sqlite;
 mod sqlite_aggregate;
 mod sqlite_thread;
 
-pub use self::aggregate::{DmarcAggregate, DmarcGroup, DmarcReportFacts, SourceDkim, SourceOrg};
-pub use self::error::StoreError;
-pub use self::sqlite_thread::SqliteThread;
+pub(crate) use self::aggregate::{
+    DmarcAggregate, DmarcGroup, DmarcReportFacts, SourceDkim, SourceOrg,
+};
+pub(crate) use self::error::StoreError;
+pub(crate) use self::sqlite_thread::SqliteThread;
 /// The boxed future every storage trait method returns (object-safe async methods).
-pub use futures_util::future::BoxFuture;
+pub(crate) use futures_util::future::BoxFuture;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -268,7 +270,7 @@ pub trait ReportStore: Send + Sync {
 
 /// The report database of this configuration: `[feedback] database`, by default
 /// `<data_dir>/reports.sqlite`.
-pub fn database_path(cfg: &Config) -> PathBuf {
+pub(crate) fn database_path(cfg: &Config) -> PathBuf {
     cfg.feedback
         .database
         .clone()
@@ -278,7 +280,7 @@ pub fn database_path(cfg: &Config) -> PathBuf {
 /// Opens the configured store: the cluster's PostgreSQL with `[cluster]` (connecting and
 /// applying the migrations, as a node does), else SQLite in `data_dir`. For the commands that
 /// run without a node.
-pub async fn open(cfg: &Config) -> anyhow::Result<Arc<dyn ReportStore>> {
+pub(crate) async fn open(cfg: &Config) -> anyhow::Result<Arc<dyn ReportStore>> {
     let db = match &cfg.cluster {
         Some(cluster) => Some(crate::cluster::open(cluster).await?),
         None => None,
@@ -288,7 +290,7 @@ pub async fn open(cfg: &Config) -> anyhow::Result<Arc<dyn ReportStore>> {
 
 /// The store on the node's own cluster database `db` (one pool per node), or, without
 /// `[cluster]` (`db` is `None`), SQLite in `data_dir`.
-pub async fn open_on(cfg: &Config, db: Option<Db>) -> anyhow::Result<Arc<dyn ReportStore>> {
+pub(crate) async fn open_on(cfg: &Config, db: Option<Db>) -> anyhow::Result<Arc<dyn ReportStore>> {
     if let Some(db) = db {
         return Ok(Arc::new(pg::PgStore::new(db)));
     }
@@ -299,7 +301,7 @@ pub async fn open_on(cfg: &Config, db: Option<Db>) -> anyhow::Result<Arc<dyn Rep
 
 /// Every DMARC report among `items` as `(org_name, report_id)`: for reports the operator
 /// imports, which they vouch for ([`ReceivedMail::verified`]).
-pub fn imported(items: &[ParsedItem]) -> Vec<(String, String)> {
+pub(crate) fn imported(items: &[ParsedItem]) -> Vec<(String, String)> {
     items
         .iter()
         .filter_map(|i| match i {
@@ -313,7 +315,7 @@ pub fn imported(items: &[ParsedItem]) -> Vec<(String, String)> {
 }
 
 /// Now, in unix seconds.
-pub fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

@@ -18,14 +18,14 @@ use super::{
 use crate::cluster::{Db, DbError};
 
 /// The PostgreSQL report store.
-pub struct PgStore {
+pub(crate) struct PgStore {
     db: Db,
 }
 
 impl PgStore {
     /// The store on the cluster's database (opened, migrations applied, by
     /// [`crate::cluster::open`]).
-    pub fn new(db: Db) -> PgStore {
+    pub(crate) fn new(db: Db) -> PgStore {
         PgStore { db }
     }
 

@@ -77,14 +77,14 @@ CREATE TABLE IF NOT EXISTS counters (
 "#;
 
 /// The SQLite report store.
-pub struct SqliteStore {
+pub(crate) struct SqliteStore {
     db: SqliteThread,
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, with WAL and full sync, on its own
     /// thread.
-    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+    pub(crate) async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let db = SqliteThread::open(path, "reports", |c| {
             c.execute_batch(SCHEMA)?;
             add_verified_column(c)
@@ -121,7 +121,7 @@ fn bump(tx: &Transaction<'_>, name: &str, by: usize) -> rusqlite::Result<()> {
 }
 
 /// The policy a receiver saw, in DMARC record words.
-pub fn disposition_word(d: Disposition) -> &'static str {
+pub(crate) fn disposition_word(d: Disposition) -> &'static str {
     match d {
         Disposition::None | Disposition::Unspecified => "none",
         Disposition::Quarantine => "quarantine",

@@ -25,7 +25,7 @@ use crate::config::Config;
 
 /// What one pass of the certificate task decided.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The certificate in force covers every reachable name and is not due.
     Fresh {
         /// When it is due for renewal (unix seconds).
@@ -51,7 +51,7 @@ struct StoredAccount {
 }
 
 /// Orders and renews the listener's certificate.
-pub struct Acme {
+pub(crate) struct Acme {
     cfg: Arc<Config>,
     resolver: Arc<CertResolver>,
     files: CertFiles,
@@ -61,7 +61,11 @@ pub struct Acme {
 impl Acme {
     /// The task's state; the stored certificate (if any) is put in force right away.
     /// With `share` (`[cluster]`), the certificate is the cluster's: see [`super::shared`].
-    pub fn new(cfg: Arc<Config>, resolver: Arc<CertResolver>, share: Option<SharedCert>) -> Acme {
+    pub(crate) fn new(
+        cfg: Arc<Config>,
+        resolver: Arc<CertResolver>,
+        share: Option<SharedCert>,
+    ) -> Acme {
         let files = CertFiles::new(&cfg.web_dir());
         match files.load() {
             Ok(Some(issued)) => {
@@ -81,7 +85,7 @@ impl Acme {
     }
 
     /// Runs forever: one pass, then a sleep until renewal is due (or a retry after a failure).
-    pub async fn run(self, wanted: Vec<String>) {
+    pub(crate) async fn run(self, wanted: Vec<String>) {
         let mut backoff = self.cfg.web.acme_retry;
         loop {
             let wait = match self.pass(&wanted).await {
@@ -114,7 +118,7 @@ impl Acme {
     }
 
     /// Orders when needed; otherwise says when the next pass is due.
-    pub async fn pass(&self, wanted: &[String]) -> anyhow::Result<Outcome> {
+    pub(crate) async fn pass(&self, wanted: &[String]) -> anyhow::Result<Outcome> {
         self.adopt_shared().await;
         let names = super::names::reachable(&self.cfg, wanted).await;
         if names.is_empty() {

@@ -18,11 +18,11 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 /// The ALPN protocol of TLS-ALPN-01 validation (RFC 8737 §6.2).
-pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+pub(crate) const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// A certificate chain and its key, as issued, with what herald needs to know about it.
 #[derive(Clone)]
-pub struct Issued {
+pub(crate) struct Issued {
     /// The chain, leaf first, PEM.
     pub chain_pem: String,
     /// The private key, PKCS#8 PEM.
@@ -40,7 +40,7 @@ pub struct Issued {
 /// Why a certificate and key cannot be put in force (the old one stays; the words go to the
 /// log and `herald check`).
 #[derive(Debug, thiserror::Error)]
-pub enum CertError {
+pub(crate) enum CertError {
     /// The chain is not PEM.
     #[error("bad certificate PEM: {0}")]
     CertPem(String),
@@ -68,7 +68,7 @@ pub enum CertError {
 
 impl Issued {
     /// Reads a chain and key from PEM text; `Err` says what is wrong with them.
-    pub fn from_pem(chain_pem: &str, key_pem: &str) -> Result<Issued, CertError> {
+    pub(crate) fn from_pem(chain_pem: &str, key_pem: &str) -> Result<Issued, CertError> {
         let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| CertError::CertPem(e.to_string()))?;
@@ -91,7 +91,7 @@ impl Issued {
     }
 
     /// True when every name in `wanted` is on the certificate.
-    pub fn covers(&self, wanted: &[String]) -> bool {
+    pub(crate) fn covers(&self, wanted: &[String]) -> bool {
         wanted
             .iter()
             .all(|w| self.names.iter().any(|n| n.eq_ignore_ascii_case(w)))
@@ -99,7 +99,7 @@ impl Issued {
 
     /// When to renew: `renew_before` ahead of notAfter, or once two thirds of the lifetime
     /// are gone, whichever comes first (short-lived certificates renew in proportion).
-    pub fn renew_at(&self, renew_before: std::time::Duration) -> i64 {
+    pub(crate) fn renew_at(&self, renew_before: std::time::Duration) -> i64 {
         let lifetime = (self.not_after - self.not_before).max(0);
         let by_margin = self.not_after - renew_before.as_secs() as i64;
         let by_share = self.not_before + lifetime * 2 / 3;
@@ -135,7 +135,7 @@ fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(Vec<String>, i64, i64), Cert
 /// The listener's certificate source: the issued certificate, and challenge certificates
 /// while an order is being validated.
 #[derive(Default)]
-pub struct CertResolver {
+pub(crate) struct CertResolver {
     current: RwLock<Option<Issued>>,
     challenges: RwLock<HashMap<String, Arc<CertifiedKey>>>,
 }
@@ -148,12 +148,12 @@ impl std::fmt::Debug for CertResolver {
 
 impl CertResolver {
     /// Puts `issued` in force for every handshake from now on.
-    pub fn install(&self, issued: Issued) {
+    pub(crate) fn install(&self, issued: Issued) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(issued);
     }
 
     /// The certificate in force, if any.
-    pub fn current(&self) -> Option<Issued> {
+    pub(crate) fn current(&self) -> Option<Issued> {
         self.current
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -161,7 +161,7 @@ impl CertResolver {
     }
 
     /// Answers TLS-ALPN-01 handshakes for `name` with `key` until [`CertResolver::clear_challenge`].
-    pub fn set_challenge(&self, name: &str, key: Arc<CertifiedKey>) {
+    pub(crate) fn set_challenge(&self, name: &str, key: Arc<CertifiedKey>) {
         self.challenges
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -169,7 +169,7 @@ impl CertResolver {
     }
 
     /// Stops answering the challenge for `name`.
-    pub fn clear_challenge(&self, name: &str) {
+    pub(crate) fn clear_challenge(&self, name: &str) {
         self.challenges
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -200,13 +200,13 @@ impl ResolvesServerCert for CertResolver {
 }
 
 /// Where the certificate and key live in `[web] dir`.
-pub struct CertFiles {
+pub(crate) struct CertFiles {
     dir: PathBuf,
 }
 
 impl CertFiles {
     /// The files under `dir`.
-    pub fn new(dir: &Path) -> CertFiles {
+    pub(crate) fn new(dir: &Path) -> CertFiles {
         CertFiles {
             dir: dir.to_path_buf(),
         }
@@ -221,7 +221,7 @@ impl CertFiles {
     }
 
     /// The stored certificate; `Ok(None)` when there is none yet.
-    pub fn load(&self) -> Result<Option<Issued>, CertError> {
+    pub(crate) fn load(&self) -> Result<Option<Issued>, CertError> {
         let unreadable = |path: PathBuf| {
             move |source| CertError::Unreadable {
                 path: path.display().to_string(),
@@ -238,7 +238,7 @@ impl CertFiles {
     }
 
     /// Stores a certificate: the key first (mode 0600), each file replaced whole.
-    pub fn store(&self, issued: &Issued) -> std::io::Result<()> {
+    pub(crate) fn store(&self, issued: &Issued) -> std::io::Result<()> {
         write_private(&self.dir, &self.key(), issued.key_pem.as_bytes())?;
         write_private(&self.dir, &self.chain(), issued.chain_pem.as_bytes())
     }
@@ -246,7 +246,7 @@ impl CertFiles {
 
 /// Replaces `path` with `bytes` in a file created with mode 0600 (never readable by others,
 /// not even for an instant), fsynced, renamed into place, directory fsynced.
-pub fn write_private(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(
         ".{}.{}.tmp",

@@ -11,7 +11,7 @@ use crate::signing::align::organizational_domain;
 
 /// One domain's policy as served.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostedPolicy {
+pub(crate) struct HostedPolicy {
     /// The policy domain.
     pub domain: String,
     /// The policy file's text (CRLF line ends).
@@ -23,7 +23,7 @@ pub struct HostedPolicy {
 }
 
 /// The policy file for `domain` with these `mx` patterns.
-pub fn render(domain: &str, sts: &HostedStsConfig, mx: &[String]) -> HostedPolicy {
+pub(crate) fn render(domain: &str, sts: &HostedStsConfig, mx: &[String]) -> HostedPolicy {
     let mut text = format!("version: STSv1\r\nmode: {}\r\n", sts.mode.as_str());
     for m in mx {
         text.push_str(&format!("mx: {m}\r\n"));
@@ -47,7 +47,7 @@ pub fn render(domain: &str, sts: &HostedStsConfig, mx: &[String]) -> HostedPolic
 /// The domain's MX hosts could not be looked up, so its hosted policy has no `mx:` lines.
 #[derive(Debug, thiserror::Error)]
 #[error("MX of {domain}: {why}")]
-pub struct MxLookupError {
+pub(crate) struct MxLookupError {
     /// The hosted domain.
     pub domain: String,
     /// The resolver's answer.
@@ -55,7 +55,7 @@ pub struct MxLookupError {
 }
 
 /// The `mx:` patterns for `domain`: the configured ones, else the domain's live MX hosts.
-pub async fn mx_patterns(
+pub(crate) async fn mx_patterns(
     resolver: &mail_auth::MessageAuthenticator,
     domain: &str,
     sts: &HostedStsConfig,
@@ -79,7 +79,7 @@ pub async fn mx_patterns(
 }
 
 /// The policy of one hosted domain, MX resolved as configured.
-pub async fn policy_for(
+pub(crate) async fn policy_for(
     cfg: &Config,
     resolver: &mail_auth::MessageAuthenticator,
     domain: &str,
@@ -98,7 +98,7 @@ pub async fn policy_for(
 }
 
 /// Every hosted policy; a domain whose MX cannot be looked up is left out, with the reason.
-pub async fn all_policies(
+pub(crate) async fn all_policies(
     cfg: &Config,
     resolver: &mail_auth::MessageAuthenticator,
 ) -> (Vec<HostedPolicy>, Vec<String>) {
@@ -118,7 +118,7 @@ pub async fn all_policies(
 }
 
 /// The records announcing the hosted policies.
-pub fn records(cfg: &Config, policies: &[HostedPolicy]) -> Vec<DnsRecord> {
+pub(crate) fn records(cfg: &Config, policies: &[HostedPolicy]) -> Vec<DnsRecord> {
     let host = super::names::web_host(cfg);
     let tlsrpt = cfg
         .report

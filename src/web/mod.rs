@@ -7,14 +7,14 @@
 //! request bodies are capped at `[web] max_body`, and a TLS-ALPN-01 validation handshake
 //! (ALPN `acme-tls/1`) is closed right after the handshake, as RFC 8737 asks.
 
-pub mod acme;
-pub mod certs;
-pub mod hosted_sts;
+pub(crate) mod acme;
+pub(crate) mod certs;
+pub(crate) mod hosted_sts;
 mod http;
-pub mod names;
-pub mod pages;
-pub mod shared;
-pub mod unsubscribe;
+pub(crate) mod names;
+pub(crate) mod pages;
+pub(crate) mod shared;
+pub(crate) mod unsubscribe;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,10 +31,10 @@ use crate::config::Config;
 
 /// Most connections the public listener holds at once; one beyond is closed at accept (counted
 /// in herald's start-up check, [`crate::inbound::fds`], so it cannot reach the spool's reserve).
-pub const MAX_CONNECTIONS: usize = 256;
+pub(crate) const MAX_CONNECTIONS: usize = 256;
 
 /// Binds `[web] listen` (before anything else starts, so a busy port fails start-up fast).
-pub async fn bind(cfg: &Config) -> anyhow::Result<Option<TcpListener>> {
+pub(crate) async fn bind(cfg: &Config) -> anyhow::Result<Option<TcpListener>> {
     let Some(listen) = cfg.web.listen else {
         return Ok(None);
     };
@@ -45,15 +45,13 @@ pub async fn bind(cfg: &Config) -> anyhow::Result<Option<TcpListener>> {
 }
 
 /// The running public listener and certificate task ([`Running::stop`] ends both).
-pub struct Running {
+pub(crate) struct Running {
     tasks: Vec<JoinHandle<()>>,
-    /// The certificate source of the listener.
-    pub certs: Arc<CertResolver>,
 }
 
 impl Running {
     /// Stops accepting and stops the certificate task.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         for t in &self.tasks {
             t.abort();
         }
@@ -62,7 +60,7 @@ impl Running {
 
 /// Starts the listener on `socket` and the certificate task; with `cluster` (the cluster's
 /// database) the certificate is shared by every node ([`shared`]).
-pub async fn start(
+pub(crate) async fn start(
     cfg: Arc<Config>,
     socket: TcpListener,
     one_click: Option<Arc<OneClick>>,
@@ -119,7 +117,6 @@ pub async fn start(
     let renew = tokio::spawn(acme.run(wanted));
     Ok(Running {
         tasks: vec![serve, renew],
-        certs,
     })
 }
 

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use crate::config::Config;
 
 /// The host name in unsubscribe links: `[web] host`, else `[server] hostname`.
-pub fn web_host(cfg: &Config) -> String {
+pub(crate) fn web_host(cfg: &Config) -> String {
     cfg.web
         .host
         .clone()
@@ -18,7 +18,7 @@ pub fn web_host(cfg: &Config) -> String {
 }
 
 /// Every name on the certificate: the web host, then `mta-sts.<domain>` per hosted policy.
-pub fn wanted(cfg: &Config) -> Vec<String> {
+pub(crate) fn wanted(cfg: &Config) -> Vec<String> {
     let mut names = vec![web_host(cfg)];
     for domain in cfg.web.mta_sts.keys() {
         let name = format!(
@@ -34,7 +34,7 @@ pub fn wanted(cfg: &Config) -> Vec<String> {
 
 /// The addresses the world reaches the listener at: `[web] public_ips`, else the listen
 /// address when it is a specific one, else this host's global addresses.
-pub fn public_ips(cfg: &Config) -> Vec<IpAddr> {
+pub(crate) fn public_ips(cfg: &Config) -> Vec<IpAddr> {
     if !cfg.web.public_ips.is_empty() {
         return cfg.web.public_ips.clone();
     }
@@ -45,7 +45,7 @@ pub fn public_ips(cfg: &Config) -> Vec<IpAddr> {
 }
 
 /// Whether `name` points at herald: `Ok(())`, or `Err(why not)` in words for the log.
-pub async fn points_at_herald(
+pub(crate) async fn points_at_herald(
     resolver: &mail_auth::MessageAuthenticator,
     name: &str,
     ours: &[IpAddr],
@@ -68,7 +68,7 @@ pub async fn points_at_herald(
 
 /// Why a name gets no certificate order: its DNS does not lead to herald.
 #[derive(Debug, thiserror::Error)]
-pub enum NotPointingHere {
+pub(crate) enum NotPointingHere {
     /// The look-up failed.
     #[error("{name}: {why}")]
     Lookup {
@@ -94,7 +94,7 @@ pub enum NotPointingHere {
 }
 
 /// The names of `wanted` that point at herald; each other one is logged with the reason.
-pub async fn reachable(cfg: &Config, wanted: &[String]) -> Vec<String> {
+pub(crate) async fn reachable(cfg: &Config, wanted: &[String]) -> Vec<String> {
     let resolver = match crate::resolver::authenticator(&cfg.dns) {
         Ok(r) => r,
         Err(e) => {

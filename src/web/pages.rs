@@ -15,7 +15,7 @@ use crate::config::Config;
 
 /// What the handlers share.
 #[derive(Clone)]
-pub struct Pages {
+pub(crate) struct Pages {
     /// The configuration in force.
     pub cfg: Arc<Config>,
     /// The resolver for live MX look-ups of hosted policies.
@@ -25,7 +25,7 @@ pub struct Pages {
 }
 
 /// The router of the public listener.
-pub fn router(pages: Pages) -> Router {
+pub(crate) fn router(pages: Pages) -> Router {
     let limit = pages.cfg.web.max_body;
     Router::new()
         .route("/.well-known/mta-sts.txt", get(mta_sts_policy))

@@ -21,18 +21,18 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS herald_web_certificate (
 
 /// The cluster's shared certificate.
 #[derive(Clone)]
-pub struct SharedCert {
+pub(crate) struct SharedCert {
     db: Db,
 }
 
 /// The order lock, held on one pooled connection until [`OrderLock::release`].
-pub struct OrderLock {
+pub(crate) struct OrderLock {
     client: deadpool_postgres::Object,
 }
 
 impl SharedCert {
     /// The shared certificate of `db` (its table created when missing).
-    pub async fn open(db: Db) -> std::io::Result<SharedCert> {
+    pub(crate) async fn open(db: Db) -> std::io::Result<SharedCert> {
         let client = db.client().await.map_err(std::io::Error::other)?;
         client
             .batch_execute(SCHEMA)
@@ -42,7 +42,7 @@ impl SharedCert {
     }
 
     /// The stored certificate, if any (an unusable one is reported as an error).
-    pub async fn load(&self) -> std::io::Result<Option<Issued>> {
+    pub(crate) async fn load(&self) -> std::io::Result<Option<Issued>> {
         let client = self.db.client().await.map_err(std::io::Error::other)?;
         let row = client
             .query_opt(
@@ -59,7 +59,7 @@ impl SharedCert {
     }
 
     /// Stores `issued` for every node.
-    pub async fn store(&self, issued: &Issued) -> std::io::Result<()> {
+    pub(crate) async fn store(&self, issued: &Issued) -> std::io::Result<()> {
         let client = self.db.client().await.map_err(std::io::Error::other)?;
         client
             .execute(
@@ -82,7 +82,7 @@ impl SharedCert {
     }
 
     /// The order lock, or `None` while another node holds it.
-    pub async fn try_lock(&self) -> std::io::Result<Option<OrderLock>> {
+    pub(crate) async fn try_lock(&self) -> std::io::Result<Option<OrderLock>> {
         let client = self.db.client().await.map_err(std::io::Error::other)?;
         let row = client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&ORDER_LOCK])
@@ -94,7 +94,7 @@ impl SharedCert {
 
 impl OrderLock {
     /// Releases the lock (a node that dies releases it with its connection).
-    pub async fn release(self) {
+    pub(crate) async fn release(self) {
         if let Err(e) = self
             .client
             .execute("SELECT pg_advisory_unlock($1)", &[&ORDER_LOCK])

@@ -13,7 +13,7 @@ use crate::config::Config;
 
 /// A client for webhook POSTs.
 #[derive(Clone)]
-pub struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     allowed: Arc<Vec<IpNet>>,
     max_response: usize,
@@ -21,7 +21,7 @@ pub struct Client {
 
 /// What one POST came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// `2xx`.
     Accepted(u16),
     /// Anything else; the text says what, for logs and `herald webhook test`.
@@ -30,7 +30,7 @@ pub enum Outcome {
 
 impl Client {
     /// The client of this configuration.
-    pub fn new(cfg: &Config) -> anyhow::Result<Client> {
+    pub(crate) fn new(cfg: &Config) -> anyhow::Result<Client> {
         crate::trust::install_default_provider();
         let mut tls = rustls::ClientConfig::builder_with_provider(crate::trust::provider())
             .with_safe_default_protocol_versions()?
@@ -62,7 +62,13 @@ impl Client {
     }
 
     /// POSTs `body` to `url` with the Standard Webhooks headers, signed with `key`.
-    pub async fn post(&self, url: &str, key: &[u8], webhook_id: &str, body: &[u8]) -> Outcome {
+    pub(crate) async fn post(
+        &self,
+        url: &str,
+        key: &[u8],
+        webhook_id: &str,
+        body: &[u8],
+    ) -> Outcome {
         if let Err(why) = crate::config::check_webhook_url(url, &self.allowed) {
             return Outcome::Failed(why.to_string());
         }

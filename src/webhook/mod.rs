@@ -8,8 +8,8 @@
 //! one app go out in order, one at a time. A slow or dead endpoint only grows its app's outbox
 //! (bounded by `max_backlog`); mail never waits for it.
 
-pub mod client;
-pub mod sign;
+pub(crate) mod client;
+pub(crate) mod sign;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,7 +46,7 @@ fn endpoints(cfg: &Config) -> HashMap<String, Endpoint> {
 /// The running senders, one per app with a webhook; they follow reloads
 /// ([`Webhooks::prepare_reload`], then [`Webhooks::apply_reload`]).
 #[derive(Clone)]
-pub struct Webhooks {
+pub(crate) struct Webhooks {
     history: History,
     running: Arc<Mutex<Running>>,
 }
@@ -59,7 +59,7 @@ struct Running {
 }
 
 /// A reload's webhook settings, checked and ready to put in force.
-pub struct Prepared {
+pub(crate) struct Prepared {
     endpoints: HashMap<String, Endpoint>,
     client: Option<Client>,
     settings: WebhooksConfig,
@@ -68,7 +68,7 @@ pub struct Prepared {
 }
 
 /// Starts one sender per app that has a webhook.
-pub fn start(cfg: &Config, history: &History) -> anyhow::Result<Webhooks> {
+pub(crate) fn start(cfg: &Config, history: &History) -> anyhow::Result<Webhooks> {
     let hooks = Webhooks {
         history: history.clone(),
         running: Arc::default(),
@@ -81,7 +81,7 @@ pub fn start(cfg: &Config, history: &History) -> anyhow::Result<Webhooks> {
 impl Webhooks {
     /// First phase of a reload: the endpoints of `cfg` and their HTTP client (which may fail
     /// to build), and each new app's outbox backlog read from the database.
-    pub fn prepare_reload(&self, cfg: &Config) -> anyhow::Result<Prepared> {
+    pub(crate) fn prepare_reload(&self, cfg: &Config) -> anyhow::Result<Prepared> {
         let endpoints = endpoints(cfg);
         let client = if endpoints.is_empty() {
             None
@@ -106,7 +106,7 @@ impl Webhooks {
     /// Second phase: stops the senders of apps whose webhook went or changed, starts those
     /// of new or changed ones, and tells the history writer which apps' events to queue.
     /// (A sender stopped mid-POST leaves its batch in the outbox: it is sent again.)
-    pub fn apply_reload(&self, p: Prepared) {
+    pub(crate) fn apply_reload(&self, p: Prepared) {
         let mut guard = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let running = &mut *guard;
         let settings = format!("{:?}", p.settings);
@@ -165,7 +165,7 @@ struct Sender {
 }
 
 /// The wait after the `attempts`-th failure: `retry_initial` doubling, at most `retry_max`.
-pub fn backoff(settings: &WebhooksConfig, attempts: u32) -> Duration {
+pub(crate) fn backoff(settings: &WebhooksConfig, attempts: u32) -> Duration {
     let factor = 1u32 << attempts.saturating_sub(1).min(20);
     settings
         .retry_initial
@@ -281,7 +281,7 @@ async fn run_app(mut s: Sender) {
 
 /// `herald webhook test APP`: POSTs one signed `webhook.test` event to the app's endpoint now
 /// (not through the outbox) and says what came back.
-pub async fn send_test(cfg: &Config, app: &str) -> anyhow::Result<(String, Outcome)> {
+pub(crate) async fn send_test(cfg: &Config, app: &str) -> anyhow::Result<(String, Outcome)> {
     let a = cfg
         .apps
         .get(app)

@@ -6,7 +6,7 @@ use aws_lc_rs::hmac;
 use base64::Engine;
 
 /// The `webhook-signature` header value for one POST.
-pub fn signature(key: &[u8], webhook_id: &str, timestamp: u64, body: &[u8]) -> String {
+pub(crate) fn signature(key: &[u8], webhook_id: &str, timestamp: u64, body: &[u8]) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, key);
     let mut ctx = hmac::Context::with_key(&key);
     ctx.update(webhook_id.as_bytes());
@@ -22,7 +22,7 @@ pub fn signature(key: &[u8], webhook_id: &str, timestamp: u64, body: &[u8]) -> S
 }
 
 /// A new secret, `whsec_` and 32 random bytes in base64.
-pub fn new_secret() -> String {
+pub(crate) fn new_secret() -> String {
     use rand::RngCore;
     let mut key = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut key);

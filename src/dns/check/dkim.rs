@@ -12,7 +12,7 @@ use crate::dns::records::normalize_name;
 use crate::signing::PublishedKey;
 
 /// The tags of a DKIM key record (`v=DKIM1; k=rsa; p=…`), values with whitespace removed.
-pub fn dkim_tag(txt: &str, tag: &str) -> Option<String> {
+pub(crate) fn dkim_tag(txt: &str, tag: &str) -> Option<String> {
     txt.split(';').find_map(|part| {
         let (k, v) = part.split_once('=')?;
         k.trim()
@@ -22,7 +22,7 @@ pub fn dkim_tag(txt: &str, tag: &str) -> Option<String> {
 }
 
 /// The decoded public key (`p=`) of a DKIM key record.
-pub fn public_key(txt: &str) -> Option<Vec<u8>> {
+pub(crate) fn public_key(txt: &str) -> Option<Vec<u8>> {
     let p = dkim_tag(txt, "p")?;
     base64::engine::general_purpose::STANDARD.decode(p).ok()
 }
@@ -93,7 +93,7 @@ async fn check_not_yet_active(dns: &super::lookup::Dns<'_>, key: &PublishedKey) 
 /// selector: the check `herald check` makes, reused by `herald dkim activate` before it lets a
 /// key sign. [`Status::Pass`] when it does; for an inactive key the finding reads as the check
 /// of a retired one, so callers judge `Pass` only.
-pub async fn check_published(
+pub(crate) async fn check_published(
     auth: &mail_auth::MessageAuthenticator,
     key: &PublishedKey,
 ) -> Finding {

@@ -11,7 +11,7 @@ use mail_auth::MessageAuthenticator;
 
 /// What an authoritative answer said.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer<T> {
+pub(crate) enum Answer<T> {
     /// Records of the type asked for.
     Found(T),
     /// The name exists but has no record of that type.
@@ -22,14 +22,14 @@ pub enum Answer<T> {
 
 impl<T> Answer<T> {
     /// True for NXDOMAIN and no-data: an RFC 7208 "void" look-up.
-    pub fn is_void(&self) -> bool {
+    pub(crate) fn is_void(&self) -> bool {
         !matches!(self, Answer::Found(_))
     }
 }
 
 /// No usable answer: the resolver did not answer, refused, or failed.
 #[derive(Debug, Clone)]
-pub struct LookupFailure {
+pub(crate) struct LookupFailure {
     /// The name and type asked for, e.g. `TXT example.com`.
     pub query: String,
     /// What went wrong, from the resolver.
@@ -43,18 +43,18 @@ impl std::fmt::Display for LookupFailure {
 }
 
 /// The resolver `herald check` asks, with typed outcomes.
-pub struct Dns<'a> {
+pub(crate) struct Dns<'a> {
     auth: &'a MessageAuthenticator,
 }
 
 impl<'a> Dns<'a> {
     /// Wraps the configured resolver.
-    pub fn new(auth: &'a MessageAuthenticator) -> Dns<'a> {
+    pub(crate) fn new(auth: &'a MessageAuthenticator) -> Dns<'a> {
         Dns { auth }
     }
 
     /// Every TXT record at `name`, each record's strings concatenated (RFC 7208 §3.3).
-    pub async fn txt(&self, name: &str) -> Result<Answer<Vec<String>>, LookupFailure> {
+    pub(crate) async fn txt(&self, name: &str) -> Result<Answer<Vec<String>>, LookupFailure> {
         let query = format!("TXT {name}");
         let fqdn = to_name(name, &query)?;
         match self.auth.resolver().txt_lookup(fqdn).await {
@@ -83,7 +83,7 @@ impl<'a> Dns<'a> {
     }
 
     /// How many records of `rtype` exist at `name`.
-    pub async fn count(
+    pub(crate) async fn count(
         &self,
         name: &str,
         rtype: RecordType,
@@ -108,7 +108,7 @@ impl<'a> Dns<'a> {
     }
 
     /// The host names the PTR records of `ip` give (lower case, no trailing dot).
-    pub async fn ptr(&self, ip: IpAddr) -> Result<Answer<Vec<String>>, LookupFailure> {
+    pub(crate) async fn ptr(&self, ip: IpAddr) -> Result<Answer<Vec<String>>, LookupFailure> {
         let fqdn = Name::from(ip);
         let query = format!("PTR {fqdn}");
         match self.auth.resolver().lookup(fqdn, RecordType::PTR).await {
@@ -134,7 +134,7 @@ impl<'a> Dns<'a> {
     }
 
     /// The addresses (A and AAAA) of `name`; void when it has neither.
-    pub async fn addresses(&self, name: &str) -> Result<Answer<Vec<IpAddr>>, LookupFailure> {
+    pub(crate) async fn addresses(&self, name: &str) -> Result<Answer<Vec<IpAddr>>, LookupFailure> {
         let mut found = Vec::new();
         let mut nxdomain = false;
         for rtype in [RecordType::A, RecordType::AAAA] {
@@ -159,7 +159,7 @@ impl<'a> Dns<'a> {
     }
 
     /// Whether `name` has an address record (A or AAAA); void when it has neither.
-    pub async fn has_address(&self, name: &str) -> Result<Answer<usize>, LookupFailure> {
+    pub(crate) async fn has_address(&self, name: &str) -> Result<Answer<usize>, LookupFailure> {
         match self.count(name, RecordType::A).await? {
             Answer::NxDomain => Ok(Answer::NxDomain),
             Answer::Found(n) => Ok(Answer::Found(n)),

@@ -8,13 +8,13 @@
 
 mod bimi;
 mod bimi_svg;
-pub mod dkim;
+pub(crate) mod dkim;
 mod dmarc;
-pub mod lookup;
+pub(crate) mod lookup;
 mod mta_sts;
 mod orgdomain;
 mod ptr;
-pub mod readiness;
+pub(crate) mod readiness;
 mod reports;
 mod return_path;
 mod spf;
@@ -32,7 +32,7 @@ use lookup::{Answer, Dns};
 /// How one check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub(crate) enum Status {
     /// Correct.
     Pass,
     /// For information only (optional records).
@@ -59,7 +59,7 @@ impl Status {
 
 /// One result line.
 #[derive(Debug, Clone, Serialize)]
-pub struct Finding {
+pub(crate) struct Finding {
     /// Stable id, e.g. `spf.lookups`.
     pub id: String,
     /// The outcome.
@@ -89,7 +89,7 @@ impl Finding {
 
 /// Everything `herald check` found for one domain.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// The domain checked.
     pub domain: String,
     /// The resolver asked (`system` or the configured servers).
@@ -108,18 +108,8 @@ pub struct Report {
 }
 
 impl Report {
-    /// The process exit status: 0 when all required checks pass, 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
-        if self.ok { 0 } else { 1 }
-    }
-
-    /// The finding with `id`, if any (for tests and tools).
-    pub fn get(&self, id: &str) -> Option<&Finding> {
-        self.findings.iter().find(|f| f.id == id)
-    }
-
     /// Human-readable text, one line per finding, fixes indented below.
-    pub fn render_text(&self) -> String {
+    pub(crate) fn render_text(&self) -> String {
         let mut out = format!(
             "herald check {} (resolver: {})\n",
             self.domain, self.resolver
@@ -238,27 +228,9 @@ pub(crate) struct Ctx<'a> {
     addresses: Vec<IpNet>,
 }
 
-/// Runs every check for `domain` through `auth` (built from `[dns] servers`).
-pub async fn run(
-    cfg: &Config,
-    auth: &MessageAuthenticator,
-    keys: &[PublishedKey],
-    domain: &str,
-) -> Report {
-    run_for(
-        cfg,
-        auth,
-        keys,
-        domain,
-        None,
-        &readiness::Observed::default(),
-    )
-    .await
-}
-
 /// [`run`] for the mail of one app (`app`, or every app sending as `domain` when `None`), with
 /// what the running herald has seen (`observed`) for the providers' verdicts.
-pub async fn run_for(
+pub(crate) async fn run_for(
     cfg: &Config,
     auth: &MessageAuthenticator,
     keys: &[PublishedKey],

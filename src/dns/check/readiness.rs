@@ -17,7 +17,7 @@ use crate::config::{AppConfig, Config, UnsubscribeMode};
 
 /// What the running herald has seen, asked through its admin endpoint by `herald check`.
 #[derive(Debug, Clone)]
-pub struct Observed {
+pub(crate) struct Observed {
     /// Each app's complaint rate (percent) and recipients counted over the last 24 hours, or
     /// why it is not known.
     pub complaints: Result<BTreeMap<String, (f64, u64)>, String>,
@@ -36,7 +36,7 @@ impl Default for Observed {
 
 /// One provider's rule as applied to the domain (and app).
 #[derive(Debug, Clone, Serialize)]
-pub struct Rule {
+pub(crate) struct Rule {
     /// Stable id: `dkim`, `spf`, `dmarc`, `ptr`, `tls`, `format`, `unsubscribe`, `complaints`.
     pub id: &'static str,
     /// Pass, fail, warn, or info when it could not be known.
@@ -52,7 +52,7 @@ pub struct Rule {
 
 /// One provider's verdict.
 #[derive(Debug, Clone, Serialize)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// `gmail`, `yahoo` or `microsoft`.
     pub provider: &'static str,
     /// "ready" when no required rule fails, else "not ready".
@@ -65,7 +65,7 @@ pub struct Verdict {
 
 /// A refusal herald has seen from a receiver, explained.
 #[derive(Debug, Clone, Serialize)]
-pub struct SeenCode {
+pub(crate) struct SeenCode {
     /// The provider whose code it is.
     pub provider: &'static str,
     /// The code.
@@ -95,7 +95,7 @@ pub(super) fn apps_for<'a>(
 }
 
 /// The domains an app's `senders` entries send as (lower case).
-pub fn sender_domains(app: &AppConfig) -> Vec<String> {
+pub(crate) fn sender_domains(app: &AppConfig) -> Vec<String> {
     let mut out: Vec<String> = app
         .senders
         .iter()

@@ -32,7 +32,7 @@ use crate::config::{DaneConfig, DnsConfig};
 
 /// Records of one type at one name, and whether DNSSEC vouches for them (or for their absence).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Secured {
+pub(crate) struct Secured {
     /// The records of the asked type (empty: the name or type does not exist).
     pub records: Vec<RData>,
     /// Whether the answer (or the denial) was DNSSEC-secure.
@@ -56,7 +56,7 @@ fn canonical_of(records: &[&Record], rtype: RecordType) -> Option<String> {
 
 /// A look-up that gave no usable answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecureError {
+pub(crate) enum SecureError {
     /// The answer failed DNSSEC validation (or the resolver said SERVFAIL for a signed zone).
     Bogus(String),
     /// No answer: SERVFAIL, time-out, refused.
@@ -92,7 +92,7 @@ enum Mode {
 
 /// The DNSSEC-aware resolver delivery and `herald tls show` use.
 #[derive(Clone)]
-pub struct SecureResolver {
+pub(crate) struct SecureResolver {
     mode: Arc<Mode>,
 }
 
@@ -100,7 +100,7 @@ const PROBE_INTERVAL: u64 = 60;
 
 impl SecureResolver {
     /// Builds the resolver from `[dns]` and `[dane]`.
-    pub fn new(dns: &DnsConfig, dane: &DaneConfig) -> anyhow::Result<SecureResolver> {
+    pub(crate) fn new(dns: &DnsConfig, dane: &DaneConfig) -> anyhow::Result<SecureResolver> {
         let mut opts = ResolverOpts::default();
         opts.attempts = 2;
         opts.timeout = Duration::from_secs(3);
@@ -149,7 +149,7 @@ impl SecureResolver {
     }
 
     /// `validating` or `trust-ad`, for `herald tls show` and logs.
-    pub fn mode_name(&self) -> &'static str {
+    pub(crate) fn mode_name(&self) -> &'static str {
         match &*self.mode {
             Mode::Validating { .. } => {
                 "validating (herald checks signatures from the trust anchor)"
@@ -165,7 +165,7 @@ impl SecureResolver {
     /// validates; a resolver that strips DNSSEC records fails this and DANE is not applied
     /// (re-checked once a minute). A probe that gets no answer at all says nothing about
     /// DNSSEC: DANE stays on and its look-ups fail closed. In trust-AD mode it is always so.
-    pub async fn available(&self) -> bool {
+    pub(crate) async fn available(&self) -> bool {
         let Mode::Validating {
             resolver,
             anchor_zone,
@@ -218,7 +218,7 @@ impl SecureResolver {
     /// the domain: DANE is not applied, as when validation is unavailable. After, it fails
     /// closed: a signed domain never falls back to unauthenticated TLS because its keys
     /// could not be fetched.
-    pub fn validated_once(&self) -> bool {
+    pub(crate) fn validated_once(&self) -> bool {
         match &*self.mode {
             Mode::Validating { root_ok, .. } => root_ok.load(Ordering::Acquire),
             Mode::TrustAd { .. } => true,
@@ -226,7 +226,11 @@ impl SecureResolver {
     }
 
     /// Looks up `name`/`rtype` and says whether the answer was DNSSEC-secure.
-    pub async fn lookup(&self, name: &str, rtype: RecordType) -> Result<Secured, SecureError> {
+    pub(crate) async fn lookup(
+        &self,
+        name: &str,
+        rtype: RecordType,
+    ) -> Result<Secured, SecureError> {
         let mut fqdn = Name::from_ascii(name.trim_end_matches('.'))
             .map_err(|e| SecureError::Failed(format!("{name:?} is not a DNS name: {e}")))?;
         fqdn.set_fqdn(true);

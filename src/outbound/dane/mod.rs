@@ -30,15 +30,15 @@ use super::outcome::Failure;
 use crate::config::Config;
 use crate::tls_policy::{TlsDirective, TlsEvent, TlsOutcome};
 
-pub mod dnssec;
+pub(crate) mod dnssec;
 mod verify;
 
-pub use crate::tls_policy::DaneTarget;
-pub use verify::{DaneVerifier, TlsaMismatch};
+pub(crate) use crate::tls_policy::DaneTarget;
+pub(crate) use verify::{DaneVerifier, TlsaMismatch};
 
 /// What DANE says about one MX host.
 #[derive(Debug, Clone)]
-pub enum HostDane {
+pub(crate) enum HostDane {
     /// No DANE here; the domain's own directive applies. With the reason, for `tls show`.
     NotApplicable(String),
     /// DANE applies: TLS required, chain checked against the records.
@@ -54,7 +54,7 @@ pub enum HostDane {
 
 /// DANE's view of one recipient domain.
 #[derive(Debug, Clone, Default)]
-pub struct DanePlan {
+pub(crate) struct DanePlan {
     /// Whether the MX answer (or its denial) was DNSSEC-secure.
     pub mx_secure: bool,
     /// Why DANE does not apply to the whole domain, when it does not.
@@ -65,7 +65,7 @@ pub struct DanePlan {
 
 impl DanePlan {
     /// What DANE says about `host` (not applicable when the host was not planned).
-    pub fn host(&self, host: &str) -> HostDane {
+    pub(crate) fn host(&self, host: &str) -> HostDane {
         self.hosts
             .iter()
             .find(|(h, _)| h == host)
@@ -74,14 +74,14 @@ impl DanePlan {
     }
 
     /// Whether `host` is DANE-protected (then no MTA-STS `mx:` list restricts it, RFC 8461 §2).
-    pub fn protects(&self, host: &str) -> bool {
+    pub(crate) fn protects(&self, host: &str) -> bool {
         matches!(self.host(host), HostDane::Applies(_))
     }
 
     /// Whether DANE authenticates (usable TLSA records), or may once DNS trouble clears, at
     /// least one MX host: what a REQUIRETLS message needs when the domain has no MTA-STS
     /// `enforce` policy.
-    pub fn may_authenticate_a_host(&self) -> bool {
+    pub(crate) fn may_authenticate_a_host(&self) -> bool {
         self.hosts.iter().any(|(_, d)| match d {
             HostDane::Applies(target) => !target.records.is_empty(),
             HostDane::Unusable { .. } => true,
@@ -92,7 +92,7 @@ impl DanePlan {
 
 /// DANE look-ups for delivery and `herald tls show`.
 #[derive(Clone)]
-pub struct Dane {
+pub(crate) struct Dane {
     enabled: bool,
     port: u16,
     required: Vec<String>,
@@ -101,7 +101,7 @@ pub struct Dane {
 
 impl Dane {
     /// From `[dane]`, `[dns]` and the delivery port (TLSA names are `_<port>._tcp.<host>`).
-    pub fn new(cfg: &Config) -> anyhow::Result<Dane> {
+    pub(crate) fn new(cfg: &Config) -> anyhow::Result<Dane> {
         Ok(Dane {
             enabled: cfg.dane.enabled,
             port: cfg.delivery.port,
@@ -116,22 +116,22 @@ impl Dane {
     }
 
     /// The DNSSEC-aware resolver underneath.
-    pub fn resolver(&self) -> &SecureResolver {
+    pub(crate) fn resolver(&self) -> &SecureResolver {
         &self.resolver
     }
 
     /// Whether DANE is switched on in the configuration.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.enabled
     }
 
     /// The TLSA name for `host` on the delivery port.
-    pub fn tlsa_name(&self, host: &str) -> String {
+    pub(crate) fn tlsa_name(&self, host: &str) -> String {
         format!("_{}._tcp.{}", self.port, host.trim_end_matches('.'))
     }
 
     /// DANE's view of `domain`, whose MX hosts (best first) are `hosts`.
-    pub async fn plan(&self, domain: &str, hosts: &[String]) -> DanePlan {
+    pub(crate) async fn plan(&self, domain: &str, hosts: &[String]) -> DanePlan {
         let domain = domain.trim_end_matches('.').to_ascii_lowercase();
         let required = self.required.contains(&domain);
         let not_applicable = |why: String| -> DanePlan {
@@ -280,7 +280,7 @@ impl Dane {
 /// Whether a TLSA record is usable for SMTP (RFC 7672 §3.1): DANE-TA(2) or DANE-EE(3),
 /// selector Cert(0) or SPKI(1), matching Full(0), SHA2-256(1) or SHA2-512(2) with a digest of
 /// the right length. PKIX-TA(0)/PKIX-EE(1) are unusable for SMTP (§3.1.3).
-pub fn usable(record: &TLSA) -> bool {
+pub(crate) fn usable(record: &TLSA) -> bool {
     let usage = matches!(record.cert_usage, CertUsage::DaneTa | CertUsage::DaneEe);
     let selector = matches!(record.selector, Selector::Full | Selector::Spki);
     let matching = match record.matching {
@@ -295,7 +295,7 @@ pub fn usable(record: &TLSA) -> bool {
 /// What a host DANE forbids using now (DNSSEC trouble, `dane-required`) becomes: the TLS-RPT
 /// event (policy type `tlsa`) and the failure the delivery defers with if no other host takes
 /// the message.
-pub fn refusal(
+pub(crate) fn refusal(
     domain: &str,
     host: &str,
     result_type: ResultType,

@@ -40,7 +40,7 @@ fn matches(record: &TLSA, cert: &CertificateDer<'_>) -> bool {
 
 /// A chain that matches no TLSA record (reported as `tlsa-invalid`).
 #[derive(Debug)]
-pub struct TlsaMismatch(pub String);
+pub(crate) struct TlsaMismatch(pub String);
 
 impl std::fmt::Display for TlsaMismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,19 +52,19 @@ impl std::error::Error for TlsaMismatch {}
 
 /// The rustls verifier for a DANE-protected host.
 #[derive(Debug)]
-pub struct DaneVerifier {
+pub(crate) struct DaneVerifier {
     target: Arc<DaneTarget>,
     provider: Arc<CryptoProvider>,
 }
 
 impl DaneVerifier {
     /// The host this verifier checks (its TLSA base domain, MX host and recipient domain).
-    pub fn target(&self) -> &DaneTarget {
+    pub(crate) fn target(&self) -> &DaneTarget {
         &self.target
     }
 
     /// A verifier for `target`'s records.
-    pub fn new(target: Arc<DaneTarget>, provider: Arc<CryptoProvider>) -> DaneVerifier {
+    pub(crate) fn new(target: Arc<DaneTarget>, provider: Arc<CryptoProvider>) -> DaneVerifier {
         DaneVerifier { target, provider }
     }
 

@@ -9,7 +9,7 @@ use crate::feedback::routes::{HandlerFuture, IncomingMail, MailHandler};
 use crate::reply::Reply;
 
 /// Handles mail to the unsubscribe address.
-pub struct MailtoHandler(pub Arc<OneClick>);
+pub(crate) struct MailtoHandler(pub Arc<OneClick>);
 
 impl MailHandler for MailtoHandler {
     fn handle(&self, mail: IncomingMail) -> HandlerFuture<'_> {

@@ -15,8 +15,8 @@
 //! The running instance is installed once per process ([`install`]) so submission sessions
 //! find it without threading it through every listener.
 
-pub mod mailto;
-pub mod token;
+pub(crate) mod mailto;
+pub(crate) mod token;
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -26,7 +26,7 @@ use crate::config::{Config, UnsubscribeMode};
 use crate::suppress::{Reason, Suppressions};
 
 /// Everything one-click unsubscribe needs at run time.
-pub struct OneClick {
+pub(crate) struct OneClick {
     sealer: Sealer,
     suppressions: Suppressions,
     host_url: String,
@@ -37,30 +37,30 @@ pub struct OneClick {
 static INSTALLED: OnceLock<Arc<OneClick>> = OnceLock::new();
 
 /// Makes `one_click` the process's instance (the first call wins).
-pub fn install(one_click: Arc<OneClick>) {
+pub(crate) fn install(one_click: Arc<OneClick>) {
     let _ = INSTALLED.set(one_click);
 }
 
 /// The process's instance, once `herald serve` has installed it.
-pub fn installed() -> Option<&'static Arc<OneClick>> {
+pub(crate) fn installed() -> Option<&'static Arc<OneClick>> {
     INSTALLED.get()
 }
 
 /// Whether `app` asked for one-click headers.
-pub fn wanted_by(cfg: &Config, app: Option<&str>) -> bool {
+pub(crate) fn wanted_by(cfg: &Config, app: Option<&str>) -> bool {
     app.and_then(|a| cfg.apps.get(a))
         .is_some_and(|a| a.unsubscribe == UnsubscribeMode::OneClick)
 }
 
 /// The domain of an address (`""` for the null sender).
-pub fn domain_of(address: &str) -> &str {
+pub(crate) fn domain_of(address: &str) -> &str {
     address.rsplit_once('@').map_or("", |(_, d)| d)
 }
 
 impl OneClick {
     /// Opens the secret (made on first use, mode 0600) in `[web] dir`; unsubscribes go to
     /// `suppressions`.
-    pub fn open(cfg: &Config, suppressions: Suppressions) -> anyhow::Result<OneClick> {
+    pub(crate) fn open(cfg: &Config, suppressions: Suppressions) -> anyhow::Result<OneClick> {
         let dir = cfg.web_dir();
         let secret = load_or_create_secret(&dir.join("unsubscribe.key"))?;
         let host = super::names::web_host(cfg);
@@ -86,7 +86,7 @@ impl OneClick {
 
     /// The two header fields for a message from `app` (envelope sender `mail_from`) to
     /// `rcpt`, CRLF-terminated.
-    pub fn header_fields(&self, app: &str, mail_from: &str, rcpt: &str) -> Vec<u8> {
+    pub(crate) fn header_fields(&self, app: &str, mail_from: &str, rcpt: &str) -> Vec<u8> {
         let sub = Subscription {
             app: app.to_string(),
             sender_domain: domain_of(mail_from).to_ascii_lowercase(),
@@ -105,18 +105,18 @@ impl OneClick {
 
     /// The `mailto:` unsubscribe address (`unsubscribe@<feedback domain>`), when the feedback
     /// listener runs.
-    pub fn mailto_address(&self) -> Option<&str> {
+    pub(crate) fn mailto_address(&self) -> Option<&str> {
         self.mailto.as_deref()
     }
 
     /// The subscription a genuine, unexpired token names.
-    pub fn open_token(&self, token: &str) -> Option<Subscription> {
+    pub(crate) fn open_token(&self, token: &str) -> Option<Subscription> {
         self.sealer.open(token, crate::store::now())
     }
 
     /// Records the unsubscribe a token names in the suppression list (a replay only bumps
     /// its count); `Ok(None)` for a token that is not genuine.
-    pub async fn record(
+    pub(crate) async fn record(
         &self,
         token: &str,
         via: &str,

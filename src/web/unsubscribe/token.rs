@@ -15,11 +15,11 @@ const VERSION: u8 = 1;
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 /// Longest token accepted (a bound before any work is done on a URL).
-pub const MAX_TOKEN_LEN: usize = 1024;
+pub(crate) const MAX_TOKEN_LEN: usize = 1024;
 
 /// What a token says: this address no longer wants this app's mail from this domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subscription {
+pub(crate) struct Subscription {
     /// The app (its `[apps]` name) that sent the mail.
     pub app: String,
     /// The domain of the envelope sender the mail came from.
@@ -29,14 +29,14 @@ pub struct Subscription {
 }
 
 /// The two keys derived from the unsubscribe secret.
-pub struct Sealer {
+pub(crate) struct Sealer {
     enc: hmac::Key,
     mac: hmac::Key,
 }
 
 impl Sealer {
     /// Keys derived from `secret` (32 random bytes kept in `[web] dir`).
-    pub fn new(secret: &[u8]) -> Sealer {
+    pub(crate) fn new(secret: &[u8]) -> Sealer {
         let root = hmac::Key::new(hmac::HMAC_SHA256, secret);
         let derive =
             |label: &[u8]| hmac::Key::new(hmac::HMAC_SHA256, hmac::sign(&root, label).as_ref());
@@ -47,7 +47,7 @@ impl Sealer {
     }
 
     /// A token for `sub`, valid until `expires` (unix seconds).
-    pub fn seal(&self, sub: &Subscription, expires: i64) -> String {
+    pub(crate) fn seal(&self, sub: &Subscription, expires: i64) -> String {
         let mut plain = vec![VERSION];
         plain.extend_from_slice(&expires.to_be_bytes());
         for field in [&sub.app, &sub.sender_domain] {
@@ -67,7 +67,7 @@ impl Sealer {
     }
 
     /// The subscription a genuine, unexpired token names; `None` for anything else.
-    pub fn open(&self, token: &str, now: i64) -> Option<Subscription> {
+    pub(crate) fn open(&self, token: &str, now: i64) -> Option<Subscription> {
         if token.len() > MAX_TOKEN_LEN {
             return None;
         }

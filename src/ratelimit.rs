@@ -187,6 +187,10 @@ pub struct Limits {
 pub enum SharedTry {
     /// Reserved under this id; report the verdict with [`SharedFailures::resolve`].
     Reserved(i64),
+    /// Reserved, slowed: the user name is over its failure limit but this address never
+    /// failed, so the verification goes ahead after a delay (never a lock-out of the app's
+    /// correct password from a new address).
+    Slowed(i64),
     /// Refused (over a limit).
     Refused(Refusal),
     /// Every place left is held by verifications in flight (on any node); try again soon.

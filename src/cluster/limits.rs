@@ -72,12 +72,7 @@ impl PgLimits {
             .await
             .map_err(|e| io_error("AUTH throttle", e))?;
         let ages: Vec<f64> = rows.iter().map(|r| r.get(0)).collect();
-        Ok(refused_for(
-            &ages,
-            limits.max_failures,
-            limits.window,
-            limits.block,
-        ))
+        Ok(live_failures(&ages, limits.max_failures, limits.window, limits.block).1)
     }
 
     async fn reserve_attempt(
@@ -136,37 +131,60 @@ impl PgLimits {
                 _ => {}
             }
         }
-        let answer = if let Some(d) = refused_for(
+        let (ip_live, ip_refused) = live_failures(
             &ip_failures,
             limits.max_failures,
             limits.window,
             limits.block,
-        ) {
-            SharedTry::Refused(Refusal::Address(d))
-        } else if let Some(d) = refused_for(
+        );
+        let (user_live, user_refused) = live_failures(
             &user_failures,
             limits.max_user_failures,
             limits.window,
             limits.block,
-        )
-        .filter(|_| !trusted)
-        {
-            SharedTry::Refused(Refusal::User(d.min(limits.block)))
-        } else if in_window(&ip_failures, window) + ip_pending >= limits.max_failures
-            || (!trusted
-                && in_window(&user_failures, window) + user_pending >= limits.max_user_failures)
-        {
-            SharedTry::Busy
+        );
+        let user_over = !trusted
+            && (user_refused.is_some()
+                || in_window(&user_live, window) + user_pending >= limits.max_user_failures);
+        // What to answer; `Some(slowed)` reserves a place.
+        let decision: Result<bool, SharedTry> = if let Some(d) = ip_refused {
+            Err(SharedTry::Refused(Refusal::Address(d)))
+        } else if in_window(&ip_live, window) + ip_pending >= limits.max_failures {
+            Err(SharedTry::Busy)
+        } else if user_over && ip_failures.is_empty() {
+            // An address that never failed: slowed, one at a time per user name, never
+            // locked out (as on a single node).
+            if user_pending > 0 {
+                Err(SharedTry::Busy)
+            } else {
+                Ok(true)
+            }
+        } else if user_over {
+            Err(match user_refused {
+                Some(d) => SharedTry::Refused(Refusal::User(d.min(limits.block))),
+                None => SharedTry::Busy,
+            })
         } else {
-            let row = tx
-                .query_one(
-                    "INSERT INTO herald_auth_attempts (ip, username, outcome, node) \
-                     VALUES ($1, $2, 'p', $3) RETURNING id",
-                    &[&ip_text, &user, &self.db.node_id()],
-                )
-                .await
-                .map_err(|e| io_error("AUTH throttle", e))?;
-            SharedTry::Reserved(row.get(0))
+            Ok(false)
+        };
+        let answer = match decision {
+            Err(answer) => answer,
+            Ok(slowed) => {
+                let row = tx
+                    .query_one(
+                        "INSERT INTO herald_auth_attempts (ip, username, outcome, node) \
+                         VALUES ($1, $2, 'p', $3) RETURNING id",
+                        &[&ip_text, &user, &self.db.node_id()],
+                    )
+                    .await
+                    .map_err(|e| io_error("AUTH throttle", e))?;
+                let id: i64 = row.get(0);
+                if slowed {
+                    SharedTry::Slowed(id)
+                } else {
+                    SharedTry::Reserved(id)
+                }
+            }
         };
         tx.commit()
             .await
@@ -209,26 +227,36 @@ fn in_window(ages: &[f64], window: f64) -> usize {
     ages.iter().filter(|a| **a < window).count()
 }
 
-/// How long failures aged `ages` (seconds before now) refuse their address or user name, by
-/// the node throttle's rules: refused while `max` failures are within the window, and for
-/// `block` after any failure that brought the count within a window to `max`.
-fn refused_for(ages: &[f64], max: usize, window: Duration, block: Duration) -> Option<Duration> {
+/// The failures aged `ages` (seconds before now) that still count, and how long they refuse
+/// their address or user name, by the node throttle's rules: `max` failures within a window
+/// block for `block` after the one that reached `max`; when that block has ended, the
+/// failures up to it are forgotten (so an `auth_block` shorter than the window ends when it
+/// says).
+fn live_failures(
+    ages: &[f64],
+    max: usize,
+    window: Duration,
+    block: Duration,
+) -> (Vec<f64>, Option<Duration>) {
     let (w, b) = (window.as_secs_f64(), block.as_secs_f64());
     let max = max.max(1);
+    let mut oldest_first = ages.to_vec();
+    oldest_first.sort_by(|x, y| y.total_cmp(x));
+    let mut kept: Vec<f64> = Vec::new();
     let mut left: f64 = 0.0;
-    let recent: Vec<f64> = ages.iter().copied().filter(|a| *a < w).collect();
-    if recent.len() >= max {
-        let oldest = recent.iter().copied().fold(0.0, f64::max);
-        left = left.max(w - oldest);
-    }
-    for a in ages {
-        // Failures within the window that ended with this one (this one included).
-        let count = ages.iter().filter(|x| **x >= *a && **x < *a + w).count();
-        if count >= max {
-            left = left.max(b - a);
+    for a in oldest_first {
+        // The failures within the window that ends with this one.
+        kept.retain(|x| *x < a + w);
+        kept.push(a);
+        if kept.len() >= max {
+            if b - a > 0.0 {
+                left = left.max(b - a);
+            } else {
+                kept.clear();
+            }
         }
     }
-    (left > 0.0).then(|| Duration::from_secs_f64(left))
+    (kept, (left > 0.0).then(|| Duration::from_secs_f64(left)))
 }
 
 impl SharedBuckets for PgLimits {
@@ -375,12 +403,28 @@ mod tests {
     const W: Duration = Duration::from_secs(600);
     const B: Duration = Duration::from_secs(60);
 
+    fn refused_for(ages: &[f64], max: usize, w: Duration, b: Duration) -> Option<Duration> {
+        live_failures(ages, max, w, b).1
+    }
+
     #[test]
-    fn refused_once_max_failures_are_in_the_window() {
+    fn refused_for_the_block_after_max_failures_in_the_window() {
         assert_eq!(refused_for(&[5.0, 3.0], 3, W, B), None);
         let d = refused_for(&[5.0, 3.0, 1.0], 3, W, B).expect("refused");
-        // The oldest failure leaves the window in 595 s.
-        assert_eq!(d.as_secs(), 595);
+        // The third failure (1 s ago) started a 60 s block.
+        assert_eq!(d.as_secs(), 59);
+    }
+
+    #[test]
+    fn a_block_shorter_than_the_window_ends_and_its_failures_are_forgotten() {
+        // Three failures, the last 100 s ago: the 60 s block is over, and they no longer
+        // count, although they are within the 600 s window.
+        let (live, refused) = live_failures(&[104.0, 102.0, 100.0], 3, W, B);
+        assert_eq!(refused, None);
+        assert!(live.is_empty(), "{live:?}");
+        // One more failure since: one counts, not four.
+        let (live, refused) = live_failures(&[104.0, 102.0, 100.0, 5.0], 3, W, B);
+        assert_eq!((live.len(), refused), (1, None));
     }
 
     #[test]

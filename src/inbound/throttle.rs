@@ -217,6 +217,13 @@ impl Throttle {
                     attempt.shared = Some(id);
                     return Ok(attempt);
                 }
+                Ok(SharedTry::Slowed(id)) => {
+                    attempt.shared = Some(id);
+                    if !attempt.slow {
+                        tokio::time::sleep(SLOW_LOGIN).await;
+                    }
+                    return Ok(attempt);
+                }
                 // Dropping `attempt` frees the local place.
                 Ok(SharedTry::Refused(r)) => return Err(r),
                 Ok(SharedTry::Busy) => {

@@ -73,7 +73,8 @@ impl Config {
                 format!("{} is not a readable file", anchor.display()),
             ));
         }
-        validate_log_level(&self.server.log_level).map_err(|p| err("server.log_level", p))?;
+        validate_log_level(&self.server.log_level)
+            .map_err(|p| err("server.log_level", p.to_string()))?;
         self.validate_history(file)?;
         if self.server.hostname.trim().is_empty() {
             return Err(err("server.hostname", "must not be empty".into()));
@@ -248,8 +249,7 @@ const LOG_LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"]
 
 /// Refuses a `log_level` that is not a level or `target=level` list: `tracing` would read a
 /// bare word such as `verbose` as a module name and log nothing from herald at all.
-fn validate_log_level(filter: &str) -> Result<(), String> {
-    let levels = LOG_LEVELS.map(|l| format!("\"{l}\"")).join(", ");
+fn validate_log_level(filter: &str) -> Result<(), BadLogLevel> {
     let is_level = |w: &str| LOG_LEVELS.iter().any(|l| l.eq_ignore_ascii_case(w.trim()));
     for directive in filter.split(',').map(str::trim) {
         let level = match directive.rsplit_once('=') {
@@ -257,15 +257,41 @@ fn validate_log_level(filter: &str) -> Result<(), String> {
             _ => directive,
         };
         if !is_level(level) {
-            return Err(format!(
-                "{directive:?} is not a log level; use one of {levels}, or a level per module \
-                 such as \"info,herald=debug\""
-            ));
+            return Err(BadLogLevel::NotALevel {
+                directive: directive.to_string(),
+                levels: LOG_LEVELS.map(|l| format!("\"{l}\"")).join(", "),
+            });
         }
     }
     tracing_subscriber::EnvFilter::try_new(filter)
         .map(|_| ())
-        .map_err(|e| format!("{filter:?} is not a log filter ({e}); e.g. \"info\""))
+        .map_err(|e| BadLogLevel::NotAFilter {
+            filter: filter.to_string(),
+            why: e.to_string(),
+        })
+}
+
+/// A `log_level` that herald would not log with (an unknown word silences everything).
+#[derive(Debug, thiserror::Error)]
+enum BadLogLevel {
+    /// A directive whose level is not one of the levels.
+    #[error(
+        "{directive:?} is not a log level; use one of {levels}, or a level per module such as \"info,herald=debug\""
+    )]
+    NotALevel {
+        /// The directive as written.
+        directive: String,
+        /// The valid levels, quoted.
+        levels: String,
+    },
+    /// Levels that tracing's filter syntax still refuses.
+    #[error("{filter:?} is not a log filter ({why}); e.g. \"info\"")]
+    NotAFilter {
+        /// The whole value.
+        filter: String,
+        /// The filter parser's words.
+        why: String,
+    },
 }
 
 /// A `senders` entry that is neither form herald matches.

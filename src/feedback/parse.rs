@@ -145,7 +145,7 @@ pub(crate) fn read_payload(
     out: &mut Vec<ParsedItem>,
 ) {
     if let Err(full) = room_for_report(out) {
-        return out.push(rejected(name, &full));
+        return out.push(rejected(name, &full.to_string()));
     }
     match kind {
         Payload::Document => {
@@ -196,7 +196,7 @@ fn read_zip(name: &str, bytes: &[u8], limits: &Limits, out: &mut Vec<ParsedItem>
         }
         let entry = format!("{name}/{}", file.name());
         if let Err(full) = room_for_report(out) {
-            return out.push(rejected(&entry, &full));
+            return out.push(rejected(&entry, &full.to_string()));
         }
         let bounded = Limits {
             max_report_size: budget,
@@ -264,14 +264,17 @@ fn read_so_far(out: &[ParsedItem]) -> (usize, usize) {
 
 /// `Err` (the reason a further part is not read) once the mail has given
 /// [`MAX_REPORTS_PER_MAIL`] reports.
-fn room_for_report(out: &[ParsedItem]) -> Result<(), String> {
+fn room_for_report(out: &[ParsedItem]) -> Result<(), MailFull> {
     if read_so_far(out).0 >= MAX_REPORTS_PER_MAIL {
-        return Err(format!(
-            "more than {MAX_REPORTS_PER_MAIL} reports in one mail; this part was not read"
-        ));
+        return Err(MailFull);
     }
     Ok(())
 }
+
+/// One mail already gave [`MAX_REPORTS_PER_MAIL`] reports: the rest are not read.
+#[derive(Debug, thiserror::Error)]
+#[error("more than {MAX_REPORTS_PER_MAIL} reports in one mail; this part was not read")]
+struct MailFull;
 
 /// Parses a decompressed document: XML is a DMARC aggregate report, JSON a TLS-RPT report.
 /// `before` is what the mail gave so far (its records count toward

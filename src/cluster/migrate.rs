@@ -36,6 +36,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "dmarc_verified",
         sql: include_str!("migrations/0003_dmarc_verified.sql"),
     },
+    Migration {
+        version: 4,
+        name: "webhook_outbox",
+        sql: include_str!("migrations/0004_webhook_outbox.sql"),
+    },
 ];
 
 /// The advisory lock key held while migrating ("herald" in ASCII).

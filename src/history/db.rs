@@ -65,15 +65,12 @@ CREATE TABLE IF NOT EXISTS webhook_batches (
 CREATE INDEX IF NOT EXISTS webhook_batches_app ON webhook_batches(app, id);
 "#;
 
-/// Opens (creating if needed) the history database at `path`.
+/// Opens (creating if needed) the history database at `path`, the way every herald SQLite
+/// file is opened (`store::open_connection`: the directories and the new file's name flushed, WAL),
+/// then relaxed to `synchronous=NORMAL` (see above).
 pub fn open(path: &Path) -> anyhow::Result<Connection> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let conn = Connection::open(path)
+    let conn = crate::store::open_connection(path)
         .with_context(|| format!("cannot open the history database {}", path.display()))?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.execute_batch(SCHEMA)
         .with_context(|| format!("cannot create the tables in {}", path.display()))?;

@@ -98,6 +98,13 @@ impl SqliteThread {
     }
 }
 
+/// Opens `path` the one way herald opens SQLite files (directories and the new file's name
+/// flushed, WAL, `synchronous=FULL`, busy timeout), for a caller that keeps the connection on
+/// a thread of its own (the history writer).
+pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    connect(path)
+}
+
 /// Opens the file with herald's durability settings.
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());

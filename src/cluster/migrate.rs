@@ -38,8 +38,13 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 4,
+        name: "dmarc_totals",
+        sql: include_str!("migrations/0004_dmarc_totals.sql"),
+    },
+    Migration {
+        version: 5,
         name: "webhook_outbox",
-        sql: include_str!("migrations/0004_webhook_outbox.sql"),
+        sql: include_str!("migrations/0005_webhook_outbox.sql"),
     },
 ];
 

@@ -244,9 +244,9 @@ async fn domain_summary(
     let mut per_ip: HashMap<IpAddr, Source> = HashMap::new();
     let mut dkim_seen: HashMap<IpAddr, Vec<(String, String, String)>> = HashMap::new();
     let (mut first, mut last, mut latest_policy) = (i64::MAX, 0i64, (0i64, String::new()));
-    // Reports in the order their rows were stored and read: the latest period's policy wins,
-    // a tie going to the report read last.
-    data.reports.sort_by_key(|r| (r.begin, r.last_row));
+    // Reports in the order they were stored: the latest period's policy wins, a tie going to
+    // the report stored last.
+    data.reports.sort_by_key(|r| (r.begin, r.stored));
     for r in data.reports.iter().filter(|r| r.verified) {
         reports.insert((r.org.as_str(), r.report_id.as_str()));
         reporters.insert(r.org.clone());

@@ -1,7 +1,7 @@
-//! The DMARC rows of a period, aggregated in the database ([`super::ReportStore::dmarc_aggregate`]):
-//! what `herald dmarc summary` and `/dmarc` need, in memory bounded by the distinct
-//! (domain, source, day, result) groups and the reports, never by the stored rows (a year of
-//! a large domain's reports is millions of rows).
+//! The DMARC rows of a period, aggregated ([`super::ReportStore::dmarc_aggregate`]): what
+//! `herald dmarc summary` and `/dmarc` need, read from totals the store keeps when it stores a
+//! report, so memory and time follow the distinct (domain, source, day, result) groups and the
+//! reports, never the stored rows (a year of a large domain's reports is millions of rows).
 
 use std::net::IpAddr;
 
@@ -65,11 +65,13 @@ pub struct DmarcReportFacts {
     pub end: i64,
     /// Published `p=` as the receiver saw it.
     pub policy: String,
-    /// Its last row's id: with `begin`, the order rows were read in.
-    pub last_row: i64,
+    /// Its id in the store: with `begin`, the order reports were stored in (a tie between
+    /// two reports of the same period goes to the one stored last).
+    pub stored: i64,
 }
 
-/// The first row (by report start, then row id) in which `org` reported `source_ip`.
+/// An organization that reported `source_ip` in the period, with the first row (by report
+/// start, then row id) in which it ever did: the order reporters are listed in.
 #[derive(Debug, Clone)]
 pub struct SourceOrg {
     /// The policy domain.
@@ -82,8 +84,8 @@ pub struct SourceOrg {
     pub first: (i64, i64),
 }
 
-/// The first row (by report start, row id, position) in which a DKIM signature was seen for
-/// `source_ip`.
+/// A DKIM signature seen for `source_ip` in the period, with the first row (by report start,
+/// row id, position) in which it ever was: the order signatures are listed in.
 #[derive(Debug, Clone)]
 pub struct SourceDkim {
     /// The policy domain.

@@ -31,9 +31,11 @@ mod aggregate;
 mod error;
 pub(crate) mod pg;
 mod pg_aggregate;
+mod pg_totals;
 pub(crate) mod sqlite;
 mod sqlite_aggregate;
 mod sqlite_thread;
+mod sqlite_totals;
 
 pub(crate) use self::aggregate::{
     DmarcAggregate, DmarcGroup, DmarcReportFacts, SourceDkim, SourceOrg,
@@ -43,7 +45,6 @@ pub(crate) use self::sqlite_thread::{SqliteThread, open_connection};
 /// The boxed future every storage trait method returns (object-safe async methods).
 pub(crate) use futures_util::future::BoxFuture;
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -109,49 +110,6 @@ pub struct AcceptOutcome {
     pub duplicates: usize,
     /// Parts kept as rejected, with their error.
     pub rejected: usize,
-}
-
-/// One row of a DMARC aggregate report, flattened with its report's metadata.
-#[derive(Debug, Clone, Serialize)]
-pub struct DmarcRow {
-    /// The policy domain of the report (`policy_published/domain`).
-    pub domain: String,
-    /// Reporting organization, e.g. `google.com`.
-    pub org: String,
-    /// The report's id at that organization.
-    pub report_id: String,
-    /// Start of the reporting period (unix seconds).
-    pub begin: i64,
-    /// End of the reporting period (unix seconds).
-    pub end: i64,
-    /// Published `p=` as the receiver saw it (`none`, `quarantine`, `reject`).
-    pub policy: String,
-    /// The sending IP.
-    pub source_ip: IpAddr,
-    /// Messages in this row.
-    pub count: u64,
-    /// What the receiver did (`none`, `quarantine`, `reject`).
-    pub disposition: String,
-    /// DMARC's DKIM verdict: an aligned DKIM signature passed.
-    pub dkim_aligned: bool,
-    /// DMARC's SPF verdict: SPF passed for an aligned domain.
-    pub spf_aligned: bool,
-    /// The `From:` domain of the messages.
-    pub header_from: String,
-    /// DKIM signatures seen: `(domain, selector, result)`.
-    pub dkim: Vec<(String, String, String)>,
-    /// SPF results seen: `(domain, result)`.
-    pub spf: Vec<(String, String)>,
-    /// Whether the report's mail was authenticated for its reporting organization (only
-    /// verified rows move a verdict; see [`ReceivedMail::verified`]).
-    pub verified: bool,
-}
-
-impl DmarcRow {
-    /// True when the messages passed DMARC (an aligned DKIM or SPF pass).
-    pub fn passes(&self) -> bool {
-        self.dkim_aligned || self.spf_aligned
-    }
 }
 
 /// A report part that could not be read, kept for inspection.
@@ -234,15 +192,10 @@ pub trait ReportStore: Send + Sync {
         mail: &'a ReceivedMail,
         items: &'a [ParsedItem],
     ) -> BoxFuture<'a, Result<AcceptOutcome, StoreError>>;
-    /// DMARC rows whose reporting period ends at or after `since` (unix seconds), for one
-    /// domain or all.
-    fn dmarc_rows<'a>(
-        &'a self,
-        domain: Option<&'a str>,
-        since: i64,
-    ) -> BoxFuture<'a, Result<Vec<DmarcRow>, StoreError>>;
-    /// The same rows aggregated in the database ([`DmarcAggregate`]): what the summary reads,
-    /// in memory bounded by the (domain, source, day, result) groups, not by the rows.
+    /// The DMARC rows of the reports whose period ends at or after `since` (unix seconds),
+    /// for one domain or all, aggregated ([`DmarcAggregate`]): what the summary reads, from
+    /// totals kept when each report is stored, in time and memory bounded by the (domain,
+    /// source, day, result) groups and the reports, not by the rows.
     fn dmarc_aggregate<'a>(
         &'a self,
         domain: Option<&'a str>,

@@ -5,15 +5,13 @@
 //! Plain async tokio-postgres on the node's connection pool ([`Db`]): the pattern for a
 //! PostgreSQL store (module documentation of [`super`]).
 
-use std::net::IpAddr;
-
 use mail_auth::report::{DmarcResult, Report};
 use tokio_postgres::Transaction;
 
 use super::sqlite::{action_word, auth_results, disposition_word};
 use super::{
-    AcceptOutcome, BoxFuture, DmarcAggregate, DmarcRow, ParsedItem, ReceivedMail, RejectedPart,
-    ReportStore, StoreCounters, StoreError, TlsReportSummary,
+    AcceptOutcome, BoxFuture, DmarcAggregate, ParsedItem, ReceivedMail, RejectedPart, ReportStore,
+    StoreCounters, StoreError, TlsReportSummary,
 };
 use crate::cluster::{Db, DbError};
 
@@ -113,50 +111,6 @@ impl PgStore {
         tx.commit().await.map_err(DbError::doing(
             "cannot commit the report to the cluster database",
         ))?;
-        Ok(out)
-    }
-
-    async fn dmarc_rows(
-        &self,
-        domain: Option<String>,
-        since: i64,
-    ) -> Result<Vec<DmarcRow>, StoreError> {
-        let client = self.db.client().await?;
-        let rows = client
-            .query(
-                "SELECT r.domain, r.org, r.report_id, r.begin_at, r.end_at, r.policy, \
-                        w.source_ip, w.count, w.disposition, w.dkim_aligned, \
-                        w.spf_aligned, w.header_from, w.dkim_json, w.spf_json, r.verified \
-                 FROM herald_dmarc_rows w JOIN herald_dmarc_reports r ON w.report = r.id \
-                 WHERE r.end_at >= $1 AND ($2::text IS NULL OR r.domain = $2) \
-                 ORDER BY r.domain, r.begin_at, w.id",
-                &[&since, &domain],
-            )
-            .await
-            .map_err(DbError::doing("reading DMARC rows"))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let Ok(ip) = row.get::<_, String>(6).parse::<IpAddr>() else {
-                continue;
-            };
-            out.push(DmarcRow {
-                domain: row.get(0),
-                org: row.get(1),
-                report_id: row.get(2),
-                begin: row.get(3),
-                end: row.get(4),
-                policy: row.get(5),
-                source_ip: ip,
-                count: row.get::<_, i64>(7).max(0) as u64,
-                disposition: row.get(8),
-                dkim_aligned: row.get(9),
-                spf_aligned: row.get(10),
-                header_from: row.get(11),
-                dkim: serde_json::from_str(row.get(12)).unwrap_or_default(),
-                spf: serde_json::from_str(row.get(13)).unwrap_or_default(),
-                verified: row.get(14),
-            });
-        }
         Ok(out)
     }
 
@@ -271,6 +225,7 @@ async fn insert_dmarc(
             .map_err(DbError::doing("storing a DMARC report"))?;
         if let Some(row) = forged {
             let id: i64 = row.get(0);
+            super::pg_totals::remove_unverified(tx, id).await?;
             tx.execute("DELETE FROM herald_dmarc_rows WHERE report = $1", &[&id])
                 .await
                 .map_err(DbError::doing("replacing an unverified DMARC report"))?;
@@ -329,6 +284,7 @@ async fn insert_dmarc(
         .await
         .map_err(DbError::doing("storing a DMARC report row"))?;
     }
+    super::pg_totals::add_report(tx, report, verified).await?;
     Ok(true)
 }
 
@@ -339,15 +295,6 @@ impl ReportStore for PgStore {
         items: &'a [ParsedItem],
     ) -> BoxFuture<'a, Result<AcceptOutcome, StoreError>> {
         Box::pin(self.accept(mail, items))
-    }
-
-    fn dmarc_rows<'a>(
-        &'a self,
-        domain: Option<&'a str>,
-        since: i64,
-    ) -> BoxFuture<'a, Result<Vec<DmarcRow>, StoreError>> {
-        let domain = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
-        Box::pin(self.dmarc_rows(domain, since))
     }
 
     fn dmarc_aggregate<'a>(

@@ -1,5 +1,5 @@
 //! The webhook outbox of a cluster (`[cluster]`), in its PostgreSQL (`herald_webhook_batches`,
-//! migration 4): every node moves the batches its history writer made into the table, and any
+//! migration 5): every node moves the batches its history writer made into the table, and any
 //! live node POSTs them, so the events of a node that died do not wait for it to return.
 //!
 //! One app's batches go out in order, one at a time across the cluster: a node takes the

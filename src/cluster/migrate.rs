@@ -41,6 +41,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "dmarc_totals",
         sql: include_str!("migrations/0004_dmarc_totals.sql"),
     },
+    Migration {
+        version: 5,
+        name: "webhook_outbox",
+        sql: include_str!("migrations/0005_webhook_outbox.sql"),
+    },
 ];
 
 /// The advisory lock key held while migrating ("herald" in ASCII).

@@ -477,6 +477,12 @@ pub fn retry_batch(conn: &Connection, id: i64, next_ms: u64, error: &str) -> rus
     Ok(())
 }
 
+/// Removes batch `id` (moved to the cluster's outbox).
+pub fn remove_batch(conn: &Connection, id: i64) -> rusqlite::Result<()> {
+    conn.execute("DELETE FROM webhook_batches WHERE id = ?1", params![id])?;
+    Ok(())
+}
+
 /// Events of `app` waiting (outbox and batches), for the backlog gauge.
 pub fn backlog(conn: &Connection, app: &str) -> rusqlite::Result<u64> {
     backlog_in(conn, app)

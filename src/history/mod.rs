@@ -11,7 +11,8 @@
 //!
 //! With `[cluster]` every batch is also copied into the cluster's PostgreSQL ([`pg`]), and
 //! search reads from there: any node answers for the whole cluster. The SQLite file stays
-//! (it holds this node's webhook outbox).
+//! (the writer makes this node's webhook batches there; the senders move them to the
+//! cluster's outbox, which any live node sends).
 
 pub mod db;
 pub mod payload;

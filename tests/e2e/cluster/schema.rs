@@ -16,7 +16,7 @@ fn herald_applies_the_schema_once_and_refuses_a_newer_one() {
     assert!(log.contains("schema up to date"), "{log}");
     assert_eq!(
         pg.query("SELECT version, name, applied_by FROM herald_schema ORDER BY version"),
-        "1|spool|node-a\n2|shared_state|node-a\n3|dmarc_verified|node-a\n4|dmarc_totals|node-a"
+        "1|spool|node-a\n2|shared_state|node-a\n3|dmarc_verified|node-a\n4|dmarc_totals|node-a\n5|webhook_outbox|node-a"
     );
     assert_eq!(pg.query("SELECT count(*) FROM herald_messages"), "0");
 

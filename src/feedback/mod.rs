@@ -12,6 +12,7 @@ pub(crate) mod classify;
 pub(crate) mod parse;
 pub(crate) mod routes;
 mod session;
+pub(crate) mod stream;
 pub(crate) mod summary;
 pub(crate) mod verify;
 

@@ -8,14 +8,15 @@
 //! `Report::parse_xml` / `TlsReport::parse_json`.
 
 use std::io::{Cursor, Read};
+use std::sync::Arc;
 
-use flate2::read::MultiGzDecoder;
 use mail_auth::report::Report;
 use mail_auth::report::tlsrpt::TlsReport;
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 
-use super::bounds::{self, MAX_RECORDS_PER_MAIL, MAX_REPORTS_PER_MAIL};
-use crate::store::ParsedItem;
+use super::bounds::{self, MAX_RECORDS_PER_MAIL, MAX_RECORDS_PER_REPORT, MAX_REPORTS_PER_MAIL};
+use super::stream::{Document, Encoding, Splitter, StreamError, parse_record};
+use crate::store::{DmarcReport, ParsedItem};
 
 /// Bounds applied to every document.
 #[derive(Debug, Clone, Copy)]
@@ -147,22 +148,24 @@ pub(crate) fn read_payload(
     if let Err(full) = room_for_report(out) {
         return out.push(rejected(name, &full.to_string()));
     }
+    let whole = |encoding| Document {
+        bytes: Arc::from(bytes),
+        range: 0..bytes.len(),
+        encoding,
+        max: limits.max_report_size,
+    };
     match kind {
-        Payload::Document => {
-            if bytes.len() > limits.max_report_size {
-                out.push(too_large(name, limits));
-            } else {
-                let item = document(name, bytes, out);
-                out.push(item);
-            }
+        Payload::Document if bytes.len() > limits.max_report_size => {
+            out.push(too_large(name, limits));
         }
-        Payload::Gzip => match read_bounded(MultiGzDecoder::new(bytes), limits) {
-            Ok(doc) => {
-                let item = document(name, &doc, out);
-                out.push(item);
-            }
-            Err(e) => out.push(rejected(name, &e.to_string())),
-        },
+        Payload::Document => {
+            let item = document(name, whole(Encoding::Plain), out).map_or_else(|e| e, |(i, _)| i);
+            out.push(item);
+        }
+        Payload::Gzip => {
+            let item = document(name, whole(Encoding::Gzip), out).map_or_else(|e| e, |(i, _)| i);
+            out.push(item);
+        }
         Payload::Zip => read_zip(name, bytes, limits, out),
     }
 }
@@ -182,6 +185,7 @@ fn read_zip(name: &str, bytes: &[u8], limits: &Limits, out: &mut Vec<ParsedItem>
             ),
         ));
     }
+    let shared: Arc<[u8]> = Arc::from(bytes);
     let mut budget = limits.max_report_size;
     for i in 0..archive.len() {
         let mut file = match archive.by_index(i) {
@@ -198,48 +202,65 @@ fn read_zip(name: &str, bytes: &[u8], limits: &Limits, out: &mut Vec<ParsedItem>
         if let Err(full) = room_for_report(out) {
             return out.push(rejected(&entry, &full.to_string()));
         }
-        let bounded = Limits {
-            max_report_size: budget,
-            ..*limits
+        // The entry's data in the archive, read again (inflating) when its records are
+        // stored; an entry that cannot be located so is read into memory, bounded.
+        let start = file.data_start().map(|s| s as usize);
+        let end = start.map(|s| s.saturating_add(file.compressed_size() as usize));
+        let located = match (file.compression(), start, end) {
+            (zip::CompressionMethod::Deflated, Some(s), Some(e)) if e <= bytes.len() => {
+                Some((s..e, Encoding::Deflate))
+            }
+            (zip::CompressionMethod::Stored, Some(s), Some(e)) if e <= bytes.len() => {
+                Some((s..e, Encoding::Plain))
+            }
+            _ => None,
         };
-        match read_bounded(&mut file, &bounded) {
-            Ok(doc) => {
-                budget = budget.saturating_sub(doc.len());
-                let item = document(&entry, &doc, out);
+        let doc = match located {
+            Some((range, encoding)) => Document {
+                bytes: shared.clone(),
+                range,
+                encoding,
+                max: budget,
+            },
+            None => {
+                let bounded = Limits {
+                    max_report_size: budget,
+                    ..*limits
+                };
+                match read_bounded(&mut file, &bounded) {
+                    Ok(doc) => Document {
+                        range: 0..doc.len(),
+                        bytes: Arc::from(doc),
+                        encoding: Encoding::Plain,
+                        max: budget,
+                    },
+                    Err(e) => return out.push(rejected(&entry, &e.to_string())),
+                }
+            }
+        };
+        drop(file);
+        match document(&entry, doc, out) {
+            Ok((item, used)) => {
+                budget = budget.saturating_sub(used);
                 out.push(item);
             }
-            Err(e) => {
-                out.push(rejected(&entry, &e.to_string()));
-                return;
-            }
+            Err(item) => return out.push(item),
         }
     }
 }
 
 /// Reads at most `max_report_size` bytes; more is refused (a bomb or a runaway report).
-fn read_bounded(reader: impl Read, limits: &Limits) -> Result<Vec<u8>, Unpacking> {
+fn read_bounded(reader: impl Read, limits: &Limits) -> Result<Vec<u8>, StreamError> {
     let cap = limits.max_report_size;
     let mut buf = Vec::with_capacity(cap.min(64 * 1024));
     reader
         .take(cap as u64 + 1)
         .read_to_end(&mut buf)
-        .map_err(Unpacking::Corrupt)?;
+        .map_err(StreamError::Corrupt)?;
     if buf.len() > cap {
-        return Err(Unpacking::TooLarge(cap));
+        return Err(StreamError::TooLarge(cap));
     }
     Ok(buf)
-}
-
-/// Why a compressed report part was not read.
-#[derive(Debug, thiserror::Error)]
-enum Unpacking {
-    #[error("cannot decompress: {0}")]
-    Corrupt(std::io::Error),
-    #[error(
-        "decompresses to more than {0} bytes (feedback.max_report_size); refused as a possible \
-         compression bomb"
-    )]
-    TooLarge(usize),
 }
 
 fn too_large(name: &str, limits: &Limits) -> ParsedItem {
@@ -256,7 +277,7 @@ fn too_large(name: &str, limits: &Limits) -> ParsedItem {
 fn read_so_far(out: &[ParsedItem]) -> (usize, usize) {
     out.iter()
         .fold((0, 0), |(reports, records), item| match item {
-            ParsedItem::Dmarc(r) => (reports + 1, records + r.record.len()),
+            ParsedItem::Dmarc(r) => (reports + 1, records + r.records),
             ParsedItem::Tls(_) => (reports + 1, records),
             ParsedItem::Rejected { .. } => (reports, records),
         })
@@ -276,56 +297,136 @@ fn room_for_report(out: &[ParsedItem]) -> Result<(), MailFull> {
 #[error("more than {MAX_REPORTS_PER_MAIL} reports in one mail; this part was not read")]
 struct MailFull;
 
-/// Parses a decompressed document: XML is a DMARC aggregate report, JSON a TLS-RPT report.
-/// `before` is what the mail gave so far (its records count toward
-/// [`MAX_RECORDS_PER_MAIL`]).
-fn document(name: &str, bytes: &[u8], before: &[ParsedItem]) -> ParsedItem {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace() && *b != 0xEF && *b != 0xBB && *b != 0xBF);
-    match start.map(|i| bytes[i]) {
-        Some(b'<') => dmarc_xml(name, bytes, read_so_far(before).1),
-        Some(b'{') => match TlsReport::parse_json(bytes) {
-            Ok(r) => match bounds::check_tls(&r) {
-                Ok(()) => ParsedItem::Tls(Box::new(r)),
-                Err(e) => rejected(name, &e.to_string()),
-            },
-            Err(e) => rejected(name, &format!("not a TLS-RPT report: {e:?}")),
-        },
-        _ => rejected(name, "neither XML nor JSON"),
+/// Parses a document: XML is a DMARC aggregate report (read as a stream of records), JSON a
+/// TLS-RPT report. `before` is what the mail gave so far (its records count toward
+/// [`MAX_RECORDS_PER_MAIL`]). Returns the item and the decompressed bytes read, or, when the
+/// document could not be decompressed, the rejected item (a zip is not read further).
+fn document(
+    name: &str,
+    doc: Document,
+    before: &[ParsedItem],
+) -> Result<(ParsedItem, usize), ParsedItem> {
+    let decompressing = |e: StreamError| rejected(name, &e.to_string());
+    match first_byte(&doc).map_err(decompressing)? {
+        Some(b'<') => dmarc_xml(name, doc, read_so_far(before).1),
+        Some(b'{') => {
+            let bytes = read_bounded(
+                doc.open(),
+                &Limits {
+                    max_report_size: doc.max,
+                    max_zip_entries: 0,
+                },
+            )
+            .map_err(decompressing)?;
+            let item = match TlsReport::parse_json(&bytes) {
+                Ok(r) => match bounds::check_tls(&r) {
+                    Ok(()) => ParsedItem::Tls(Box::new(r)),
+                    Err(e) => rejected(name, &e.to_string()),
+                },
+                Err(e) => rejected(name, &format!("not a TLS-RPT report: {e:?}")),
+            };
+            Ok((item, bytes.len()))
+        }
+        _ => Ok((rejected(name, "neither XML nor JSON"), 0)),
     }
 }
 
-/// A DMARC XML document; `records_before` are the records this mail gave already.
-fn dmarc_xml(name: &str, bytes: &[u8], records_before: usize) -> ParsedItem {
-    if contains_ci(bytes, b"<!DOCTYPE") || contains_ci(bytes, b"<!ENTITY") {
-        return rejected(
-            name,
-            "XML with a DTD or entity declarations is refused (DMARC reports have none; this is \
-             how XML bombs are built)",
-        );
-    }
-    match bounds::check_dmarc_xml(bytes) {
-        Err(e) => return rejected(name, &e.to_string()),
-        Ok(records) if records_before + records > MAX_RECORDS_PER_MAIL => {
-            return rejected(
-                name,
-                &format!(
-                    "more than {MAX_RECORDS_PER_MAIL} records in one mail ({records_before} read \
-                     before this report of {records}); this report was not read"
-                ),
-            );
+/// The document's first byte that is not white space or a byte order mark, reading no more
+/// than its bound.
+fn first_byte(doc: &Document) -> Result<Option<u8>, StreamError> {
+    let mut reader = doc.open();
+    let mut chunk = [0u8; 4096];
+    let mut seen = 0;
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(StreamError::Corrupt(e)),
+        };
+        if n == 0 {
+            return Ok(None);
         }
-        Ok(_) => {}
+        seen += n;
+        if seen > doc.max {
+            return Err(StreamError::TooLarge(doc.max));
+        }
+        if let Some(b) = chunk[..n]
+            .iter()
+            .find(|b| !b.is_ascii_whitespace() && **b != 0xEF && **b != 0xBB && **b != 0xBF)
+        {
+            return Ok(Some(*b));
+        }
     }
-    let report = match Report::parse_xml(bytes) {
-        Ok(r) => r,
-        Err(e) => return rejected(name, &format!("not a DMARC aggregate report: {e}")),
+}
+
+/// A DMARC XML document, read once here as a stream of records: each record's counts checked
+/// and the record parsed (then dropped), the head parsed; its records are read again when
+/// stored. `records_before` are the records this mail gave already.
+fn dmarc_xml(
+    name: &str,
+    doc: Document,
+    records_before: usize,
+) -> Result<(ParsedItem, usize), ParsedItem> {
+    let refuse = |why: String| rejected(name, &why);
+    let mut split = Splitter::new(doc.open(), doc.max);
+    let mut head = Vec::new();
+    let mut tally = bounds::Tally::default();
+    let (mut dtd, mut unparsable) = (false, None);
+    loop {
+        match split.next_record(Some(&mut head)) {
+            Ok(Some(record)) => {
+                dtd |= has_dtd(&record);
+                tally.add(&record);
+                if unparsable.is_none() && tally.records() <= MAX_RECORDS_PER_REPORT {
+                    unparsable = parse_record(&record).err();
+                }
+            }
+            Ok(None) => break,
+            Err(e @ (StreamError::Corrupt(_) | StreamError::TooLarge(_))) => {
+                return Err(refuse(e.to_string()));
+            }
+            Err(e) => return Ok((refuse(e.to_string()), split.bytes_read())),
+        }
+    }
+    let used = split.bytes_read();
+    drop(split);
+    let item = |i: ParsedItem| Ok((i, used));
+    if dtd || has_dtd(&head) {
+        return item(refuse(
+            "XML with a DTD or entity declarations is refused (DMARC reports have none; this is \
+             how XML bombs are built)"
+                .into(),
+        ));
+    }
+    let records = match tally.finish() {
+        Err(e) => return item(refuse(e.to_string())),
+        Ok(records) if records_before + records > MAX_RECORDS_PER_MAIL => {
+            return item(refuse(format!(
+                "more than {MAX_RECORDS_PER_MAIL} records in one mail ({records_before} read \
+                 before this report of {records}); this report was not read"
+            )));
+        }
+        Ok(records) => records,
     };
-    if let Err(e) = sane(&report) {
-        return rejected(name, &e.to_string());
+    if let Some(e) = unparsable {
+        return item(refuse(format!("not a DMARC aggregate report: {e}")));
     }
-    ParsedItem::Dmarc(Box::new(report))
+    let head = match Report::parse_xml(&head) {
+        Ok(r) => r,
+        Err(e) => return item(refuse(format!("not a DMARC aggregate report: {e}"))),
+    };
+    if let Err(e) = sane(&head, records) {
+        return item(refuse(e.to_string()));
+    }
+    item(ParsedItem::Dmarc(Box::new(DmarcReport {
+        head,
+        records,
+        source: Arc::new(doc),
+    })))
+}
+
+fn has_dtd(bytes: &[u8]) -> bool {
+    contains_ci(bytes, b"<!DOCTYPE") || contains_ci(bytes, b"<!ENTITY")
 }
 
 /// What makes a well-formed DMARC report unusable (stored as the rejected part's reason).
@@ -341,8 +442,8 @@ enum Insane {
     NoRecord,
 }
 
-/// Checks what the XML parser cannot: identity and dates that make sense.
-fn sane(r: &Report) -> Result<(), Insane> {
+/// Checks what the XML parser cannot: identity and dates that make sense, and a record.
+fn sane(r: &Report, records: usize) -> Result<(), Insane> {
     let m = &r.report_metadata;
     if m.org_name.trim().is_empty() || m.report_id.trim().is_empty() {
         return Err(Insane::NoIdentity);
@@ -352,7 +453,7 @@ fn sane(r: &Report) -> Result<(), Insane> {
     }
     let as_secs = |t: u64| t.min(i64::MAX as u64) as i64;
     bounds::check_period(as_secs(m.date_range.begin), as_secs(m.date_range.end))?;
-    if r.record.is_empty() {
+    if records == 0 {
         return Err(Insane::NoRecord);
     }
     Ok(())
@@ -455,7 +556,13 @@ mod tests {
             &LIMITS,
             &mut out,
         );
-        assert!(matches!(&out[..], [ParsedItem::Dmarc(r)] if r.record.len() == 1));
+        assert!(matches!(&out[..], [ParsedItem::Dmarc(r)] if r.records == 1));
+        let ParsedItem::Dmarc(r) = &out[0] else {
+            return;
+        };
+        let records: Vec<_> = r.source.records().collect();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].row.count, 3);
     }
 
     #[test]

@@ -188,7 +188,7 @@ mod tests {
     };
 
     use super::super::sqlite::SqliteStore;
-    use super::super::{DmarcAggregate, ParsedItem, ReceivedMail, ReportStore};
+    use super::super::{DmarcAggregate, DmarcReport, ParsedItem, ReceivedMail, ReportStore};
 
     fn report(org: &str, id: &str, day: u64, sources: &[(&str, u32, bool)]) -> Report {
         let begin = 1_704_067_200 + day * 86_400;
@@ -307,7 +307,12 @@ mod tests {
             let vouched = [(m.org_name.as_str(), m.report_id.as_str())];
             let mail = mail(if verified { &vouched } else { &[] });
             store
-                .accept(&mail, &[ParsedItem::Dmarc(Box::new(r.clone()))])
+                .accept(
+                    &mail,
+                    &[ParsedItem::Dmarc(Box::new(DmarcReport::in_memory(
+                        r.clone(),
+                    )))],
+                )
                 .await
                 .unwrap();
         }

@@ -38,7 +38,7 @@ mod sqlite_thread;
 mod sqlite_totals;
 
 pub(crate) use self::aggregate::{
-    DmarcAggregate, DmarcGroup, DmarcReportFacts, SourceDkim, SourceOrg,
+    DmarcAggregate, DmarcDay, DmarcGroup, DmarcReportFacts, SourceDkim, SourceOrg,
 };
 pub(crate) use self::error::StoreError;
 pub(crate) use self::sqlite_thread::SqliteThread;

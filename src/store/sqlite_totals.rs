@@ -247,17 +247,21 @@ mod tests {
             .iter()
             .map(|g| {
                 format!(
-                    "g {} {} {} {} {} {} {} {}",
+                    "g {} {} {} {} {} {} {}",
                     g.domain,
                     g.verified,
                     g.source_ip,
-                    g.day,
                     g.dkim_aligned,
                     g.spf_aligned,
                     g.disposition,
                     g.count
                 )
             })
+            .chain(
+                a.days
+                    .iter()
+                    .map(|d| format!("d {} {} {} {}", d.domain, d.day, d.messages, d.pass)),
+            )
             .chain(a.reports.iter().map(|r| {
                 format!(
                     "r {} {} {} {} {} {}",

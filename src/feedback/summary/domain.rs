@@ -9,7 +9,7 @@ use super::verdict::verdict;
 use super::{Day, DomainSummary, Source, Unverified, percent, utc_date};
 use crate::config::Config;
 use crate::feedback::classify::{Classifier, SourceClass};
-use crate::store::{DmarcGroup, DmarcReportFacts, SourceDkim, SourceOrg};
+use crate::store::{DmarcDay, DmarcGroup, DmarcReportFacts, SourceDkim, SourceOrg};
 
 /// Sources looked up in DNS at most per domain (the rest are shown as unknown, unresolved).
 const MAX_CLASSIFIED: usize = 200;
@@ -18,6 +18,7 @@ const MAX_CLASSIFIED: usize = 200;
 #[derive(Default)]
 pub(super) struct DomainData {
     pub(super) groups: Vec<DmarcGroup>,
+    pub(super) days: Vec<DmarcDay>,
     pub(super) reports: Vec<DmarcReportFacts>,
     pub(super) source_orgs: Vec<SourceOrg>,
     pub(super) source_dkim: Vec<SourceDkim>,
@@ -50,11 +51,13 @@ pub(super) async fn domain_summary(
             latest_policy = (r.end, r.policy.clone());
         }
     }
+    for d in &data.days {
+        let day = daily.entry(utc_date(d.day)).or_default();
+        day.0 = day.0.saturating_add(d.messages);
+        day.1 = day.1.saturating_add(d.pass);
+    }
     for g in data.groups.iter().filter(|g| g.verified) {
         let passing = if g.passes() { g.count } else { 0 };
-        let day = daily.entry(utc_date(g.day)).or_default();
-        day.0 = day.0.saturating_add(g.count);
-        day.1 = day.1.saturating_add(passing);
         let s = per_ip.entry(g.source_ip).or_insert_with(|| Source {
             ip: g.source_ip,
             ptr: None,

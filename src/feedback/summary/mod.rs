@@ -158,6 +158,11 @@ pub(crate) async fn build(
             .groups
             .push(g);
     }
+    for d in aggregate.days {
+        if let Some(data) = by_domain.get_mut(&d.domain) {
+            data.days.push(d);
+        }
+    }
     for r in aggregate.reports {
         if let Some(d) = by_domain.get_mut(&r.domain) {
             d.reports.push(r);

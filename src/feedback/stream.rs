@@ -1,8 +1,8 @@
 //! DMARC documents read as a stream of records: the document (plain, gzip or a zip entry) is
 //! decompressed as it is read and cut into `<record>` elements, each parsed alone with
 //! mail-auth; the rest (metadata, policy) is the report's head. Parsing reads a document once
-//! to check it and count its records ([`scan`]); storing reads it again from the bytes of the
-//! mail ([`Document`], a [`RecordSource`]), so neither holds more than one record at a time.
+//! to check it and count its records (`super::parse`); storing reads it again from the bytes of
+//! the mail ([`Document`], a [`RecordSource`]), so neither holds more than one record at a time.
 
 use std::io::Read;
 use std::ops::Range;
@@ -61,10 +61,20 @@ impl Document {
 impl RecordSource for Document {
     fn records(&self) -> Box<dyn Iterator<Item = Record> + Send + '_> {
         let mut split = Splitter::new(self.open(), self.max);
-        // The document was read whole once already ([`scan`]): a failure now ends the records.
+        // The document was read whole and checked once already, when the mail was parsed: a
+        // failure now (it cannot happen to the same bytes) ends the records, and says so.
         Box::new(std::iter::from_fn(move || {
-            let bytes = split.next_record(None).ok()??;
-            parse_record(&bytes).ok()
+            let failed = |e: String| {
+                tracing::warn!(error = %e, "feedback: a stored DMARC report's records ended early");
+            };
+            let bytes = match split.next_record(None) {
+                Ok(next) => next?,
+                Err(e) => {
+                    failed(e.to_string());
+                    return None;
+                }
+            };
+            parse_record(&bytes).map_err(failed).ok()
         }))
     }
 }

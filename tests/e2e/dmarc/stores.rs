@@ -1,6 +1,7 @@
 //! The same reports give the same summary from the embedded SQLite store and from a cluster's
 //! PostgreSQL: both keep their totals when a report is stored, and both store a report's
-//! records one at a time from the report as it came (PostgreSQL in chunks of 500).
+//! records one at a time from the report as it came (PostgreSQL in chunks of 500). The
+//! cluster migration's backfill counts stored reports as storing them did.
 
 use serde_json::Value;
 

@@ -5,9 +5,10 @@
 
 use serde_json::Value;
 
-use super::flow::{publish_spf, story};
-use super::samples::{Row, gzip};
-use super::{domain, feedback_config, herald_cmd, summary};
+use super::flow::{mail_for, publish_spf, story};
+use super::samples::{self, Row, gzip};
+use super::smtp::deliver;
+use super::{FEEDBACK, domain, feedback_config, herald_cmd, start, summary};
 use crate::support::dns::DnsServer;
 use crate::support::postgres::Postgres;
 
@@ -92,4 +93,40 @@ fn the_same_reports_give_the_same_summary_from_sqlite_and_from_postgresql() {
         ),
         "1200"
     );
+}
+
+#[test]
+fn with_postgres_a_forged_report_gives_way_to_the_genuine_one_and_leaves_no_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start();
+    publish_spf(&dns);
+    let pg = Postgres::start();
+    let (mut cfg, listen) = feedback_config(dir.path(), &dns);
+    for (key, value) in crate::cluster::common::node_config(dir.path(), &pg, "node-f") {
+        if key == "cluster" {
+            cfg.insert(key, value);
+        }
+    }
+    let h = start(dir.path(), cfg);
+    let rcpt = format!("dmarc@{FEEDBACK}");
+    // A forger takes the id of Google's next report; the genuine report replaces it.
+    let (genuine, sender) = story().remove(7);
+    let squatter = genuine.clone();
+    let mail = samples::multipart_gzip_mail(&squatter, "reports@forger.test", &rcpt);
+    assert!(deliver(listen, &rcpt, &mail).text.contains("1 stored"));
+    assert_eq!(
+        pg.query("SELECT count(*) FROM herald_dmarc_totals WHERE NOT verified"),
+        "1"
+    );
+    let reply = deliver(listen, &rcpt, &mail_for(&genuine, sender, &rcpt));
+    assert!(reply.text.contains("1 stored"), "{reply:?}");
+    assert_eq!(
+        pg.query("SELECT count(*) FROM herald_dmarc_totals WHERE NOT verified"),
+        "0"
+    );
+    let s = summary(&h.config_path);
+    let com = domain(&s, "example.com");
+    let messages: u64 = genuine.rows.iter().map(|r| r.count).sum();
+    assert_eq!(com["messages"], messages, "{com:#}");
+    assert_eq!(com["unverified"]["messages"], 0, "{com:#}");
 }

@@ -9,6 +9,7 @@
 
 pub(crate) mod bounds;
 pub(crate) mod classify;
+mod document;
 pub(crate) mod parse;
 pub(crate) mod routes;
 mod session;

@@ -97,9 +97,10 @@ pub struct DmarcReport {
     pub source: Arc<dyn RecordSource>,
 }
 
+#[cfg(test)]
 impl DmarcReport {
-    /// A report already in memory (tests, and reports built by herald itself).
-    pub fn in_memory(mut report: Report) -> DmarcReport {
+    /// A report already in memory, as the tests build them.
+    pub(crate) fn in_memory(mut report: Report) -> DmarcReport {
         let records = std::mem::take(&mut report.record);
         DmarcReport {
             head: report,
@@ -116,9 +117,11 @@ pub trait RecordSource: Send + Sync + std::fmt::Debug {
 }
 
 /// Records already parsed.
+#[cfg(test)]
 #[derive(Debug)]
 struct InMemory(Vec<Record>);
 
+#[cfg(test)]
 impl RecordSource for InMemory {
     fn records(&self) -> Box<dyn Iterator<Item = Record> + Send + '_> {
         Box::new(self.0.iter().cloned())

@@ -6,10 +6,12 @@
 //! resident memory (`ru_maxrss`) of each run.
 //!
 //! ```text
-//! cargo build --release --locked --bin herald --example dmarc_summary_scale
-//! target/release/examples/dmarc_summary_scale                       # 500,415 rows
-//! DAYS=365 ORGS=8 ROWS=1000 SOURCES=500 target/release/examples/dmarc_summary_scale
+//! cargo build --locked --bin herald --example dmarc_summary_scale   # --release: release figures
+//! target/debug/examples/dmarc_summary_scale                         # 500,415 rows
+//! DAYS=365 ORGS=8 ROWS=1000 SOURCES=500 target/debug/examples/dmarc_summary_scale
 //! ```
+//!
+//! `SCALE_DIR=dir` keeps the database there (built once, reused by the next run).
 //!
 //! `HERALD=/path/to/herald` measures another binary (an older herald reads the same database
 //! without its totals: the "before" figures); by default the `herald` beside this example.

@@ -41,7 +41,7 @@ pub(crate) use self::aggregate::{
     DmarcAggregate, DmarcDay, DmarcGroup, DmarcReportFacts, SourceDkim, SourceOrg,
 };
 pub(crate) use self::error::StoreError;
-pub(crate) use self::sqlite_thread::SqliteThread;
+pub(crate) use self::sqlite_thread::{SqliteThread, open_connection};
 /// The boxed future every storage trait method returns (object-safe async methods).
 pub(crate) use futures_util::future::BoxFuture;
 

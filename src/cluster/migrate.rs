@@ -36,6 +36,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "dmarc_verified",
         sql: include_str!("migrations/0003_dmarc_verified.sql"),
     },
+    Migration {
+        version: 4,
+        name: "node_leases",
+        sql: include_str!("migrations/0004_node_leases.sql"),
+    },
 ];
 
 /// The advisory lock key held while migrating ("herald" in ASCII).

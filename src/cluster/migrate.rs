@@ -38,8 +38,18 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 4,
+        name: "dmarc_totals",
+        sql: include_str!("migrations/0004_dmarc_totals.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "webhook_outbox",
+        sql: include_str!("migrations/0005_webhook_outbox.sql"),
+    },
+    Migration {
+        version: 6,
         name: "node_leases",
-        sql: include_str!("migrations/0004_node_leases.sql"),
+        sql: include_str!("migrations/0006_node_leases.sql"),
     },
 ];
 

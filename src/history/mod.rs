@@ -11,7 +11,8 @@
 //!
 //! With `[cluster]` every batch is also copied into the cluster's PostgreSQL ([`pg`]), and
 //! search reads from there: any node answers for the whole cluster. The SQLite file stays
-//! (it holds this node's webhook outbox).
+//! (the writer makes this node's webhook batches there; the senders move them to the
+//! cluster's outbox, which any live node sends).
 
 pub mod db;
 pub mod payload;
@@ -130,7 +131,7 @@ pub async fn start(cfg: &Config, cluster: Option<Db>) -> anyhow::Result<Option<H
         return Ok(None);
     }
     let path = database_path(cfg);
-    let db = Arc::new(HistoryDb::open(&path)?);
+    let db = Arc::new(HistoryDb::open(&path).await?);
     let conn = db::open(&path)?;
     let pg = match cluster {
         Some(c) => Some(PgHistory::open(c).await?),
@@ -167,7 +168,7 @@ pub async fn start(cfg: &Config, cluster: Option<Db>) -> anyhow::Result<Option<H
     // (and by a reload for an app that gains a webhook).
     for app in &apps {
         let name = app.clone();
-        let n = db.call_now(move |c| db::backlog(c, &name))?;
+        let n = db.call(move |c| db::backlog(c, &name)).await?;
         stats::stats()
             .backlog
             .get_or_create(&stats::app(app))
@@ -306,7 +307,7 @@ fn take_queued(rx: &mut mpsc::Receiver<Arc<Event>>, batch: &mut Vec<Arc<Event>>)
 /// Gives the calling thread a lower CPU priority (nice 10): on saturated cores the history
 /// writer takes what mail delivery leaves, and catches up when it is idle (its queue is
 /// bounded; what overflows is counted, never waited for).
-fn lower_priority() {
+pub(crate) fn lower_priority() {
     // SAFETY: gettid and setpriority only read their integer arguments; on Linux a "process"
     // priority set for a thread id applies to that thread alone.
     let done = unsafe {

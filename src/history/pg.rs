@@ -2,8 +2,9 @@
 //! records into one shared table, so `herald log search` and `/messages` on any node see the
 //! whole cluster. The table is created on first use (`CREATE … IF NOT EXISTS`); copies are
 //! one multi-row `INSERT … SELECT FROM UNNEST` per batch, made by a task of their own so the
-//! writer thread never waits on the network. Each node keeps its SQLite history (and its
-//! webhook outbox) as well.
+//! writer thread never waits on the network. Each node keeps its SQLite history as well (where
+//! its writer makes the webhook batches, which the senders then move to the cluster's outbox,
+//! `webhook::outbox`).
 
 use std::sync::Arc;
 
@@ -56,6 +57,11 @@ impl PgHistory {
             .await
             .map_err(DbError::doing("creating the history table"))?;
         Ok(PgHistory { db })
+    }
+
+    /// The cluster's database (the webhook senders keep the cluster's outbox there).
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
     }
 
     /// Copies `events` in one statement.

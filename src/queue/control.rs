@@ -5,8 +5,6 @@
 //! the database ([`crate::spool::Leases`]); the node holding a changed message applies the
 //! change at its next lease renewal (this node's at once).
 
-use std::sync::atomic::Ordering;
-
 use super::dsn::{self, Kind};
 use super::manager::{Inner, QueueManager, next_due_ms};
 use super::transition::operator_failures;
@@ -412,13 +410,10 @@ async fn operator_bounce(
     )
     .await
     {
-        Ok(Some(dsn_id)) => {
-            inner.counters.dsn_sent.fetch_add(1, Ordering::Relaxed);
-            Ok(format!(
-                "; bounce {dsn_id} queued to <{}>",
-                msg.envelope.mail_from
-            ))
-        }
+        Ok(Some(dsn_id)) => Ok(format!(
+            "; bounce {dsn_id} queued to <{}>",
+            msg.envelope.mail_from
+        )),
         Ok(None) => Ok("; no bounce (null sender)".into()),
         Err(e) => Err(failed(format!("the bounce could not be queued: {e}"))),
     }

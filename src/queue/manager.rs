@@ -7,7 +7,6 @@
 //! new state. A crash in between can repeat a bounce, never lose one.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,6 @@ use tokio::sync::{Notify, Semaphore, watch};
 use super::dsn::{self, Kind};
 use super::table::Table;
 use super::transition::{self, Rules};
-use super::view::Counters;
 use crate::clock::{now_ms, unix_now};
 use crate::config::Config;
 use crate::mta_sts::StsResolver;
@@ -32,15 +30,6 @@ use crate::tls_policy::TlsSink;
 #[derive(Clone)]
 pub struct QueueManager {
     pub(super) inner: Arc<Inner>,
-}
-
-#[derive(Default)]
-pub(super) struct AtomicCounters {
-    pub(super) accepted: AtomicU64,
-    pub(super) delivered: AtomicU64,
-    pub(super) deferred: AtomicU64,
-    pub(super) bounced: AtomicU64,
-    pub(super) dsn_sent: AtomicU64,
 }
 
 /// What a reload replaces: the settings, the delivery machinery and herald's own mail path
@@ -64,7 +53,6 @@ pub(super) struct Inner {
     current: std::sync::RwLock<Arc<Generation>>,
     table: Mutex<Table>,
     pub(super) wake: Notify,
-    pub(super) counters: AtomicCounters,
     rounds: Arc<Semaphore>,
     /// How many rounds may run at once (the permits of `rounds`).
     concurrency: u32,
@@ -155,7 +143,6 @@ impl QueueManager {
             spool,
             table: Mutex::new(Table::default()),
             wake: Notify::new(),
-            counters: AtomicCounters::default(),
             rounds: Arc::new(Semaphore::new(concurrency)),
             concurrency: concurrency as u32,
             phase: watch::Sender::new(Phase::Running),
@@ -273,25 +260,11 @@ impl QueueManager {
     pub fn attach_after_delivery(&self, after: crate::bounce::AfterDelivery) {
         let _ = self.inner.after.set(after);
     }
-
-    /// The counters shown on `/metrics`.
-    pub fn counters(&self) -> Counters {
-        let c = &self.inner.counters;
-        Counters {
-            accepted: c.accepted.load(Ordering::Relaxed),
-            delivered: c.delivered.load(Ordering::Relaxed),
-            deferred: c.deferred.load(Ordering::Relaxed),
-            bounced: c.bounced.load(Ordering::Relaxed),
-            dsn_sent: c.dsn_sent.load(Ordering::Relaxed),
-            queue_size: self.inner.table().len() as u64,
-        }
-    }
 }
 
 /// Takes newly stored messages into the schedule.
 async fn receive(inner: Arc<Inner>, mut arrivals: Arrivals) {
     while let Some(msg) = arrivals.recv().await {
-        inner.counters.accepted.fetch_add(1, Ordering::Relaxed);
         crate::metrics::message_accepted(msg.envelope.app.as_deref().unwrap_or("-"));
         inner.table().insert(msg, true);
         inner.wake.notify_one();
@@ -542,20 +515,12 @@ async fn finish_round(
     };
     // The events are built from the copy, after the queue's table is unlocked.
     super::emit::settled(&msg, data, for_events, now);
-    let c = &inner.counters;
-    c.delivered.fetch_add(settled.delivered, Ordering::Relaxed);
-    c.deferred.fetch_add(settled.deferred, Ordering::Relaxed);
-    c.bounced
-        .fetch_add(settled.bounce.len() as u64, Ordering::Relaxed);
     for (list, kind) in [
         (&settled.bounce, Kind::Failed),
         (&settled.delay, Kind::Delayed),
     ] {
         match dsn::queue_notice(cfg, &generation.own, &msg, data, list, kind).await {
-            Ok(Some(_)) => {
-                inner.counters.dsn_sent.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::dsn_sent();
-            }
+            Ok(Some(_)) => crate::metrics::dsn_sent(),
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(queue_id = %id, error = %e, "cannot queue the delivery status notification")

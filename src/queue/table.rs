@@ -371,11 +371,6 @@ impl Table {
         }
     }
 
-    /// How many messages the table holds (deleted ones still in flight included).
-    pub(super) fn len(&self) -> usize {
-        self.entries.len()
-    }
-
     /// Messages being attempted now.
     pub(super) fn in_flight(&self) -> u64 {
         self.in_flight

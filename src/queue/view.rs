@@ -66,20 +66,3 @@ pub struct ActionResult {
     /// What happened, in words.
     pub message: String,
 }
-
-/// Counters exposed on `/metrics`.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Counters {
-    /// Messages accepted into the queue since start.
-    pub accepted: u64,
-    /// Recipients delivered.
-    pub delivered: u64,
-    /// Recipient attempts deferred (temporary failure).
-    pub deferred: u64,
-    /// Recipients failed permanently.
-    pub bounced: u64,
-    /// Delivery status notifications queued.
-    pub dsn_sent: u64,
-    /// Messages in the queue now.
-    pub queue_size: u64,
-}

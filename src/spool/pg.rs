@@ -8,7 +8,7 @@
 //!
 //! Leases ([`Leases`]): the node that accepts a message holds its lease from the first
 //! commit (`lease_owner`). The lease is the node's, not the message's: one row per node in
-//! `herald_node_leases` (migration 0004) lasts `[cluster] lease` from its last renewal (the
+//! `herald_node_leases` (migration 0006) lasts `[cluster] lease` from its last renewal (the
 //! database's clock, so the nodes' clocks do not matter), and the queue renews that one row
 //! every quarter of the lease, whatever the number of messages it holds. A node whose row
 //! expired (node dead, or cut off from the database) lets another node adopt its messages:

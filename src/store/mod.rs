@@ -31,24 +31,25 @@ mod aggregate;
 mod error;
 pub(crate) mod pg;
 mod pg_aggregate;
+mod pg_totals;
 pub(crate) mod sqlite;
 mod sqlite_aggregate;
 mod sqlite_thread;
+mod sqlite_totals;
 
 pub(crate) use self::aggregate::{
-    DmarcAggregate, DmarcGroup, DmarcReportFacts, SourceDkim, SourceOrg,
+    DmarcAggregate, DmarcDay, DmarcGroup, DmarcReportFacts, SourceDkim, SourceOrg,
 };
 pub(crate) use self::error::StoreError;
-pub(crate) use self::sqlite_thread::SqliteThread;
+pub(crate) use self::sqlite_thread::{SqliteThread, open_connection};
 /// The boxed future every storage trait method returns (object-safe async methods).
 pub(crate) use futures_util::future::BoxFuture;
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use mail_auth::report::Report;
 use mail_auth::report::tlsrpt::TlsReport;
+use mail_auth::report::{Record, Report};
 use serde::Serialize;
 
 use crate::cluster::Db;
@@ -76,11 +77,54 @@ pub struct ReceivedMail {
 
 impl ReceivedMail {
     /// Whether the DMARC report `r` of this mail is verified (see [`ReceivedMail::verified`]).
-    pub fn vouches_for(&self, r: &Report) -> bool {
-        let m = &r.report_metadata;
+    pub fn vouches_for(&self, r: &DmarcReport) -> bool {
+        let m = &r.head.report_metadata;
         self.verified
             .iter()
             .any(|(org, id)| *org == m.org_name && *id == m.report_id)
+    }
+}
+
+/// A DMARC aggregate report as parsed: its metadata and policy, and where its records are read
+/// from, one at a time, when it is stored (a report's records never all sit in memory).
+#[derive(Debug, Clone)]
+pub struct DmarcReport {
+    /// The report without its records (`record` is empty).
+    pub head: Report,
+    /// How many `<record>` elements it has.
+    pub records: usize,
+    /// Its records.
+    pub source: Arc<dyn RecordSource>,
+}
+
+#[cfg(test)]
+impl DmarcReport {
+    /// A report already in memory, as the tests build them.
+    pub(crate) fn in_memory(mut report: Report) -> DmarcReport {
+        let records = std::mem::take(&mut report.record);
+        DmarcReport {
+            head: report,
+            records: records.len(),
+            source: Arc::new(InMemory(records)),
+        }
+    }
+}
+
+/// Where a stored report's records come from: read again, one at a time, by the store.
+pub trait RecordSource: Send + Sync + std::fmt::Debug {
+    /// The records, in document order.
+    fn records(&self) -> Box<dyn Iterator<Item = Record> + Send + '_>;
+}
+
+/// Records already parsed.
+#[cfg(test)]
+#[derive(Debug)]
+struct InMemory(Vec<Record>);
+
+#[cfg(test)]
+impl RecordSource for InMemory {
+    fn records(&self) -> Box<dyn Iterator<Item = Record> + Send + '_> {
+        Box::new(self.0.iter().cloned())
     }
 }
 
@@ -88,7 +132,7 @@ impl ReceivedMail {
 #[derive(Debug, Clone)]
 pub enum ParsedItem {
     /// A DMARC aggregate report (RFC 7489 Appendix C / RFC 9990).
-    Dmarc(Box<Report>),
+    Dmarc(Box<DmarcReport>),
     /// A TLS-RPT report (RFC 8460).
     Tls(Box<TlsReport>),
     /// A part that is not a readable report, with the reason.
@@ -109,49 +153,6 @@ pub struct AcceptOutcome {
     pub duplicates: usize,
     /// Parts kept as rejected, with their error.
     pub rejected: usize,
-}
-
-/// One row of a DMARC aggregate report, flattened with its report's metadata.
-#[derive(Debug, Clone, Serialize)]
-pub struct DmarcRow {
-    /// The policy domain of the report (`policy_published/domain`).
-    pub domain: String,
-    /// Reporting organization, e.g. `google.com`.
-    pub org: String,
-    /// The report's id at that organization.
-    pub report_id: String,
-    /// Start of the reporting period (unix seconds).
-    pub begin: i64,
-    /// End of the reporting period (unix seconds).
-    pub end: i64,
-    /// Published `p=` as the receiver saw it (`none`, `quarantine`, `reject`).
-    pub policy: String,
-    /// The sending IP.
-    pub source_ip: IpAddr,
-    /// Messages in this row.
-    pub count: u64,
-    /// What the receiver did (`none`, `quarantine`, `reject`).
-    pub disposition: String,
-    /// DMARC's DKIM verdict: an aligned DKIM signature passed.
-    pub dkim_aligned: bool,
-    /// DMARC's SPF verdict: SPF passed for an aligned domain.
-    pub spf_aligned: bool,
-    /// The `From:` domain of the messages.
-    pub header_from: String,
-    /// DKIM signatures seen: `(domain, selector, result)`.
-    pub dkim: Vec<(String, String, String)>,
-    /// SPF results seen: `(domain, result)`.
-    pub spf: Vec<(String, String)>,
-    /// Whether the report's mail was authenticated for its reporting organization (only
-    /// verified rows move a verdict; see [`ReceivedMail::verified`]).
-    pub verified: bool,
-}
-
-impl DmarcRow {
-    /// True when the messages passed DMARC (an aligned DKIM or SPF pass).
-    pub fn passes(&self) -> bool {
-        self.dkim_aligned || self.spf_aligned
-    }
 }
 
 /// A report part that could not be read, kept for inspection.
@@ -234,15 +235,10 @@ pub trait ReportStore: Send + Sync {
         mail: &'a ReceivedMail,
         items: &'a [ParsedItem],
     ) -> BoxFuture<'a, Result<AcceptOutcome, StoreError>>;
-    /// DMARC rows whose reporting period ends at or after `since` (unix seconds), for one
-    /// domain or all.
-    fn dmarc_rows<'a>(
-        &'a self,
-        domain: Option<&'a str>,
-        since: i64,
-    ) -> BoxFuture<'a, Result<Vec<DmarcRow>, StoreError>>;
-    /// The same rows aggregated in the database ([`DmarcAggregate`]): what the summary reads,
-    /// in memory bounded by the (domain, source, day, result) groups, not by the rows.
+    /// The DMARC rows of the reports whose period ends at or after `since` (unix seconds),
+    /// for one domain or all, aggregated ([`DmarcAggregate`]): what the summary reads, from
+    /// totals kept when each report is stored, in time and memory bounded by the (domain,
+    /// source, day, result) groups and the reports, not by the rows.
     fn dmarc_aggregate<'a>(
         &'a self,
         domain: Option<&'a str>,
@@ -306,8 +302,8 @@ pub(crate) fn imported(items: &[ParsedItem]) -> Vec<(String, String)> {
         .iter()
         .filter_map(|i| match i {
             ParsedItem::Dmarc(r) => Some((
-                r.report_metadata.org_name.clone(),
-                r.report_metadata.report_id.clone(),
+                r.head.report_metadata.org_name.clone(),
+                r.head.report_metadata.report_id.clone(),
             )),
             _ => None,
         })

@@ -5,17 +5,18 @@
 //! Plain async tokio-postgres on the node's connection pool ([`Db`]): the pattern for a
 //! PostgreSQL store (module documentation of [`super`]).
 
-use std::net::IpAddr;
-
-use mail_auth::report::{DmarcResult, Report};
+use mail_auth::report::{DmarcResult, Record};
 use tokio_postgres::Transaction;
 
 use super::sqlite::{action_word, auth_results, disposition_word};
 use super::{
-    AcceptOutcome, BoxFuture, DmarcAggregate, DmarcRow, ParsedItem, ReceivedMail, RejectedPart,
+    AcceptOutcome, BoxFuture, DmarcAggregate, DmarcReport, ParsedItem, ReceivedMail, RejectedPart,
     ReportStore, StoreCounters, StoreError, TlsReportSummary,
 };
 use crate::cluster::{Db, DbError};
+
+/// Records of one report read and sent to the database at a time.
+const RECORDS_PER_CHUNK: usize = 500;
 
 /// The PostgreSQL report store.
 pub(crate) struct PgStore {
@@ -116,50 +117,6 @@ impl PgStore {
         Ok(out)
     }
 
-    async fn dmarc_rows(
-        &self,
-        domain: Option<String>,
-        since: i64,
-    ) -> Result<Vec<DmarcRow>, StoreError> {
-        let client = self.db.client().await?;
-        let rows = client
-            .query(
-                "SELECT r.domain, r.org, r.report_id, r.begin_at, r.end_at, r.policy, \
-                        w.source_ip, w.count, w.disposition, w.dkim_aligned, \
-                        w.spf_aligned, w.header_from, w.dkim_json, w.spf_json, r.verified \
-                 FROM herald_dmarc_rows w JOIN herald_dmarc_reports r ON w.report = r.id \
-                 WHERE r.end_at >= $1 AND ($2::text IS NULL OR r.domain = $2) \
-                 ORDER BY r.domain, r.begin_at, w.id",
-                &[&since, &domain],
-            )
-            .await
-            .map_err(DbError::doing("reading DMARC rows"))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let Ok(ip) = row.get::<_, String>(6).parse::<IpAddr>() else {
-                continue;
-            };
-            out.push(DmarcRow {
-                domain: row.get(0),
-                org: row.get(1),
-                report_id: row.get(2),
-                begin: row.get(3),
-                end: row.get(4),
-                policy: row.get(5),
-                source_ip: ip,
-                count: row.get::<_, i64>(7).max(0) as u64,
-                disposition: row.get(8),
-                dkim_aligned: row.get(9),
-                spf_aligned: row.get(10),
-                header_from: row.get(11),
-                dkim: serde_json::from_str(row.get(12)).unwrap_or_default(),
-                spf: serde_json::from_str(row.get(13)).unwrap_or_default(),
-                verified: row.get(14),
-            });
-        }
-        Ok(out)
-    }
-
     async fn rejected(&self, limit: usize) -> Result<Vec<RejectedPart>, StoreError> {
         let client = self.db.client().await?;
         let rows = client
@@ -253,11 +210,11 @@ async fn insert_dmarc(
     tx: &Transaction<'_>,
     mail_id: i64,
     at: i64,
-    r: &Report,
+    r: &DmarcReport,
     verified: bool,
 ) -> Result<bool, StoreError> {
-    let m = &r.report_metadata;
-    let p = &r.policy_published;
+    let m = &r.head.report_metadata;
+    let p = &r.head.policy_published;
     if verified {
         // An unverified report holding this id (a forger guessing a receiver's next id) gives
         // way to the verified one.
@@ -271,6 +228,7 @@ async fn insert_dmarc(
             .map_err(DbError::doing("storing a DMARC report"))?;
         if let Some(row) = forged {
             let id: i64 = row.get(0);
+            super::pg_totals::remove_unverified(tx, id).await?;
             tx.execute("DELETE FROM herald_dmarc_rows WHERE report = $1", &[&id])
                 .await
                 .map_err(DbError::doing("replacing an unverified DMARC report"))?;
@@ -304,31 +262,40 @@ async fn insert_dmarc(
         return Ok(false);
     };
     let report: i64 = row.get(0);
-    for rec in &r.record {
-        let Some(ip) = rec.row.source_ip else {
-            continue;
-        };
-        let (dkim, spf) = auth_results(rec);
-        let pe = &rec.row.policy_evaluated;
-        tx.execute(
-            "INSERT INTO herald_dmarc_rows (report, source_ip, count, disposition, \
-               dkim_aligned, spf_aligned, header_from, dkim_json, spf_json) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            &[
-                &report,
-                &ip.to_string(),
-                &(rec.row.count as i64),
-                &action_word(pe.disposition),
-                &(pe.dkim == DmarcResult::Pass),
-                &(pe.spf == DmarcResult::Pass),
-                &rec.identifiers.header_from.to_ascii_lowercase(),
-                &serde_json::to_string(&dkim)?,
-                &serde_json::to_string(&spf)?,
-            ],
-        )
-        .await
-        .map_err(DbError::doing("storing a DMARC report row"))?;
+    // Records are read from the report as it came, a chunk at a time (never all in memory).
+    let mut records = r.source.records();
+    loop {
+        let chunk: Vec<Record> = records.by_ref().take(RECORDS_PER_CHUNK).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        for rec in &chunk {
+            let Some(ip) = rec.row.source_ip else {
+                continue;
+            };
+            let (dkim, spf) = auth_results(rec);
+            let pe = &rec.row.policy_evaluated;
+            tx.execute(
+                "INSERT INTO herald_dmarc_rows (report, source_ip, count, disposition, \
+                   dkim_aligned, spf_aligned, header_from, dkim_json, spf_json) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &report,
+                    &ip.to_string(),
+                    &(rec.row.count as i64),
+                    &action_word(pe.disposition),
+                    &(pe.dkim == DmarcResult::Pass),
+                    &(pe.spf == DmarcResult::Pass),
+                    &rec.identifiers.header_from.to_ascii_lowercase(),
+                    &serde_json::to_string(&dkim)?,
+                    &serde_json::to_string(&spf)?,
+                ],
+            )
+            .await
+            .map_err(DbError::doing("storing a DMARC report row"))?;
+        }
     }
+    super::pg_totals::add_report(tx, report, verified).await?;
     Ok(true)
 }
 
@@ -339,15 +306,6 @@ impl ReportStore for PgStore {
         items: &'a [ParsedItem],
     ) -> BoxFuture<'a, Result<AcceptOutcome, StoreError>> {
         Box::pin(self.accept(mail, items))
-    }
-
-    fn dmarc_rows<'a>(
-        &'a self,
-        domain: Option<&'a str>,
-        since: i64,
-    ) -> BoxFuture<'a, Result<Vec<DmarcRow>, StoreError>> {
-        let domain = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
-        Box::pin(self.dmarc_rows(domain, since))
     }
 
     fn dmarc_aggregate<'a>(

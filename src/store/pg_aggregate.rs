@@ -1,12 +1,20 @@
-//! [`super::ReportStore::dmarc_aggregate`] for [`super::pg::PgStore`]: the same four grouped
-//! queries as [`super::sqlite_aggregate`], in PostgreSQL.
+//! [`super::ReportStore::dmarc_aggregate`] for [`super::pg::PgStore`]: reads the totals kept
+//! at store time ([`super::pg_totals`]) and the reports of the period, as
+//! [`super::sqlite_aggregate`] does in SQLite.
 
-use super::{DmarcAggregate, DmarcGroup, DmarcReportFacts, SourceDkim, SourceOrg, StoreError};
+use super::{
+    DmarcAggregate, DmarcDay, DmarcGroup, DmarcReportFacts, SourceDkim, SourceOrg, StoreError,
+};
 use crate::cluster::{Db, DbError};
 
-/// The rows of the period: `$1` is `since`, `$2` the domain or NULL.
-const PERIOD: &str = "FROM herald_dmarc_rows w JOIN herald_dmarc_reports r ON w.report = r.id \
-     WHERE r.end_at >= $1 AND ($2::text IS NULL OR r.domain = $2)";
+/// `AND column = $2` when one domain is asked for (so its index is used), else a no-op that
+/// still types `$2`.
+fn domain_filter(domain: &Option<String>, column: &str) -> String {
+    match domain {
+        Some(_) => format!("AND {column} = $2"),
+        None => "AND $2::text IS NULL".into(),
+    }
+}
 
 /// Reads the aggregate from the cluster database.
 pub(super) async fn dmarc_aggregate(
@@ -19,17 +27,12 @@ pub(super) async fn dmarc_aggregate(
     let rows = client
         .query(
             &format!(
-                "SELECT r.domain, r.verified, \
-                        CASE WHEN r.verified THEN w.source_ip ELSE '0.0.0.0' END, \
-                        CASE WHEN r.verified \
-                             THEN r.begin_at - ((r.begin_at % 86400) + 86400) % 86400 \
-                             ELSE 0 END, \
-                        r.verified AND w.dkim_aligned, r.verified AND w.spf_aligned, \
-                        CASE WHEN r.verified AND w.disposition IN ('quarantine', 'reject') \
-                             THEN w.disposition ELSE '' END, \
-                        SUM(GREATEST(w.count, 0))::bigint \
-                 {PERIOD} \
-                 GROUP BY 1, 2, 3, 4, 5, 6, 7"
+                "SELECT domain, verified, source_ip, dkim_aligned, spf_aligned, disposition, \
+                        SUM(count)::bigint \
+                 FROM herald_dmarc_totals \
+                 WHERE end_at >= $1 {} \
+                 GROUP BY 1, 2, 3, 4, 5, 6",
+                domain_filter(&domain, "domain")
             ),
             &[&since, &domain],
         )
@@ -43,20 +46,44 @@ pub(super) async fn dmarc_aggregate(
             domain: row.get(0),
             verified: row.get(1),
             source_ip,
-            day: row.get(3),
-            dkim_aligned: row.get(4),
-            spf_aligned: row.get(5),
-            disposition: row.get(6),
-            count: row.get::<_, i64>(7).max(0) as u64,
+            dkim_aligned: row.get(3),
+            spf_aligned: row.get(4),
+            disposition: row.get(5),
+            count: row.get::<_, i64>(6).max(0) as u64,
         });
     }
     let rows = client
         .query(
             &format!(
+                "SELECT domain, day, SUM(count)::bigint, \
+                        SUM(CASE WHEN dkim_aligned OR spf_aligned THEN count ELSE 0 END)::bigint \
+                 FROM herald_dmarc_totals \
+                 WHERE end_at >= $1 {} AND verified \
+                 GROUP BY 1, 2",
+                domain_filter(&domain, "domain")
+            ),
+            &[&since, &domain],
+        )
+        .await
+        .map_err(DbError::doing("summing DMARC days"))?;
+    out.days = rows
+        .iter()
+        .map(|row| DmarcDay {
+            domain: row.get(0),
+            day: row.get(1),
+            messages: row.get::<_, i64>(2).max(0) as u64,
+            pass: row.get::<_, i64>(3).max(0) as u64,
+        })
+        .collect();
+    let rows = client
+        .query(
+            &format!(
                 "SELECT r.domain, r.verified, r.org, r.report_id, r.begin_at, r.end_at, \
-                        r.policy, MAX(w.id) \
-                 {PERIOD} \
-                 GROUP BY r.id"
+                        r.policy, r.id \
+                 FROM herald_dmarc_reports r \
+                 WHERE r.end_at >= $1 {} \
+                   AND EXISTS (SELECT 1 FROM herald_dmarc_rows w WHERE w.report = r.id)",
+                domain_filter(&domain, "r.domain")
             ),
             &[&since, &domain],
         )
@@ -72,18 +99,15 @@ pub(super) async fn dmarc_aggregate(
             begin: row.get(4),
             end: row.get(5),
             policy: row.get(6),
-            last_row: row.get(7),
+            stored: row.get(7),
         })
         .collect();
     let rows = client
         .query(
             &format!(
-                "SELECT domain, source_ip, org, begin_at, id FROM ( \
-                   SELECT r.domain, w.source_ip, r.org, r.begin_at, w.id, \
-                          ROW_NUMBER() OVER (PARTITION BY r.domain, w.source_ip, r.org \
-                                             ORDER BY r.begin_at, w.id) AS n \
-                   {PERIOD} AND r.verified \
-                 ) t WHERE n = 1"
+                "SELECT domain, source_ip, org, first_begin, first_row \
+                 FROM herald_dmarc_source_orgs WHERE last_end >= $1 {}",
+                domain_filter(&domain, "domain")
             ),
             &[&since, &domain],
         )
@@ -102,17 +126,11 @@ pub(super) async fn dmarc_aggregate(
     }
     let rows = client
         .query(
-            "SELECT domain, source_ip, sig::text, begin_at, id, k FROM ( \
-               SELECT r.domain, w.source_ip, e.sig, r.begin_at, w.id, e.k, \
-                      ROW_NUMBER() OVER (PARTITION BY r.domain, w.source_ip, e.sig \
-                                         ORDER BY r.begin_at, w.id, e.k) AS n \
-               FROM herald_dmarc_rows w JOIN herald_dmarc_reports r ON w.report = r.id \
-               CROSS JOIN LATERAL jsonb_array_elements( \
-                   CASE WHEN jsonb_typeof(w.dkim_json::jsonb) = 'array' \
-                        THEN w.dkim_json::jsonb ELSE '[]'::jsonb END) \
-                 WITH ORDINALITY AS e(sig, k) \
-               WHERE r.end_at >= $1 AND ($2::text IS NULL OR r.domain = $2) AND r.verified \
-             ) t WHERE n = 1",
+            &format!(
+                "SELECT domain, source_ip, signature, first_begin, first_row, first_pos \
+                 FROM herald_dmarc_source_dkim WHERE last_end >= $1 {}",
+                domain_filter(&domain, "domain")
+            ),
             &[&since, &domain],
         )
         .await

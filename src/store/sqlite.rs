@@ -3,14 +3,13 @@
 //! ([`SqliteThread`]): report traffic is a few mails a day per receiver, far below what one
 //! writer handles, and no query runs on a tokio worker.
 
-use std::net::IpAddr;
 use std::path::Path;
 
-use mail_auth::report::{ActionDisposition, Disposition, DmarcResult, Report};
+use mail_auth::report::{ActionDisposition, Disposition, DmarcResult};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    AcceptOutcome, BoxFuture, DmarcAggregate, DmarcRow, ParsedItem, ReceivedMail, RejectedPart,
+    AcceptOutcome, BoxFuture, DmarcAggregate, DmarcReport, ParsedItem, ReceivedMail, RejectedPart,
     ReportStore, SqliteThread, StoreCounters, StoreError, TlsReportSummary,
 };
 
@@ -87,7 +86,8 @@ impl SqliteStore {
     pub(crate) async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let db = SqliteThread::open(path, "reports", |c| {
             c.execute_batch(SCHEMA)?;
-            add_verified_column(c)
+            add_verified_column(c)?;
+            super::sqlite_totals::create(c)
         })
         .await?;
         Ok(SqliteStore { db })
@@ -169,11 +169,11 @@ fn insert_dmarc(
     tx: &Transaction<'_>,
     mail_id: i64,
     at: i64,
-    r: &Report,
+    r: &DmarcReport,
     verified: bool,
 ) -> Result<bool, StoreError> {
-    let m = &r.report_metadata;
-    let p = &r.policy_published;
+    let m = &r.head.report_metadata;
+    let p = &r.head.policy_published;
     if verified {
         // An unverified report holding this id (a forger guessing a receiver's next id) gives
         // way to the verified one.
@@ -185,6 +185,7 @@ fn insert_dmarc(
             )
             .optional()?;
         if let Some(id) = forged {
+            super::sqlite_totals::remove_unverified(tx, id)?;
             tx.execute("DELETE FROM dmarc_rows WHERE report = ?1", params![id])?;
             tx.execute("DELETE FROM dmarc_reports WHERE id = ?1", params![id])?;
         }
@@ -214,11 +215,12 @@ fn insert_dmarc(
            spf_aligned, header_from, dkim_json, spf_json)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
-    for rec in &r.record {
+    // One record at a time, read from the report as it came (never all of them in memory).
+    for rec in r.source.records() {
         let Some(ip) = rec.row.source_ip else {
             continue;
         };
-        let (dkim, spf) = auth_results(rec);
+        let (dkim, spf) = auth_results(&rec);
         let pe = &rec.row.policy_evaluated;
         stmt.execute(params![
             report,
@@ -232,6 +234,7 @@ fn insert_dmarc(
             serde_json::to_string(&spf)?,
         ])?;
     }
+    super::sqlite_totals::add_report(tx, report, verified)?;
     Ok(true)
 }
 
@@ -243,15 +246,6 @@ impl ReportStore for SqliteStore {
     ) -> BoxFuture<'a, Result<AcceptOutcome, StoreError>> {
         let (mail, items) = (mail.clone(), items.to_vec());
         Box::pin(self.db.call(move |conn| accept(conn, &mail, &items)))
-    }
-
-    fn dmarc_rows<'a>(
-        &'a self,
-        domain: Option<&'a str>,
-        since: i64,
-    ) -> BoxFuture<'a, Result<Vec<DmarcRow>, StoreError>> {
-        let domain = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
-        Box::pin(self.db.call(move |conn| dmarc_rows(conn, domain, since)))
     }
 
     fn dmarc_aggregate<'a>(
@@ -385,55 +379,6 @@ fn accept(
     Ok(out)
 }
 
-fn dmarc_rows(
-    conn: &mut Connection,
-    domain: Option<String>,
-    since: i64,
-) -> Result<Vec<DmarcRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT r.domain, r.org, r.report_id, r.begin_at, r.end_at, r.policy,
-                w.source_ip, w.count, w.disposition, w.dkim_aligned, w.spf_aligned,
-                w.header_from, w.dkim_json, w.spf_json, r.verified
-         FROM dmarc_rows w JOIN dmarc_reports r ON w.report = r.id
-         WHERE r.end_at >= ?1 AND (?2 IS NULL OR r.domain = ?2)
-         ORDER BY r.domain, r.begin_at, w.id",
-    )?;
-    let rows = stmt.query_map(params![since, domain], |row| {
-        Ok((
-            DmarcRow {
-                domain: row.get(0)?,
-                org: row.get(1)?,
-                report_id: row.get(2)?,
-                begin: row.get(3)?,
-                end: row.get(4)?,
-                policy: row.get(5)?,
-                source_ip: IpAddr::from([0, 0, 0, 0]),
-                count: row.get::<_, i64>(7)?.max(0) as u64,
-                disposition: row.get(8)?,
-                dkim_aligned: row.get(9)?,
-                spf_aligned: row.get(10)?,
-                header_from: row.get(11)?,
-                dkim: Vec::new(),
-                spf: Vec::new(),
-                verified: row.get(14)?,
-            },
-            row.get::<_, String>(6)?,
-            row.get::<_, String>(12)?,
-            row.get::<_, String>(13)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for r in rows {
-        let (mut row, ip, dkim, spf) = r?;
-        let Ok(ip) = ip.parse() else { continue };
-        row.source_ip = ip;
-        row.dkim = serde_json::from_str(&dkim).unwrap_or_default();
-        row.spf = serde_json::from_str(&spf).unwrap_or_default();
-        out.push(row);
-    }
-    Ok(out)
-}
-
 fn rejected(conn: &mut Connection, limit: usize) -> Result<Vec<RejectedPart>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT j.mail_id, m.received_at, m.origin, j.part, j.error
@@ -487,7 +432,7 @@ fn counters(conn: &mut Connection) -> Result<StoreCounters, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mail_auth::report::{PolicyPublished, Record};
+    use mail_auth::report::{PolicyPublished, Record, Report};
 
     fn report(id: &str) -> Report {
         let mut r = Report::new()
@@ -518,7 +463,7 @@ mod tests {
             mail_from: String::new(),
             rcpt: "dmarc@reports.test".into(),
             raw: b"Subject: x\r\n\r\nx\r\n".to_vec(),
-            verified: Vec::new(),
+            verified: vec![("acme.test".into(), "r1".into())],
         }
     }
 
@@ -529,7 +474,7 @@ mod tests {
             .await
             .unwrap();
         let items = vec![
-            ParsedItem::Dmarc(Box::new(report("r1"))),
+            ParsedItem::Dmarc(Box::new(DmarcReport::in_memory(report("r1")))),
             ParsedItem::Rejected {
                 part: "bad.zip".into(),
                 error: "not a zip".into(),
@@ -539,11 +484,12 @@ mod tests {
         assert_eq!((o.stored, o.duplicates, o.rejected), (1, 0, 1));
         let o = store.accept(&mail(), &items[..1]).await.unwrap();
         assert_eq!((o.stored, o.duplicates), (0, 1));
-        let rows = store.dmarc_rows(Some("example.com"), 0).await.unwrap();
-        assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].count, 7);
-        assert_eq!(rows[0].policy, "quarantine");
-        assert!(rows[0].passes());
+        let agg = store.dmarc_aggregate(Some("example.com"), 0).await.unwrap();
+        assert_eq!(agg.groups.len(), 1);
+        assert_eq!(agg.groups[0].count, 7);
+        assert!(agg.groups[0].passes());
+        assert_eq!(agg.reports.len(), 1);
+        assert_eq!(agg.reports[0].policy, "quarantine");
         let c = store.counters().await.unwrap();
         assert_eq!(
             (c.mails, c.dmarc_reports, c.duplicates, c.rejected),

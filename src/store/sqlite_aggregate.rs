@@ -1,13 +1,20 @@
-//! [`super::ReportStore::dmarc_aggregate`] for [`super::sqlite::SqliteStore`]: four grouped
-//! queries, so SQLite sums the rows and herald holds only the groups.
+//! [`super::ReportStore::dmarc_aggregate`] for [`super::sqlite::SqliteStore`]: reads the
+//! totals kept at store time ([`super::sqlite_totals`]) and the reports of the period, so the
+//! time and memory of a summary follow the days, sources and reports, never the rows.
 
 use rusqlite::{Connection, params};
 
-use super::{DmarcAggregate, DmarcGroup, DmarcReportFacts, SourceDkim, SourceOrg, StoreError};
+use super::{
+    DmarcAggregate, DmarcDay, DmarcGroup, DmarcReportFacts, SourceDkim, SourceOrg, StoreError,
+};
 
-/// The rows of the period: `?1` is `since`, `?2` the domain or NULL.
-const PERIOD: &str = "FROM dmarc_rows w JOIN dmarc_reports r ON w.report = r.id
-     WHERE r.end_at >= ?1 AND (?2 IS NULL OR r.domain = ?2)";
+/// `AND domain = ?2` when one domain is asked for (so its index is used), else nothing.
+fn domain_filter(domain: &Option<String>, column: &str) -> String {
+    match domain {
+        Some(_) => format!("AND {column} = ?2"),
+        None => "AND ?2 IS NULL".into(),
+    }
+}
 
 /// Reads the aggregate on the store's thread.
 pub(super) fn dmarc_aggregate(
@@ -17,17 +24,11 @@ pub(super) fn dmarc_aggregate(
 ) -> Result<DmarcAggregate, StoreError> {
     let mut out = DmarcAggregate::default();
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT r.domain, r.verified,
-                CASE WHEN r.verified THEN w.source_ip ELSE '0.0.0.0' END,
-                CASE WHEN r.verified THEN r.begin_at - ((r.begin_at % 86400) + 86400) % 86400
-                     ELSE 0 END,
-                CASE WHEN r.verified THEN w.dkim_aligned ELSE 0 END,
-                CASE WHEN r.verified THEN w.spf_aligned ELSE 0 END,
-                CASE WHEN r.verified AND w.disposition IN ('quarantine', 'reject')
-                     THEN w.disposition ELSE '' END,
-                SUM(MAX(w.count, 0))
-         {PERIOD}
-         GROUP BY 1, 2, 3, 4, 5, 6, 7"
+        "SELECT domain, verified, source_ip, dkim_aligned, spf_aligned, disposition, SUM(count)
+         FROM dmarc_totals
+         WHERE end_at >= ?1 {}
+         GROUP BY 1, 2, 3, 4, 5, 6",
+        domain_filter(&domain, "domain")
     ))?;
     let rows = stmt.query_map(params![since, domain], |row| {
         Ok((
@@ -36,11 +37,10 @@ pub(super) fn dmarc_aggregate(
                 domain: row.get(0)?,
                 verified: row.get(1)?,
                 source_ip: [0, 0, 0, 0].into(),
-                day: row.get(3)?,
-                dkim_aligned: row.get(4)?,
-                spf_aligned: row.get(5)?,
-                disposition: row.get(6)?,
-                count: row.get::<_, i64>(7)?.max(0) as u64,
+                dkim_aligned: row.get(3)?,
+                spf_aligned: row.get(4)?,
+                disposition: row.get(5)?,
+                count: row.get::<_, i64>(6)?.max(0) as u64,
             },
         ))
     })?;
@@ -51,10 +51,29 @@ pub(super) fn dmarc_aggregate(
         out.groups.push(g);
     }
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT r.domain, r.verified, r.org, r.report_id, r.begin_at, r.end_at, r.policy,
-                MAX(w.id)
-         {PERIOD}
-         GROUP BY r.id"
+        "SELECT domain, day, SUM(count),
+                SUM(CASE WHEN dkim_aligned OR spf_aligned THEN count ELSE 0 END)
+         FROM dmarc_totals
+         WHERE end_at >= ?1 {} AND verified
+         GROUP BY 1, 2",
+        domain_filter(&domain, "domain")
+    ))?;
+    let rows = stmt.query_map(params![since, domain], |row| {
+        Ok(DmarcDay {
+            domain: row.get(0)?,
+            day: row.get(1)?,
+            messages: row.get::<_, i64>(2)?.max(0) as u64,
+            pass: row.get::<_, i64>(3)?.max(0) as u64,
+        })
+    })?;
+    out.days = rows.collect::<Result<_, _>>()?;
+    // The reports with at least one row: one index probe each.
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT r.domain, r.verified, r.org, r.report_id, r.begin_at, r.end_at, r.policy, r.id
+         FROM dmarc_reports r
+         WHERE r.end_at >= ?1 {}
+           AND EXISTS (SELECT 1 FROM dmarc_rows w WHERE w.report = r.id)",
+        domain_filter(&domain, "r.domain")
     ))?;
     let rows = stmt.query_map(params![since, domain], |row| {
         Ok(DmarcReportFacts {
@@ -65,17 +84,14 @@ pub(super) fn dmarc_aggregate(
             begin: row.get(4)?,
             end: row.get(5)?,
             policy: row.get(6)?,
-            last_row: row.get(7)?,
+            stored: row.get(7)?,
         })
     })?;
     out.reports = rows.collect::<Result<_, _>>()?;
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT domain, source_ip, org, begin_at, id FROM (
-           SELECT r.domain, w.source_ip, r.org, r.begin_at, w.id,
-                  ROW_NUMBER() OVER (PARTITION BY r.domain, w.source_ip, r.org
-                                     ORDER BY r.begin_at, w.id) AS n
-           {PERIOD} AND r.verified
-         ) WHERE n = 1"
+        "SELECT domain, source_ip, org, first_begin, first_row FROM dmarc_source_orgs
+         WHERE last_end >= ?1 {}",
+        domain_filter(&domain, "domain")
     ))?;
     let rows = stmt.query_map(params![since, domain], |row| {
         Ok((
@@ -95,17 +111,12 @@ pub(super) fn dmarc_aggregate(
             first,
         });
     }
-    let mut stmt = conn.prepare_cached(
-        "SELECT domain, source_ip, sig, begin_at, id, k FROM (
-           SELECT r.domain, w.source_ip, e.value AS sig, r.begin_at, w.id, e.key AS k,
-                  ROW_NUMBER() OVER (PARTITION BY r.domain, w.source_ip, e.value
-                                     ORDER BY r.begin_at, w.id, e.key) AS n
-           FROM dmarc_rows w JOIN dmarc_reports r ON w.report = r.id,
-                json_each(CASE WHEN json_valid(w.dkim_json) THEN w.dkim_json
-                               ELSE '[]' END) e
-           WHERE r.end_at >= ?1 AND (?2 IS NULL OR r.domain = ?2) AND r.verified
-         ) WHERE n = 1",
-    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT domain, source_ip, signature, first_begin, first_row, first_pos
+         FROM dmarc_source_dkim
+         WHERE last_end >= ?1 {}",
+        domain_filter(&domain, "domain")
+    ))?;
     let rows = stmt.query_map(params![since, domain], |row| {
         Ok((
             row.get::<_, String>(1)?,
@@ -155,10 +166,14 @@ mod tests {
     ];
 
     /// Stores a year of daily reports from three organizations, 100 rows each, straight into
-    /// the tables; returns the expected `(verified messages, verified passing, unverified
-    /// messages)`.
+    /// the tables of a database from before the totals (dropped); returns the expected
+    /// `(verified messages, verified passing, unverified messages)`.
     fn fill(path: &std::path::Path) -> (u64, u64, u64) {
         let mut conn = Connection::open(path).unwrap();
+        conn.execute_batch(
+            "DROP TABLE dmarc_totals; DROP TABLE dmarc_source_orgs; DROP TABLE dmarc_source_dkim;",
+        )
+        .unwrap();
         let tx = conn.transaction().unwrap();
         tx.execute(
             "INSERT INTO mails (received_at, origin, mail_from, rcpt, raw)
@@ -214,11 +229,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_year_of_rows_comes_back_as_its_groups_with_the_same_sums() {
+    async fn a_year_of_rows_stored_before_the_totals_comes_back_as_its_groups_with_the_same_sums() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.sqlite");
-        let store = SqliteStore::open(&path).await.unwrap();
+        drop(SqliteStore::open(&path).await.unwrap());
         let (messages, pass, forged) = fill(&path);
+        // Opening the upgraded database counts what it holds.
+        let store = SqliteStore::open(&path).await.unwrap();
         let rows = DAYS * ROWS_PER_REPORT * ORGS.len() as i64;
 
         let agg = store
@@ -226,14 +243,10 @@ mod tests {
             .await
             .unwrap();
 
-        // One group per (source, day, result) of the verified reports, one for all the
-        // unverified: bounded by the groups, not the rows, and a forger adds one.
-        assert_eq!(agg.groups.len() as i64, SOURCES * DAYS * 2 + 1);
-        assert!(
-            (agg.groups.len() as i64) * 10 < rows,
-            "{}",
-            agg.groups.len()
-        );
+        // One group per (source, result) of the verified reports, one for all the
+        // unverified: bounded by the sources, not the rows, and a forger adds one.
+        assert_eq!(agg.groups.len() as i64, SOURCES * 2 + 1);
+        assert!((agg.days.len() as i64) * 100 < rows, "{}", agg.days.len());
         let sum = |verified: bool, passing: bool| -> u64 {
             agg.groups
                 .iter()
@@ -243,13 +256,11 @@ mod tests {
         };
         assert_eq!((sum(true, false), sum(true, true)), (messages, pass));
         assert_eq!(sum(false, false), forged);
-        let days: BTreeSet<i64> = agg
-            .groups
-            .iter()
-            .filter(|g| g.verified)
-            .map(|g| g.day)
-            .collect();
+        let days: BTreeSet<i64> = agg.days.iter().map(|d| d.day).collect();
         assert_eq!(days.len() as i64, DAYS);
+        assert_eq!(agg.days.len() as i64, DAYS);
+        let daily = |f: fn(&DmarcDay) -> u64| agg.days.iter().map(f).sum::<u64>();
+        assert_eq!((daily(|d| d.messages), daily(|d| d.pass)), (messages, pass));
         assert!(days.iter().all(|d| d % 86_400 == 0 && *d >= START));
         // Per report facts: one per stored report, the verified ones apart.
         assert_eq!(agg.reports.len(), DAYS as usize * ORGS.len());
@@ -276,12 +287,7 @@ mod tests {
             .dmarc_aggregate(None, START + (DAYS - 10) * 86_400)
             .await
             .unwrap();
-        let days: BTreeSet<i64> = recent
-            .groups
-            .iter()
-            .filter(|g| g.verified)
-            .map(|g| g.day)
-            .collect();
+        let days: BTreeSet<i64> = recent.days.iter().map(|d| d.day).collect();
         assert_eq!(days.len(), 11);
     }
 }

@@ -7,8 +7,13 @@
 //! to `retry_max`, for `give_up_after` (a day by default), then dropped and counted. Batches of
 //! one app go out in order, one at a time. A slow or dead endpoint only grows its app's outbox
 //! (bounded by `max_backlog`); mail never waits for it.
+//!
+//! With `[cluster]` the outbox is the cluster's ([`pg`]): any live node sends the batches of
+//! every node, so a node that dies does not hold its events back ([`outbox`]).
 
 pub(crate) mod client;
+pub(crate) mod outbox;
+pub(crate) mod pg;
 pub(crate) mod sign;
 
 use std::collections::HashMap;
@@ -21,8 +26,9 @@ use crate::clock::{now_ms, unix_now};
 use crate::config::{Config, WebhooksConfig};
 use crate::events::stats;
 use crate::history::History;
-use crate::history::db::{self, HistoryDb};
+use crate::history::db;
 use client::{Client, Outcome};
+use outbox::Outbox;
 
 /// One app's endpoint: its URL and signing key.
 #[derive(Clone, PartialEq, Eq)]
@@ -134,6 +140,13 @@ impl Webhooks {
         let Some(client) = p.client else {
             return;
         };
+        let outbox = match &self.history.pg {
+            Some(pg) => Outbox::Shared {
+                local: self.history.db.clone(),
+                pg: pg::SharedOutbox::new(pg.db().clone()),
+            },
+            None => Outbox::Local(self.history.db.clone()),
+        };
         for (app, endpoint) in p.endpoints {
             if running.senders.contains_key(&app) {
                 continue;
@@ -144,7 +157,7 @@ impl Webhooks {
                 url: endpoint.url.clone(),
                 key: endpoint.key.clone(),
                 client: client.clone(),
-                db: self.history.db.clone(),
+                outbox: outbox.clone(),
                 queued: self.history.queued.clone(),
                 settings: p.settings.clone(),
             }));
@@ -159,7 +172,7 @@ struct Sender {
     url: String,
     key: Vec<u8>,
     client: Client,
-    db: Arc<HistoryDb>,
+    outbox: Outbox,
     queued: watch::Receiver<u64>,
     settings: WebhooksConfig,
 }
@@ -188,14 +201,13 @@ async fn run_app(mut s: Sender) {
     let mut finished: Option<Finished> = None;
     loop {
         s.queued.mark_unchanged();
-        let (app, size) = (s.app.clone(), s.settings.batch_size);
         let done = finished.as_ref().map(|f| f.id);
-        let batch = match s
-            .db
-            .call(move |c| db::next_batch(c, &app, done, size, unix_now()))
+        let next = match s
+            .outbox
+            .next(&s.app, done, s.settings.batch_size, s.settings.timeout)
             .await
         {
-            Ok(b) => b,
+            Ok(n) => n,
             Err(e) => {
                 tracing::error!(app = s.app, error = %format!("{e:#}"), "webhook: cannot read the outbox");
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -210,9 +222,23 @@ async fn run_app(mut s: Sender) {
             }
             st.backlog.get_or_create(&label).dec_by(f.events as i64);
         }
-        let Some(batch) = batch else {
-            if s.queued.changed().await.is_err() {
-                return;
+        if let Some(n) = next.backlog {
+            st.backlog.get_or_create(&label).set(n as i64);
+        }
+        let Some(batch) = next.batch else {
+            let queued = s.queued.changed();
+            match next.recheck {
+                None => {
+                    if queued.await.is_err() {
+                        return;
+                    }
+                }
+                Some(after) => {
+                    tokio::select! {
+                        r = queued => if r.is_err() { return },
+                        _ = tokio::time::sleep(after) => {}
+                    }
+                }
             }
             continue;
         };
@@ -262,15 +288,9 @@ async fn run_app(mut s: Sender) {
                 st.failures.get_or_create(&label).inc();
                 let attempts = batch.attempts + 1;
                 let wait = backoff(&s.settings, attempts);
-                let next = now_ms().saturating_add(wait.as_millis() as u64);
                 tracing::warn!(app = s.app, webhook_id = batch.webhook_id, attempts,
                     retry_in = %humantime::format_duration(wait), error = why, "webhook: POST failed");
-                let id = batch.id;
-                let why2 = why.clone();
-                if let Err(e) =
-                    s.db.call(move |c| db::retry_batch(c, id, next, &why2))
-                        .await
-                {
+                if let Err(e) = s.outbox.retry(batch.id, wait, &why).await {
                     tracing::error!(app = s.app, error = %format!("{e:#}"), "webhook: cannot record a failed attempt");
                     tokio::time::sleep(wait).await;
                 }

@@ -1,7 +1,8 @@
 //! A minimal HTTPS server (HTTP/1.1 over tokio-rustls) for MTA-STS policy hosts
 //! (`https://mta-sts.<domain>/.well-known/mta-sts.txt`) and TLS-RPT `https:` report endpoints.
 //! Responses are set per path at run time; every request is counted and POST bodies are kept.
-//! One request per connection (`Connection: close`). Unknown paths answer 404.
+//! Connections are kept alive (HTTP/1.1), so a client that pools them pays one TLS handshake,
+//! not one per request. Unknown paths answer 404.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -92,6 +93,8 @@ struct State {
     posts: Vec<Post>,
     requests: Vec<Request>,
     tls_errors: Vec<String>,
+    /// TLS handshakes completed (connections served).
+    connections: usize,
 }
 
 struct Shared {
@@ -148,6 +151,7 @@ impl HttpsServer {
                         tokio::spawn(async move {
                             match acceptor.accept(stream).await {
                                 Ok(tls) => {
+                                    shared.state.lock().expect("state").connections += 1;
                                     let sni = tls.get_ref().1.server_name().map(str::to_string);
                                     serve(tls, sni, &shared).await;
                                 }
@@ -230,6 +234,12 @@ impl HttpsServer {
         state.tls_errors.clone()
     }
 
+    /// How many connections completed their TLS handshake (with keep-alive, fewer than the
+    /// requests when the client reuses them).
+    pub fn connections(&self) -> usize {
+        self.shared.state.lock().expect("state").connections
+    }
+
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<Request> {
         self.shared.state.lock().expect("state").requests.clone()
@@ -278,20 +288,57 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .map(|(_, v)| v.as_str())
 }
 
-/// Reads one request, answers it, closes.
+/// How long a kept-alive connection may sit idle before the server closes it.
+const IDLE: Duration = Duration::from_secs(30);
+
+/// Serves requests on one connection, HTTP/1.1 keep-alive: until the client closes, asks for
+/// `Connection: close` (or speaks HTTP/1.0 without keep-alive), idles for [`IDLE`], or the
+/// server is set down (an outage also cuts the connections a client keeps in its pool).
 async fn serve<S>(stream: S, sni: Option<String>, shared: &Shared)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut r = BufReader::new(stream);
+    loop {
+        let next = tokio::time::timeout(IDLE, serve_one(&mut r, &sni, shared)).await;
+        if !matches!(next, Ok(true)) || shared.down.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    let stream = r.get_mut();
+    let _ = stream.shutdown().await;
+    // Linger until the client closes too, so that closing with unread bytes (its close_notify)
+    // cannot turn into a TCP reset that destroys the response before the client read it.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = r.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Reads one request and answers it; `true` when the connection stays open for another.
+async fn serve_one<S>(r: &mut BufReader<S>, sni: &Option<String>, shared: &Shared) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut request_line = String::new();
-    if r.read_line(&mut request_line).await.is_err() {
-        return;
+    match r.read_line(&mut request_line).await {
+        Ok(0) | Err(_) => return false,
+        Ok(_) => {}
+    }
+    // A connection taken from a client's pool while the server is down is cut unanswered.
+    if shared.down.load(Ordering::SeqCst) {
+        return false;
     }
     let mut parts = request_line.split_whitespace();
     let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
-        return;
+        return false;
     };
+    let http10 = parts.next() == Some("HTTP/1.0");
     let method = method.to_string();
     let path = target.split('?').next().unwrap_or("/").to_string();
     let mut headers = Vec::new();
@@ -299,11 +346,11 @@ where
     loop {
         let mut line = String::new();
         match r.read_line(&mut line).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return false,
             Ok(n) => head_len += n,
         }
         if head_len > LIMIT {
-            return;
+            return false;
         }
         let line = line.trim_end();
         if line.is_empty() {
@@ -313,8 +360,14 @@ where
             headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
-    let Some(body) = read_body(&mut r, &headers).await else {
-        return;
+    let connection = header(&headers, "connection").map(str::to_ascii_lowercase);
+    let keep_alive = match connection.as_deref() {
+        Some(c) if c.contains("close") => false,
+        Some(c) if c.contains("keep-alive") => true,
+        _ => !http10,
+    };
+    let Some(body) = read_body(r, &headers).await else {
+        return false;
     };
     let response = {
         let mut state = shared.state.lock().expect("state");
@@ -323,7 +376,7 @@ where
             method: method.clone(),
             path: path.clone(),
             host: header(&headers, "host").map(str::to_string),
-            sni,
+            sni: sni.clone(),
         });
         if method.eq_ignore_ascii_case("POST") {
             state.posts.push((path.clone(), headers, body));
@@ -337,34 +390,23 @@ where
         response
     };
     let mut head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n",
         response.status,
         reason(response.status),
         response.content_type,
-        response.body.len()
+        response.body.len(),
+        if keep_alive { "keep-alive" } else { "close" },
     );
     if let Some(location) = &response.location {
         head.push_str(&format!("Location: {location}\r\n"));
     }
     head.push_str("\r\n");
     let stream = r.get_mut();
-    let _ = stream.write_all(head.as_bytes()).await;
-    if !method.eq_ignore_ascii_case("HEAD") {
-        let _ = stream.write_all(&response.body).await;
+    let mut sent = stream.write_all(head.as_bytes()).await.is_ok();
+    if sent && !method.eq_ignore_ascii_case("HEAD") {
+        sent = stream.write_all(&response.body).await.is_ok();
     }
-    let _ = stream.flush().await;
-    let _ = stream.shutdown().await;
-    // Linger until the client closes too, so that closing with unread bytes (its close_notify)
-    // cannot turn into a TCP reset that destroys the response before the client read it.
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut buf = [0u8; 1024];
-        while let Ok(n) = r.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-        }
-    })
-    .await;
+    sent && stream.flush().await.is_ok() && keep_alive
 }
 
 /// Reads a `Content-Length` or `chunked` body; `None` on a broken request.

@@ -36,6 +36,7 @@ async fn over_dane_without_requiretls_at_the_mx_the_message_is_not_delivered() {
     let (cert, tls) = self_signed_der(&["mx1.bank.test"], Validity::Current);
     let mx = d.start_mx_offering(tls, false);
     let port = mx.addr().port();
+    let sender_mx = d.start_sender_mx(port);
     d.w.dns
         .add_tlsa(&tlsa_name(port), 3, 1, 1, spki_sha256(&cert));
     let relay = Relay::start(d.config(port)).await;
@@ -50,11 +51,11 @@ async fn over_dane_without_requiretls_at_the_mx_the_message_is_not_delivered() {
     }
     assert!(mx.connections() >= 1, "the DANE-authenticated MX was asked");
     assert!(mx.messages().is_empty(), "{:?}", mx.messages());
-    assert_eq!(
-        relay.queue.counters().dsn_sent,
-        1,
-        "a (redacted) bounce was queued"
-    );
+    // A (redacted) bounce was queued: it reaches the sender's MX, from the null sender.
+    let bounces = sender_mx.wait_for_messages(1, WAIT);
+    assert_eq!(bounces.len(), 1, "one bounce: {bounces:?}");
+    assert_eq!(bounces[0].mail_from, "", "a bounce has the null sender");
+    assert_eq!(bounces[0].rcpts, ["app@example.test"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,7 @@
 //! CA) with a signed namespace and TLSA records, and herald's configuration trusting the test
 //! root key.
 
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -16,6 +17,12 @@ pub use crate::mta_sts::world::{Relay, WAIT};
 
 /// The MX host of bank.test in these tests.
 pub const MX: &str = "mx1.bank.test";
+
+/// The apps' domain (the envelope sender's), where bounces go.
+pub const SENDER_DOMAIN: &str = "example.test";
+
+/// The MX host of [`SENDER_DOMAIN`].
+const SENDER_MX: &str = "mx.example.test";
 
 /// The TLSA name of [`MX`] on `port`.
 pub fn tlsa_name(port: u16) -> String {
@@ -73,6 +80,18 @@ impl DaneWorld {
         );
         self.w.dns.add_mx(DOMAIN, 10, MX);
         self.w.dns.add_ip(MX, sink.addr().ip());
+        sink
+    }
+
+    /// Starts the MX of example.test, the apps' domain where bounces arrive (plain SMTP), on
+    /// `port`: herald delivers to one configured port whatever the MX.
+    pub fn start_sender_mx(&self, port: u16) -> SmtpSink {
+        let listener = (0..1000)
+            .find_map(|_| TcpListener::bind((crate::support::free_ip(), port)).ok())
+            .unwrap_or_else(|| panic!("no loopback IP with port {port} free"));
+        let sink = SmtpSink::start(listener, SinkOptions::default());
+        self.w.dns.add_mx(SENDER_DOMAIN, 10, SENDER_MX);
+        self.w.dns.add_ip(SENDER_MX, sink.addr().ip());
         sink
     }
 

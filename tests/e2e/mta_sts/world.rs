@@ -195,8 +195,8 @@ contact = "tlsrpt@example.test"
 
 /// Herald's delivery side running in this process: spool, queue manager, resolver, reporter.
 pub struct Relay {
-    /// The queue (kept alive: it delivers while the test runs).
-    pub queue: QueueManager,
+    /// The queue, kept alive: it delivers while the test runs.
+    _queue: QueueManager,
     /// The spool it delivers from.
     pub spool: Spool,
     /// The TLS-RPT reporter delivery records into.
@@ -220,7 +220,7 @@ impl Relay {
                 .await
                 .expect("queue starts");
         Relay {
-            queue,
+            _queue: queue,
             spool,
             reporter,
         }

@@ -89,7 +89,7 @@ async fn renew(
     started: Instant,
     reachable: &mut bool,
 ) -> bool {
-    let before: Vec<QueueId> = inner.table().entries.keys().cloned().collect();
+    let before: Vec<QueueId> = inner.table().ids();
     let renewed = match inner.spool.leases() {
         Some(l) => l.renew().await,
         None => Ok(Vec::new()),
@@ -135,26 +135,25 @@ async fn reconcile(inner: &Arc<Inner>, before: Vec<QueueId>, held: HashMap<Queue
             if held.contains_key(&id) {
                 continue;
             }
-            let Some(entry) = table.entries.get_mut(&id) else {
+            let Some(in_flight) = table.get(&id).map(|e| e.in_flight()) else {
                 continue;
             };
-            if entry.in_flight {
+            if in_flight {
                 // Its round ends without recording anything (the row is gone or another
                 // node's).
-                entry.deleted = true;
+                table.mark_deleted(&id);
             } else {
-                table.schedule(&id, None);
-                table.entries.remove(&id);
+                table.remove(&id);
             }
             tracing::info!(queue_id = %id,
                 "cluster: message no longer this node's (deleted by an operator, or adopted by \
                  another node after this node's lease expired)");
         }
         for (id, seq) in &held {
-            if let Some(entry) = table.entries.get(id)
+            if let Some(entry) = table.get(id)
                 && entry.control_seq != *seq
-                && !entry.in_flight
-                && !entry.deleted
+                && !entry.in_flight()
+                && !entry.deleted()
             {
                 changed.push((id.clone(), *seq));
             }
@@ -164,18 +163,13 @@ async fn reconcile(inner: &Arc<Inner>, before: Vec<QueueId>, held: HashMap<Queue
         match inner.spool.load(&id).await {
             Ok(fresh) => {
                 let mut table = inner.table();
-                let due = table.entries.get_mut(&id).and_then(|entry| {
-                    if entry.in_flight {
-                        return None;
-                    }
-                    entry.msg.state = fresh.state;
-                    entry.control_seq = seq;
-                    Some(next_due_ms(&entry.msg))
-                });
-                if let Some(due) = due {
-                    table.schedule(&id, due);
-                    tracing::info!(queue_id = %id, "cluster: operator change applied");
-                }
+                let Some(entry) = table.get_mut(&id).filter(|e| !e.in_flight()) else {
+                    continue;
+                };
+                entry.control_seq = seq;
+                table.update(&fresh);
+                table.schedule(&id, next_due_ms(&fresh));
+                tracing::info!(queue_id = %id, "cluster: operator change applied");
             }
             Err(e) => tracing::warn!(queue_id = %id, error = %e,
                 "cluster: cannot reload a message an operator changed; trying again"),
@@ -206,11 +200,11 @@ async fn adopt(inner: &Arc<Inner>) {
         let mut table = inner.table();
         for entry in adopted.iter().cloned() {
             let id = entry.message.id.clone();
-            if table.entries.contains_key(&id) {
+            if table.contains(&id) {
                 continue;
             }
-            table.insert(entry.message);
-            if let Some(e) = table.entries.get_mut(&id) {
+            table.insert(entry.message, false);
+            if let Some(e) = table.get_mut(&id) {
                 e.control_seq = entry.control_seq;
             }
         }

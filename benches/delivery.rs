@@ -189,8 +189,9 @@ fn main() {
     let peak = rss_kb(pid, "VmHWM:");
     if let Some((server, _)) = &hook {
         println!(
-            "webhook: {} signed POSTs received by the end of the run",
-            server.posts().len()
+            "webhook: {} signed POSTs received by the end of the run, over {} connection(s)",
+            server.posts().len(),
+            server.connections()
         );
     }
     drop(herald);

@@ -111,14 +111,10 @@ async fn index() -> axum::response::Html<&'static str> {
 /// `/metrics`: the Prometheus/OpenMetrics text of [`crate::metrics`], with the queue's depth
 /// and oldest message measured now.
 async fn metrics(State(q): State<QueueManager>) -> Response {
-    let list = q.list();
+    let (depth, oldest) = q.depth();
     let now = crate::clock::unix_now();
-    let oldest = list
-        .iter()
-        .map(|m| now.saturating_sub(m.received_at))
-        .max()
-        .unwrap_or(0);
-    crate::metrics::set_queue(list.len(), std::time::Duration::from_secs(oldest));
+    let oldest = oldest.map_or(0, |t| now.saturating_sub(t));
+    crate::metrics::set_queue(depth as usize, std::time::Duration::from_secs(oldest));
     (
         [(
             axum::http::header::CONTENT_TYPE,

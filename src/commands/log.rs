@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::UsageError;
-use crate::history::db::{self, HistoryDb, StoredEvent};
+use crate::history::db::{self, StoredEvent};
 use crate::history::search::{Form, Query};
 
 /// `herald log …`
@@ -100,8 +100,8 @@ fn local(cfg: &crate::config::Config, q: &Query) -> anyhow::Result<Vec<StoredEve
             path.display()
         );
     }
-    let db = HistoryDb::open(&path)?;
-    db.call_now(|c| db::search(c, q))
+    let conn = db::open(&path)?;
+    Ok(db::search(&conn, q)?)
 }
 
 /// One event on one line: time, kind, recipient, queue id, then what is known.

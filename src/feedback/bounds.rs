@@ -1,7 +1,7 @@
-//! What one report may claim and carry, checked on the document's bytes before (DMARC) or
-//! right after (TLS-RPT) it is parsed: reports are hostile input from the internet, and
-//! mail-auth's XML parser turns a count it cannot read (`three`, `-1`, `1e3`, 2^64) into 0
-//! and keeps every `<record>` of a document in memory.
+//! What one report may claim and carry, checked on each record's bytes as the document is
+//! read (DMARC, [`super::stream`]) or right after it is parsed (TLS-RPT): reports are hostile
+//! input from the internet, and mail-auth's XML parser turns a count it cannot read (`three`,
+//! `-1`, `1e3`, 2^64) into 0.
 //!
 //! The numbers are fixed, not configuration: they are far above what the largest receivers
 //! send (a day's report for one domain from one receiver) and far below what hurts herald.
@@ -10,8 +10,9 @@ use mail_auth::report::tlsrpt::TlsReport;
 
 use crate::store::ParsedItem;
 
-/// Most `<record>` elements in one DMARC report: a larger one is refused before it is parsed
-/// (so its rows never sit in memory).
+/// Most `<record>` elements in one DMARC report: a larger one is refused (a policy on what one
+/// report may add: records are read and stored one at a time, so memory does not depend on
+/// it).
 pub(crate) const MAX_RECORDS_PER_REPORT: usize = 10_000;
 /// Most reports (DMARC or TLS-RPT) read from one mail; the parts after that are kept as
 /// rejected.
@@ -55,23 +56,63 @@ pub(crate) enum OutOfBounds {
     Dates(i64, i64),
 }
 
-/// Checks a DMARC XML document's record count and every `<count>` on its bytes, without
-/// building anything: a refused report costs one pass over the bytes. Returns the number of
-/// records.
-pub(crate) fn check_dmarc_xml(xml: &[u8]) -> Result<usize, OutOfBounds> {
-    let records = elements(xml, b"record").count();
-    if records > MAX_RECORDS_PER_REPORT {
-        return Err(OutOfBounds::TooManyRecords(records));
+/// A DMARC report's records as they are read, one at a time: how many, and every `<count>`
+/// checked on its bytes (mail-auth would read a count it cannot parse as 0).
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    records: usize,
+    total: u64,
+    bad_count: Option<OutOfBounds>,
+}
+
+impl Tally {
+    /// Counts one `<record>` element (its bytes). Past [`MAX_RECORDS_PER_REPORT`] records are
+    /// only counted.
+    pub(crate) fn add(&mut self, record: &[u8]) {
+        self.records += 1;
+        if self.records > MAX_RECORDS_PER_REPORT {
+            return;
+        }
+        for text in elements(record, b"count") {
+            match parse_count(text) {
+                Ok(count) => self.total = self.total.saturating_add(count),
+                Err(e) => {
+                    self.bad_count.get_or_insert(e);
+                }
+            }
+        }
     }
-    let mut total: u64 = 0;
-    for text in elements(xml, b"count") {
-        let count = parse_count(text)?;
-        total = total.saturating_add(count);
+
+    /// Records counted so far.
+    pub(crate) fn records(&self) -> usize {
+        self.records
     }
-    if total > MAX_REPORT_MESSAGES {
-        return Err(OutOfBounds::Total(total));
+
+    /// The number of records, or why the report is refused: too many records, then a bad
+    /// count, then an implausible total.
+    pub(crate) fn finish(self) -> Result<usize, OutOfBounds> {
+        if self.records > MAX_RECORDS_PER_REPORT {
+            return Err(OutOfBounds::TooManyRecords(self.records));
+        }
+        if let Some(e) = self.bad_count {
+            return Err(e);
+        }
+        if self.total > MAX_REPORT_MESSAGES {
+            return Err(OutOfBounds::Total(self.total));
+        }
+        Ok(self.records)
     }
-    Ok(records)
+}
+
+/// Checks a whole DMARC XML document in memory, record by record.
+#[cfg(test)]
+fn check_dmarc_xml(xml: &[u8]) -> Result<usize, OutOfBounds> {
+    let mut split = super::stream::Splitter::new(xml, usize::MAX);
+    let mut tally = Tally::default();
+    while let Ok(Some(record)) = split.next_record(None) {
+        tally.add(&record);
+    }
+    tally.finish()
 }
 
 /// A record count: ASCII digits only (surrounding white space allowed), at most
@@ -174,8 +215,8 @@ pub(crate) fn within_sender_allowance(
     items
         .into_iter()
         .map(|item| match item {
-            ParsedItem::Dmarc(r) if r.record.len() as u64 > left => ParsedItem::Rejected {
-                part: format!("report {}", r.report_metadata.report_id)
+            ParsedItem::Dmarc(r) if r.records as u64 > left => ParsedItem::Rejected {
+                part: format!("report {}", r.head.report_metadata.report_id)
                     .chars()
                     .take(200)
                     .collect(),
@@ -187,7 +228,7 @@ pub(crate) fn within_sender_allowance(
                 ),
             },
             ParsedItem::Dmarc(r) => {
-                left -= r.record.len() as u64;
+                left -= r.records as u64;
                 ParsedItem::Dmarc(r)
             }
             other => other,
@@ -260,11 +301,14 @@ mod tests {
 
     #[test]
     fn other_elements_are_not_counted() {
-        let x = "<feedback><records/><recordx>1</recordx><count_x>z</count_x><count/></feedback>";
+        let x = "<feedback><records/><recordx>1</recordx><record><count_x>z</count_x><count/>\
+                 </record></feedback>";
         // `<count/>` is an empty count: refused.
         assert!(check_dmarc_xml(x.as_bytes()).is_err());
         let x = "<feedback><records/><recordx>1</recordx><count_x>z</count_x></feedback>";
         assert_eq!(check_dmarc_xml(x.as_bytes()), Ok(0));
+        let x = "<feedback><record><count_x>z</count_x></record></feedback>";
+        assert_eq!(check_dmarc_xml(x.as_bytes()), Ok(1));
     }
 
     #[test]

@@ -9,9 +9,11 @@
 
 pub(crate) mod bounds;
 pub(crate) mod classify;
+mod document;
 pub(crate) mod parse;
 pub(crate) mod routes;
 mod session;
+pub(crate) mod stream;
 pub(crate) mod summary;
 pub(crate) mod verify;
 

@@ -2,19 +2,19 @@
 //! hostile input from the internet.
 //!
 //! mail-auth's `parse_rfc5322` stops at the first report of a mail, so herald walks the MIME
-//! parts itself (mail-parser), decompresses gzip and zip attachments with its own bounds
-//! (decompressed bytes per document, files per zip), refuses XML with a DTD (the only way to
-//! declare the entities of an "XML bomb"), and hands each bounded document to mail-auth's
-//! `Report::parse_xml` / `TlsReport::parse_json`.
+//! parts itself (mail-parser), finds the gzip, zip, XML and JSON attachments with their bounds
+//! (decompressed bytes per document, files per zip, reports per mail), and reads each
+//! document as it decompresses ([`super::document`]): DMARC record by record, XML with a DTD
+//! (the only way to declare the entities of an "XML bomb") refused.
 
 use std::io::{Cursor, Read};
+use std::sync::Arc;
 
-use flate2::read::MultiGzDecoder;
-use mail_auth::report::Report;
-use mail_auth::report::tlsrpt::TlsReport;
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 
-use super::bounds::{self, MAX_RECORDS_PER_MAIL, MAX_REPORTS_PER_MAIL};
+use super::bounds::MAX_REPORTS_PER_MAIL;
+use super::document::document;
+use super::stream::{Document, Encoding, StreamError};
 use crate::store::ParsedItem;
 
 /// Bounds applied to every document.
@@ -147,22 +147,24 @@ pub(crate) fn read_payload(
     if let Err(full) = room_for_report(out) {
         return out.push(rejected(name, &full.to_string()));
     }
+    let whole = |encoding| Document {
+        bytes: Arc::from(bytes),
+        range: 0..bytes.len(),
+        encoding,
+        max: limits.max_report_size,
+    };
     match kind {
-        Payload::Document => {
-            if bytes.len() > limits.max_report_size {
-                out.push(too_large(name, limits));
-            } else {
-                let item = document(name, bytes, out);
-                out.push(item);
-            }
+        Payload::Document if bytes.len() > limits.max_report_size => {
+            out.push(too_large(name, limits));
         }
-        Payload::Gzip => match read_bounded(MultiGzDecoder::new(bytes), limits) {
-            Ok(doc) => {
-                let item = document(name, &doc, out);
-                out.push(item);
-            }
-            Err(e) => out.push(rejected(name, &e.to_string())),
-        },
+        Payload::Document => {
+            let item = document(name, whole(Encoding::Plain), out).map_or_else(|e| e, |(i, _)| i);
+            out.push(item);
+        }
+        Payload::Gzip => {
+            let item = document(name, whole(Encoding::Gzip), out).map_or_else(|e| e, |(i, _)| i);
+            out.push(item);
+        }
         Payload::Zip => read_zip(name, bytes, limits, out),
     }
 }
@@ -182,6 +184,7 @@ fn read_zip(name: &str, bytes: &[u8], limits: &Limits, out: &mut Vec<ParsedItem>
             ),
         ));
     }
+    let shared: Arc<[u8]> = Arc::from(bytes);
     let mut budget = limits.max_report_size;
     for i in 0..archive.len() {
         let mut file = match archive.by_index(i) {
@@ -198,48 +201,65 @@ fn read_zip(name: &str, bytes: &[u8], limits: &Limits, out: &mut Vec<ParsedItem>
         if let Err(full) = room_for_report(out) {
             return out.push(rejected(&entry, &full.to_string()));
         }
-        let bounded = Limits {
-            max_report_size: budget,
-            ..*limits
+        // The entry's data in the archive, read again (inflating) when its records are
+        // stored; an entry that cannot be located so is read into memory, bounded.
+        let start = file.data_start().map(|s| s as usize);
+        let end = start.map(|s| s.saturating_add(file.compressed_size() as usize));
+        let located = match (file.compression(), start, end) {
+            (zip::CompressionMethod::Deflated, Some(s), Some(e)) if e <= bytes.len() => {
+                Some((s..e, Encoding::Deflate))
+            }
+            (zip::CompressionMethod::Stored, Some(s), Some(e)) if e <= bytes.len() => {
+                Some((s..e, Encoding::Plain))
+            }
+            _ => None,
         };
-        match read_bounded(&mut file, &bounded) {
-            Ok(doc) => {
-                budget = budget.saturating_sub(doc.len());
-                let item = document(&entry, &doc, out);
+        let doc = match located {
+            Some((range, encoding)) => Document {
+                bytes: shared.clone(),
+                range,
+                encoding,
+                max: budget,
+            },
+            None => {
+                let bounded = Limits {
+                    max_report_size: budget,
+                    ..*limits
+                };
+                match read_bounded(&mut file, &bounded) {
+                    Ok(doc) => Document {
+                        range: 0..doc.len(),
+                        bytes: Arc::from(doc),
+                        encoding: Encoding::Plain,
+                        max: budget,
+                    },
+                    Err(e) => return out.push(rejected(&entry, &e.to_string())),
+                }
+            }
+        };
+        drop(file);
+        match document(&entry, doc, out) {
+            Ok((item, used)) => {
+                budget = budget.saturating_sub(used);
                 out.push(item);
             }
-            Err(e) => {
-                out.push(rejected(&entry, &e.to_string()));
-                return;
-            }
+            Err(item) => return out.push(item),
         }
     }
 }
 
 /// Reads at most `max_report_size` bytes; more is refused (a bomb or a runaway report).
-fn read_bounded(reader: impl Read, limits: &Limits) -> Result<Vec<u8>, Unpacking> {
+pub(super) fn read_bounded(reader: impl Read, limits: &Limits) -> Result<Vec<u8>, StreamError> {
     let cap = limits.max_report_size;
     let mut buf = Vec::with_capacity(cap.min(64 * 1024));
     reader
         .take(cap as u64 + 1)
         .read_to_end(&mut buf)
-        .map_err(Unpacking::Corrupt)?;
+        .map_err(StreamError::Corrupt)?;
     if buf.len() > cap {
-        return Err(Unpacking::TooLarge(cap));
+        return Err(StreamError::TooLarge(cap));
     }
     Ok(buf)
-}
-
-/// Why a compressed report part was not read.
-#[derive(Debug, thiserror::Error)]
-enum Unpacking {
-    #[error("cannot decompress: {0}")]
-    Corrupt(std::io::Error),
-    #[error(
-        "decompresses to more than {0} bytes (feedback.max_report_size); refused as a possible \
-         compression bomb"
-    )]
-    TooLarge(usize),
 }
 
 fn too_large(name: &str, limits: &Limits) -> ParsedItem {
@@ -253,10 +273,10 @@ fn too_large(name: &str, limits: &Limits) -> ParsedItem {
 }
 
 /// Reports and DMARC records already read from this mail.
-fn read_so_far(out: &[ParsedItem]) -> (usize, usize) {
+pub(super) fn read_so_far(out: &[ParsedItem]) -> (usize, usize) {
     out.iter()
         .fold((0, 0), |(reports, records), item| match item {
-            ParsedItem::Dmarc(r) => (reports + 1, records + r.record.len()),
+            ParsedItem::Dmarc(r) => (reports + 1, records + r.records),
             ParsedItem::Tls(_) => (reports + 1, records),
             ParsedItem::Rejected { .. } => (reports, records),
         })
@@ -276,94 +296,8 @@ fn room_for_report(out: &[ParsedItem]) -> Result<(), MailFull> {
 #[error("more than {MAX_REPORTS_PER_MAIL} reports in one mail; this part was not read")]
 struct MailFull;
 
-/// Parses a decompressed document: XML is a DMARC aggregate report, JSON a TLS-RPT report.
-/// `before` is what the mail gave so far (its records count toward
-/// [`MAX_RECORDS_PER_MAIL`]).
-fn document(name: &str, bytes: &[u8], before: &[ParsedItem]) -> ParsedItem {
-    let start = bytes
-        .iter()
-        .position(|b| !b.is_ascii_whitespace() && *b != 0xEF && *b != 0xBB && *b != 0xBF);
-    match start.map(|i| bytes[i]) {
-        Some(b'<') => dmarc_xml(name, bytes, read_so_far(before).1),
-        Some(b'{') => match TlsReport::parse_json(bytes) {
-            Ok(r) => match bounds::check_tls(&r) {
-                Ok(()) => ParsedItem::Tls(Box::new(r)),
-                Err(e) => rejected(name, &e.to_string()),
-            },
-            Err(e) => rejected(name, &format!("not a TLS-RPT report: {e:?}")),
-        },
-        _ => rejected(name, "neither XML nor JSON"),
-    }
-}
-
-/// A DMARC XML document; `records_before` are the records this mail gave already.
-fn dmarc_xml(name: &str, bytes: &[u8], records_before: usize) -> ParsedItem {
-    if contains_ci(bytes, b"<!DOCTYPE") || contains_ci(bytes, b"<!ENTITY") {
-        return rejected(
-            name,
-            "XML with a DTD or entity declarations is refused (DMARC reports have none; this is \
-             how XML bombs are built)",
-        );
-    }
-    match bounds::check_dmarc_xml(bytes) {
-        Err(e) => return rejected(name, &e.to_string()),
-        Ok(records) if records_before + records > MAX_RECORDS_PER_MAIL => {
-            return rejected(
-                name,
-                &format!(
-                    "more than {MAX_RECORDS_PER_MAIL} records in one mail ({records_before} read \
-                     before this report of {records}); this report was not read"
-                ),
-            );
-        }
-        Ok(_) => {}
-    }
-    let report = match Report::parse_xml(bytes) {
-        Ok(r) => r,
-        Err(e) => return rejected(name, &format!("not a DMARC aggregate report: {e}")),
-    };
-    if let Err(e) = sane(&report) {
-        return rejected(name, &e.to_string());
-    }
-    ParsedItem::Dmarc(Box::new(report))
-}
-
-/// What makes a well-formed DMARC report unusable (stored as the rejected part's reason).
-#[derive(Debug, thiserror::Error)]
-enum Insane {
-    #[error("report without org_name or report_id")]
-    NoIdentity,
-    #[error("report without policy_published/domain")]
-    NoDomain,
-    #[error("{0}")]
-    Bounds(#[from] bounds::OutOfBounds),
-    #[error("report without any record")]
-    NoRecord,
-}
-
-/// Checks what the XML parser cannot: identity and dates that make sense.
-fn sane(r: &Report) -> Result<(), Insane> {
-    let m = &r.report_metadata;
-    if m.org_name.trim().is_empty() || m.report_id.trim().is_empty() {
-        return Err(Insane::NoIdentity);
-    }
-    if r.policy_published.domain.trim().is_empty() {
-        return Err(Insane::NoDomain);
-    }
-    let as_secs = |t: u64| t.min(i64::MAX as u64) as i64;
-    bounds::check_period(as_secs(m.date_range.begin), as_secs(m.date_range.end))?;
-    if r.record.is_empty() {
-        return Err(Insane::NoRecord);
-    }
-    Ok(())
-}
-
-fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
-}
-
-fn rejected(part: &str, error: &str) -> ParsedItem {
+/// A part that is not a readable report, with the reason.
+pub(super) fn rejected(part: &str, error: &str) -> ParsedItem {
     ParsedItem::Rejected {
         part: part.chars().take(200).collect(),
         error: error.to_string(),
@@ -455,7 +389,13 @@ mod tests {
             &LIMITS,
             &mut out,
         );
-        assert!(matches!(&out[..], [ParsedItem::Dmarc(r)] if r.record.len() == 1));
+        assert!(matches!(&out[..], [ParsedItem::Dmarc(r)] if r.records == 1));
+        let ParsedItem::Dmarc(r) = &out[0] else {
+            return;
+        };
+        let records: Vec<_> = r.source.records().collect();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].row.count, 3);
     }
 
     #[test]

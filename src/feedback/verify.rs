@@ -103,7 +103,7 @@ pub(crate) fn verified_reports(items: &[ParsedItem], orgs: &[String]) -> Vec<(St
     items
         .iter()
         .filter_map(|item| match item {
-            ParsedItem::Dmarc(r) => Some(r),
+            ParsedItem::Dmarc(r) => Some(&r.head),
             _ => None,
         })
         .filter(|r| reporter_domain(r).is_some_and(|d| orgs.contains(&d)))
@@ -119,6 +119,7 @@ pub(crate) fn verified_reports(items: &[ParsedItem], orgs: &[String]) -> Vec<(St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::DmarcReport;
 
     fn report(org: &str, email: &str) -> Report {
         let mut r = Report::new();
@@ -148,8 +149,14 @@ mod tests {
     #[test]
     fn only_reports_of_an_authenticated_organization_are_verified() {
         let items = vec![
-            ParsedItem::Dmarc(Box::new(report("google.com", "noreply@google.com"))),
-            ParsedItem::Dmarc(Box::new(report("Forged", "x@bank.test"))),
+            ParsedItem::Dmarc(Box::new(DmarcReport::in_memory(report(
+                "google.com",
+                "noreply@google.com",
+            )))),
+            ParsedItem::Dmarc(Box::new(DmarcReport::in_memory(report(
+                "Forged",
+                "x@bank.test",
+            )))),
         ];
         assert_eq!(
             verified_reports(&items, &["google.com".into()]),

@@ -1,14 +1,16 @@
 //! The embedded history database: one SQLite file (WAL) holding every event, indexed for
 //! search, and the webhook outbox (events waiting for their app's endpoint, and the batches
-//! being POSTed). The writer thread has its own connection ([`open`]); search, the senders
-//! and pruning share one behind [`HistoryDb`].
+//! being POSTed). Both connections are opened the way every herald SQLite file is
+//! (`store::open_connection`, the directory flushed when the file is new): the writer thread
+//! has its own ([`open`]); search, the senders and pruning share one on a thread of its own
+//! ([`HistoryDb`], a `store::SqliteThread`).
 //!
 //! `synchronous=NORMAL` in WAL mode: a committed batch survives herald being killed (kill -9);
 //! a power loss may lose the last batches. The spool, not the history, is where mail is made
 //! durable.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
@@ -16,6 +18,7 @@ use serde::Serialize;
 
 use super::search::Query;
 use crate::events::{BounceClass, Event, EventKind};
+use crate::store::SqliteThread;
 
 /// Schema version 1. `COLLATE NOCASE` on addresses: a search for `Bob@Example.com` finds
 /// `bob@example.com`. One index per search key, each ending in `time` for the newest-first
@@ -65,19 +68,20 @@ CREATE TABLE IF NOT EXISTS webhook_batches (
 CREATE INDEX IF NOT EXISTS webhook_batches_app ON webhook_batches(app, id);
 "#;
 
-/// Opens (creating if needed) the history database at `path`.
+/// Opens (creating if needed) the history database at `path`, the way every herald SQLite
+/// file is opened (`store::open_connection`: the directories and the new file's name flushed, WAL),
+/// then relaxed to `synchronous=NORMAL` (see above).
 pub fn open(path: &Path) -> anyhow::Result<Connection> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let conn = Connection::open(path)
+    let mut conn = crate::store::open_connection(path)
         .with_context(|| format!("cannot open the history database {}", path.display()))?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
+    setup(&mut conn).with_context(|| format!("cannot create the tables in {}", path.display()))?;
+    Ok(conn)
+}
+
+/// What every connection to the history does first: `synchronous=NORMAL`, the tables.
+fn setup(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.execute_batch(SCHEMA)
-        .with_context(|| format!("cannot create the tables in {}", path.display()))?;
-    Ok(conn)
 }
 
 /// A [`StoredEvent`] serialized without copying its event (same JSON).
@@ -274,15 +278,21 @@ pub struct Batch {
 /// The history database shared by search, the webhook senders and pruning.
 pub struct HistoryDb {
     path: PathBuf,
-    conn: Mutex<Connection>,
+    thread: SqliteThread,
 }
 
 impl HistoryDb {
-    /// Opens the database at `path`.
-    pub fn open(path: &Path) -> anyhow::Result<HistoryDb> {
+    /// Opens the database at `path` on a thread of its own (`sqlite-history`). Not at the
+    /// writer's lower priority: measured, delivery with webhooks on kept less of its
+    /// throughput that way (this thread takes the write lock for a sender's next batch;
+    /// preempted while holding it, it likely holds the writer up).
+    pub async fn open(path: &Path) -> anyhow::Result<HistoryDb> {
+        let thread = SqliteThread::open(path, "history", setup)
+            .await
+            .with_context(|| format!("cannot open the history database {}", path.display()))?;
         Ok(HistoryDb {
             path: path.to_path_buf(),
-            conn: Mutex::new(open(path)?),
+            thread,
         })
     }
 
@@ -291,28 +301,26 @@ impl HistoryDb {
         &self.path
     }
 
-    /// Runs `f` on the connection, off the async threads.
+    /// Runs `f` on the connection, on the database's thread.
     pub async fn call<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = me.conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn)
-        })
-        .await
-        .context("history database task failed")?
-        .with_context(|| format!("history database {}", self.path.display()))
+        self.thread
+            .call(move |c| Ok(f(c)?))
+            .await
+            .with_context(|| format!("history database {}", self.path.display()))
     }
 
-    /// Runs `f` on the connection on this thread (commands).
-    pub fn call_now<T>(
+    /// Runs `f` on the connection on the database's thread, blocking this one until it is
+    /// done (a reload's first phase, which is synchronous).
+    pub fn call_now<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut conn).with_context(|| format!("history database {}", self.path.display()))
+        self.thread
+            .call_blocking(move |c| Ok(f(c)?))
+            .with_context(|| format!("history database {}", self.path.display()))
     }
 }
 

@@ -131,7 +131,7 @@ pub async fn start(cfg: &Config, cluster: Option<Db>) -> anyhow::Result<Option<H
         return Ok(None);
     }
     let path = database_path(cfg);
-    let db = Arc::new(HistoryDb::open(&path)?);
+    let db = Arc::new(HistoryDb::open(&path).await?);
     let conn = db::open(&path)?;
     let pg = match cluster {
         Some(c) => Some(PgHistory::open(c).await?),
@@ -168,7 +168,7 @@ pub async fn start(cfg: &Config, cluster: Option<Db>) -> anyhow::Result<Option<H
     // (and by a reload for an app that gains a webhook).
     for app in &apps {
         let name = app.clone();
-        let n = db.call_now(move |c| db::backlog(c, &name))?;
+        let n = db.call(move |c| db::backlog(c, &name)).await?;
         stats::stats()
             .backlog
             .get_or_create(&stats::app(app))

@@ -69,27 +69,61 @@ fn not_found(id: &str) -> Control {
 }
 
 impl QueueManager {
-    /// Every queued message, oldest first.
-    pub fn list(&self) -> Vec<MessageView> {
-        let table = self.inner.table();
-        let mut out: Vec<MessageView> = table
-            .entries
-            .values()
-            .filter(|e| !e.deleted)
-            .map(|e| MessageView::of(&e.msg, e.in_flight))
-            .collect();
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        out
+    /// Every queued message, oldest first. A message waiting on disk is read from the spool
+    /// for it: for a big queue, [`QueueManager::page`] reads only a page.
+    pub async fn list(&self) -> Vec<MessageView> {
+        let mut ids = self.inner.table().ids();
+        ids.sort_unstable();
+        self.views_of(&ids).await
     }
 
     /// One message.
-    pub fn show(&self, id: &str) -> Option<MessageView> {
-        let table = self.inner.table();
-        table
-            .entries
-            .get(id)
-            .filter(|e| !e.deleted)
-            .map(|e| MessageView::of(&e.msg, e.in_flight))
+    pub async fn show(&self, id: &str) -> Option<MessageView> {
+        let (kept, in_flight) = {
+            let table = self.inner.table();
+            let entry = table.get(id).filter(|e| !e.deleted())?;
+            let kept = entry
+                .msg
+                .as_deref()
+                .map(|m| MessageView::of(m, entry.in_flight()));
+            (kept, entry.in_flight())
+        };
+        if kept.is_some() {
+            return kept;
+        }
+        match self.inner.spool.load(id).await {
+            Ok(m) => Some(MessageView::of(&m, in_flight)),
+            Err(e) => {
+                // Removed meanwhile, or unreadable.
+                tracing::debug!(queue_id = %id, error = %e, "queued message not shown");
+                None
+            }
+        }
+    }
+
+    /// The views of `ids` still queued, in the order given (a few read from the spool at a
+    /// time).
+    pub(super) async fn views_of(&self, ids: &[String]) -> Vec<MessageView> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(16) {
+            let reads = chunk.iter().map(|id| {
+                let (queue, id) = (self.clone(), id.clone());
+                async move { queue.show(&id).await }
+            });
+            out.extend(
+                futures_util::future::join_all(reads)
+                    .await
+                    .into_iter()
+                    .flatten(),
+            );
+        }
+        out
+    }
+
+    /// How many messages are queued and when the oldest was accepted (for `/metrics`),
+    /// without reading any.
+    pub fn depth(&self) -> (u64, Option<u64>) {
+        self.inner.table().depth()
     }
 
     /// The queue an operator sees (or one message with `Some(id)`): this node's on a single
@@ -97,8 +131,8 @@ impl QueueManager {
     pub async fn view(&self, id: Option<&str>) -> Result<Vec<MessageView>, Control> {
         if self.inner.spool.leases().is_none() {
             return Ok(match id {
-                Some(id) => self.show(id).into_iter().collect(),
-                None => self.list(),
+                Some(id) => self.show(id).await.into_iter().collect(),
+                None => self.list().await,
             });
         }
         let entries = match self.inner.spool.leases() {
@@ -111,9 +145,8 @@ impl QueueManager {
             .iter()
             .map(|e| {
                 let in_flight = table
-                    .entries
                     .get(&e.message.id)
-                    .is_some_and(|local| local.in_flight);
+                    .is_some_and(|local| local.in_flight());
                 MessageView::of_cluster(e, in_flight)
             })
             .collect())
@@ -129,16 +162,20 @@ impl QueueManager {
 
     fn retry_local(&self, id: &str) -> Control {
         let mut table = self.inner.table();
-        let Some(entry) = table.entries.get_mut(id).filter(|e| !e.deleted) else {
+        let Some(entry) = table.get_mut(id).filter(|e| !e.deleted()) else {
             return not_found(id);
         };
-        if entry.msg.state.held {
+        if entry.held() {
             return refused(format!("{id} is held; release it first"));
         }
-        if entry.in_flight {
+        if entry.in_flight() {
             return done(format!("{id} is being attempted right now"));
         }
-        entry.msg.state.retry_now(unix_now());
+        // A copy in memory follows; one on disk is attempted as it stands (an attempt tries
+        // every waiting recipient, whatever its next time).
+        if let Some(msg) = entry.msg.as_deref_mut() {
+            msg.state.retry_now(unix_now());
+        }
         table.schedule(id, Some(now_ms()));
         drop(table);
         self.inner.wake.notify_one();
@@ -150,7 +187,7 @@ impl QueueManager {
         if self.inner.spool.leases().is_some() {
             return self.cluster_retry(None).await;
         }
-        let ids: Vec<String> = self.list().into_iter().map(|m| m.id).collect();
+        let ids = self.inner.table().ids();
         let scheduled = ids.iter().filter(|id| self.retry_local(id).ok()).count();
         done(format!(
             "{scheduled} message(s) scheduled for an attempt now"
@@ -162,31 +199,51 @@ impl QueueManager {
         if self.inner.spool.leases().is_some() {
             return self.cluster_set_held(id, held).await;
         }
-        let Some(io) = self.inner.table().entries.get(id).map(|e| e.io.clone()) else {
+        let Some(io) = self.inner.table().serial(id) else {
             return not_found(id);
         };
         let _serial = io.lock().await;
-        let (state, events) = {
+        let kept = match self.inner.table().get(id) {
+            Some(e) if !e.deleted() => e.msg.as_deref().cloned(),
+            _ => return not_found(id),
+        };
+        let mut msg = match kept {
+            Some(m) => m,
+            None => match self.inner.spool.load(id).await {
+                Ok(m) => m,
+                Err(e) => return failed(format!("cannot read {id}: {e}")),
+            },
+        };
+        if held {
+            msg.state.hold();
+        } else {
+            msg.state.release();
+        }
+        let events = super::emit::operator(&msg, held, crate::clock::unix_now());
+        {
             let mut table = self.inner.table();
-            let Some(entry) = table.entries.get_mut(id).filter(|e| !e.deleted) else {
+            let Some(in_flight) = table
+                .get(id)
+                .filter(|e| !e.deleted())
+                .map(|e| e.in_flight())
+            else {
                 return not_found(id);
             };
-            if held {
-                entry.msg.state.hold();
-            } else {
-                entry.msg.state.release();
+            table.update(&msg);
+            table.schedule(id, if in_flight { None } else { next_due_ms(&msg) });
+        }
+        let written = self.inner.spool.write_state(id, &msg.state).await;
+        {
+            let mut table = self.inner.table();
+            table.settle(id);
+            if written.is_err()
+                && let Some(entry) = table.get_mut(id)
+            {
+                // Unrecorded: the copy in memory is the one that counts, as before.
+                entry.msg = Some(Box::new(msg));
             }
-            let events = super::emit::operator(&entry.msg, held, crate::clock::unix_now());
-            let due = if entry.in_flight {
-                None
-            } else {
-                next_due_ms(&entry.msg)
-            };
-            let state = entry.msg.state.clone();
-            table.schedule(id, due);
-            (state, events)
-        };
-        if let Err(e) = self.inner.spool.write_state(id, &state).await {
+        }
+        if let Err(e) = written {
             return failed(format!("cannot record the change for {id}: {e}"));
         }
         super::emit::send(events);
@@ -203,34 +260,37 @@ impl QueueManager {
         if self.inner.spool.leases().is_some() {
             return self.cluster_delete(id, bounce).await;
         }
-        let Some(io) = self.inner.table().entries.get(id).map(|e| e.io.clone()) else {
+        let Some(io) = self.inner.table().serial(id) else {
             return not_found(id);
         };
         let _serial = io.lock().await;
-        let msg = {
+        let kept = {
             let mut table = self.inner.table();
-            let Some(entry) = table.entries.get_mut(id).filter(|e| !e.deleted) else {
+            let Some(entry) = table.get(id).filter(|e| !e.deleted()) else {
                 return not_found(id);
             };
-            entry.deleted = true;
-            let msg = entry.msg.clone();
-            let in_flight = entry.in_flight;
-            table.schedule(id, None);
-            if !in_flight {
-                table.entries.remove(id);
+            let kept = entry.msg.as_deref().cloned();
+            if entry.in_flight() {
+                table.mark_deleted(id);
+            } else {
+                table.remove(id);
             }
-            msg
+            kept
         };
         let inner = &self.inner;
         let mut note = String::new();
         if bounce {
-            match inner.spool.read_message(id).await {
-                Ok(data) => {
+            let msg = match kept {
+                Some(m) => Ok(m),
+                None => inner.spool.load(id).await,
+            };
+            match (msg, inner.spool.read_message(id).await) {
+                (Ok(msg), Ok(data)) => {
                     note = operator_bounce(inner, &msg, &data)
                         .await
                         .unwrap_or_else(|e| format!("; {}", e.message()))
                 }
-                Err(e) => note = format!("; the bounce could not be built: {e}"),
+                (Err(e), _) | (_, Err(e)) => note = format!("; the bounce could not be built: {e}"),
             }
         }
         if let Err(e) = inner.spool.remove(id).await {
@@ -317,16 +377,10 @@ impl QueueManager {
         }
         {
             let mut table = inner.table();
-            let in_flight = table.entries.get(id).map(|e| e.in_flight);
-            match in_flight {
-                Some(true) => {
-                    if let Some(e) = table.entries.get_mut(id) {
-                        e.deleted = true;
-                    }
-                }
+            match table.get(id).map(|e| e.in_flight()) {
+                Some(true) => table.mark_deleted(id),
                 Some(false) => {
-                    table.schedule(id, None);
-                    table.entries.remove(id);
+                    table.remove(id);
                 }
                 None => {}
             }

@@ -3,6 +3,10 @@
 //! messages another node took over or an operator deleted, reloads those an operator changed,
 //! and adopts the mail of nodes whose leases expired.
 //!
+//! A renewal is one row for the node ([`crate::spool::Leases::renew`]), whatever the queue
+//! holds; the node's messages are listed and reconciled only when the database says they
+//! changed (an operator's action, a lease that lapsed).
+//!
 //! Timing, for a lease `L`: renewal every `L/4`, adoption every 5 s (or `L/4` if shorter);
 //! attempts start only within `L/2` of the last
 //! successful renewal (a renewal confirms the lease until at least its start plus `L`, on the
@@ -81,21 +85,36 @@ async fn keep(inner: Arc<Inner>) {
     }
 }
 
-/// One renewal of this node's leases; false when the database did not answer (attempts
-/// pause until it does).
+/// One renewal of this node's lease (one row, whatever the queue holds); when the database
+/// says the node's messages changed (an operator's action, or a lapsed lease another node may
+/// have taken some under), they are listed and reconciled before attempts may go on. False
+/// when the database did not answer (attempts pause until it does).
 async fn renew(
     inner: &Arc<Inner>,
     lease: Duration,
     started: Instant,
     reachable: &mut bool,
 ) -> bool {
-    let before: Vec<QueueId> = inner.table().entries.keys().cloned().collect();
-    let renewed = match inner.spool.leases() {
-        Some(l) => l.renew().await,
-        None => Ok(Vec::new()),
+    let Some(leases) = inner.spool.leases() else {
+        return true;
+    };
+    let renewed = match leases.renew().await {
+        Ok(true) => {
+            // What the table held before the list was read: later arrivals are kept.
+            let before: Vec<QueueId> = inner.table().ids();
+            match leases.owned().await {
+                Ok(held) => {
+                    reconcile(inner, before, held.into_iter().collect()).await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Ok(false) => Ok(()),
+        Err(e) => Err(e),
     };
     match renewed {
-        Ok(held) => {
+        Ok(()) => {
             *inner
                 .leases_valid_until
                 .lock()
@@ -104,7 +123,6 @@ async fn renew(
                 tracing::info!("cluster: the database answers again; deliveries resume");
                 *reachable = true;
             }
-            reconcile(inner, before, held.into_iter().collect()).await;
             inner.wake.notify_one();
             true
         }
@@ -135,26 +153,25 @@ async fn reconcile(inner: &Arc<Inner>, before: Vec<QueueId>, held: HashMap<Queue
             if held.contains_key(&id) {
                 continue;
             }
-            let Some(entry) = table.entries.get_mut(&id) else {
+            let Some(in_flight) = table.get(&id).map(|e| e.in_flight()) else {
                 continue;
             };
-            if entry.in_flight {
+            if in_flight {
                 // Its round ends without recording anything (the row is gone or another
                 // node's).
-                entry.deleted = true;
+                table.mark_deleted(&id);
             } else {
-                table.schedule(&id, None);
-                table.entries.remove(&id);
+                table.remove(&id);
             }
             tracing::info!(queue_id = %id,
                 "cluster: message no longer this node's (deleted by an operator, or adopted by \
                  another node after this node's lease expired)");
         }
         for (id, seq) in &held {
-            if let Some(entry) = table.entries.get(id)
+            if let Some(entry) = table.get(id)
                 && entry.control_seq != *seq
-                && !entry.in_flight
-                && !entry.deleted
+                && !entry.in_flight()
+                && !entry.deleted()
             {
                 changed.push((id.clone(), *seq));
             }
@@ -164,18 +181,13 @@ async fn reconcile(inner: &Arc<Inner>, before: Vec<QueueId>, held: HashMap<Queue
         match inner.spool.load(&id).await {
             Ok(fresh) => {
                 let mut table = inner.table();
-                let due = table.entries.get_mut(&id).and_then(|entry| {
-                    if entry.in_flight {
-                        return None;
-                    }
-                    entry.msg.state = fresh.state;
-                    entry.control_seq = seq;
-                    Some(next_due_ms(&entry.msg))
-                });
-                if let Some(due) = due {
-                    table.schedule(&id, due);
-                    tracing::info!(queue_id = %id, "cluster: operator change applied");
-                }
+                let Some(entry) = table.get_mut(&id).filter(|e| !e.in_flight()) else {
+                    continue;
+                };
+                entry.control_seq = seq;
+                table.update(&fresh);
+                table.schedule(&id, next_due_ms(&fresh));
+                tracing::info!(queue_id = %id, "cluster: operator change applied");
             }
             Err(e) => tracing::warn!(queue_id = %id, error = %e,
                 "cluster: cannot reload a message an operator changed; trying again"),
@@ -206,11 +218,11 @@ async fn adopt(inner: &Arc<Inner>) {
         let mut table = inner.table();
         for entry in adopted.iter().cloned() {
             let id = entry.message.id.clone();
-            if table.entries.contains_key(&id) {
+            if table.contains(&id) {
                 continue;
             }
-            table.insert(entry.message);
-            if let Some(e) = table.entries.get_mut(&id) {
+            table.insert(entry.message, false);
+            if let Some(e) = table.get_mut(&id) {
                 e.control_seq = entry.control_seq;
             }
         }

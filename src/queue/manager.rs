@@ -6,13 +6,14 @@
 //! Order of durable writes after an attempt: the bounce (if any) is spooled first, then the
 //! new state. A crash in between can repeat a bounce, never lose one.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, Semaphore, watch};
 
 use super::dsn::{self, Kind};
+use super::table::Table;
 use super::transition::{self, Rules};
 use crate::clock::{now_ms, unix_now};
 use crate::config::Config;
@@ -22,63 +23,13 @@ use crate::outbound::job::Job;
 use crate::outbound::outcome::{Failure, RecipientResult};
 use crate::own_mail::OwnMail;
 use crate::signing::Signer;
-use crate::spool::{Arrivals, QueueId, RecipientStatus, Spool, SpoolLock, SpooledMessage};
+use crate::spool::{Arrivals, RecipientStatus, Recovery, Spool, SpoolLock, SpooledMessage};
 use crate::tls_policy::TlsSink;
 
 /// Handle on the running queue, shared with the admin endpoint.
 #[derive(Clone)]
 pub struct QueueManager {
     pub(super) inner: Arc<Inner>,
-}
-
-pub(super) struct Entry {
-    pub(super) msg: SpooledMessage,
-    pub(super) due: Option<u64>,
-    pub(super) in_flight: bool,
-    pub(super) deleted: bool,
-    /// Serialises state writes for this message so they reach the disk in order.
-    pub(super) io: Arc<tokio::sync::Mutex<()>>,
-    /// In a cluster: the operator sequence last seen for it (see [`crate::spool::Leases`]).
-    pub(super) control_seq: i64,
-}
-
-#[derive(Default)]
-pub(super) struct Table {
-    pub(super) entries: HashMap<QueueId, Entry>,
-    schedule: BTreeSet<(u64, QueueId)>,
-}
-
-impl Table {
-    /// (Re)schedules `id` at `due_ms`, or takes it off the schedule with `None`.
-    pub(super) fn schedule(&mut self, id: &str, due_ms: Option<u64>) {
-        let Some(entry) = self.entries.get_mut(id) else {
-            return;
-        };
-        if let Some(old) = entry.due.take() {
-            self.schedule.remove(&(old, id.to_string()));
-        }
-        if let Some(due) = due_ms {
-            entry.due = Some(due);
-            self.schedule.insert((due, id.to_string()));
-        }
-    }
-
-    pub(super) fn insert(&mut self, msg: SpooledMessage) {
-        let id = msg.id.clone();
-        let due = next_due_ms(&msg);
-        self.entries.insert(
-            id.clone(),
-            Entry {
-                msg,
-                due: None,
-                in_flight: false,
-                deleted: false,
-                io: Arc::new(tokio::sync::Mutex::new(())),
-                control_seq: 0,
-            },
-        );
-        self.schedule(&id, due);
-    }
 }
 
 /// What a reload replaces: the settings, the delivery machinery and herald's own mail path
@@ -183,7 +134,7 @@ impl QueueManager {
                 )
             })?;
         let outbound = Arc::new(Outbound::new(&cfg, sts, tls_events)?);
-        let recovered = spool.recover().await?;
+        let recovery = spool.recover_chunks().await?;
         let concurrency = (cfg.delivery.max_connections * 2).max(4);
         let leases_valid_until = Inner::leases_valid_at_start(&spool);
         let own = OwnMail::new(spool.clone(), signer, &cfg.server.hostname);
@@ -200,27 +151,36 @@ impl QueueManager {
             after: std::sync::OnceLock::new(),
             _lock: lock,
         });
-        let (mut waiting, mut finished) = (0, Vec::new());
-        {
-            let mut table = inner.table();
-            for msg in recovered {
-                if msg.state.is_finished() {
-                    finished.push(msg.id.clone());
-                } else {
-                    waiting += 1;
-                    table.insert(msg);
-                }
-            }
-        }
-        if !finished.is_empty() {
-            let results = inner.spool.remove_batch(&finished).await;
-            results.into_iter().collect::<Result<(), _>>()?;
-        }
+        // A small spool is recovered before the queue counts as started; a big one goes on
+        // in the background (herald is ready meanwhile: new mail is taken and delivered, and
+        // recovered messages join the schedule as they are read).
+        let mut recovered = Recovered::new(recovery);
+        let deadline = tokio::time::Instant::now() + RECOVERY_IN_FOREGROUND;
+        let done = recovered.take_until(&inner, Some(deadline)).await;
         tracing::info!(
-            waiting,
+            waiting = recovered.waiting,
             spool = %dir.display(),
             "queue started: waiting messages recovered"
         );
+        if !done {
+            inner.table().recovering = true;
+            tracing::info!(
+                "queue: the spool is big; the rest of it is recovered in the background \
+                 (`herald queue summary` shows when it is done)"
+            );
+            tokio::spawn({
+                let inner = inner.clone();
+                async move {
+                    recovered.take_until(&inner, None).await;
+                    inner.table().recovering = false;
+                    tracing::info!(
+                        waiting = recovered.waiting,
+                        seconds = recovered.started.elapsed().as_secs(),
+                        "queue recovered: every waiting message is in the schedule"
+                    );
+                }
+            });
+        }
         tokio::spawn(receive(inner.clone(), arrivals));
         tokio::spawn(schedule(inner.clone()));
         inner.start_lease_keeper();
@@ -236,12 +196,7 @@ impl QueueManager {
         let inner = &self.inner;
         inner.phase.send_replace(Phase::Draining);
         inner.wake.notify_one();
-        let in_flight = inner
-            .table()
-            .entries
-            .values()
-            .filter(|e| e.in_flight)
-            .count();
+        let in_flight = inner.table().in_flight();
         if in_flight > 0 {
             tracing::info!(
                 in_flight,
@@ -255,12 +210,7 @@ impl QueueManager {
             inner.release_leases().await;
             return;
         }
-        let cut = inner
-            .table()
-            .entries
-            .values()
-            .filter(|e| e.in_flight)
-            .count();
+        let cut = inner.table().in_flight();
         tracing::warn!(
             messages = cut,
             grace = %humantime::format_duration(grace),
@@ -316,7 +266,7 @@ impl QueueManager {
 async fn receive(inner: Arc<Inner>, mut arrivals: Arrivals) {
     while let Some(msg) = arrivals.recv().await {
         crate::metrics::message_accepted(msg.envelope.app.as_deref().unwrap_or("-"));
-        inner.table().insert(msg);
+        inner.table().insert(msg, true);
         inner.wake.notify_one();
     }
 }
@@ -345,14 +295,12 @@ async fn schedule(inner: Arc<Inner>) {
         let now = now_ms();
         let next = {
             let mut table = inner.table();
-            match table.schedule.first().cloned() {
+            match table.first_due() {
                 // Cluster node cut off from the database: attempts wait until it answers.
                 Some((due, _)) if due <= now && !inner.may_start_attempts() => Err(Some(1000)),
                 Some((due, id)) if due <= now => {
                     table.schedule(&id, None);
-                    if let Some(e) = table.entries.get_mut(&id) {
-                        e.in_flight = true;
-                    }
+                    table.set_in_flight(&id, true);
                     Ok(id)
                 }
                 other => Err(other.map(|(due, _)| due - now)),
@@ -381,11 +329,13 @@ async fn schedule(inner: Arc<Inner>) {
 
 /// One attempt for every pending recipient of a message, grouped by domain.
 async fn run_round(inner: &Arc<Inner>, id: &str) {
-    let Some(msg) = inner.table().entries.get(id).map(|e| e.msg.clone()) else {
-        return;
+    let loaded = match copy_for_attempt(inner, id).await {
+        Ok(None) => return,
+        Ok(Some(msg)) => inner.spool.read_message(id).await.map(|d| (msg, d)),
+        Err(e) => Err(e),
     };
-    let data = match inner.spool.read_message(id).await {
-        Ok(d) => Arc::new(d),
+    let (msg, data) = match loaded {
+        Ok((msg, d)) => (msg, Arc::new(d)),
         Err(e) => {
             // A cluster's database comes back within seconds, or the lease keeper pauses
             // attempts meanwhile: try again soon rather than in a minute.
@@ -396,10 +346,9 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
             };
             tracing::error!(queue_id = %id, error = %e, retry_in_ms = retry_ms, "cannot read the queued message; retrying");
             let mut table = inner.table();
-            if let Some(entry) = table.entries.get_mut(id) {
-                entry.in_flight = false;
-            }
+            table.set_in_flight(id, false);
             table.schedule(id, Some(now_ms() + retry_ms));
+            table.settle(id);
             return;
         }
     };
@@ -411,10 +360,9 @@ async fn run_round(inner: &Arc<Inner>, id: &str) {
         // The app is paused by its guard: its mail waits, other apps' flows.
         tracing::debug!(queue_id = %id, app, reason = %why, "held: the app is paused");
         let mut table = inner.table();
-        if let Some(entry) = table.entries.get_mut(id) {
-            entry.in_flight = false;
-        }
+        table.set_in_flight(id, false);
         table.schedule(id, Some(now_ms() + PAUSED_RECHECK_MS));
+        table.settle(id);
         return;
     }
     let generation = inner.current();
@@ -532,7 +480,7 @@ async fn finish_round(
     data: &[u8],
     results: Vec<(usize, RecipientResult)>,
 ) {
-    let Some(io) = inner.table().entries.get(id).map(|e| e.io.clone()) else {
+    let Some(io) = inner.table().serial(id) else {
         return;
     };
     let _serial = io.lock().await;
@@ -541,20 +489,29 @@ async fn finish_round(
     let cfg = &generation.cfg;
     let (msg, settled, for_events) = {
         let mut table = inner.table();
-        let Some(entry) = table.entries.get_mut(id) else {
+        let Some(entry) = table.get_mut(id) else {
             return;
         };
-        if entry.deleted {
-            table.entries.remove(id);
+        if entry.deleted() {
+            table.remove(id);
             return;
         }
-        let received = entry.msg.envelope.received_at;
+        // The copy the round started from (an operator's hold meanwhile included); nothing
+        // else reads it while this holds the message's serial lock.
+        let Some(mut msg) = entry.msg.take() else {
+            tracing::error!(queue_id = %id, "attempt settled without its message in memory");
+            table.set_in_flight(id, false);
+            table.schedule(id, Some(now_ms() + 60_000));
+            return;
+        };
+        let received = msg.envelope.received_at;
         let rules = Rules::of_config(cfg);
         let tried: Vec<usize> = results.iter().map(|(i, _)| *i).collect();
         let for_events = super::emit::tried(&results);
-        let settled = transition::settle(&mut entry.msg.state, received, results, now, &rules);
-        record_outcomes(&entry.msg, &tried, received, now);
-        (entry.msg.clone(), settled, for_events)
+        let settled = transition::settle(&mut msg.state, received, results, now, &rules);
+        record_outcomes(&msg, &tried, received, now);
+        table.update(&msg);
+        (*msg, settled, for_events)
     };
     // The events are built from the copy, after the queue's table is unlocked.
     super::emit::settled(&msg, data, for_events, now);
@@ -574,7 +531,7 @@ async fn finish_round(
         if let Err(e) = inner.spool.remove_finished(id).await {
             tracing::error!(queue_id = %id, error = %e, "cannot remove the finished message");
         }
-        inner.table().entries.remove(id);
+        inner.table().remove(id);
         // Debug: each recipient's outcome was already logged at info (one write less per
         // message on the hot path).
         tracing::debug!(
@@ -582,17 +539,134 @@ async fn finish_round(
         );
         return;
     }
-    if let Err(e) = inner.spool.record_state(id, msg.state.clone()).await {
+    let recorded = inner.spool.record_state(id, msg.state.clone()).await;
+    if let Err(e) = &recorded {
         tracing::error!(queue_id = %id, error = %e, "cannot record the delivery state");
     }
     let mut table = inner.table();
-    let due = table.entries.get_mut(id).map(|entry| {
-        entry.in_flight = false;
-        next_due_ms(&entry.msg)
-    });
-    if let Some(due) = due {
-        table.schedule(id, due);
+    if table.contains(id) {
+        table.set_in_flight(id, false);
+        table.schedule(id, next_due_ms(&msg));
+        table.settle(id);
+        // Unrecorded, the copy in memory stays the one that counts, as before.
+        if recorded.is_err()
+            && let Some(entry) = table.get_mut(id)
+        {
+            entry.msg = Some(Box::new(msg));
+        }
     }
     drop(table);
     inner.wake.notify_one();
+}
+
+/// How long a start waits for recovery before going on with it in the background.
+const RECOVERY_IN_FOREGROUND: Duration = Duration::from_secs(1);
+
+/// The spool's recovered messages on their way into the table.
+struct Recovered {
+    chunks: Recovery,
+    /// Messages taken into the schedule so far.
+    waiting: u64,
+    started: Instant,
+}
+
+impl Recovered {
+    fn new(chunks: Recovery) -> Recovered {
+        Recovered {
+            chunks,
+            waiting: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// Takes recovered messages into the table until recovery is done (true) or `deadline`
+    /// passes (false). Finished messages (a crash after their last state was recorded) are
+    /// removed from the spool.
+    async fn take_until(
+        &mut self,
+        inner: &Arc<Inner>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> bool {
+        loop {
+            let next = match deadline {
+                Some(at) => match tokio::time::timeout_at(at, self.chunks.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => return false,
+                },
+                None => self.chunks.recv().await,
+            };
+            let chunk = match next {
+                None => return true,
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => {
+                    tracing::error!(error = %e,
+                        "cannot read part of the spool; what was not read waits for the next start");
+                    continue;
+                }
+            };
+            let mut finished = Vec::new();
+            {
+                let mut table = inner.table();
+                for msg in chunk {
+                    if msg.state.is_finished() {
+                        finished.push(msg.id);
+                    } else {
+                        self.waiting += 1;
+                        table.insert(msg, false);
+                    }
+                }
+            }
+            for (id, removed) in finished
+                .iter()
+                .zip(inner.spool.remove_batch(&finished).await)
+            {
+                if let Err(e) = removed {
+                    tracing::error!(queue_id = %id, error = %e, "cannot remove a finished message");
+                }
+            }
+            inner.wake.notify_one();
+        }
+    }
+}
+
+/// The message for an attempt of `id`: the copy in memory, or (for one that waited on disk)
+/// read from the spool and kept in memory until the attempt is recorded. `None` when it left
+/// the queue meanwhile.
+async fn copy_for_attempt(
+    inner: &Arc<Inner>,
+    id: &str,
+) -> Result<Option<SpooledMessage>, crate::spool::SpoolError> {
+    let Some(io) = inner.table().serial(id) else {
+        return Ok(None);
+    };
+    // An operator's change under way is written first (it may be read just below).
+    let _serial = io.lock().await;
+    let kept = {
+        let mut table = inner.table();
+        match table.get(id) {
+            None => return Ok(None),
+            Some(e) if e.deleted() => {
+                // Deleted before its round began: nothing to attempt or record.
+                table.remove(id);
+                return Ok(None);
+            }
+            Some(e) => e.msg.as_deref().cloned(),
+        }
+    };
+    if let Some(msg) = kept {
+        return Ok(Some(msg));
+    }
+    let loaded = inner.spool.load(id).await?;
+    let mut table = inner.table();
+    match table.get_mut(id) {
+        Some(e) if !e.deleted() => {
+            e.msg = Some(Box::new(loaded.clone()));
+            Ok(Some(loaded))
+        }
+        Some(_) => {
+            table.remove(id);
+            Ok(None)
+        }
+        None => Ok(None),
+    }
 }

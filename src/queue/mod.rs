@@ -7,5 +7,6 @@ mod emit;
 pub mod lease;
 pub mod manager;
 pub mod summary;
+mod table;
 pub mod transition;
 pub mod view;

@@ -1,8 +1,9 @@
 //! `herald queue summary` and `herald queue list --limit/--after` (issue 29): what a big queue
 //! holds at a glance — messages and waiting recipients per destination domain, per app and per
 //! age — with traffic shaping's held-back destinations, and the queue listed a page at a time.
-//! Both read the queue's table in one pass without copying messages, so they answer in a
-//! fraction of a second with 100,000 messages queued (README, "Traffic shaping and scale").
+//! The summary reads the counts the queue's table keeps as messages come and go (no walk over
+//! the queue); a page reads only its own messages from the spool (README, "Traffic shaping
+//! and scale").
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -24,6 +25,14 @@ const AGE_BUCKETS: [(u64, &str); 6] = [
     (3 * 24 * 3600, "1d - 3d"),
     (u64::MAX, ">= 3d"),
 ];
+
+/// The age bucket of a message `age` seconds old.
+fn age_bucket(age: u64) -> usize {
+    AGE_BUCKETS
+        .iter()
+        .position(|(upper, _)| age < *upper)
+        .unwrap_or(AGE_BUCKETS.len() - 1)
+}
 
 /// Destinations shown by name in the text form (the JSON has them all).
 const TOP: usize = 20;
@@ -62,6 +71,10 @@ pub struct QueueSummary {
     pub ages: Vec<Count>,
     /// Destinations traffic shaping holds back or slows now.
     pub shaping: Vec<DestinationView>,
+    /// herald started recently and is still reading its spool: the counts grow until it is
+    /// done.
+    #[serde(default)]
+    pub recovering: bool,
 }
 
 /// Adds messages up into a [`QueueSummary`].
@@ -74,6 +87,38 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// A tally of counts kept elsewhere (the queue's table): totals as `[messages,
+    /// recipients, held, in_flight, due, bytes]`, (messages, recipients) by domain and by
+    /// app, and (age in seconds, messages, recipients) by time of acceptance.
+    pub(super) fn of_counts(
+        totals: [u64; 6],
+        domains: HashMap<String, (u64, u64)>,
+        apps: HashMap<String, (u64, u64)>,
+        ages: impl Iterator<Item = (u64, u64, u64)>,
+    ) -> Tally {
+        let [messages, recipients, held, in_flight, due, bytes] = totals;
+        let mut tally = Tally {
+            sum: QueueSummary {
+                messages,
+                recipients,
+                held,
+                in_flight,
+                due,
+                bytes,
+                ..QueueSummary::default()
+            },
+            domains,
+            apps,
+            ages: Default::default(),
+        };
+        for (age, messages, recipients) in ages {
+            let bucket = age_bucket(age);
+            tally.ages[bucket].0 += messages;
+            tally.ages[bucket].1 += recipients;
+        }
+        tally
+    }
+
     /// Counts one message at `now` (seconds since the epoch).
     pub fn add(&mut self, m: &SpooledMessage, in_flight: bool, now: u64) {
         let s = &mut self.sum;
@@ -111,11 +156,7 @@ impl Tally {
         };
         e.0 += 1;
         e.1 += waiting;
-        let age = now.saturating_sub(m.envelope.received_at);
-        let bucket = AGE_BUCKETS
-            .iter()
-            .position(|(upper, _)| age < *upper)
-            .unwrap_or(AGE_BUCKETS.len() - 1);
+        let bucket = age_bucket(now.saturating_sub(m.envelope.received_at));
         self.ages[bucket].0 += 1;
         self.ages[bucket].1 += waiting;
     }
@@ -168,6 +209,12 @@ impl QueueSummary {
             "{} message(s), {} recipient(s) waiting, {} held, {} being delivered, {} due now, {} bytes",
             self.messages, self.recipients, self.held, self.in_flight, self.due, self.bytes
         );
+        if self.recovering {
+            let _ = writeln!(
+                out,
+                "(herald is still reading its spool after the start: more messages to come)"
+            );
+        }
         let table = |out: &mut String, title: &str, rows: &[Count], limit: usize| {
             let _ = writeln!(out, "\n{title:<32} {:>10} {:>10}", "messages", "recipients");
             for c in rows.iter().take(limit) {
@@ -242,53 +289,40 @@ impl QueueManager {
     /// The summary of the queue: this node's, or with `[cluster]` the whole cluster's.
     pub async fn summary(&self) -> Result<QueueSummary, Control> {
         let now = crate::clock::unix_now();
-        let mut tally = Tally::default();
         if let Some(leases) = self.inner.spool.leases() {
             let entries = leases
                 .list_all(None)
                 .await
                 .map_err(|e| Control::Failed(format!("cannot read the cluster's queue: {e}")))?;
+            let mut tally = Tally::default();
             let table = self.inner.table();
             for e in &entries {
-                let in_flight = table
-                    .entries
-                    .get(&e.message.id)
-                    .is_some_and(|l| l.in_flight);
+                let in_flight = table.get(&e.message.id).is_some_and(|l| l.in_flight());
                 tally.add(&e.message, in_flight, now);
             }
-        } else {
-            let table = self.inner.table();
-            for e in table.entries.values().filter(|e| !e.deleted) {
-                tally.add(&e.msg, e.in_flight, now);
-            }
+            return Ok(tally.finish());
         }
-        Ok(tally.finish())
+        // The table keeps the counts: no walk over the queue.
+        let (tally, recovering) = {
+            let table = self.inner.table();
+            (table.tally(now), table.recovering)
+        };
+        Ok(QueueSummary {
+            recovering,
+            ..tally.finish()
+        })
     }
 
-    /// A page of the queue in id order, without building the views of the others.
+    /// A page of the queue in id order: only the page's messages are read from the spool.
     pub async fn page(&self, page: &Page) -> Result<Vec<MessageView>, Control> {
         if self.inner.spool.leases().is_some() {
             return Ok(page.of(self.view(None).await?));
         }
-        let table = self.inner.table();
-        let after = page.after.as_deref().unwrap_or("");
-        let mut ids: Vec<&String> = table
-            .entries
-            .iter()
-            .filter(|(id, e)| !e.deleted && id.as_str() > after)
-            .map(|(id, _)| id)
-            .collect();
-        let limit = page.limit.unwrap_or(usize::MAX).min(ids.len());
-        if limit < ids.len() {
-            ids.select_nth_unstable(limit);
-            ids.truncate(limit);
-        }
-        ids.sort_unstable();
-        Ok(ids
-            .into_iter()
-            .filter_map(|id| table.entries.get(id))
-            .map(|e| MessageView::of(&e.msg, e.in_flight))
-            .collect())
+        let ids = self
+            .inner
+            .table()
+            .page(page.after.as_deref(), page.limit.unwrap_or(usize::MAX));
+        Ok(self.views_of(&ids).await)
     }
 }
 

@@ -45,7 +45,7 @@ use std::sync::{Mutex, MutexGuard};
 use super::handle::NewMessage;
 use super::segment::Segments;
 use super::staged::{MessageBytes, StagedMessage};
-use super::{DeliveryState, Envelope, QueueId, SpooledMessage};
+use super::{DeliveryState, Envelope, IdKey, QueueId, SpooledMessage, id_key};
 use crate::fsutil::{sync_dir, sync_filesystem, syncfs_flushes};
 
 /// Room kept in front of a message being received, for its envelope line and herald's
@@ -64,8 +64,9 @@ pub(super) struct Disk {
     /// per group).
     tmp_dir: File,
     msg_dir: File,
-    /// Messages that have a `.state` file (most delivered messages never get one).
-    with_state: Mutex<HashSet<QueueId>>,
+    /// Messages that have a `.state` file (most delivered messages never get one), by key:
+    /// every deferred message is in it, so 16 bytes each rather than a `String`.
+    with_state: Mutex<HashSet<IdKey>>,
     /// Small messages, many to a file.
     segments: Segments,
     /// Whether one syncfs(2) flushes a group's files (ext4, xfs, btrfs); elsewhere (FUSE, NFS,
@@ -115,8 +116,25 @@ impl Disk {
         })
     }
 
-    fn with_state(&self) -> MutexGuard<'_, HashSet<QueueId>> {
+    fn with_state(&self) -> MutexGuard<'_, HashSet<IdKey>> {
         self.with_state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers that `id` has a `.state` file.
+    fn note_state(&self, id: &str) {
+        if let Some(key) = id_key(id) {
+            self.with_state().insert(key);
+        }
+    }
+
+    /// Whether `id` may have a `.state` file (true for an id that has no key).
+    fn has_state(&self, id: &str) -> bool {
+        id_key(id).is_none_or(|key| self.with_state().contains(&key))
+    }
+
+    /// Forgets `id`'s `.state` file; whether it may have had one.
+    fn forget_state(&self, id: &str) -> bool {
+        id_key(id).is_none_or(|key| self.with_state().remove(&key))
     }
 
     /// Unlinks a message's file (when it has one: a segment message has none) and its state
@@ -126,7 +144,7 @@ impl Disk {
         if !self.segments.contains(id) {
             ignore_missing(fs::remove_file(path))?;
         }
-        if self.with_state().remove(id) {
+        if self.forget_state(id) {
             ignore_missing(fs::remove_file(self.state_path(id)?))?;
         }
         Ok(())
@@ -218,53 +236,6 @@ impl Disk {
         results
     }
 
-    pub(super) fn recover(&self) -> io::Result<Vec<SpooledMessage>> {
-        self.segments.clean()?;
-        for entry in fs::read_dir(&self.tmp)? {
-            let path = entry?.path();
-            if let Err(e) = fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot remove partial spool file");
-            }
-        }
-        let mut ids = Vec::new();
-        let mut states = Vec::new();
-        for entry in fs::read_dir(&self.msg)? {
-            let path = entry?.path();
-            let (Some(stem), Some(ext)) = (path.file_stem(), path.extension()) else {
-                continue;
-            };
-            let stem = stem.to_string_lossy().into_owned();
-            match ext.to_str() {
-                Some("msg") => ids.push(stem),
-                Some("state") => states.push(stem),
-                _ => {}
-            }
-        }
-        // A message moved out of its segment whose segment copy was not yet removed: the
-        // file is the one kept.
-        let moved: Vec<&str> = ids
-            .iter()
-            .filter(|id| self.segments.contains(id))
-            .map(String::as_str)
-            .collect();
-        self.segments.remove(&moved, true)?;
-        ids.extend(self.segments.ids());
-        ids.sort();
-        // A state without its message is what a crash in `remove` leaves behind.
-        for orphan in states.iter().filter(|s| ids.binary_search(s).is_err()) {
-            let _ = fs::remove_file(self.state_path(orphan)?);
-        }
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            match self.load(&id) {
-                Ok(m) => out.push(m),
-                Err(e) => tracing::error!(queue_id = %id, error = %e,
-                    "unreadable spool entry left in place for the operator"),
-            }
-        }
-        Ok(out)
-    }
-
     pub(super) fn load(&self, id: &str) -> io::Result<SpooledMessage> {
         let path = self.msg_path(id)?;
         let (envelope, size) = match self.segments.read(id)? {
@@ -287,7 +258,7 @@ impl Disk {
         };
         let state = match fs::read(self.state_path(id)?) {
             Ok(bytes) => {
-                self.with_state().insert(id.to_string());
+                self.note_state(id);
                 serde_json::from_slice(&bytes).map_err(|e| {
                     io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -371,7 +342,7 @@ impl Disk {
                 }
                 let (tmp, target) = files.state;
                 fs::rename(tmp, target)?;
-                self.with_state().insert(id.to_string());
+                self.note_state(id);
                 Ok(())
             })
             .collect();
@@ -410,7 +381,7 @@ impl Disk {
         // A message moved out of its segment (it has a state file) needs unlinks and a
         // directory flush: the remover thread's work. A segment emptied here is deleted here
         // too, once per ~1 MB of mail.
-        if !self.segments.contains(id) || self.with_state().contains(id) {
+        if !self.segments.contains(id) || self.has_state(id) {
             return None;
         }
         let removed = self.segments.remove(&[id], false);
@@ -436,7 +407,7 @@ impl Disk {
                     if let Err(e) = &segments_done {
                         return Err(io::Error::new(e.kind(), format!("spool segment: {e}")));
                     }
-                    if !self.with_state().contains(id) {
+                    if !self.has_state(id) {
                         return Ok(());
                     }
                 }
@@ -507,6 +478,8 @@ fn ignore_missing(result: io::Result<()>) -> io::Result<()> {
 
 #[path = "fs_files.rs"]
 mod files;
+#[path = "fs_recover.rs"]
+pub(super) mod recover;
 use files::{Prepared, StateFiles, prepare};
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::batch::Batcher;
 use super::fs::Disk;
-use super::handle::{NewMessage, SpoolBackend};
+use super::handle::{NewMessage, Recovery, SpoolBackend};
 use super::staged::{MessageBytes, StagedMessage};
 use super::{BoxFuture, DeliveryState, QueueId, SpoolError, SpooledMessage};
 
@@ -135,6 +135,24 @@ impl SpoolBackend for FsBackend {
 
     fn recover(&self) -> BoxFuture<'_, Result<Vec<SpooledMessage>, SpoolError>> {
         Box::pin(self.blocking(|disk| disk.recover()))
+    }
+
+    fn recover_chunks(&self) -> BoxFuture<'_, Result<Recovery, SpoolError>> {
+        Box::pin(async move {
+            let started = self.blocking(|disk| disk.begin_recovery(true)).await?;
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let disk = self.disk.clone();
+            std::thread::Builder::new()
+                .name("spool-recover".into())
+                .spawn(move || match disk.recovered_ids(started) {
+                    Ok(ids) => disk.load_chunks(&ids, &|chunk| tx.blocking_send(Ok(chunk)).is_ok()),
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(SpoolError::Io(e)));
+                    }
+                })
+                .map_err(SpoolError::Io)?;
+            Ok(rx)
+        })
     }
 
     fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<SpooledMessage, SpoolError>> {

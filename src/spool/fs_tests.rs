@@ -273,3 +273,53 @@ async fn a_staged_message_commits_whether_or_not_its_envelope_fits_in_front() {
         "nothing staged is left"
     );
 }
+
+/// The queue's recovery: every message stored before the start comes in chunks (deferred
+/// ones with their state, from their own files), none stored after it (the queue gets those
+/// as they arrive), while new messages are stored meanwhile.
+#[tokio::test]
+async fn recovery_in_chunks_brings_everything_stored_before_the_start_and_nothing_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = {
+        let (spool, _arrivals) = Spool::open_dir(dir.path()).unwrap();
+        // Stored concurrently: grouped commits, a fraction of a second.
+        let stores = (0..200).map(|i| {
+            let data = format!("Subject: {i}\r\n\r\nhi\r\n").into_bytes();
+            spool.store(envelope(), data)
+        });
+        let mut ids: Vec<QueueId> = futures_util::future::join_all(stores)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        ids.sort();
+        // A third wait for a later attempt: they move to files of their own.
+        let mut state = DeliveryState::new(&envelope());
+        state.recipients[0].attempts = 1;
+        let writes = ids
+            .iter()
+            .step_by(3)
+            .map(|id| spool.write_state(id, &state));
+        for written in futures_util::future::join_all(writes).await {
+            written.unwrap();
+        }
+        ids
+    };
+    let (spool, _arrivals) = Spool::open_dir(dir.path()).unwrap();
+    let mut chunks = spool.recover_chunks().await.unwrap();
+    let new = store_small(&spool, 5).await;
+    let mut got = Vec::new();
+    let mut count = 0;
+    while let Some(chunk) = chunks.recv().await {
+        count += 1;
+        got.extend(chunk.unwrap());
+    }
+    assert!(count >= 3, "{count} chunk(s)");
+    got.sort_by(|a, b| a.id.cmp(&b.id));
+    let ids: Vec<&str> = got.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, old.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(got[0].state.recipients[0].attempts, 1);
+    assert_eq!(got[1].state.recipients[0].attempts, 0);
+    assert!(new.iter().all(|id| !ids.contains(&id.as_str())));
+    assert_eq!(spool.recover().await.unwrap().len(), old.len() + new.len());
+}

@@ -49,6 +49,18 @@ pub trait SpoolBackend: Send + Sync + 'static {
     fn commit(&self, message: NewMessage) -> BoxFuture<'_, Result<(), SpoolError>>;
     /// Lists every complete message, discarding partial writes left by a crash.
     fn recover(&self) -> BoxFuture<'_, Result<Vec<SpooledMessage>, SpoolError>>;
+    /// Recovery for a starting queue: returns once what a crash left half-written is
+    /// discarded (new messages may be stored from then on), and hands the recovered messages
+    /// over in chunks as they are read, so that a big queue neither delays start-up nor
+    /// sits in memory whole. The default reads everything first ([`SpoolBackend::recover`]).
+    fn recover_chunks(&self) -> BoxFuture<'_, Result<Recovery, SpoolError>> {
+        Box::pin(async move {
+            let all = self.recover().await?;
+            let (tx, rx) = mpsc::channel(1);
+            let _ = tx.try_send(Ok(all));
+            Ok(rx)
+        })
+    }
     /// Loads one message's envelope, size and state.
     fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<SpooledMessage, SpoolError>>;
     /// The message bytes exactly as they will be delivered (mapped, not read into memory, where
@@ -90,10 +102,14 @@ pub trait Leases: Send + Sync {
     /// Claims up to `limit` messages whose lease has expired (their node died or lost the
     /// database) or that no node holds; no two nodes adopt the same message.
     fn adopt(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ClusterEntry>, SpoolError>>;
-    /// Extends every lease this node holds; returns each message's id and operator sequence
-    /// (changed by [`Leases::set_held`] and [`Leases::retry_now`]). A message missing from
-    /// the answer is no longer this node's (deleted, or adopted after an expired lease).
-    fn renew(&self) -> BoxFuture<'_, Result<Vec<(QueueId, i64)>, SpoolError>>;
+    /// Extends every lease this node holds (one row for the node, whatever the number of
+    /// messages). True when the node's messages must be listed again ([`Leases::owned`]):
+    /// an operator changed one of them, or the lease had lapsed.
+    fn renew(&self) -> BoxFuture<'_, Result<bool, SpoolError>>;
+    /// This node's messages, each with its operator sequence (changed by
+    /// [`Leases::set_held`] and [`Leases::retry_now`]): a message missing from the answer is
+    /// no longer this node's (deleted, or adopted after its lease lapsed).
+    fn owned(&self) -> BoxFuture<'_, Result<Vec<(QueueId, i64)>, SpoolError>>;
     /// Gives up this node's leases (clean shutdown), so other nodes take its mail at once.
     fn release_all(&self) -> BoxFuture<'_, Result<u64, SpoolError>>;
     /// The whole cluster's queue (or one message), oldest first, with each lease owner.
@@ -108,6 +124,11 @@ pub trait Leases: Send + Sync {
     /// Deletes a message from the cluster's queue, returning it and its bytes (for a bounce).
     fn take<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Taken>, SpoolError>>;
 }
+
+/// The recovered messages of a starting queue, chunk by chunk
+/// ([`SpoolBackend::recover_chunks`]); closed when all are read. An `Err` chunk is a message
+/// or directory that could not be read (the rest still comes).
+pub type Recovery = mpsc::Receiver<Result<Vec<SpooledMessage>, SpoolError>>;
 
 /// A message taken out of the cluster's queue ([`Leases::take`]) and its bytes.
 pub type Taken = (SpooledMessage, MessageBytes);
@@ -208,6 +229,11 @@ impl Spool {
     /// Every complete message in the spool (used at start-up and by `herald queue` offline).
     pub async fn recover(&self) -> Result<Vec<SpooledMessage>, SpoolError> {
         self.backend.recover().await
+    }
+
+    /// Recovery for the starting queue, in chunks ([`SpoolBackend::recover_chunks`]).
+    pub async fn recover_chunks(&self) -> Result<Recovery, SpoolError> {
+        self.backend.recover_chunks().await
     }
 
     /// One message's envelope, size and state.

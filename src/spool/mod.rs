@@ -13,6 +13,7 @@ mod fs;
 mod fs_backend;
 mod handle;
 mod health;
+mod key;
 mod lock;
 mod pg;
 mod segment;
@@ -28,9 +29,10 @@ pub use self::error::SpoolError;
 pub use self::fs::spooled_entries;
 pub use self::fs_backend::FsBackend;
 pub use self::handle::{
-    Arrivals, ClusterEntry, Leases, NewMessage, Spool, SpoolBackend, Taken, new_queue_id,
+    Arrivals, ClusterEntry, Leases, NewMessage, Recovery, Spool, SpoolBackend, Taken, new_queue_id,
 };
 pub use self::health::fault;
+pub use self::key::{IdKey, id_key, id_string};
 pub use self::lock::SpoolLock;
 pub use self::pg::PgBackend;
 pub use self::staged::{MessageBytes, StagedMessage};

@@ -1,15 +1,18 @@
 //! The DMARC rows of a period, aggregated ([`super::ReportStore::dmarc_aggregate`]): what
 //! `herald dmarc summary` and `/dmarc` need, read from totals the store keeps when it stores a
-//! report, so memory and time follow the distinct (domain, source, day, result) groups and the
-//! reports, never the stored rows (a year of a large domain's reports is millions of rows).
+//! report. Time follows the totals of the period (days x sources), memory the days, the
+//! (source, result) groups and the reports; never the stored rows (a year of a large domain's
+//! reports is millions of rows).
 
 use std::net::IpAddr;
 
 /// Everything the summary reads, for one domain or all.
 #[derive(Debug, Clone, Default)]
 pub struct DmarcAggregate {
-    /// Message counts per (domain, source, day, result); one group per domain for the unverified.
+    /// Message counts per (domain, source, result); one group per domain for the unverified.
     pub groups: Vec<DmarcGroup>,
+    /// Messages per (domain, UTC day) of the verified reports.
+    pub days: Vec<DmarcDay>,
     /// One entry per stored report that has at least one row.
     pub reports: Vec<DmarcReportFacts>,
     /// Where each organization first reported each source (verified reports only).
@@ -18,9 +21,9 @@ pub struct DmarcAggregate {
     pub source_dkim: Vec<SourceDkim>,
 }
 
-/// The messages of one (domain, source, UTC day, result) group of verified reports. The
+/// The messages of one (domain, source, result) group of verified reports over the period. The
 /// unverified reports of a domain, which only ever show their total, are one group (source
-/// `0.0.0.0`, day 0, no result), however many rows a forger sends.
+/// `0.0.0.0`, no result), however many rows a forger sends.
 #[derive(Debug, Clone)]
 pub struct DmarcGroup {
     /// The policy domain.
@@ -29,8 +32,6 @@ pub struct DmarcGroup {
     pub verified: bool,
     /// The sending IP.
     pub source_ip: IpAddr,
-    /// Start (unix seconds, UTC midnight) of the day the reports' periods begin.
-    pub day: i64,
     /// DMARC's DKIM verdict.
     pub dkim_aligned: bool,
     /// DMARC's SPF verdict.
@@ -46,6 +47,19 @@ impl DmarcGroup {
     pub fn passes(&self) -> bool {
         self.dkim_aligned || self.spf_aligned
     }
+}
+
+/// The verified messages of one domain on one UTC day (the day its reports' periods begin).
+#[derive(Debug, Clone)]
+pub struct DmarcDay {
+    /// The policy domain.
+    pub domain: String,
+    /// Start of the day (unix seconds, UTC midnight).
+    pub day: i64,
+    /// Messages.
+    pub messages: u64,
+    /// Messages that passed DMARC.
+    pub pass: u64,
 }
 
 /// One report's own facts.

@@ -38,18 +38,18 @@ mod sqlite_thread;
 mod sqlite_totals;
 
 pub(crate) use self::aggregate::{
-    DmarcAggregate, DmarcGroup, DmarcReportFacts, SourceDkim, SourceOrg,
+    DmarcAggregate, DmarcDay, DmarcGroup, DmarcReportFacts, SourceDkim, SourceOrg,
 };
 pub(crate) use self::error::StoreError;
-pub(crate) use self::sqlite_thread::SqliteThread;
+pub(crate) use self::sqlite_thread::{SqliteThread, open_connection};
 /// The boxed future every storage trait method returns (object-safe async methods).
 pub(crate) use futures_util::future::BoxFuture;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use mail_auth::report::Report;
 use mail_auth::report::tlsrpt::TlsReport;
+use mail_auth::report::{Record, Report};
 use serde::Serialize;
 
 use crate::cluster::Db;
@@ -77,11 +77,54 @@ pub struct ReceivedMail {
 
 impl ReceivedMail {
     /// Whether the DMARC report `r` of this mail is verified (see [`ReceivedMail::verified`]).
-    pub fn vouches_for(&self, r: &Report) -> bool {
-        let m = &r.report_metadata;
+    pub fn vouches_for(&self, r: &DmarcReport) -> bool {
+        let m = &r.head.report_metadata;
         self.verified
             .iter()
             .any(|(org, id)| *org == m.org_name && *id == m.report_id)
+    }
+}
+
+/// A DMARC aggregate report as parsed: its metadata and policy, and where its records are read
+/// from, one at a time, when it is stored (a report's records never all sit in memory).
+#[derive(Debug, Clone)]
+pub struct DmarcReport {
+    /// The report without its records (`record` is empty).
+    pub head: Report,
+    /// How many `<record>` elements it has.
+    pub records: usize,
+    /// Its records.
+    pub source: Arc<dyn RecordSource>,
+}
+
+#[cfg(test)]
+impl DmarcReport {
+    /// A report already in memory, as the tests build them.
+    pub(crate) fn in_memory(mut report: Report) -> DmarcReport {
+        let records = std::mem::take(&mut report.record);
+        DmarcReport {
+            head: report,
+            records: records.len(),
+            source: Arc::new(InMemory(records)),
+        }
+    }
+}
+
+/// Where a stored report's records come from: read again, one at a time, by the store.
+pub trait RecordSource: Send + Sync + std::fmt::Debug {
+    /// The records, in document order.
+    fn records(&self) -> Box<dyn Iterator<Item = Record> + Send + '_>;
+}
+
+/// Records already parsed.
+#[cfg(test)]
+#[derive(Debug)]
+struct InMemory(Vec<Record>);
+
+#[cfg(test)]
+impl RecordSource for InMemory {
+    fn records(&self) -> Box<dyn Iterator<Item = Record> + Send + '_> {
+        Box::new(self.0.iter().cloned())
     }
 }
 
@@ -89,7 +132,7 @@ impl ReceivedMail {
 #[derive(Debug, Clone)]
 pub enum ParsedItem {
     /// A DMARC aggregate report (RFC 7489 Appendix C / RFC 9990).
-    Dmarc(Box<Report>),
+    Dmarc(Box<DmarcReport>),
     /// A TLS-RPT report (RFC 8460).
     Tls(Box<TlsReport>),
     /// A part that is not a readable report, with the reason.
@@ -259,8 +302,8 @@ pub(crate) fn imported(items: &[ParsedItem]) -> Vec<(String, String)> {
         .iter()
         .filter_map(|i| match i {
             ParsedItem::Dmarc(r) => Some((
-                r.report_metadata.org_name.clone(),
-                r.report_metadata.report_id.clone(),
+                r.head.report_metadata.org_name.clone(),
+                r.head.report_metadata.report_id.clone(),
             )),
             _ => None,
         })

@@ -5,15 +5,18 @@
 //! Plain async tokio-postgres on the node's connection pool ([`Db`]): the pattern for a
 //! PostgreSQL store (module documentation of [`super`]).
 
-use mail_auth::report::{DmarcResult, Report};
+use mail_auth::report::{DmarcResult, Record};
 use tokio_postgres::Transaction;
 
 use super::sqlite::{action_word, auth_results, disposition_word};
 use super::{
-    AcceptOutcome, BoxFuture, DmarcAggregate, ParsedItem, ReceivedMail, RejectedPart, ReportStore,
-    StoreCounters, StoreError, TlsReportSummary,
+    AcceptOutcome, BoxFuture, DmarcAggregate, DmarcReport, ParsedItem, ReceivedMail, RejectedPart,
+    ReportStore, StoreCounters, StoreError, TlsReportSummary,
 };
 use crate::cluster::{Db, DbError};
+
+/// Records of one report read and sent to the database at a time.
+const RECORDS_PER_CHUNK: usize = 500;
 
 /// The PostgreSQL report store.
 pub(crate) struct PgStore {
@@ -207,11 +210,11 @@ async fn insert_dmarc(
     tx: &Transaction<'_>,
     mail_id: i64,
     at: i64,
-    r: &Report,
+    r: &DmarcReport,
     verified: bool,
 ) -> Result<bool, StoreError> {
-    let m = &r.report_metadata;
-    let p = &r.policy_published;
+    let m = &r.head.report_metadata;
+    let p = &r.head.policy_published;
     if verified {
         // An unverified report holding this id (a forger guessing a receiver's next id) gives
         // way to the verified one.
@@ -259,30 +262,38 @@ async fn insert_dmarc(
         return Ok(false);
     };
     let report: i64 = row.get(0);
-    for rec in &r.record {
-        let Some(ip) = rec.row.source_ip else {
-            continue;
-        };
-        let (dkim, spf) = auth_results(rec);
-        let pe = &rec.row.policy_evaluated;
-        tx.execute(
-            "INSERT INTO herald_dmarc_rows (report, source_ip, count, disposition, \
-               dkim_aligned, spf_aligned, header_from, dkim_json, spf_json) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            &[
-                &report,
-                &ip.to_string(),
-                &(rec.row.count as i64),
-                &action_word(pe.disposition),
-                &(pe.dkim == DmarcResult::Pass),
-                &(pe.spf == DmarcResult::Pass),
-                &rec.identifiers.header_from.to_ascii_lowercase(),
-                &serde_json::to_string(&dkim)?,
-                &serde_json::to_string(&spf)?,
-            ],
-        )
-        .await
-        .map_err(DbError::doing("storing a DMARC report row"))?;
+    // Records are read from the report as it came, a chunk at a time (never all in memory).
+    let mut records = r.source.records();
+    loop {
+        let chunk: Vec<Record> = records.by_ref().take(RECORDS_PER_CHUNK).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        for rec in &chunk {
+            let Some(ip) = rec.row.source_ip else {
+                continue;
+            };
+            let (dkim, spf) = auth_results(rec);
+            let pe = &rec.row.policy_evaluated;
+            tx.execute(
+                "INSERT INTO herald_dmarc_rows (report, source_ip, count, disposition, \
+                   dkim_aligned, spf_aligned, header_from, dkim_json, spf_json) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &report,
+                    &ip.to_string(),
+                    &(rec.row.count as i64),
+                    &action_word(pe.disposition),
+                    &(pe.dkim == DmarcResult::Pass),
+                    &(pe.spf == DmarcResult::Pass),
+                    &rec.identifiers.header_from.to_ascii_lowercase(),
+                    &serde_json::to_string(&dkim)?,
+                    &serde_json::to_string(&spf)?,
+                ],
+            )
+            .await
+            .map_err(DbError::doing("storing a DMARC report row"))?;
+        }
     }
     super::pg_totals::add_report(tx, report, verified).await?;
     Ok(true)

@@ -2,7 +2,9 @@
 //! at store time ([`super::pg_totals`]) and the reports of the period, as
 //! [`super::sqlite_aggregate`] does in SQLite.
 
-use super::{DmarcAggregate, DmarcGroup, DmarcReportFacts, SourceDkim, SourceOrg, StoreError};
+use super::{
+    DmarcAggregate, DmarcDay, DmarcGroup, DmarcReportFacts, SourceDkim, SourceOrg, StoreError,
+};
 use crate::cluster::{Db, DbError};
 
 /// `AND column = $2` when one domain is asked for (so its index is used), else a no-op that
@@ -25,11 +27,11 @@ pub(super) async fn dmarc_aggregate(
     let rows = client
         .query(
             &format!(
-                "SELECT domain, verified, source_ip, day, dkim_aligned, spf_aligned, \
-                        disposition, SUM(count)::bigint \
+                "SELECT domain, verified, source_ip, dkim_aligned, spf_aligned, disposition, \
+                        SUM(count)::bigint \
                  FROM herald_dmarc_totals \
                  WHERE end_at >= $1 {} \
-                 GROUP BY 1, 2, 3, 4, 5, 6, 7",
+                 GROUP BY 1, 2, 3, 4, 5, 6",
                 domain_filter(&domain, "domain")
             ),
             &[&since, &domain],
@@ -44,13 +46,35 @@ pub(super) async fn dmarc_aggregate(
             domain: row.get(0),
             verified: row.get(1),
             source_ip,
-            day: row.get(3),
-            dkim_aligned: row.get(4),
-            spf_aligned: row.get(5),
-            disposition: row.get(6),
-            count: row.get::<_, i64>(7).max(0) as u64,
+            dkim_aligned: row.get(3),
+            spf_aligned: row.get(4),
+            disposition: row.get(5),
+            count: row.get::<_, i64>(6).max(0) as u64,
         });
     }
+    let rows = client
+        .query(
+            &format!(
+                "SELECT domain, day, SUM(count)::bigint, \
+                        SUM(CASE WHEN dkim_aligned OR spf_aligned THEN count ELSE 0 END)::bigint \
+                 FROM herald_dmarc_totals \
+                 WHERE end_at >= $1 {} AND verified \
+                 GROUP BY 1, 2",
+                domain_filter(&domain, "domain")
+            ),
+            &[&since, &domain],
+        )
+        .await
+        .map_err(DbError::doing("summing DMARC days"))?;
+    out.days = rows
+        .iter()
+        .map(|row| DmarcDay {
+            domain: row.get(0),
+            day: row.get(1),
+            messages: row.get::<_, i64>(2).max(0) as u64,
+            pass: row.get::<_, i64>(3).max(0) as u64,
+        })
+        .collect();
     let rows = client
         .query(
             &format!(

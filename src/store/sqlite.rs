@@ -5,12 +5,12 @@
 
 use std::path::Path;
 
-use mail_auth::report::{ActionDisposition, Disposition, DmarcResult, Report};
+use mail_auth::report::{ActionDisposition, Disposition, DmarcResult};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    AcceptOutcome, BoxFuture, DmarcAggregate, ParsedItem, ReceivedMail, RejectedPart, ReportStore,
-    SqliteThread, StoreCounters, StoreError, TlsReportSummary,
+    AcceptOutcome, BoxFuture, DmarcAggregate, DmarcReport, ParsedItem, ReceivedMail, RejectedPart,
+    ReportStore, SqliteThread, StoreCounters, StoreError, TlsReportSummary,
 };
 
 /// Schema version 1. Rows keep the report's metadata by reference; the raw mail is kept so a
@@ -169,11 +169,11 @@ fn insert_dmarc(
     tx: &Transaction<'_>,
     mail_id: i64,
     at: i64,
-    r: &Report,
+    r: &DmarcReport,
     verified: bool,
 ) -> Result<bool, StoreError> {
-    let m = &r.report_metadata;
-    let p = &r.policy_published;
+    let m = &r.head.report_metadata;
+    let p = &r.head.policy_published;
     if verified {
         // An unverified report holding this id (a forger guessing a receiver's next id) gives
         // way to the verified one.
@@ -215,11 +215,12 @@ fn insert_dmarc(
            spf_aligned, header_from, dkim_json, spf_json)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
-    for rec in &r.record {
+    // One record at a time, read from the report as it came (never all of them in memory).
+    for rec in r.source.records() {
         let Some(ip) = rec.row.source_ip else {
             continue;
         };
-        let (dkim, spf) = auth_results(rec);
+        let (dkim, spf) = auth_results(&rec);
         let pe = &rec.row.policy_evaluated;
         stmt.execute(params![
             report,
@@ -431,7 +432,7 @@ fn counters(conn: &mut Connection) -> Result<StoreCounters, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mail_auth::report::{PolicyPublished, Record};
+    use mail_auth::report::{PolicyPublished, Record, Report};
 
     fn report(id: &str) -> Report {
         let mut r = Report::new()
@@ -473,7 +474,7 @@ mod tests {
             .await
             .unwrap();
         let items = vec![
-            ParsedItem::Dmarc(Box::new(report("r1"))),
+            ParsedItem::Dmarc(Box::new(DmarcReport::in_memory(report("r1")))),
             ParsedItem::Rejected {
                 part: "bad.zip".into(),
                 error: "not a zip".into(),

@@ -98,6 +98,32 @@ impl SqliteThread {
     }
 }
 
+impl SqliteThread {
+    /// [`SqliteThread::call`] for synchronous code (a reload's first phase): blocks the
+    /// calling thread until the store's thread has run `f`, so keep `f` short.
+    pub fn call_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (done, answer) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |conn| {
+            let _ = done.send(f(conn));
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::Stopped(self.name))?;
+        answer.recv().map_err(|_| StoreError::Stopped(self.name))?
+    }
+}
+
+/// Opens `path` the one way herald opens SQLite files (directories and the new file's name
+/// flushed, WAL, `synchronous=FULL`, busy timeout), for a caller that keeps the connection on
+/// a thread of its own (the history writer).
+pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    connect(path)
+}
+
 /// Opens the file with herald's durability settings.
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());

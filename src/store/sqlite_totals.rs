@@ -188,7 +188,7 @@ mod tests {
     };
 
     use super::super::sqlite::SqliteStore;
-    use super::super::{DmarcAggregate, ParsedItem, ReceivedMail, ReportStore};
+    use super::super::{DmarcAggregate, DmarcReport, ParsedItem, ReceivedMail, ReportStore};
 
     fn report(org: &str, id: &str, day: u64, sources: &[(&str, u32, bool)]) -> Report {
         let begin = 1_704_067_200 + day * 86_400;
@@ -247,17 +247,21 @@ mod tests {
             .iter()
             .map(|g| {
                 format!(
-                    "g {} {} {} {} {} {} {} {}",
+                    "g {} {} {} {} {} {} {}",
                     g.domain,
                     g.verified,
                     g.source_ip,
-                    g.day,
                     g.dkim_aligned,
                     g.spf_aligned,
                     g.disposition,
                     g.count
                 )
             })
+            .chain(
+                a.days
+                    .iter()
+                    .map(|d| format!("d {} {} {} {}", d.domain, d.day, d.messages, d.pass)),
+            )
             .chain(a.reports.iter().map(|r| {
                 format!(
                     "r {} {} {} {} {} {}",
@@ -307,7 +311,12 @@ mod tests {
             let vouched = [(m.org_name.as_str(), m.report_id.as_str())];
             let mail = mail(if verified { &vouched } else { &[] });
             store
-                .accept(&mail, &[ParsedItem::Dmarc(Box::new(r.clone()))])
+                .accept(
+                    &mail,
+                    &[ParsedItem::Dmarc(Box::new(DmarcReport::in_memory(
+                        r.clone(),
+                    )))],
+                )
                 .await
                 .unwrap();
         }

@@ -13,6 +13,7 @@ mod records;
 mod samples;
 mod smtp;
 mod spf_check;
+mod stores;
 
 use std::net::SocketAddr;
 use std::path::Path;

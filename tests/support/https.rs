@@ -93,6 +93,8 @@ struct State {
     posts: Vec<Post>,
     requests: Vec<Request>,
     tls_errors: Vec<String>,
+    /// TLS handshakes completed (connections served).
+    connections: usize,
 }
 
 struct Shared {
@@ -149,6 +151,7 @@ impl HttpsServer {
                         tokio::spawn(async move {
                             match acceptor.accept(stream).await {
                                 Ok(tls) => {
+                                    shared.state.lock().expect("state").connections += 1;
                                     let sni = tls.get_ref().1.server_name().map(str::to_string);
                                     serve(tls, sni, &shared).await;
                                 }
@@ -229,6 +232,12 @@ impl HttpsServer {
                 .0;
         }
         state.tls_errors.clone()
+    }
+
+    /// How many connections completed their TLS handshake (with keep-alive, fewer than the
+    /// requests when the client reuses them).
+    pub fn connections(&self) -> usize {
+        self.shared.state.lock().expect("state").connections
     }
 
     /// Every request received so far, in order.

@@ -12,8 +12,12 @@ pub struct Spooled {
 
 /// Every message spooled under `data_dir/spool`.
 pub fn spooled(data_dir: &Path) -> Vec<Spooled> {
-    herald::spool::spooled_entries(&data_dir.join("spool"))
-        .expect("read the spool")
+    let mut entries =
+        herald::spool::spooled_entries(&data_dir.join("spool")).expect("read the spool");
+    // A message moving from a segment to its own file while the directory is read shows up
+    // in both places for that instant: one message, one entry.
+    entries.dedup_by(|a, b| a.0 == b.0);
+    entries
         .into_iter()
         .map(|(id, bytes)| {
             let nl = bytes

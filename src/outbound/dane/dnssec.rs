@@ -104,6 +104,7 @@ impl SecureResolver {
         let mut opts = ResolverOpts::default();
         opts.attempts = 2;
         opts.timeout = Duration::from_secs(3);
+        opts.cache_size = crate::resolver::CACHE_ENTRIES;
         // Only DNS answers can be DNSSEC-secure; /etc/hosts has no say in DANE.
         opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
         let mode = if dane.trust_resolver_ad {

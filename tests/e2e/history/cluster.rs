@@ -2,9 +2,10 @@
 //! reads them from there (so any node answers for every node); the webhook outbox is the
 //! cluster's, so a live node sends the events of a node that died.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use super::rig::{Rig, WAIT, events_in, submit, wait_posts, wait_search};
+use super::rig::{Rig, WAIT, events_in, submit, verify, wait_posts, wait_search};
 use crate::support::herald::Herald;
 use crate::support::postgres::Postgres;
 
@@ -94,6 +95,11 @@ fn in_a_cluster_a_live_node_sends_the_webhook_events_of_a_node_killed_with_9() {
     }
     a.wait_for_log("webhook: POST failed", WAIT);
     a.kill9();
+    let tried: BTreeSet<String> = pg
+        .query("SELECT webhook_id FROM herald_webhook_batches")
+        .lines()
+        .map(str::to_string)
+        .collect();
     assert!(
         rig.hook.posts().is_empty(),
         "nothing was acknowledged before the kill"
@@ -115,6 +121,9 @@ fn in_a_cluster_a_live_node_sends_the_webhook_events_of_a_node_killed_with_9() {
     for (_, e) in events_in(&posts).values() {
         assert_eq!(e["node"], "node-a", "{e}");
     }
+    // The batches A made and tried arrive with the ids they had: receivers de-duplicate on them.
+    let sent: BTreeSet<String> = posts.iter().map(|p| verify(p).0).collect();
+    assert_eq!(sent, tried, "webhook-ids kept across nodes");
     let deadline = Instant::now() + WAIT;
     while pg
         .query("SELECT count(*) FROM herald_webhook_batches")

@@ -124,6 +124,14 @@ fn delivered_and_bounced_are_searchable_and_reach_the_endpoint_signed_through_an
             .any(|p| super::rig::verify(p).0 == first_id),
         "the failed batch arrives again with the same webhook-id"
     );
+    // herald keeps its connection to the endpoint (which keeps it alive): not one TLS
+    // handshake per POST.
+    assert!(
+        rig.hook.connections() < posts.len(),
+        "{} POSTs over {} connections",
+        posts.len(),
+        rig.hook.connections()
+    );
 }
 
 #[test]

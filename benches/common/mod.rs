@@ -261,9 +261,13 @@ pub async fn login(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) -> Session 
 /// Sends message `i` (`size` bytes) on a logged-in session: MAIL, RCPT and DATA pipelined,
 /// then the message and its final dot, flushed (the caller reads the reply).
 pub async fn send_message(s: &mut Session, i: usize, size: usize) {
-    s.write_all(b"MAIL FROM:<bench@example.test>\r\nRCPT TO:<r@example.org>\r\nDATA\r\n")
-        .await
-        .expect("write");
+    send_message_to(s, i, size, "r@example.org").await;
+}
+
+/// [`send_message`] to the recipient `rcpt`.
+pub async fn send_message_to(s: &mut Session, i: usize, size: usize, rcpt: &str) {
+    let envelope = format!("MAIL FROM:<bench@example.test>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n");
+    s.write_all(envelope.as_bytes()).await.expect("write");
     s.flush().await.expect("flush");
     for want in [250, 250, 354] {
         assert_eq!(read_reply(s).await, want);

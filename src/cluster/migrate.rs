@@ -46,6 +46,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "webhook_outbox",
         sql: include_str!("migrations/0005_webhook_outbox.sql"),
     },
+    Migration {
+        version: 6,
+        name: "node_leases",
+        sql: include_str!("migrations/0006_node_leases.sql"),
+    },
 ];
 
 /// The advisory lock key held while migrating ("herald" in ASCII).

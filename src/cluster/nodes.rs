@@ -310,7 +310,8 @@ pub(crate) async fn status(db: &Db) -> std::io::Result<Vec<NodeStatus>> {
                     to_char(n.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
                     extract(epoch FROM now() - n.last_seen)::float8, n.connections, \
                     (SELECT count(*) FROM herald_messages m WHERE m.lease_owner = n.node_id \
-                       AND m.lease_until > now()), \
+                       AND EXISTS (SELECT 1 FROM herald_node_leases l \
+                                   WHERE l.node_id = n.node_id AND l.lease_until > now())), \
                     (SELECT count(*) FROM herald_messages m WHERE m.accepted_by = n.node_id) \
              FROM herald_nodes n ORDER BY n.node_id",
             &[],

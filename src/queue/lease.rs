@@ -3,6 +3,10 @@
 //! messages another node took over or an operator deleted, reloads those an operator changed,
 //! and adopts the mail of nodes whose leases expired.
 //!
+//! A renewal is one row for the node ([`crate::spool::Leases::renew`]), whatever the queue
+//! holds; the node's messages are listed and reconciled only when the database says they
+//! changed (an operator's action, a lease that lapsed).
+//!
 //! Timing, for a lease `L`: renewal every `L/4`, adoption every 5 s (or `L/4` if shorter);
 //! attempts start only within `L/2` of the last
 //! successful renewal (a renewal confirms the lease until at least its start plus `L`, on the
@@ -81,21 +85,36 @@ async fn keep(inner: Arc<Inner>) {
     }
 }
 
-/// One renewal of this node's leases; false when the database did not answer (attempts
-/// pause until it does).
+/// One renewal of this node's lease (one row, whatever the queue holds); when the database
+/// says the node's messages changed (an operator's action, or a lapsed lease another node may
+/// have taken some under), they are listed and reconciled before attempts may go on. False
+/// when the database did not answer (attempts pause until it does).
 async fn renew(
     inner: &Arc<Inner>,
     lease: Duration,
     started: Instant,
     reachable: &mut bool,
 ) -> bool {
-    let before: Vec<QueueId> = inner.table().ids();
-    let renewed = match inner.spool.leases() {
-        Some(l) => l.renew().await,
-        None => Ok(Vec::new()),
+    let Some(leases) = inner.spool.leases() else {
+        return true;
+    };
+    let renewed = match leases.renew().await {
+        Ok(true) => {
+            // What the table held before the list was read: later arrivals are kept.
+            let before: Vec<QueueId> = inner.table().ids();
+            match leases.owned().await {
+                Ok(held) => {
+                    reconcile(inner, before, held.into_iter().collect()).await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Ok(false) => Ok(()),
+        Err(e) => Err(e),
     };
     match renewed {
-        Ok(held) => {
+        Ok(()) => {
             *inner
                 .leases_valid_until
                 .lock()
@@ -104,7 +123,6 @@ async fn renew(
                 tracing::info!("cluster: the database answers again; deliveries resume");
                 *reachable = true;
             }
-            reconcile(inner, before, held.into_iter().collect()).await;
             inner.wake.notify_one();
             true
         }

@@ -641,10 +641,17 @@ async fn copy_for_attempt(
     };
     // An operator's change under way is written first (it may be read just below).
     let _serial = io.lock().await;
-    let kept = match inner.table().get(id) {
-        None => return Ok(None),
-        Some(e) if e.deleted() => return Ok(None),
-        Some(e) => e.msg.as_deref().cloned(),
+    let kept = {
+        let mut table = inner.table();
+        match table.get(id) {
+            None => return Ok(None),
+            Some(e) if e.deleted() => {
+                // Deleted before its round began: nothing to attempt or record.
+                table.remove(id);
+                return Ok(None);
+            }
+            Some(e) => e.msg.as_deref().cloned(),
+        }
     };
     if let Some(msg) = kept {
         return Ok(Some(msg));
@@ -656,6 +663,10 @@ async fn copy_for_attempt(
             e.msg = Some(Box::new(loaded.clone()));
             Ok(Some(loaded))
         }
-        _ => Ok(None),
+        Some(_) => {
+            table.remove(id);
+            Ok(None)
+        }
+        None => Ok(None),
     }
 }

@@ -102,10 +102,14 @@ pub trait Leases: Send + Sync {
     /// Claims up to `limit` messages whose lease has expired (their node died or lost the
     /// database) or that no node holds; no two nodes adopt the same message.
     fn adopt(&self, limit: usize) -> BoxFuture<'_, Result<Vec<ClusterEntry>, SpoolError>>;
-    /// Extends every lease this node holds; returns each message's id and operator sequence
-    /// (changed by [`Leases::set_held`] and [`Leases::retry_now`]). A message missing from
-    /// the answer is no longer this node's (deleted, or adopted after an expired lease).
-    fn renew(&self) -> BoxFuture<'_, Result<Vec<(QueueId, i64)>, SpoolError>>;
+    /// Extends every lease this node holds (one row for the node, whatever the number of
+    /// messages). True when the node's messages must be listed again ([`Leases::owned`]):
+    /// an operator changed one of them, or the lease had lapsed.
+    fn renew(&self) -> BoxFuture<'_, Result<bool, SpoolError>>;
+    /// This node's messages, each with its operator sequence (changed by
+    /// [`Leases::set_held`] and [`Leases::retry_now`]): a message missing from the answer is
+    /// no longer this node's (deleted, or adopted after its lease lapsed).
+    fn owned(&self) -> BoxFuture<'_, Result<Vec<(QueueId, i64)>, SpoolError>>;
     /// Gives up this node's leases (clean shutdown), so other nodes take its mail at once.
     fn release_all(&self) -> BoxFuture<'_, Result<u64, SpoolError>>;
     /// The whole cluster's queue (or one message), oldest first, with each lease owner.

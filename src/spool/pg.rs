@@ -7,13 +7,19 @@
 //! `bytea`: a message is read into memory once to be sent to the server.
 //!
 //! Leases ([`Leases`]): the node that accepts a message holds its lease from the first
-//! commit. A lease lasts `[cluster] lease` from its last renewal (the database's clock, so the
-//! nodes' clocks do not matter); the queue renews all of its node's leases every quarter of
-//! that. A lease not renewed in time (node dead, or cut off from the database) lets another
-//! node adopt the message (`FOR UPDATE SKIP LOCKED`, so two nodes never adopt the same one).
+//! commit (`lease_owner`). The lease is the node's, not the message's: one row per node in
+//! `herald_node_leases` (migration 0006) lasts `[cluster] lease` from its last renewal (the
+//! database's clock, so the nodes' clocks do not matter), and the queue renews that one row
+//! every quarter of the lease, whatever the number of messages it holds. A node whose row
+//! expired (node dead, or cut off from the database) lets another node adopt its messages:
+//! the adopter locks the expired node's row for its transaction (`FOR UPDATE SKIP LOCKED`,
+//! also on the messages, so two nodes never adopt the same one), and the expired node's next
+//! renewal waits for that lock, sees that its lease had lapsed and reloads the list of what
+//! is still its own before any new attempt.
 //!
-//! Operator actions on any node change the row (`held`, the retry time) and bump
-//! `control_seq`; the owning node sees the new sequence at its next renewal and reloads.
+//! Operator actions on any node change the row (`held`, the retry time), bump `control_seq`
+//! and bump the owning node's `changes`; the owner sees the new count at its next renewal and
+//! reloads its list (and with it each changed message).
 
 use std::collections::HashSet;
 use std::fs;
@@ -54,6 +60,10 @@ struct Shared {
     /// Delivered messages whose removal failed (database unreachable): retried at each
     /// renewal, and never adopted back by this node meanwhile.
     unremoved: Mutex<HashSet<QueueId>>,
+    /// The node's `changes` count when its messages were last listed (`None` before the
+    /// first time), and at the last renewal: a renewal asks for the list again only when the
+    /// count moved or the lease had lapsed.
+    seen_changes: Mutex<(Option<i64>, i64)>,
 }
 
 impl PgBackend {
@@ -66,6 +76,7 @@ impl PgBackend {
             db,
             tmp,
             unremoved: Mutex::new(HashSet::new()),
+            seen_changes: Mutex::new((None, 0)),
         });
         let s = shared.clone();
         let committer = Batcher::on_task("spool-commit", move |group| {
@@ -100,6 +111,10 @@ fn all_failed(count: usize, e: &DbError) -> Results {
 impl Shared {
     fn unremoved(&self) -> MutexGuard<'_, HashSet<QueueId>> {
         self.unremoved.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn seen_changes(&self) -> MutexGuard<'_, (Option<i64>, i64)> {
+        self.seen_changes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lease_secs(&self) -> f64 {
@@ -150,8 +165,7 @@ impl Shared {
             let insert = tx
                 .prepare(
                     "INSERT INTO herald_messages (id, envelope, body, size, next_attempt, \
-                     accepted_by, lease_owner, lease_until) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $6, now() + make_interval(secs => $7))",
+                     accepted_by, lease_owner) VALUES ($1, $2, $3, $4, $5, $6, $6)",
                 )
                 .await
                 .map_err(DbError::doing("storing messages"))?;
@@ -160,15 +174,7 @@ impl Shared {
                 let due = envelope.received_at as i64;
                 tx.execute(
                     &insert,
-                    &[
-                        id,
-                        &Json(envelope),
-                        bytes,
-                        &size,
-                        &due,
-                        &self.db.node_id(),
-                        &self.lease_secs(),
-                    ],
+                    &[id, &Json(envelope), bytes, &size, &due, &self.db.node_id()],
                 )
                 .await
                 .map_err(DbError::doing("storing a message"))?;
@@ -269,28 +275,10 @@ impl Shared {
         for entry in fs::read_dir(&self.tmp)? {
             let _ = fs::remove_file(entry?.path());
         }
-        // This node's own leases (a restart: its id is unique) and every unowned or expired
-        // one; the rest belongs to live nodes.
-        let rows = timed(async {
-            let client = self.db.client().await?;
-            client
-                .query(
-                    &format!(
-                        "UPDATE herald_messages m SET lease_owner = $1, \
-                         lease_until = now() + make_interval(secs => $2) \
-                         FROM (SELECT id FROM herald_messages \
-                               WHERE lease_owner = $1 OR lease_owner IS NULL \
-                                  OR lease_until IS NULL OR lease_until < now() \
-                               FOR UPDATE SKIP LOCKED) c \
-                         WHERE m.id = c.id RETURNING {}",
-                        prefixed(COLUMNS)
-                    ),
-                    &[&self.db.node_id(), &self.lease_secs()],
-                )
-                .await
-                .map_err(DbError::doing("recovering the queue"))
-        })
-        .await?;
+        // This node's lease (renewed or made), then its own messages (a restart: its id is
+        // unique), every unowned one and those of nodes whose lease expired; the rest
+        // belongs to live nodes.
+        let rows = self.claim(true, None).await?;
         let mut out = rows.iter().map(message).collect::<Result<Vec<_>, _>>()?;
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)

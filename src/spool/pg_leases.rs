@@ -1,9 +1,11 @@
-//! The cluster's side of the PostgreSQL spool: [`Leases`] on `herald_messages` (module
-//! documentation of [`super`]: renewal on the database's clock, adoption with `FOR UPDATE SKIP
-//! LOCKED`, operator actions bumping `control_seq`).
+//! The cluster's side of the PostgreSQL spool: [`Leases`] on `herald_messages` and
+//! `herald_node_leases` (module documentation of [`super`]: one lease row per node renewed on
+//! the database's clock, adoption with `FOR UPDATE SKIP LOCKED`, operator actions bumping
+//! `control_seq` and the owner's `changes`).
 
 use std::time::Duration;
 
+use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 
 use super::{
@@ -15,33 +17,78 @@ use crate::spool::handle::{ClusterEntry, Leases, Taken};
 use crate::spool::{BoxFuture, MessageBytes, QueueId, SpoolError};
 
 impl Shared {
-    async fn adopt(&self, limit: usize) -> Result<Vec<ClusterEntry>, SpoolError> {
-        let limit = limit as i64;
-        let rows = timed(async {
-            let client = self.db.client().await?;
-            client
+    /// Takes messages for this node in one transaction: with `own`, first makes or renews
+    /// this node's lease and takes back its own messages (a start); then every unowned
+    /// message and those of nodes whose lease expired, at most `limit`, earliest due first.
+    /// The expired nodes' lease rows stay locked until the commit, so a renewal of theirs
+    /// waits and then finds its lease lapsed (see [`Shared::renew`]).
+    pub(super) async fn claim(&self, own: bool, limit: Option<i64>) -> Result<Vec<Row>, DbError> {
+        let node = self.db.node_id();
+        let work = async {
+            let mut client = self.db.client().await?;
+            let tx = client
+                .transaction()
+                .await
+                .map_err(DbError::doing("claiming messages"))?;
+            if own {
+                tx.execute(
+                    "INSERT INTO herald_node_leases (node_id, lease_until) \
+                     VALUES ($1, now() + make_interval(secs => $2)) \
+                     ON CONFLICT (node_id) DO UPDATE SET lease_until = EXCLUDED.lease_until",
+                    &[&node, &self.lease_secs()],
+                )
+                .await
+                .map_err(DbError::doing("claiming this node's lease"))?;
+            }
+            let expired: Vec<String> = tx
+                .query(
+                    "SELECT node_id FROM herald_node_leases \
+                     WHERE lease_until < now() AND node_id <> $1 FOR UPDATE SKIP LOCKED",
+                    &[&node],
+                )
+                .await
+                .map_err(DbError::doing("finding expired leases"))?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()
+                .map_err(DbError::doing("finding expired leases"))?;
+            let rows = tx
                 .query(
                     &format!(
-                        "UPDATE herald_messages m SET lease_owner = $1, \
-                         lease_until = now() + make_interval(secs => $2) \
+                        "UPDATE herald_messages m SET lease_owner = $1 \
                          FROM (SELECT id FROM herald_messages \
-                               WHERE (lease_until IS NULL OR lease_until < now()) \
-                                 AND lease_owner IS DISTINCT FROM $1 \
-                               ORDER BY next_attempt NULLS LAST, id LIMIT $3 \
+                               WHERE lease_owner IS NULL OR lease_owner = ANY($2) \
+                                  OR ($3 AND lease_owner = $1) \
+                               ORDER BY next_attempt NULLS LAST, id LIMIT $4 \
                                FOR UPDATE SKIP LOCKED) c \
                          WHERE m.id = c.id RETURNING {}",
                         prefixed(COLUMNS)
                     ),
-                    &[&self.db.node_id(), &self.lease_secs(), &limit],
+                    &[&node, &expired, &own, &limit],
                 )
                 .await
-                .map_err(DbError::doing("adopting expired leases"))
-        })
-        .await?;
+                .map_err(DbError::doing("claiming messages"))?;
+            tx.commit()
+                .await
+                .map_err(DbError::doing("claiming messages"))?;
+            Ok(rows)
+        };
+        match tokio::time::timeout(OPERATION_TIMEOUT, work).await {
+            Ok(r) => r,
+            Err(_) => Err(DbError::Timeout),
+        }
+    }
+
+    async fn adopt(&self, limit: usize) -> Result<Vec<ClusterEntry>, SpoolError> {
+        let rows = self.claim(false, Some(limit as i64)).await?;
         rows.iter().map(entry).collect()
     }
 
-    async fn renew(&self) -> Result<Vec<(QueueId, i64)>, SpoolError> {
+    /// Renews this node's lease: one row, whatever the number of messages. True when the
+    /// node's messages must be listed again ([`Shared::owned`]): an operator changed one of
+    /// them since they were last listed, or the lease had lapsed (another node may have
+    /// adopted some).
+    async fn renew(&self) -> Result<bool, SpoolError> {
         let unremoved: Vec<QueueId> = self.unremoved().iter().cloned().collect();
         if !unremoved.is_empty() {
             self.delete(&unremoved).await?;
@@ -54,41 +101,133 @@ impl Shared {
                 "cluster: delivered messages removed now that the database answers"
             );
         }
+        let node = self.db.node_id();
+        let work = async {
+            let mut client = self.db.client().await?;
+            let tx = client
+                .transaction()
+                .await
+                .map_err(DbError::doing("renewing leases"))?;
+            // Waits for an adopter holding the row; clock_timestamp(), not the transaction's
+            // start, so a lease that expired while waiting counts as lapsed.
+            let before = tx
+                .query_opt(
+                    "SELECT lease_until < clock_timestamp(), changes FROM herald_node_leases \
+                     WHERE node_id = $1 FOR UPDATE",
+                    &[&node],
+                )
+                .await
+                .map_err(DbError::doing("renewing leases"))?;
+            tx.execute(
+                "INSERT INTO herald_node_leases (node_id, lease_until) \
+                 VALUES ($1, now() + make_interval(secs => $2)) \
+                 ON CONFLICT (node_id) DO UPDATE SET lease_until = EXCLUDED.lease_until",
+                &[&node, &self.lease_secs()],
+            )
+            .await
+            .map_err(DbError::doing("renewing leases"))?;
+            tx.commit()
+                .await
+                .map_err(DbError::doing("renewing leases"))?;
+            match before {
+                None => Ok::<_, DbError>((true, 0)),
+                Some(row) => Ok((
+                    row.try_get::<_, bool>(0)
+                        .map_err(DbError::doing("renewing leases"))?,
+                    row.try_get::<_, i64>(1)
+                        .map_err(DbError::doing("renewing leases"))?,
+                )),
+            }
+        };
+        let (lapsed, changes) = match tokio::time::timeout(OPERATION_TIMEOUT, work).await {
+            Ok(r) => r?,
+            Err(_) => return Err(DbError::Timeout.into()),
+        };
+        let mut seen = self.seen_changes();
+        seen.1 = changes;
+        Ok(lapsed || seen.0 != Some(changes))
+    }
+
+    /// This node's messages and their operator sequences.
+    async fn owned(&self) -> Result<Vec<(QueueId, i64)>, SpoolError> {
+        let node = self.db.node_id();
+        let changes = self.seen_changes().1;
         let rows = timed(async {
             let client = self.db.client().await?;
             client
                 .query(
-                    "UPDATE herald_messages SET lease_until = now() + make_interval(secs => $2) \
-                     WHERE lease_owner = $1 RETURNING id, control_seq",
-                    &[&self.db.node_id(), &self.lease_secs()],
+                    "SELECT id, control_seq FROM herald_messages WHERE lease_owner = $1",
+                    &[&node],
                 )
                 .await
-                .map_err(DbError::doing("renewing leases"))
+                .map_err(DbError::doing("listing this node's messages"))
         })
         .await?;
-        rows.iter()
+        let held = rows
+            .iter()
             .map(|r| {
                 Ok((
                     r.try_get(0).map_err(DbError::doing("renewing leases"))?,
                     r.try_get(1).map_err(DbError::doing("renewing leases"))?,
                 ))
             })
-            .collect()
+            .collect::<Result<Vec<_>, SpoolError>>()?;
+        self.seen_changes().0 = Some(changes);
+        Ok(held)
     }
 
     async fn release_all(&self) -> Result<u64, SpoolError> {
-        Ok(timed(async {
+        let node = self.db.node_id();
+        let work = async {
+            let mut client = self.db.client().await?;
+            let tx = client
+                .transaction()
+                .await
+                .map_err(DbError::doing("releasing leases"))?;
+            let n = tx
+                .execute(
+                    "UPDATE herald_messages SET lease_owner = NULL WHERE lease_owner = $1",
+                    &[&node],
+                )
+                .await
+                .map_err(DbError::doing("releasing leases"))?;
+            // Expired rather than gone: a message this node still stored on its way out is
+            // adoptable at once.
+            tx.execute(
+                "UPDATE herald_node_leases SET lease_until = '-infinity' WHERE node_id = $1",
+                &[&node],
+            )
+            .await
+            .map_err(DbError::doing("releasing leases"))?;
+            tx.commit()
+                .await
+                .map_err(DbError::doing("releasing leases"))?;
+            Ok::<_, DbError>(n)
+        };
+        match tokio::time::timeout(OPERATION_TIMEOUT, work).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(DbError::Timeout.into()),
+        }
+    }
+
+    /// Tells the nodes `owners` that an operator changed one of their messages (they list
+    /// their messages again at their next renewal).
+    async fn bump(&self, owners: &[String]) -> Result<(), DbError> {
+        if owners.is_empty() {
+            return Ok(());
+        }
+        timed(async {
             let client = self.db.client().await?;
             client
                 .execute(
-                    "UPDATE herald_messages SET lease_owner = NULL, lease_until = NULL \
-                     WHERE lease_owner = $1",
-                    &[&self.db.node_id()],
+                    "UPDATE herald_node_leases SET changes = changes + 1 WHERE node_id = ANY($1)",
+                    &[&owners],
                 )
                 .await
-                .map_err(DbError::doing("releasing leases"))
+                .map_err(DbError::doing("telling the owning node"))?;
+            Ok(())
         })
-        .await?)
+        .await
     }
 
     async fn list_all(&self, id: Option<&str>) -> Result<Vec<ClusterEntry>, SpoolError> {
@@ -108,19 +247,24 @@ impl Shared {
     }
 
     async fn set_held(&self, id: &str, held: bool) -> Result<bool, SpoolError> {
-        let n = timed(async {
+        let row = timed(async {
             let client = self.db.client().await?;
             client
-                .execute(
+                .query_opt(
                     "UPDATE herald_messages SET held = $2, control_seq = control_seq + 1 \
-                     WHERE id = $1",
+                     WHERE id = $1 RETURNING lease_owner",
                     &[&id, &held],
                 )
                 .await
                 .map_err(DbError::doing("holding or releasing"))
         })
         .await?;
-        Ok(n > 0)
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let owner: Option<String> = row.try_get(0).unwrap_or(None);
+        self.bump(&owner.into_iter().collect::<Vec<_>>()).await?;
+        Ok(true)
     }
 
     async fn retry_now(&self, id: Option<&str>) -> Result<u64, SpoolError> {
@@ -141,7 +285,13 @@ impl Shared {
                 .await
                 .map_err(DbError::doing("retrying"))?;
             let mut count = 0;
+            let mut owners: Vec<String> = Vec::new();
             for row in &rows {
+                if let Ok(Some(owner)) = row.try_get::<_, Option<String>>("lease_owner")
+                    && !owners.contains(&owner)
+                {
+                    owners.push(owner);
+                }
                 let mut m = message(row)?;
                 m.state.retry_now(now);
                 tx.execute(
@@ -153,6 +303,12 @@ impl Shared {
                 .map_err(DbError::doing("retrying"))?;
                 count += 1;
             }
+            tx.execute(
+                "UPDATE herald_node_leases SET changes = changes + 1 WHERE node_id = ANY($1)",
+                &[&owners],
+            )
+            .await
+            .map_err(DbError::doing("retrying"))?;
             tx.commit().await.map_err(DbError::doing("retrying"))?;
             Ok(count)
         };
@@ -169,6 +325,9 @@ impl Shared {
             return Ok(None);
         };
         let body: Vec<u8> = row.try_get("body").map_err(DbError::doing("deleting"))?;
+        let owner: Option<String> = row.try_get("lease_owner").unwrap_or(None);
+        // The owner drops it at its next renewal.
+        self.bump(&owner.into_iter().collect::<Vec<_>>()).await?;
         Ok(Some((message(&row)?, MessageBytes::from(body))))
     }
 }
@@ -186,8 +345,12 @@ impl Leases for PgBackend {
         Box::pin(self.shared.adopt(limit))
     }
 
-    fn renew(&self) -> BoxFuture<'_, Result<Vec<(QueueId, i64)>, SpoolError>> {
+    fn renew(&self) -> BoxFuture<'_, Result<bool, SpoolError>> {
         Box::pin(self.shared.renew())
+    }
+
+    fn owned(&self) -> BoxFuture<'_, Result<Vec<(QueueId, i64)>, SpoolError>> {
+        Box::pin(self.shared.owned())
     }
 
     fn release_all(&self) -> BoxFuture<'_, Result<u64, SpoolError>> {

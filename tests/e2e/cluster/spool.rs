@@ -151,6 +151,18 @@ async fn a_killed_nodes_mail_is_delivered_by_the_others_after_its_lease() {
         assert_eq!(code, 250, "{text}");
     }
     sink.wait_for_held(1, WAIT);
+    // A renewal is one row for the node (issue 29): node 0's lease moves on twice (every
+    // 0.75 s) while its messages' rows stay exactly as they were (same row versions).
+    let rows = || {
+        pg.query("SELECT string_agg(id || ':' || xmin::text, ',' ORDER BY id) FROM herald_messages")
+    };
+    let lease = || pg.query("SELECT lease_until FROM herald_node_leases WHERE node_id = 'node-0'");
+    let before = rows();
+    for _ in 0..2 {
+        let last = lease();
+        wait_until("node 0's lease to be renewed", || lease() != last);
+    }
+    assert_eq!(rows(), before, "renewals left the message rows alone");
     // Connections are numbered from 1; every one so far is node 0's (no other node has mail).
     let connections_before_kill = sink.connections();
     nodes[0].herald.kill9();

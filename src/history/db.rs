@@ -2,8 +2,8 @@
 //! search, and the webhook outbox (events waiting for their app's endpoint, and the batches
 //! being POSTed). Both connections are opened the way every herald SQLite file is
 //! (`store::open_connection`, the directory flushed when the file is new): the writer thread
-//! has its own ([`open`]); search, the senders and pruning share one on a thread of its own,
-//! at the writer's lower CPU priority ([`HistoryDb`], a `store::SqliteThread`).
+//! has its own ([`open`]); search, the senders and pruning share one on a thread of its own
+//! ([`HistoryDb`], a `store::SqliteThread`).
 //!
 //! `synchronous=NORMAL` in WAL mode: a committed batch survives herald being killed (kill -9);
 //! a power loss may lose the last batches. The spool, not the history, is where mail is made
@@ -282,15 +282,14 @@ pub struct HistoryDb {
 }
 
 impl HistoryDb {
-    /// Opens the database at `path` on a thread of its own (`sqlite-history`, at the
-    /// writer's lower CPU priority: the senders' and searches' queries yield to mail).
+    /// Opens the database at `path` on a thread of its own (`sqlite-history`). Not at the
+    /// writer's lower priority: measured, delivery with webhooks on kept less of its
+    /// throughput that way (this thread takes the write lock for a sender's next batch;
+    /// preempted while holding it, it likely holds the writer up).
     pub async fn open(path: &Path) -> anyhow::Result<HistoryDb> {
-        let thread = SqliteThread::open(path, "history", |c| {
-            super::lower_priority();
-            setup(c)
-        })
-        .await
-        .with_context(|| format!("cannot open the history database {}", path.display()))?;
+        let thread = SqliteThread::open(path, "history", setup)
+            .await
+            .with_context(|| format!("cannot open the history database {}", path.display()))?;
         Ok(HistoryDb {
             path: path.to_path_buf(),
             thread,

@@ -307,7 +307,7 @@ fn take_queued(rx: &mut mpsc::Receiver<Arc<Event>>, batch: &mut Vec<Arc<Event>>)
 /// Gives the calling thread a lower CPU priority (nice 10): on saturated cores the history
 /// writer takes what mail delivery leaves, and catches up when it is idle (its queue is
 /// bounded; what overflows is counted, never waited for).
-pub(crate) fn lower_priority() {
+fn lower_priority() {
     // SAFETY: gettid and setpriority only read their integer arguments; on Linux a "process"
     // priority set for a thread id applies to that thread alone.
     let done = unsafe {

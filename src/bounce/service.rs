@@ -470,10 +470,22 @@ impl AfterDelivery {
     /// seen at delivery (returned DSNs are suppressed by the intake itself, before its 250).
     async fn follow(self, mut events: tokio::sync::mpsc::Receiver<Arc<Event>>) {
         let mut burst = Vec::with_capacity(FOLLOW_BATCH);
+        let mut apps: Vec<String> = Vec::new();
         while events.recv_many(&mut burst, FOLLOW_BATCH).await > 0 {
+            let mut latest = 0;
             for e in burst.drain(..) {
                 self.follow_one(&e).await;
+                latest = latest.max(e.time);
+                if let Some(app) = e.app.as_deref()
+                    && !apps.iter().any(|a| a == app)
+                {
+                    apps.push(app.to_string());
+                }
             }
+            // The rate gauges once per burst: six labelled gauges per app, not per event.
+            self.guard
+                .publish_rates(apps.iter().map(String::as_str), latest);
+            apps.clear();
             tokio::time::sleep(FOLLOW_LINGER).await;
         }
     }

@@ -129,8 +129,30 @@ pub struct Guard {
     inner: Arc<Inner>,
 }
 
+/// The guard's part of `[bounce]`: read at every counted event, so a copy, not the section.
+#[derive(Debug, Clone, Copy)]
+struct Thresholds {
+    hard_bounce_warn: f64,
+    hard_bounce_pause: f64,
+    complaint_warn: f64,
+    complaint_pause: f64,
+    min_volume: u64,
+}
+
+impl Thresholds {
+    fn of(cfg: &BounceConfig) -> Thresholds {
+        Thresholds {
+            hard_bounce_warn: cfg.hard_bounce_warn,
+            hard_bounce_pause: cfg.hard_bounce_pause,
+            complaint_warn: cfg.complaint_warn,
+            complaint_pause: cfg.complaint_pause,
+            min_volume: cfg.min_volume,
+        }
+    }
+}
+
 struct Inner {
-    thresholds: RwLock<BounceConfig>,
+    thresholds: RwLock<Thresholds>,
     windows: Mutex<HashMap<String, Window>>,
     paused: RwLock<HashMap<String, Pause>>,
     store: Store,
@@ -148,7 +170,7 @@ impl Guard {
     ) -> Result<Guard, StoreError> {
         let g = Guard {
             inner: Arc::new(Inner {
-                thresholds: RwLock::new(cfg.clone()),
+                thresholds: RwLock::new(Thresholds::of(cfg)),
                 windows: Mutex::new(HashMap::new()),
                 paused: RwLock::new(HashMap::new()),
                 store,
@@ -166,7 +188,7 @@ impl Guard {
             .inner
             .thresholds
             .write()
-            .unwrap_or_else(|p| p.into_inner()) = cfg.clone();
+            .unwrap_or_else(|p| p.into_inner()) = Thresholds::of(cfg);
     }
 
     /// Why `app` is paused, if it is (memory only: called at every MAIL FROM and round).
@@ -208,43 +230,40 @@ impl Guard {
         Ok(())
     }
 
-    /// Counts `event` against its app and pauses the app if a threshold is passed.
+    /// Counts `event` against its app and pauses the app if a threshold is passed. The
+    /// app's rate gauges on `/metrics` follow at [`Guard::publish_rates`].
     pub async fn observe(&self, event: &Event) {
-        let Some(app) = event.app.clone() else {
+        let Some(app) = event.app.as_deref() else {
             return;
         };
         let now = event.time;
         let counted = {
             let mut windows = self.inner.windows.lock().unwrap_or_else(|p| p.into_inner());
-            let w = windows.entry(app.clone()).or_default();
-            let mut counted = true;
-            w.bump(now, |c| match (event.kind, event.class) {
-                (EventKind::Delivered, _) => {
-                    c.sent += 1;
-                    c.delivered += 1;
-                }
-                (EventKind::Bounced, class) => {
-                    // A DSN that comes back later is about a recipient already counted as
-                    // sent (delivered to the next hop): it moves to the bounced side.
-                    if event.attempt.is_some() {
-                        c.sent += 1;
-                    } else {
-                        c.delivered = c.delivered.saturating_sub(1);
-                    }
-                    match class {
-                        Some(BounceClass::Hard) => c.hard += 1,
-                        Some(BounceClass::Block) => c.block += 1,
-                        _ => c.soft += 1,
-                    }
-                }
-                (EventKind::Deferred, Some(BounceClass::Block)) => c.block += 1,
-                (EventKind::Complained, _) => c.complaints += 1,
-                _ => counted = false,
-            });
-            counted
+            let w = match windows.get_mut(app) {
+                Some(w) => w,
+                None => windows.entry(app.to_string()).or_default(),
+            };
+            count(w, event, now)
         };
         if counted {
-            self.evaluate(&app, now).await;
+            self.evaluate(app, now).await;
+        }
+    }
+
+    /// Sets the rate gauges of `apps` on `/metrics` (24 h and 7 d: hard_bounce, block,
+    /// complaint) from their counts at `now`: once per burst of events, not per event.
+    pub fn publish_rates<'a>(&self, apps: impl IntoIterator<Item = &'a str>, now: u64) {
+        let windows = self.inner.windows.lock().unwrap_or_else(|p| p.into_inner());
+        for app in apps {
+            let Some(w) = windows.get(app) else {
+                continue;
+            };
+            for (name, hours) in [("24h", 24), ("7d", WEEK_HOURS)] {
+                let c = w.sum(now, hours);
+                crate::suppress::metrics::app_rate(app, name, "hard_bounce", c.hard_rate());
+                crate::suppress::metrics::app_rate(app, name, "block", c.block_rate());
+                crate::suppress::metrics::app_rate(app, name, "complaint", c.complaint_rate());
+            }
         }
     }
 
@@ -267,12 +286,11 @@ impl Guard {
         if self.paused(app).is_some() {
             return;
         }
-        let t = self
+        let t = *self
             .inner
             .thresholds
             .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+            .unwrap_or_else(|p| p.into_inner());
         let mut pause = None;
         let mut warn = None;
         {
@@ -282,9 +300,6 @@ impl Guard {
             };
             for (name, hours) in [("24h", 24), ("7d", WEEK_HOURS)] {
                 let c = w.sum(now, hours);
-                crate::suppress::metrics::app_rate(app, name, "hard_bounce", c.hard_rate());
-                crate::suppress::metrics::app_rate(app, name, "block", c.block_rate());
-                crate::suppress::metrics::app_rate(app, name, "complaint", c.complaint_rate());
                 if c.sent < t.min_volume.max(1) {
                     continue;
                 }
@@ -383,6 +398,35 @@ impl Guard {
             }
         })
     }
+}
+
+/// Counts `event` in `w` at `now`; false when it is not a kind the rates count.
+fn count(w: &mut Window, event: &Event, now: u64) -> bool {
+    let mut counted = true;
+    w.bump(now, |c| match (event.kind, event.class) {
+        (EventKind::Delivered, _) => {
+            c.sent += 1;
+            c.delivered += 1;
+        }
+        (EventKind::Bounced, class) => {
+            // A DSN that comes back later is about a recipient already counted as sent
+            // (delivered to the next hop): it moves to the bounced side.
+            if event.attempt.is_some() {
+                c.sent += 1;
+            } else {
+                c.delivered = c.delivered.saturating_sub(1);
+            }
+            match class {
+                Some(BounceClass::Hard) => c.hard += 1,
+                Some(BounceClass::Block) => c.block += 1,
+                _ => c.soft += 1,
+            }
+        }
+        (EventKind::Deferred, Some(BounceClass::Block)) => c.block += 1,
+        (EventKind::Complained, _) => c.complaints += 1,
+        _ => counted = false,
+    });
+    counted
 }
 
 /// Resumes `app` in `store` (the CLI); running nodes take it up within their refresh

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mail_auth::MessageAuthenticator;
 
 use super::cache::{CachedPolicy, PolicyCache};
-use super::discover::{self, Discovery};
+use super::discover::{self, Discovered, Discovery};
 use super::fetch::{self, FetchError};
 use crate::clock::unix_now;
 use crate::config::Config;
@@ -85,6 +85,9 @@ struct Engine {
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     failures: Failures,
     refreshing: Mutex<HashSet<String>>,
+    /// The `_mta-sts` TXT answer of each domain, until its TTL runs out: one look-up per
+    /// domain per TTL, not one per delivery.
+    discovered: Mutex<Discovered>,
 }
 
 impl StsResolver {
@@ -101,6 +104,7 @@ impl StsResolver {
                 fetching: Mutex::new(HashMap::new()),
                 failures: Mutex::new(HashMap::new()),
                 refreshing: Mutex::new(HashSet::new()),
+                discovered: Mutex::new(Discovered::default()),
             }))
         } else {
             None
@@ -176,7 +180,7 @@ impl Engine {
     async fn resolve(self: Arc<Self>, domain: String) -> Resolution {
         let now = unix_now();
         let cached = self.cache.get(&domain).filter(|c| c.is_fresh(now));
-        let id = match discover::discover(&self.auth, &domain).await {
+        let id = match self.discover(&domain).await {
             Discovery::Id(id) => id,
             Discovery::NoPolicy(why) | Discovery::Failed(why) => {
                 let source = match cached {
@@ -216,6 +220,17 @@ impl Engine {
             fetching.remove(&resolution.domain);
         }
         resolution
+    }
+
+    /// The `_mta-sts` TXT answer of `domain`: the one kept while its TTL runs, else a look-up
+    /// (kept when it came with a TTL; a failed look-up is never kept).
+    async fn discover(&self, domain: &str) -> Discovery {
+        if let Some(kept) = lock(&self.discovered).get(domain, Instant::now()) {
+            return kept;
+        }
+        let (discovery, until) = discover::discover_until(&self.auth, domain).await;
+        lock(&self.discovered).keep(domain, &discovery, until, Instant::now());
+        discovery
     }
 
     /// Fetches the policy for `id` unless another task just did, or just failed to.

@@ -13,6 +13,7 @@ use super::attempt::{Attempt, Connector};
 use super::capture::Capture;
 use super::client::Timeouts;
 use super::dane::{Dane, DanePlan};
+use super::dns_cache::DnsCache;
 use super::job::Job;
 use super::outcome::{Failure, RecipientResult};
 use super::plan::{self, Hop, MessageTls, Route, RoutePlan};
@@ -61,6 +62,8 @@ impl Relay {
 pub(crate) struct Outbound {
     port: u16,
     resolver: MessageAuthenticator,
+    /// MX and address records within their TTL (one map read per attempt).
+    dns_cache: DnsCache,
     sts: Arc<StsResolver>,
     dane: Dane,
     connector: Connector,
@@ -80,6 +83,7 @@ impl Outbound {
         Ok(Outbound {
             port: d.port,
             resolver: crate::resolver::authenticator(&cfg.dns)?,
+            dns_cache: DnsCache::default(),
             sts,
             dane: Dane::new(cfg)?,
             connector: Connector {
@@ -153,8 +157,10 @@ impl Outbound {
                 TlsDirective::Opportunistic
             }
         };
-        let (directive, hosts) =
-            tokio::join!(directive, resolve::mx_hosts(&self.resolver, &job.domain));
+        let (directive, hosts) = tokio::join!(
+            directive,
+            resolve::mx_hosts_kept(&self.resolver, Some(&self.dns_cache), &job.domain)
+        );
         let hosts = hosts.map_err(|e| {
             let failure = match e {
                 ResolveError::NullMx { domain } => Failure::NullMx { domain },
@@ -221,7 +227,13 @@ impl Outbound {
                     continue;
                 }
             };
-            let addrs = match resolve::addresses(&self.resolver, &host.host).await {
+            let addrs = match resolve::addresses_kept(
+                &self.resolver,
+                Some(&self.dns_cache),
+                &host.host,
+            )
+            .await
+            {
                 Ok(a) => a,
                 Err(e) if e.is_permanent() && plan.implicit_mx => {
                     return every(job, Failure::NoRoute(e), None);

@@ -9,6 +9,7 @@ pub(crate) mod capture;
 pub(crate) mod client;
 pub(crate) mod dane;
 pub(crate) mod deliver;
+mod dns_cache;
 pub(crate) mod job;
 pub(crate) mod outcome;
 pub(crate) mod plan;

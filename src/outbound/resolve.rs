@@ -6,10 +6,11 @@
 
 use std::net::IpAddr;
 
-use mail_auth::common::cache::NoCache;
 use mail_auth::hickory_resolver::proto::op::ResponseCode;
 use mail_auth::{DnsError, MessageAuthenticator};
 use rand::seq::SliceRandom;
+
+use super::dns_cache::DnsCache;
 
 /// Why a domain or host could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +70,16 @@ pub(crate) async fn mx_hosts(
     resolver: &MessageAuthenticator,
     domain: &str,
 ) -> Result<Vec<String>, ResolveError> {
+    mx_hosts_kept(resolver, None, domain).await
+}
+
+/// [`mx_hosts`], the MX records taken from `cache` while their TTL runs (kept there when
+/// looked up).
+pub(crate) async fn mx_hosts_kept(
+    resolver: &MessageAuthenticator,
+    cache: Option<&DnsCache>,
+    domain: &str,
+) -> Result<Vec<String>, ResolveError> {
     if let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
         let ip = literal.strip_prefix("IPv6:").unwrap_or(literal);
         return match ip.parse::<IpAddr>() {
@@ -78,8 +89,7 @@ pub(crate) async fn mx_hosts(
             }),
         };
     }
-    let none = None::<&NoCache<Box<str>, mail_auth::RecordSet<mail_auth::MX>>>;
-    match resolver.mx_lookup(domain, none).await {
+    match resolver.mx_lookup(domain, cache.map(|c| &c.mx)).await {
         Ok(set) => {
             let mut hosts = Vec::new();
             for mx in set.rrset.iter() {
@@ -122,14 +132,22 @@ pub(crate) async fn addresses(
     resolver: &MessageAuthenticator,
     host: &str,
 ) -> Result<Vec<IpAddr>, ResolveError> {
+    addresses_kept(resolver, None, host).await
+}
+
+/// [`addresses`], the records taken from `cache` while their TTL runs (kept there when
+/// looked up).
+pub(crate) async fn addresses_kept(
+    resolver: &MessageAuthenticator,
+    cache: Option<&DnsCache>,
+    host: &str,
+) -> Result<Vec<IpAddr>, ResolveError> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![ip]);
     }
-    let none4 = None::<&NoCache<Box<str>, mail_auth::RecordSet<std::net::Ipv4Addr>>>;
-    let none6 = None::<&NoCache<Box<str>, mail_auth::RecordSet<std::net::Ipv6Addr>>>;
     let (v4, v6) = tokio::join!(
-        resolver.ipv4_lookup(host, none4),
-        resolver.ipv6_lookup(host, none6)
+        resolver.ipv4_lookup(host, cache.map(|c| &c.v4)),
+        resolver.ipv6_lookup(host, cache.map(|c| &c.v6))
     );
     let mut out: Vec<IpAddr> = Vec::new();
     let mut nxdomain = false;

@@ -38,6 +38,7 @@ pub mod smtp_sink;
 pub mod spool;
 mod thread;
 pub mod tools;
+pub mod world;
 
 #[allow(unused_imports)]
 pub use thread::ServerThread;

@@ -60,7 +60,7 @@ async fn two_nodes_deliveries_make_exactly_one_report_with_both_nodes_sessions()
             w.https_port
         ),
     );
-    w.https.set_response("/tlsrpt", Response::status(200));
+    w.https().set_response("/tlsrpt", Response::status(200));
     let mx = w.start_mx("mx1.bank.test", MxCert::Valid);
     let text = std::fs::read_to_string(w.config_file(mx.addr().port())).expect("world config");
     let world_cfg: toml::Table = toml::from_str(&text).expect("world config parses");
@@ -134,7 +134,7 @@ async fn two_nodes_deliveries_make_exactly_one_report_with_both_nodes_sessions()
     assert_eq!(senders, 1, "exactly one node sends: {outputs:#?}");
 
     let posts: Vec<_> = w
-        .https
+        .https()
         .posts()
         .into_iter()
         .filter(|(path, _, _)| path == "/tlsrpt")
@@ -159,7 +159,7 @@ async fn two_nodes_deliveries_make_exactly_one_report_with_both_nodes_sessions()
         .expect("run herald report flush");
     assert!(out.status.success());
     assert_eq!(
-        w.https
+        w.https()
             .posts()
             .iter()
             .filter(|(path, _, _)| path == "/tlsrpt")

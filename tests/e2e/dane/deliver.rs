@@ -180,7 +180,7 @@ async fn dane_takes_precedence_over_mta_sts_enforce() {
     assert_eq!(counts.success, 0, "not an MTA-STS session: {counts:?}");
     assert!(counts.failures.is_empty(), "{counts:?}");
     assert!(
-        d.w.https.hits(crate::mta_sts::world::POLICY_PATH) >= 1,
+        d.w.https().hits(crate::mta_sts::world::POLICY_PATH) >= 1,
         "the enforce policy was fetched, so it was in force"
     );
 }

@@ -1,85 +1,47 @@
-//! Shared set-up for the delivery tests: a DNS server, sinks on one port, a herald config
-//! pointed at them, and messages written straight into herald's spool.
+//! Shared set-up for the delivery tests: the test world (DNS, sinks on one port), a herald
+//! config pointed at them, and messages written straight into herald's spool.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::Duration;
 
 use herald::spool::{Envelope, Spool};
 
-use crate::support::dns::DnsServer;
-use crate::support::herald::{Herald, base_config};
-use crate::support::smtp_sink::{SinkOptions, SmtpSink, same_port_listeners};
+use crate::support::herald::Herald;
+use crate::support::smtp_sink::SmtpSink;
 
 /// Upper bound for any wait (never reached when things work).
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// One test's small internet: DNS, a port shared by its MX addresses, the listeners for it.
-pub struct World {
-    /// The test's directory (config, spool, keys).
-    pub dir: tempfile::TempDir,
-    /// The DNS server herald asks.
-    pub dns: DnsServer,
-    /// The port every MX listens on (`[delivery] port`).
-    pub port: u16,
-    listeners: Vec<TcpListener>,
+/// One test's small internet ([`crate::support::world::World`]): DNS and `n` addresses
+/// sharing one port; this area adds its config and messages written straight into the spool.
+pub struct World(crate::support::world::World);
+
+impl std::ops::Deref for World {
+    type Target = crate::support::world::World;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for World {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl World {
     /// A world with `n` loopback addresses sharing one port.
     pub fn new(n: usize) -> World {
-        let (port, listeners) = same_port_listeners(n);
-        World {
-            dir: tempfile::tempdir().expect("tempdir"),
-            dns: DnsServer::start(),
-            port,
-            listeners,
-        }
-    }
-
-    /// Takes the next address: its listener and IP (drop the listener for a host that is down).
-    pub fn take(&mut self) -> (TcpListener, Ipv4Addr) {
-        let l = self.listeners.remove(0);
-        let ip = match l.local_addr().expect("addr").ip() {
-            IpAddr::V4(ip) => ip,
-            IpAddr::V6(_) => unreachable!("loopback v4"),
-        };
-        (l, ip)
-    }
-
-    /// Starts a sink on the next address and publishes `host` A → it.
-    pub fn sink(&mut self, host: &str, opts: SinkOptions) -> SmtpSink {
-        let (l, ip) = self.take();
-        self.dns.add_a(host, ip);
-        SmtpSink::start(l, opts)
-    }
-
-    /// A host name that resolves to an address where nothing listens (connection refused).
-    pub fn down_host(&mut self, host: &str) -> Ipv4Addr {
-        let (l, ip) = self.take();
-        drop(l);
-        self.dns.add_a(host, ip);
-        ip
+        World(crate::support::world::World::builder().addresses(n).build())
     }
 
     /// The herald config: base, plus our DNS and port, and a fast retry schedule.
     pub fn config(&self) -> toml::Table {
-        let mut cfg = base_config(self.dir.path());
-        let mut dns = toml::Table::new();
-        dns.insert("servers".into(), self.dns.config_value());
-        cfg.insert("dns".into(), toml::Value::Table(dns));
-        let delivery = cfg
-            .entry("delivery")
-            .or_insert(toml::Value::Table(toml::Table::new()))
-            .as_table_mut()
-            .expect("delivery table");
-        delivery.insert("port".into(), toml::Value::Integer(self.port as i64));
-        delivery.insert(
-            "retry_schedule".into(),
-            toml::Value::Array(vec!["1s".into(), "1s".into()]),
-        );
-        delivery.insert("connect_timeout".into(), "5s".into());
+        let mut cfg = self.0.config();
+        set(&mut cfg, "delivery", "retry_schedule", vec!["1s", "1s"]);
+        set(&mut cfg, "delivery", "connect_timeout", "5s");
         cfg
     }
 

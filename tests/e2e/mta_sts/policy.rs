@@ -30,13 +30,13 @@ async fn the_cache_survives_a_restart_and_an_outage_of_the_policy_host() {
     w.publish_policy("1", World::enforce());
     let first = resolver(&w).resolve(DOMAIN).await;
     assert!(matches!(first.source, Source::Fetched), "{first:?}");
-    let request = &w.https.requests()[0];
+    let request = &w.https().requests()[0];
     assert_eq!(request.sni.as_deref(), Some("mta-sts.bank.test"));
     assert_eq!(request.path, POLICY_PATH);
 
     // Restart while the policy host is down and a new id is announced: the cached, unexpired
     // policy keeps being enforced.
-    w.https.set_down(true);
+    w.https().set_down(true);
     w.dns
         .set_txt(&format!("_mta-sts.{DOMAIN}"), "v=STSv1; id=2");
     let restarted = resolver(&w);
@@ -53,7 +53,7 @@ async fn the_cache_survives_a_restart_and_an_outage_of_the_policy_host() {
     w.dns.remove(&format!("_mta-sts.{DOMAIN}"));
     let d = resolver(&w).directive_for(DOMAIN).await;
     assert_eq!(mode(&d), Some(Mode::Enforce));
-    assert_eq!(w.https.hits(POLICY_PATH), 1);
+    assert_eq!(w.https().hits(POLICY_PATH), 1);
 }
 
 #[tokio::test]
@@ -67,7 +67,7 @@ async fn a_changed_txt_id_fetches_the_policy_again() {
     // Same id: the cached policy, no fetch.
     let same = resolver(&w).resolve(DOMAIN).await;
     assert!(matches!(same.source, Source::Cache), "{same:?}");
-    assert_eq!(w.https.hits(POLICY_PATH), 1);
+    assert_eq!(w.https().hits(POLICY_PATH), 1);
 
     w.publish_policy(
         "2",
@@ -80,7 +80,7 @@ async fn a_changed_txt_id_fetches_the_policy_again() {
         (entry.policy.id.as_str(), entry.policy.mode),
         ("2", Mode::Testing)
     );
-    assert_eq!(w.https.hits(POLICY_PATH), 2);
+    assert_eq!(w.https().hits(POLICY_PATH), 2);
 }
 
 #[tokio::test]
@@ -103,8 +103,8 @@ async fn max_age_bounds_the_cache() {
     let r = resolver(&w);
     assert!(matches!(r.resolve(DOMAIN).await.source, Source::Fetched));
     assert!(matches!(r.resolve(DOMAIN).await.source, Source::Fetched));
-    assert_eq!(w.https.hits(POLICY_PATH), 3);
-    w.https.set_down(true);
+    assert_eq!(w.https().hits(POLICY_PATH), 3);
+    w.https().set_down(true);
     let gone = resolver(&w).resolve(DOMAIN).await;
     assert!(matches!(gone.source, Source::Failed(_)), "{gone:?}");
 }
@@ -121,7 +121,7 @@ async fn a_none_policy_replaces_an_older_one() {
     let d = resolver(&w).directive_for(DOMAIN).await;
     assert!(matches!(d, TlsDirective::Opportunistic), "{d:?}");
     // And it is what the cache now holds.
-    w.https.set_down(true);
+    w.https().set_down(true);
     let cached = resolver(&w).cached(DOMAIN).expect("cached");
     assert_eq!(cached.policy.mode, Mode::None);
 }
@@ -129,13 +129,13 @@ async fn a_none_policy_replaces_an_older_one() {
 #[tokio::test]
 async fn several_records_or_none_mean_no_policy_and_require_tls_still_applies() {
     let w = World::new();
-    w.https.set_response(POLICY_PATH, World::enforce());
+    w.https().set_response(POLICY_PATH, World::enforce());
     let name = format!("_mta-sts.{DOMAIN}");
     w.dns.add_txt(&name, "v=STSv1; id=1");
     w.dns.add_txt(&name, "v=STSv1; id=2");
     let d = resolver(&w).directive_for(DOMAIN).await;
     assert!(matches!(d, TlsDirective::Opportunistic), "{d:?}");
-    assert_eq!(w.https.hits(POLICY_PATH), 0);
+    assert_eq!(w.https().hits(POLICY_PATH), 0);
 
     let mut cfg = w.config(25);
     cfg.delivery.require_tls_domains = vec![DOMAIN.to_string()];
@@ -190,18 +190,18 @@ fn sts_show_prints_the_policy_online_and_from_the_cache() {
     }
 
     // Offline (`--cached`: no DNS, no HTTPS) while the policy host is down.
-    w.https.set_down(true);
+    w.https().set_down(true);
     let (code, cached, err) = run(&["sts", "show", "--cached", DOMAIN]);
     assert_eq!(code, Some(0), "{cached}{err}");
     assert!(cached.contains("source:   cached"), "{cached}");
     assert!(cached.contains("id:       20261123"), "{cached}");
     assert!(cached.contains("expires:  "), "{cached}");
-    w.https.set_down(false);
+    w.https().set_down(false);
 
     // A changed id whose policy cannot be fetched: the cached policy, and why.
     w.dns
         .set_txt(&format!("_mta-sts.{DOMAIN}"), "v=STSv1; id=changed");
-    w.https.set_response(POLICY_PATH, Response::status(404));
+    w.https().set_response(POLICY_PATH, Response::status(404));
     let (code, failed, _) = run(&["sts", "show", DOMAIN]);
     assert_eq!(code, Some(0), "the cached policy still applies:\n{failed}");
     assert!(

@@ -58,7 +58,7 @@ async fn flush_mails_and_posts_the_gzip_json_report() {
             w.https_port
         ),
     );
-    w.https.set_response("/tlsrpt", Response::status(200));
+    w.https().set_response("/tlsrpt", Response::status(200));
     let mx = w.start_mx("mx1.bank.test", MxCert::Valid);
     let cfg = w.config(mx.addr().port());
     let config = w.config_file(mx.addr().port());
@@ -108,7 +108,7 @@ async fn flush_mails_and_posts_the_gzip_json_report() {
     assert!(flushed.contains("sent     bank.test"), "{flushed}");
 
     // https: one POST of application/tlsrpt+gzip.
-    let posts = tokio::task::block_in_place(|| w.https.wait_for_posts(1, WAIT));
+    let posts = tokio::task::block_in_place(|| w.https().wait_for_posts(1, WAIT));
     let (path, headers, body) = &posts[0];
     assert_eq!(path, "/tlsrpt");
     assert_eq!(
@@ -166,7 +166,7 @@ async fn flush_mails_and_posts_the_gzip_json_report() {
     let (code, again) = run(&["report", "flush"]);
     assert_eq!(code, Some(0), "{again}");
     assert!(again.contains("admin endpoint did not answer"), "{again}");
-    let posts = tokio::task::block_in_place(|| w.https.wait_for_posts(2, WAIT));
+    let posts = tokio::task::block_in_place(|| w.https().wait_for_posts(2, WAIT));
     let second = gunzip_json(&posts[1].2);
     let summary = &second["policies"][0]["summary"];
     assert_eq!(summary["total-successful-session-count"], 1, "{second}");

@@ -110,7 +110,7 @@ async fn serve_enforces_a_cached_policy_after_a_restart_and_flushes_through_admi
             w.https_port
         ),
     );
-    w.https.set_response("/tlsrpt", Response::status(200));
+    w.https().set_response("/tlsrpt", Response::status(200));
     let (port, mut listeners) = same_port_listeners(2);
     let mx1 = w.start_mx_on(listeners.remove(0), "mx1.bank.test", MxCert::Valid);
     let cfg = config(&w, port);
@@ -125,7 +125,7 @@ async fn serve_enforces_a_cached_policy_after_a_restart_and_flushes_through_admi
     assert!(herald.terminate().success());
 
     // The policy host goes down and the only MX now presents an expired certificate.
-    w.https.set_down(true);
+    w.https().set_down(true);
     w.dns.remove_type(DOMAIN, RecordType::MX);
     let mx2 = w.start_mx_on(listeners.remove(0), "mx2.bank.test", MxCert::Expired);
     let mut herald = Herald::start(w.dir.path(), cfg);
@@ -139,7 +139,7 @@ async fn serve_enforces_a_cached_policy_after_a_restart_and_flushes_through_admi
     );
 
     // Flush through the running herald: one report with the counts of both runs.
-    w.https.set_down(false);
+    w.https().set_down(false);
     let out = Command::new(herald_bin())
         .arg("--config")
         .arg(&herald.config_path)
@@ -160,7 +160,7 @@ async fn serve_enforces_a_cached_policy_after_a_restart_and_flushes_through_admi
         !String::from_utf8_lossy(&out.stderr).contains("admin endpoint did not answer"),
         "the flush did not go through the admin endpoint"
     );
-    let posts = tokio::task::block_in_place(|| w.https.wait_for_posts(1, WAIT));
+    let posts = tokio::task::block_in_place(|| w.https().wait_for_posts(1, WAIT));
     let report = super::report::gunzip_json(&posts[0].2);
     let policy = &report["policies"][0];
     assert_eq!(
@@ -186,7 +186,7 @@ async fn serve_sends_pending_reports_every_interval() {
             w.https_port
         ),
     );
-    w.https.set_response("/tlsrpt", Response::status(200));
+    w.https().set_response("/tlsrpt", Response::status(200));
     let (port, mut listeners) = same_port_listeners(1);
     let mx = w.start_mx_on(listeners.remove(0), "mx1.bank.test", MxCert::Valid);
     let mut cfg = config(&w, port);
@@ -199,7 +199,7 @@ async fn serve_sends_pending_reports_every_interval() {
     submit(&herald, "periodic").await;
     tokio::task::block_in_place(|| mx.wait_for_messages(1, WAIT));
     // No flush command: the periodic task sends the report on its own.
-    let posts = tokio::task::block_in_place(|| w.https.wait_for_posts(1, WAIT));
+    let posts = tokio::task::block_in_place(|| w.https().wait_for_posts(1, WAIT));
     let report = super::report::gunzip_json(&posts[0].2);
     let summary = &report["policies"][0]["summary"];
     assert_eq!(summary["total-successful-session-count"], 1, "{report}");

@@ -1,6 +1,6 @@
-//! One recipient domain's corner of the fake internet: DNS (MX, A, `_mta-sts`, `_smtp._tls`), an
-//! HTTPS host for its policy and reports (test CA), a receiving MX with a chosen certificate, and
-//! herald's configuration pointing at all of it.
+//! One recipient domain's corner of the fake internet (on the shared test world): DNS (MX, A,
+//! `_mta-sts`, `_smtp._tls`), an HTTPS host for its policy and reports (test CA), a receiving MX
+//! with a chosen certificate, and herald's configuration pointing at all of it.
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::PathBuf;
@@ -15,9 +15,8 @@ use herald::report::store::DayCounts;
 use herald::signing::Signer;
 use herald::spool::{Envelope, RecipientStatus, Spool};
 
-use crate::support::ca::{TestCa, Validity};
-use crate::support::dns::DnsServer;
-use crate::support::https::{HttpsServer, Response};
+use crate::support::ca::Validity;
+use crate::support::https::Response;
 use crate::support::smtp_sink::{SinkOptions, SmtpSink};
 
 /// The recipient domain in every test (each test has its own DNS server).
@@ -42,49 +41,37 @@ pub enum MxCert {
     NoStarttls,
 }
 
-/// The fake internet of one test.
+/// The fake internet of one test, on the shared [`crate::support::world::World`] (DNS, CA,
+/// test directory, and the HTTPS host `mta-sts.bank.test` / `reports.bank.test`); this area
+/// adds its MX shapes, its policy and herald's config for it.
 pub struct World {
-    /// Test directory (config, data, CA root).
-    pub dir: tempfile::TempDir,
-    /// Authoritative DNS for the test zones.
-    pub dns: DnsServer,
-    /// The CA herald trusts through `[tls] extra_roots`.
-    pub ca: TestCa,
-    /// `mta-sts.bank.test` and `reports.bank.test`.
-    pub https: HttpsServer,
+    w: crate::support::world::World,
     /// The IP the HTTPS host listens on.
     pub https_ip: Ipv4Addr,
     /// Its port (`[mta_sts] port`).
     pub https_port: u16,
 }
 
+impl std::ops::Deref for World {
+    type Target = crate::support::world::World;
+    fn deref(&self) -> &Self::Target {
+        &self.w
+    }
+}
+
 impl World {
     /// DNS, CA and HTTPS host, with nothing published yet.
     pub fn new() -> World {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let dns = DnsServer::start();
-        let ca = TestCa::new();
-        ca.write_root(&dir.path().join("ca.pem"));
-        let listener = crate::support::listener();
-        let addr = listener.local_addr().expect("addr");
-        let https = HttpsServer::start(
-            listener,
-            ca.server_config(
-                &[&format!("mta-sts.{DOMAIN}"), &format!("reports.{DOMAIN}")],
-                Validity::Current,
-            ),
-            Vec::new(),
-        );
+        let w = crate::support::world::World::builder()
+            .https(&[&format!("mta-sts.{DOMAIN}"), &format!("reports.{DOMAIN}")])
+            .build();
+        w.ca_root_file("ca.pem");
+        let addr = w.https_addr();
         let IpAddr::V4(https_ip) = addr.ip() else {
             panic!("loopback v4 expected");
         };
-        dns.add_a(&format!("mta-sts.{DOMAIN}"), https_ip);
-        dns.add_a(&format!("reports.{DOMAIN}"), https_ip);
         World {
-            dir,
-            dns,
-            ca,
-            https,
+            w,
             https_ip,
             https_port: addr.port(),
         }
@@ -94,7 +81,7 @@ impl World {
     pub fn publish_policy(&self, id: &str, policy: Response) {
         self.dns
             .set_txt(&format!("_mta-sts.{DOMAIN}"), &format!("v=STSv1; id={id}"));
-        self.https.set_response(POLICY_PATH, policy);
+        self.https().set_response(POLICY_PATH, policy);
     }
 
     /// An `enforce` policy allowing `*.bank.test`.

@@ -1,18 +1,17 @@
-//! One test's fake internet for REQUIRETLS: DNS, a test CA (herald's own certificate, the MX
-//! certificates, the MTA-STS policy host), MX sinks sharing the delivery port, and a herald
-//! config pointed at all of it.
+//! One test's fake internet for REQUIRETLS, on the shared [`World`]: DNS, a test CA (herald's
+//! own certificate, the MX certificates, the MTA-STS policy host), MX sinks sharing the
+//! delivery port, and a herald config pointed at all of it.
 
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::submission::client::{Client, HOST, SmtpReply};
-use crate::support::ca::{TestCa, Validity};
-use crate::support::dns::DnsServer;
-use crate::support::herald::{DEMO_HASH, DEMO_PASSWORD, Herald, base_config, point_at};
-use crate::support::https::{HttpsServer, Response};
-use crate::support::smtp_sink::{SinkOptions, SmtpSink, same_port_listeners};
+use crate::support::ca::Validity;
+use crate::support::herald::{DEMO_HASH, DEMO_PASSWORD, Herald};
+use crate::support::https::Response;
+use crate::support::smtp_sink::{SinkOptions, SmtpSink};
+use crate::support::world::World;
 
 /// The recipient domain.
 pub const DOMAIN: &str = "bank.test";
@@ -30,57 +29,38 @@ pub enum Cert {
     Expired,
 }
 
-/// The fake internet of one test.
-pub struct Rig {
-    /// Config, data and spool.
-    pub dir: tempfile::TempDir,
-    /// DNS for bank.test and example.test.
-    pub dns: DnsServer,
-    /// Issues every certificate; herald trusts it through `[tls] extra_roots`.
-    pub ca: TestCa,
-    /// `mta-sts.bank.test`.
-    pub https: HttpsServer,
-    https_port: u16,
-    /// The delivery port every MX shares.
-    pub port: u16,
-    listeners: Vec<TcpListener>,
+/// The fake internet of one test ([`World`]): DNS, the test CA (herald's certificate too),
+/// `mta-sts.bank.test`, and addresses for MX hosts; this area adds its MX shapes and config.
+pub struct Rig(World);
+
+impl std::ops::Deref for Rig {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Rig {
+    fn deref_mut(&mut self) -> &mut World {
+        &mut self.0
+    }
 }
 
 impl Rig {
     /// DNS, CA, the policy host (nothing published yet) and `n` addresses for MX hosts.
     pub fn new(n: usize) -> Rig {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ca = TestCa::new();
-        let (cert, key) = ca.issue(&[HOST], Validity::Current);
-        std::fs::create_dir_all(dir.path().join("certs")).expect("certs dir");
-        std::fs::write(dir.path().join("certs/herald.crt"), cert).expect("write cert");
-        std::fs::write(dir.path().join("certs/herald.key"), key).expect("write key");
-        let dns = DnsServer::start();
-        let listener = crate::support::listener();
-        let https_addr = listener.local_addr().expect("addr");
-        let https = HttpsServer::start(
-            listener,
-            ca.server_config(&[&format!("mta-sts.{DOMAIN}")], Validity::Current),
-            Vec::new(),
-        );
-        dns.add_a(&format!("mta-sts.{DOMAIN}"), v4(https_addr.ip()));
-        let (port, listeners) = same_port_listeners(n);
-        Rig {
-            dir,
-            dns,
-            ca,
-            https,
-            https_port: https_addr.port(),
-            port,
-            listeners,
-        }
+        Rig(World::builder()
+            .addresses(n)
+            .https(&[&format!("mta-sts.{DOMAIN}")])
+            .herald_cert(HOST)
+            .build())
     }
 
     /// Publishes an MTA-STS policy for bank.test in `mode`, allowing `*.bank.test`.
     pub fn policy(&self, mode: &str) {
         self.dns
             .set_txt(&format!("_mta-sts.{DOMAIN}"), "v=STSv1; id=rt1");
-        self.https.set_response(
+        self.https().set_response(
             "/.well-known/mta-sts.txt",
             Response::mta_sts_policy(mode, &[&format!("*.{DOMAIN}")], 86400),
         );
@@ -92,42 +72,42 @@ impl Rig {
             Cert::Valid => Validity::Current,
             Cert::Expired => Validity::Expired,
         };
-        let sink = self.host(
+        let tls = Some(self.ca.server_config(&[host], validity));
+        self.0.mx(
+            DOMAIN,
+            preference,
             host,
             SinkOptions {
-                tls: Some(self.ca.server_config(&[host], validity)),
+                tls,
                 hostname: Some(host.to_string()),
                 requiretls,
                 ..SinkOptions::default()
             },
-        );
-        self.dns.add_mx(DOMAIN, preference, host);
-        sink
+        )
     }
 
     /// The MX of example.test, where bounces to the apps arrive (plain SMTP).
     pub fn sender_mx(&mut self) -> SmtpSink {
-        let sink = self.host("mx.example.test", SinkOptions::default());
-        self.dns.add_mx("example.test", 10, "mx.example.test");
-        sink
+        self.0.mx(
+            "example.test",
+            10,
+            "mx.example.test",
+            SinkOptions::default(),
+        )
     }
 
     /// A sink on the next address, with `host` A → it.
     pub fn host(&mut self, host: &str, opts: SinkOptions) -> SmtpSink {
-        let listener = self.listeners.remove(0);
-        let ip = v4(listener.local_addr().expect("addr").ip());
-        self.dns.add_a(host, ip);
-        SmtpSink::start(listener, opts)
+        self.0.sink(host, opts)
     }
 
     /// herald's config: base, DNS and CA of this rig, the delivery and policy ports, and a
     /// second app `lax` (same password as `demo`) allowed to send `TLS-Required: No`.
     pub fn config(&self) -> toml::Table {
-        let mut cfg = base_config(self.dir.path());
-        point_at(&mut cfg, self.dir.path(), &self.dns, &self.ca);
-        crate::support::set(&mut cfg, "delivery.port", self.port as i64);
+        let mut cfg = self.0.config();
+        self.trust_ca(&mut cfg);
         crate::support::set(&mut cfg, "delivery.connect_timeout", "5s");
-        crate::support::set(&mut cfg, "mta_sts.port", self.https_port as i64);
+        crate::support::set(&mut cfg, "mta_sts.port", self.https_addr().port() as i64);
         crate::support::set(&mut cfg, "mta_sts.fetch_timeout", "5s");
         crate::support::set(&mut cfg, "apps.lax.password_hash", DEMO_HASH);
         crate::support::set(&mut cfg, "apps.lax.senders", vec!["@example.test"]);
@@ -149,13 +129,6 @@ impl Rig {
     /// A client config trusting the test CA (herald's certificate).
     pub fn client_tls(&self) -> Arc<rustls::ClientConfig> {
         self.ca.client_config_trusting()
-    }
-}
-
-fn v4(ip: IpAddr) -> Ipv4Addr {
-    match ip {
-        IpAddr::V4(ip) => ip,
-        IpAddr::V6(_) => panic!("loopback v4 expected"),
     }
 }
 

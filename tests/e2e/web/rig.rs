@@ -6,19 +6,18 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::support::ca::{TestCa, Validity};
-use crate::support::dns::DnsServer;
-use crate::support::herald::{Herald, base_config, herald_bin, point_at};
+use crate::support::herald::{Herald, herald_bin};
 use crate::support::pebble::{Pebble, PebbleOptions};
+use crate::support::world::World;
 
 pub const HOST: &str = "herald.example.test";
 pub const STS_HOST: &str = "mta-sts.example.test";
 pub const WAIT: Duration = Duration::from_secs(60);
 
+/// The shared test [`World`] (directory, DNS, CA, herald's certificate) with Pebble and a
+/// running herald; reads the world's fields through `Deref`.
 pub struct WebRig {
-    pub dir: tempfile::TempDir,
-    pub dns: DnsServer,
-    pub ca: TestCa,
+    w: World,
     /// The ACME server (a test may stop it by taking it).
     pub pebble: Option<Pebble>,
     pub herald: Herald,
@@ -40,9 +39,8 @@ pub fn start(
     extra: &str,
     records: &[(&str, std::net::IpAddr)],
 ) -> WebRig {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let dns = DnsServer::start();
-    let ca = TestCa::new();
+    let w = World::builder().herald_cert(HOST).build();
+    let (dir, dns, ca) = (&w.dir, &w.dns, &w.ca);
     let web = crate::support::free_addr();
     dns.add_ip(HOST, web.ip());
     dns.add_ip(STS_HOST, web.ip());
@@ -51,24 +49,16 @@ pub fn start(
     }
     let pebble = Pebble::start(
         dir.path(),
-        &ca,
-        &dns,
+        ca,
+        dns,
         PebbleOptions {
             tls_port: web.port(),
             validity_secs,
         },
     );
     let pebble_root = pebble.write_root(&dir.path().join("pebble-root.pem"));
-    let certs = dir.path().join("certs");
-    std::fs::create_dir_all(&certs).expect("certs dir");
-    ca.write_issued(
-        &[HOST],
-        Validity::Current,
-        &certs.join("herald.crt"),
-        &certs.join("herald.key"),
-    );
-    let mut cfg = base_config(dir.path());
-    point_at(&mut cfg, dir.path(), &dns, &ca);
+    let mut cfg = w.config();
+    w.trust_ca(&mut cfg);
     let test_ca = dir.path().join("test-ca.pem").display().to_string();
     crate::support::set(
         &mut cfg,
@@ -103,14 +93,19 @@ max_age = "1d"
     let mut herald = Herald::start(dir.path(), cfg);
     herald.wait_for_log("certificate issued and in force", WAIT);
     WebRig {
-        dir,
-        dns,
-        ca,
+        w,
         pebble: Some(pebble),
         herald,
         web,
         pebble_root,
         captured,
+    }
+}
+
+impl std::ops::Deref for WebRig {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.w
     }
 }
 

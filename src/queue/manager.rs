@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore, watch};
 
 use super::dsn::{self, Kind};
+use super::recovery::{RECOVERY_IN_FOREGROUND, Recovered};
 use super::table::Table;
 use super::transition::{self, Rules};
 use crate::clock::{now_ms, unix_now};
@@ -23,7 +24,7 @@ use crate::outbound::job::Job;
 use crate::outbound::outcome::{Failure, RecipientResult};
 use crate::own_mail::OwnMail;
 use crate::signing::Signer;
-use crate::spool::{Arrivals, RecipientStatus, Recovery, Spool, SpoolLock, SpooledMessage};
+use crate::spool::{Arrivals, RecipientStatus, Spool, SpoolLock, SpooledMessage};
 use crate::tls_policy::TlsSink;
 
 /// Handle on the running queue, shared with the admin endpoint.
@@ -557,76 +558,6 @@ async fn finish_round(
     }
     drop(table);
     inner.wake.notify_one();
-}
-
-/// How long a start waits for recovery before going on with it in the background.
-const RECOVERY_IN_FOREGROUND: Duration = Duration::from_secs(1);
-
-/// The spool's recovered messages on their way into the table.
-struct Recovered {
-    chunks: Recovery,
-    /// Messages taken into the schedule so far.
-    waiting: u64,
-    started: Instant,
-}
-
-impl Recovered {
-    fn new(chunks: Recovery) -> Recovered {
-        Recovered {
-            chunks,
-            waiting: 0,
-            started: Instant::now(),
-        }
-    }
-
-    /// Takes recovered messages into the table until recovery is done (true) or `deadline`
-    /// passes (false). Finished messages (a crash after their last state was recorded) are
-    /// removed from the spool.
-    async fn take_until(
-        &mut self,
-        inner: &Arc<Inner>,
-        deadline: Option<tokio::time::Instant>,
-    ) -> bool {
-        loop {
-            let next = match deadline {
-                Some(at) => match tokio::time::timeout_at(at, self.chunks.recv()).await {
-                    Ok(next) => next,
-                    Err(_) => return false,
-                },
-                None => self.chunks.recv().await,
-            };
-            let chunk = match next {
-                None => return true,
-                Some(Ok(chunk)) => chunk,
-                Some(Err(e)) => {
-                    tracing::error!(error = %e,
-                        "cannot read part of the spool; what was not read waits for the next start");
-                    continue;
-                }
-            };
-            let mut finished = Vec::new();
-            {
-                let mut table = inner.table();
-                for msg in chunk {
-                    if msg.state.is_finished() {
-                        finished.push(msg.id);
-                    } else {
-                        self.waiting += 1;
-                        table.insert(msg, false);
-                    }
-                }
-            }
-            for (id, removed) in finished
-                .iter()
-                .zip(inner.spool.remove_batch(&finished).await)
-            {
-                if let Err(e) = removed {
-                    tracing::error!(queue_id = %id, error = %e, "cannot remove a finished message");
-                }
-            }
-            inner.wake.notify_one();
-        }
-    }
 }
 
 /// The message for an attempt of `id`: the copy in memory, or (for one that waited on disk)

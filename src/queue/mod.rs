@@ -6,6 +6,7 @@ pub mod dsn;
 mod emit;
 pub mod lease;
 pub mod manager;
+mod recovery;
 pub mod summary;
 mod table;
 pub mod transition;

@@ -194,7 +194,22 @@ impl Session<'_> {
         self.go(&format!("http://{admin}/login")).await;
         self.type_into("input[name=token]", token).await;
         self.click("button[type=submit]").await;
+        // The form's POST answers `303 See Other` to `/` once the session cookie is set. Opening
+        // another page before that cancels the POST still under way (a loaded machine shows it),
+        // so wait until the browser has left /login.
         let deadline = Instant::now() + PAGE_DEADLINE;
+        loop {
+            let url = self.call(reqwest::Method::GET, "/url", None).await;
+            if !url.as_str().unwrap_or_default().ends_with("/login") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the login form never answered: {}",
+                self.source().await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         loop {
             self.go(page).await;
             if !self.find_all(ready_css).await.is_empty() {

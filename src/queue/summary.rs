@@ -327,11 +327,17 @@ impl QueueManager {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::spool::{DeliveryState, Envelope, TlsRequest};
 
-    fn message(id: &str, app: Option<&str>, rcpts: &[&str], received_at: u64) -> SpooledMessage {
+    /// A spooled message of `app` to `rcpts`, accepted at `received_at`, for the queue's tests.
+    pub(in crate::queue) fn message(
+        id: &str,
+        app: Option<&str>,
+        rcpts: &[&str],
+        received_at: u64,
+    ) -> SpooledMessage {
         let envelope = Envelope {
             app: app.map(str::to_string),
             mail_from: "a@example.test".into(),

@@ -462,28 +462,10 @@ fn dest_pairs(dests: &Dests) -> impl Iterator<Item = (u32, u32)> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::{DeliveryState, Envelope, TlsRequest, new_queue_id};
+    use crate::spool::new_queue_id;
 
     fn message(app: Option<&str>, rcpts: &[&str], received_at: u64) -> SpooledMessage {
-        let envelope = Envelope {
-            app: app.map(str::to_string),
-            mail_from: "a@example.test".into(),
-            mail_from_params: vec![],
-            recipients: rcpts.iter().map(|r| r.to_string()).collect(),
-            received_at,
-            client_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            helo: "client".into(),
-            tls: None,
-            tls_report: false,
-            tls_request: TlsRequest::default(),
-            return_path_domain: None,
-        };
-        SpooledMessage {
-            id: new_queue_id(),
-            state: DeliveryState::new(&envelope),
-            envelope,
-            size: 100,
-        }
+        crate::queue::summary::tests::message(&new_queue_id(), app, rcpts, received_at)
     }
 
     /// The summary of the table's kept counts is the one a walk over the messages gives,

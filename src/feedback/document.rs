@@ -94,7 +94,7 @@ fn dmarc_xml(
                 dtd |= has_dtd(&record);
                 tally.add(&record);
                 if unparsable.is_none() && tally.records() <= MAX_RECORDS_PER_REPORT {
-                    unparsable = parse_record(&record).err();
+                    unparsable = parse_record(&record).err().map(|e| e.to_string());
                 }
             }
             Ok(None) => break,

@@ -74,7 +74,7 @@ impl RecordSource for Document {
                     return None;
                 }
             };
-            parse_record(&bytes).map_err(failed).ok()
+            parse_record(&bytes).map_err(|e| failed(e.to_string())).ok()
         }))
     }
 }
@@ -278,8 +278,19 @@ fn record_end(rest: &[u8]) -> Option<usize> {
     None
 }
 
+/// Why one `<record>` element could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RecordError {
+    /// mail-auth's parser refused it, in its words.
+    #[error("{0}")]
+    Unreadable(String),
+    /// The element held nothing.
+    #[error("a <record> without content")]
+    Empty,
+}
+
 /// One `<record>` element, parsed by mail-auth inside an otherwise empty report.
-pub(crate) fn parse_record(record: &[u8]) -> Result<Record, String> {
+pub(crate) fn parse_record(record: &[u8]) -> Result<Record, RecordError> {
     const OPEN: &[u8] =
         b"<feedback><report_metadata></report_metadata><policy_published></policy_published>";
     const CLOSE: &[u8] = b"</feedback>";
@@ -287,10 +298,11 @@ pub(crate) fn parse_record(record: &[u8]) -> Result<Record, String> {
     doc.extend_from_slice(OPEN);
     doc.extend_from_slice(record);
     doc.extend_from_slice(CLOSE);
-    Report::parse_xml(&doc)?
+    Report::parse_xml(&doc)
+        .map_err(RecordError::Unreadable)?
         .record
         .pop()
-        .ok_or_else(|| "a <record> without content".to_string())
+        .ok_or(RecordError::Empty)
 }
 
 #[cfg(test)]

@@ -63,6 +63,19 @@ fn queue(config: &Path, args: &[&str]) -> (f64, usize) {
     (took, out.stdout.len())
 }
 
+/// `herald queue summary --json` against `config`: whether it succeeded, and its JSON
+/// (`null` when it printed none).
+fn summary_json(config: &Path) -> (bool, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("--config")
+        .arg(config)
+        .args(["queue", "summary", "--json"])
+        .output()
+        .expect("herald queue summary");
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    (out.status.success(), v)
+}
+
 /// Waits until herald has tried (and deferred) every message once: `herald queue summary`
 /// shows none in flight and none due.
 fn wait_settled(config: &Path) {
@@ -70,13 +83,7 @@ fn wait_settled(config: &Path) {
     let mut calm = 0;
     while calm < 2 {
         assert!(Instant::now() < deadline, "the queue did not settle");
-        let out = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .arg("--config")
-            .arg(config)
-            .args(["queue", "summary", "--json"])
-            .output()
-            .expect("herald queue summary");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let (_, v) = summary_json(config);
         let recovered = v["recovering"] != true;
         calm = if recovered && v["in_flight"] == 0 && v["due"] == 0 && v["messages"] != 0 {
             calm + 1
@@ -307,14 +314,8 @@ fn wait_recovered(config: &Path) {
     let deadline = Instant::now() + Duration::from_secs(1200);
     loop {
         assert!(Instant::now() < deadline, "the spool was not recovered");
-        let out = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .arg("--config")
-            .arg(config)
-            .args(["queue", "summary", "--json"])
-            .output()
-            .expect("herald queue summary");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if out.status.success() && v["recovering"] != true {
+        let (ok, v) = summary_json(config);
+        if ok && v["recovering"] != true {
             return;
         }
         std::thread::sleep(Duration::from_millis(100));

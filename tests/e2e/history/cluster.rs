@@ -15,14 +15,7 @@ fn in_a_cluster_events_are_in_postgresql_and_searched_there() {
     let rig = Rig::new(204);
     let mut cfg = rig.config();
     let dir = rig.w.dir.path();
-    crate::support::set(&mut cfg, "cluster.database_url", pg.url());
-    crate::support::set(
-        &mut cfg,
-        "cluster.password_file",
-        pg.password_file(dir).display().to_string(),
-    );
-    crate::support::set(&mut cfg, "cluster.tls", "disable");
-    crate::support::set(&mut cfg, "cluster.node_id", "node-a");
+    join_cluster(&mut cfg, &pg, dir, "node-a");
     let h = Herald::start(dir, cfg);
     submit(&h, "bob@example.net", "cluster");
     let found = wait_search(
@@ -40,6 +33,18 @@ fn in_a_cluster_events_are_in_postgresql_and_searched_there() {
     );
 }
 
+/// Makes `cfg` node `node_id` of the cluster on `pg` (its password file written in `dir`).
+fn join_cluster(cfg: &mut toml::Table, pg: &Postgres, dir: &std::path::Path, node_id: &str) {
+    crate::support::set(cfg, "cluster.database_url", pg.url());
+    crate::support::set(
+        cfg,
+        "cluster.password_file",
+        pg.password_file(dir).display().to_string(),
+    );
+    crate::support::set(cfg, "cluster.tls", "disable");
+    crate::support::set(cfg, "cluster.node_id", node_id);
+}
+
 /// `rig`'s config for a node `node_id` of the cluster on `pg`, its data in `dir`.
 fn node_config(rig: &Rig, pg: &Postgres, dir: &std::path::Path, node_id: &str) -> toml::Table {
     let world = rig.config();
@@ -54,14 +59,7 @@ fn node_config(rig: &Rig, pg: &Postgres, dir: &std::path::Path, node_id: &str) -
         "tls.extra_roots",
         world["tls"]["extra_roots"].clone(),
     );
-    crate::support::set(&mut cfg, "cluster.database_url", pg.url());
-    crate::support::set(
-        &mut cfg,
-        "cluster.password_file",
-        pg.password_file(dir).display().to_string(),
-    );
-    crate::support::set(&mut cfg, "cluster.tls", "disable");
-    crate::support::set(&mut cfg, "cluster.node_id", node_id);
+    join_cluster(&mut cfg, pg, dir, node_id);
     // A POST's lease runs out this long (and a margin) after a node died holding it.
     crate::support::set(&mut cfg, "webhooks.timeout", "2s");
     cfg

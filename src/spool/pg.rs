@@ -386,3 +386,5 @@ pub(super) fn prefixed(columns: &str) -> String {
 
 #[path = "pg_leases.rs"]
 mod leases;
+#[path = "pg_queue.rs"]
+mod queue;

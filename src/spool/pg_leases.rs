@@ -13,7 +13,7 @@ use super::{
 };
 use crate::clock::unix_now;
 use crate::cluster::DbError;
-use crate::spool::handle::{ClusterEntry, Leases, Taken};
+use crate::spool::handle::{ClusterEntry, Leases, QueueCounts, Taken};
 use crate::spool::{BoxFuture, MessageBytes, QueueId, SpoolError};
 
 impl Shared {
@@ -362,6 +362,22 @@ impl Leases for PgBackend {
         id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<ClusterEntry>, SpoolError>> {
         Box::pin(self.shared.list_all(id))
+    }
+
+    fn list_page<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: Option<usize>,
+    ) -> BoxFuture<'a, Result<Vec<ClusterEntry>, SpoolError>> {
+        Box::pin(self.shared.list_page(after, limit))
+    }
+
+    fn counts<'a>(
+        &'a self,
+        now: u64,
+        age_bounds: &'a [u64],
+    ) -> BoxFuture<'a, Result<QueueCounts, SpoolError>> {
+        Box::pin(self.shared.counts(now, age_bounds))
     }
 
     fn set_held<'a>(&'a self, id: &'a str, held: bool) -> BoxFuture<'a, Result<bool, SpoolError>> {

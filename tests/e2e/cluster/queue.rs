@@ -71,11 +71,14 @@ async fn herald_queue_shows_and_acts_on_every_nodes_mail() {
 
     let mut c = Client::submission_login(a.smtp_addr("submission"), a_tls).await;
     let mut ids = Vec::new();
-    for subject in ["kept", "deleted"] {
+    for (subject, rcpts) in [
+        ("kept", &["r@example.org", "s@EXAMPLE.org"][..]),
+        ("deleted", &["r@example.org"][..]),
+    ] {
         let r = c
             .submit(
                 "app@example.test",
-                &["r@example.org"],
+                rcpts,
                 &format!("From: <app@example.test>\r\nSubject: {subject}\r\n\r\nHello."),
             )
             .await;
@@ -94,6 +97,54 @@ async fn herald_queue_shows_and_acts_on_every_nodes_mail() {
             .unwrap_or_else(|| panic!("{id} listed: {list}"));
         assert!(line.contains("node node-a"), "{line}");
     }
+
+    // The summary, counted by the database: one message per domain however many of its
+    // recipients wait there, domains in lower case.
+    let (json, _) = ok(&b.config_path, &["summary", "--json"]);
+    let summary: serde_json::Value = serde_json::from_str(&json).expect("summary JSON");
+    let counts = |rows: &serde_json::Value| {
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .filter(|c| c["messages"] != 0)
+            .map(|c| {
+                let key = c["key"].as_str().expect("key").to_string();
+                (key, c["messages"].clone(), c["recipients"].clone())
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        (
+            &summary["messages"],
+            &summary["recipients"],
+            &summary["held"]
+        ),
+        (&2.into(), &3.into(), &0.into()),
+        "{json}"
+    );
+    assert!(summary["bytes"].as_u64().is_some_and(|b| b > 0), "{json}");
+    assert_eq!(
+        counts(&summary["domains"]),
+        [("example.org".to_string(), 2.into(), 3.into())]
+    );
+    assert_eq!(
+        counts(&summary["apps"]),
+        [("demo".to_string(), 2.into(), 3.into())]
+    );
+    assert_eq!(
+        counts(&summary["ages"]),
+        [("< 5m".to_string(), 2.into(), 3.into())]
+    );
+
+    // A page at a time, by id.
+    let (first, more) = ok(&b.config_path, &["list", "--limit", "1"]);
+    assert!(first.contains(kept) && !first.contains(deleted), "{first}");
+    assert!(more.contains(&format!("--after {kept}")), "{more}");
+    let (second, _) = ok(&b.config_path, &["list", "--limit", "1", "--after", kept]);
+    assert!(
+        second.contains(deleted) && !second.contains(kept),
+        "{second}"
+    );
 
     let (held, _) = ok(&b.config_path, &["hold", kept]);
     assert!(held.contains("held"), "{held}");
@@ -129,6 +180,13 @@ async fn herald_queue_shows_and_acts_on_every_nodes_mail() {
     let (list, how) = ok(&a.config_path, &["list"]);
     assert!(how.contains("working on the cluster's database"), "{how}");
     assert!(list.contains(kept) && !list.contains(deleted), "{list}");
+    let (page, _) = ok(&a.config_path, &["list", "--limit", "5", "--after", kept]);
+    assert!(page.contains("queue is empty"), "{page}");
+    let (summary, _) = ok(&a.config_path, &["summary"]);
+    assert!(
+        summary.contains("1 message(s), 2 recipient(s) waiting"),
+        "{summary}"
+    );
     let (retried, _) = ok(&a.config_path, &["retry", kept]);
     assert!(
         retried.contains("scheduled for an attempt now"),

@@ -16,14 +16,14 @@ fn herald_applies_the_schema_once_and_refuses_a_newer_one() {
     assert!(log.contains("schema up to date"), "{log}");
     assert_eq!(
         pg.query("SELECT version, name, applied_by FROM herald_schema ORDER BY version"),
-        "1|spool|node-a\n2|shared_state|node-a\n3|dmarc_verified|node-a\n4|dmarc_totals|node-a\n5|webhook_outbox|node-a\n6|node_leases|node-a"
+        "1|spool|node-a\n2|shared_state|node-a\n3|dmarc_verified|node-a\n4|dmarc_totals|node-a\n5|webhook_outbox|node-a\n6|node_leases|node-a\n8|queue_summary|node-a"
     );
     assert_eq!(pg.query("SELECT count(*) FROM herald_messages"), "0");
 
     // A second node starting on the migrated database applies nothing again.
     let b = tempfile::tempdir().expect("tempdir");
     let _second = Herald::start(b.path(), node_config(b.path(), &pg, "node-b"));
-    assert_eq!(pg.query("SELECT count(*) FROM herald_schema"), "6");
+    assert_eq!(pg.query("SELECT count(*) FROM herald_schema"), "7");
 
     // A newer herald has migrated the database: this one refuses to start, and says why.
     pg.query("INSERT INTO herald_schema (version, name, applied_by) VALUES (999, 'future', 'x')");

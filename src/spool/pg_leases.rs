@@ -184,12 +184,17 @@ impl Shared {
                 .transaction()
                 .await
                 .map_err(DbError::doing("releasing leases"))?;
-            let n = tx
-                .execute(
-                    "UPDATE herald_messages SET lease_owner = NULL WHERE lease_owner = $1",
+            // The messages keep their owner (no row rewritten, however big the queue): the
+            // owner's lease expired, they are adoptable at once, and this node takes back
+            // those still its own when it starts again.
+            let n: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM herald_messages WHERE lease_owner = $1",
                     &[&node],
                 )
                 .await
+                .map_err(DbError::doing("releasing leases"))?
+                .try_get(0)
                 .map_err(DbError::doing("releasing leases"))?;
             // Expired rather than gone: a message this node still stored on its way out is
             // adoptable at once.
@@ -202,7 +207,7 @@ impl Shared {
             tx.commit()
                 .await
                 .map_err(DbError::doing("releasing leases"))?;
-            Ok::<_, DbError>(n)
+            Ok::<_, DbError>(n.max(0) as u64)
         };
         match tokio::time::timeout(OPERATION_TIMEOUT, work).await {
             Ok(r) => Ok(r?),

@@ -30,3 +30,9 @@ ALTER TABLE herald_messages
 -- Everything the summary reads, so that it reads only this index.
 CREATE INDEX herald_messages_summary ON herald_messages (app, received_at)
     INCLUDE (held, next_attempt, size, waiting_domains);
+
+-- A starting node reads its own messages a chunk at a time in id order
+-- (WHERE lease_owner = $1 AND id > $2 ORDER BY id LIMIT $3); the same index serves every
+-- look-up by owner the index on lease_owner alone served.
+CREATE INDEX herald_messages_owner_id ON herald_messages (lease_owner, id);
+DROP INDEX herald_messages_lease_owner;

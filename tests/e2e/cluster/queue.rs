@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::common::node_config;
+use super::spool::{body, queued, seen, wait_until};
 use crate::delivery::common::World;
 use crate::hardening::certs;
 use crate::submission::client::Client;
@@ -195,4 +196,45 @@ async fn herald_queue_shows_and_acts_on_every_nodes_mail() {
     let (code, _, err) = queue(&a.config_path, &["hold", "00000000000000000000"]);
     assert_eq!(code, 1);
     assert!(err.contains("no message"), "{err}");
+}
+
+/// A node stopped cleanly keeps its queued messages (its lease expires; no row is rewritten)
+/// and, started again, reads them back from the database and delivers each once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_node_takes_its_queued_mail_back_and_delivers_it() {
+    let mut world = World::new(1);
+    let sink = world.sink("mx.example.org", Default::default());
+    world.dns.add_mx("example.org", 10, "mx.example.org");
+    world.dns.fail("example.org");
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = certs(dir.path());
+    let mut cfg = node_config(dir.path(), &pg, "node-r");
+    support::set(&mut cfg, "dns.servers", world.dns.config_value());
+    support::set(&mut cfg, "delivery.port", world.port as i64);
+    support::set(&mut cfg, "delivery.retry_schedule", vec!["1s"]);
+    support::set(&mut cfg, "cluster.lease", "4s");
+    let mut node = Herald::start(dir.path(), cfg.clone());
+    let tags: Vec<String> = (0..3).map(|i| format!("restart-{i}")).collect();
+    let mut c = Client::submission_login(node.smtp_addr("submission"), tls).await;
+    for tag in &tags {
+        let r = c
+            .submit("app@example.test", &["r@example.org"], &body(tag))
+            .await;
+        assert_eq!(r.code, 250, "{}", r.text);
+    }
+    node.wait_for_log("delivery attempt: DNS trouble", WAIT);
+    assert!(node.terminate().success());
+    assert_eq!(
+        pg.query("SELECT count(*) FROM herald_messages WHERE lease_owner = 'node-r'"),
+        "3"
+    );
+
+    world.dns.unfail("example.org");
+    let _again = Herald::start(dir.path(), cfg);
+    wait_until("the queue to empty", || queued(&pg) == 0);
+    let seen = seen(&sink);
+    for tag in &tags {
+        assert_eq!(seen.get(tag), Some(&1), "{seen:?}");
+    }
 }

@@ -149,6 +149,9 @@ impl Shaper {
                     });
                 }
                 Decision::Defer(wait) => {
+                    tracing::debug!(destination = %dest.name,
+                        wait = %humantime::format_duration(Duration::from_secs(wait.as_secs())),
+                        "traffic shaping: not attempted now, the destination is held back or over its rate");
                     return Err(Held {
                         destination: dest.name,
                         wait,

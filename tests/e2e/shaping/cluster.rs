@@ -1,7 +1,8 @@
-//! Shaping limits hold for the whole cluster: two nodes on one PostgreSQL, a rule of two
-//! connections for the test MX, mail accepted by both nodes at once. Each node takes its share
-//! (one connection) from the number of live nodes, so the MX never sees more than two sessions
-//! at once, where each node alone would open two.
+//! Shaping limits hold for the whole cluster: two nodes on one PostgreSQL, a rule for the test
+//! MX, mail accepted by both nodes at once. Each node takes its share of the limit from the
+//! number of live nodes: for two connections the MX never sees more than two sessions at once
+//! (each node alone would open two); for 12 messages a minute it receives one from each node
+//! at once (each node alone would send two) and the rest wait.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +28,9 @@ struct Node {
     tls: Arc<rustls::ClientConfig>,
 }
 
-fn start_node(world: &World, pg: &Postgres, name: &str) -> Node {
+/// A node on `pg` delivering to `world`, with a rule for `*.prov.test` of `limit` (a line of
+/// TOML, e.g. `connections = 2`).
+fn start_node(world: &World, pg: &Postgres, name: &str, limit: &str) -> Node {
     let dir = tempfile::tempdir().expect("tempdir");
     let tls = certs(dir.path());
     let mut cfg = node_config(dir.path(), pg, name);
@@ -35,7 +38,7 @@ fn start_node(world: &World, pg: &Postgres, name: &str) -> Node {
     support::set(&mut cfg, "delivery.port", world.port as i64);
     support::set(&mut cfg, "delivery.retry_schedule", vec!["1s", "1s"]);
     let rule: toml::Table = toml::from_str(&format!(
-        "name = \"testprov\"\nmx = [\"*.prov.test\"]\nconnections = {CONNECTIONS}\n"
+        "name = \"testprov\"\nmx = [\"*.prov.test\"]\n{limit}\n"
     ))
     .expect("rule");
     support::set(
@@ -48,6 +51,22 @@ fn start_node(world: &World, pg: &Postgres, name: &str) -> Node {
         _dir: dir,
         herald,
         tls,
+    }
+}
+
+/// Submits `count` messages to `node` (the `i`th), each with its node and number as subject.
+async fn submit(node: &Node, i: usize, count: usize) {
+    let mut c =
+        Client::submission_login(node.herald.smtp_addr("submission"), node.tls.clone()).await;
+    for k in 0..count {
+        let r = c
+            .submit(
+                "app@example.test",
+                &["bob@prov.test"],
+                &format!("From: <app@example.test>\r\nSubject: node {i} message {k}\r\n\r\nHello."),
+            )
+            .await;
+        assert_eq!(r.code, 250, "{}", r.text);
     }
 }
 
@@ -69,7 +88,7 @@ async fn a_connection_limit_holds_for_the_whole_cluster_not_per_node() {
     let pg = Postgres::start();
     let mut nodes: Vec<Node> = ["node-a", "node-b"]
         .iter()
-        .map(|name| start_node(&world, &pg, name))
+        .map(|name| start_node(&world, &pg, name, &format!("connections = {CONNECTIONS}")))
         .collect();
     for n in &mut nodes {
         wait_logged(
@@ -79,19 +98,7 @@ async fn a_connection_limit_holds_for_the_whole_cluster_not_per_node() {
     }
 
     for (i, n) in nodes.iter().enumerate() {
-        let mut c = Client::submission_login(n.herald.smtp_addr("submission"), n.tls.clone()).await;
-        for k in 0..PER_NODE {
-            let r = c
-                .submit(
-                    "app@example.test",
-                    &["bob@prov.test"],
-                    &format!(
-                        "From: <app@example.test>\r\nSubject: node {i} message {k}\r\n\r\nHello."
-                    ),
-                )
-                .await;
-            assert_eq!(r.code, 250, "{}", r.text);
-        }
+        submit(n, i, PER_NODE).await;
     }
     // One delivery from each node at the MX at once: each has its share, no more.
     sink.wait_for_held(CONNECTIONS, WAIT);
@@ -116,4 +123,48 @@ async fn a_connection_limit_holds_for_the_whole_cluster_not_per_node() {
             "nothing bounced"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limit_holds_for_the_whole_cluster_not_per_node() {
+    // 12 a minute for the cluster: 6 for each of two nodes, whose bucket holds ten seconds'
+    // worth, one message; the next waits ten seconds. A node counting the whole 12 for itself
+    // would hold two and send both of its messages at once.
+    let mut world = World::new(1);
+    world.dns.add_mx("prov.test", 10, "mx.prov.test");
+    let sink = world.sink("mx.prov.test", SinkOptions::default());
+    let pg = Postgres::start();
+    let mut nodes: Vec<Node> = ["node-a", "node-b"]
+        .iter()
+        .map(|name| start_node(&world, &pg, name, "messages_per_minute = 12"))
+        .collect();
+    for n in &mut nodes {
+        wait_logged(
+            &mut n.herald,
+            "traffic shaping: 2 live nodes share every destination's limits",
+        );
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        submit(n, i, 2).await;
+    }
+    for n in &mut nodes {
+        wait_logged(&mut n.herald, "traffic shaping: not attempted now");
+    }
+    sink.wait_for_messages(2, WAIT);
+    let mut subjects: Vec<String> = sink
+        .messages()
+        .iter()
+        .filter_map(|m| {
+            m.text()
+                .lines()
+                .find_map(|l| l.strip_prefix("Subject: node "))
+                .map(|s| s[..1].to_string())
+        })
+        .collect();
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        ["0", "1"],
+        "one message from each node within the cluster's rate, the others wait"
+    );
 }

@@ -44,8 +44,8 @@ use common::sink::{Times, start_mx};
 use common::{HOST, Herald, env_num, load_average, rss_kb};
 use tokio::io::AsyncWriteExt;
 
-/// Runs `herald queue ARGS` against `config`: (seconds taken, bytes printed).
-fn queue(config: &Path, args: &[&str]) -> (f64, usize) {
+/// Runs `herald queue ARGS` against `config`: (seconds taken, bytes printed, last line).
+fn queue(config: &Path, args: &[&str]) -> (f64, usize, String) {
     let started = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_herald"))
         .arg("--config")
@@ -60,7 +60,12 @@ fn queue(config: &Path, args: &[&str]) -> (f64, usize) {
         "herald queue {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    (took, out.stdout.len())
+    let last = String::from_utf8_lossy(out.stdout.trim_ascii_end())
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    (took, out.stdout.len(), last)
 }
 
 /// `herald queue summary --json` against `config`: whether it succeeded, and its JSON
@@ -157,7 +162,7 @@ fn main() {
     wait_settled(&config);
     let healthy_during = healthy_phase(&times, healthy..2 * healthy, &send);
     wait_settled(&config);
-    let full = rss_kb(herald.pid, "VmRSS:");
+    let full = steady_rss(herald.pid);
     let (spool_bytes, spool_allocated, spool_kinds) = match &pg {
         Some(pg) => {
             let size: u64 = pg
@@ -170,21 +175,25 @@ fn main() {
         None => du(&dir.path().join("spool")),
     };
 
-    let (summary, _) = queue(&config, &["summary", "--json"]);
-    let (page, _) = queue(&config, &["list", "--limit", "100"]);
-    let (list, list_bytes) = queue(&config, &["list"]);
+    let (summary, ..) = queue(&config, &["summary", "--json"]);
+    let (page, ..) = queue(&config, &["list", "--limit", "100"]);
+    let (list, list_bytes, total) = queue(&config, &["list"]);
+    assert!(
+        total.starts_with(&format!("{queued} message(s)")),
+        "the whole list ends with every deferred message counted: {total}"
+    );
     drop(herald);
 
     let restart = Instant::now();
     let again = Herald::start(&config, &config_text, Some("warn,herald=info"), true);
     let ready = restart.elapsed().as_secs_f64();
-    let (summary_recovering, _) = queue(&config, &["summary", "--json"]);
+    let (summary_recovering, ..) = queue(&config, &["summary", "--json"]);
     wait_recovered(&config);
     let recovered = restart.elapsed().as_secs_f64();
     wait_settled(&config);
-    let after_restart = rss_kb(again.pid, "VmRSS:");
+    let after_restart = steady_rss(again.pid);
     let peak = rss_kb(again.pid, "VmHWM:");
-    let (summary2, _) = queue(&config, &["summary"]);
+    let (summary2, ..) = queue(&config, &["summary"]);
     drop(again);
 
     let per = |kb: u64| (kb.saturating_sub(idle_after_healthy) as f64 * 1024.0) / queued as f64;
@@ -306,6 +315,18 @@ fn healthy_phase(
         std::thread::sleep(Duration::from_millis(5));
     }
     (count / submitted, count / started.elapsed().as_secs_f64())
+}
+
+/// herald's RSS at rest (KB): the lowest of samples every 250 ms over the 3 s after the
+/// queue settled (the queue gives memory back a second after a burst of arrivals is settled;
+/// nothing grows meanwhile).
+fn steady_rss(pid: u32) -> u64 {
+    let mut lowest = rss_kb(pid, "VmRSS:");
+    for _ in 0..12 {
+        std::thread::sleep(Duration::from_millis(250));
+        lowest = lowest.min(rss_kb(pid, "VmRSS:"));
+    }
+    lowest
 }
 
 /// Waits until herald has read its whole spool back after a start (`recovering` gone from

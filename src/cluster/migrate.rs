@@ -52,6 +52,11 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0006_node_leases.sql"),
     },
     Migration {
+        version: 7,
+        name: "shaping",
+        sql: include_str!("migrations/0007_shaping.sql"),
+    },
+    Migration {
         version: 8,
         name: "queue_summary",
         sql: include_str!("migrations/0008_queue_summary.sql"),

@@ -8,6 +8,7 @@
 //! With `[cluster]`, both show and act on the whole cluster's queue: through the running
 //! herald's admin endpoint, or (none answering here) on the database directly.
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -87,7 +88,7 @@ pub async fn run(config: &Path, cmd: QueueCommand) -> anyhow::Result<ExitCode> {
         match client.get(format!("{base}/health")).send().await {
             Ok(_) => {
                 eprintln!("herald queue: using the running herald at {base}");
-                return online(&client, &base, cmd).await;
+                return online(&client, &base, cmd, cfg.cluster.is_none()).await;
             }
             Err(e) if e.is_connect() => {}
             Err(e) => anyhow::bail!("the admin endpoint at {base} did not answer properly: {e}"),
@@ -118,8 +119,12 @@ async fn online(
     client: &reqwest::Client,
     base: &str,
     cmd: QueueCommand,
+    single_node: bool,
 ) -> anyhow::Result<ExitCode> {
     let req = match &cmd {
+        QueueCommand::List { limit: None, after } if single_node => {
+            return list_in_pages(client, base, after.clone()).await;
+        }
         QueueCommand::List { limit, after } => {
             let mut req = client.get(format!("{base}/queue"));
             if let Some(limit) = limit {
@@ -327,11 +332,59 @@ fn sender(m: &MessageView) -> String {
     format!("<{}>", m.sender)
 }
 
+/// Messages asked for at a time by `herald queue list` without `--limit` on a single node.
+const LIST_PAGE: usize = 5000;
+
+/// `herald queue list` of everything from a single node's herald, page by page, each page
+/// printed as it comes: neither herald nor this command holds the whole queue in memory (a
+/// million messages are 240 MB of text). A message that arrives meanwhile is listed when
+/// its id sorts after the page being read.
+async fn list_in_pages(
+    client: &reqwest::Client,
+    base: &str,
+    mut after: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout());
+    let (mut messages, mut waiting) = (0, 0);
+    loop {
+        let mut req = client
+            .get(format!("{base}/queue"))
+            .query(&[("limit", LIST_PAGE.to_string())]);
+        if let Some(after) = &after {
+            req = req.query(&[("after", after)]);
+        }
+        let page: Vec<MessageView> = json(req.send().await?).await?;
+        messages += page.len();
+        waiting += write_messages(&mut out, &page)?;
+        match page.last() {
+            Some(last) if page.len() >= LIST_PAGE => after = Some(last.id.clone()),
+            _ => break,
+        }
+    }
+    if messages == 0 {
+        writeln!(out, "queue is empty")?;
+    } else {
+        writeln!(out, "{messages} message(s), {waiting} recipient(s) waiting")?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn print_list(list: &[MessageView]) {
     if list.is_empty() {
         println!("queue is empty");
         return;
     }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    // A reader that went away ends the command (SIGPIPE), as it did with println!.
+    let waiting = write_messages(&mut out, list).unwrap_or(0);
+    let _ = out.flush();
+    drop(out);
+    println!("{} message(s), {waiting} recipient(s) waiting", list.len());
+}
+
+/// Writes each message and its recipients' lines; the recipients waiting.
+fn write_messages(out: &mut impl std::io::Write, list: &[MessageView]) -> std::io::Result<usize> {
     let mut waiting = 0;
     for m in list {
         let mut flags = match (m.held, m.in_flight) {
@@ -348,21 +401,22 @@ fn print_list(list: &[MessageView]) {
             .label()
             .map(|l| format!("  [{l}]"))
             .unwrap_or_default();
-        println!(
+        writeln!(
+            out,
             "{}  age {}  from {}  {} bytes{flags}{tls}",
             m.id,
             age(m.received_at),
             sender(m),
             m.size
-        );
+        )?;
         for r in &m.recipients {
             if r.status == RecipientStatus::Pending {
                 waiting += 1;
             }
-            println!("{}", recipient_line(r));
+            writeln!(out, "{}", recipient_line(r))?;
         }
     }
-    println!("{} message(s), {waiting} recipient(s) waiting", list.len());
+    Ok(waiting)
 }
 
 /// A page of the list, and where the next one starts when it was full.

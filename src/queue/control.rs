@@ -82,11 +82,9 @@ impl QueueManager {
         let (kept, in_flight) = {
             let table = self.inner.table();
             let entry = table.get(id).filter(|e| !e.deleted())?;
-            let kept = entry
-                .msg
-                .as_deref()
-                .map(|m| MessageView::of(m, entry.in_flight()));
-            (kept, entry.in_flight())
+            let in_flight = entry.in_flight();
+            let kept = table.kept(id).map(|m| MessageView::of(m, in_flight));
+            (kept, in_flight)
         };
         if kept.is_some() {
             return kept;
@@ -162,7 +160,7 @@ impl QueueManager {
 
     fn retry_local(&self, id: &str) -> Control {
         let mut table = self.inner.table();
-        let Some(entry) = table.get_mut(id).filter(|e| !e.deleted()) else {
+        let Some(entry) = table.get(id).filter(|e| !e.deleted()) else {
             return not_found(id);
         };
         if entry.held() {
@@ -173,7 +171,7 @@ impl QueueManager {
         }
         // A copy in memory follows; one on disk is attempted as it stands (an attempt tries
         // every waiting recipient, whatever its next time).
-        if let Some(msg) = entry.msg.as_deref_mut() {
+        if let Some(msg) = table.kept_mut(id) {
             msg.state.retry_now(unix_now());
         }
         table.schedule(id, Some(now_ms()));
@@ -203,9 +201,12 @@ impl QueueManager {
             return not_found(id);
         };
         let _serial = io.lock().await;
-        let kept = match self.inner.table().get(id) {
-            Some(e) if !e.deleted() => e.msg.as_deref().cloned(),
-            _ => return not_found(id),
+        let kept = {
+            let table = self.inner.table();
+            match table.get(id) {
+                Some(e) if !e.deleted() => table.kept(id).cloned(),
+                _ => return not_found(id),
+            }
         };
         let mut msg = match kept {
             Some(m) => m,
@@ -236,11 +237,9 @@ impl QueueManager {
         {
             let mut table = self.inner.table();
             table.settle(id);
-            if written.is_err()
-                && let Some(entry) = table.get_mut(id)
-            {
+            if written.is_err() {
                 // Unrecorded: the copy in memory is the one that counts, as before.
-                entry.msg = Some(Box::new(msg));
+                table.keep(msg);
             }
         }
         if let Err(e) = written {
@@ -269,8 +268,9 @@ impl QueueManager {
             let Some(entry) = table.get(id).filter(|e| !e.deleted()) else {
                 return not_found(id);
             };
-            let kept = entry.msg.as_deref().cloned();
-            if entry.in_flight() {
+            let in_flight = entry.in_flight();
+            let kept = table.kept(id).cloned();
+            if in_flight {
                 table.mark_deleted(id);
             } else {
                 table.remove(id);

@@ -169,7 +169,7 @@ async fn reconcile(inner: &Arc<Inner>, before: Vec<QueueId>, held: HashMap<Queue
         }
         for (id, seq) in &held {
             if let Some(entry) = table.get(id)
-                && entry.control_seq != *seq
+                && table.control_seq(id) != *seq
                 && !entry.in_flight()
                 && !entry.deleted()
             {
@@ -181,10 +181,10 @@ async fn reconcile(inner: &Arc<Inner>, before: Vec<QueueId>, held: HashMap<Queue
         match inner.spool.load(&id).await {
             Ok(fresh) => {
                 let mut table = inner.table();
-                let Some(entry) = table.get_mut(&id).filter(|e| !e.in_flight()) else {
+                if table.get(&id).is_none_or(|e| e.in_flight()) {
                     continue;
-                };
-                entry.control_seq = seq;
+                }
+                table.set_control_seq(&id, seq);
                 table.update(&fresh);
                 table.schedule(&id, next_due_ms(&fresh));
                 tracing::info!(queue_id = %id, "cluster: operator change applied");
@@ -222,9 +222,7 @@ async fn adopt(inner: &Arc<Inner>) {
                 continue;
             }
             table.insert(entry.message, false);
-            if let Some(e) = table.get_mut(&id) {
-                e.control_seq = entry.control_seq;
-            }
+            table.set_control_seq(&id, entry.control_seq);
         }
     }
     tracing::info!(

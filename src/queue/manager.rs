@@ -173,7 +173,11 @@ impl QueueManager {
                 let inner = inner.clone();
                 async move {
                     recovered.take_until(&inner, None).await;
-                    inner.table().recovering = false;
+                    let mut table = inner.table();
+                    table.recovering = false;
+                    table.burst_over();
+                    drop(table);
+                    super::table::give_memory_back();
                     tracing::info!(
                         waiting = recovered.waiting,
                         seconds = recovered.started.elapsed().as_secs(),
@@ -275,6 +279,9 @@ async fn receive(inner: Arc<Inner>, mut arrivals: Arrivals) {
 /// How often a paused app's held message looks again whether the app was resumed.
 const PAUSED_RECHECK_MS: u64 = 2_000;
 
+/// How long the queue waits without an arrival before it takes a burst to be over.
+const BURST_QUIET: Duration = Duration::from_secs(1);
+
 /// How long a shutdown waits, after cutting, for the cut rounds to record their state.
 const CUT_RECORDING: Duration = Duration::from_secs(10);
 
@@ -282,6 +289,9 @@ const CUT_RECORDING: Duration = Duration::from_secs(10);
 /// queue drains for shutdown.
 async fn schedule(inner: Arc<Inner>) {
     let mut phase = inner.phase.subscribe();
+    // Arrivals seen at the last idle moment: when none came since and nothing is in flight,
+    // a burst is over and its memory goes back (see `Table::burst_over`).
+    let mut arrived_when_idle = u64::MAX;
     loop {
         let permit = tokio::select! {
             permit = inner.rounds.clone().acquire_owned() => permit,
@@ -317,7 +327,23 @@ async fn schedule(inner: Arc<Inner>) {
             }
             Err(wait) => {
                 drop(permit);
-                let wait = Duration::from_millis(wait.unwrap_or(3_600_000));
+                let mut wait = Duration::from_millis(wait.unwrap_or(3_600_000));
+                let burst_over = {
+                    let mut table = inner.table();
+                    let over = table.burst_pending()
+                        && table.arrived() == arrived_when_idle
+                        && table.in_flight() == 0;
+                    if over {
+                        table.burst_over();
+                    } else if table.burst_pending() {
+                        arrived_when_idle = table.arrived();
+                        wait = wait.min(BURST_QUIET);
+                    }
+                    over
+                };
+                if burst_over {
+                    super::table::give_memory_back();
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = inner.wake.notified() => {}
@@ -490,7 +516,7 @@ async fn finish_round(
     let cfg = &generation.cfg;
     let (msg, settled, for_events) = {
         let mut table = inner.table();
-        let Some(entry) = table.get_mut(id) else {
+        let Some(entry) = table.get(id) else {
             return;
         };
         if entry.deleted() {
@@ -499,7 +525,7 @@ async fn finish_round(
         }
         // The copy the round started from (an operator's hold meanwhile included); nothing
         // else reads it while this holds the message's serial lock.
-        let Some(mut msg) = entry.msg.take() else {
+        let Some(mut msg) = table.take_kept(id) else {
             tracing::error!(queue_id = %id, "attempt settled without its message in memory");
             table.set_in_flight(id, false);
             table.schedule(id, Some(now_ms() + 60_000));
@@ -550,10 +576,8 @@ async fn finish_round(
         table.schedule(id, next_due_ms(&msg));
         table.settle(id);
         // Unrecorded, the copy in memory stays the one that counts, as before.
-        if recorded.is_err()
-            && let Some(entry) = table.get_mut(id)
-        {
-            entry.msg = Some(Box::new(msg));
+        if recorded.is_err() {
+            table.keep(msg);
         }
     }
     drop(table);
@@ -581,7 +605,7 @@ async fn copy_for_attempt(
                 table.remove(id);
                 return Ok(None);
             }
-            Some(e) => e.msg.as_deref().cloned(),
+            Some(_) => table.kept(id).cloned(),
         }
     };
     if let Some(msg) = kept {
@@ -589,9 +613,9 @@ async fn copy_for_attempt(
     }
     let loaded = inner.spool.load(id).await?;
     let mut table = inner.table();
-    match table.get_mut(id) {
+    match table.get(id) {
         Some(e) if !e.deleted() => {
-            e.msg = Some(Box::new(loaded.clone()));
+            table.keep(loaded.clone());
             Ok(Some(loaded))
         }
         Some(_) => {

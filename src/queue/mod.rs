@@ -11,3 +11,5 @@ pub mod summary;
 mod table;
 pub mod transition;
 pub mod view;
+
+pub use table::give_memory_back_with;

@@ -1,7 +1,8 @@
 //! The queue's table (issue 29): one compact [`Entry`] per queued message — its due time,
 //! flags and what `herald queue summary` counts (size, age, app, waiting recipients per
-//! destination, interned) — about 100 bytes with its share of the hash table and the
-//! schedule, where the whole message (envelope, recipients, replies) took over a kilobyte.
+//! destination, interned) — 32 bytes, about 100–150 with its key, its share of the hash
+//! table and the schedule, where the whole message (envelope, recipients, replies) took over
+//! a kilobyte.
 //! The whole message stays in memory only while it is fresh (accepted, not attempted yet) or
 //! being attempted or changed; a message that waits for a later attempt is read back from
 //! the spool when it is due or an operator asks for it.
@@ -19,6 +20,28 @@ use crate::spool::{IdKey, RecipientStatus, SpooledMessage, id_key, id_string};
 /// Serialises the state writes of one message (attempt, operator) so they reach the disk in
 /// order.
 pub(super) type Serial = Arc<tokio::sync::Mutex<()>>;
+
+/// Arrivals after which the queue, once idle again, gives memory back ([`Table::burst_over`]).
+const BURST: u64 = 4096;
+
+/// What the binary does to give freed memory back to the system (mimalloc's collection):
+/// set once at start by `main`; tests and other embedders set nothing.
+static GIVE_BACK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets how freed memory goes back to the system once a burst of arrivals has been settled
+/// (the allocator keeps what thousands of fresh messages used otherwise: about 80 bytes per
+/// deferred message at a million). Later calls are ignored.
+pub fn give_memory_back_with(f: fn()) {
+    let _ = GIVE_BACK.set(f);
+}
+
+/// Gives the memory the allocator kept back to the system (see [`give_memory_back_with`]):
+/// after a burst was settled, and after recovery, which reads the whole spool through memory.
+pub(super) fn give_memory_back() {
+    if let Some(give_back) = GIVE_BACK.get() {
+        give_back();
+    }
+}
 
 /// An entry's due time when it is not on the schedule.
 const UNSCHEDULED: u64 = u64::MAX;
@@ -70,13 +93,6 @@ impl Names {
     }
 }
 
-/// Where a message's waiting recipients go: (domain, how many), the common single domain
-/// kept inline.
-enum Dests {
-    One(u32, u32),
-    Many(Box<[(u32, u32)]>),
-}
-
 /// Add or take away.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Sign {
@@ -84,23 +100,43 @@ enum Sign {
     Sub,
 }
 
-/// One queued message in the table (module documentation).
+/// A queue id's key as two words, so that the table's slots and the schedule's elements are
+/// aligned to 8 bytes rather than 16 (a `u128` would pad each slot of the hash table to 64
+/// bytes and each element of the schedule to 32); sorts as the key does.
+type Key = [u64; 2];
+
+fn key_of(id: &str) -> Option<Key> {
+    id_key(id).map(split)
+}
+
+fn split(key: IdKey) -> Key {
+    [(key >> 64) as u64, key as u64]
+}
+
+fn join(key: Key) -> IdKey {
+    (u128::from(key[0]) << 64) | u128::from(key[1])
+}
+
+/// [`Entry::dest`] of a message whose waiting recipients go to several domains (listed in
+/// [`Table::spread`]).
+const SPREAD: u32 = u32::MAX;
+
+/// One queued message in the table (module documentation): 32 bytes, so that with its key
+/// and the hash table's spare room a message costs about 50–100 bytes there. What only some
+/// messages have (the whole message, a lock, an operator's sequence, several destination
+/// domains) is kept beside it, in [`Table::hot`] and [`Table::spread`].
 pub(super) struct Entry {
-    /// The whole message while it is fresh, being attempted or being changed; `None` while it
-    /// waits on disk.
-    pub(super) msg: Option<Box<SpooledMessage>>,
-    /// Serialises its state writes, while anything writes.
-    io: Option<Serial>,
-    /// In a cluster: the operator sequence last seen for it (see [`crate::spool::Leases`]).
-    pub(super) control_seq: i64,
     due: u64,
     received_at: u32,
     size: u32,
     app: u32,
+    /// The domain of its waiting recipients, or [`SPREAD`].
+    dest: u32,
+    /// Its waiting recipients.
+    waiting: u32,
     held: bool,
     in_flight: bool,
     deleted: bool,
-    dests: Dests,
 }
 
 impl Entry {
@@ -120,6 +156,25 @@ impl Entry {
     }
 }
 
+/// What a few entries have besides their counts: those being attempted, fresh or changed,
+/// and (in a cluster) those an operator changed.
+#[derive(Default)]
+struct Hot {
+    /// The whole message while it is fresh, being attempted or being changed; `None` while
+    /// it waits on disk.
+    msg: Option<Box<SpooledMessage>>,
+    /// Serialises its state writes, while anything writes.
+    io: Option<Serial>,
+    /// In a cluster: the operator sequence last seen for it (see [`crate::spool::Leases`]).
+    control_seq: i64,
+}
+
+impl Hot {
+    fn is_empty(&self) -> bool {
+        self.msg.is_none() && self.io.is_none() && self.control_seq == 0
+    }
+}
+
 /// Totals over the queue (deleted entries left out).
 #[derive(Default)]
 struct Totals {
@@ -132,14 +187,21 @@ struct Totals {
 /// The queue's table (module documentation).
 #[derive(Default)]
 pub(super) struct Table {
-    entries: HashMap<IdKey, Entry>,
-    schedule: BTreeSet<(u64, IdKey)>,
+    entries: HashMap<Key, Entry>,
+    /// The whole message, lock and sequence of the entries that have any.
+    hot: HashMap<Key, Hot>,
+    /// (domain, waiting recipients) of the entries whose recipients go to several domains.
+    spread: HashMap<Key, Box<[(u32, u32)]>>,
+    schedule: BTreeSet<(u64, Key)>,
     domains: Names,
     apps: Names,
     /// Messages and waiting recipients by second of acceptance.
     ages: BTreeMap<u32, Counts>,
     totals: Totals,
     in_flight: u64,
+    /// Messages taken in so far, and that count when memory was last given back.
+    arrived: u64,
+    given_back_at: u64,
     /// Recovery is still reading the spool: messages are still coming in.
     pub(super) recovering: bool,
 }
@@ -149,31 +211,30 @@ impl Table {
     /// to be attempted); without, only its entry (it waits on disk). A message already in
     /// the table is left as it is.
     pub(super) fn insert(&mut self, msg: SpooledMessage, keep: bool) {
-        let Some(key) = id_key(&msg.id) else {
+        let Some(key) = key_of(&msg.id) else {
             tracing::error!(queue_id = %msg.id, "not a queue id; left in the spool");
             return;
         };
         if self.entries.contains_key(&key) {
             return;
         }
+        self.arrived += 1;
         let due = super::manager::next_due_ms(&msg);
         let mut entry = Entry {
-            msg: None,
-            io: None,
-            control_seq: 0,
             due: UNSCHEDULED,
             received_at: 0,
             size: 0,
             app: 0,
+            dest: 0,
+            waiting: 0,
             held: false,
             in_flight: false,
             deleted: false,
-            dests: Dests::One(0, 0),
         };
-        self.describe(&mut entry, &msg);
-        self.account(&entry, Sign::Add);
+        self.describe(key, &mut entry, &msg);
+        self.account(key, &entry, Sign::Add);
         if keep {
-            entry.msg = Some(Box::new(msg));
+            self.hot.entry(key).or_default().msg = Some(Box::new(msg));
         }
         self.entries.insert(key, entry);
         self.schedule_key(key, due);
@@ -182,25 +243,25 @@ impl Table {
     /// Takes in the changes of a message (an attempt settled, an operator's hold): its
     /// counts follow, and the copy kept in memory is replaced.
     pub(super) fn update(&mut self, msg: &SpooledMessage) {
-        let Some(key) = id_key(&msg.id) else {
+        let Some(key) = key_of(&msg.id) else {
             return;
         };
         let Some(mut entry) = self.entries.remove(&key) else {
             return;
         };
         if !entry.deleted {
-            self.account(&entry, Sign::Sub);
-            self.describe(&mut entry, msg);
-            self.account(&entry, Sign::Add);
+            self.account(key, &entry, Sign::Sub);
+            self.describe(key, &mut entry, msg);
+            self.account(key, &entry, Sign::Add);
         }
-        if let Some(kept) = entry.msg.as_deref_mut() {
+        if let Some(kept) = self.hot.get_mut(&key).and_then(|h| h.msg.as_deref_mut()) {
             kept.clone_from(msg);
         }
         self.entries.insert(key, entry);
     }
 
     /// Fills the entry's summary facts from the message.
-    fn describe(&mut self, entry: &mut Entry, msg: &SpooledMessage) {
+    fn describe(&mut self, key: Key, entry: &mut Entry, msg: &SpooledMessage) {
         entry.received_at = u32::try_from(msg.envelope.received_at).unwrap_or(u32::MAX);
         entry.size = u32::try_from(msg.size).unwrap_or(u32::MAX);
         entry.app = self.apps.intern(msg.envelope.app.as_deref().unwrap_or("-"));
@@ -221,19 +282,36 @@ impl Table {
                 None => dests.push((n, 1)),
             }
         }
-        entry.dests = match dests.as_slice() {
-            [(d, n)] => Dests::One(*d, *n),
-            _ => Dests::Many(dests.into_boxed_slice()),
-        };
+        entry.waiting = dests.iter().map(|(_, n)| *n).sum();
+        match dests.as_slice() {
+            [] => {
+                entry.dest = 0;
+                self.spread.remove(&key);
+            }
+            [(d, _)] => {
+                entry.dest = *d;
+                self.spread.remove(&key);
+            }
+            _ => {
+                entry.dest = SPREAD;
+                self.spread.insert(key, dests.into_boxed_slice());
+            }
+        }
     }
 
     /// Adds an entry to the summary's counts, or takes it away.
-    fn account(&mut self, entry: &Entry, sign: Sign) {
-        let waiting: u64 = dest_pairs(&entry.dests).map(|(_, n)| u64::from(n)).sum();
-        for (d, n) in dest_pairs(&entry.dests) {
-            if let Some(c) = self.domains.counts(d) {
-                c.add(1, u64::from(n), sign);
+    fn account(&mut self, key: Key, entry: &Entry, sign: Sign) {
+        let waiting = u64::from(entry.waiting);
+        if entry.dest == SPREAD {
+            for (d, n) in self.spread.get(&key).map_or(&[][..], |s| &s[..]) {
+                if let Some(c) = self.domains.counts(*d) {
+                    c.add(1, u64::from(*n), sign);
+                }
             }
+        } else if waiting > 0
+            && let Some(c) = self.domains.counts(entry.dest)
+        {
+            c.add(1, waiting, sign);
         }
         if let Some(c) = self.apps.counts(entry.app) {
             c.add(1, waiting, sign);
@@ -262,12 +340,7 @@ impl Table {
 
     /// The entry of `id`.
     pub(super) fn get(&self, id: &str) -> Option<&Entry> {
-        self.entries.get(&id_key(id)?)
-    }
-
-    /// The entry of `id`, to change what is not counted (the kept message, the sequence).
-    pub(super) fn get_mut(&mut self, id: &str) -> Option<&mut Entry> {
-        self.entries.get_mut(&id_key(id)?)
+        self.entries.get(&key_of(id)?)
     }
 
     /// Whether `id` is in the table (deleted or not).
@@ -275,14 +348,61 @@ impl Table {
         self.get(id).is_some()
     }
 
+    /// The whole message of `id` when it is kept in memory.
+    pub(super) fn kept(&self, id: &str) -> Option<&SpooledMessage> {
+        self.hot.get(&key_of(id)?)?.msg.as_deref()
+    }
+
+    /// The whole message of `id` kept in memory, to change it.
+    pub(super) fn kept_mut(&mut self, id: &str) -> Option<&mut SpooledMessage> {
+        self.hot.get_mut(&key_of(id)?)?.msg.as_deref_mut()
+    }
+
+    /// Takes the whole message of `id` out of memory (it stays in the table).
+    pub(super) fn take_kept(&mut self, id: &str) -> Option<Box<SpooledMessage>> {
+        let key = key_of(id)?;
+        let hot = self.hot.get_mut(&key)?;
+        let msg = hot.msg.take();
+        if hot.is_empty() {
+            self.hot.remove(&key);
+        }
+        msg
+    }
+
+    /// Keeps the whole message in memory for `id` while it is in the table.
+    pub(super) fn keep(&mut self, msg: SpooledMessage) {
+        if let Some(key) = key_of(&msg.id).filter(|k| self.entries.contains_key(k)) {
+            self.hot.entry(key).or_default().msg = Some(Box::new(msg));
+        }
+    }
+
+    /// In a cluster: the operator sequence last seen for `id` (0 when none was).
+    pub(super) fn control_seq(&self, id: &str) -> i64 {
+        key_of(id)
+            .and_then(|k| self.hot.get(&k))
+            .map_or(0, |h| h.control_seq)
+    }
+
+    /// In a cluster: records the operator sequence seen for `id`.
+    pub(super) fn set_control_seq(&mut self, id: &str, seq: i64) {
+        let Some(key) = key_of(id).filter(|k| self.entries.contains_key(k)) else {
+            return;
+        };
+        let hot = self.hot.entry(key).or_default();
+        hot.control_seq = seq;
+        if hot.is_empty() {
+            self.hot.remove(&key);
+        }
+    }
+
     /// (Re)schedules `id` at `due_ms`, or takes it off the schedule with `None`.
     pub(super) fn schedule(&mut self, id: &str, due_ms: Option<u64>) {
-        if let Some(key) = id_key(id) {
+        if let Some(key) = key_of(id) {
             self.schedule_key(key, due_ms);
         }
     }
 
-    fn schedule_key(&mut self, key: IdKey, due_ms: Option<u64>) {
+    fn schedule_key(&mut self, key: Key, due_ms: Option<u64>) {
         let Some(entry) = self.entries.get_mut(&key) else {
             return;
         };
@@ -300,12 +420,12 @@ impl Table {
     pub(super) fn first_due(&self) -> Option<(u64, String)> {
         self.schedule
             .first()
-            .map(|(due, key)| (*due, id_string(*key)))
+            .map(|(due, key)| (*due, id_string(join(*key))))
     }
 
     /// Marks an attempt of `id` started or ended.
     pub(super) fn set_in_flight(&mut self, id: &str, in_flight: bool) {
-        let Some(entry) = self.get_mut(id) else {
+        let Some(entry) = key_of(id).and_then(|k| self.entries.get_mut(&k)) else {
             return;
         };
         let was = std::mem::replace(&mut entry.in_flight, in_flight);
@@ -319,56 +439,85 @@ impl Table {
     /// Marks `id` deleted while its attempt runs: off the schedule and out of the counts.
     pub(super) fn mark_deleted(&mut self, id: &str) {
         self.schedule(id, None);
-        let Some(key) = id_key(id) else {
+        let Some(key) = key_of(id) else {
             return;
         };
         let Some(mut entry) = self.entries.remove(&key) else {
             return;
         };
         if !entry.deleted {
-            self.account(&entry, Sign::Sub);
+            self.account(key, &entry, Sign::Sub);
             entry.deleted = true;
         }
         self.entries.insert(key, entry);
     }
 
     /// Takes `id` out of the table.
-    pub(super) fn remove(&mut self, id: &str) -> Option<Entry> {
+    pub(super) fn remove(&mut self, id: &str) {
         self.schedule(id, None);
-        let entry = self.entries.remove(&id_key(id)?)?;
+        let Some(key) = key_of(id) else {
+            return;
+        };
+        let Some(entry) = self.entries.remove(&key) else {
+            return;
+        };
         if !entry.deleted {
-            self.account(&entry, Sign::Sub);
+            self.account(key, &entry, Sign::Sub);
         }
         if entry.in_flight {
             self.in_flight = self.in_flight.saturating_sub(1);
         }
-        Some(entry)
+        self.hot.remove(&key);
+        self.spread.remove(&key);
     }
 
     /// The lock serialising `id`'s state writes (made when first needed).
     pub(super) fn serial(&mut self, id: &str) -> Option<Serial> {
-        let entry = self.get_mut(id)?;
-        Some(entry.io.get_or_insert_with(Serial::default).clone())
+        let key = key_of(id).filter(|k| self.entries.contains_key(k))?;
+        let hot = self.hot.entry(key).or_default();
+        Some(hot.io.get_or_insert_with(Serial::default).clone())
     }
 
     /// After an attempt or an operator's change was recorded: unless an attempt runs, the
     /// message waits on disk from now on (its copy in memory goes), and its lock goes when
     /// nobody else holds it.
     pub(super) fn settle(&mut self, id: &str) {
-        let Some(entry) = self.get_mut(id) else {
+        let Some(key) = key_of(id) else {
             return;
         };
-        if entry.in_flight {
+        if self.entries.get(&key).is_none_or(|e| e.in_flight) {
             return;
         }
-        entry.msg = None;
-        if entry
-            .io
-            .as_ref()
-            .is_some_and(|io| Arc::strong_count(io) == 1)
-        {
-            entry.io = None;
+        let Some(hot) = self.hot.get_mut(&key) else {
+            return;
+        };
+        hot.msg = None;
+        if hot.io.as_ref().is_some_and(|io| Arc::strong_count(io) == 1) {
+            hot.io = None;
         }
+        if hot.is_empty() {
+            self.hot.remove(&key);
+        }
+    }
+
+    /// Messages taken in so far (to see whether arrivals go on).
+    pub(super) fn arrived(&self) -> u64 {
+        self.arrived
+    }
+
+    /// Whether a burst of arrivals came since memory was last given back.
+    pub(super) fn burst_pending(&self) -> bool {
+        self.arrived - self.given_back_at >= BURST
+    }
+
+    /// Once a burst of arrivals has been settled (nothing in flight, no new arrival for a
+    /// while): gives back the room the side tables grew into while thousands of messages
+    /// were fresh at once. The main table keeps its room: it holds every queued message.
+    /// The caller then calls [`give_memory_back`], with the table unlocked.
+    pub(super) fn burst_over(&mut self) {
+        self.given_back_at = self.arrived;
+        self.hot.shrink_to_fit();
+        self.spread.shrink_to_fit();
     }
 
     /// Messages being attempted now.
@@ -381,14 +530,14 @@ impl Table {
         self.entries
             .iter()
             .filter(|(_, e)| !e.deleted)
-            .map(|(k, _)| id_string(*k))
+            .map(|(k, _)| id_string(join(*k)))
             .collect()
     }
 
     /// At most `limit` ids sorting after `after`, in order (deleted ones left out).
     pub(super) fn page(&self, after: Option<&str>, limit: usize) -> Vec<String> {
-        let after = after.and_then(id_key).unwrap_or(0);
-        let mut keys: Vec<IdKey> = self
+        let after = after.and_then(key_of).unwrap_or([0, 0]);
+        let mut keys: Vec<Key> = self
             .entries
             .iter()
             .filter(|(k, e)| !e.deleted && **k > after)
@@ -399,7 +548,7 @@ impl Table {
             keys.truncate(limit);
         }
         keys.sort_unstable();
-        keys.into_iter().map(id_string).collect()
+        keys.into_iter().map(|k| id_string(join(k))).collect()
     }
 
     /// The queue's depth and the acceptance time of its oldest message (for `/metrics`).
@@ -414,7 +563,7 @@ impl Table {
     pub(super) fn tally(&self, now: u64) -> Tally {
         let due = self
             .schedule
-            .range(..(now.saturating_mul(1000).saturating_add(1), 0))
+            .range(..(now.saturating_mul(1000).saturating_add(1), [0, 0]))
             .count() as u64;
         let t = &self.totals;
         let named = |names: &Names| {
@@ -446,17 +595,6 @@ impl Table {
             ages,
         )
     }
-}
-
-/// The (domain, waiting recipients) pairs of a message.
-fn dest_pairs(dests: &Dests) -> impl Iterator<Item = (u32, u32)> + '_ {
-    let (one, many) = match dests {
-        Dests::One(d, n) => (Some((*d, *n)), &[][..]),
-        Dests::Many(v) => (None, &v[..]),
-    };
-    one.into_iter()
-        .filter(|(_, n)| *n > 0)
-        .chain(many.iter().copied())
 }
 
 #[cfg(test)]
@@ -516,6 +654,39 @@ mod tests {
         assert_eq!(table.depth(), (3, Some(now - 100_000)));
         assert_eq!(table.page(None, 2).len(), 2);
         assert_eq!(table.page(Some(&msgs[1].id), 10), [msgs[2].id.clone()]);
+    }
+
+    /// A message waiting on disk costs its entry alone (32 bytes and its key): nothing is
+    /// left beside it once its attempt is recorded, whatever it went through meanwhile.
+    #[test]
+    fn a_message_waiting_on_disk_keeps_only_its_entry() {
+        assert!(std::mem::size_of::<Entry>() <= 32);
+        assert_eq!(std::mem::align_of::<(Key, Entry)>(), 8);
+        let mut table = Table::default();
+        let spread = message(Some("shop"), &["x@a.test", "y@b.test"], 5);
+        let plain = message(None, &["z@a.test"], 6);
+        for m in [&spread, &plain] {
+            table.insert(m.clone(), true);
+            let _lock = table.serial(&m.id);
+            table.set_in_flight(&m.id, true);
+            assert!(table.take_kept(&m.id).is_some());
+            table.set_control_seq(&m.id, 3);
+        }
+        assert_eq!(table.hot.len(), 2);
+        assert_eq!(
+            table.spread.len(),
+            1,
+            "two domains: listed beside the entry"
+        );
+        for m in [&spread, &plain] {
+            table.set_control_seq(&m.id, 0);
+            table.set_in_flight(&m.id, false);
+            table.settle(&m.id);
+        }
+        assert!(table.hot.is_empty(), "lock and copy gone once settled");
+        table.remove(&spread.id);
+        assert!(table.spread.is_empty());
+        assert_eq!(table.depth().0, 1);
     }
 
     #[test]

@@ -64,9 +64,13 @@ pub(super) struct Disk {
     /// per group).
     tmp_dir: File,
     msg_dir: File,
-    /// Messages that have a `.state` file (most delivered messages never get one), by key:
-    /// every deferred message is in it, so 16 bytes each rather than a `String`.
-    with_state: Mutex<HashSet<IdKey>>,
+    /// Messages held in a segment that have a `.state` file all the same: those whose own
+    /// file and state were just renamed into `msg/` while their segment copy is not removed
+    /// yet (inside [`Disk::write_state_batch`]), and any whose state another process wrote
+    /// (found on loading). Any other message in a segment has no `.state` (writing the first
+    /// state moves it out), and one outside may have one: so no set of every deferred message
+    /// is kept (36 bytes each at a million deferred), only this one of a few.
+    segment_states: Mutex<HashSet<IdKey>>,
     /// Small messages, many to a file.
     segments: Segments,
     /// Whether one syncfs(2) flushes a group's files (ext4, xfs, btrfs); elsewhere (FUSE, NFS,
@@ -111,43 +115,43 @@ impl Disk {
             msg_dir: File::open(&msg)?,
             tmp,
             msg,
-            with_state: Mutex::new(HashSet::new()),
+            segment_states: Mutex::new(HashSet::new()),
             segments,
         })
     }
 
-    fn with_state(&self) -> MutexGuard<'_, HashSet<IdKey>> {
-        self.with_state.lock().unwrap_or_else(|p| p.into_inner())
+    fn segment_states(&self) -> MutexGuard<'_, HashSet<IdKey>> {
+        self.segment_states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Remembers that `id` has a `.state` file.
-    fn note_state(&self, id: &str) {
+    /// Whether `id`, held in a segment, may have a `.state` file (true for an id that has
+    /// no key).
+    fn segment_message_has_state(&self, id: &str) -> bool {
+        id_key(id).is_none_or(|key| self.segment_states().contains(&key))
+    }
+
+    /// Forgets that segment message `id` has a `.state` file (it left the segment).
+    fn forget_segment_state(&self, id: &str) {
         if let Some(key) = id_key(id) {
-            self.with_state().insert(key);
+            let mut set = self.segment_states();
+            if set.remove(&key) && set.is_empty() {
+                // A burst of deferrals moves thousands at once: not kept for the next.
+                set.shrink_to(64);
+            }
         }
     }
 
-    /// Whether `id` may have a `.state` file (true for an id that has no key).
-    fn has_state(&self, id: &str) -> bool {
-        id_key(id).is_none_or(|key| self.with_state().contains(&key))
-    }
-
-    /// Forgets `id`'s `.state` file; whether it may have had one.
-    fn forget_state(&self, id: &str) -> bool {
-        id_key(id).is_none_or(|key| self.with_state().remove(&key))
-    }
-
     /// Unlinks a message's file (when it has one: a segment message has none) and its state
-    /// (only when it has one); no directory flush.
+    /// (one already gone is fine: most messages delivered at once never had one); no
+    /// directory flush.
     fn unlink(&self, id: &str) -> io::Result<()> {
         let path = self.msg_path(id)?;
         if !self.segments.contains(id) {
             ignore_missing(fs::remove_file(path))?;
         }
-        if self.forget_state(id) {
-            ignore_missing(fs::remove_file(self.state_path(id)?))?;
-        }
-        Ok(())
+        ignore_missing(fs::remove_file(self.state_path(id)?))
     }
 
     fn msg_path(&self, id: &str) -> io::Result<PathBuf> {
@@ -258,7 +262,12 @@ impl Disk {
         };
         let state = match fs::read(self.state_path(id)?) {
             Ok(bytes) => {
-                self.note_state(id);
+                if self.segments.contains(id)
+                    && let Some(key) = id_key(id)
+                {
+                    // Written by another process: the segment copy is stale.
+                    self.segment_states().insert(key);
+                }
                 serde_json::from_slice(&bytes).map_err(|e| {
                     io::Error::new(
                         io::ErrorKind::InvalidData,
@@ -342,7 +351,11 @@ impl Disk {
                 }
                 let (tmp, target) = files.state;
                 fs::rename(tmp, target)?;
-                self.note_state(id);
+                if moved.last() == Some(&id.as_str())
+                    && let Some(key) = id_key(id)
+                {
+                    self.segment_states().insert(key);
+                }
                 Ok(())
             })
             .collect();
@@ -351,6 +364,9 @@ impl Disk {
         // flush needed: should the removal be lost, recovery keeps the file).
         if let Err(e) = self.segments.remove(&moved, false) {
             tracing::warn!(error = %e, "cannot record moved messages in their spool segment");
+        }
+        for id in moved {
+            self.forget_segment_state(id);
         }
         results
     }
@@ -381,7 +397,7 @@ impl Disk {
         // A message moved out of its segment (it has a state file) needs unlinks and a
         // directory flush: the remover thread's work. A segment emptied here is deleted here
         // too, once per ~1 MB of mail.
-        if !self.segments.contains(id) || self.has_state(id) {
+        if !self.segments.contains(id) || self.segment_message_has_state(id) {
             return None;
         }
         let removed = self.segments.remove(&[id], false);
@@ -407,9 +423,10 @@ impl Disk {
                     if let Err(e) = &segments_done {
                         return Err(io::Error::new(e.kind(), format!("spool segment: {e}")));
                     }
-                    if !self.has_state(id) {
+                    if !self.segment_message_has_state(id) {
                         return Ok(());
                     }
+                    self.forget_segment_state(id);
                 }
                 files_touched = true;
                 self.unlink(id)

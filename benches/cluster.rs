@@ -6,7 +6,9 @@
 //!
 //! With PostgreSQL it also counts the database's transactions per message (`pg_stat_database`:
 //! committed and rolled back, every node's, background work such as lease renewal included):
-//! one statement outside a transaction is one, so this is a floor on the round trips.
+//! one statement outside a transaction is one, so this is a floor on the round trips. And the
+//! statements per message (`pg_stat_statements`, BEGIN and COMMIT included: about one round
+//! trip each), with the statements that cost the most calls per message.
 //!
 //! `cargo bench --bench cluster` — tune with BENCH_CLIENTS (30), BENCH_MESSAGES (3000 per
 //! set-up), BENCH_SIZE (4096 bytes).
@@ -45,6 +47,34 @@ fn transactions(pg: &postgres::Postgres) -> f64 {
         .trim()
         .parse()
         .unwrap_or(0.0)
+}
+
+/// Loads `pg_stat_statements` into `pg` (a restart) so the statements can be counted.
+fn count_statements(pg: &mut postgres::Postgres) {
+    pg.query("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'");
+    pg.stop();
+    pg.run();
+    pg.query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+}
+
+/// Statements per message since the last reset, and the busiest ones (calls per message).
+fn statements(pg: &postgres::Postgres, total: usize) -> (f64, Vec<(f64, String)>) {
+    let per = |calls: &str| calls.trim().parse::<f64>().unwrap_or(0.0) / total as f64;
+    let all = per(&pg.query(
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements \
+         WHERE query NOT LIKE '%pg_stat_%'",
+    ));
+    let top = pg
+        .query(
+            "SELECT calls, regexp_replace(left(query, 90), '\\s+', ' ', 'g') \
+             FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_%' \
+             ORDER BY calls DESC LIMIT 8",
+        )
+        .lines()
+        .filter_map(|l| l.split_once('|'))
+        .map(|(calls, q)| (per(calls), q.to_string()))
+        .collect();
+    (all, top)
 }
 
 /// One set-up's figures: (submitted per second, delivered per second end to end, database
@@ -99,6 +129,9 @@ fn run(
     let tls = ca.client_config_trusting();
     let next = Arc::new(AtomicUsize::new(0));
     let xacts_before = pg.map(transactions);
+    if let Some(pg) = pg {
+        pg.query("SELECT pg_stat_statements_reset()");
+    }
     let started = Instant::now();
     let submitted = rt.block_on(async {
         let done = times.done.notified();
@@ -163,11 +196,15 @@ fn main() {
     let load = (clients, total, size);
 
     let file = run("file", 1, None, &dns, load);
-    let pg = postgres::Postgres::start();
+    let mut pg = postgres::Postgres::start();
+    count_statements(&mut pg);
     let pg1 = run("pg1", 1, Some(&pg), &dns, load);
+    let pg1_statements = statements(&pg, total);
     drop(pg);
-    let pg = postgres::Postgres::start();
+    let mut pg = postgres::Postgres::start();
+    count_statements(&mut pg);
     let pg3 = run("pg3", 3, Some(&pg), &dns, load);
+    let pg3_statements = statements(&pg, total);
     drop(pg);
 
     println!(
@@ -187,5 +224,16 @@ fn main() {
             "-".into()
         };
         println!("  {name:<28}  {sub:>11.0}   {e2e:>11.0}   {db:>23}");
+    }
+    for (name, (all, top)) in [
+        ("1 node, PostgreSQL", pg1_statements),
+        ("3 nodes, one PostgreSQL", pg3_statements),
+    ] {
+        println!(
+            "  {name}: {all:.1} statements per message (pg_stat_statements); the most called:"
+        );
+        for (per, query) in top {
+            println!("    {per:>6.2}/message  {query}");
+        }
     }
 }

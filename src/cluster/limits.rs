@@ -313,15 +313,24 @@ pub(crate) async fn prune(db: &Db, keep: Duration) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The shaping table (issue 29): one row per destination that pushed back. Created on first
-/// use rather than by a numbered migration, so it never collides with another schema step; a
-/// later migration may adopt it unchanged.
-const SHAPING_TABLE: &str = "CREATE TABLE IF NOT EXISTS herald_shaping ( \
-     destination text PRIMARY KEY, \
-     held_until  timestamptz NOT NULL, \
-     reason      text NOT NULL, \
-     seq         bigint NOT NULL, \
-     node        text NOT NULL)";
+/// The nodes alive now, this one included (at least 1): those whose lease in
+/// `herald_node_leases` (migration 0006) has not expired. Traffic shaping divides each
+/// destination's limits among them ([`crate::shaping::shared`]). One query.
+pub(crate) async fn live_nodes(db: &Db) -> std::io::Result<u32> {
+    let client = db.client().await?;
+    let others: i64 = client
+        .query_one(
+            "SELECT count(*) FROM herald_node_leases \
+             WHERE lease_until > clock_timestamp() AND node_id <> $1",
+            &[&db.node_id()],
+        )
+        .await
+        .map_err(|e| io_error("traffic shaping: counting the live nodes", e))?
+        .get(0);
+    Ok(u32::try_from(others)
+        .unwrap_or(u32::MAX - 1)
+        .saturating_add(1))
+}
 
 /// A destination's push-back as the cluster knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -352,20 +361,13 @@ pub(crate) async fn record_pushback(
          ON CONFLICT (destination) DO UPDATE SET \
            held_until = greatest(s.held_until, excluded.held_until), \
            reason = excluded.reason, seq = s.seq + 1, node = excluded.node";
-    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
-        [&destination, &hold.as_secs_f64(), &why, &db.node_id()];
-    if let Err(e) = client.execute(upsert, &params).await {
-        // The table may not exist yet: create it once and try again.
-        tracing::debug!(error = %e, "creating herald_shaping");
-        client
-            .batch_execute(SHAPING_TABLE)
-            .await
-            .map_err(|e| io_error("traffic shaping", e))?;
-        client
-            .execute(upsert, &params)
-            .await
-            .map_err(|e| io_error("traffic shaping", e))?;
-    }
+    client
+        .execute(
+            upsert,
+            &[&destination, &hold.as_secs_f64(), &why, &db.node_id()],
+        )
+        .await
+        .map_err(|e| io_error("traffic shaping", e))?;
     Ok(())
 }
 
@@ -374,16 +376,10 @@ pub(crate) async fn pushbacks(db: &Db) -> std::io::Result<Vec<Pushback>> {
     let client = db.client().await?;
     let select = "SELECT destination, extract(epoch FROM held_until - clock_timestamp())::float8, \
                 reason, seq, node FROM herald_shaping WHERE held_until > clock_timestamp()";
-    let rows = match client.query(select, &[]).await {
-        Ok(rows) => rows,
-        Err(_) => {
-            client
-                .batch_execute(SHAPING_TABLE)
-                .await
-                .map_err(|e| io_error("traffic shaping", e))?;
-            return Ok(Vec::new());
-        }
-    };
+    let rows = client
+        .query(select, &[])
+        .await
+        .map_err(|e| io_error("traffic shaping", e))?;
     Ok(rows
         .iter()
         .map(|r| Pushback {

@@ -51,6 +51,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "node_leases",
         sql: include_str!("migrations/0006_node_leases.sql"),
     },
+    Migration {
+        version: 7,
+        name: "shaping",
+        sql: include_str!("migrations/0007_shaping.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "queue_summary",
+        sql: include_str!("migrations/0008_queue_summary.sql"),
+    },
 ];
 
 /// The advisory lock key held while migrating ("herald" in ASCII).

@@ -17,7 +17,7 @@ use clap::Subcommand;
 
 use crate::clock::unix_now;
 use crate::config::Config;
-use crate::queue::summary::{Page, QueueSummary, Tally};
+use crate::queue::summary::{Page, QueueSummary, Tally, cluster_summary};
 use crate::queue::transition::operator_failures;
 use crate::queue::view::{ActionResult, MessageView};
 use crate::spool::{RecipientStatus, Spool, SpoolLock};
@@ -484,21 +484,17 @@ async fn cluster_direct(
     let message = match cmd {
         QueueCommand::List { limit, after } => {
             let views: Vec<MessageView> = leases
-                .list_all(None)
+                .list_page(after.as_deref(), limit)
                 .await?
                 .iter()
                 .map(|e| MessageView::of_cluster(e, false))
                 .collect();
-            print_page(&Page { limit, after }.of(views), limit);
+            print_page(&views, limit);
             return Ok(ExitCode::SUCCESS);
         }
         QueueCommand::Summary { json } => {
-            let mut tally = Tally::default();
-            let now = unix_now();
-            for e in leases.list_all(None).await? {
-                tally.add(&e.message, false, now);
-            }
-            return print_summary(&tally.finish(), json);
+            let summary = cluster_summary(leases, unix_now(), 0).await?;
+            return print_summary(&summary, json);
         }
         QueueCommand::Show { id } => {
             let Some(entry) = leases.list_all(Some(&id)).await?.into_iter().next() else {

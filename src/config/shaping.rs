@@ -54,11 +54,14 @@ impl Default for ShapingConfig {
     }
 }
 
-/// The limits of one destination; 0 means no limit of that kind.
+/// The limits of one destination; 0 means no limit of that kind. With `[cluster]`,
+/// connections and messages per minute hold for the whole cluster (each live node takes its
+/// share, at least one).
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShapingLimits {
-    /// Connections (deliveries) to the destination at once, across its MX hosts.
+    /// Connections (deliveries) to the destination at once, across its MX hosts (cluster-wide
+    /// with `[cluster]`, except the per-node fallback of 0).
     pub connections: u32,
     /// Messages sent over one connection before it is closed and a fresh one opened.
     pub messages_per_connection: u32,

@@ -410,10 +410,13 @@ async fn operator_bounce(
     )
     .await
     {
-        Ok(Some(dsn_id)) => Ok(format!(
-            "; bounce {dsn_id} queued to <{}>",
-            msg.envelope.mail_from
-        )),
+        Ok(Some(dsn_id)) => {
+            crate::metrics::dsn_sent();
+            Ok(format!(
+                "; bounce {dsn_id} queued to <{}>",
+                msg.envelope.mail_from
+            ))
+        }
         Ok(None) => Ok("; no bounce (null sender)".into()),
         Err(e) => Err(failed(format!("the bounce could not be queued: {e}"))),
     }

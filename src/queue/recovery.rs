@@ -59,6 +59,10 @@ impl Recovered {
             {
                 let mut table = inner.table();
                 for msg in chunk {
+                    // Already there: adopted by the lease keeper meanwhile (a cluster).
+                    if table.contains(&msg.id) {
+                        continue;
+                    }
                     if msg.state.is_finished() {
                         finished.push(msg.id);
                     } else {

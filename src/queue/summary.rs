@@ -14,7 +14,7 @@ use super::control::Control;
 use super::manager::QueueManager;
 use super::view::MessageView;
 use crate::shaping::DestinationView;
-use crate::spool::{RecipientStatus, SpooledMessage};
+use crate::spool::{Leases, RecipientStatus, SpoolError, SpooledMessage};
 
 /// The age buckets (upper bound in seconds, label), the last open-ended.
 const AGE_BUCKETS: [(u64, &str); 6] = [
@@ -32,6 +32,48 @@ fn age_bucket(age: u64) -> usize {
         .iter()
         .position(|(upper, _)| age < *upper)
         .unwrap_or(AGE_BUCKETS.len() - 1)
+}
+
+/// The upper bounds of the age buckets but the last (what the database buckets ages by).
+const AGE_BOUNDS: [u64; AGE_BUCKETS.len() - 1] = {
+    let mut bounds = [0; AGE_BUCKETS.len() - 1];
+    let mut i = 0;
+    while i < bounds.len() {
+        bounds[i] = AGE_BUCKETS[i].0;
+        i += 1;
+    }
+    bounds
+};
+
+/// The summary of a cluster's queue, counted by the database ([`Leases::counts`]) at `now`;
+/// `in_flight` is what this node is delivering (the database does not know), taken off the
+/// messages due.
+pub async fn cluster_summary(
+    leases: &dyn Leases,
+    now: u64,
+    in_flight: u64,
+) -> Result<QueueSummary, SpoolError> {
+    let c = leases.counts(now, &AGE_BOUNDS).await?;
+    let map = |v: Vec<(String, u64, u64)>| -> HashMap<String, (u64, u64)> {
+        v.into_iter().map(|(k, m, r)| (k, (m, r))).collect()
+    };
+    // A bucket's lower bound stands for its ages.
+    let ages = c.ages.into_iter().map(|(bucket, m, r)| {
+        let age = match bucket {
+            0 => 0,
+            b => AGE_BUCKETS[(b - 1).min(AGE_BUCKETS.len() - 1)].0,
+        };
+        (age, m, r)
+    });
+    let totals = [
+        c.messages,
+        c.recipients,
+        c.held,
+        in_flight,
+        c.due.saturating_sub(in_flight),
+        c.bytes,
+    ];
+    Ok(Tally::of_counts(totals, map(c.domains), map(c.apps), ages).finish())
 }
 
 /// Destinations shown by name in the text form (the JSON has them all).
@@ -290,17 +332,18 @@ impl QueueManager {
     pub async fn summary(&self) -> Result<QueueSummary, Control> {
         let now = crate::clock::unix_now();
         if let Some(leases) = self.inner.spool.leases() {
-            let entries = leases
-                .list_all(None)
+            // Counted by the database; what is in flight is known here for this node only.
+            let (in_flight, recovering) = {
+                let table = self.inner.table();
+                (table.in_flight(), table.recovering)
+            };
+            let summary = cluster_summary(leases, now, in_flight)
                 .await
                 .map_err(|e| Control::Failed(format!("cannot read the cluster's queue: {e}")))?;
-            let mut tally = Tally::default();
-            let table = self.inner.table();
-            for e in &entries {
-                let in_flight = table.get(&e.message.id).is_some_and(|l| l.in_flight());
-                tally.add(&e.message, in_flight, now);
-            }
-            return Ok(tally.finish());
+            return Ok(QueueSummary {
+                recovering,
+                ..summary
+            });
         }
         // The table keeps the counts: no walk over the queue.
         let (tally, recovering) = {
@@ -313,10 +356,22 @@ impl QueueManager {
         })
     }
 
-    /// A page of the queue in id order: only the page's messages are read from the spool.
+    /// A page of the queue in id order: only the page's messages are read from the spool
+    /// (with `[cluster]`, from the database by the primary key).
     pub async fn page(&self, page: &Page) -> Result<Vec<MessageView>, Control> {
-        if self.inner.spool.leases().is_some() {
-            return Ok(page.of(self.view(None).await?));
+        if let Some(leases) = self.inner.spool.leases() {
+            let entries = leases
+                .list_page(page.after.as_deref(), page.limit)
+                .await
+                .map_err(|e| Control::Failed(format!("cannot read the cluster's queue: {e}")))?;
+            let table = self.inner.table();
+            return Ok(entries
+                .iter()
+                .map(|e| {
+                    let in_flight = table.get(&e.message.id).is_some_and(|l| l.in_flight());
+                    MessageView::of_cluster(e, in_flight)
+                })
+                .collect());
         }
         let ids = self
             .inner

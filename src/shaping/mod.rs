@@ -10,7 +10,8 @@
 //!
 //! The state lives for the process (one table, like [`crate::metrics`]): a configuration
 //! reload replaces the rules, not what destinations said. With `[cluster]`, push-backs are
-//! shared through the database ([`shared`]), so every node slows down together.
+//! shared through the database ([`shared`]), so every node slows down together, and each
+//! node takes its share of every limit, so the cluster together stays within it.
 
 pub(crate) mod metrics;
 mod rules;
@@ -116,9 +117,9 @@ impl Shaper {
         }
     }
 
-    /// The destination MX host `mx` belongs to.
+    /// The destination MX host `mx` belongs to, with this node's share of its limits.
     pub(crate) fn destination(&self, mx: &str) -> Destination {
-        self.inner.matcher.destination(mx)
+        self.inner.matcher.destination(mx, shared::nodes())
     }
 
     /// Waits for a turn to deliver to `mx`'s destination (within its connection and rate
@@ -148,6 +149,9 @@ impl Shaper {
                     });
                 }
                 Decision::Defer(wait) => {
+                    tracing::debug!(destination = %dest.name,
+                        wait = %humantime::format_duration(Duration::from_secs(wait.as_secs())),
+                        "traffic shaping: not attempted now, the destination is held back or over its rate");
                     return Err(Held {
                         destination: dest.name,
                         wait,

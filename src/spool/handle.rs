@@ -117,12 +117,49 @@ pub trait Leases: Send + Sync {
         &'a self,
         id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<ClusterEntry>, SpoolError>>;
+    /// A page of the cluster's queue in id order: at most `limit` messages (all with `None`)
+    /// whose id sorts after `after`; only the page is read (keyset paging on the primary key).
+    fn list_page<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: Option<usize>,
+    ) -> BoxFuture<'a, Result<Vec<ClusterEntry>, SpoolError>>;
+    /// The cluster's queue counted by the database (no message is read into herald): totals,
+    /// and (messages, waiting recipients) per destination domain, per app and per age bucket
+    /// at `now` (bucket `i` holds ages below `age_bounds[i]`, the last one the rest).
+    fn counts<'a>(
+        &'a self,
+        now: u64,
+        age_bounds: &'a [u64],
+    ) -> BoxFuture<'a, Result<QueueCounts, SpoolError>>;
     /// Holds or releases a message, whichever node holds it; false when there is none.
     fn set_held<'a>(&'a self, id: &'a str, held: bool) -> BoxFuture<'a, Result<bool, SpoolError>>;
     /// Makes a message (or, with `None`, every message not held) due now; how many.
     fn retry_now<'a>(&'a self, id: Option<&'a str>) -> BoxFuture<'a, Result<u64, SpoolError>>;
     /// Deletes a message from the cluster's queue, returning it and its bytes (for a bounce).
     fn take<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<Taken>, SpoolError>>;
+}
+
+/// The cluster's queue as counted by the database ([`Leases::counts`]); what the messages'
+/// lease owners have in flight is not known there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Messages queued.
+    pub messages: u64,
+    /// Recipients still waiting (pending).
+    pub recipients: u64,
+    /// Messages held by the operator.
+    pub held: u64,
+    /// Messages not held whose earliest pending recipient is due at `now` (in flight or not).
+    pub due: u64,
+    /// Bytes queued.
+    pub bytes: u64,
+    /// (domain in lower case, messages with a waiting recipient there, waiting recipients).
+    pub domains: Vec<(String, u64, u64)>,
+    /// (app, or `-` for none; messages; waiting recipients).
+    pub apps: Vec<(String, u64, u64)>,
+    /// (age bucket index, messages, waiting recipients); empty buckets left out.
+    pub ages: Vec<(usize, u64, u64)>,
 }
 
 /// The recovered messages of a starting queue, chunk by chunk

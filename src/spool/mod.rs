@@ -29,7 +29,8 @@ pub use self::error::SpoolError;
 pub use self::fs::spooled_entries;
 pub use self::fs_backend::FsBackend;
 pub use self::handle::{
-    Arrivals, ClusterEntry, Leases, NewMessage, Recovery, Spool, SpoolBackend, Taken, new_queue_id,
+    Arrivals, ClusterEntry, Leases, NewMessage, QueueCounts, Recovery, Spool, SpoolBackend, Taken,
+    new_queue_id,
 };
 pub use self::health::fault;
 pub use self::key::{IdKey, id_key, id_string};

@@ -17,6 +17,11 @@
 //! renewal waits for that lock, sees that its lease had lapsed and reloads the list of what
 //! is still its own before any new attempt.
 //!
+//! A clean shutdown expires the node's row and leaves its messages named as its own (no row
+//! rewritten): the other nodes may adopt them at once, and the node, started again, renews its
+//! row and reads back those still its own a chunk at a time while it already works
+//! (`pg_recover.rs`).
+//!
 //! Operator actions on any node change the row (`held`, the retry time), bump `control_seq`
 //! and bump the owning node's `changes`; the owner sees the new count at its next renewal and
 //! reloads its list (and with it each changed message).
@@ -340,6 +345,10 @@ impl SpoolBackend for PgBackend {
         Box::pin(self.shared.recover())
     }
 
+    fn recover_chunks(&self) -> BoxFuture<'_, Result<super::Recovery, SpoolError>> {
+        Box::pin(self.shared.clone().recover_chunks())
+    }
+
     fn load<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<SpooledMessage, SpoolError>> {
         Box::pin(self.shared.load(id))
     }
@@ -386,3 +395,7 @@ pub(super) fn prefixed(columns: &str) -> String {
 
 #[path = "pg_leases.rs"]
 mod leases;
+#[path = "pg_queue.rs"]
+mod queue;
+#[path = "pg_recover.rs"]
+mod recover;

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::clock::unix_now;
 use crate::cluster::DbError;
-use crate::spool::handle::{ClusterEntry, Leases, Taken};
+use crate::spool::handle::{ClusterEntry, Leases, QueueCounts, Taken};
 use crate::spool::{BoxFuture, MessageBytes, QueueId, SpoolError};
 
 impl Shared {
@@ -184,12 +184,17 @@ impl Shared {
                 .transaction()
                 .await
                 .map_err(DbError::doing("releasing leases"))?;
-            let n = tx
-                .execute(
-                    "UPDATE herald_messages SET lease_owner = NULL WHERE lease_owner = $1",
+            // The messages keep their owner (no row rewritten, however big the queue): the
+            // owner's lease expired, they are adoptable at once, and this node takes back
+            // those still its own when it starts again.
+            let n: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM herald_messages WHERE lease_owner = $1",
                     &[&node],
                 )
                 .await
+                .map_err(DbError::doing("releasing leases"))?
+                .try_get(0)
                 .map_err(DbError::doing("releasing leases"))?;
             // Expired rather than gone: a message this node still stored on its way out is
             // adoptable at once.
@@ -202,7 +207,7 @@ impl Shared {
             tx.commit()
                 .await
                 .map_err(DbError::doing("releasing leases"))?;
-            Ok::<_, DbError>(n)
+            Ok::<_, DbError>(n.max(0) as u64)
         };
         match tokio::time::timeout(OPERATION_TIMEOUT, work).await {
             Ok(r) => Ok(r?),
@@ -362,6 +367,22 @@ impl Leases for PgBackend {
         id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<ClusterEntry>, SpoolError>> {
         Box::pin(self.shared.list_all(id))
+    }
+
+    fn list_page<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: Option<usize>,
+    ) -> BoxFuture<'a, Result<Vec<ClusterEntry>, SpoolError>> {
+        Box::pin(self.shared.list_page(after, limit))
+    }
+
+    fn counts<'a>(
+        &'a self,
+        now: u64,
+        age_bounds: &'a [u64],
+    ) -> BoxFuture<'a, Result<QueueCounts, SpoolError>> {
+        Box::pin(self.shared.counts(now, age_bounds))
     }
 
     fn set_held<'a>(&'a self, id: &'a str, held: bool) -> BoxFuture<'a, Result<bool, SpoolError>> {

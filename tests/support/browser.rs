@@ -4,13 +4,15 @@
 //! token, find elements, type, click, take a screenshot.
 
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{Value, json};
 
-/// chromedriver on a loopback port, killed on drop.
+/// chromedriver on a loopback port in its own process group, killed with the Chromium it
+/// started when dropped (also when a test panics), so no browser outlives its test.
 pub struct Driver {
     child: Child,
     base: String,
@@ -19,6 +21,14 @@ pub struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // The group's id is chromedriver's pid: the signal reaches Chromium and its helpers too
+        // (killing chromedriver alone leaves them running).
+        if let Ok(group) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) with a negative pid signals that process group; no memory is touched.
+            unsafe {
+                libc::kill(-group, libc::SIGKILL);
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -39,6 +49,7 @@ impl Driver {
         let port = crate::support::free_port_on(std::net::Ipv4Addr::LOCALHOST).port();
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -109,6 +109,9 @@ struct Shared {
     pause_data: tokio::sync::watch::Sender<bool>,
     /// Transactions waiting at the pause now.
     held: AtomicUsize,
+    /// Sessions open now, and the most ever open at once.
+    open: AtomicUsize,
+    max_open: AtomicUsize,
 }
 
 /// A running receiving MTA; stops when dropped.
@@ -133,6 +136,8 @@ impl SmtpSink {
             connections: AtomicUsize::new(0),
             pause_data: tokio::sync::watch::Sender::new(false),
             held: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+            max_open: AtomicUsize::new(0),
         });
         let shared2 = shared.clone();
         let thread = ServerThread::spawn("test-smtp-sink", move |stop| {
@@ -144,7 +149,13 @@ impl SmtpSink {
                             continue;
                         };
                         let n = shared2.connections.fetch_add(1, Ordering::SeqCst) + 1;
-                        tokio::spawn(session::session(stream, shared2.clone(), n));
+                        let open = shared2.open.fetch_add(1, Ordering::SeqCst) + 1;
+                        shared2.max_open.fetch_max(open, Ordering::SeqCst);
+                        let shared3 = shared2.clone();
+                        tokio::spawn(async move {
+                            session::session(stream, shared3.clone(), n).await;
+                            shared3.open.fetch_sub(1, Ordering::SeqCst);
+                        });
                     }
                 };
                 tokio::select! {
@@ -289,6 +300,11 @@ impl SmtpSink {
             }
             log = self.shared.changed.wait_timeout(log, left).expect("log").0;
         }
+    }
+
+    /// The most SMTP sessions the sink had open at once (from accept to close).
+    pub fn max_concurrent(&self) -> usize {
+        self.shared.max_open.load(Ordering::SeqCst)
     }
 
     /// How many TCP connections the sink has accepted.

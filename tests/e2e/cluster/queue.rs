@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::common::node_config;
+use super::spool::{body, queued, seen, wait_until};
 use crate::delivery::common::World;
 use crate::hardening::certs;
 use crate::submission::client::Client;
@@ -71,11 +72,14 @@ async fn herald_queue_shows_and_acts_on_every_nodes_mail() {
 
     let mut c = Client::submission_login(a.smtp_addr("submission"), a_tls).await;
     let mut ids = Vec::new();
-    for subject in ["kept", "deleted"] {
+    for (subject, rcpts) in [
+        ("kept", &["r@example.org", "s@EXAMPLE.org"][..]),
+        ("deleted", &["r@example.org"][..]),
+    ] {
         let r = c
             .submit(
                 "app@example.test",
-                &["r@example.org"],
+                rcpts,
                 &format!("From: <app@example.test>\r\nSubject: {subject}\r\n\r\nHello."),
             )
             .await;
@@ -94,6 +98,54 @@ async fn herald_queue_shows_and_acts_on_every_nodes_mail() {
             .unwrap_or_else(|| panic!("{id} listed: {list}"));
         assert!(line.contains("node node-a"), "{line}");
     }
+
+    // The summary, counted by the database: one message per domain however many of its
+    // recipients wait there, domains in lower case.
+    let (json, _) = ok(&b.config_path, &["summary", "--json"]);
+    let summary: serde_json::Value = serde_json::from_str(&json).expect("summary JSON");
+    let counts = |rows: &serde_json::Value| {
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .filter(|c| c["messages"] != 0)
+            .map(|c| {
+                let key = c["key"].as_str().expect("key").to_string();
+                (key, c["messages"].clone(), c["recipients"].clone())
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        (
+            &summary["messages"],
+            &summary["recipients"],
+            &summary["held"]
+        ),
+        (&2.into(), &3.into(), &0.into()),
+        "{json}"
+    );
+    assert!(summary["bytes"].as_u64().is_some_and(|b| b > 0), "{json}");
+    assert_eq!(
+        counts(&summary["domains"]),
+        [("example.org".to_string(), 2.into(), 3.into())]
+    );
+    assert_eq!(
+        counts(&summary["apps"]),
+        [("demo".to_string(), 2.into(), 3.into())]
+    );
+    assert_eq!(
+        counts(&summary["ages"]),
+        [("< 5m".to_string(), 2.into(), 3.into())]
+    );
+
+    // A page at a time, by id.
+    let (first, more) = ok(&b.config_path, &["list", "--limit", "1"]);
+    assert!(first.contains(kept) && !first.contains(deleted), "{first}");
+    assert!(more.contains(&format!("--after {kept}")), "{more}");
+    let (second, _) = ok(&b.config_path, &["list", "--limit", "1", "--after", kept]);
+    assert!(
+        second.contains(deleted) && !second.contains(kept),
+        "{second}"
+    );
 
     let (held, _) = ok(&b.config_path, &["hold", kept]);
     assert!(held.contains("held"), "{held}");
@@ -129,6 +181,13 @@ async fn herald_queue_shows_and_acts_on_every_nodes_mail() {
     let (list, how) = ok(&a.config_path, &["list"]);
     assert!(how.contains("working on the cluster's database"), "{how}");
     assert!(list.contains(kept) && !list.contains(deleted), "{list}");
+    let (page, _) = ok(&a.config_path, &["list", "--limit", "5", "--after", kept]);
+    assert!(page.contains("queue is empty"), "{page}");
+    let (summary, _) = ok(&a.config_path, &["summary"]);
+    assert!(
+        summary.contains("1 message(s), 2 recipient(s) waiting"),
+        "{summary}"
+    );
     let (retried, _) = ok(&a.config_path, &["retry", kept]);
     assert!(
         retried.contains("scheduled for an attempt now"),
@@ -137,4 +196,45 @@ async fn herald_queue_shows_and_acts_on_every_nodes_mail() {
     let (code, _, err) = queue(&a.config_path, &["hold", "00000000000000000000"]);
     assert_eq!(code, 1);
     assert!(err.contains("no message"), "{err}");
+}
+
+/// A node stopped cleanly keeps its queued messages (its lease expires; no row is rewritten)
+/// and, started again, reads them back from the database and delivers each once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_node_takes_its_queued_mail_back_and_delivers_it() {
+    let mut world = World::new(1);
+    let sink = world.sink("mx.example.org", Default::default());
+    world.dns.add_mx("example.org", 10, "mx.example.org");
+    world.dns.fail("example.org");
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = certs(dir.path());
+    let mut cfg = node_config(dir.path(), &pg, "node-r");
+    support::set(&mut cfg, "dns.servers", world.dns.config_value());
+    support::set(&mut cfg, "delivery.port", world.port as i64);
+    support::set(&mut cfg, "delivery.retry_schedule", vec!["1s"]);
+    support::set(&mut cfg, "cluster.lease", "4s");
+    let mut node = Herald::start(dir.path(), cfg.clone());
+    let tags: Vec<String> = (0..3).map(|i| format!("restart-{i}")).collect();
+    let mut c = Client::submission_login(node.smtp_addr("submission"), tls).await;
+    for tag in &tags {
+        let r = c
+            .submit("app@example.test", &["r@example.org"], &body(tag))
+            .await;
+        assert_eq!(r.code, 250, "{}", r.text);
+    }
+    node.wait_for_log("delivery attempt: DNS trouble", WAIT);
+    assert!(node.terminate().success());
+    assert_eq!(
+        pg.query("SELECT count(*) FROM herald_messages WHERE lease_owner = 'node-r'"),
+        "3"
+    );
+
+    world.dns.unfail("example.org");
+    let _again = Herald::start(dir.path(), cfg);
+    wait_until("the queue to empty", || queued(&pg) == 0);
+    let seen = seen(&sink);
+    for tag in &tags {
+        assert_eq!(seen.get(tag), Some(&1), "{seen:?}");
+    }
 }

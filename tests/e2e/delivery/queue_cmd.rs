@@ -166,6 +166,11 @@ fn queue_commands_work_against_a_running_herald() {
         metrics.contains("herald_recipients_delivered_total"),
         "{metrics}"
     );
+    // The operator's bounce counts as a notification sent, like the queue's own.
+    assert!(
+        metrics.lines().any(|l| l == "herald_dsn_sent_total 1"),
+        "{metrics}"
+    );
     assert!(http_get(admin, w.dir.path(), "/health").contains("ok"));
     // The same records `herald dns --format json` prints, with the demo domain's DKIM key.
     let dns = http_get(admin, w.dir.path(), "/dns");

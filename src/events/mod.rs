@@ -186,23 +186,27 @@ impl Event {
 }
 
 /// The `Message-ID:` of a header block (CRLF lines, folded lines joined), without angle
-/// brackets and at most 500 characters; `None` when absent or empty. For emitters.
+/// brackets and at most 500 characters; `None` when absent or empty. The block may be a
+/// whole message: the search stops at the blank line. For emitters: it looks at the first
+/// bytes of each field only, and copies nothing but the id.
 pub fn message_id(headers: &[u8]) -> Option<String> {
+    const NAME: &[u8] = b"message-id";
     let mut lines = headers.split(|&b| b == b'\n').peekable();
     while let Some(line) = lines.next() {
         if line.is_empty() || line == b"\r" {
             break;
         }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+        // Continuation lines and other fields are skipped on their first bytes; the name may
+        // be followed by white space before its colon (RFC 5322 obsolete syntax).
+        let Some(rest) = line
+            .get(..NAME.len())
+            .filter(|n| n.eq_ignore_ascii_case(NAME))
+            .map(|_| line[NAME.len()..].trim_ascii_start())
+            .and_then(|r| r.strip_prefix(b":"))
+        else {
             continue;
         };
-        if !line[..colon]
-            .trim_ascii()
-            .eq_ignore_ascii_case(b"message-id")
-        {
-            continue;
-        }
-        let mut value = String::from_utf8_lossy(&line[colon + 1..]).into_owned();
+        let mut value = String::from_utf8_lossy(rest).into_owned();
         while let Some(next) = lines.peek()
             && next.first().is_some_and(|b| *b == b' ' || *b == b'\t')
         {
@@ -377,6 +381,16 @@ mod tests {
         assert_eq!(message_id(h).as_deref(), Some("abc@example.test"));
         assert_eq!(message_id(b"Subject: x\r\n\r\n"), None);
         assert_eq!(message_id(b"Message-ID: <>\r\n"), None);
+        assert_eq!(
+            message_id(b"Message-Id : <a@b>\r\n\r\nbody").as_deref(),
+            Some("a@b")
+        );
+        assert_eq!(message_id(b"Message-IDs: <a@b>\r\n"), None);
+        assert_eq!(
+            message_id(b"Subject: x\r\n message-id: <fold@b>\r\n\r\n"),
+            None
+        );
+        assert_eq!(message_id(b"To: y\r\n\r\nMessage-ID: <body@b>\r\n"), None);
     }
 
     #[test]

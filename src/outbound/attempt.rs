@@ -304,8 +304,6 @@ fn log_attempt(
     replies: &[String],
     started: Instant,
 ) {
-    let mut replies = replies.to_vec();
-    replies.dedup();
     tracing::info!(
         queue_id = %job.queue_id,
         domain = %job.domain,
@@ -316,8 +314,46 @@ fn log_attempt(
         tls_rule = %hop.reason,
         cert_verified = tls.is_some_and(|t| t.verified),
         recipients = job.recipients.len(),
-        reply = %replies.join(" | "),
+        reply = %Replies(replies),
         duration_ms = started.elapsed().as_millis() as u64,
         "delivery attempt"
     );
+}
+
+/// The replies of an attempt as the log line shows them: joined by ` | `, a reply repeated
+/// right after itself shown once; written straight into the line (no copy, no join).
+struct Replies<'a>(&'a [String]);
+
+impl std::fmt::Display for Replies<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut previous: Option<&String> = None;
+        for r in self.0 {
+            if previous == Some(r) {
+                continue;
+            }
+            if previous.is_some() {
+                f.write_str(" | ")?;
+            }
+            f.write_str(r)?;
+            previous = Some(r);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Replies;
+
+    #[test]
+    fn replies_are_joined_with_a_repeat_shown_once() {
+        let r =
+            |v: &[&str]| Replies(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>()).to_string();
+        assert_eq!(r(&[]), "");
+        assert_eq!(r(&["250 ok"]), "250 ok");
+        assert_eq!(
+            r(&["250 ok", "250 ok", "550 no", "250 ok"]),
+            "250 ok | 550 no | 250 ok"
+        );
+    }
 }

@@ -44,7 +44,8 @@ pub(super) fn settled(msg: &SpooledMessage, data: &[u8], tried: Vec<Tried>, now:
     if tried.is_empty() {
         return;
     }
-    let message_id = crate::events::message_id(crate::headers::header_block(data));
+    // The whole message: the search stops at the end of the header section.
+    let message_id = crate::events::message_id(data);
     for t in tried {
         let (Some(r), Some(permanent)) = (msg.state.recipients.get(t.index), t.permanent) else {
             continue;

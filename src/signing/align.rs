@@ -57,7 +57,15 @@ pub struct Inspected {
 /// Reads the header section: exactly one `From:` header holding exactly one address, and the
 /// names of the signed headers that are present.
 pub fn inspect(message: &[u8]) -> Result<Inspected, Reply> {
-    let parsed = MessageParser::new()
+    // Only `From:` is parsed; every other field is only named (its value skipped): the
+    // default parser also took apart herald's own `Received:` and the `Date:`, `To:` and
+    // `Message-ID:` fields, none of which this reads (1.6 % of the async threads' CPU).
+    static FROM_ONLY: std::sync::LazyLock<MessageParser> = std::sync::LazyLock::new(|| {
+        MessageParser::new()
+            .header_address(HeaderName::From)
+            .default_header_ignore()
+    });
+    let parsed = FROM_ONLY
         .parse_headers(message)
         .ok_or_else(|| media("the message has no header section"))?;
     let headers = parsed.headers();

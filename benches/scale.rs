@@ -160,7 +160,9 @@ fn main() {
     let idle_after_healthy = rss_kb(herald.pid, "VmRSS:");
     let accepting = send(2 * healthy..2 * healthy + queued, "r@deferred.example");
     wait_settled(&config);
+    let vacuum_before = pg.as_ref().map(vacuum_state);
     let healthy_during = healthy_phase(&times, healthy..2 * healthy, &send);
+    let vacuum_after = pg.as_ref().map(vacuum_state);
     wait_settled(&config);
     let full = steady_rss(herald.pid);
     let (spool_bytes, spool_allocated, spool_kinds) = match &pg {
@@ -253,6 +255,26 @@ fn main() {
         "  healthy delivery with the queue full: {:.0}% of its speed on an empty queue",
         healthy_during.1 / healthy_before.1 * 100.0
     );
+    if let (Some(before), Some(after)) = (vacuum_before, vacuum_after) {
+        println!(
+            "  PostgreSQL around that round   at its start: {before}\n\
+             {:32}at its end:   {after}",
+            ""
+        );
+    }
+}
+
+/// What PostgreSQL's autovacuum is doing to `herald_messages` (a burst of deferrals leaves
+/// a dead row per message; its vacuum on the same cores slows whatever runs beside it).
+fn vacuum_state(pg: &postgres::Postgres) -> String {
+    pg.query(
+        "SELECT format('%s autovacuum worker(s) running; herald_messages: %s dead rows, \
+                %s autovacuum(s), %s autoanalyze(s), %s of %s updates HOT', \
+                (SELECT count(*) FROM pg_stat_activity \
+                 WHERE backend_type = 'autovacuum worker'), \
+                n_dead_tup, autovacuum_count, autoanalyze_count, n_tup_hot_upd, n_tup_upd) \
+         FROM pg_stat_user_tables WHERE relname = 'herald_messages'",
+    )
 }
 
 /// Submits messages `range` (their index in the Message-ID) to `rcpt` over `clients`

@@ -88,7 +88,7 @@ pub async fn run(config: &Path, cmd: QueueCommand) -> anyhow::Result<ExitCode> {
         match client.get(format!("{base}/health")).send().await {
             Ok(_) => {
                 eprintln!("herald queue: using the running herald at {base}");
-                return online(&client, &base, cmd, cfg.cluster.is_none()).await;
+                return online(&client, &base, cmd).await;
             }
             Err(e) if e.is_connect() => {}
             Err(e) => anyhow::bail!("the admin endpoint at {base} did not answer properly: {e}"),
@@ -119,10 +119,9 @@ async fn online(
     client: &reqwest::Client,
     base: &str,
     cmd: QueueCommand,
-    single_node: bool,
 ) -> anyhow::Result<ExitCode> {
     let req = match &cmd {
-        QueueCommand::List { limit: None, after } if single_node => {
+        QueueCommand::List { limit: None, after } => {
             return list_in_pages(client, base, after.clone()).await;
         }
         QueueCommand::List { limit, after } => {
@@ -332,10 +331,11 @@ fn sender(m: &MessageView) -> String {
     format!("<{}>", m.sender)
 }
 
-/// Messages asked for at a time by `herald queue list` without `--limit` on a single node.
+/// Messages asked for at a time by `herald queue list` without `--limit`.
 const LIST_PAGE: usize = 5000;
 
-/// `herald queue list` of everything from a single node's herald, page by page, each page
+/// `herald queue list` of everything from the running herald (a single node's queue, or with
+/// `[cluster]` the database's, read by primary key), page by page, each page
 /// printed as it comes: neither herald nor this command holds the whole queue in memory (a
 /// million messages are 240 MB of text). A message that arrives meanwhile is listed when
 /// its id sorts after the page being read.

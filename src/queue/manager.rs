@@ -334,15 +334,23 @@ async fn schedule(inner: Arc<Inner>) {
                         && table.arrived() == arrived_when_idle
                         && table.in_flight() == 0;
                     if over {
-                        table.burst_over();
-                    } else if table.burst_pending() {
-                        arrived_when_idle = table.arrived();
-                        wait = wait.min(BURST_QUIET);
+                        let started = Instant::now();
+                        Some((table.burst_over(), started))
+                    } else {
+                        if table.burst_pending() {
+                            arrived_when_idle = table.arrived();
+                            wait = wait.min(BURST_QUIET);
+                        }
+                        None
                     }
-                    over
                 };
-                if burst_over {
+                if let Some((arrivals, started)) = burst_over {
                     super::table::give_memory_back();
+                    tracing::info!(
+                        arrivals,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "queue: a burst of arrivals is settled; memory given back"
+                    );
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}

@@ -452,6 +452,15 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn the_databases_age_buckets_are_the_summarys() {
+        // PostgreSQL buckets ages by AGE_BOUNDS (width_bucket); bucket i must be age_bucket's.
+        for (i, bound) in AGE_BOUNDS.iter().enumerate() {
+            assert_eq!(age_bucket(bound - 1), i);
+            assert_eq!(age_bucket(*bound), i + 1);
+        }
+    }
+
+    #[test]
     fn a_page_starts_after_the_given_id() {
         let views: Vec<MessageView> = ["a", "b", "c", "d"]
             .iter()

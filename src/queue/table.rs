@@ -514,10 +514,21 @@ impl Table {
     /// while): gives back the room the side tables grew into while thousands of messages
     /// were fresh at once. The main table keeps its room: it holds every queued message.
     /// The caller then calls [`give_memory_back`], with the table unlocked.
-    pub(super) fn burst_over(&mut self) {
+    ///
+    /// The schedule is made again too when the burst is big next to it (an eighth of it or
+    /// more, so its cost per arrival stays bounded): its nodes were allocated between the
+    /// burst's short-lived allocations, and each one left in a page keeps that page from the
+    /// system; made again at once, they are packed together, and full. Returns the arrivals
+    /// of the burst.
+    pub(super) fn burst_over(&mut self) -> u64 {
+        let burst = self.arrived - self.given_back_at;
         self.given_back_at = self.arrived;
         self.hot.shrink_to_fit();
         self.spread.shrink_to_fit();
+        if burst >= self.schedule.len() as u64 / 8 {
+            self.schedule = std::mem::take(&mut self.schedule).into_iter().collect();
+        }
+        burst
     }
 
     /// Messages being attempted now.

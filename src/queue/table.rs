@@ -700,6 +700,27 @@ mod tests {
         assert_eq!(table.depth().0, 1);
     }
 
+    /// A burst of arrivals is noticed, and once over the schedule made again holds the same
+    /// messages in the same order.
+    #[test]
+    fn after_a_burst_the_schedule_is_made_again_unchanged() {
+        let mut table = Table::default();
+        let msgs: Vec<_> = (0..BURST)
+            .map(|i| message(None, &["x@a.test"], 10_000 - i % 700))
+            .collect();
+        for m in &msgs {
+            table.insert(m.clone(), false);
+        }
+        assert!(table.burst_pending());
+        let before: Vec<_> = table.schedule.iter().copied().collect();
+        assert_eq!(table.burst_over(), BURST);
+        assert!(!table.burst_pending());
+        assert!(table.schedule.iter().copied().eq(before));
+        assert_eq!(table.first_due().map(|(due, _)| due), Some(9_301_000));
+        table.schedule(&msgs[0].id, None);
+        assert_eq!(table.schedule.len() as u64, BURST - 1);
+    }
+
     #[test]
     fn the_schedule_gives_the_earliest_message_first() {
         let mut table = Table::default();

@@ -33,22 +33,12 @@ use crate::config::{Config, ShapingConfig};
 use crate::reply::EnhancedStatus;
 
 /// Every destination's state in this process.
-struct Table {
-    states: Mutex<HashMap<String, DestState>>,
-    /// Woken when a delivery ends (a connection slot may be free).
-    freed: Notify,
-}
-
-fn table() -> &'static Table {
-    static TABLE: OnceLock<Table> = OnceLock::new();
-    TABLE.get_or_init(|| Table {
-        states: Mutex::new(HashMap::new()),
-        freed: Notify::new(),
-    })
-}
-
 fn states() -> MutexGuard<'static, HashMap<String, DestState>> {
-    table().states.lock().unwrap_or_else(|p| p.into_inner())
+    static STATES: OnceLock<Mutex<HashMap<String, DestState>>> = OnceLock::new();
+    STATES
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
 }
 
 /// The shaping rules of one configuration; cheap to clone.
@@ -84,14 +74,18 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         if let Some(name) = self.destination.take() {
             let mut all = states();
-            if let Some(s) = all.get_mut(&name) {
-                s.finished();
-                if s.is_idle(Instant::now()) {
-                    all.remove(&name);
-                }
+            let Some(s) = all.get_mut(&name) else {
+                return;
+            };
+            s.finished();
+            let freed = Arc::clone(&s.freed);
+            if s.is_idle(Instant::now()) {
+                all.remove(&name);
             }
             drop(all);
-            table().freed.notify_waiters();
+            // One slot freed: one waiter of this destination takes it (a waiter that finds
+            // its state replaced looks again, see `admit`).
+            freed.notify_one();
         }
     }
 }
@@ -129,18 +123,25 @@ impl Shaper {
             return Ok(Ticket { destination: None });
         }
         let dest = self.destination(mx);
+        // The destination's wake-up once this delivery has had to wait for a slot.
+        let mut slot: Option<Arc<Notify>> = None;
         loop {
-            let freed = table().freed.notified();
+            // Registered before the state is read, so a slot freed in between wakes it.
+            let registered = slot.clone();
+            let freed = registered.as_deref().map(Notify::notified);
             tokio::pin!(freed);
-            freed.as_mut().enable();
-            let decision = {
+            if let Some(f) = freed.as_mut().as_pin_mut() {
+                f.enable();
+            }
+            let (decision, current) = {
                 let mut all = states();
                 let state = all.entry(dest.name.clone()).or_default();
                 let decision = state.admit(Instant::now(), dest.limits);
+                let current = Arc::clone(&state.freed);
                 if state.is_idle(Instant::now()) {
                     all.remove(&dest.name);
                 }
-                decision
+                (decision, current)
             };
             match decision {
                 Decision::Go => {
@@ -157,12 +158,17 @@ impl Shaper {
                         wait,
                     });
                 }
-                Decision::Wait(at_most) => {
-                    tokio::select! {
-                        _ = &mut freed => {}
-                        _ = tokio::time::sleep(at_most) => {}
+                Decision::Wait(at_most) => match freed.as_mut().as_pin_mut() {
+                    Some(f) if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &current)) => {
+                        tokio::select! {
+                            _ = f => {}
+                            _ = tokio::time::sleep(at_most) => {}
+                        }
                     }
-                }
+                    // First wait, or the state was made anew: register with its wake-up and
+                    // look again at once.
+                    _ => slot = Some(current),
+                },
             }
         }
     }
@@ -285,4 +291,65 @@ pub(crate) fn snapshot() -> Vec<DestinationView> {
         .collect();
     out.sort_by(|a, b| a.destination.cmp(&b.destination));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ShapingLimits;
+
+    /// One connection to every destination, no built-in rules.
+    fn one_at_a_time() -> Shaper {
+        let cfg = ShapingConfig {
+            builtin_rules: false,
+            default_limits: ShapingLimits {
+                connections: 1,
+                ..ShapingLimits::default()
+            },
+            ..ShapingConfig::default()
+        };
+        Shaper::of(&cfg, 1)
+    }
+
+    // Paused time: a lost wake-up would show as the waiter's 2 s timer having run out.
+    #[tokio::test(start_paused = true)]
+    async fn a_finished_delivery_wakes_one_waiting_for_its_slot_at_once() {
+        let shaper = one_at_a_time();
+        let mx = "mx.wake.shaping-test.example";
+        let other = "mx.other.shaping-test.example";
+        let Ok(first) = shaper.admit(mx).await else {
+            panic!("the first delivery goes at once");
+        };
+        let started = tokio::time::Instant::now();
+        let waiter = {
+            let s = shaper.clone();
+            tokio::spawn(async move {
+                let ticket = s.admit(mx).await;
+                (ticket.is_ok(), started.elapsed())
+            })
+        };
+        // Runs the waiter until it waits for the slot (current-thread runtime).
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "the slot is taken: it waits");
+        // Another destination's delivery ending does not take its turn.
+        let Ok(elsewhere) = shaper.admit(other).await else {
+            panic!("another destination has its own slot");
+        };
+        drop(elsewhere);
+        tokio::task::yield_now().await;
+        assert!(
+            !waiter.is_finished(),
+            "still waiting for its own destination"
+        );
+        drop(first);
+        let Ok((admitted, waited)) = waiter.await else {
+            panic!("the waiter ran to the end");
+        };
+        assert!(admitted);
+        assert_eq!(
+            waited,
+            Duration::ZERO,
+            "woken by the freed slot, not by its timer"
+        );
+    }
 }

@@ -4,7 +4,10 @@
 //! destination is back to its full limits. Times are passed in, so the rules are tested
 //! without a clock.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use crate::config::ShapingLimits;
 
@@ -44,6 +47,9 @@ pub(super) struct DestState {
     pub(super) active: u32,
     /// Push-backs seen since start.
     pub(super) pushbacks: u64,
+    /// Wakes one delivery waiting for a connection slot of this destination when one ends
+    /// (only this destination's waiters, and only one per freed slot: no herd).
+    pub(super) freed: Arc<Notify>,
     tokens: f64,
     refilled: Option<Instant>,
 }
@@ -56,6 +62,7 @@ impl Default for DestState {
             reason: None,
             active: 0,
             pushbacks: 0,
+            freed: Arc::default(),
             tokens: 0.0,
             refilled: None,
         }

@@ -83,9 +83,9 @@ impl Drop for Ticket {
                 all.remove(&name);
             }
             drop(all);
-            // One slot freed: one waiter of this destination takes it (a waiter that finds
-            // its state replaced looks again, see `admit`).
-            freed.notify_one();
+            // A slot freed: this destination's waiters look again (a waiter that finds its
+            // state replaced registers anew, see `admit`).
+            freed.notify_waiters();
         }
     }
 }

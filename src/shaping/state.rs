@@ -47,8 +47,8 @@ pub(super) struct DestState {
     pub(super) active: u32,
     /// Push-backs seen since start.
     pub(super) pushbacks: u64,
-    /// Wakes one delivery waiting for a connection slot of this destination when one ends
-    /// (only this destination's waiters, and only one per freed slot: no herd).
+    /// Wakes the deliveries waiting for a connection slot of this destination when one ends
+    /// (only this destination's: a delivery elsewhere ending wakes none of them).
     pub(super) freed: Arc<Notify>,
     tokens: f64,
     refilled: Option<Instant>,

@@ -313,7 +313,7 @@ mod tests {
 
     // Paused time: a lost wake-up would show as the waiter's 2 s timer having run out.
     #[tokio::test(start_paused = true)]
-    async fn a_finished_delivery_wakes_one_waiting_for_its_slot_at_once() {
+    async fn a_finished_delivery_wakes_a_delivery_waiting_for_its_slot_at_once() {
         let shaper = one_at_a_time();
         let mx = "mx.wake.shaping-test.example";
         let other = "mx.other.shaping-test.example";

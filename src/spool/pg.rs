@@ -48,6 +48,12 @@ const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Columns read back for a queued message (without its body).
 const COLUMNS: &str = "id, envelope, size, state, held, control_seq, lease_owner";
 
+/// Makes or renews this node's one lease row (`$1` node id, `$2` lease in seconds, on the
+/// database's clock): at start, with a claim, and at each renewal.
+const RENEW_NODE_LEASE: &str = "INSERT INTO herald_node_leases (node_id, lease_until) \
+     VALUES ($1, now() + make_interval(secs => $2)) \
+     ON CONFLICT (node_id) DO UPDATE SET lease_until = EXCLUDED.lease_until";
+
 /// The spool in the cluster's PostgreSQL database (module documentation).
 pub struct PgBackend {
     shared: Arc<Shared>,

@@ -9,7 +9,8 @@ use tokio_postgres::Row;
 use tokio_postgres::types::Json;
 
 use super::{
-    COLUMNS, OPERATION_TIMEOUT, PgBackend, Shared, entry, message, next_attempt, prefixed, timed,
+    COLUMNS, OPERATION_TIMEOUT, PgBackend, RENEW_NODE_LEASE, Shared, entry, message, next_attempt,
+    prefixed, timed,
 };
 use crate::clock::unix_now;
 use crate::cluster::DbError;
@@ -31,14 +32,9 @@ impl Shared {
                 .await
                 .map_err(DbError::doing("claiming messages"))?;
             if own {
-                tx.execute(
-                    "INSERT INTO herald_node_leases (node_id, lease_until) \
-                     VALUES ($1, now() + make_interval(secs => $2)) \
-                     ON CONFLICT (node_id) DO UPDATE SET lease_until = EXCLUDED.lease_until",
-                    &[&node, &self.lease_secs()],
-                )
-                .await
-                .map_err(DbError::doing("claiming this node's lease"))?;
+                tx.execute(RENEW_NODE_LEASE, &[&node, &self.lease_secs()])
+                    .await
+                    .map_err(DbError::doing("claiming this node's lease"))?;
             }
             let expired: Vec<String> = tx
                 .query(
@@ -118,14 +114,9 @@ impl Shared {
                 )
                 .await
                 .map_err(DbError::doing("renewing leases"))?;
-            tx.execute(
-                "INSERT INTO herald_node_leases (node_id, lease_until) \
-                 VALUES ($1, now() + make_interval(secs => $2)) \
-                 ON CONFLICT (node_id) DO UPDATE SET lease_until = EXCLUDED.lease_until",
-                &[&node, &self.lease_secs()],
-            )
-            .await
-            .map_err(DbError::doing("renewing leases"))?;
+            tx.execute(RENEW_NODE_LEASE, &[&node, &self.lease_secs()])
+                .await
+                .map_err(DbError::doing("renewing leases"))?;
             tx.commit()
                 .await
                 .map_err(DbError::doing("renewing leases"))?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{COLUMNS, Shared, message, timed};
+use super::{COLUMNS, RENEW_NODE_LEASE, Shared, message, timed};
 use crate::cluster::DbError;
 use crate::spool::{Recovery, SpoolError, SpooledMessage};
 
@@ -100,12 +100,7 @@ impl Shared {
         timed(async {
             let client = self.db.client().await?;
             client
-                .execute(
-                    "INSERT INTO herald_node_leases (node_id, lease_until) \
-                     VALUES ($1, now() + make_interval(secs => $2)) \
-                     ON CONFLICT (node_id) DO UPDATE SET lease_until = EXCLUDED.lease_until",
-                    &[&node, &self.lease_secs()],
-                )
+                .execute(RENEW_NODE_LEASE, &[&node, &self.lease_secs()])
                 .await
                 .map_err(DbError::doing("claiming this node's lease"))?;
             Ok(())

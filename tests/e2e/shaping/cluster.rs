@@ -54,6 +54,21 @@ fn start_node(world: &World, pg: &Postgres, name: &str, limit: &str) -> Node {
     }
 }
 
+/// Nodes A and B on `pg` with the rule's `limit`, once each counts both as live.
+fn two_nodes(world: &World, pg: &Postgres, limit: &str) -> Vec<Node> {
+    let mut nodes: Vec<Node> = ["node-a", "node-b"]
+        .iter()
+        .map(|name| start_node(world, pg, name, limit))
+        .collect();
+    for n in &mut nodes {
+        wait_logged(
+            &mut n.herald,
+            "traffic shaping: 2 live nodes share every destination's limits",
+        );
+    }
+    nodes
+}
+
 /// Submits `count` messages to `node` (the `i`th), each with its node and number as subject.
 async fn submit(node: &Node, i: usize, count: usize) {
     let mut c =
@@ -86,16 +101,7 @@ async fn a_connection_limit_holds_for_the_whole_cluster_not_per_node() {
     // run at once are all open at the MX together.
     sink.pause_data();
     let pg = Postgres::start();
-    let mut nodes: Vec<Node> = ["node-a", "node-b"]
-        .iter()
-        .map(|name| start_node(&world, &pg, name, &format!("connections = {CONNECTIONS}")))
-        .collect();
-    for n in &mut nodes {
-        wait_logged(
-            &mut n.herald,
-            "traffic shaping: 2 live nodes share every destination's limits",
-        );
-    }
+    let nodes = two_nodes(&world, &pg, &format!("connections = {CONNECTIONS}"));
 
     for (i, n) in nodes.iter().enumerate() {
         submit(n, i, PER_NODE).await;
@@ -134,16 +140,7 @@ async fn a_rate_limit_holds_for_the_whole_cluster_not_per_node() {
     world.dns.add_mx("prov.test", 10, "mx.prov.test");
     let sink = world.sink("mx.prov.test", SinkOptions::default());
     let pg = Postgres::start();
-    let mut nodes: Vec<Node> = ["node-a", "node-b"]
-        .iter()
-        .map(|name| start_node(&world, &pg, name, "messages_per_minute = 12"))
-        .collect();
-    for n in &mut nodes {
-        wait_logged(
-            &mut n.herald,
-            "traffic shaping: 2 live nodes share every destination's limits",
-        );
-    }
+    let mut nodes = two_nodes(&world, &pg, "messages_per_minute = 12");
     for (i, n) in nodes.iter().enumerate() {
         submit(n, i, 2).await;
     }

@@ -1,8 +1,6 @@
 //! The `herald` binary: parses the command line and hands it to the library.
 
-use std::cell::Cell;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::Parser;
 
@@ -20,54 +18,17 @@ unsafe extern "C" {
     fn mi_collect(force: bool);
 }
 
-/// How many times the queue asked for memory back; each runtime thread collects once per
-/// request, when it next goes idle ([`collect_when_idle`]).
-static GIVE_BACK_REQUESTS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// The request this thread last collected for.
-    static COLLECTED_FOR: Cell<u64> = const { Cell::new(0) };
-}
-
 /// Gives back to the system what mimalloc still holds of freed memory: the queue calls it
-/// once a burst of arrivals has been settled and after recovery. mimalloc collects one
-/// thread's pages at a time, and a page whose blocks another thread freed (a message
-/// received on one runtime thread, delivered and dropped on another) is only found free by
-/// the thread that owns it: so this thread collects now, and each runtime thread when it
-/// next parks.
+/// once a burst of arrivals has been settled and after recovery (from the thread that
+/// settles it; pages other threads own go back as those threads free and purge them, see
+/// `MI_OPTION_PURGE_DELAY`).
 fn give_memory_back() {
-    let request = GIVE_BACK_REQUESTS.fetch_add(1, Ordering::Relaxed) + 1;
-    COLLECTED_FOR.set(request);
     // SAFETY: a plain call into the allocator linked in above; safe from any thread.
     unsafe { mi_collect(true) };
 }
 
-/// Runs as each runtime thread parks (goes idle): collects its pages once per request
-/// (an atomic load and a thread-local read otherwise).
-fn collect_when_idle() {
-    let request = GIVE_BACK_REQUESTS.load(Ordering::Relaxed);
-    if COLLECTED_FOR.get() != request {
-        COLLECTED_FOR.set(request);
-        // SAFETY: as in `give_memory_back`.
-        unsafe { mi_collect(true) };
-    }
-}
-
-fn main() -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .on_thread_park(collect_when_idle)
-        .build();
-    match runtime {
-        Ok(runtime) => runtime.block_on(run()),
-        Err(e) => {
-            eprintln!("herald: cannot start its runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     // Freed memory goes back to the system at once (mimalloc waits 10 ms by default): an
     // argon2 verification frees 19 MiB, which herald should not keep (same CPU per message
     // in the delivery benchmark, half the memory while 50 sessions receive large messages).

@@ -177,7 +177,7 @@ impl QueueManager {
                     table.recovering = false;
                     table.burst_over();
                     drop(table);
-                    super::table::give_memory_back();
+                    super::give_memory_back();
                     tracing::info!(
                         waiting = recovered.waiting,
                         seconds = recovered.started.elapsed().as_secs(),
@@ -345,7 +345,7 @@ async fn schedule(inner: Arc<Inner>) {
                     }
                 };
                 if let Some((arrivals, started)) = burst_over {
-                    super::table::give_memory_back();
+                    super::give_memory_back();
                     tracing::info!(
                         arrivals,
                         took_ms = started.elapsed().as_millis() as u64,
